@@ -1,0 +1,50 @@
+"""JSON in and out, fast and exact.
+
+msgspec decodes about as fast as orjson but keeps integers beyond 2^64 exact (orjson turns them
+into floats, which would change a document's digits). Strings with lone UTF-16 surrogates
+("\\ud800") are valid JSON that msgspec refuses; those documents fall back to the standard
+library so they can still be read, and the transform then rejects or encodes them by policy.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+
+_decoder = msgspec.json.Decoder()
+_encoder = msgspec.json.Encoder()
+_sorted_encoder = msgspec.json.Encoder(order="sorted")
+
+
+def loads(data: bytes | str) -> Any:
+    try:
+        return _decoder.decode(data)
+    except msgspec.DecodeError:
+        # Lone surrogates: msgspec refuses them, the standard library keeps them.
+        # Anything that is really malformed fails again here, with a precise position.
+        return json.loads(data, parse_constant=_reject_constant)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact JSON bytes."""
+    try:
+        return _encoder.encode(obj)
+    except UnicodeEncodeError:
+        return json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+def dumps_str(obj: Any) -> str:
+    return dumps(obj).decode("utf-8")
+
+
+def dumps_sorted(obj: Any) -> bytes:
+    """Compact JSON with object keys sorted: a stable form for hashing."""
+    try:
+        return _sorted_encoder.encode(obj)
+    except UnicodeEncodeError:
+        return json.dumps(obj, ensure_ascii=True, separators=(",", ":"), sort_keys=True).encode()

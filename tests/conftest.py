@@ -1,0 +1,84 @@
+"""Shared fixtures: a real PostgreSQL for every test (never mocked).
+
+ETL_TEST_PG_DSN names a server to use (any database on it; tests create and drop their own).
+Without it, the suite starts the same embedded server `etl` uses, in a temporary directory.
+Each test that needs a database gets a fresh one; `schema_db` copies a template database to
+which the schema was applied once per session, so tests stay fast and independent.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn(tmp_path_factory) -> str:
+    dsn = os.environ.get("ETL_TEST_PG_DSN")
+    if dsn:
+        return dsn
+    from etl.pg import embedded_dsn
+
+    return embedded_dsn(tmp_path_factory.mktemp("embedded") / "pgdata", announce=False)
+
+
+def _create_db(admin_dsn: str, template: str | None = None) -> tuple[str, str]:
+    name = f"etl_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        tmpl = f" TEMPLATE {template}" if template else ""
+        conn.execute(f'CREATE DATABASE "{name}"{tmpl}')
+    return name, make_conninfo(admin_dsn, dbname=name)
+
+
+def _drop_db(admin_dsn: str, name: str) -> None:
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def make_db(pg_admin_dsn):
+    """Factory: make_db() -> DSN of a new empty database; make_db(schema=True) -> with schema."""
+    made: list[str] = []
+
+    def factory(schema: bool = False) -> str:
+        template = _schema_template(pg_admin_dsn) if schema else None
+        name, dsn = _create_db(pg_admin_dsn, template)
+        made.append(name)
+        return dsn
+
+    yield factory
+    for name in made:
+        _drop_db(pg_admin_dsn, name)
+
+
+@pytest.fixture
+def empty_db(make_db) -> str:
+    return make_db()
+
+
+@pytest.fixture
+def schema_db(make_db) -> str:
+    return make_db(schema=True)
+
+
+_TEMPLATE: dict[str, str] = {}
+
+
+def _schema_template(admin_dsn: str) -> str:
+    """A database with sql/001..007 applied, made once per session and copied per test."""
+    if admin_dsn not in _TEMPLATE:
+        from etl.schema import apply_schema
+
+        name, dsn = _create_db(admin_dsn)
+        apply_schema(dsn, REPO / "sql")
+        _TEMPLATE[admin_dsn] = name
+        import atexit
+
+        atexit.register(_drop_db, admin_dsn, name)
+    return _TEMPLATE[admin_dsn]
