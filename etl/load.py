@@ -1,0 +1,163 @@
+"""Load: COPY a batch of canonical rows into the session's staging table, then upsert them with
+the set-based core `etl_merge_stage()` (sql/007) that `migrate_arango_document()` also uses.
+
+Runs inside the caller's transaction. Each attempt is a savepoint; when COPY or the merge
+fails on data (a validation trigger, a constraint, a value PostgreSQL cannot store), the rows
+are split in halves and retried, so a bad row ends as one reject with the database's message
+and every other row of the batch loads. Transient errors (connection lost, serialization) are
+not bisected: they go up to the batch retry, which re-runs the whole batch transaction.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import psycopg
+from psycopg import sql
+
+from etl import jsonutil
+from etl.errors import PermanentError, is_transient
+
+# SQLSTATE classes that mean "this row's data is not acceptable": data exceptions (22),
+# integrity violations (23), RAISE from a validation trigger (P0001), program limits such as a
+# too-large or too-deep jsonb value (54). Anything else is a bug or a schema problem and must
+# not be turned into thousands of rejects.
+_ROW_LEVEL_SQLSTATE = ("22", "23", "P0001", "54")
+
+JSONB_COLUMNS = ("parsed_data", "metadata")
+
+
+@dataclass
+class LoadOutcome:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    dangling: int = 0
+    rejected: list[tuple[object, str]] = field(default_factory=list)  # (row, reason)
+
+    def __iadd__(self, other: "LoadOutcome") -> "LoadOutcome":
+        self.inserted += other.inserted
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        self.dangling += other.dangling
+        self.rejected.extend(other.rejected)
+        return self
+
+
+@dataclass
+class LinkOutcome:
+    linked: int = 0
+    unchanged: int = 0
+    dangling: list[object] = field(default_factory=list)  # EdgeLink objects whose ends are missing
+    rejected: list[tuple[object, str]] = field(default_factory=list)
+
+
+def row_level_error(exc: psycopg.Error) -> bool:
+    state = getattr(exc, "sqlstate", None) or ""
+    return state.startswith(_ROW_LEVEL_SQLSTATE)
+
+
+def describe_db_error(exc: psycopg.Error) -> str:
+    diag = getattr(exc, "diag", None)
+    msg = (diag.message_primary if diag and diag.message_primary else str(exc)).strip()
+    detail = diag.message_detail if diag else None
+    text = f"{exc.sqlstate}: {msg}" + (f" ({detail})" if detail else "")
+    return text.replace("\n", " ")[:500]
+
+
+class Loader:
+    """One per connection: remembers which staging tables this session has prepared."""
+
+    def __init__(self, conn: psycopg.Connection, run_id: str):
+        self.conn = conn
+        self.run_id = run_id
+        self._columns: dict[str, list[str]] = {}
+
+    # -- documents -------------------------------------------------------------------------
+    def _stage_columns(self, document_type: str) -> tuple[str, list[str]]:
+        stage = self.conn.execute("select etl_prepare_stage(%s)::text", (document_type,)).fetchone()[0]
+        if document_type not in self._columns:
+            cols = self.conn.execute(
+                "select attname from pg_attribute where attrelid = %s::regclass"
+                " and attnum > 0 and not attisdropped order by attnum", (stage,)).fetchall()
+            self._columns[document_type] = [c[0] for c in cols]
+        return stage, self._columns[document_type]
+
+    def load(self, document_type: str, rows: Sequence) -> LoadOutcome:
+        """Upsert rows (transform.Row) of one document type; bad rows come back as rejects."""
+        if not rows:
+            return LoadOutcome()
+        try:
+            with self.conn.transaction():  # a savepoint inside the batch transaction
+                return self._copy_and_merge(document_type, rows)
+        except psycopg.Error as exc:
+            if self.conn.closed or self.conn.broken or is_transient(exc) or not row_level_error(exc):
+                raise
+            if len(rows) == 1:
+                return LoadOutcome(rejected=[(rows[0], describe_db_error(exc))])
+            mid = len(rows) // 2
+            out = self.load(document_type, rows[:mid])
+            out += self.load(document_type, rows[mid:])
+            return out
+
+    def _copy_and_merge(self, document_type: str, rows: Sequence) -> LoadOutcome:
+        stage, columns = self._stage_columns(document_type)
+        copy_sql = sql.SQL("copy {} ({}) from stdin").format(
+            sql.Identifier(*stage.split(".")) if "." in stage else sql.Identifier(stage),
+            sql.SQL(", ").join(map(sql.Identifier, columns)))
+        dumps = jsonutil.dumps_str
+        with self.conn.cursor().copy(copy_sql) as copy:
+            for row in rows:
+                v = row.values
+                copy.write_row([
+                    (dumps(v[c]) if c in JSONB_COLUMNS and v.get(c) is not None else v.get(c))
+                    for c in columns
+                ])
+        out = LoadOutcome()
+        for _id, action in self.conn.execute(
+                "select id, action from etl_merge_stage(%s, %s)", (document_type, self.run_id)):
+            if action == "inserted":
+                out.inserted += 1
+            elif action == "updated":
+                out.updated += 1
+            elif action.startswith("dangling"):
+                out.dangling += 1
+        out.unchanged = len(rows) - out.inserted - out.updated
+        return out
+
+    # -- edges -----------------------------------------------------------------------------
+    def link_edges(self, links: Sequence) -> LinkOutcome:
+        """Apply job_research edges (transform.EdgeLink) to research_results set-based."""
+        out = LinkOutcome()
+        if not links:
+            return out
+        self.conn.execute(
+            "create temp table if not exists etl_stage_edge"
+            " (edge_key text, target_id uuid, job_id uuid, edge jsonb)")
+        by_key = {link.key: link for link in links}
+        with self.conn.transaction():
+            self.conn.execute("truncate etl_stage_edge")
+            with self.conn.cursor().copy(
+                    "copy etl_stage_edge (edge_key, target_id, job_id, edge) from stdin") as copy:
+                for link in links:
+                    copy.write_row((link.key, link.target_id, link.job_id, jsonutil.dumps_str(link.edge)))
+            for key, _target, status in self.conn.execute(
+                    "select edge_key, target_id, status from etl_link_edges(%s)", (self.run_id,)):
+                if status == "linked":
+                    out.linked += 1
+                elif status == "unchanged":
+                    out.unchanged += 1
+                else:
+                    out.dangling.append(by_key[key])
+        return out
+
+
+def check_columns_known(conn: psycopg.Connection, document_type: str, values: dict) -> None:
+    """Fail fast (one line) when a mapping targets a column the table does not have."""
+    stage = conn.execute("select etl_prepare_stage(%s)::text", (document_type,)).fetchone()[0]
+    cols = {r[0] for r in conn.execute(
+        "select attname from pg_attribute where attrelid = %s::regclass and attnum > 0", (stage,))}
+    unknown = sorted(set(values) - cols)
+    if unknown:
+        raise PermanentError(f"mapping for {document_type} targets unknown columns {unknown}",
+                             hint="fix the mapping file or apply the schema")

@@ -1,0 +1,504 @@
+"""The pipeline: source batches -> transform -> load, one committed transaction per batch.
+
+Per batch, in ONE transaction: the upsert of its rows, its rejects, its timing row and the
+collection's checkpoint (the batch's resume position and running counts). A crash therefore
+loses at most the batch in flight, and `--resume` re-reads exactly that batch; the upsert makes
+the replay harmless. Reading runs one batch ahead in a thread so the source's latency overlaps
+with the database's work. Transient failures re-run the whole batch transaction with backoff.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Iterable, Iterator
+
+import psycopg
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from etl import pg, state
+from etl.errors import EtlError, Interrupted, PermanentError, is_transient
+from etl.load import Loader
+from etl.mapping import load_mapping
+from etl.settings import Settings, safe_dsn
+from etl.sources import open_source
+from etl.state import Checkpoint, Counts
+from etl.transform import EdgeLink, Reject, Row, Transformer, Unmapped
+
+log = logging.getLogger("etl.migrate")
+
+EXAMPLES_PER_REASON = 5
+
+
+@dataclass
+class CollectionResult:
+    collection: str
+    status: str = "pending"  # migrated | unmapped | interrupted | failed | pending
+    source_count: int = 0
+    counts: Counts = field(default_factory=Counts)
+    by_type: dict[str, Counts] = field(default_factory=lambda: defaultdict(Counts))
+    batches: int = 0
+    seconds: float = 0.0
+    nbytes: int = 0
+    reject_reasons: Counter = field(default_factory=Counter)
+    reject_examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    unmapped_reasons: Counter = field(default_factory=Counter)
+    unmapped_keys: list[str] = field(default_factory=list)
+    dangling: Counter = field(default_factory=Counter)
+    columns_filled: Counter = field(default_factory=Counter)
+    extra_fields: Counter = field(default_factory=Counter)
+    batch_stats: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def asdict(self) -> dict:
+        loaded = self.counts.loaded
+        return {
+            "collection": self.collection,
+            "status": self.status,
+            "source_count": self.source_count,
+            "counts": self.counts.asdict(),
+            "balanced": self.status != "migrated" or
+                        self.source_count == loaded + self.counts.rejected + self.counts.unmapped,
+            "by_type": {k: v.asdict() for k, v in self.by_type.items()},
+            "batches": self.batches,
+            "seconds": round(self.seconds, 3),
+            "bytes": self.nbytes,
+            "docs_per_second": round(self.counts.read / self.seconds, 1) if self.seconds else None,
+            "rejects_by_reason": [
+                {"reason": r, "count": n, "examples": self.reject_examples.get(r, [])}
+                for r, n in self.reject_reasons.most_common()],
+            "unmapped_by_reason": [{"reason": r, "count": n} for r, n in self.unmapped_reasons.most_common()],
+            "unmapped_keys": self.unmapped_keys,
+            "dangling_references": dict(self.dangling),
+            "field_coverage": {"columns_filled": dict(self.columns_filled),
+                               "kept_in_metadata_extra": dict(self.extra_fields)},
+            "batch_stats": self.batch_stats,
+            "warnings": self.warnings,
+        }
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    command: str
+    dry_run: bool
+    state: str
+    started_at: str
+    finished_at: str | None
+    source: str
+    target: str
+    schema_version: str | None
+    server_version: str | None
+    mapping_version: str | None
+    batch_size: int
+    collections: list[CollectionResult]
+    estimated_seconds: float | None = None
+    error: str | None = None
+
+    @property
+    def has_findings(self) -> bool:
+        return any(c.counts.rejected for c in self.collections)
+
+    def asdict(self) -> dict:
+        return {
+            "run_id": self.run_id, "command": self.command, "dry_run": self.dry_run,
+            "state": self.state, "started_at": self.started_at, "finished_at": self.finished_at,
+            "source": self.source, "target": self.target, "schema_version": self.schema_version,
+            "server_version": self.server_version, "mapping_version": self.mapping_version,
+            "batch_size": self.batch_size, "estimated_seconds": self.estimated_seconds,
+            "error": self.error,
+            "collections": [c.asdict() for c in self.collections],
+        }
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def prefetch(iterator: Iterator, depth: int = 2) -> Iterator:
+    """Run `iterator` in a thread, `depth` items ahead; errors re-raised in the consumer."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def worker():
+        try:
+            for item in iterator:
+                while not stop.is_set():
+                    try:
+                        q.put(("item", item), timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(("done", done))
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            q.put(("error", exc))
+
+    t = threading.Thread(target=worker, name="etl-reader", daemon=True)
+    t.start()
+    try:
+        while True:
+            kind, item = q.get()
+            if kind == "item":
+                yield item
+            elif kind == "done":
+                return
+            else:
+                raise item
+    finally:
+        stop.set()
+
+
+class Migration:
+    """One `etl migrate` run (or dry run). Use run() once."""
+
+    def __init__(self, settings: Settings, *, collections: list[str] | None = None, all_: bool = False,
+                 source: str = "arangodb", batch_size: int | None = None, resume: bool = False,
+                 dry_run: bool = False, limit: int | None = None, since_key: str | None = None,
+                 on_progress: Callable[[str, int, int | None], None] | None = None,
+                 on_collection: Callable[[str, int], None] | None = None,
+                 should_stop: Callable[[], bool] = lambda: False,
+                 retry_wait: Callable | None = None):
+        self.settings = settings
+        self.requested = collections or []
+        self.all = all_
+        self.source_spec = source
+        self.batch_size = batch_size or settings.migrate.batch_size
+        self.resume = resume
+        self.dry_run = dry_run
+        self.limit = limit
+        self.since_key = since_key
+        self.on_progress = on_progress or (lambda c, n, total: None)
+        self.on_collection = on_collection or (lambda c, total: None)
+        self.should_stop = should_stop
+        self.retry_wait = retry_wait or wait_random_exponential(multiplier=0.5, max=20)
+        self.mapping = load_mapping(settings.migrate.mapping)
+
+    # -- set-up ----------------------------------------------------------------------------
+    def _collections(self, source) -> list[str]:
+        order = list(self.mapping.collections_in_order())
+        if self.all:
+            known = {c.name for c in source.collections()}
+            names = [c for c in order if c in known]
+            # collections the source has but the mapping does not name: reported as unmapped
+            names += sorted(known - set(order))
+            return names
+        if not self.requested:
+            raise PermanentError("name a collection (--collection NAME) or use --all")
+        for name in self.requested:
+            source.collection(name)  # PermanentError listing what exists
+        # keep dependency order whatever order the flags came in
+        rank = {c: i for i, c in enumerate(order)}
+        return sorted(dict.fromkeys(self.requested), key=lambda c: rank.get(c, len(rank)))
+
+    def _connect(self) -> psycopg.Connection:
+        conn = pg.connect(self.dsn)
+        # Safe to relax: every batch commits together with its checkpoint and a replay is
+        # idempotent, so losing the last commits in a server crash only means re-reading them.
+        conn.execute("set synchronous_commit = off")
+        conn.commit()
+        return conn
+
+    # -- the run ---------------------------------------------------------------------------
+    def run(self) -> RunSummary:
+        self.dsn = pg.resolve_dsn(self.settings)
+        conn = self._connect()
+        state.require_schema(conn)
+        run_id, checkpoints = self._run_identity(conn)
+        self.run_id = run_id
+        source = open_source(self.source_spec, self.settings)
+        lock_conn = None
+        summary = RunSummary(
+            run_id=run_id, command="migrate", dry_run=self.dry_run, state="running", started_at=_now(),
+            finished_at=None, source=source.description, target=safe_dsn(self.dsn) if self.settings.postgres.dsn.get_secret_value() else f"embedded ({pg.describe_target(self.dsn)})",
+            schema_version=_schema_version(conn), server_version=pg.server_version(conn),
+            mapping_version=str(self.mapping.version), batch_size=self.batch_size, collections=[])
+        conn.commit()
+        try:
+            names = self._collections(source)
+            lock_conn = self._lock_collections(names)
+            if not self.dry_run:
+                state.start_run(conn, run_id, "migrate", source=source.description, target=summary.target,
+                                options=self._options(names))
+                conn.commit()
+            if self.dry_run:
+                with conn.transaction():
+                    self._run_collections(conn, source, names, checkpoints, summary)
+                    conn.execute("select 1")  # keep the transaction open until here
+                    raise psycopg.Rollback()
+            else:
+                self._run_collections(conn, source, names, checkpoints, summary)
+            summary.state = "finished"
+        except Interrupted:
+            summary.state = "interrupted"
+            raise
+        except EtlError as exc:
+            summary.state = "failed"
+            summary.error = str(exc)
+            raise
+        except BaseException as exc:
+            summary.state = "failed"
+            summary.error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            summary.finished_at = _now()
+            if self.dry_run:
+                total_rate = _rate(summary)
+                total_docs = sum(c.source_count for c in summary.collections)
+                summary.estimated_seconds = round(total_docs / total_rate, 1) if total_rate else None
+            self.summary = summary
+            self._finish(conn, summary)
+            source.close()
+            if lock_conn is not None:
+                lock_conn.close()
+        return summary
+
+    def _finish(self, conn, summary: RunSummary) -> None:
+        if self.dry_run:
+            conn.close()
+            return
+        try:
+            if conn.broken or conn.closed:
+                conn = self._connect()
+            conn.rollback()
+            state.finish_run(conn, summary.run_id, summary.state, summary=_summary_counts(summary),
+                             error=summary.error)
+            conn.commit()
+        except psycopg.Error as exc:  # the report still gets written; the run stays resumable
+            log.warning("could not record the end of run %s: %s", summary.run_id, exc)
+        finally:
+            conn.close()
+
+    def _run_identity(self, conn) -> tuple[str, dict[str, Checkpoint]]:
+        if not self.resume:
+            return state.new_run_id("dryrun" if self.dry_run else "migrate"), {}
+        prev = state.latest_resumable_run(conn)
+        conn.commit()
+        if prev is None:
+            raise PermanentError("nothing to resume: no interrupted or failed migrate run",
+                                 hint="start a new run without --resume")
+        opts = prev["options"] or {}
+        if not self.requested and not self.all:
+            self.requested = opts.get("collections", [])
+        if self.source_spec == "arangodb" and opts.get("source_spec"):
+            self.source_spec = opts["source_spec"]
+        if opts.get("batch_size") and self.batch_size == self.settings.migrate.batch_size:
+            self.batch_size = opts["batch_size"]
+        cps = state.load_checkpoints(conn, prev["run_id"])
+        conn.commit()
+        log.info("resuming run %s (%s)", prev["run_id"], prev["state"])
+        return prev["run_id"], cps
+
+    def _options(self, names: list[str]) -> dict:
+        return {"collections": names, "source_spec": self.source_spec, "batch_size": self.batch_size,
+                "limit": self.limit, "since_key": self.since_key, "mapping": self.settings.migrate.mapping}
+
+    def _lock_collections(self, names: list[str]):
+        """A session advisory lock per collection: a second migrate of the same collection
+        refuses at once instead of interleaving checkpoints."""
+        lock_conn = pg.connect(self.dsn, autocommit=True, application_name="etl-lock")
+        for name in names:
+            got = lock_conn.execute("select pg_try_advisory_lock(hashtextextended(%s, 0))",
+                                    (f"etl.migrate:{name}",)).fetchone()[0]
+            if not got:
+                lock_conn.close()
+                raise PermanentError(f"another etl migrate is running on collection {name!r}",
+                                     hint="wait for it to finish (etl status shows it)")
+        return lock_conn
+
+    def _run_collections(self, conn, source, names, checkpoints, summary: RunSummary) -> None:
+        for name in names:
+            result = CollectionResult(name)
+            summary.collections.append(result)
+            mapped = self.mapping.for_collection(name) is not None
+            info = source.collection(name)
+            result.source_count = info.count
+            if not mapped:
+                result.status = "unmapped"
+                result.counts.unmapped = info.count
+                result.unmapped_reasons["not migrated (no mapping)"] = info.count
+                continue
+            cp = checkpoints.get(name) or Checkpoint(name)
+            if cp.done:
+                result.status = "migrated"
+                result.counts = cp.counts
+                result.batches = cp.batches
+                continue
+            if cp.position is None and self.since_key is not None:
+                cp.position = self.since_key
+            conn = self._migrate_collection(conn, source, name, cp, result)
+
+    def _migrate_collection(self, conn, source, name: str, cp: Checkpoint, result: CollectionResult):
+        self._conn = conn
+        transformer = Transformer(self.mapping, self.run_id, _now())
+        result.counts = Counts(**vars(cp.counts))
+        result.batches = cp.batches
+        self.on_collection(name, result.source_count)
+        self.on_progress(name, result.counts.read, result.source_count)
+        remaining_limit = self.limit
+        batches = source.batches(name, self.batch_size, after=cp.position)
+        loader = Loader(conn, self.run_id)
+        t_collection = time.perf_counter()
+        for batch in prefetch(batches):
+            docs = batch.docs
+            if remaining_limit is not None:
+                docs = docs[:remaining_limit]
+                remaining_limit -= len(docs)
+            started = datetime.now(timezone.utc)
+            t0 = time.perf_counter()
+            outcome = self._transform(transformer, name, docs, result)
+            batch_counts, conn, loader = self._commit_batch(conn, loader, name, batch, cp, outcome,
+                                                            started, t0, result)
+            seconds = time.perf_counter() - t0
+            result.counts.add(batch_counts)
+            result.batches += 1
+            result.nbytes += batch.nbytes
+            result.warnings.extend(batch.warnings)
+            result.batch_stats.append({"seq": cp.batches, "docs": len(docs), "bytes": batch.nbytes,
+                                       "seconds": round(seconds, 4)})
+            self.on_progress(name, result.counts.read, result.source_count)
+            if remaining_limit is not None and remaining_limit <= 0:
+                break
+            if self.should_stop():
+                result.status = "interrupted"
+                raise Interrupted(f"stopped after batch {cp.batches} of {name}; run {self.run_id} "
+                                  f"is resumable", hint="continue with `etl migrate --resume`")
+        result.seconds += time.perf_counter() - t_collection
+        if not self.dry_run and (remaining_limit is None or remaining_limit > 0):
+            cp.done = True
+            cp.counts = result.counts
+            self._retrying(lambda c: state.save_checkpoint(c, self.run_id, cp), conn)
+        result.status = "migrated"
+        return self._conn
+
+    def _transform(self, transformer, name, docs, result: CollectionResult):
+        rows: dict[str, list[Row]] = defaultdict(list)
+        edges: list[EdgeLink] = []
+        rejects: list[tuple] = []  # (collection, key, doc, reason, stage)
+        for doc in docs:
+            out = transformer.transform(name, doc)
+            if isinstance(out, Row):
+                rows[out.document_type].append(out)
+                # field coverage: which columns got a value, which attributes went to extra
+                result.columns_filled.update(k for k, v in out.values.items() if v is not None)
+                extra = (out.values.get("metadata") or {}).get("extra") or {}
+                result.extra_fields.update(extra.keys())
+            elif isinstance(out, EdgeLink):
+                edges.append(out)
+            elif isinstance(out, Reject):
+                rejects.append((name, out.key, doc, out.reason, "transform"))
+            elif isinstance(out, Unmapped):
+                rejects.append((name, out.key, doc, out.reason, "unmapped"))
+        return rows, edges, rejects
+
+    def _commit_batch(self, conn, loader, name, batch, cp: Checkpoint, outcome, started, t0, result):
+        """Load one batch and its bookkeeping in one transaction, retried as a whole."""
+        rows, edges, transform_rejects = outcome
+        docs_by_key = {d.get("_key"): d for d in batch.docs if isinstance(d, dict)}
+
+        def attempt(c):
+            nonlocal loader
+            if loader.conn is not c:
+                loader = Loader(c, self.run_id)
+            counts = Counts()
+            by_type: dict[str, Counts] = {}
+            rejects = list(transform_rejects)
+            with c.transaction():  # a savepoint of the run-wide transaction in a dry run
+                c.execute("select set_config('etl.run_id', %s, true)", (self.run_id,))
+                for document_type, typed_rows in rows.items():
+                    lo = loader.load(document_type, typed_rows)
+                    tc = Counts(read=len(typed_rows), inserted=lo.inserted, updated=lo.updated,
+                                unchanged=lo.unchanged - len(lo.rejected), rejected=len(lo.rejected),
+                                dangling=lo.dangling)
+                    counts.add(tc)
+                    by_type[document_type] = tc
+                    for row, reason in lo.rejected:
+                        rejects.append((name, row.key, docs_by_key.get(row.key, row.values), reason, "load"))
+                if edges:
+                    lk = loader.link_edges(edges)
+                    tc = Counts(read=len(edges), updated=lk.linked, unchanged=lk.unchanged,
+                                rejected=len(lk.dangling))
+                    counts.add(tc)
+                    by_type["edge"] = tc
+                    for link in lk.dangling:
+                        rejects.append((name, link.key, docs_by_key.get(link.key, link.edge),
+                                        "dangling_edge: an end of the edge is not in the target", "link"))
+                n_rejected = sum(1 for r in transform_rejects if r[4] == "transform")
+                n_unmapped = len(transform_rejects) - n_rejected
+                counts.add(Counts(read=len(transform_rejects), rejected=n_rejected, unmapped=n_unmapped))
+                state.write_rejects(c, self.run_id, rejects)
+                new_cp = Checkpoint(name, batch.position, False, cp.batches + 1, Counts(**vars(cp.counts)))
+                new_cp.counts.add(counts)
+                if not self.dry_run:
+                    state.save_checkpoint(c, self.run_id, new_cp)
+                    state.record_batch(c, self.run_id, name, new_cp.batches, counts.read, batch.nbytes,
+                                       started, time.perf_counter() - t0)
+            return counts, by_type, rejects, new_cp
+
+        counts, by_type, rejects, new_cp = self._retrying(attempt, conn)
+        cp.position, cp.batches, cp.counts = new_cp.position, new_cp.batches, new_cp.counts
+        for document_type, tc in by_type.items():
+            result.by_type[document_type].add(tc)
+        _record_findings(result, rejects)
+        return counts, self._conn, loader
+
+    def _retrying(self, fn, conn):
+        """Run fn(conn) in a transaction; on a transient error reconnect and try again."""
+        self._conn = conn
+        for attempt in Retrying(retry=retry_if_exception(is_transient),
+                                # a dry run cannot reconnect: its run-wide transaction would be lost
+                                stop=stop_after_attempt(1 if self.dry_run else self.settings.postgres.retry_attempts),
+                                wait=self.retry_wait, reraise=True,
+                                before_sleep=_log_retry):
+            with attempt:
+                if self._conn.closed or self._conn.broken:
+                    self._conn = self._connect()
+                    self._conn.execute("select 1")
+                return fn(self._conn)
+
+
+def _record_findings(result: CollectionResult, rejects) -> None:
+    for _col, key, _doc, reason, stage in rejects:
+        if stage == "unmapped":
+            result.unmapped_reasons[reason] += 1
+            if len(result.unmapped_keys) < 1000:
+                result.unmapped_keys.append(key)
+        else:
+            code = reason.split(":", 1)[0]
+            result.reject_reasons[code] += 1
+            examples = result.reject_examples[code]
+            if len(examples) < EXAMPLES_PER_REASON:
+                examples.append(f"{key}: {reason}")
+
+
+def _log_retry(retry_state) -> None:
+    exc = retry_state.outcome.exception()
+    log.warning("transient error, attempt %d failed, retrying in %.1fs: %s",
+                retry_state.attempt_number, retry_state.next_action.sleep if retry_state.next_action else 0,
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
+def _schema_version(conn) -> str | None:
+    try:
+        row = conn.execute("select max(version) from migration_history where success").fetchone()
+        return row[0] if row else None
+    except psycopg.Error:
+        conn.rollback()
+        return None
+
+
+def _rate(summary: RunSummary) -> float:
+    docs = sum(c.counts.read for c in summary.collections)
+    secs = sum(c.seconds for c in summary.collections)
+    return docs / secs if secs else 0.0
+
+
+def _summary_counts(summary: RunSummary) -> dict:
+    return {c.collection: {"status": c.status, "source_count": c.source_count, **c.counts.asdict()}
+            for c in summary.collections}

@@ -1,0 +1,32 @@
+"""`etl status`: runs, checkpoints of the latest migrate run, the latest reconcile per collection."""
+from __future__ import annotations
+
+from etl import pg, state
+
+
+def status(dsn: str, *, limit: int = 10) -> dict[str, list[dict]]:
+    with pg.connect(dsn) as conn:
+        state.require_schema(conn)
+        runs = _dicts(conn.execute(
+            "select run_id, command, state, started_at, finished_at, heartbeat_at, source, error"
+            " from etl_runs order by started_at desc limit %s", (limit,)))
+        latest = conn.execute("select run_id from etl_runs where command = 'migrate'"
+                              " order by started_at desc limit 1").fetchone()
+        checkpoints = []
+        if latest:
+            checkpoints = _dicts(conn.execute(
+                "select collection, done, position, batches, read, inserted, updated, unchanged,"
+                " rejected, unmapped, dangling, updated_at from etl_checkpoints where run_id = %s"
+                " order by collection", (latest[0],)))
+        reconciles = _dicts(conn.execute(
+            "select distinct on (c.key) c.key as collection, r.run_id, r.finished_at,"
+            " c.value->>'status' as result, c.value->>'differences' as differences"
+            " from etl_runs r cross join lateral jsonb_each(coalesce(r.summary, '{}')) c"
+            " where r.command = 'reconcile' and r.state = 'finished'"
+            " order by c.key, r.started_at desc"))
+    return {"runs": runs, "checkpoints": checkpoints, "reconciles": reconciles}
+
+
+def _dicts(cur) -> list[dict]:
+    names = [d.name for d in cur.description]
+    return [dict(zip(names, row)) for row in cur.fetchall()]
