@@ -116,12 +116,12 @@ def rollback_cmd(
     dsn: Optional[str] = typer.Option(None, "--dsn", help="PostgreSQL DSN."),
 ):
     """Run the rollback functions of sql/007 (tables and all DROP DATA)."""
-    from etl.schema import rollback
-
     if component not in ("validation", "helpers", "tables", "all"):
         raise typer.BadParameter("expected validation, helpers, tables or all", param_hint="--component")
     if not yes:
         raise EtlError(f"rollback --component {component} drops database objects", hint="add --yes to confirm")
+    from etl.schema import rollback
+
     result = rollback(_dsn(_settings(postgres={"dsn": dsn})), component)
     typer.echo(f"rolled back: {component}" + (f" ({result})" if result else ""))
 
