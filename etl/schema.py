@@ -1,0 +1,483 @@
+"""apply-schema: run sql/NNN_*.sql in order and record each run in migration_history.
+
+Rules (schema.md, commands.md "etl apply-schema"):
+- migration_history is created by the runner before anything else.
+- Each file runs in ONE transaction together with its migration_history row, statement by
+  statement, so a failure names the file, the statement (number, line, first words) and the
+  server's message, and leaves the database at the previous version.
+- Applied and unchanged: skipped. Applied but changed since: refused with both checksums
+  unless repair=True, which records the new checksum (after a human reviewed the change).
+- baseline="002" records 001..002 as applied without running them (production databases
+  that got them by hand).
+- A session advisory lock serialises concurrent runs: the second waits up to lock_timeout_s
+  and then fails with a message naming the holder. After the lock is taken the history is read
+  again, so a file is never applied twice.
+- pending() and applied() only read; dry_run only reads.
+"""
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import hashlib
+import logging
+import re
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from etl.errors import PermanentError, TransientError, is_transient_sqlstate
+from etl.pg import connect
+
+log = logging.getLogger(__name__)
+
+# Arbitrary but fixed: every etl process must agree on it. (ASCII "etlschem".)
+ADVISORY_LOCK_KEY = 0x65746C736368656D & 0x7FFFFFFFFFFFFFFF
+
+_FILE_RE = re.compile(r"^(\d{3})_([A-Za-z0-9_]+)\.sql$")
+
+COMPONENTS = {
+    "validation": "rollback.drop_validation_objects()",
+    "helpers": "rollback.drop_helper_functions()",
+    "tables": "rollback.drop_document_tables()",
+    "all": "rollback.rollback_all_migrations()",
+}
+
+_HISTORY_DDL = """
+CREATE TABLE IF NOT EXISTS migration_history (
+    version         text PRIMARY KEY,
+    name            text NOT NULL,
+    checksum        text NOT NULL,
+    applied_at      timestamptz NOT NULL DEFAULT now(),
+    applied_by      text NOT NULL DEFAULT current_user,
+    duration_ms     integer,
+    success         boolean NOT NULL DEFAULT true,
+    execution_notes text
+)
+"""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: str
+    name: str
+    path: Path
+    checksum: str
+    sql: str = field(repr=False)
+
+    @property
+    def filename(self) -> str:
+        return self.path.name
+
+    def asdict(self) -> dict[str, Any]:
+        return {"version": self.version, "name": self.name, "file": self.filename, "checksum": self.checksum}
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    applied: tuple[str, ...] = ()   # file names run now (or that would run, with dry_run)
+    skipped: tuple[str, ...] = ()   # already applied and unchanged
+    pending: tuple[str, ...] = ()   # not applied after this call (beyond target, or dry_run)
+    baselined: tuple[str, ...] = ()
+    repaired: tuple[str, ...] = ()
+    dry_run: bool = False
+    durations_ms: dict[str, int] = field(default_factory=dict)
+    sql: dict[str, str] = field(default_factory=dict)  # dry_run + verbose: file -> its SQL
+
+    def asdict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class SchemaStatus:
+    migrations: tuple[dict[str, Any], ...]
+    integrity: tuple[dict[str, Any], ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(r["status"] == "ok" for r in self.integrity) and bool(self.integrity)
+
+    def asdict(self) -> dict[str, Any]:
+        return {"migrations": list(self.migrations), "integrity": list(self.integrity), "ok": self.ok}
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    component: str
+    actions: tuple[str, ...]
+
+    def asdict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# files
+
+
+def load_migrations(sql_dir: str | Path) -> list[Migration]:
+    """Every sql/NNN_name.sql, ordered by version. Two files with one version are an error."""
+    d = Path(sql_dir)
+    if not d.is_dir():
+        raise PermanentError(f"schema directory {d} does not exist", hint="pass the repository's sql/ directory")
+    out: dict[str, Migration] = {}
+    for p in sorted(d.iterdir()):
+        m = _FILE_RE.match(p.name)
+        if not m:
+            continue
+        data = p.read_bytes()
+        if m.group(1) in out:
+            raise PermanentError(f"two migration files with version {m.group(1)}: "
+                                 f"{out[m.group(1)].filename} and {p.name}")
+        out[m.group(1)] = Migration(m.group(1), m.group(2), p, hashlib.sha256(data).hexdigest(),
+                                    data.decode("utf-8"))
+    return [out[k] for k in sorted(out)]
+
+
+def split_statements(sql: str) -> list[tuple[int, str]]:
+    """Split SQL text into top-level statements: [(line number of its first token, text)].
+
+    Understands '...' (with '' and E'\\'' escapes), "...", $tag$...$tag$, -- and nested /* */
+    comments, so semicolons inside function bodies and DO blocks do not split.
+    """
+    out: list[tuple[int, str]] = []
+    i, n, start = 0, len(sql), 0
+    while i < n:
+        c = sql[i]
+        if c == "-" and sql.startswith("--", i):
+            j = sql.find("\n", i)
+            i = n if j < 0 else j + 1
+        elif c == "/" and sql.startswith("/*", i):
+            depth, i = 1, i + 2
+            while i < n and depth:
+                if sql.startswith("/*", i):
+                    depth, i = depth + 1, i + 2
+                elif sql.startswith("*/", i):
+                    depth, i = depth - 1, i + 2
+                else:
+                    i += 1
+        elif c == "'":
+            escaped = i > 0 and sql[i - 1] in "eE" and (i < 2 or not (sql[i - 2].isalnum() or sql[i - 2] == "_"))
+            i += 1
+            while i < n:
+                if escaped and sql[i] == "\\":
+                    i += 2
+                    continue
+                if sql[i] == "'":
+                    if sql.startswith("''", i):
+                        i += 2
+                        continue
+                    break
+                i += 1
+            i += 1
+        elif c == '"':
+            j = sql.find('"', i + 1)
+            i = n if j < 0 else j + 1
+        elif c == "$":
+            m = re.match(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$", sql[i:])
+            if m and not (i > 0 and (sql[i - 1].isalnum() or sql[i - 1] == "_")):
+                tag = m.group(0)
+                j = sql.find(tag, i + len(tag))
+                i = n if j < 0 else j + len(tag)
+            else:
+                i += 1
+        elif c == ";":
+            _emit(out, sql, start, i + 1)
+            i += 1
+            start = i
+        else:
+            i += 1
+    _emit(out, sql, start, n)
+    return out
+
+
+def _emit(out: list[tuple[int, str]], sql: str, start: int, end: int) -> None:
+    text = sql[start:end]
+    # Skip leading whitespace and comments to find where the statement really starts.
+    body = _strip_leading_comments(text)
+    if not body or body == ";":
+        return
+    offset = start + (len(text) - len(body))
+    out.append((sql.count("\n", 0, offset) + 1, body))
+
+
+def _strip_leading_comments(text: str) -> str:
+    while True:
+        t = text.lstrip()
+        if t.startswith("--"):
+            j = t.find("\n")
+            text = "" if j < 0 else t[j + 1:]
+        elif t.startswith("/*"):
+            j = t.find("*/")
+            text = "" if j < 0 else t[j + 2:]
+        else:
+            return t
+
+
+# ---------------------------------------------------------------------------------------------
+# read-only views
+
+
+def _history_exists(conn: psycopg.Connection) -> bool:
+    return conn.execute("SELECT to_regclass('migration_history') IS NOT NULL").fetchone()[0]
+
+
+def _read_history(conn: psycopg.Connection) -> dict[str, dict[str, Any]]:
+    if not _history_exists(conn):
+        return {}
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute("SELECT version, name, checksum, applied_at, applied_by, duration_ms, success, "
+                    "execution_notes FROM migration_history ORDER BY version")
+        return {r["version"]: r for r in cur.fetchall() if r["success"]}
+
+
+def applied(dsn: str) -> list[dict[str, Any]]:
+    """The migration_history rows (successful ones), oldest version first. Read-only."""
+    with connect(dsn, autocommit=True) as conn:
+        return list(_read_history(conn).values())
+
+
+def pending(dsn: str, sql_dir: str | Path) -> list[Migration]:
+    """Files not yet recorded in migration_history. Read-only."""
+    migrations = load_migrations(sql_dir)
+    with connect(dsn, autocommit=True) as conn:
+        done = _read_history(conn)
+    return [m for m in migrations if m.version not in done]
+
+
+# ---------------------------------------------------------------------------------------------
+# apply
+
+
+def apply_schema(dsn: str, sql_dir: str | Path, *, target: str | None = None, dry_run: bool = False,
+                 baseline: str | None = None, repair: bool = False, verbose: bool = False,
+                 lock_timeout_s: float = 60.0) -> ApplyResult:
+    migrations = load_migrations(sql_dir)
+    target = _version_arg(target, "target", migrations)
+    baseline = _version_arg(baseline, "baseline", migrations)
+    if target is not None and baseline is not None and baseline > target:
+        raise PermanentError(f"--baseline {baseline} is beyond --target {target}")
+    wanted = [m for m in migrations if target is None or m.version <= target]
+
+    if dry_run:
+        with connect(dsn, autocommit=True) as conn:
+            done = _read_history(conn)
+        _check_checksums(wanted, done, repair=repair, dry_run=True)
+        todo = [m for m in wanted if m.version not in done]
+        return ApplyResult(
+            applied=(),
+            skipped=tuple(m.filename for m in wanted if m.version in done),
+            pending=tuple(m.filename for m in todo),
+            baselined=tuple(m.filename for m in todo if baseline is not None and m.version <= baseline),
+            dry_run=True,
+            sql={m.filename: m.sql for m in todo} if verbose else {},
+        )
+
+    who = f"{_db_user_placeholder()}"
+    with connect(dsn, autocommit=True) as conn:
+        _lock(conn, lock_timeout_s)
+        try:
+            conn.execute(_HISTORY_DDL)
+            done = _read_history(conn)
+            repaired = _check_checksums(wanted, done, repair=repair, dry_run=False)
+            for m in repaired:
+                old = done[m.version]["checksum"]
+                conn.execute(
+                    "UPDATE migration_history SET checksum = %s, execution_notes = concat_ws(E'\\n', "
+                    "execution_notes, %s) WHERE version = %s",
+                    (m.checksum, f"repair {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} by {who}: "
+                     f"checksum {old} -> {m.checksum}", m.version))
+                log.info("repaired checksum of %s", m.filename)
+            baselined: list[str] = []
+            if baseline is not None:
+                for m in wanted:
+                    if m.version <= baseline and m.version not in done:
+                        conn.execute(
+                            "INSERT INTO migration_history (version, name, checksum, applied_by, duration_ms, "
+                            "success, execution_notes) VALUES (%s, %s, %s, %s, 0, true, %s)",
+                            (m.version, m.name, m.checksum, who,
+                             f"baseline: recorded as applied without running (--baseline {baseline})"))
+                        baselined.append(m.filename)
+                        done[m.version] = {"checksum": m.checksum}
+            ran: list[str] = []
+            durations: dict[str, int] = {}
+            skipped = [m.filename for m in wanted if m.version in done and m.filename not in baselined]
+            for m in wanted:
+                if m.version in done:
+                    continue
+                durations[m.filename] = _apply_one(conn, m, who, lock_timeout_s, verbose)
+                ran.append(m.filename)
+        finally:
+            _unlock(conn)
+    left = [m.filename for m in migrations if m.version not in done and m.filename not in ran]
+    return ApplyResult(applied=tuple(ran), skipped=tuple(skipped), pending=tuple(left),
+                       baselined=tuple(baselined), repaired=tuple(m.filename for m in repaired),
+                       durations_ms=durations)
+
+
+def _db_user_placeholder() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry (containers)
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def _version_arg(value: str | None, flag: str, migrations: list[Migration]) -> str | None:
+    if value is None:
+        return None
+    v = str(value).strip()
+    if v.isdigit():
+        v = v.zfill(3)
+    known = {m.version for m in migrations}
+    if v not in known:
+        raise PermanentError(f"--{flag} {value}: no migration with that version",
+                             hint="known: " + ", ".join(sorted(known)))
+    return v
+
+
+def _check_checksums(wanted: list[Migration], done: dict[str, dict[str, Any]], *, repair: bool,
+                     dry_run: bool) -> list[Migration]:
+    changed = [m for m in wanted if m.version in done and done[m.version]["checksum"] != m.checksum]
+    if changed and not repair:
+        parts = [f"{m.filename} was applied with checksum {done[m.version]['checksum']} but the file now has "
+                 f"{m.checksum}" for m in changed]
+        raise PermanentError(
+            "refusing to continue: " + "; ".join(parts),
+            hint="applied migrations are never re-run; review the change, then run "
+                 "`etl apply-schema --repair` to record the new checksum")
+    return changed
+
+
+def _lock(conn: psycopg.Connection, timeout_s: float) -> None:
+    conn.execute(f"SET lock_timeout = '{int(max(timeout_s, 0) * 1000)}ms'")
+    try:
+        conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
+    except psycopg.errors.LockNotAvailable:
+        holder = conn.execute(
+            "SELECT a.pid, a.application_name, a.client_addr::text, a.backend_start FROM pg_locks l "
+            "JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory' AND l.granted "
+            "AND l.objid = (%s::bigint & 4294967295)::oid AND l.database = "
+            "(SELECT oid FROM pg_database WHERE datname = current_database()) LIMIT 1",
+            (ADVISORY_LOCK_KEY,)).fetchone()
+        who = (f"pid {holder[0]} ({holder[1] or 'no application name'}, from {holder[2] or 'local socket'}, "
+               f"since {holder[3]:%Y-%m-%d %H:%M:%S})" if holder else "another session")
+        raise TransientError(
+            f"another apply-schema is running on this database ({who}); waited {timeout_s:g}s for its lock",
+            hint="wait for it to finish and run apply-schema again") from None
+    finally:
+        conn.execute("RESET lock_timeout")
+
+
+def _unlock(conn: psycopg.Connection) -> None:
+    if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+
+
+def _apply_one(conn: psycopg.Connection, m: Migration, who: str, lock_timeout_s: float, verbose: bool) -> int:
+    statements = split_statements(m.sql)
+    t0 = time.monotonic()
+    current: tuple[int, int, str] | None = None
+    try:
+        with conn.transaction():
+            # Waiting for a lock held by the live application must not hang the deploy forever.
+            conn.execute(f"SET LOCAL lock_timeout = '{int(max(lock_timeout_s, 0) * 1000)}ms'")
+            for no, (line, stmt) in enumerate(statements, 1):
+                current = (no, line, stmt)
+                if verbose:
+                    log.info("%s statement %d (line %d)", m.filename, no, line)
+                conn.execute(stmt, prepare=False)
+            current = None
+            ms = int((time.monotonic() - t0) * 1000)
+            conn.execute(
+                "INSERT INTO migration_history (version, name, checksum, applied_by, duration_ms, success, "
+                "execution_notes) VALUES (%s, %s, %s, %s, %s, true, %s) "
+                "ON CONFLICT (version) DO UPDATE SET name = EXCLUDED.name, checksum = EXCLUDED.checksum, "
+                "applied_at = now(), applied_by = EXCLUDED.applied_by, duration_ms = EXCLUDED.duration_ms, "
+                "success = true, execution_notes = EXCLUDED.execution_notes",
+                (m.version, m.name, m.checksum, who, ms,
+                 f"{len(statements)} statements; server {conn.info.parameter_status('server_version')}"))
+    except psycopg.Error as exc:
+        raise _file_error(m, current, exc) from None
+    log.info("applied %s in %d ms", m.filename, ms)
+    return ms
+
+
+def _file_error(m: Migration, current: tuple[int, int, str] | None, exc: psycopg.Error) -> Exception:
+    diag = exc.diag
+    primary = diag.message_primary or str(exc).strip().splitlines()[0]
+    sqlstate = exc.sqlstate or "?"
+    where = ""
+    if current is not None:
+        no, line, stmt = current
+        if diag.statement_position:
+            pos = int(diag.statement_position) - 1
+            line += stmt.count("\n", 0, max(pos, 0))
+        first = " ".join(stmt.split())
+        first = first if len(first) <= 80 else first[:77] + "..."
+        where = f" at statement {no} (line {line}: {first})"
+    detail = ""
+    if diag.context:
+        detail += f"; context: {' / '.join(diag.context.strip().splitlines()[:2])}"
+    if diag.message_detail:
+        detail += f"; detail: {diag.message_detail}"
+    ext = _missing_extension(primary, current[2] if current else "")
+    state = f"{m.filename} was rolled back; the database stays at the previous version"
+    if ext:
+        return PermanentError(
+            f"required PostgreSQL extension \"{ext}\" is not available on the server: {m.filename}{where}: "
+            f"{primary}", hint=f"install it (e.g. the postgresql-contrib package) or ask the DBA; {state}")
+    cls = TransientError if is_transient_sqlstate(sqlstate) else PermanentError
+    return cls(f"{m.filename}{where} failed: {primary} [SQLSTATE {sqlstate}]{detail}",
+               hint=f"{state}; fix the file or the database and run apply-schema again")
+
+
+def _missing_extension(message: str, stmt: str) -> str | None:
+    m = re.search(r'extension "([^"]+)"', message)
+    low = message.lower()
+    if m and ("not available" in low or "control file" in low or "not installed" in low):
+        return m.group(1)
+    if re.search(r'control file', low) and (s := re.search(r'CREATE\s+EXTENSION\s+(?:IF\s+NOT\s+EXISTS\s+)?"?([\w-]+)',
+                                                          stmt, re.I)):
+        return s.group(1)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# status and rollback
+
+
+def schema_status(dsn: str) -> SchemaStatus:
+    """check_migration_status() and verify_schema_integrity() rows. Read-only."""
+    with connect(dsn, autocommit=True) as conn, conn.cursor(row_factory=dict_row) as cur:
+        has = cur.execute("SELECT to_regprocedure('check_migration_status()') IS NOT NULL AS m, "
+                          "to_regprocedure('verify_schema_integrity()') IS NOT NULL AS v").fetchone()
+        if not has["m"] or not has["v"]:
+            raise PermanentError("schema status functions are missing (migration 007 not applied)",
+                                 hint="run `etl apply-schema`")
+        migrations = cur.execute("SELECT * FROM check_migration_status()").fetchall()
+        integrity = cur.execute("SELECT * FROM verify_schema_integrity()").fetchall()
+    return SchemaStatus(tuple(migrations), tuple(integrity))
+
+
+def rollback(dsn: str, component: str) -> RollbackResult:
+    """Run one rollback function (validation|helpers|tables|all) in one transaction."""
+    if component not in COMPONENTS:
+        raise PermanentError(f"unknown rollback component {component!r}",
+                             hint="use one of: " + ", ".join(COMPONENTS))
+    fn = COMPONENTS[component]
+    with connect(dsn) as conn:
+        if conn.execute("SELECT to_regnamespace('rollback') IS NULL").fetchone()[0]:
+            raise PermanentError("the rollback functions are missing (migration 007 not applied)",
+                                 hint="nothing to roll back, or run `etl apply-schema` first")
+        conn.execute(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_KEY})")
+        try:
+            rows = conn.execute(f"SELECT * FROM {fn}").fetchall()
+        except psycopg.Error as exc:
+            raise PermanentError(f"{fn} failed: {exc.diag.message_primary or exc} [SQLSTATE {exc.sqlstate}]",
+                                 hint="nothing was changed") from None
+        conn.commit()
+    return RollbackResult(component, tuple(r[0] for r in rows))
