@@ -1,0 +1,678 @@
+"""Pure transform: one source document -> Row | Reject | Unmapped | EdgeLink. No I/O.
+
+Identity: a row's id is uuid5(ETL_NAMESPACE, "<collection>/<_key>"); a reference (an
+optimization's resume_id "123") is the same function of the referenced collection and key, so no
+lookup table is needed and a re-run yields the same ids.
+
+The canonical row (design.md) has every column of the target table, in table order, None where
+the source has nothing (the merge core then applies the table default), plus parsed_data and
+metadata:
+
+    metadata = {"source": "arangodb",
+                "arango": {"collection", "_key", "_id", "_rev"},
+                "etl": {"run_id", "migrated_at", "mapping_version"},
+                "extra": {every top-level source attribute not consumed},
+                <named entries from the mapping, e.g. "file" (file_metadata), "parser_version">,
+                "original": {attr: source value}   only when a column holds a normalised form,
+                "mapped_from": {field: path|null}  only when a field was not fed by its first path,
+                "escaped": [...]                   only under the "escape" string policies}
+
+Lossless by construction: a top-level attribute is "consumed" (left out of extra) only when a
+column, a metadata entry or parsed_data reproduces it exactly, with `original` holding the source
+value whenever the column's form differs (a naive timestamp made UTC, a numeric user_id made text,
+a truncated filename). `rebuild_source()` inverts the transform and the tests check it rebuilds
+every source document exactly. References never consume their attribute: the raw key stays in
+metadata.extra, so a dangling reference loses nothing.
+
+Decisions on bad input (each has a test in tests/test_transform.py):
+
+- `_key` missing or not a string, or the document is not an object: Reject `missing_key` /
+  `not_an_object`.
+- user_id missing or null: Reject `missing_user_id`; empty/blank string, bool, float, object:
+  Reject `bad_user_id`; an integer: its decimal string (source value kept in metadata.original).
+- U+0000 in any string or key: policy `nul_in_strings` (default reject: `nul_in_string: <path>
+  contains \\u0000`). Lone surrogates: policy `lone_surrogates` (default reject:
+  `lone_surrogate: <path> ...`). "strip" is lossy and warns; "escape" writes backslash escapes
+  and records each escaped string in metadata.escaped (rebuild undoes it exactly).
+- A value a column cannot hold (file_size 1e20 or beyond bigint, a score outside 0..100, a
+  non-boolean is_active, a non-string text, an unparsable timestamp): that path is skipped, the
+  next path is tried, else the column is NULL (table default); the attribute stays in
+  metadata.extra (or in its container, e.g. metadata.file) and the Row carries a warning.
+- A string longer than a varchar(n) column (filename > 255): the column holds the first n
+  characters, the full value stays in metadata.original / its container; warning.
+- Timestamps: ISO 8601 with a zone -> converted to UTC; without a zone -> taken as UTC; a number
+  (or a string of 11+ digits) -> epoch milliseconds; "2019" / "2019-03" (reduced-precision ISO
+  dates) -> the start of that year/month, UTC; anything else is garbage (see above). Output:
+  `datetime.isoformat()` in UTC ("2025-08-16T21:54:43.160344+00:00"). Digits beyond microseconds
+  are dropped from the column (the source text is kept in metadata.original).
+- Integers of any size, -0.0 and 1e308 inside parsed_data/extra: kept as the Python values the
+  decoder produced (the loader writes them with msgspec, exact digits). Note that PostgreSQL's
+  jsonb numeric has no negative zero: -0.0 is stored as 0.0.
+- A list-valued field (mapping `list_fields`) holding anything but an array (null allowed): Reject
+  `not_a_list: parsed_data.<path> is <type>`; wrapping it would change the document's shape.
+- An email field that is present, non-empty and not an address: Reject `bad_email`. A range
+  (`range_fields`) with numeric min > max: Reject `bad_range`.
+- Nesting deeper than Python can walk (far beyond 200 levels, which is fine): Reject `too_deep`.
+- Duplicate keys: resolved by the JSON decoder (last wins, as in ArangoDB). Any `_key`
+  characters: used verbatim in the id and metadata.
+- A routing value with no route (documents.type = "note", or no type): Unmapped
+  `unmapped_type: ...`. A collection the mapping does not migrate: Unmapped with its reason.
+- An edge whose `_from`/`_to` is malformed or in another collection than the mapping names:
+  Reject `edge_bad_from`/`edge_bad_to`.
+"""
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import msgspec
+
+from etl import jsonutil
+from etl.mapping import SECTIONS, ColumnType, CollectionMapping, EdgeSpec, Field_, Mapping, Target, columns, split_path
+
+ETL_NAMESPACE = uuid.UUID("5b0e4f4a-7c1d-4e8a-9a3b-2f6d8c1e0a57")
+
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
+SYSTEM_ATTRS = ("_key", "_id", "_rev")
+_UTC = timezone.utc
+_EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
+
+
+def row_id(collection: str, key: str) -> str:
+    """The deterministic row id of a source document: uuid5 of "<collection>/<_key>"."""
+    return str(uuid.uuid5(ETL_NAMESPACE, f"{collection}/{key}"))
+
+
+# -- outcomes ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    document_type: str
+    key: str
+    values: dict[str, Any]
+    warnings: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    collection: str
+    key: str | None
+    reason: str
+    document: str  # the source document as JSON text (escapes kept)
+
+
+@dataclass(frozen=True, slots=True)
+class Unmapped:
+    collection: str
+    key: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeLink:
+    key: str
+    target_id: str  # the research row the edge points at (_to)
+    job_id: str     # the job row it comes from (_from)
+    edge: dict      # the whole edge document (kept in metadata.edges[key])
+
+
+class _Bad(Exception):
+    """A document that cannot be loaded; the message is the reject reason."""
+
+
+# -- value rules ----------------------------------------------------------------------------
+
+
+def _short(v: Any, n: int = 60) -> str:
+    try:
+        s = jsonutil.dumps_str(v)
+    except Exception:  # noqa: BLE001 - only for a message
+        s = repr(v)
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+def _typename(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, (int, float)):
+        return "a number"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, dict):
+        return "an object"
+    if isinstance(v, list):
+        return "an array"
+    return type(v).__name__
+
+
+_YEAR = re.compile(r"^(\d{4})(?:-(\d{2}))?$")
+_DIGITS = re.compile(r"^-?\d{11,}$")
+
+
+def parse_timestamp(v: Any) -> str | None:
+    """A timestamp in any accepted form -> UTC ISO string; None when it is not one."""
+    try:
+        if isinstance(v, bool):
+            return None
+        if isinstance(v, int):
+            dt = _EPOCH + timedelta(milliseconds=v)
+        elif isinstance(v, float):
+            if not math.isfinite(v):
+                return None
+            dt = _EPOCH + timedelta(milliseconds=v)
+        elif isinstance(v, str):
+            s = v.strip()
+            m = _YEAR.match(s)
+            if m:
+                dt = datetime(int(m.group(1)), int(m.group(2) or 1), 1, tzinfo=_UTC)
+            elif _DIGITS.match(s):
+                dt = _EPOCH + timedelta(milliseconds=int(s))
+            else:
+                dt = datetime.fromisoformat(s)
+                dt = dt.replace(tzinfo=_UTC) if dt.tzinfo is None else dt.astimezone(_UTC)
+        else:
+            return None
+        if dt.year < 1:  # pragma: no cover - datetime cannot go below year 1 anyway
+            return None
+        return dt.isoformat()
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def coerce(ct: ColumnType, v: Any) -> tuple[bool, Any]:
+    """(True, column value) when column type `ct` can hold source value v, else (False, reason)."""
+    kind = ct.kind
+    if v is None:
+        return False, "null"
+    if kind == "varchar" or kind == "text":
+        if not isinstance(v, str):
+            return False, f"{_typename(v)}, the column is text"
+        if ct.length is not None and len(v) > ct.length:
+            return True, v[: ct.length]
+        return True, v
+    if kind == "timestamptz":
+        ts = parse_timestamp(v)
+        return (True, ts) if ts is not None else (False, "not a timestamp")
+    if kind == "user_id":
+        if isinstance(v, str):
+            return (True, v) if v.strip() else (False, "empty")
+        if isinstance(v, int) and not isinstance(v, bool):
+            return True, str(v)
+        return False, _typename(v)
+    if kind == "bool":
+        return (True, v) if isinstance(v, bool) else (False, f"{_typename(v)}, the column is boolean")
+    if kind == "bigint":
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return False, f"{_typename(v)}, the column is bigint"
+        if isinstance(v, float):
+            if not math.isfinite(v) or v != int(v):
+                return False, "not an integer, the column is bigint"
+            v = int(v)
+        if BIGINT_MIN <= v <= BIGINT_MAX:
+            return True, v
+        return False, "out of the bigint range"
+    if kind == "percentage":
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return False, f"{_typename(v)}, the column is a percentage"
+        if not (0 <= v <= 100):  # also false for NaN
+            return False, "out of the percentage range 0..100"
+        if v == 0:
+            v = 0 if isinstance(v, int) else 0.0  # numeric has no negative zero
+        return True, v
+    return False, f"column kind {kind}"  # pragma: no cover - uuid columns are references
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Exactly the same JSON value (type and, for floats, sign of zero)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
+    return a == b
+
+
+def _get(doc: dict, path: tuple[str, ...]) -> Any:
+    v: Any = doc
+    for seg in path:
+        if not isinstance(v, dict):
+            return None
+        v = v.get(seg)
+        if v is None:
+            return None
+    return v
+
+
+# -- strings PostgreSQL cannot hold -------------------------------------------------------------
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_encode = msgspec.json.Encoder().encode
+_UNESCAPE = re.compile(r"\\(\\|u([0-9a-f]{4}))")
+
+
+def _pathstr(path: list) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(document)"
+
+
+def _unescape_str(s: str) -> str:
+    return _UNESCAPE.sub(lambda m: "\\" if m.group(1) == "\\" else chr(int(m.group(2), 16)), s)
+
+
+class _StringFixer:
+    """Applies the nul/surrogate policies to a whole document, copying only what changes."""
+
+    def __init__(self, nul: str, sur: str):
+        self.nul, self.sur = nul, sur
+        self.escaped: list[dict] = []
+        self.warnings: list[str] = []
+
+    def fix_str(self, s: str, path: list, what: str) -> str:
+        has_nul = "\x00" in s
+        m = _SURROGATE.search(s)
+        if not has_nul and m is None:
+            return s
+        where = _pathstr(path) + (f" (key {_short(s, 40)})" if what == "key" else "")
+        if has_nul and self.nul == "reject":
+            raise _Bad(f"nul_in_string: {where} contains \\u0000")
+        if m is not None and self.sur == "reject":
+            raise _Bad(f"lone_surrogate: {where} contains a lone surrogate \\u{ord(m.group()):04x}")
+        if has_nul and self.nul == "strip":
+            s = s.replace("\x00", "")
+            self.warnings.append(f"stripped_nul: {where} lost its \\u0000 characters")
+        if m is not None and self.sur == "strip":
+            s = _SURROGATE.sub("\ufffd", s)
+            self.warnings.append(f"replaced_surrogate: {where} lone surrogates became U+FFFD")
+        if ("\x00" in s) or _SURROGATE.search(s):  # what is left is to be escaped
+            s = s.replace("\\", "\\\\").replace("\x00", "\\u0000")
+            s = _SURROGATE.sub(lambda x: f"\\u{ord(x.group()):04x}", s)
+        return s
+
+    def fix(self, v: Any, path: list) -> Any:
+        if isinstance(v, str):
+            new = self.fix_str(v, path, "value")
+            if new is not v and new != v and self._escaping(v):
+                self.escaped.append({"path": list(path), "key": None})
+            return new
+        if isinstance(v, dict):
+            out: dict | None = None
+            renamed: list[tuple[str, str]] = []
+            for i, (k, x) in enumerate(v.items()):
+                nk = self.fix_str(k, path, "key")
+                path.append(nk)
+                nx = self.fix(x, path)
+                path.pop()
+                if out is None and (nk is not k or nx is not x):
+                    out = dict(list(v.items())[:i])
+                if out is not None:
+                    out[nk] = nx
+                if nk != k and self._escaping(k):
+                    renamed.append((k, nk))
+            for _old, nk in renamed:  # after the children: rebuild undoes them children first
+                self.escaped.append({"path": list(path), "key": nk})
+            return v if out is None else out
+        if isinstance(v, list):
+            out_l: list | None = None
+            for i, x in enumerate(v):
+                path.append(i)
+                nx = self.fix(x, path)
+                path.pop()
+                if nx is not x and out_l is None:
+                    out_l = list(v[:i])
+                if out_l is not None:
+                    out_l.append(nx)
+            return v if out_l is None else out_l
+        return v
+
+    def _escaping(self, original: str) -> bool:
+        return (("\x00" in original and self.nul == "escape")
+                or (_SURROGATE.search(original) is not None and self.sur == "escape"))
+
+
+def _unescape_doc(doc: dict, escaped: list[dict]) -> None:
+    """Undo the "escape" policies in place, in recording order (children before parents)."""
+    for e in escaped:
+        container: Any = doc
+        path = e["path"]
+        if e["key"] is None:
+            for p in path[:-1]:
+                container = container[p]
+            container[path[-1]] = _unescape_str(container[path[-1]])
+        else:
+            for p in path:
+                container = container[p]
+            items = list(container.items())
+            container.clear()
+            for k, x in items:
+                container[_unescape_str(k) if k == e["key"] else k] = x
+
+
+# -- the transformer ----------------------------------------------------------------------------
+
+
+class Transformer:
+    """transform(collection, doc) for one run. Does not modify `doc`; the Row shares unchanged
+    sub-objects with it (no deep copies), so callers must not mutate either afterwards."""
+
+    def __init__(self, mapping: Mapping, run_id: str, migrated_at: datetime | str):
+        self.mapping = mapping
+        self.run_id = run_id
+        if isinstance(migrated_at, datetime):
+            migrated_at = (migrated_at.replace(tzinfo=_UTC) if migrated_at.tzinfo is None
+                           else migrated_at.astimezone(_UTC)).isoformat()
+        self.migrated_at = migrated_at
+        self._templates: dict[str, dict] = {}
+        self._strings_policy = (mapping.nul_in_strings, mapping.lone_surrogates)
+
+    # public ------------------------------------------------------------------------------
+    def transform(self, collection: str, doc: Any) -> Row | Reject | Unmapped | EdgeLink:
+        if not isinstance(doc, dict):
+            return Reject(collection, None, f"not_an_object: the document is {_typename(doc)}", _dump(doc))
+        key = doc.get("_key")
+        if not isinstance(key, str) or not key:
+            return Reject(collection, None if key is None else str(key),
+                          f"missing_key: _key is {_typename(key)}, not a non-empty string", _dump(doc))
+        cm = self.mapping.for_collection(collection)
+        if cm is None:
+            return Unmapped(collection, key, self.mapping.unmapped_reason(collection))
+        try:
+            clean, escaped, warnings = self._strings(doc)
+            if cm.edge is not None:
+                return self._edge(cm.edge, key, clean, escaped)
+            target = cm.target
+            if target is None:
+                value = _get(clean, cm.route_on)
+                target = cm.routes.get(value) if isinstance(value, str) else None
+                if target is None:
+                    return Unmapped(collection, key, f"unmapped_type: {'.'.join(cm.route_on)}="
+                                    f"{_short(value, 40)} has no mapping")
+            return self._row(target, key, clean, escaped, warnings)
+        except _Bad as exc:
+            return Reject(collection, key, str(exc), _dump(doc))
+        except RecursionError:
+            return Reject(collection, key, "too_deep: the document is nested too deeply to migrate",
+                          _dump(doc))
+
+    def rebuild(self, row: Row) -> dict:
+        return rebuild_source(row.values, self.mapping, row.document_type)
+
+    # steps -------------------------------------------------------------------------------
+    def _strings(self, doc: dict) -> tuple[dict, list | None, list[str]]:
+        try:
+            enc = _encode(doc)
+        except RecursionError:
+            raise
+        except Exception:  # noqa: BLE001 - lone surrogates (UnicodeEncodeError) or anything odd
+            pass
+        else:
+            if b"\\u0000" not in enc:
+                return doc, None, []
+        fixer = _StringFixer(*self._strings_policy)
+        clean = fixer.fix(doc, [])
+        return clean, (fixer.escaped or None), fixer.warnings
+
+    def _edge(self, spec: EdgeSpec, key: str, doc: dict, escaped: list | None) -> EdgeLink:
+        ends = []
+        for attr, coll, code in (("_from", spec.from_collection, "edge_bad_from"),
+                                 ("_to", spec.to_collection, "edge_bad_to")):
+            v = doc.get(attr)
+            if not isinstance(v, str) or "/" not in v:
+                raise _Bad(f"{code}: {attr} is {_short(v, 60)}, not '<collection>/<key>'")
+            c, _, k = v.partition("/")
+            if c != coll or not k:
+                raise _Bad(f"{code}: {attr} {_short(v, 60)} is not in collection {coll!r}")
+            ends.append(k)
+        edge = doc if escaped is None else {**doc, "_etl_escaped": escaped}
+        return EdgeLink(key, row_id(spec.to_collection, ends[1]), row_id(spec.from_collection, ends[0]), edge)
+
+    def _template(self, document_type: str) -> dict:
+        t = self._templates.get(document_type)
+        if t is None:
+            t = self._templates[document_type] = dict.fromkeys(columns(document_type))
+        return t
+
+    def _row(self, target: Target, key: str, doc: dict, escaped: list | None, warnings: list[str]) -> Row:
+        consumed: set[str] = set()
+        original: dict[str, Any] = {}
+        mapped_from: dict[str, Any] = {}
+        values = self._template(target.document_type).copy()
+        values["id"] = row_id(target.collection, key)
+
+        for f in target.columns:
+            found = self._resolve(f, doc, warnings)
+            if found is None:
+                if f.name == "user_id":
+                    self._no_user(f, doc)
+                if f.default is not None:
+                    values[f.name] = coerce(f.type, f.default)[1]
+                    mapped_from[f.name] = None
+                    warnings.append(f"default: {f.name} = {_short(f.default)} (no usable "
+                                    f"{' / '.join(f.path_strings)})")
+                continue
+            i, value, raw = found
+            values[f.name] = value
+            path = f.paths[i]
+            if i:
+                mapped_from[f.name] = f.path_strings[i]
+            if len(path) == 1:
+                consumed.add(path[0])
+                if not _same(value, raw):
+                    original[path[0]] = raw
+            if f.type.kind == "varchar" and isinstance(raw, str) and len(raw) > f.type.length:
+                warnings.append(f"truncated: {f.name} to {f.type.length} characters "
+                                f"(full value kept in metadata)")
+
+        for f in target.references:
+            for i, path in enumerate(f.paths):
+                raw = _get(doc, path)
+                if raw is None:
+                    continue
+                if isinstance(raw, int) and not isinstance(raw, bool):
+                    raw = str(raw)
+                if isinstance(raw, str) and raw:
+                    values[f.name] = row_id(f.collection, raw)
+                else:
+                    warnings.append(f"bad_reference: {f.path_strings[i]} is {_typename(raw)}; "
+                                    f"{f.name} left null (value kept in metadata.extra)")
+                break
+
+        meta_entries: dict[str, Any] = {}
+        for f in target.metadata:
+            for i, path in enumerate(f.paths):
+                raw = _get(doc, path)
+                if raw is None:
+                    continue
+                meta_entries[f.name] = raw
+                if i:
+                    mapped_from[f.name] = f.path_strings[i]
+                if len(path) == 1:
+                    consumed.add(path[0])
+                break
+            else:
+                if f.default is not None:
+                    meta_entries[f.name] = f.default
+                    mapped_from[f.name] = None
+
+        parsed: dict | None = None
+        for i, name in enumerate(target.parsed_data):
+            v = doc.get(name)
+            if isinstance(v, dict):
+                parsed = v
+                consumed.add(name)
+                if i:
+                    mapped_from["parsed_data"] = name
+                break
+        if parsed is None:
+            present = [s for s in target.sections if s in doc]
+            if present:
+                parsed = {s: doc[s] for s in present}
+                consumed.update(present)
+                mapped_from["parsed_data"] = SECTIONS
+            else:
+                parsed = {}
+                if target.parsed_data:
+                    mapped_from["parsed_data"] = None
+        self._validate(target, parsed)
+        values["parsed_data"] = parsed
+
+        extra = {k: v for k, v in doc.items() if k not in consumed and k not in SYSTEM_ATTRS}
+        metadata: dict[str, Any] = {
+            "source": "arangodb",
+            "arango": {"collection": target.collection, "_key": key,
+                       "_id": doc.get("_id"), "_rev": doc.get("_rev")},
+            "etl": {"run_id": self.run_id, "migrated_at": self.migrated_at,
+                    "mapping_version": self.mapping.version},
+            "extra": extra,
+        }
+        metadata.update(meta_entries)
+        if original:
+            metadata["original"] = original
+        if mapped_from:
+            metadata["mapped_from"] = mapped_from
+        if escaped:
+            metadata["escaped"] = escaped
+        values["metadata"] = metadata
+        return Row(target.document_type, key, values, tuple(dict.fromkeys(warnings)))
+
+    @staticmethod
+    def _resolve(f: Field_, doc: dict, warnings: list[str]) -> tuple[int, Any, Any] | None:
+        for i, path in enumerate(f.paths):
+            raw = _get(doc, path)
+            if raw is None:
+                continue
+            ok, value = coerce(f.type, raw)
+            if ok:
+                return i, value, raw
+            if f.name != "user_id":
+                warnings.append(f"unfit_value: {f.name} <- {f.path_strings[i]} = {_short(raw)}: "
+                                f"{value}; column left to the next path or null, value kept in metadata")
+        return None
+
+    @staticmethod
+    def _no_user(f: Field_, doc: dict) -> None:
+        for p, s in zip(f.paths, f.path_strings):
+            raw = _get(doc, p)
+            if raw is not None:
+                raise _Bad(f"bad_user_id: {s} is {_short(raw, 40)} ({_typename(raw)}); "
+                           "a non-empty string or an integer is required")
+        raise _Bad(f"missing_user_id: none of {', '.join(f.path_strings)} is present")
+
+    @staticmethod
+    def _validate(target: Target, parsed: dict) -> None:
+        for path in target.list_fields:
+            _check_lists(parsed, path, 0, "parsed_data")
+        for path in target.email_fields:
+            v = _get(parsed, path)
+            if v is None or v == "":
+                continue
+            if not isinstance(v, str) or not _EMAIL.match(v):
+                raise _Bad(f"bad_email: parsed_data.{'.'.join(path)} is {_short(v, 60)}, not an email address")
+        for path in target.range_fields:
+            v = _get(parsed, path)
+            if isinstance(v, dict):
+                lo, hi = v.get("min"), v.get("max")
+                if (isinstance(lo, (int, float)) and isinstance(hi, (int, float))
+                        and not isinstance(lo, bool) and not isinstance(hi, bool) and lo > hi):
+                    raise _Bad(f"bad_range: parsed_data.{'.'.join(path)} has min {lo} > max {hi}")
+
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def _check_lists(v: Any, path: tuple[tuple[str, bool], ...], i: int, where: str) -> None:
+    if not isinstance(v, dict):
+        return
+    seg, each = path[i]
+    x = v.get(seg)
+    if x is None:
+        return
+    here = f"{where}.{seg}"
+    last = i == len(path) - 1
+    if last or each:
+        if not isinstance(x, list):
+            raise _Bad(f"not_a_list: {here} is {_typename(x)}; the database requires an array")
+    if last:
+        if each:
+            for j, el in enumerate(x):
+                if el is not None and not isinstance(el, list):
+                    raise _Bad(f"not_a_list: {here}[{j}] is {_typename(el)}; the database requires an array")
+        return
+    if each:
+        for j, el in enumerate(x):
+            _check_lists(el, path, i + 1, f"{here}[{j}]")
+    else:
+        _check_lists(x, path, i + 1, here)
+
+
+def _dump(doc: Any) -> str:
+    try:
+        return jsonutil.dumps_str(doc)
+    except RecursionError:
+        return '{"_etl_error": "document too deep to serialise"}'
+
+
+# -- the inverse ------------------------------------------------------------------------------
+
+
+def rebuild_source(values: dict, mapping: Mapping, document_type: str) -> dict:
+    """The source document a canonical row was made from (the proof the transform is lossless).
+
+    Exact for every document except under the lossy "strip" policies."""
+    md = values["metadata"]
+    arango = md["arango"]
+    cm: CollectionMapping = mapping.for_collection(arango["collection"])
+    target = next(t for t in cm.targets() if t.document_type == document_type)
+    doc: dict[str, Any] = {}
+    for k in SYSTEM_ATTRS:
+        if arango.get(k) is not None:
+            doc[k] = arango[k]
+    doc.update(md.get("extra") or {})
+    mapped_from = md.get("mapped_from") or {}
+    original = md.get("original") or {}
+
+    def put(name: str, first: str | None, value: Any) -> None:
+        src = mapped_from[name] if name in mapped_from else first
+        if src is None or value is None:
+            return
+        if src == SECTIONS:
+            doc.update(value)
+            return
+        path = split_path(src)
+        if len(path) == 1 and path[0] not in doc:
+            doc[path[0]] = original.get(path[0], value)
+
+    for f in target.columns:
+        put(f.name, f.path_strings[0], values.get(f.name))
+    for f in target.metadata:
+        put(f.name, f.path_strings[0], md.get(f.name))
+    put("parsed_data", target.parsed_data[0] if target.parsed_data else None, values.get("parsed_data"))
+    if md.get("escaped"):
+        doc = _deepish_copy(doc)
+        _unescape_doc(doc, md["escaped"])
+    return doc
+
+
+def rebuild_edge(edge: dict) -> dict:
+    """The source edge document of an EdgeLink."""
+    escaped = edge.get("_etl_escaped")
+    if not escaped:
+        return edge
+    doc = _deepish_copy({k: v for k, v in edge.items() if k != "_etl_escaped"})
+    _unescape_doc(doc, escaped)
+    return doc
+
+
+def _deepish_copy(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _deepish_copy(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_deepish_copy(x) for x in v]
+    return v
