@@ -137,8 +137,12 @@ class TargetSpec(_Strict):
     parsed_data: list[str] = []
     parsed_data_sections: list[str] = []
     list_fields: list[str] = []
+    object_fields: list[str] = []
     email_fields: list[str] = []
     range_fields: list[str] = []
+    min_max_pairs: list[list[str]] = []
+    score_fields: list[str] = []
+    nonempty_when_status: list[str] = []
     columns: dict[str, ColumnSpec] = {}
     metadata: dict[str, ColumnSpec] = {}
     references: dict[str, ReferenceSpec] = {}
@@ -203,8 +207,12 @@ class Target:
     parsed_data: tuple[str, ...]        # top-level attribute names, in order
     sections: tuple[str, ...]
     list_fields: tuple[tuple[tuple[str, bool], ...], ...]  # ((segment, is_list_each), ...)
+    object_fields: tuple[tuple[str, ...], ...]
     email_fields: tuple[tuple[str, ...], ...]
     range_fields: tuple[tuple[str, ...], ...]
+    min_max_pairs: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]
+    score_fields: tuple[tuple[str, ...], ...]
+    nonempty_when_status: frozenset[str]
 
     @property
     def table(self) -> str:
@@ -378,7 +386,8 @@ class _Compiler:
 
     def _only(self, key: str, c: CollectionSpec, allowed: set[str]) -> None:
         for f in sorted(c.model_fields_set - allowed):
-            raise self.fail(f"{key}.{f}", f"not allowed for a {c.kind} collection"
+            article = "an" if c.kind in ("edge", "unmapped") else "a"
+            raise self.fail(f"{key}.{f}", f"not allowed for {article} {c.kind} collection"
                             + (" routed on a value" if c.route_on else ""))
 
     def _edge(self, key: str, name: str, c: CollectionSpec) -> EdgeSpec:
@@ -460,8 +469,17 @@ class _Compiler:
         lists = self._paths(f"{key}.list_fields", t.list_fields, LIST_PATH_RE)
         compiled_lists = tuple(
             tuple((s[:-2], True) if s.endswith("[]") else (s, False) for s in p) for p in lists)
+        pairs = []
+        for i, pair in enumerate(t.min_max_pairs):
+            if len(pair) != 2:
+                raise self.fail(f"{key}.min_max_pairs[{i}]", "must be [min path, max path]")
+            a, b = self._paths(f"{key}.min_max_pairs[{i}]", pair)
+            pairs.append((a, b))
         ordered = tuple(cols[c] for c in ctypes if c in cols)
         return Target(collection, t.document_type, ordered, tuple(refs), tuple(metas),
                       tuple(p[0] for p in pd), tuple(p[0] for p in secs), compiled_lists,
+                      self._paths(f"{key}.object_fields", t.object_fields),
                       self._paths(f"{key}.email_fields", t.email_fields),
-                      self._paths(f"{key}.range_fields", t.range_fields))
+                      self._paths(f"{key}.range_fields", t.range_fields), tuple(pairs),
+                      self._paths(f"{key}.score_fields", t.score_fields),
+                      frozenset(t.nonempty_when_status))

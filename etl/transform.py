@@ -520,7 +520,7 @@ class Transformer:
                 parsed = {}
                 if target.parsed_data:
                     mapped_from["parsed_data"] = None
-        self._validate(target, parsed)
+        self._validate(target, parsed, values.get("status"))
         values["parsed_data"] = parsed
 
         extra = {k: v for k, v in doc.items() if k not in consumed and k not in SYSTEM_ATTRS}
@@ -566,25 +566,54 @@ class Transformer:
         raise _Bad(f"missing_user_id: none of {', '.join(f.path_strings)} is present")
 
     @staticmethod
-    def _validate(target: Target, parsed: dict) -> None:
+    def _validate(target: Target, parsed: dict, status: Any) -> None:
+        """The checks sql/006 (validate_document_data) makes, so a row it would refuse is
+        rejected here with the same field named, instead of costing a bisection at load."""
+        if not parsed:
+            if status in target.nonempty_when_status:
+                raise _Bad(f"empty_parsed_data: parsed_data is empty but status is {status!r}")
+            return
         for path in target.list_fields:
             _check_lists(parsed, path, 0, "parsed_data")
+        for path in target.object_fields:
+            v = _get(parsed, path)
+            if v is not None and not isinstance(v, dict):
+                raise _Bad(f"not_an_object: parsed_data.{'.'.join(path)} is {_typename(v)}; "
+                           "the database requires an object")
         for path in target.email_fields:
             v = _get(parsed, path)
             if v is None or v == "":
                 continue
-            if not isinstance(v, str) or not _EMAIL.match(v):
+            if not isinstance(v, str) or len(v) > 254 or not _EMAIL.fullmatch(v):
                 raise _Bad(f"bad_email: parsed_data.{'.'.join(path)} is {_short(v, 60)}, not an email address")
+        # like the database: the first range key present wins (even when null); when it is not
+        # an object, the separate min/max pairs are compared instead
+        pairs: list[tuple[Any, Any, str]] = []
         for path in target.range_fields:
+            parent = _get(parsed, path[:-1]) if len(path) > 1 else parsed
+            if isinstance(parent, dict) and path[-1] in parent:
+                v = parent[path[-1]]
+                if isinstance(v, dict):
+                    pairs.append((v.get("min"), v.get("max"), ".".join(path)))
+                break
+        if not pairs:
+            pairs = [(_get(parsed, a), _get(parsed, b), ".".join(a)) for a, b in target.min_max_pairs]
+        for lo, hi, where in pairs:
+            if _is_number(lo) and _is_number(hi) and lo > hi:
+                raise _Bad(f"bad_range: parsed_data.{where} has min {lo} > max {hi}")
+        for path in target.score_fields:
             v = _get(parsed, path)
-            if isinstance(v, dict):
-                lo, hi = v.get("min"), v.get("max")
-                if (isinstance(lo, (int, float)) and isinstance(hi, (int, float))
-                        and not isinstance(lo, bool) and not isinstance(hi, bool) and lo > hi):
-                    raise _Bad(f"bad_range: parsed_data.{'.'.join(path)} has min {lo} > max {hi}")
+            if _is_number(v) and not (0 <= v <= 100):
+                raise _Bad(f"bad_score: parsed_data.{'.'.join(path)} = {_short(v)} is outside 0..100")
 
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# the database's is_valid_email() pattern (sql/006), so both agree on what an address is
+_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
 
 
 def _check_lists(v: Any, path: tuple[tuple[str, bool], ...], i: int, where: str) -> None:
@@ -613,10 +642,52 @@ def _check_lists(v: Any, path: tuple[tuple[str, bool], ...], i: int, where: str)
 
 
 def _dump(doc: Any) -> str:
+    """The source document as JSON text for the reject store (escapes kept)."""
     try:
         return jsonutil.dumps_str(doc)
     except RecursionError:
-        return '{"_etl_error": "document too deep to serialise"}'
+        return _dump_iterative(doc)
+
+
+def _dump_iterative(doc: Any) -> str:
+    """JSON text of a document nested too deeply for the recursive encoders (no depth limit)."""
+    import json
+
+    out: list[str] = []
+    scalar = lambda v: json.dumps(v, ensure_ascii=True)  # noqa: E731
+    # stack of iterators; a str entry on the stack is literal text to emit
+    stack: list[Any] = [iter([(None, doc)])]
+    while stack:
+        top = stack[-1]
+        if isinstance(top, str):
+            out.append(stack.pop())
+            continue
+        try:
+            k, v = next(top)
+        except StopIteration:
+            stack.pop()
+            continue
+        if k is not None:
+            out.append(scalar(k) + ":")
+        if isinstance(v, dict):
+            out.append("{")
+            stack.append("}")
+            stack.append(_joined(iter(v.items()), out))
+        elif isinstance(v, list):
+            out.append("[")
+            stack.append("]")
+            stack.append(_joined(((None, x) for x in v), out))
+        else:
+            out.append(scalar(v))
+    return "".join(out)
+
+
+def _joined(items, out: list[str]):
+    """Yield items, writing the separating commas into out."""
+    for i, item in enumerate(items):
+        if i:
+            out.append(",")
+        yield item
 
 
 # -- the inverse ------------------------------------------------------------------------------
