@@ -19,6 +19,7 @@ CLI: `python -m tests.datagen --resumes N --out DIR [--format dump|jsonl] [--bad
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip as _gzip
 import hashlib
 import json
@@ -283,6 +284,12 @@ def _nested(depth: int) -> dict:
     return node
 
 
+@functools.lru_cache(maxsize=4)
+def _big_text(seed: int) -> str:
+    rng = _rng(seed, "bad-big")
+    return "".join(_sentence(rng, 12, 24) + " " for _ in range(30_000))  # ~3-4 MB
+
+
 def bad_cases(seed: int = 0) -> list[tuple[str, dict, str]]:
     """Every bad-input case of source-data.md, as (collection, doc, case_name).
 
@@ -303,7 +310,7 @@ def bad_cases(seed: int = 0) -> list[tuple[str, dict, str]]:
         return _bad("resumes", case, **fields)
 
     r0, j0 = key_for("resumes", 0), key_for("jobs", 0)
-    big_text = "".join(_sentence(rng, 12, 24) + " " for _ in range(30_000))  # ~3-4 MB
+    big_text = _big_text(seed)
     out = [
         resume("user_id_missing", user_id=None),
         resume("user_id_empty", user_id=""),

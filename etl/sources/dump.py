@@ -174,6 +174,7 @@ class _Scan:
     per_file: list[int] = field(default_factory=list)
     last: dict[str, int] = field(default_factory=dict)   # keys with several markers or a removal
     dead: list[int] = field(default_factory=list)        # sorted indexes of records not yielded
+    removed: set[str] = field(default_factory=set)      # keys whose last marker is a removal
     duplicates: int = 0
     removals: int = 0
     warnings: list[str] = field(default_factory=list)
@@ -256,13 +257,16 @@ class FileSource:
                 index += 1
                 nbytes += n
                 if key in last:
-                    if kind == DOC and last[key] != i:
-                        msg = (f"{c.name}: duplicate _key {key!r}: record {i} ({path.name} line {lineno}) "
-                               f"superseded by record {last[key]} (last wins)")
-                        self._log.warning(msg)
-                        pending_warnings.append(msg)
-                        continue
                     if kind == REMOVE:
+                        continue
+                    if last[key] != i:
+                        if key in scan.removed:  # deleted by a later 2302 marker: what the server does
+                            self._log.debug("%s: _key %r at record %d removed by record %d", c.name, key, i, last[key])
+                        else:
+                            msg = (f"{c.name}: duplicate _key {key!r}: record {i} ({path.name} line {lineno}) "
+                                   f"superseded by record {last[key]} (last wins)")
+                            self._log.warning(msg)
+                            pending_warnings.append(msg)
                         continue
                 if key in keys_in_batch:  # cannot happen after the scan; a guard, not a policy
                     raise PermanentError(f"{c.name}: _key {key!r} read twice; the dump changed since it was scanned")
@@ -356,6 +360,7 @@ class FileSource:
                 dead.extend(i for i, k in ms[:-1])
                 if ms[-1][1] == REMOVE:
                     dead.append(ms[-1][0])
+                    scan.removed.add(key)
             scan.dead = sorted(dead)
             if dup_keys:
                 shown = ", ".join(repr(k) for k in dup_keys[:_MAX_LISTED_WARNINGS])

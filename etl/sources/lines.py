@@ -43,6 +43,8 @@ def _open(path: Path):
         return gzip.GzipFile(fileobj=f, mode="rb"), f
     f.seek(0)
     return f, f
+# read1(): a chunk as soon as it is decompressed, so a truncated gzip stream gives up every
+# complete line before the EOFError (read(n) would drop the partial chunk it was assembling).
 
 
 def iter_lines(path: Path, *, chunk_size: int = CHUNK_SIZE, expect: bytes = b"{",
@@ -64,7 +66,7 @@ def iter_lines(path: Path, *, chunk_size: int = CHUNK_SIZE, expect: bytes = b"{"
         checked = False
         while True:
             try:
-                chunk = stream.read(chunk_size)
+                chunk = stream.read1(chunk_size)
             except EOFError:
                 raise _Truncated(offset) from None
             except (gzip.BadGzipFile, zlib.error, OSError) as e:
