@@ -599,3 +599,14 @@ def test_transform_throughput():
         T.transform("resumes", d)
     rate = len(docs) / (time.perf_counter() - t0)
     assert rate > 5000, f"{rate:.0f} docs/s"
+
+
+def test_transform_edge_string_policies():
+    doc = {**case("job_research_edge")["document"], "relationship": "has\x00research"}
+    out = T.transform("job_research", doc)
+    assert isinstance(out, Reject) and out.reason == "nul_in_string: relationship contains \\u0000"
+    t = transformer(nul_in_strings="escape")
+    link = t.transform("job_research", doc)
+    assert isinstance(link, EdgeLink) and link.edge["relationship"] == "has\\u0000research"
+    assert "\x00" not in jsonutil.dumps_str(link.edge)
+    assert rebuild_edge(link.edge) == doc
