@@ -89,7 +89,7 @@ class ApplyResult:
     sql: dict[str, str] = field(default_factory=dict)  # dry_run + verbose: file -> its SQL
 
     def asdict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ class RollbackResult:
     actions: tuple[str, ...]
 
     def asdict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {"component": self.component, "actions": list(self.actions)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,7 +287,7 @@ def apply_schema(dsn: str, sql_dir: str | Path, *, target: str | None = None, dr
                 old = done[m.version]["checksum"]
                 conn.execute(
                     "UPDATE migration_history SET checksum = %s, execution_notes = concat_ws(E'\\n', "
-                    "execution_notes, %s) WHERE version = %s",
+                    "execution_notes, %s::text) WHERE version = %s",
                     (m.checksum, f"repair {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} by {who}: "
                      f"checksum {old} -> {m.checksum}", m.version))
                 log.info("repaired checksum of %s", m.filename)

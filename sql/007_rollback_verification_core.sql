@@ -350,7 +350,7 @@ LANGUAGE sql STABLE AS $$
     SELECT coalesce(h.version, k.version), coalesce(h.name, k.name), h.version IS NOT NULL AND h.success,
            h.applied_at, h.checksum, h.applied_by, h.duration_ms, h.execution_notes
       FROM (VALUES ('001', 'tasks'), ('002', 'user_profiles'), ('003', 'document_tables'),
-                   ('004', 'jsonb_helpers'), ('005', 'performance_indexes'), ('006', 'validation_audit'),
+                   ('004', 'jsonb_helpers'), ('005', 'performance_indexes_views'), ('006', 'validation_audit'),
                    ('007', 'rollback_verification_core')) AS k(version, name)
       FULL JOIN migration_history h ON h.version = k.version
      ORDER BY 1
@@ -581,7 +581,7 @@ BEGIN
         RETURN NEXT 'dropped index resume_documents_active_file_hash_key';
     END IF;
     FOR r IN
-        SELECT p.oid::regprocedure AS sig FROM pg_proc p
+        SELECT p.oid::regprocedure::text AS sig FROM pg_proc p
          WHERE p.pronamespace = 'public'::regnamespace
            AND p.proname IN ('audit_document_changes', 'check_document_user_exists', 'check_optimization_parent',
                              'validate_document_data', 'validation_error')
@@ -626,8 +626,9 @@ BEGIN
         EXECUTE format('DROP MATERIALIZED VIEW public.%I', r.relname);
         RETURN NEXT format('dropped materialized view %s', r.relname);
     END LOOP;
+    -- Collected first: a CASCADE below can drop a function a lazy cursor has not reached yet.
     FOR r IN
-        SELECT p.oid::regprocedure AS sig FROM pg_proc p
+        SELECT unnest(array_agg(p.oid::regprocedure::text)) AS sig FROM pg_proc p
          WHERE p.pronamespace = 'public'::regnamespace
            AND p.proname IN ('jsonb_merge_deep', 'extract_skills', 'calculate_keyword_match', 'calculate_ats_score',
                              'search_documents', 'get_user_documents', 'cleanup_old_documents',
@@ -708,7 +709,7 @@ DECLARE
 BEGIN
     RETURN QUERY SELECT * FROM rollback.drop_document_tables();
     FOR r IN
-        SELECT p.oid::regprocedure AS sig FROM pg_proc p
+        SELECT p.oid::regprocedure::text AS sig FROM pg_proc p
          WHERE p.pronamespace = 'public'::regnamespace
            AND p.proname IN ('etl_merge_stage', 'migrate_arango_document', 'etl_link_edges', 'etl_prepare_stage',
                              'etl_document_table', 'etl_uuid5')
