@@ -116,7 +116,7 @@ CREATE TABLE IF NOT EXISTS etl_rejects (
     key        text,
     document   text,
     reason     text NOT NULL,
-    stage      text NOT NULL CONSTRAINT etl_rejects_stage_check CHECK (stage IN ('transform', 'load', 'link')),
+    stage      text NOT NULL CONSTRAINT etl_rejects_stage_check CHECK (stage IN ('transform', 'load', 'link', 'unmapped')),
     created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS idx_etl_rejects_run ON etl_rejects (run_id, collection);
