@@ -214,6 +214,9 @@ class FileSource:
     def _line_decoder(self, path: Path, decode):
         return decode
 
+    def _structural(self, path: Path):
+        return None
+
     # ------------------------------------------------------------------ Source
 
     def collections(self) -> list[CollectionInfo]:
@@ -314,7 +317,7 @@ class FileSource:
     def _records(self, path: Path, skip: int, warn, decode=jsonutil.loads):
         return iter_records(path, self._line_decoder(path, decode), allow_truncated=self.allow_truncated,
                             warn=warn, skip=skip, chunk_size=self.chunk_size, expect=self.expect,
-                            max_line_bytes=self.max_line_bytes)
+                            max_line_bytes=self.max_line_bytes, structural=self._structural(path))
 
     def _heads(self, c: _Collection, warn) -> Iterator[tuple[int, str, bool]]:
         for path in c.files:

@@ -62,7 +62,7 @@ class JsonlSource(FileSource):
         self.description = f"arangoexport {self.path}"
 
     def _line_decoder(self, path: Path, decode):
-        if not path.name.endswith((".json", ".json.gz")):
+        if not _is_array_file(path):
             return decode
 
         def array_line(line: bytes):
@@ -74,6 +74,17 @@ class JsonlSource(FileSource):
             return decode(s)
 
         return array_line
+
+    def _structural(self, path: Path):
+        return _is_punctuation if _is_array_file(path) else None
+
+
+def _is_array_file(path: Path) -> bool:
+    return path.name.endswith((".json", ".json.gz"))
+
+
+def _is_punctuation(line: bytes) -> bool:
+    return line.strip() in _ARRAY_PUNCTUATION
 
 
 def _collection_name(filename: str) -> str:

@@ -130,8 +130,12 @@ def _check_first(path: Path, line: bytes, expect: bytes) -> None:
 def iter_records(path: Path, decode: Callable[[bytes], Any], *, allow_truncated: bool = False,
                  warn: Callable[[str], None] | None = None, skip: int = 0,
                  chunk_size: int = CHUNK_SIZE, expect: bytes = b"{",
-                 max_line_bytes: int | None = None) -> Iterator[tuple[int, int, int, Any]]:
+                 max_line_bytes: int | None = None,
+                 structural: Callable[[bytes], bool] | None = None) -> Iterator[tuple[int, int, int, Any]]:
     """(byte offset, line number, bytes consumed, decoded record) for every record of a file.
+
+    Lines for which `structural(line)` is true (e.g. the "[" and "]" of a JSON array export) are
+    not records: never decoded, never counted, never skipped over.
 
     The first `skip` records are read but not decoded (their record is None). A line that does
     not decode is a PermanentError with file, line and offset; an undecodable last line without
@@ -141,6 +145,8 @@ def iter_records(path: Path, decode: Callable[[bytes], Any], *, allow_truncated:
     try:
         for offset, lineno, line, complete in iter_lines(path, chunk_size=chunk_size, expect=expect,
                                                          max_line_bytes=max_line_bytes):
+            if structural is not None and structural(line):
+                continue
             if complete and good < skip:
                 good += 1
                 yield offset, lineno, len(line) + 1, None
