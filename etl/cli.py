@@ -147,7 +147,7 @@ def migrate_cmd(
     """
     from etl.migrate import Migration
     from etl.progress import Progress
-    from etl.report import render_table, write_reports
+    from etl.report import render_table
 
     settings = _settings(postgres={"dsn": dsn}, migrate={"batch_size": batch, "mapping": mapping,
                                                          "reports_dir": reports_dir})
@@ -165,8 +165,8 @@ def migrate_cmd(
     finally:
         progress.close()
         summary = getattr(migration, "summary", None)
-        if summary is not None and summary.collections:
-            paths = write_reports(summary.asdict(), settings.migrate.reports_dir)
+        paths = getattr(migration, "report_paths", None)
+        if summary is not None and paths:
             typer.echo(render_table(summary.asdict()))
             typer.echo(f"run {summary.run_id}: {summary.state}; report {paths['md']} and {paths['json']}")
     raise typer.Exit(exit_code)

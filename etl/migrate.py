@@ -253,6 +253,10 @@ class Migration:
                 total_docs = sum(c.source_count for c in summary.collections)
                 summary.estimated_seconds = round(total_docs / total_rate, 1) if total_rate else None
             self.summary = summary
+            if summary.collections:
+                from etl.report import write_reports
+
+                self.report_paths = write_reports(summary.asdict(), self.settings.migrate.reports_dir)
             self._finish(conn, summary)
             source.close()
             if lock_conn is not None:
@@ -267,8 +271,9 @@ class Migration:
             if conn.broken or conn.closed:
                 conn = self._connect()
             conn.rollback()
+            paths = getattr(self, "report_paths", None)
             state.finish_run(conn, summary.run_id, summary.state, summary=_summary_counts(summary),
-                             error=summary.error)
+                             error=summary.error, report_path=str(paths["json"]) if paths else None)
             conn.commit()
         except psycopg.Error as exc:  # the report still gets written; the run stays resumable
             log.warning("could not record the end of run %s: %s", summary.run_id, exc)
@@ -373,7 +378,11 @@ class Migration:
         if not self.dry_run and (remaining_limit is None or remaining_limit > 0):
             cp.done = True
             cp.counts = result.counts
-            self._retrying(lambda c: state.save_checkpoint(c, self.run_id, cp), conn)
+            def mark_done(c):
+                with c.transaction():
+                    state.save_checkpoint(c, self.run_id, cp)
+
+            self._retrying(mark_done, self._conn)
         result.status = "migrated"
         return self._conn
 
