@@ -1,0 +1,359 @@
+"""The live ArangoDB source: python-arango, keyset pagination on `_key`, retries with tenacity.
+
+Every batch is a FRESH AQL query with bind variables only (docs: arangodb-http.md section 6):
+
+    FOR d IN @@c FILTER d._key > @last SORT d._key LIMIT @n RETURN d
+
+with `last` = null for the first page and then the final `_key` the server returned. Keys are
+never compared in Python: ArangoDB orders strings by ICU collation, so only the server knows
+what follows a key. A page is read completely through a cursor opened with `allowRetry`
+(python-arango silently resends a batch request whose connection dropped; with allowRetry the
+server answers the resend with the same batch instead of skipping one), then the cursor is
+closed. Retrying a failed page re-runs the same query from the same `after`, so nothing is
+lost or read twice. The batch's `position` is its last `_key`.
+
+Transport: DefaultHTTPClient-style sessions without urllib3 status retries (retry_attempts=0);
+tenacity is the one retry layer, so every retry is logged with its attempt number. JSON bodies
+are decoded with etl.jsonutil (msgspec; big integers exact).
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import Any, Callable, Iterator, TypeVar
+from urllib.parse import urlsplit
+
+import requests
+from arango import ArangoClient
+from arango.exceptions import ArangoClientError, ArangoServerError, JWTAuthError, JWTExpiredError
+from arango.http import DefaultHTTPClient
+from arango.response import Response
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+
+from etl import jsonutil
+from etl.errors import EtlError, PermanentError, TransientError, is_transient
+from etl.settings import ArangoSettings
+from etl.sources.base import Batch, CollectionInfo
+
+log = logging.getLogger("etl.sources.arango")
+
+KEYSET_QUERY = "FOR d IN @@c FILTER d._key > @last SORT d._key LIMIT @n RETURN d"
+COUNT_AFTER_QUERY = "FOR d IN @@c FILTER d._key > @last COLLECT WITH COUNT INTO n RETURN n"
+
+T = TypeVar("T")
+
+
+class _HTTPClient(DefaultHTTPClient):
+    """DefaultHTTPClient with TLS settings, byte counting and the last transport error kept.
+
+    retry_attempts=0: urllib3 retries nothing on status; python-arango's own host loop still
+    resends a request whose connection failed (3 tries), which is what makes allowRetry matter.
+    """
+
+    def __init__(self, request_timeout: float, verify: bool | str, pool_maxsize: int = 4):
+        super().__init__(request_timeout=request_timeout, retry_attempts=0, backoff_factor=0,
+                         pool_connections=1, pool_maxsize=pool_maxsize)
+        self.verify = verify
+        self.bytes_read = 0
+        self.last_transport_error: BaseException | None = None
+
+    def create_session(self, host: str) -> requests.Session:
+        session = super().create_session(host)
+        session.verify = self.verify
+        return session
+
+    def send_request(self, session, method, url, headers=None, params=None, data=None, auth=None) -> Response:  # type: ignore[override]
+        try:
+            response = session.request(method=method, url=url, params=params, data=data, headers=headers,
+                                       auth=auth, timeout=self.request_timeout)
+            content = response.content
+        except requests.ConnectionError as exc:
+            self.last_transport_error = exc
+            raise
+        self.bytes_read += len(content)
+        return Response(method=method, url=response.url, headers=response.headers,
+                        status_code=response.status_code, status_text=response.reason,
+                        raw_body=content.decode("utf-8", errors="replace"))
+
+
+def _deserialize(text: str) -> Any:
+    # python-arango keeps the raw string when this raises ValueError/TypeError (e.g. a proxy's HTML).
+    return jsonutil.loads(text)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError,
+                        ConnectionAbortedError)):
+        return True  # a response cut off mid-body; python-arango does not catch these
+    return is_transient(exc)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class ArangoSource:
+    """Source protocol over a live ArangoDB (see etl/sources/base.py)."""
+
+    def __init__(self, settings: ArangoSettings, *, backoff_initial: float = 0.5, backoff_max: float = 30.0,
+                 cursor_batch_size: int | None = None, sleep: Callable[[float], None] = time.sleep):
+        self.settings = settings
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.cursor_batch_size = cursor_batch_size
+        self._sleep = sleep
+        parts = urlsplit(settings.url)
+        self.hostport = parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname else parts.netloc
+        self.safe_url = f"{parts.scheme}://{self.hostport}{parts.path}"
+        self.description = (f"arangodb {self.safe_url} database {settings.database} "
+                            f"as {settings.username} ({settings.auth} auth)")
+        verify: bool | str = settings.ca_file if settings.ca_file else settings.verify_tls
+        if verify is False and parts.scheme == "https":
+            import urllib3
+
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+            log.warning("ArangoDB %s: TLS certificate verification is off", self.hostport)
+        self._http = _HTTPClient(settings.request_timeout, verify)
+        self._client = ArangoClient(hosts=f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}",
+                                    http_client=self._http, deserializer=_deserialize)
+        self._db: Any = None
+        self._names: list[str] | None = None
+        self._retry("connect", self._connect)
+
+    # connection ------------------------------------------------------------
+    def _connect(self) -> None:
+        s = self.settings
+        try:
+            db = self._client.db(s.database, username=s.username, password=s.password.get_secret_value(),
+                                 auth_method=s.auth, verify=False)
+        except JWTAuthError as exc:
+            raise self._server_error(exc, "authenticate") from None
+        except JWTExpiredError as exc:  # clock skew between client and server
+            raise PermanentError(f"ArangoDB at {self.safe_url}: the JWT token it issued is already expired "
+                                 f"(check the clocks): {exc}") from None
+        try:
+            cols = db.collections()  # GET /_api/collection: checks credentials and the database
+        except ArangoServerError as exc:
+            raise self._server_error(exc, "connect") from None
+        self._db = db
+        self._names = sorted(c["name"] for c in cols if not c.get("system"))
+
+    def _reconnect_after_401(self) -> None:
+        log.info("ArangoDB %s: JWT token rejected or expired; re-authenticating", self.hostport)
+        self._connect()
+
+    # retry machinery -------------------------------------------------------
+    def _wait(self, state: RetryCallState) -> float:
+        import random
+
+        n = state.attempt_number
+        base = min(self.backoff_max, self.backoff_initial * (2 ** (n - 1)))
+        delay = base / 2 + random.uniform(0, base / 2)
+        exc = state.outcome.exception() if state.outcome else None
+        resp = getattr(exc, "response", None)
+        headers = getattr(resp, "headers", None)
+        if headers is not None:
+            ra = headers.get("retry-after")
+            try:
+                if ra is not None:
+                    delay = max(delay, min(float(ra), self.backoff_max))
+            except ValueError:
+                pass
+        return delay
+
+    def _before_sleep(self, what: str) -> Callable[[RetryCallState], None]:
+        def log_it(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning("ArangoDB %s: %s failed (attempt %d of %d): %s; retrying in %.2fs", self.hostport, what,
+                        state.attempt_number, self.settings.retry_attempts, self._describe(exc),
+                        state.next_action.sleep if state.next_action else 0.0)
+        return log_it
+
+    def _retry(self, what: str, fn: Callable[[], T]) -> T:
+        attempts = self.settings.retry_attempts
+        reauth = {"done": False}
+
+        def attempt() -> T:
+            try:
+                return fn()
+            except ArangoServerError as exc:
+                if exc.http_code == 401 and exc.error_code == 11 and self.settings.auth == "jwt" \
+                        and self._db is not None and not reauth["done"]:
+                    reauth["done"] = True
+                    self._reconnect_after_401()
+                    return fn()
+                raise
+
+        try:
+            for att in Retrying(stop=stop_after_attempt(attempts), wait=self._wait,
+                                retry=retry_if_exception(_is_transient), before_sleep=self._before_sleep(what),
+                                sleep=self._sleep, reraise=True):
+                with att:
+                    return attempt()
+        except EtlError:
+            raise
+        except ArangoServerError as exc:
+            if _is_transient(exc):
+                raise TransientError(f"ArangoDB at {self.safe_url}: {what} failed after {attempts} attempts: "
+                                     f"{self._describe(exc)}") from None
+            raise self._server_error(exc, what) from None
+        except Exception as exc:
+            if _is_transient(exc) or isinstance(exc, ArangoClientError):
+                cls = PermanentError if what == "connect" else TransientError
+                raise cls(f"cannot reach ArangoDB at {self.hostport}: {what} failed after {attempts} attempts: "
+                          f"{self._describe(exc)}") from None
+            raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _describe(self, exc: BaseException | None) -> str:
+        if exc is None:
+            return "unknown error"
+        if isinstance(exc, ArangoServerError):
+            msg = exc.error_message if isinstance(exc.error_message, str) else ""
+            if not msg and exc.http_code == 429:
+                msg = "too many requests (from a proxy?)"
+            return _one_line(f"HTTP {exc.http_code} errorNum {exc.error_code}: {msg}")
+        if isinstance(exc, ConnectionAbortedError):
+            cause = self._http.last_transport_error
+            self._http.last_transport_error = None
+            reason = _errno_text(cause) if cause is not None else None
+            return reason or "connection failed (no answer, or 503 service unavailable)"
+        if isinstance(exc, requests.Timeout):
+            return f"no answer within {self.settings.request_timeout:g}s (timeout)"
+        if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+            return "connection dropped in the middle of a response"
+        if isinstance(exc, requests.exceptions.RetryError):
+            m = re.search(r"too many (\d+) error responses", str(exc))
+            return f"HTTP {m.group(1)} error response" if m else _one_line(str(exc))
+        if isinstance(exc, requests.ConnectionError):
+            return _errno_text(exc) or _one_line(str(exc))
+        return _one_line(f"{type(exc).__name__}: {exc}")
+
+    def _server_error(self, exc: ArangoServerError, what: str) -> EtlError:
+        err = self._server_error_for(exc, what)
+        err.arango_error_num = exc.error_code  # type: ignore[attr-defined]
+        return err
+
+    def _server_error_for(self, exc: ArangoServerError, what: str) -> EtlError:
+        code, num = exc.http_code, exc.error_code
+        where = f"ArangoDB at {self.safe_url}"
+        if code == 401 or num in (11, 401):
+            return PermanentError(f"{where}: wrong username or password for user '{self.settings.username}' "
+                                  f"(or no access to database '{self.settings.database}')")
+        if code == 403:
+            return PermanentError(f"{where}: user '{self.settings.username}' may not access database "
+                                  f"'{self.settings.database}'")
+        if num == 1228:
+            return PermanentError(f"{where}: database '{self.settings.database}' does not exist")
+        if _is_transient(exc):
+            return TransientError(f"{where}: {what} failed: {self._describe(exc)}")
+        return PermanentError(f"{where}: {what} failed: {self._describe(exc)}")
+
+    def _unknown_collection(self, name: str) -> PermanentError:
+        try:
+            names = self._retry("list collections", self._list_names)
+        except EtlError:
+            names = self._names or []
+        listing = ", ".join(names) if names else "none"
+        return PermanentError(f"ArangoDB at {self.safe_url}: collection '{name}' does not exist in database "
+                              f"'{self.settings.database}' (existing collections: {listing})")
+
+    def _list_names(self) -> list[str]:
+        return sorted(c["name"] for c in self._db.collections() if not c.get("system"))
+
+    # Source protocol -------------------------------------------------------
+    def collections(self) -> list[CollectionInfo]:
+        cols = self._retry("list collections", lambda: self._db.collections())
+        out = []
+        for c in sorted(cols, key=lambda c: c["name"]):
+            if c.get("system") or c["name"].startswith("_"):
+                continue
+            out.append(self.collection(c["name"]))
+        return out
+
+    def collection(self, name: str) -> CollectionInfo:
+        def get() -> CollectionInfo:
+            col = self._db.collection(name)
+            props = col.properties()
+            return CollectionInfo(name, "edge" if props.get("type") == "edge" else "document", int(col.count()))
+
+        return self._with_collection_check(name, f"read collection '{name}'", get)
+
+    def remaining(self, collection: str, after: str | None = None) -> int:
+        if after is None:
+            return self.collection(collection).count
+
+        def count() -> int:
+            with self._db.aql.execute(COUNT_AFTER_QUERY, bind_vars={"@c": collection, "last": after}) as cursor:
+                return int(next(iter(cursor)))
+
+        return self._with_collection_check(collection, f"count '{collection}' after key {after!r}", count)
+
+    def batches(self, collection: str, batch_size: int, after: str | None = None) -> Iterator[Batch]:
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        cursor_batch = self.cursor_batch_size or batch_size
+        while True:
+            last = after
+
+            def page() -> tuple[list[dict], int]:
+                start = self._http.bytes_read
+                docs = self._read_page(collection, last, batch_size, cursor_batch)
+                return docs, self._http.bytes_read - start
+
+            docs, nbytes = self._with_collection_check(
+                collection, f"read '{collection}' after key {last!r}", page)
+            if not docs:
+                return
+            after = docs[-1]["_key"]
+            yield Batch(collection, docs, after, nbytes)
+            if len(docs) < batch_size:
+                return
+
+    def _read_page(self, collection: str, after: str | None, n: int, cursor_batch: int) -> list[dict]:
+        cursor = self._db.aql.execute(KEYSET_QUERY, bind_vars={"@c": collection, "last": after, "n": n},
+                                      batch_size=cursor_batch, allow_retry=True, count=False)
+        try:
+            docs = list(cursor)
+        finally:
+            if cursor.id is not None:
+                try:
+                    cursor.close(ignore_missing=True)
+                except Exception as exc:  # the server drops it after its ttl anyway
+                    log.debug("closing cursor %s failed: %s", cursor.id, exc)
+        return docs
+
+    def _with_collection_check(self, collection: str, what: str, fn: Callable[[], T]) -> T:
+        try:
+            return self._retry(what, fn)
+        except PermanentError as exc:
+            if getattr(exc, "arango_error_num", None) == 1203:
+                raise self._unknown_collection(collection) from None
+            raise
+
+    def close(self) -> None:
+        try:
+            self._client.close()
+        except Exception:  # pragma: no cover
+            pass
+
+    def __enter__(self) -> "ArangoSource":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<ArangoSource {self.description}>"
+
+
+def _errno_text(exc: BaseException) -> str | None:
+    """'Connection refused' out of requests' long ConnectionError text."""
+    m = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
+    if m:
+        return m.group(1).strip()
+    if "RemoteDisconnected" in str(exc) or "Connection aborted" in str(exc):
+        return "connection closed by the server without an answer"
+    return None

@@ -1,0 +1,986 @@
+"""An ArangoDB-compatible HTTP server for tests (the subset in docs: arangodb-http.md).
+
+Real sockets on 127.0.0.1, one thread per connection, HTTP/1.1 keep-alive, so python-arango
+talks to it exactly as to arangod. State lives in Python objects; documents are stored as
+parsed JSON values (big integers exact, "\\u0000" kept) and serialised with etl.jsonutil.
+
+Python-side API (tests): create_database, create_collection, add_user, add_generated_collection,
+documents, fault injection (fail, fail_unavailable, drop_connection, slow, expire_cursors,
+expire_cursor_on, proxy_429, clear_faults), `requests` (a log of served requests).
+"""
+from __future__ import annotations
+
+import base64
+import bisect
+import itertools
+import os
+import re
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Iterable
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from etl import jsonutil
+
+from . import aql, jwtutil
+from .collation import COLLATIONS, type_rank
+
+SYSTEM_COLLECTIONS = ("_analyzers", "_appbundles", "_apps", "_aqlfunctions", "_frontend", "_graphs",
+                      "_jobs", "_queues")
+SYSTEM_DB_ONLY = ("_users", "_statistics", "_statistics15", "_statisticsRaw")
+KEY_RE = re.compile(r"^[A-Za-z0-9_\-:.@()+,=;$!*'%]{1,254}$")
+CURSOR_ROUTES = frozenset({"cursor_create", "cursor_next", "cursor_batch"})
+ALL_ROUTES = None
+
+
+# --------------------------------------------------------------------------- state
+
+
+class Reply:
+    __slots__ = ("status", "body", "headers")
+
+    def __init__(self, status: int, body: Any, headers: dict[str, str] | None = None):
+        self.status = status
+        self.body = body
+        self.headers = headers or {}
+
+
+def error(status: int, num: int, message: str, headers: dict[str, str] | None = None) -> Reply:
+    return Reply(status, {"error": True, "errorNum": num, "errorMessage": message, "code": status}, headers)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, num: int, message: str):
+        super().__init__(message)
+        self.reply = error(status, num, message)
+
+
+@dataclass
+class Generated:
+    """A collection whose documents are made on demand (flat-memory tests)."""
+
+    count: int
+    make_doc: Callable[[int, str], dict]
+    key_width: int = 12
+
+    def key(self, i: int) -> str:
+        return f"{i:0{self.key_width}d}"
+
+
+class Collection:
+    def __init__(self, db: "Database", name: str, cid: int, ctype: int, is_system: bool):
+        self.db, self.name, self.id, self.type, self.is_system = db, name, cid, ctype, is_system
+        self.docs: dict[str, dict] = {}
+        self.generated: Generated | None = None
+        self._order: dict[str, tuple[list[str], list[Any]]] = {}  # collation -> (keys, sort keys)
+        self.last_value = 0
+
+    # order ------------------------------------------------------------------
+    def invalidate(self) -> None:
+        self._order.clear()
+
+    def count(self) -> int:
+        return self.generated.count if self.generated else len(self.docs)
+
+    def _sorted(self, collation: str) -> tuple[Any, Any]:
+        skey = COLLATIONS[collation]
+        if self.generated:
+            gen = self.generated
+
+            class _Keys:
+                def __len__(self) -> int:
+                    return gen.count
+
+                def __getitem__(self, i: int) -> Any:
+                    return skey(gen.key(i))
+
+            return None, _Keys()
+        if collation not in self._order:
+            keys = sorted(self.docs, key=skey)
+            self._order[collation] = (keys, [skey(k) for k in keys])
+        return self._order[collation]
+
+    def start_index(self, last: Any, collation: str) -> int:
+        """Index of the first key > last in this collation (AQL type order for non-strings)."""
+        rank = type_rank(last)
+        if rank < 3:
+            return 0
+        if rank > 3:
+            return self.count()
+        _, sks = self._sorted(collation)
+        return bisect.bisect_right(sks, COLLATIONS[collation](last))
+
+    def doc_at(self, i: int, collation: str) -> dict:
+        if self.generated:
+            key = self.generated.key(i)
+            doc = self.generated.make_doc(i, key)
+            doc.setdefault("_key", key)
+            doc.setdefault("_id", f"{self.name}/{key}")
+            doc.setdefault("_rev", f"_gen{i:x}")
+            return doc
+        keys, _ = self._sorted(collation)
+        return self.docs[keys[i]]
+
+    def info(self) -> dict:
+        return {"id": str(self.id), "name": self.name, "status": 3, "type": self.type,
+                "isSystem": self.is_system, "globallyUniqueId": f"h{self.db.id:X}/{self.id}"}
+
+    def properties(self) -> dict:
+        body = self.info()
+        body.update({"statusString": "loaded", "waitForSync": False,
+                     "keyOptions": {"type": "traditional", "allowUserKeys": True, "lastValue": self.last_value},
+                     "schema": None, "computedValues": None, "cacheEnabled": False, "syncByRevision": True})
+        return body
+
+
+class Database:
+    def __init__(self, name: str, did: int):
+        self.name, self.id = name, did
+        self.collections: dict[str, Collection] = {}
+
+
+@dataclass
+class User:
+    name: str
+    password: str
+    databases: set[str] | str  # "*" = every database (root)
+
+    def may_access(self, db: str) -> bool:
+        return self.databases == "*" or db in self.databases
+
+
+class ResultSet:
+    """Query results, materialised as a list or produced on demand by index."""
+
+    def __init__(self, length: int, getter: Callable[[int], Any]):
+        self.length, self.getter = length, getter
+
+    @classmethod
+    def of(cls, items: list) -> "ResultSet":
+        return cls(len(items), items.__getitem__)
+
+    def slice(self, start: int, stop: int) -> list:
+        return [self.getter(i) for i in range(start, min(stop, self.length))]
+
+
+@dataclass
+class Cursor:
+    id: str
+    db: str
+    results: ResultSet
+    batch_size: int
+    ttl: float
+    allow_retry: bool
+    count: int | None
+    stream: bool
+    extra: dict
+    pos: int = 0
+    batch_id: int = 0  # the batch last delivered
+    last_body: dict | None = None
+    expires: float = 0.0
+    busy: bool = False
+    exhausted: bool = False
+
+    def touch(self) -> None:
+        self.expires = time.monotonic() + self.ttl
+
+
+@dataclass
+class Fault:
+    kind: str  # error | proxy429 | drop | truncate | delay | expire
+    routes: frozenset[str] | None
+    count: int
+    skip: int = 0
+    status: int = 503
+    error_num: int = 21003
+    message: str = "queue is full"
+    seconds: float = 0.0
+    before: bool = False  # delay: before executing (True) or after (False)
+    retry_after: str | None = None
+    fired: int = 0
+
+
+@dataclass
+class RequestLog:
+    method: str
+    path: str
+    route: str
+    status: int | None  # None: connection dropped
+    fault: str | None = None
+
+
+# --------------------------------------------------------------------------- the server
+
+
+class FakeArango:
+    """The test server. `start()` binds a random port on 127.0.0.1; `url` is its base URL."""
+
+    def __init__(self, root_password: str = "", *, collation: str = "icu", auth: bool = True,
+                 session_timeout: float = 3600.0, version: str = "3.12.4", host: str = "127.0.0.1",
+                 ssl_context: Any = None):
+        if collation not in COLLATIONS:
+            raise ValueError(f"collation must be one of {sorted(COLLATIONS)}")
+        self.collation = collation
+        self.auth_enabled = auth
+        self.session_timeout = session_timeout
+        self.version = version
+        self.queue_time = 0.0  # what x-arango-queue-time-seconds reports
+        self.jwt_secret = os.urandom(32)
+        self.lock = threading.RLock()
+        self.users: dict[str, User] = {"root": User("root", root_password, "*")}
+        self.databases: dict[str, Database] = {}
+        self.cursors: dict[tuple[str, str], Cursor] = {}
+        self.faults: list[Fault] = []
+        self.requests: deque[RequestLog] = deque(maxlen=20000)
+        self._ids = itertools.count(9001)
+        self._ticks = itertools.count(1)
+        self._host = host
+        self._ssl = ssl_context
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._conns: set[socket.socket] = set()
+        self.create_database("_system")
+
+    # lifecycle -------------------------------------------------------------
+    def start(self) -> "FakeArango":
+        httpd = _HTTPServer((self._host, 0), _Handler)
+        if self._ssl is not None:
+            httpd.socket = self._ssl.wrap_socket(httpd.socket, server_side=True)
+        httpd.app = self
+        self._httpd = httpd
+        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="fakearango", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is None:
+            return
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        with self.lock:
+            conns = list(self._conns)
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self._thread:
+            self._thread.join(5)
+        self._httpd = None
+
+    def __enter__(self) -> "FakeArango":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._httpd is not None, "server not started"
+        return self._httpd.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self._ssl else 'http'}://{self._host}:{self.port}"
+
+    # python-side administration ---------------------------------------------
+    def create_database(self, name: str) -> Database:
+        with self.lock:
+            if name in self.databases:
+                return self.databases[name]
+            db = Database(name, next(self._ids))
+            self.databases[name] = db
+            for c in SYSTEM_COLLECTIONS + (SYSTEM_DB_ONLY if name == "_system" else ()):
+                db.collections[c] = Collection(db, c, next(self._ids), 2, True)
+            return db
+
+    def drop_database(self, name: str) -> None:
+        with self.lock:
+            self.databases.pop(name, None)
+
+    def create_collection(self, db: str, name: str, *, edge: bool = False) -> Collection:
+        with self.lock:
+            d = self.databases[db]
+            if name not in d.collections:
+                d.collections[name] = Collection(d, name, next(self._ids), 3 if edge else 2, name.startswith("_"))
+            return d.collections[name]
+
+    def drop_collection(self, db: str, name: str) -> None:
+        with self.lock:
+            self.databases[db].collections.pop(name, None)
+
+    def add_generated_collection(self, db: str, name: str, count: int,
+                                 make_doc: Callable[[int, str], dict] | None = None, *, edge: bool = False,
+                                 key_width: int = 12) -> Collection:
+        """A collection of `count` documents with keys 000000000000.. made on demand, never stored."""
+        col = self.create_collection(db, name, edge=edge)
+        col.generated = Generated(count, make_doc or (lambda i, key: {"n": i}), key_width)
+        return col
+
+    def add_user(self, name: str, password: str, databases: Iterable[str] | str = "*") -> None:
+        with self.lock:
+            self.users[name] = User(name, password, databases if databases == "*" else set(databases))
+
+    def documents(self, db: str, collection: str) -> dict[str, dict]:
+        return self.databases[db].collections[collection].docs
+
+    def superuser_token(self, lifetime: float = 3600) -> str:
+        now = int(time.time())
+        return jwtutil.encode({"iss": "arangodb", "server_id": "fake", "iat": now, "exp": now + int(lifetime)},
+                              self.jwt_secret)
+
+    # fault injection -------------------------------------------------------
+    def inject(self, kind: str, *, routes: Iterable[str] | None = CURSOR_ROUTES, count: int = 1, skip: int = 0,
+               **kw: Any) -> Fault:
+        fault = Fault(kind, None if routes is None else frozenset(routes), count, skip, **kw)
+        with self.lock:
+            self.faults.append(fault)
+        return fault
+
+    def fail(self, count: int = 1, *, status: int = 503, error_num: int = 21003, message: str = "queue is full",
+             routes: Iterable[str] | None = CURSOR_ROUTES, skip: int = 0) -> Fault:
+        """The next `count` matching requests get an error without being executed."""
+        return self.inject("error", routes=routes, count=count, skip=skip, status=status, error_num=error_num,
+                           message=message)
+
+    def fail_unavailable(self, count: int = 1, **kw: Any) -> Fault:
+        """503 with errorNum 503 (startup/maintenance); python-arango treats it as a lost connection."""
+        return self.fail(count, status=503, error_num=503, message="service unavailable due to startup", **kw)
+
+    def drop_connection(self, count: int = 1, *, routes: Iterable[str] | None = ("cursor_next", "cursor_batch"),
+                        skip: int = 0, mid_body: bool = False) -> Fault:
+        """Execute the request (a cursor advances), then close the socket: before any response byte,
+        or with mid_body=True after the headers and half of the body."""
+        return self.inject("truncate" if mid_body else "drop", routes=routes, count=count, skip=skip)
+
+    def slow(self, seconds: float, count: int = 1, *, routes: Iterable[str] | None = CURSOR_ROUTES,
+             skip: int = 0, before: bool = False) -> Fault:
+        """Sleep `seconds` after executing (or before, with before=True), then answer."""
+        return self.inject("delay", routes=routes, count=count, skip=skip, seconds=seconds, before=before)
+
+    def expire_cursor_on(self, count: int = 1, *, routes: Iterable[str] | None = ("cursor_next", "cursor_batch"),
+                         skip: int = 0) -> Fault:
+        """Expire every cursor just before the matching request is executed (as after a ttl)."""
+        return self.inject("expire", routes=routes, count=count, skip=skip)
+
+    def proxy_429(self, count: int = 1, *, retry_after: str | None = "0",
+                  routes: Iterable[str] | None = CURSOR_ROUTES, skip: int = 0) -> Fault:
+        """A 429 with an HTML body, as a proxy or load balancer in front of arangod sends it."""
+        return self.inject("proxy429", routes=routes, count=count, skip=skip, status=429, retry_after=retry_after)
+
+    def clear_faults(self) -> None:
+        with self.lock:
+            self.faults.clear()
+
+    def expire_cursors(self) -> int:
+        with self.lock:
+            n = len(self.cursors)
+            for c in self.cursors.values():
+                c.expires = 0.0
+            return n
+
+    def _take_fault(self, route: str) -> Fault | None:
+        with self.lock:
+            for f in self.faults:
+                if f.count <= 0 or (f.routes is not None and route not in f.routes):
+                    continue
+                if f.skip > 0:
+                    f.skip -= 1
+                    continue
+                f.count -= 1
+                f.fired += 1
+                return f
+        return None
+
+    # request handling ------------------------------------------------------
+    def handle(self, method: str, raw_path: str, headers: Any, body: bytes) -> tuple[Reply | None, Fault | None, str]:
+        split = urlsplit(raw_path)
+        path = split.path
+        query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
+        db_name = "_system"
+        if path.startswith("/_db/"):
+            rest = path[len("/_db/"):]
+            seg, _, tail = rest.partition("/")
+            db_name = unquote(seg)
+            path = "/" + tail
+        route, args = _route(method, path)
+        fault = self._take_fault(route)
+        if fault and fault.kind == "error":
+            return error(fault.status, fault.error_num, fault.message), fault, route
+        if fault and fault.kind == "proxy429":
+            hdrs = {"content-type": "text/html", "x-proxy": "1"}
+            if fault.retry_after is not None:
+                hdrs["retry-after"] = fault.retry_after
+            return Reply(429, b"<html><body><h1>429 Too Many Requests</h1></body></html>", hdrs), fault, route
+        if fault and fault.kind == "expire":
+            self.expire_cursors()
+        if fault and fault.kind == "delay" and fault.before:
+            time.sleep(fault.seconds)
+        limit = headers.get("x-arango-queue-time-seconds")
+        if limit is not None:
+            try:
+                lim = float(limit)
+            except ValueError:
+                lim = 0.0
+            if lim > 0 and self.queue_time > lim:
+                return error(412, 21004, "queue time violated"), fault, route
+        try:
+            reply = self._dispatch(method, route, args, db_name, headers, query, body)
+        except ApiError as exc:
+            reply = exc.reply
+        except aql.AqlError as exc:
+            reply = error(exc.status, exc.error_num, exc.message)
+        return reply, fault, route
+
+    def _authenticate(self, headers: Any) -> User | None:
+        if not self.auth_enabled:
+            return self.users["root"]
+        value = headers.get("authorization") or ""
+        scheme, _, cred = value.strip().partition(" ")
+        scheme = scheme.lower()
+        cred = cred.strip()
+        if scheme == "basic":
+            try:
+                user, _, pw = base64.b64decode(cred, validate=True).decode("utf-8").partition(":")
+            except (ValueError, UnicodeError):
+                return None
+            u = self.users.get(user)
+            return u if u is not None and u.password == pw else None
+        if scheme == "bearer":
+            claims = jwtutil.decode(cred, self.jwt_secret)
+            if claims is None:
+                return None
+            name = claims.get("preferred_username")
+            if name is None and "server_id" in claims:
+                return User("(superuser)", "", "*")
+            return self.users.get(name) if isinstance(name, str) else None
+        return None
+
+    def _dispatch(self, method: str, route: str, args: list[str], db_name: str, headers: Any,
+                  query: dict[str, str], body: bytes) -> Reply:
+        if route == "open_auth":
+            return self._open_auth(body)
+        user = self._authenticate(headers)
+        db = self.databases.get(db_name)
+        if user is None or (db is None and user.databases != "*") or (db is not None and not user.may_access(db_name)):
+            hdrs = {} if headers.get("x-omit-www-authenticate") else {"www-authenticate": 'Basic, realm="ArangoDB"'}
+            return error(401, 11, "not authorized to execute this request", hdrs)
+        if db is None:
+            return error(404, 1228, "database not found")
+        with self.lock:
+            handler = getattr(self, "_r_" + route, None)
+            if handler is None:
+                if route == "method_not_allowed":
+                    return error(405, 405, "method not supported")
+                return error(404, 404, f"unknown path '{urlsplit(args[0]).path if args else ''}'")
+            return handler(db, args, query, body)
+
+    # /_open/auth
+    def _open_auth(self, body: bytes) -> Reply:
+        try:
+            data = jsonutil.loads(body)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or not isinstance(data.get("username"), str):
+            return error(400, 400, "invalid JSON")
+        u = self.users.get(data["username"])
+        if u is None or u.password != data.get("password", ""):
+            return error(401, 401, "Wrong credentials")
+        return Reply(200, {"jwt": jwtutil.issue(u.name, self.jwt_secret, self.session_timeout)})
+
+    # version, database
+    def _r_version(self, db: Database, args: list[str], query: dict, body: bytes) -> Reply:
+        out: dict[str, Any] = {"server": "arango", "version": self.version, "license": "community"}
+        if _bool(query.get("details")):
+            out["details"] = {"architecture": "64bit", "mode": "single", "role": "SINGLE", "host": "fakearango",
+                              "icu-version": "64.2", "server-version": self.version, "asan": "false"}
+        return Reply(200, out)
+
+    def _r_database_current(self, db: Database, args: list[str], query: dict, body: bytes) -> Reply:
+        return Reply(200, {"error": False, "code": 200, "result": {
+            "id": str(db.id), "name": db.name, "isSystem": db.name == "_system",
+            "path": f"/var/lib/arangodb3/databases/database-{db.id}"}})
+
+    # collections
+    def _col(self, db: Database, name: str) -> Collection:
+        col = db.collections.get(name)
+        if col is None:
+            raise ApiError(404, 1203, "collection or view not found")
+        return col
+
+    def _r_collection_list(self, db: Database, args: list[str], query: dict, body: bytes) -> Reply:
+        exclude = _bool(query.get("excludeSystem"), False)
+        result = [c.info() for c in db.collections.values() if not (exclude and c.is_system)]
+        return Reply(200, {"error": False, "code": 200, "result": result})
+
+    def _r_collection_create(self, db: Database, args: list[str], query: dict, body: bytes) -> Reply:
+        data = _json_object(body)
+        name = data.get("name")
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]{0,255}", name):
+            return error(400, 1208, "illegal name")
+        if name in db.collections:
+            return error(409, 1207, "duplicate name")
+        col = self.create_collection(db.name, name, edge=data.get("type") == 3)
+        body_out = col.properties()
+        body_out.update({"error": False, "code": 200})
+        return Reply(200, body_out)
+
+    def _r_collection_info(self, db: Database, args: list[str], query: dict, body: bytes) -> Reply:
+        out = self._col(db, args[0]).info()
+        out.update({"error": False, "code": 200})
+        return Reply(200, out)
+
+    def _r_collection_properties(self, db: Database, args: list[str], query: dict, body: bytes) -> Reply:
+        out = self._col(db, args[0]).properties()
+        out.update({"error": False, "code": 200})
+        return Reply(200, out)
+
+    def _r_collection_count(self, db: Database, args: list[str], query: dict, body: bytes) -> Reply:
+        col = self._col(db, args[0])
+        out = col.properties()
+        out.update({"count": col.count(), "error": False, "code": 200})
+        return Reply(200, out)
+
+    # cursors
+    def _r_cursor_create(self, db: Database, args: list[str], query: dict, body: bytes) -> Reply:
+        try:
+            data = jsonutil.loads(body) if body else None
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or not data:
+            return error(400, 600, "expecting non-empty JSON object body")
+        q = data.get("query")
+        if not isinstance(q, str) or not q.strip():
+            return error(400, 1502, "query is empty")
+        bind = data.get("bindVars", {})
+        if bind is None:
+            bind = {}
+        if not isinstance(bind, dict):
+            return error(400, 17, "expecting object for <bindVars>")
+        batch_size = data.get("batchSize", 1000)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, float)) or batch_size <= 0:
+            return error(400, 17, "expecting non-zero value for <batchSize>")
+        ttl = data.get("ttl", 30)
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0:
+            ttl = 30
+        options = data.get("options") if isinstance(data.get("options"), dict) else {}
+        allow_retry = bool(options.get("allowRetry", data.get("allowRetry", False)))
+        stream = bool(options.get("stream", data.get("stream", False)))
+        full_count = bool(options.get("fullCount", False))
+        want_count = bool(data.get("count", False)) and not stream
+
+        parsed = aql.parse(q)
+        missing = [p for p in sorted(parsed.declared) if p not in bind]
+        if missing:
+            name = missing[0]
+            return error(400, 1551, f"no value specified for declared bind parameter '{name}' (while parsing)")
+        unused = [p for p in bind if p not in parsed.declared]
+        if unused:
+            return error(400, 1552, f"bind parameter '{unused[0]}' was not declared in the query (while parsing)")
+        if parsed.collection_param is not None:
+            cname = bind["@" + parsed.collection_param]
+            if not isinstance(cname, str):
+                return error(400, 1553, f"bind parameter '@{parsed.collection_param}' has an invalid value or type "
+                                        "(while parsing)")
+        else:
+            cname = parsed.collection_name
+        col = db.collections.get(cname)
+        if col is None:
+            return error(404, 1203, f"AQL: collection or view not found: {cname} (while parsing)")
+        limit: int | None = None
+        if parsed.limit_param is not None:
+            limit = bind[parsed.limit_param]
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+                return error(400, 1553, f"bind parameter '{parsed.limit_param}' has an invalid value or type "
+                                        "(while parsing)")
+        elif parsed.limit_literal is not None:
+            limit = parsed.limit_literal
+
+        t0 = time.perf_counter()
+        total = col.count()
+        stats: dict[str, Any] = {"writesExecuted": 0, "writesIgnored": 0, "scannedFull": 0, "scannedIndex": 0,
+                                 "filtered": 0, "httpRequests": 0, "executionTime": 0.0, "peakMemoryUsage": 0,
+                                 "cursorsCreated": 0, "cursorsRearmed": 0, "cacheHits": 0, "cacheMisses": 0,
+                                 "intermediateCommits": 0, "documentLookups": 0, "seeks": 0}
+        if parsed.kind in ("keyset", "scan"):
+            start = col.start_index(bind[parsed.last_param], self.collation) if parsed.kind == "keyset" else 0
+            stop = total if limit is None else min(total, start + limit)
+            coll_name = self.collation
+            if col.generated:
+                results = ResultSet(max(0, stop - start), lambda i, s=start: col.doc_at(s + i, coll_name))
+            else:
+                results = ResultSet.of([col.doc_at(i, coll_name) for i in range(start, stop)])
+            stats["scannedIndex"] = results.length
+            if parsed.kind == "keyset":
+                stats["seeks"] = 1
+            if full_count and limit is not None:
+                stats["fullCount"] = total - start
+        else:  # count_after / count_all
+            start = col.start_index(bind[parsed.last_param], self.collation) if parsed.kind == "count_after" else 0
+            results = ResultSet.of([total - start])
+            stats["scannedIndex"] = total - start
+        stats["executionTime"] = time.perf_counter() - t0
+        extra = {"warnings": [], "stats": stats}
+        cursor = Cursor(str(next(self._ticks) * 1000 + 7), db.name, results, int(batch_size), float(ttl),
+                        allow_retry, results.length if want_count else None, stream, extra)
+        body_out = self._next_batch(cursor, first=True)
+        if body_out["hasMore"]:
+            stats["cursorsCreated"] = 1
+            cursor.touch()
+            self.cursors[(db.name, cursor.id)] = cursor
+        return Reply(201, body_out)
+
+    def _next_batch(self, cursor: Cursor, first: bool = False) -> dict:
+        items = cursor.results.slice(cursor.pos, cursor.pos + cursor.batch_size)
+        cursor.pos += len(items)
+        cursor.batch_id += 1
+        has_more = cursor.pos < cursor.results.length
+        out: dict[str, Any] = {"result": items, "hasMore": has_more}
+        if has_more:
+            out["id"] = cursor.id
+            out["nextBatchId"] = str(cursor.batch_id + 1)
+        if cursor.count is not None:
+            out["count"] = cursor.count
+        out["cached"] = False
+        if (first and not cursor.stream) or (cursor.stream and not has_more):
+            out["extra"] = cursor.extra
+        out["error"] = False
+        out["code"] = 201 if first else 200
+        cursor.last_body = out
+        cursor.exhausted = not has_more
+        return out
+
+    def _live_cursor(self, db: Database, cid: str) -> Cursor:
+        cur = self.cursors.get((db.name, cid))
+        if cur is not None and cur.expires < time.monotonic():
+            del self.cursors[(db.name, cid)]
+            cur = None
+        if cur is None:
+            raise ApiError(404, 1600, "cursor not found")
+        if cur.busy:
+            raise ApiError(409, 1601, "cursor is busy")
+        return cur
+
+    def _advance(self, db: Database, cur: Cursor) -> Reply:
+        if cur.exhausted:
+            raise ApiError(404, 1600, "batch id not found")
+        out = self._next_batch(cur)
+        cur.touch()
+        if not out["hasMore"] and not cur.allow_retry:
+            self.cursors.pop((db.name, cur.id), None)
+        return Reply(200, out)
+
+    def _r_cursor_next(self, db: Database, args: list[str], query: dict, body: bytes) -> Reply:
+        return self._advance(db, self._live_cursor(db, args[0]))
+
+    def _r_cursor_batch(self, db: Database, args: list[str], query: dict, body: bytes) -> Reply:
+        cur = self._live_cursor(db, args[0])
+        try:
+            x = int(args[1])
+        except ValueError:
+            raise ApiError(404, 1600, "batch id not found") from None
+        if x == cur.batch_id + 1:
+            return self._advance(db, cur)
+        if x == cur.batch_id:
+            if not cur.allow_retry:
+                return error(400, 400, "expecting allowRetry option to be true")
+            cur.touch()
+            out = dict(cur.last_body or {})
+            out["code"] = 200
+            return Reply(200, out)
+        raise ApiError(404, 1600, "batch id not found")
+
+    def _r_cursor_delete(self, db: Database, args: list[str], query: dict, body: bytes) -> Reply:
+        self._live_cursor(db, args[0])
+        del self.cursors[(db.name, args[0])]
+        return Reply(202, {"id": args[0], "error": False, "code": 202})
+
+    # import
+    def _r_import(self, db: Database, args: list[str], query: dict, body: bytes) -> Reply:
+        cname = query.get("collection")
+        if not cname:
+            return error(400, 1204, "'collection' is missing, expecting /_api/import?collection=<identifier>")
+        col = self._col(db, cname)
+        itype = query.get("type", "")
+        complete = _bool(query.get("complete"), False)
+        details = _bool(query.get("details"), False)
+        on_dup = query.get("onDuplicate", "error")
+        overwrite = _bool(query.get("overwrite"), False)
+        from_prefix, to_prefix = query.get("fromPrefix"), query.get("toPrefix")
+        if on_dup not in ("error", "update", "replace", "ignore"):
+            on_dup = "error"
+        text = body.decode("utf-8", errors="replace")
+        if itype == "auto":
+            itype = "array" if text.lstrip().startswith("[") else "documents"
+        items: list[Any] = []
+        empty = 0
+        if itype in ("array", "list"):
+            try:
+                parsed = jsonutil.loads(body)
+            except ValueError:
+                parsed = None
+            if not isinstance(parsed, list):
+                return error(400, 400, "expecting a JSON array in the request")
+            items = parsed
+        elif itype == "documents":
+            for line in body.split(b"\n"):
+                if not line.strip():
+                    empty += 1
+                    continue
+                try:
+                    items.append(jsonutil.loads(line))
+                except ValueError:
+                    items.append(_Unparsable(line))
+            if body.endswith(b"\n"):
+                empty -= 1  # the final newline does not make an empty line
+        else:  # tabular: first line = JSON array of attribute names, then one JSON array of values per line
+            lines = [ln for ln in body.split(b"\n")]
+            try:
+                names = jsonutil.loads(lines[0]) if lines and lines[0].strip() else None
+            except ValueError:
+                names = None
+            if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+                return error(400, 400, "no JSON array found in second line")
+            for line in lines[1:]:
+                if not line.strip():
+                    empty += 1
+                    continue
+                try:
+                    values = jsonutil.loads(line)
+                except ValueError:
+                    values = None
+                if not isinstance(values, list) or len(values) != len(names):
+                    items.append(_Unparsable(line))
+                else:
+                    items.append(dict(zip(names, values)))
+
+        staged = {} if overwrite else dict(col.docs)
+        created = errors = updated = ignored = 0
+        msgs: list[str] = []
+        last_value = col.last_value
+        for pos, item in enumerate(items):
+            problem: tuple[int, int, str] | None = None
+            if not isinstance(item, dict):
+                problem = (400, 1227, "invalid document type")
+            else:
+                doc = dict(item)
+                if "_key" in doc:
+                    key = doc["_key"]
+                    if not isinstance(key, str) or not KEY_RE.match(key) or len(key.encode()) > 254:
+                        problem = (400, 1221, "illegal document key")
+                else:
+                    last_value = max(last_value, int(time.time() * 1000) * 1000) + 1
+                    key = str(last_value)
+                if problem is None and col.type == 3:
+                    for attr, prefix in (("_from", from_prefix), ("_to", to_prefix)):
+                        v = doc.get(attr)
+                        if isinstance(v, str) and prefix and "/" not in v:
+                            v = f"{prefix}/{v}"
+                            doc[attr] = v
+                        if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z_][\w\-]*/[^/]+", v):
+                            problem = (400, 1233, "edge attribute missing or invalid")
+                            break
+                if problem is None:
+                    doc["_key"] = key
+                    doc["_id"] = f"{col.name}/{key}"
+                    doc["_rev"] = self._rev()
+                    if key in staged:
+                        if on_dup == "error":
+                            problem = (409, 1210, "unique constraint violated")
+                        elif on_dup == "ignore":
+                            ignored += 1
+                        elif on_dup == "update":
+                            merged = dict(staged[key])
+                            merged.update(doc)
+                            staged[key] = merged
+                            updated += 1
+                        else:
+                            staged[key] = doc
+                            updated += 1
+                    else:
+                        staged[key] = doc
+                        created += 1
+            if problem is not None:
+                status, num, msg = problem
+                offending = item.text if isinstance(item, _Unparsable) else jsonutil.dumps_str(item)
+                if complete:
+                    return error(status, num, msg)
+                errors += 1
+                if details:
+                    msgs.append(f"at position {pos}: creating document failed with error '{msg}', "
+                                f"offending document: {offending}")
+        col.docs = staged
+        col.last_value = last_value
+        col.invalidate()
+        out: dict[str, Any] = {"error": False, "created": created, "errors": errors, "empty": max(empty, 0),
+                               "updated": updated, "ignored": ignored}
+        if details:
+            out["details"] = msgs
+        return Reply(201, out)
+
+    def _rev(self) -> str:
+        n = next(self._ticks)
+        alphabet = "-_ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+        chars = []
+        for _ in range(10):
+            chars.append(alphabet[n % 64])
+            n //= 64
+        return "_" + "".join(reversed(chars))[1:]
+
+
+class _Unparsable:
+    def __init__(self, line: bytes):
+        self.text = line.decode("utf-8", errors="replace")
+
+
+def _bool(value: str | None, default: bool = True) -> bool:
+    if value is None:
+        return default
+    return value.strip().lower() in ("", "1", "true", "yes", "on")
+
+
+def _json_object(body: bytes) -> dict:
+    try:
+        data = jsonutil.loads(body) if body else None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise ApiError(400, 600, "expecting JSON object body")
+    return data
+
+
+def _route(method: str, path: str) -> tuple[str, list[str]]:
+    parts = [unquote(p) for p in path.strip("/").split("/")] if path.strip("/") else []
+    m = method.upper()
+    if parts == ["_open", "auth"]:
+        return ("open_auth" if m == "POST" else "method_not_allowed"), []
+    if len(parts) < 2 or parts[0] != "_api":
+        return "unknown", [path]
+    api, rest = parts[1], parts[2:]
+    table: dict[tuple[str, int], dict[str, str]] = {
+        ("version", 0): {"GET": "version"},
+        ("database", 1): {"GET": "database_current"} if rest[:1] == ["current"] else {},
+        ("collection", 0): {"GET": "collection_list", "POST": "collection_create"},
+        ("collection", 1): {"GET": "collection_info"},
+        ("cursor", 0): {"POST": "cursor_create"},
+        ("cursor", 1): {"POST": "cursor_next", "PUT": "cursor_next", "DELETE": "cursor_delete"},
+        ("cursor", 2): {"POST": "cursor_batch"},
+        ("import", 0): {"POST": "import"},
+    }
+    if api == "collection" and len(rest) == 2 and rest[1] in ("properties", "count"):
+        return ("collection_" + rest[1]) if m == "GET" else "method_not_allowed", rest[:1]
+    methods = table.get((api, len(rest)))
+    if methods is None or not methods:
+        return "unknown", [path]
+    route = methods.get(m)
+    return (route or "method_not_allowed"), rest
+
+
+# --------------------------------------------------------------------------- HTTP plumbing
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+    allow_reuse_address = True
+    app: FakeArango
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _HTTPServer
+    timeout = 120
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.app.lock:
+            self.server.app._conns.add(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        except OSError:
+            pass
+        with self.server.app.lock:
+            self.server.app._conns.discard(self.connection)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_PUT(self) -> None:
+        self._handle("PUT")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._handle("PATCH")
+
+    def _handle(self, method: str) -> None:
+        app = self.server.app
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if self.headers.get("content-encoding", "").lower() == "deflate":
+            import zlib
+
+            body = zlib.decompress(body)
+        reply, fault, route = app.handle(method, self.path, self.headers, body)
+        kind = fault.kind if fault else None
+        if kind == "delay" and not fault.before:
+            time.sleep(fault.seconds)
+        if kind == "drop":
+            app.requests.append(RequestLog(method, self.path, route, None, kind))
+            self._abort()
+            return
+        payload = reply.body if isinstance(reply.body, bytes) else jsonutil.dumps(reply.body)
+        app.requests.append(RequestLog(method, self.path, route, reply.status, kind))
+        try:
+            self.send_response(reply.status)
+            headers = {"content-type": "application/json; charset=utf-8", "server": "ArangoDB"}
+            if kind != "proxy429":
+                headers["x-arango-queue-time-seconds"] = f"{app.queue_time:.6f}"
+            headers.update(reply.headers)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            if kind == "truncate":
+                self.wfile.write(payload[: max(1, len(payload) // 2)])
+                self.wfile.flush()
+                self._abort()
+                return
+            self.wfile.write(payload)
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError, ssl_errors()):
+            self.close_connection = True
+
+    def _abort(self) -> None:
+        self.close_connection = True
+        try:
+            self.wfile.flush()
+        except OSError:
+            pass
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def ssl_errors() -> type[BaseException]:
+    try:
+        import ssl
+
+        return ssl.SSLError
+    except ImportError:  # pragma: no cover
+        return OSError
