@@ -489,3 +489,12 @@ def test_memory_is_flat_while_streaming(tmp_path):
     # 5x the documents; a reader that held them would need > 100 MB here
     assert peak_big < 2 * peak_small + 8 * 2**20, (peak_small, peak_big)
     assert peak_big < 48 * 2**20, peak_big
+
+
+def test_null_and_array_lines_are_errors(tmp_path):
+    d = make_dump(tmp_path, '{"_key":"a","_id":"c/a","_rev":"_r"}\nnull\n')
+    with pytest.raises(PermanentError, match="line 2: expected a JSON object, found NoneType"):
+        DumpSource(d).collections()
+    d = make_dump(tmp_path / "2", '[{"_key":"a"}]\n')
+    with pytest.raises(PermanentError, match="possibly encrypted"):
+        DumpSource(d).collections()

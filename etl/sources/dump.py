@@ -60,7 +60,7 @@ import msgspec
 from etl import jsonutil
 from etl.errors import PermanentError
 from etl.sources.base import Batch, CollectionInfo
-from etl.sources.lines import BOM, CHUNK_SIZE, iter_records
+from etl.sources.lines import BOM, CHUNK_SIZE, SKIPPED, iter_records
 
 log = logging.getLogger("etl.sources.dump")
 
@@ -252,7 +252,7 @@ class FileSource:
                 continue
             skip = start - index if start > index else 0
             for _off, lineno, n, obj in self._records(path, skip, _ignore):
-                if obj is None:  # skipped (before `after`)
+                if obj is SKIPPED:  # before `after`
                     index += 1
                     continue
                 kind, key, doc = classify(obj, f"{path}: line {lineno}", self.envelopes)

@@ -23,7 +23,8 @@ from etl.errors import PermanentError
 GZIP_MAGIC = b"\x1f\x8b"
 BOM = b"\xef\xbb\xbf"
 CHUNK_SIZE = 1 << 20
-SKIP = object()  # a decode function returns SKIP for a line that holds no record (e.g. "[" or "]")
+SKIP = object()     # a decode function returns SKIP for a line that holds no record (e.g. "[" or "]")
+SKIPPED = object()  # iter_records yields it in place of a record it was asked to skip undecoded
 
 
 class _Truncated(Exception):
@@ -137,7 +138,7 @@ def iter_records(path: Path, decode: Callable[[bytes], Any], *, allow_truncated:
     Lines for which `structural(line)` is true (e.g. the "[" and "]" of a JSON array export) are
     not records: never decoded, never counted, never skipped over.
 
-    The first `skip` records are read but not decoded (their record is None). A line that does
+    The first `skip` records are read but not decoded (their record is SKIPPED). A line that does
     not decode is a PermanentError with file, line and offset; an undecodable last line without
     its newline, or an early end of a gzip stream, is a truncated file (see the module doc).
     """
@@ -149,7 +150,7 @@ def iter_records(path: Path, decode: Callable[[bytes], Any], *, allow_truncated:
                 continue
             if complete and good < skip:
                 good += 1
-                yield offset, lineno, len(line) + 1, None
+                yield offset, lineno, len(line) + 1, SKIPPED
                 continue
             try:
                 obj = decode(line)
@@ -160,7 +161,7 @@ def iter_records(path: Path, decode: Callable[[bytes], Any], *, allow_truncated:
             if obj is SKIP:
                 continue
             good += 1
-            yield offset, lineno, len(line) + (1 if complete else 0), (None if good <= skip else obj)
+            yield offset, lineno, len(line) + (1 if complete else 0), (SKIPPED if good <= skip else obj)
     except _Truncated as t:
         msg = (f"{path} is truncated: the data ends in the middle of a record at byte offset {t.offset}"
                f" (decompressed) after {good} good records; the dump was probably interrupted")
