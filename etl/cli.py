@@ -84,11 +84,20 @@ def apply_schema_cmd(
 
     settings = _settings(postgres={"dsn": dsn})
     result = apply_schema(_dsn(settings), SQL_DIR, target=target, dry_run=dry_run, baseline=baseline,
-                          repair=repair, verbose=CTX.verbose, echo=typer.echo)
+                          repair=repair, verbose=CTX.verbose)
     d = result.asdict()
-    for key in ("applied", "baselined", "repaired", "skipped", "pending"):
+    labels = {"applied": "applied", "baselined": "recorded as applied (baseline)",
+              "repaired": "checksum repaired", "skipped": "already applied", "pending": "pending"}
+    if dry_run:
+        labels["baselined"] = "would be recorded as applied (baseline)"
+        labels["pending"] = "would apply"
+    for key, label in labels.items():
         if d.get(key):
-            typer.echo(f"{key}: {', '.join(map(str, d[key]))}")
+            typer.echo(f"{label}: {', '.join(d[key])}")
+    for name, ms in d.get("durations_ms", {}).items():
+        typer.echo(f"  {name}: {ms} ms")
+    for name, text in d.get("sql", {}).items():
+        typer.echo(f"\n-- {name}\n{text}")
     if not any(d.get(k) for k in ("applied", "baselined", "repaired", "pending")):
         typer.echo("schema is up to date; nothing to apply")
 
@@ -98,12 +107,14 @@ def schema_status_cmd(dsn: Optional[str] = typer.Option(None, "--dsn", help="Pos
     """Show check_migration_status() and verify_schema_integrity() as tables."""
     from etl.schema import schema_status
 
-    status = schema_status(_dsn(_settings(postgres={"dsn": dsn})))
+    status = schema_status(_dsn(_settings(postgres={"dsn": dsn}))).asdict()
     typer.echo("Migrations")
     _echo_table(status["migrations"])
     typer.echo("\nIntegrity checks")
     _echo_table(status["integrity"])
     bad = [r for r in status["integrity"] if r.get("status") != "ok"]
+    if not bad:
+        typer.echo(f"\nall {len(status['integrity'])} integrity checks ok")
     if bad:
         typer.echo(f"\n{len(bad)} integrity check(s) not ok")
         raise typer.Exit(1)
@@ -122,8 +133,10 @@ def rollback_cmd(
         raise EtlError(f"rollback --component {component} drops database objects", hint="add --yes to confirm")
     from etl.schema import rollback
 
-    result = rollback(_dsn(_settings(postgres={"dsn": dsn})), component)
-    typer.echo(f"rolled back: {component}" + (f" ({result})" if result else ""))
+    result = rollback(_dsn(_settings(postgres={"dsn": dsn})), component).asdict()
+    typer.echo(f"rolled back: {component}")
+    for action in result["actions"]:
+        typer.echo(f"  {action}")
 
 
 # -- migrate ---------------------------------------------------------------------------------
