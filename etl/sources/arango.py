@@ -277,7 +277,7 @@ class ArangoSource:
         def get() -> CollectionInfo:
             col = self._db.collection(name)
             props = col.properties()
-            return CollectionInfo(name, "edge" if props.get("type") == "edge" else "document", int(col.count()))
+            return CollectionInfo(name, "edge" if props.get("edge") or props.get("type") in (3, "edge") else "document", int(col.count()))
 
         return self._with_collection_check(name, f"read collection '{name}'", get)
 
