@@ -1,0 +1,1012 @@
+"""`etl reconcile`: prove the target holds exactly what the source says, and name every difference.
+
+Per collection of the mapping, in dependency order (referenced collections first):
+
+Counts. source count = loaded + rejected + unmapped, per collection and document type. `loaded`
+is what the target holds for the collection (rows whose metadata.arango.collection is it;
+rows of the table with no or a foreign arango collection are counted, and reported as extra,
+under the first collection that feeds the table); `rejected` = documents the transform rejects
+now + Rows whose key the database refused at load time (etl_rejects stage 'load', key not in the
+target) + edges whose ends are not in the target; `unmapped` = the transform's Unmapped, or the
+whole collection when the mapping does not migrate it.
+
+Content. Each source document is transformed again (etl.transform, the same code migrate uses)
+and its *compare object* is digested: the canonical row with
+  - metadata without 'etl' (run id, time) and 'edges' (the job_research check covers those),
+  - timestamps as to_char(ts at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+  - the merge core's defaults for NULL columns (read from the catalog, as sql/007 does; the
+    resume filename 'unknown'); a NULL column whose default is volatile (created_at now()) is
+    compared as the marker "(table default)" on both sides: the ids are sent to the server,
+  - references (resume_id, job_id, parent_optimization_id) NULL when the referenced document
+    is not a loaded row of the source (the core nulls those: counted as dangling),
+  - for a column an edge collection sets (research job_id), the column only when the document
+    has its own reference attribute (metadata.extra.job_id); the edge check covers the rest.
+The server computes the same object from the stored row (jsonb_build_object(...)::text) and the
+same digest (etl.canonical.digest_sql). Python's text equals the server's byte for byte
+(etl.canonical), so equal rows have equal digests.
+
+Key ranges. Rows are bucketed by the first 3 hex digits of their id (4096 buckets; the id is
+uuid5 of "<collection>/<_key>", which both sides know). Python streams the source and keeps only
+(count, sum of digests mod 2^64) per bucket; the server returns the same per bucket in one
+GROUP BY. Equal buckets are settled. For unequal ones (the drill-down, as data-diff bisects
+mismatching segments), the server returns each row's digest in those buckets (index range
+scans on the primary key), a second pass over the source compares row by row, and only rows
+whose digests differ are fetched whole and compared field by field: missing keys (source, not
+target, not rejected), extra keys (target, not source) and differing keys with every differing
+column and, inside parsed_data/metadata, the JSON paths (parsed_data.work_experience[0].company).
+
+Edges. Each job_research edge (kind = edge in the mapping) is expected in its research row's
+metadata.edges[<edge key>] (equal to the edge document) and that row's job_id equal to the
+edge's _from (the last edge read wins when several point at one row, as the loader applies
+them). Same buckets (by the research row id), same drill-down.
+
+Sampling. `sample=P` checks only the keys whose id falls in a random P% of the buckets
+(random.Random(seed); the seed is in the report); documents outside them are not transformed.
+Existence of referenced documents is then taken from the source keys without transforming them.
+
+Writes. An etl_runs row (command 'reconcile'; summary jsonb {collection: {status: match |
+differences | unmapped, differences: n, ...}}, which `etl status` shows), and in
+document_audit_log (action 'reconcile', run_id): one summary entry per collection and document
+type with document_id = the nil uuid (00000000-0000-0000-0000-000000000000) and the counts in
+`changes`, plus one entry per finding (missing, extra, differing) with document_id = the row id
+and the finding in `changes`. Reports reports/<run id>.{json,md} list every finding.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from etl import jsonutil, pg, state
+from etl.canonical import canonical, digest, digest_sql, jsonb_key_order, loads_exact
+from etl.errors import EtlError, PermanentError
+from etl.mapping import CollectionMapping, Target, load_mapping, table as table_of
+from etl.migrate import _schema_version, prefetch
+from etl.settings import Settings, safe_dsn
+from etl.sources import open_source
+from etl.transform import EdgeLink, Reject, Row, Transformer, Unmapped, row_id
+
+log = logging.getLogger("etl.reconcile")
+
+BUCKET_HEX = 3
+N_BUCKETS = 16 ** BUCKET_HEX
+NIL_UUID = "00000000-0000-0000-0000-000000000000"
+DEFAULT_MARK = "(table default)"
+MAX_PATHS = 50          # JSON paths listed per differing row
+TERMINAL_FINDINGS = 100  # findings printed in the terminal; the report files hold all
+_MOD = 1 << 64
+_TS_FORMAT = """'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'"""
+_BUCKET_SQL = "(('x' || left({}::text, %d))::bit(%d)::int)" % (BUCKET_HEX, BUCKET_HEX * 4)
+_REFERENCE_TABLES = {"resume_id": "resume", "job_id": "job", "parent_optimization_id": "optimization"}
+
+
+def bucket_of(id_str: str) -> int:
+    return int(id_str[:BUCKET_HEX], 16)
+
+
+def bucket_ranges(buckets) -> list[tuple[str, str]]:
+    """Contiguous runs of buckets as inclusive uuid ranges (for index range scans on id)."""
+    out: list[tuple[str, str]] = []
+    for b in sorted(buckets):
+        lo = f"{b:0{BUCKET_HEX}x}" + "0" * (8 - BUCKET_HEX) + "-0000-0000-0000-000000000000"
+        hi = f"{b:0{BUCKET_HEX}x}" + "f" * (8 - BUCKET_HEX) + "-ffff-ffff-ffff-ffffffffffff"
+        if out and bucket_of(out[-1][1]) == b - 1:
+            out[-1] = (out[-1][0], hi)
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def ts_text(iso: str) -> str:
+    """A canonical row's timestamp as the server's to_char(... at time zone 'UTC', _TS_FORMAT)."""
+    dt = datetime.fromisoformat(iso)
+    dt = dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+    return (f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:"
+            f"{dt.second:02d}.{dt.microsecond:06d}Z")
+
+
+def diff_paths(a: Any, b: Any, path: str, out: list[str]) -> None:
+    """JSON paths where a and b differ (as the server would print them), at most MAX_PATHS."""
+    if len(out) >= MAX_PATHS:
+        return
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=jsonb_key_order):
+            p = f"{path}.{k}" if path else k
+            if k not in a or k not in b:
+                out.append(p)
+            else:
+                diff_paths(a[k], b[k], p, out)
+    elif isinstance(a, list) and isinstance(b, list):
+        for i in range(max(len(a), len(b))):
+            p = f"{path}[{i}]"
+            if i >= len(a) or i >= len(b):
+                out.append(p)
+            else:
+                diff_paths(a[i], b[i], p, out)
+    elif canonical(a) != canonical(b):
+        out.append(path)
+
+
+# -- results ------------------------------------------------------------------------------------
+
+
+@dataclass
+class TypeCounts:
+    source_rows: int = 0     # source documents that become a row of this type (checked ones)
+    loaded: int = 0          # rows the target holds for them (same buckets)
+    rejected: int = 0        # refused by the database at load time (etl_rejects stage 'load')
+    matched: int = 0
+    missing: int = 0
+    extra: int = 0
+    differing: int = 0
+    buckets: int = 0
+    buckets_differing: int = 0
+
+    def asdict(self) -> dict:
+        return dict(vars(self))
+
+
+@dataclass
+class CollectionReconcile:
+    collection: str
+    kind: str = "document"         # document | edge | unmapped
+    status: str = "pending"        # match | differences | unmapped | failed | pending
+    source_count: int = 0
+    checked: int = 0               # source documents examined (all, or the sampled keys)
+    loaded: int = 0
+    rejected: int = 0
+    unmapped: int = 0
+    by_type: dict[str, TypeCounts] = field(default_factory=lambda: defaultdict(TypeCounts))
+    missing: list[dict] = field(default_factory=list)
+    extra: list[dict] = field(default_factory=list)
+    differing: list[dict] = field(default_factory=list)
+    dangling: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    reject_reasons: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    seconds: float = 0.0
+
+    @property
+    def balanced(self) -> bool:
+        return self.checked == self.loaded + self.rejected + self.unmapped
+
+    @property
+    def differences(self) -> int:
+        return len(self.missing) + len(self.extra) + len(self.differing)
+
+    def asdict(self) -> dict:
+        return {
+            "collection": self.collection, "kind": self.kind, "status": self.status,
+            "source_count": self.source_count, "checked": self.checked,
+            "counts": {"loaded": self.loaded, "rejected": self.rejected, "unmapped": self.unmapped},
+            "balanced": self.balanced, "differences": self.differences,
+            "by_type": {k: v.asdict() for k, v in self.by_type.items()},
+            "missing": self.missing, "extra": self.extra, "differing": self.differing,
+            "dangling_references": dict(self.dangling),
+            "rejects_by_reason": dict(sorted(self.reject_reasons.items(), key=lambda kv: -kv[1])),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass
+class ReconcileSummary:
+    run_id: str
+    state: str
+    started_at: str
+    finished_at: str | None
+    source: str
+    target: str
+    schema_version: str | None
+    server_version: str | None
+    mapping_version: str | None
+    sample_percent: float | None
+    sample_seed: int | None
+    buckets_total: int
+    buckets_checked: int
+    collections: list[CollectionReconcile]
+    command: str = "reconcile"
+    error: str | None = None
+
+    @property
+    def has_differences(self) -> bool:
+        return any(c.differences or not c.balanced for c in self.collections)
+
+    def asdict(self) -> dict:
+        return {
+            "run_id": self.run_id, "command": self.command, "dry_run": False, "state": self.state,
+            "started_at": self.started_at, "finished_at": self.finished_at, "source": self.source,
+            "target": self.target, "schema_version": self.schema_version,
+            "server_version": self.server_version, "mapping_version": self.mapping_version,
+            "sample": ({"percent": self.sample_percent, "seed": self.sample_seed,
+                        "buckets_checked": self.buckets_checked, "buckets_total": self.buckets_total}
+                       if self.sample_percent is not None else None),
+            "has_differences": self.has_differences, "error": self.error,
+            "collections": [c.asdict() for c in self.collections],
+        }
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+# -- the compare object -------------------------------------------------------------------------
+
+
+@dataclass
+class _Column:
+    name: str
+    kind: str                  # ts | json | other
+    default: Any = None        # python value of a constant default
+    has_default: bool = False
+    volatile: bool = False
+
+
+class _TypeSpec:
+    """How one document type's rows are compared, on both sides."""
+
+    def __init__(self, document_type: str, columns: list[_Column], conditional: dict[str, tuple[str, ...]],
+                 references: dict[str, str]):
+        self.document_type = document_type
+        self.table = table_of(document_type)
+        self.columns = columns
+        self.conditional = conditional   # column -> metadata.extra attributes that make it "own"
+        self.references = references     # column -> referenced document type
+
+    # python side
+    def compare(self, values: dict, exists: dict[str, set], masks: list[str] | None,
+                dangling: dict[str, int] | None) -> dict:
+        out: dict[str, Any] = {}
+        md = values.get("metadata")
+        extra = (md or {}).get("extra") or {}
+        for c in self.columns:
+            name = c.name
+            v = values.get(name)
+            if name == "metadata":
+                v = {k: x for k, x in (v or {}).items() if k != "etl" and k != "edges"}
+            elif name in self.references and v is not None:
+                if uuid.UUID(v).bytes not in exists[self.references[name]]:
+                    if dangling is not None:
+                        dangling[name] += 1
+                    v = None
+            if name in self.conditional and not any(extra.get(a) is not None for a in self.conditional[name]):
+                v = None
+            elif v is None:
+                if c.volatile:
+                    v = DEFAULT_MARK
+                    if masks is not None:
+                        masks.append(name)
+                elif c.has_default:
+                    v = c.default
+            elif c.kind == "ts":
+                v = ts_text(v)
+            out[name] = v
+        return out
+
+    # server side
+    def compare_sql(self, masked: set[str]) -> str:
+        parts = []
+        for c in self.columns:
+            col = f"t.{_ident(c.name)}"
+            if c.name == "metadata":
+                expr = "(t.metadata - 'etl' - 'edges')"
+            elif c.kind == "ts":
+                expr = f"to_char({col} at time zone 'UTC', {_TS_FORMAT})"
+            else:
+                expr = col
+            if c.name in self.conditional:
+                cond = " or ".join(f"coalesce(jsonb_typeof(t.metadata -> 'extra' -> {_lit(a)}), 'null') <> 'null'"
+                                   for a in self.conditional[c.name]) or "false"
+                expr = f"case when {cond} then {expr} end"
+            elif c.volatile and c.name in masked:
+                expr = (f"case when exists (select 1 from pg_temp.etl_reconcile_mask m where m.id = t.id"
+                        f" and m.col = {_lit(c.name)}) then {_lit(DEFAULT_MARK)}::text else {expr} end")
+            parts.append(f"{_lit(c.name)}, {expr}")
+        return "jsonb_build_object(" + ", ".join(parts) + ")::text"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+_STRING_LITERAL = re.compile(r"'(?:[^']|'')*'")
+
+
+def _type_specs(conn, mapping) -> dict[str, _TypeSpec]:
+    """Columns and the core's defaults from the catalog (sql/007 builds its merge the same way)."""
+    edge_sets: dict[str, set[str]] = defaultdict(set)
+    for cm in mapping.collections.values():
+        if cm.edge is not None:
+            edge_sets[cm.edge.to_document_type].add(cm.edge.sets)
+    specs = {}
+    for dt in mapping.document_types():
+        rows = conn.execute(
+            "select a.attname, format_type(a.atttypid, a.atttypmod), pg_get_expr(d.adbin, d.adrelid)"
+            " from pg_attribute a left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum"
+            " where a.attrelid = %s::regclass and a.attnum > 0 and not a.attisdropped order by a.attnum",
+            (f"public.{table_of(dt)}",)).fetchall()
+        cols = []
+        for name, typ, dflt in rows:
+            kind = "ts" if typ.startswith("timestamp") else "json" if typ == "jsonb" else "other"
+            col = _Column(name, kind)
+            if name == "filename" and dt == "resume":
+                col.has_default, col.default = True, "unknown"  # as the core: coalesce(..., 'unknown')
+            elif dflt is not None and name != "id":
+                if "(" in _STRING_LITERAL.sub("", dflt):  # a function call: now(), gen_random_uuid()
+                    col.volatile = True
+                else:
+                    text = conn.execute(f"select to_jsonb({dflt})::text").fetchone()[0]
+                    col.has_default, col.default = True, loads_exact(text)
+            cols.append(col)
+        refs: dict[str, str] = {}
+        conditional: dict[str, tuple[str, ...]] = {}
+        for cm in mapping.collections.values():
+            for t in cm.targets():
+                if t.document_type != dt:
+                    continue
+                for f in t.references:
+                    refs[f.name] = _REFERENCE_TABLES.get(f.name) or mapping.for_collection(f.collection).targets()[0].document_type
+                    if f.name in edge_sets.get(dt, ()):
+                        conditional[f.name] = tuple(p[0] for p in f.paths if len(p) == 1)
+        specs[dt] = _TypeSpec(dt, cols, conditional, refs)
+    conn.commit()
+    return specs
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+
+class Reconciliation:
+    """One `etl reconcile` run. Use run() once."""
+
+    def __init__(self, settings: Settings, *, collections: list[str] | None = None, all_: bool = False,
+                 source: str = "arangodb", sample: float | None = None, seed: int | None = None,
+                 batch_size: int | None = None,
+                 on_progress: Callable[[str, int, int | None], None] | None = None):
+        if sample is not None and not (0 < sample <= 100):
+            raise PermanentError(f"--sample {sample}: expected a percentage in (0, 100]")
+        self.settings = settings
+        self.requested = collections or []
+        self.all = all_
+        self.source_spec = source
+        self.sample = sample
+        self.seed = seed if seed is not None else (random.SystemRandom().getrandbits(32) if sample else None)
+        self.batch_size = batch_size or settings.migrate.batch_size
+        self.on_progress = on_progress or (lambda c, n, total: None)
+        self.mapping = load_mapping(settings.migrate.mapping)
+        self.sampled: set[int] | None = None
+        if sample is not None:
+            k = max(1, round(N_BUCKETS * sample / 100))
+            self.sampled = set(random.Random(self.seed).sample(range(N_BUCKETS), k))
+        # ids (16 bytes) of the source documents that are rows in the target, per document type
+        self.exists: dict[str, set[bytes]] = defaultdict(set)
+        self._exists_done: set[str] = set()
+        self._masked: dict[str, set[str]] = defaultdict(set)  # table -> masked columns
+
+    # -- set-up -----------------------------------------------------------------------------
+    def _collections(self, source) -> list[str]:
+        order = list(self.mapping.collections_in_order())
+        known = {c.name for c in source.collections()}
+        if self.all:
+            names = [c for c in order if c in known]
+            return names + sorted(known - set(order))
+        if not self.requested:
+            raise PermanentError("name a collection (--collection NAME) or use --all")
+        for name in self.requested:
+            source.collection(name)
+        rank = {c: i for i, c in enumerate(order)}
+        return sorted(dict.fromkeys(self.requested), key=lambda c: rank.get(c, len(rank)))
+
+    def run(self) -> ReconcileSummary:
+        self.dsn = pg.resolve_dsn(self.settings)
+        conn = pg.connect(self.dsn)
+        self.conn = conn
+        state.require_schema(conn)
+        self.run_id = state.new_run_id("reconcile")
+        source = open_source(self.source_spec, self.settings)
+        self.source = source
+        target = (safe_dsn(self.dsn) if self.settings.postgres.dsn.get_secret_value()
+                  else f"embedded ({pg.describe_target(self.dsn)})")
+        summary = ReconcileSummary(
+            run_id=self.run_id, state="running", started_at=_now(), finished_at=None,
+            source=source.description, target=target, schema_version=_schema_version(conn),
+            server_version=pg.server_version(conn), mapping_version=str(self.mapping.version),
+            sample_percent=self.sample, sample_seed=self.seed, buckets_total=N_BUCKETS,
+            buckets_checked=len(self.sampled) if self.sampled is not None else N_BUCKETS, collections=[])
+        self.summary = summary
+        conn.commit()
+        try:
+            names = self._collections(source)
+            state.start_run(conn, self.run_id, "reconcile", source=source.description, target=target,
+                            options={"collections": names, "source_spec": self.source_spec,
+                                     "sample": self.sample, "seed": self.seed})
+            conn.commit()
+            self.specs = _type_specs(conn, self.mapping)
+            conn.execute("create temp table if not exists etl_reconcile_mask (id uuid, col text, primary key (id, col))")
+            conn.commit()
+            for name in names:
+                result = CollectionReconcile(name)
+                summary.collections.append(result)
+                t0 = time.perf_counter()
+                self._collection(name, result)
+                result.seconds = time.perf_counter() - t0
+            summary.state = "finished"
+        except EtlError as exc:
+            summary.state = "failed"
+            summary.error = str(exc)
+            raise
+        except BaseException as exc:
+            summary.state = "failed"
+            summary.error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            summary.finished_at = _now()
+            try:
+                self.report_paths = write_reports(summary.asdict(), self.settings.migrate.reports_dir)
+            except OSError as exc:  # the database record still gets written
+                log.warning("could not write the reconcile report: %s", exc)
+                self.report_paths = None
+            self._finish(summary)
+            source.close()
+        return summary
+
+    def _finish(self, summary: ReconcileSummary) -> None:
+        conn = self.conn
+        try:
+            if conn.broken or conn.closed:
+                conn = pg.connect(self.dsn)
+            conn.rollback()
+            with conn.transaction():
+                if summary.state == "finished":
+                    _write_audit(conn, self.run_id, summary, self.mapping)
+                paths = getattr(self, "report_paths", None)
+                state.finish_run(conn, self.run_id, summary.state, summary=_run_summary(summary),
+                                 error=summary.error, report_path=str(paths["json"]) if paths else None)
+        except psycopg.Error as exc:
+            log.warning("could not record the end of reconcile run %s: %s", self.run_id, exc)
+        finally:
+            conn.close()
+
+    # -- one collection ---------------------------------------------------------------------
+    def _collection(self, name: str, result: CollectionReconcile) -> None:
+        info = self.source.collection(name)
+        result.source_count = info.count
+        cm = self.mapping.for_collection(name)
+        if cm is None:
+            result.kind = result.status = "unmapped"
+            result.unmapped = result.checked = self._count_sampled(name) if self.sampled is not None else info.count
+            return
+        if cm.edge is not None:
+            result.kind = "edge"
+            for dep in (cm.edge.from_collection, cm.edge.to_collection):
+                self._ensure_exists(dep)
+            self._edges(name, cm, result)
+        else:
+            for t in cm.targets():
+                for f in t.references:
+                    if f.collection != name:
+                        self._ensure_exists(f.collection)
+            self._documents(name, cm, result)
+        result.status = "match" if (result.differences == 0 and result.balanced) else "differences"
+
+    def _docs(self, name: str) -> Iterator[dict]:
+        n = 0
+        total = self.source.collection(name).count
+        for batch in prefetch(iter(self.source.batches(name, self.batch_size))):
+            yield from batch.docs
+            n += len(batch.docs)
+            self.on_progress(name, n, total)
+
+    def _in_sample(self, name: str, doc: Any) -> bool:
+        if self.sampled is None:
+            return True
+        key = doc.get("_key") if isinstance(doc, dict) else None
+        if not isinstance(key, str) or not key:
+            return True  # no id to bucket: always checked (it is a reject)
+        return bucket_of(row_id(name, key)) in self.sampled
+
+    def _count_sampled(self, name: str) -> int:
+        return sum(1 for d in self._docs(name) if self._in_sample(name, d))
+
+    def _load_rejected(self, name: str, cm: CollectionMapping) -> set[str]:
+        """Keys of the collection the database refused at load time and that are not in the target."""
+        tables = sorted({t.table for t in cm.targets()})
+        cond = " and ".join(
+            f"not exists (select 1 from {t} x where x.metadata -> 'arango' ->> 'collection' = r.collection"
+            f" and x.metadata -> 'arango' ->> '_key' = r.key)" for t in tables) or "true"
+        keys = {k for (k,) in self.conn.execute(
+            f"select distinct r.key from etl_rejects r where r.collection = %s and r.stage = 'load'"
+            f" and r.key is not null and {cond}", (name,))}
+        self.conn.commit()
+        return keys
+
+    def _target_of(self, cm: CollectionMapping, doc: dict) -> Target | None:
+        if cm.target is not None:
+            return cm.target
+        v: Any = doc
+        for seg in cm.route_on or ():
+            v = v.get(seg) if isinstance(v, dict) else None
+        return (cm.routes or {}).get(v) if isinstance(v, str) else None
+
+    def _ensure_exists(self, name: str) -> None:
+        """The ids of a referenced collection's rows, when that collection is not reconciled
+        (before) in this run: one pass over its source, transforming only what is needed."""
+        if name in self._exists_done:
+            return
+        cm = self.mapping.for_collection(name)
+        if cm is None or cm.edge is not None:
+            return
+        load_rejected = self._load_rejected(name, cm)
+        transformer = Transformer(self.mapping, self.run_id, _now())
+        for doc in self._docs(name):
+            out = transformer.transform(name, doc)
+            if isinstance(out, Row) and out.key not in load_rejected:
+                self.exists[out.document_type].add(uuid.UUID(out.values["id"]).bytes)
+        self._exists_done.add(name)
+
+    # -- documents --------------------------------------------------------------------------
+    def _documents(self, name: str, cm: CollectionMapping, result: CollectionReconcile) -> None:
+        load_rejected = self._load_rejected(name, cm)
+        transformer = Transformer(self.mapping, self.run_id, _now())
+        types = [t.document_type for t in cm.targets()]
+        counts = {dt: [0] * N_BUCKETS for dt in types}
+        sums = {dt: [0] * N_BUCKETS for dt in types}
+        masks: list[tuple[str, str]] = []
+        deferred: list[tuple[str, int, dict]] = []  # rows with a reference into this collection
+        self_refs = {dt: [c for c, rt in self.specs[dt].references.items()
+                          if any(t.document_type == rt for t in cm.targets())] for dt in types}
+        exists_before = name in self._exists_done
+
+        # pass 1: digests per bucket (and the ids of this collection's rows)
+        for doc in self._docs(name):
+            if not self._in_sample(name, doc):
+                if not exists_before and isinstance(doc, dict):  # existence without a transform
+                    t = self._target_of(cm, doc)
+                    if t is not None and doc.get("_key") not in load_rejected:
+                        self.exists[t.document_type].add(uuid.UUID(row_id(name, doc["_key"])).bytes)
+                continue
+            result.checked += 1
+            out = transformer.transform(name, doc)
+            if isinstance(out, Row):
+                dt = out.document_type
+                tc = result.by_type[dt]
+                if out.key in load_rejected:
+                    result.rejected += 1
+                    tc.rejected += 1
+                    result.reject_reasons["refused by the database at load time (etl_rejects)"] += 1
+                    continue
+                tc.source_rows += 1
+                rid = out.values["id"]
+                self.exists[dt].add(uuid.UUID(rid).bytes)
+                b = bucket_of(rid)
+                if any(out.values.get(c) is not None for c in self_refs[dt]):
+                    deferred.append((dt, b, out.values))
+                    continue
+                self._add(dt, out.values, b, counts, sums, masks, result)
+            elif isinstance(out, Reject):
+                result.rejected += 1
+                result.reject_reasons[out.reason.split(":", 1)[0]] += 1
+            elif isinstance(out, Unmapped):
+                result.unmapped += 1
+            else:  # an EdgeLink from a document collection: a mapping error
+                raise PermanentError(f"collection {name!r} yielded an edge; its mapping kind is wrong")
+        self._exists_done.add(name)
+        for dt, b, values in deferred:  # every id of this collection is known now
+            self._add(dt, values, b, counts, sums, masks, result)
+        deferred.clear()
+
+        # the server's side, per document type
+        self._store_masks(masks)
+        mismatched: dict[str, set[int]] = {}
+        for dt in types:
+            spec = self.specs[dt]
+            tc = result.by_type[dt]
+            srv = self._server_buckets(spec, name, cm)
+            tc.loaded = sum(n for n, _ in srv.values())
+            result.loaded += tc.loaded
+            checked = self.sampled if self.sampled is not None else range(N_BUCKETS)
+            bad = {b for b in checked
+                   if (counts[dt][b], sums[dt][b] % _MOD) != (srv.get(b, (0, 0))[0], srv.get(b, (0, 0))[1] % _MOD)}
+            tc.buckets = len(self.sampled) if self.sampled is not None else N_BUCKETS
+            tc.buckets_differing = len(bad)
+            if bad:
+                mismatched[dt] = bad
+        if mismatched:
+            self._drill(name, cm, result, load_rejected, mismatched)
+        for dt in types:
+            tc = result.by_type[dt]
+            tc.matched = tc.source_rows - tc.missing - tc.differing
+
+    def _add(self, dt, values, b, counts, sums, masks, result) -> None:
+        row_masks: list[str] = []
+        cmp = self.specs[dt].compare(values, self.exists, row_masks, result.dangling)
+        for col in row_masks:
+            masks.append((values["id"], col))
+            self._masked[self.specs[dt].table].add(col)
+        counts[dt][b] += 1
+        sums[dt][b] += digest(cmp)
+
+    def _store_masks(self, masks: list[tuple[str, str]]) -> None:
+        if not masks:
+            return
+        with self.conn.cursor().copy("copy etl_reconcile_mask (id, col) from stdin") as copy:
+            for m in dict.fromkeys(masks):
+                copy.write_row(m)
+        self.conn.commit()
+
+    def _scope_sql(self, spec: _TypeSpec, name: str, cm: CollectionMapping) -> str:
+        """The rows of spec.table that belong to collection `name` (owner also gets the orphans)."""
+        feeding = [c for c in self.mapping.collections_in_order()
+                   if (m := self.mapping.for_collection(c)) is not None and m.edge is None
+                   and any(t.document_type == spec.document_type for t in m.targets())]
+        own = f"t.metadata -> 'arango' ->> 'collection' = {_lit(name)}"
+        if feeding and feeding[0] == name:
+            others = ", ".join(_lit(c) for c in feeding)
+            return (f"({own} or t.metadata -> 'arango' ->> 'collection' is null"
+                    f" or t.metadata -> 'arango' ->> 'collection' not in ({others}))")
+        return f"({own})"
+
+    def _range_join(self, buckets) -> tuple[str, list]:
+        if buckets is None:
+            return "", []
+        ranges = bucket_ranges(buckets)
+        return (" join (select unnest(%s::uuid[]) lo, unnest(%s::uuid[]) hi) rg on t.id between rg.lo and rg.hi",
+                [[r[0] for r in ranges], [r[1] for r in ranges]])
+
+    def _server_buckets(self, spec: _TypeSpec, name: str, cm: CollectionMapping) -> dict[int, tuple[int, int]]:
+        join, params = self._range_join(self.sampled)
+        cmp = spec.compare_sql(self._masked[spec.table])
+        q = (f"select b, count(*), sum(d) from (select {_BUCKET_SQL.format('t.id')} b, {digest_sql(cmp)} d"
+             f" from {spec.table} t{join} where {self._scope_sql(spec, name, cm)}) s group by b")
+        out = {b: (n, int(s)) for b, n, s in self.conn.execute(q, params)}
+        self.conn.commit()
+        return out
+
+    def _drill(self, name, cm, result: CollectionReconcile, load_rejected, mismatched: dict[str, set[int]]) -> None:
+        # the server's row digests in the mismatching buckets
+        server: dict[str, dict[str, tuple[int, str | None, str | None]]] = {}
+        for dt, bad in mismatched.items():
+            spec = self.specs[dt]
+            join, params = self._range_join(bad)
+            q = (f"select t.id::text, {digest_sql(spec.compare_sql(self._masked[spec.table]))},"
+                 f" t.metadata -> 'arango' ->> '_key', t.metadata -> 'arango' ->> 'collection'"
+                 f" from {spec.table} t{join} where {self._scope_sql(spec, name, cm)}")
+            server[dt] = {r[0]: (r[1], r[2], r[3]) for r in self.conn.execute(q, params)}
+            self.conn.commit()
+        # pass 2 over the source, only the mismatching buckets
+        any_bad = set().union(*mismatched.values())
+        transformer = Transformer(self.mapping, self.run_id, _now())
+        seen: set[str] = set()
+        differing: dict[str, tuple[str, str, dict]] = {}  # id -> (type, key, compare object)
+        not_rows: dict[str, str] = {}  # key -> why the source document is not a row
+        for doc in self._docs(name):
+            key = doc.get("_key") if isinstance(doc, dict) else None
+            if not isinstance(key, str) or not key or bucket_of(row_id(name, key)) not in any_bad:
+                continue
+            out = transformer.transform(name, doc)
+            if not isinstance(out, Row):
+                not_rows[key] = getattr(out, "reason", "")
+                continue
+            dt = out.document_type
+            rid = out.values["id"]
+            if dt not in mismatched or bucket_of(rid) not in mismatched[dt] or out.key in load_rejected:
+                continue
+            seen.add(rid)
+            cmp = self.specs[dt].compare(out.values, self.exists, None, None)
+            srv = server[dt].get(rid)
+            if srv is None:
+                result.missing.append({"key": key, "id": rid, "document_type": dt,
+                                       "table": self.specs[dt].table})
+                result.by_type[dt].missing += 1
+            elif srv[0] != digest(cmp):
+                differing[rid] = (dt, key, cmp)
+        for dt, rows in server.items():
+            for rid, (_d, key, coll) in rows.items():
+                if rid in seen:
+                    continue
+                item = {"key": key, "id": rid, "document_type": dt, "table": self.specs[dt].table,
+                        "arango_collection": coll}
+                if coll == name and key in not_rows:
+                    item["source"] = f"the source document is not a row now: {not_rows[key]}"
+                elif coll == name and key is not None:
+                    item["source"] = "no such key in the source"
+                else:
+                    item["source"] = "not a migrated row of this collection (metadata.arango)"
+                result.extra.append(item)
+                result.by_type[dt].extra += 1
+        # the differing rows, field by field
+        by_type: dict[str, list[str]] = defaultdict(list)
+        for rid, (dt, _k, _c) in differing.items():
+            by_type[dt].append(rid)
+        for dt, ids in by_type.items():
+            spec = self.specs[dt]
+            stored = {r[0]: r[1] for r in self.conn.execute(
+                f"select t.id::text, {spec.compare_sql(self._masked[spec.table])} from {spec.table} t"
+                f" where t.id = any(%s::uuid[])", (ids,))}
+            self.conn.commit()
+            for rid in ids:
+                _dt, key, cmp = differing[rid]
+                got = loads_exact(stored[rid])
+                paths: list[str] = []
+                diff_paths(cmp, got, "", paths)
+                fields = list(dict.fromkeys(re.split(r"[.\[]", p, maxsplit=1)[0] for p in paths))
+                result.differing.append({"key": key, "id": rid, "document_type": dt, "table": spec.table,
+                                         "fields": fields, "paths": paths})
+                result.by_type[dt].differing += 1
+        for lst in (result.missing, result.extra, result.differing):
+            lst.sort(key=lambda x: (x.get("key") or "", x["id"]))
+
+    # -- edges ------------------------------------------------------------------------------
+    def _edges(self, name: str, cm: CollectionMapping, result: CollectionReconcile) -> None:
+        spec = cm.edge
+        dt = spec.to_document_type
+        table = table_of(dt)
+        from_type = self.mapping.for_collection(spec.from_collection).targets()[0].document_type
+        transformer = Transformer(self.mapping, self.run_id, _now())
+        counts = [0] * N_BUCKETS
+        sums = [0] * N_BUCKETS
+        links: dict[str, tuple[str, str]] = {}  # research id -> (job id, edge key): last read wins
+        tc = result.by_type[dt]
+
+        def wanted(target_id: str) -> bool:
+            return self.sampled is None or bucket_of(target_id) in self.sampled
+
+        def edges_pass(keep: set[int] | None) -> dict[tuple, tuple[str, dict]]:
+            kept: dict[tuple, tuple[str, dict]] = {}
+            for doc in self._docs(name):
+                out = transformer.transform(name, doc)
+                if isinstance(out, EdgeLink):
+                    if not wanted(out.target_id):
+                        continue
+                    b = bucket_of(out.target_id)
+                    ok = (uuid.UUID(out.target_id).bytes in self.exists[dt]
+                          and uuid.UUID(out.job_id).bytes in self.exists[from_type])
+                    if keep is None:
+                        result.checked += 1
+                        if not ok:
+                            result.rejected += 1
+                            result.reject_reasons["dangling_edge"] += 1
+                            continue
+                        tc.source_rows += 1
+                        counts[b] += 1
+                        sums[b] += digest(_edge_obj(out.key, out.target_id, out.edge))
+                        links[out.target_id] = (out.job_id, out.key)
+                    elif ok and b in keep:
+                        kept[("edge", out.target_id, out.key)] = (out.key, _edge_obj(out.key, out.target_id, out.edge))
+                elif keep is None and self._in_sample(name, doc):
+                    result.checked += 1
+                    if isinstance(out, Reject):
+                        result.rejected += 1
+                        result.reject_reasons[out.reason.split(":", 1)[0]] += 1
+                    elif isinstance(out, Unmapped):
+                        result.unmapped += 1
+            return kept
+
+        edges_pass(None)
+        for target_id, (job_id, _key) in links.items():
+            b = bucket_of(target_id)
+            counts[b] += 1
+            sums[b] += digest(_link_obj(target_id, job_id))
+
+        join, params = self._range_join(self.sampled)
+        items_sql = _edge_items_sql(table)
+        srv = {}
+        n_loaded = 0
+        for b, kind, n, s in self.conn.execute(
+                f"select b, kind, count(*), sum({digest_sql('cmp')}) from ({items_sql}) t{join}"
+                f" group by b, kind", params):
+            c0, s0 = srv.get(b, (0, 0))
+            srv[b] = (c0 + n, s0 + int(s))
+            if kind == "edge":
+                n_loaded += n
+        self.conn.commit()
+        tc.loaded = result.loaded = n_loaded
+        checked = self.sampled if self.sampled is not None else range(N_BUCKETS)
+        bad = {b for b in checked if (counts[b], sums[b] % _MOD) != (srv.get(b, (0, 0))[0], srv.get(b, (0, 0))[1] % _MOD)}
+        tc.buckets = len(self.sampled) if self.sampled is not None else N_BUCKETS
+        tc.buckets_differing = len(bad)
+        if bad:
+            expected = edges_pass(bad)
+            for target_id, (job_id, key) in links.items():
+                if bucket_of(target_id) in bad:
+                    expected[("link", target_id)] = (key, _link_obj(target_id, job_id))
+            join, params = self._range_join(bad)
+            stored: dict[tuple, tuple[str, str]] = {}
+            for kind, rid, ekey, rkey, cmp in self.conn.execute(
+                    f"select kind, id::text, edge_key, arango_key, cmp from ({items_sql}) t{join}", params):
+                stored[("edge", rid, ekey) if kind == "edge" else ("link", rid)] = (rkey, cmp)
+            self.conn.commit()
+            for item, (key, obj) in expected.items():
+                got = stored.get(item)
+                what = "job_research edge" if item[0] == "edge" else f"{table}.{spec.sets} set by the edge"
+                if got is None:
+                    result.missing.append({"key": key, "id": item[1], "document_type": dt, "table": table,
+                                           "what": what})
+                    tc.missing += 1
+                elif canonical(obj) != got[1]:
+                    paths: list[str] = []
+                    diff_paths(obj, loads_exact(got[1]), "", paths)
+                    if item[0] == "link":
+                        paths = [f"{table}.{spec.sets}"]
+                    else:
+                        paths = [f"metadata.edges.{key}" + p[len("edge"):] if p.startswith("edge") else p
+                                 for p in paths]
+                    result.differing.append({"key": key, "id": item[1], "document_type": dt, "table": table,
+                                             "what": what, "research_key": got[0],
+                                             "fields": list(dict.fromkeys(p.split(".")[0] if item[0] == "edge"
+                                                                         else spec.sets for p in paths)),
+                                             "paths": paths})
+                    tc.differing += 1
+            for item, (rkey, _cmp) in stored.items():
+                if item not in expected:
+                    result.extra.append({"key": item[2] if item[0] == "edge" else None, "id": item[1],
+                                         "document_type": dt, "table": table, "research_key": rkey,
+                                         "what": "job_research edge" if item[0] == "edge"
+                                         else f"{table}.{spec.sets} set by an edge"})
+                    tc.extra += 1
+        tc.matched = tc.source_rows - tc.missing - tc.differing
+
+
+def _edge_obj(key: str, target_id: str, edge: dict) -> dict:
+    return {"edge_key": key, "research_id": target_id, "edge": edge}
+
+
+def _link_obj(target_id: str, job_id: str) -> dict:
+    return {"research_id": target_id, "job_id": job_id}
+
+
+def _edge_items_sql(table: str) -> str:
+    """Every edge kept in the table's metadata.edges, and every row's edge-set job_id, with the
+    compare text of each (the same objects as _edge_obj / _link_obj)."""
+    edges = "case when jsonb_typeof(r.metadata -> 'edges') = 'object' then r.metadata -> 'edges' else '{}'::jsonb end"
+    b = _BUCKET_SQL.format("r.id")
+    return (f"select {b} b, 'edge' kind, r.id, e.key edge_key, r.metadata -> 'arango' ->> '_key' arango_key,"
+            f" jsonb_build_object('edge_key', e.key, 'research_id', r.id, 'edge', e.value)::text cmp"
+            f" from {table} r cross join lateral jsonb_each({edges}) e"
+            f" union all"
+            f" select {b}, 'link', r.id, null, r.metadata -> 'arango' ->> '_key',"
+            f" jsonb_build_object('research_id', r.id, 'job_id', r.job_id)::text"
+            f" from {table} r where {edges} <> '{{}}'::jsonb")
+
+
+# -- bookkeeping ----------------------------------------------------------------------------------
+
+
+def _run_summary(summary: ReconcileSummary) -> dict:
+    out = {}
+    for c in summary.collections:
+        out[c.collection] = {
+            "status": c.status, "differences": c.differences, "missing": len(c.missing),
+            "extra": len(c.extra), "differing": len(c.differing), "balanced": c.balanced,
+            "source_count": c.source_count, "checked": c.checked, "loaded": c.loaded,
+            "rejected": c.rejected, "unmapped": c.unmapped,
+            "sample_percent": summary.sample_percent,
+        }
+    return out
+
+
+def _write_audit(conn, run_id: str, summary: ReconcileSummary, mapping) -> None:
+    rows = []
+    for c in summary.collections:
+        if c.kind == "unmapped":
+            continue  # no document type, no table: reported in etl_runs and the report only
+        for dt, tc in c.by_type.items():
+            rows.append((dt, NIL_UUID, "reconcile", jsonutil.dumps_str({
+                "summary": True, "collection": c.collection, "status": c.status,
+                "differences": c.differences, "sample_percent": summary.sample_percent,
+                "balanced": c.balanced, **tc.asdict()}), run_id))
+        for kind, items in (("missing", c.missing), ("extra", c.extra), ("differing", c.differing)):
+            for it in items:
+                rows.append((it["document_type"], it["id"], "reconcile", jsonutil.dumps_str(
+                    {"finding": kind, "collection": c.collection, **{k: v for k, v in it.items() if k != "id"}}),
+                    run_id))
+    if not rows:
+        return
+    with conn.cursor().copy(
+            "copy document_audit_log (document_type, document_id, action, changes, run_id) from stdin") as copy:
+        for r in rows:
+            copy.write_row(r)
+
+
+# -- reports ------------------------------------------------------------------------------------
+
+
+def findings(doc: dict) -> list[str]:
+    """One line per finding, in collection order."""
+    out = []
+    for c in doc["collections"]:
+        for kind in ("missing", "extra", "differing"):
+            for it in c.get(kind) or []:
+                what = f" ({it['what']})" if it.get("what") else ""
+                line = f"{kind:9} {c['collection']}/{it.get('key')}{what} id {it['id']}"
+                if kind == "differing":
+                    line += ": " + ", ".join(it["paths"][:10]) + (" ..." if len(it["paths"]) > 10 else "")
+                elif it.get("source"):
+                    line += f": {it['source']}"
+                out.append(line)
+    return out
+
+
+def render_table(doc: dict) -> str:
+    header = ["collection", "status", "source_count", "checked", "loaded", "rejected", "unmapped",
+              "missing", "extra", "differing", "balanced"]
+    rows = [[c["collection"], c["status"], str(c["source_count"]), str(c["checked"]),
+             str(c["counts"]["loaded"]), str(c["counts"]["rejected"]), str(c["counts"]["unmapped"]),
+             str(len(c["missing"])), str(len(c["extra"])), str(len(c["differing"])),
+             "ok" if c["balanced"] else "NO"] for c in doc["collections"]]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    line = lambda cells: "  ".join(x.ljust(w) for x, w in zip(cells, widths)).rstrip()
+    out = [line(header), line(["-" * w for w in widths]), *map(line, rows)]
+    if doc.get("sample"):
+        s = doc["sample"]
+        out.append(f"sample: {s['percent']}% of the keys ({s['buckets_checked']} of {s['buckets_total']}"
+                   f" key ranges, seed {s['seed']})")
+    lines = findings(doc)
+    if lines:
+        out += ["", f"{len(lines)} finding(s)" + (f", the first {TERMINAL_FINDINGS}:" if len(lines) > TERMINAL_FINDINGS else ":")]
+        out += lines[:TERMINAL_FINDINGS]
+    return "\n".join(out)
+
+
+def render_markdown(doc: dict) -> str:
+    out = [f"# Reconcile report: {doc['run_id']}", "",
+           f"- state: **{doc['state']}**, result: **{'differences' if doc['has_differences'] else 'everything matches'}**",
+           f"- started: {doc['started_at']}, finished: {doc.get('finished_at')}",
+           f"- operator: {doc.get('operator')}",
+           f"- source: {doc['source']}", f"- target: {doc['target']}",
+           f"- schema version: {doc.get('schema_version')}, PostgreSQL {doc.get('server_version')}, "
+           f"mapping version {doc.get('mapping_version')}"]
+    if doc.get("sample"):
+        s = doc["sample"]
+        out.append(f"- SAMPLE: only {s['percent']}% of the keys were checked ({s['buckets_checked']} of "
+                   f"{s['buckets_total']} key ranges, seed {s['seed']}); counts are for those keys")
+    if doc.get("error"):
+        out.append(f"- error: `{doc['error']}`")
+    out += ["", "## Counts", "", "```", render_table({**doc, "collections": doc["collections"], "sample": None}).split("\n\n")[0], "```"]
+    for c in doc["collections"]:
+        out += ["", f"## {c['collection']} ({c['status']})", "",
+                f"source {c['source_count']}, checked {c['checked']}: loaded {c['counts']['loaded']} + "
+                f"rejected {c['counts']['rejected']} + unmapped {c['counts']['unmapped']} "
+                f"({'balanced' if c['balanced'] else 'NOT balanced'}); {c['seconds']} s."]
+        if c["by_type"]:
+            out += ["", "| document type | source rows | loaded | rejected | matched | missing | extra | differing | key ranges differing |",
+                    "|---|---|---|---|---|---|---|---|---|"]
+            for t, n in c["by_type"].items():
+                out.append(f"| {t} | {n['source_rows']} | {n['loaded']} | {n['rejected']} | {n['matched']} | "
+                           f"{n['missing']} | {n['extra']} | {n['differing']} | {n['buckets_differing']} of {n['buckets']} |")
+        if c.get("dangling_references"):
+            out += ["", f"Dangling references (the referenced document is not in the target): {c['dangling_references']}"]
+        if c.get("rejects_by_reason"):
+            out += ["", "Rejected: " + ", ".join(f"`{r}` ({n})" for r, n in c["rejects_by_reason"].items())]
+        lines = findings({"collections": [c]})
+        if lines:
+            out += ["", "Findings:", ""] + [f"- `{ln}`" for ln in lines]
+    return "\n".join(out) + "\n"
+
+
+def write_reports(summary: dict, reports_dir: str | Path) -> dict[str, Path]:
+    """reports/<run id>.json and .md, private (they can hold source keys)."""
+    import json
+
+    from etl import __version__
+    from etl.report import REPORT_SCHEMA_VERSION, _operator, _write_private
+
+    out = Path(reports_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    doc = {"report_schema_version": REPORT_SCHEMA_VERSION, "etl_version": __version__,
+           "operator": _operator(), **summary}
+    paths = {"json": out / f"{summary['run_id']}.json", "md": out / f"{summary['run_id']}.md"}
+    _write_private(paths["json"], json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
+    _write_private(paths["md"], render_markdown(doc))
+    return paths
