@@ -82,3 +82,7 @@ def _schema_template(admin_dsn: str) -> str:
 
         atexit.register(_drop_db, admin_dsn, name)
     return _TEMPLATE[admin_dsn]
+
+
+# The ArangoDB-compatible test server (real HTTP; python-arango is the client).
+pytest_plugins = ["tests.fakearango.fixtures"]

