@@ -13,6 +13,9 @@ Rules (schema.md, commands.md "etl apply-schema"):
   and then fails with a message naming the holder. After the lock is taken the history is read
   again, so a file is never applied twice.
 - pending() and applied() only read; dry_run only reads.
+- A pending file with a lower version than applied ones is still applied (in version order):
+  that is what re-applying after `rollback --component tables` needs (003..006 pending, 007
+  applied). Files are written to be idempotent, so this is safe.
 """
 from __future__ import annotations
 
@@ -265,19 +268,20 @@ def apply_schema(dsn: str, sql_dir: str | Path, *, target: str | None = None, dr
     if dry_run:
         with connect(dsn, autocommit=True) as conn:
             done = _read_history(conn)
-        _check_checksums(wanted, done, repair=repair, dry_run=True)
+        changed = _check_checksums(wanted, done, repair=repair, dry_run=True)
         todo = [m for m in wanted if m.version not in done]
         return ApplyResult(
             applied=(),
             skipped=tuple(m.filename for m in wanted if m.version in done),
             pending=tuple(m.filename for m in todo),
             baselined=tuple(m.filename for m in todo if baseline is not None and m.version <= baseline),
+            repaired=tuple(m.filename for m in changed),
             dry_run=True,
             sql={m.filename: m.sql for m in todo} if verbose else {},
         )
 
-    who = f"{_db_user_placeholder()}"
     with connect(dsn, autocommit=True) as conn:
+        who = f"{_os_user()} as {conn.execute('SELECT current_user').fetchone()[0]}"
         _lock(conn, lock_timeout_s)
         try:
             conn.execute(_HISTORY_DDL)
@@ -318,7 +322,7 @@ def apply_schema(dsn: str, sql_dir: str | Path, *, target: str | None = None, dr
                        durations_ms=durations)
 
 
-def _db_user_placeholder() -> str:
+def _os_user() -> str:
     try:
         user = getpass.getuser()
     except Exception:  # no passwd entry (containers)

@@ -636,9 +636,12 @@ BEGIN
                              'resume_experience_text', 'resume_search_text', 'resume_search_vector',
                              'job_search_text', 'job_search_vector')
     LOOP
-        -- CASCADE: 005's expression indexes and views are built on these functions.
-        EXECUTE format('DROP FUNCTION IF EXISTS %s CASCADE', r.sig);
-        RETURN NEXT format('dropped function %s', r.sig);
+        -- CASCADE: 005's expression indexes and views are built on these functions (and an
+        -- earlier CASCADE may already have taken a later one of this list).
+        IF to_regprocedure(r.sig) IS NOT NULL THEN
+            EXECUTE format('DROP FUNCTION %s CASCADE', r.sig);
+            RETURN NEXT format('dropped function %s', r.sig);
+        END IF;
     END LOOP;
     FOR r IN
         SELECT i.relname AS idx, t.relname AS tbl FROM pg_index x
