@@ -41,6 +41,8 @@
 -- null. changes = {"op", "arango_id", "rev"} for inserts, {"op", "fields": [changed columns]}
 -- for updates (updated_at excluded), {"op"} for deletes.
 --
+-- Function bodies name their objects with the schema (public.) because pg_restore runs with an
+-- empty search_path while it re-validates CHECK constraints and fires triggers.
 -- Idempotent: CREATE OR REPLACE, catalog checks before CREATE DOMAIN/ADD CONSTRAINT/CREATE
 -- TRIGGER, CREATE ... IF NOT EXISTS.
 -- Undone by: rollback.drop_validation_objects().
@@ -64,7 +66,7 @@ DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
                    WHERE t.typname = 'email' AND n.nspname = 'public') THEN
-        CREATE DOMAIN public.email AS text CONSTRAINT email_format CHECK (is_valid_email(VALUE));
+        CREATE DOMAIN public.email AS text CONSTRAINT email_format CHECK (public.is_valid_email(VALUE));
     END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
                    WHERE t.typname = 'url' AND n.nspname = 'public') THEN
@@ -98,14 +100,14 @@ DECLARE
     lists text[];
 BEGIN
     IF jsonb_typeof(p_data) IS DISTINCT FROM 'object' THEN
-        RETURN validation_error(p_table, 'parsed_data', p_data, 'must be a JSON object');
+        RETURN public.validation_error(p_table, 'parsed_data', p_data, 'must be a JSON object');
     END IF;
     IF jsonb_typeof(p_metadata) IS DISTINCT FROM 'object' THEN
-        RETURN validation_error(p_table, 'metadata', p_metadata, 'must be a JSON object');
+        RETURN public.validation_error(p_table, 'metadata', p_metadata, 'must be a JSON object');
     END IF;
     IF p_data = '{}'::jsonb THEN
         IF p_status = 'completed' AND p_table IN ('resume_documents', 'job_documents') THEN
-            RETURN validation_error(p_table, 'parsed_data', p_data,
+            RETURN public.validation_error(p_table, 'parsed_data', p_data,
                                     'is empty but status is completed (empty only while not completed)');
         END IF;
         RETURN true;
@@ -123,23 +125,23 @@ BEGIN
     FOREACH k IN ARRAY lists LOOP
         v := p_data -> k;
         IF v IS NOT NULL AND jsonb_typeof(v) NOT IN ('array', 'null') THEN
-            RETURN validation_error(p_table, 'parsed_data.' || k, v, 'must be an array');
+            RETURN public.validation_error(p_table, 'parsed_data.' || k, v, 'must be an array');
         END IF;
     END LOOP;
 
     IF p_table = 'resume_documents' THEN
         v := p_data -> 'contact_info';
         IF v IS NOT NULL AND jsonb_typeof(v) NOT IN ('object', 'null') THEN
-            RETURN validation_error(p_table, 'parsed_data.contact_info', v, 'must be an object');
+            RETURN public.validation_error(p_table, 'parsed_data.contact_info', v, 'must be an object');
         END IF;
         IF jsonb_typeof(v) = 'object' THEN
             IF jsonb_typeof(v -> 'links') NOT IN ('array', 'null') THEN
-                RETURN validation_error(p_table, 'parsed_data.contact_info.links', v -> 'links', 'must be an array');
+                RETURN public.validation_error(p_table, 'parsed_data.contact_info.links', v -> 'links', 'must be an array');
             END IF;
             IF jsonb_typeof(v -> 'email') NOT IN ('null')
                AND (jsonb_typeof(v -> 'email') <> 'string'
-                    OR (v ->> 'email' <> '' AND NOT is_valid_email(v ->> 'email'))) THEN
-                RETURN validation_error(p_table, 'parsed_data.contact_info.email', v -> 'email',
+                    OR (v ->> 'email' <> '' AND NOT public.is_valid_email(v ->> 'email'))) THEN
+                RETURN public.validation_error(p_table, 'parsed_data.contact_info.email', v -> 'email',
                                         'is not a valid email address');
             END IF;
         END IF;
@@ -152,7 +154,7 @@ BEGIN
                    AND jsonb_typeof(a.el -> f.name) NOT IN ('array', 'null')
                  LIMIT 1;
                 IF FOUND THEN
-                    RETURN validation_error(p_table, format('parsed_data.%s[%s].%s', k, bad.ord - 1, bad.name),
+                    RETURN public.validation_error(p_table, format('parsed_data.%s[%s].%s', k, bad.ord - 1, bad.name),
                                             bad.val, 'must be an array');
                 END IF;
             END IF;
@@ -170,13 +172,13 @@ BEGIN
             k := 'parsed_data.salary_min';
         END IF;
         IF jsonb_typeof(mn) = 'number' AND jsonb_typeof(mx) = 'number' AND mn::numeric > mx::numeric THEN
-            RETURN validation_error(p_table, k, v, 'salary min is greater than max');
+            RETURN public.validation_error(p_table, k, v, 'salary min is greater than max');
         END IF;
     ELSIF p_table = 'optimization_results' THEN
         FOREACH k IN ARRAY ARRAY['ats_score', 'keyword_match_score', 'match_score', 'atsScore', 'keywordScore'] LOOP
             v := p_data -> k;
             IF jsonb_typeof(v) = 'number' AND (v::numeric < 0 OR v::numeric > 100) THEN
-                RETURN validation_error(p_table, 'parsed_data.' || k, v, 'score must be between 0 and 100');
+                RETURN public.validation_error(p_table, 'parsed_data.' || k, v, 'score must be between 0 and 100');
             END IF;
         END LOOP;
     END IF;
@@ -212,7 +214,7 @@ DECLARE
     v_run  text := nullif(current_setting('etl.run_id', true), '');
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO document_audit_log (document_type, document_id, user_id, action, changes, run_id)
+        INSERT INTO public.document_audit_log (document_type, document_id, user_id, action, changes, run_id)
         SELECT v_type, n.id, n.user_id, CASE WHEN v_run IS NULL THEN 'insert' ELSE 'migrate' END,
                jsonb_strip_nulls(jsonb_build_object('op', 'insert',
                                                     'arango_id', n.metadata -> 'arango' -> '_id',
@@ -220,7 +222,7 @@ BEGIN
                v_run
           FROM new_rows n;
     ELSIF TG_OP = 'UPDATE' THEN
-        INSERT INTO document_audit_log (document_type, document_id, user_id, action, changes, run_id)
+        INSERT INTO public.document_audit_log (document_type, document_id, user_id, action, changes, run_id)
         SELECT v_type, n.id, n.user_id, CASE WHEN v_run IS NULL THEN 'update' ELSE 'migrate' END,
                jsonb_strip_nulls(jsonb_build_object(
                    'op', 'update',
@@ -233,7 +235,7 @@ BEGIN
           JOIN old_rows o ON o.id = n.id
          CROSS JOIN LATERAL (SELECT to_jsonb(n) AS nj, to_jsonb(o) AS oj) j;
     ELSE
-        INSERT INTO document_audit_log (document_type, document_id, user_id, action, changes, run_id)
+        INSERT INTO public.document_audit_log (document_type, document_id, user_id, action, changes, run_id)
         SELECT v_type, o.id, o.user_id, CASE WHEN v_run IS NULL THEN 'delete' ELSE 'migrate' END,
                jsonb_build_object('op', 'delete'), v_run
           FROM old_rows o;
@@ -254,7 +256,7 @@ BEGIN
               WHERE NOT EXISTS (SELECT 1 FROM public."user" u WHERE u.id = n.user_id) LIMIT 1'
        INTO v_user;
     IF v_user IS NOT NULL THEN
-        PERFORM validation_error(TG_TABLE_NAME, 'user_id', to_jsonb(v_user), 'no such user in table "user"');
+        PERFORM public.validation_error(TG_TABLE_NAME, 'user_id', to_jsonb(v_user), 'no such user in table "user"');
     END IF;
     RETURN NULL;
 END
@@ -269,7 +271,7 @@ BEGIN
            p.id AS p_id, p.user_id AS p_user_id, p.resume_id AS p_resume_id
       INTO bad
       FROM new_rows n
-      LEFT JOIN optimization_results p ON p.id = n.parent_optimization_id
+      LEFT JOIN public.optimization_results p ON p.id = n.parent_optimization_id
      WHERE n.parent_optimization_id IS NOT NULL
        AND (n.parent_optimization_id = n.id
             OR p.user_id IS DISTINCT FROM n.user_id
@@ -277,16 +279,16 @@ BEGIN
      LIMIT 1;
     IF FOUND THEN
         IF bad.parent_optimization_id = bad.id THEN
-            PERFORM validation_error('optimization_results', 'parent_optimization_id',
+            PERFORM public.validation_error('optimization_results', 'parent_optimization_id',
                                      to_jsonb(bad.parent_optimization_id), 'an optimization cannot be its own parent');
         ELSIF bad.p_id IS NULL THEN
             RETURN NULL;  -- a missing parent is the foreign key's business, with its own message
         ELSIF bad.p_user_id IS DISTINCT FROM bad.user_id THEN
-            PERFORM validation_error('optimization_results', 'parent_optimization_id',
+            PERFORM public.validation_error('optimization_results', 'parent_optimization_id',
                                      to_jsonb(bad.parent_optimization_id),
                                      format('parent belongs to user %s, not %s', bad.p_user_id, bad.user_id));
         ELSE
-            PERFORM validation_error('optimization_results', 'parent_optimization_id',
+            PERFORM public.validation_error('optimization_results', 'parent_optimization_id',
                                      to_jsonb(bad.parent_optimization_id),
                                      format('parent is for resume %s, not %s', bad.p_resume_id, bad.resume_id));
         END IF;
