@@ -302,9 +302,12 @@ class _TypeSpec:
             else:
                 expr = col
             if c.name in self.conditional:
-                cond = " or ".join(f"coalesce(jsonb_typeof(t.metadata -> 'extra' -> {_lit(a)}), 'null') <> 'null'"
-                                   for a in self.conditional[c.name]) or "false"
-                expr = f"case when {cond} then {expr} end"
+                # own reference: compared; none and an edge set it: the edge check compares it;
+                # none and no edge: must be NULL (Python's side says None)
+                own = " or ".join(f"coalesce(jsonb_typeof(t.metadata -> 'extra' -> {_lit(a)}), 'null') <> 'null'"
+                                  for a in self.conditional[c.name]) or "false"
+                expr = (f"case when ({own}) or coalesce(t.metadata -> 'edges', '{{}}'::jsonb) = '{{}}'::jsonb"
+                        f" then {expr} end")
             elif c.volatile and c.name in masked:
                 expr = (f"case when exists (select 1 from pg_temp.etl_reconcile_mask m where m.id = t.id"
                         f" and m.col = {_lit(c.name)}) then {_lit(DEFAULT_MARK)}::text else {expr} end")
@@ -446,6 +449,10 @@ class Reconciliation:
             summary.state = "failed"
             summary.error = str(exc)
             raise
+        except KeyboardInterrupt:
+            summary.state = "interrupted"
+            summary.error = "interrupted by the user"
+            raise
         except BaseException as exc:
             summary.state = "failed"
             summary.error = f"{type(exc).__name__}: {exc}"
@@ -519,6 +526,26 @@ class Reconciliation:
     def _count_sampled(self, name: str) -> int:
         return sum(1 for d in self._docs(name) if self._in_sample(name, d))
 
+    def _recorded(self, name: str) -> set[str]:
+        """Keys of the collection in the reject store (any stage, any run)."""
+        keys = {k for (k,) in self.conn.execute(
+            "select distinct key from etl_rejects where collection = %s and key is not null", (name,))}
+        self.conn.commit()
+        return keys
+
+    def _unrecorded(self, name: str, cm: CollectionMapping, doc: Any, key: str | None, what: str,
+                    recorded: set[str], result: CollectionReconcile) -> None:
+        """A source document that is not a row must be in etl_rejects; else it was lost."""
+        if key is None or key in recorded:
+            return
+        if cm.edge is not None:
+            dt = cm.edge.to_document_type
+        else:
+            t = self._target_of(cm, doc) if isinstance(doc, dict) else None
+            dt = t.document_type if t is not None else cm.targets()[0].document_type
+        result.missing.append({"key": key, "id": row_id(name, key), "document_type": dt, "table": table_of(dt),
+                               "source": f"{what}, and not in etl_rejects: neither loaded nor kept"})
+
     def _load_rejected(self, name: str, cm: CollectionMapping) -> set[str]:
         """Keys of the collection the database refused at load time and that are not in the target."""
         tables = sorted({t.table for t in cm.targets()})
@@ -558,6 +585,7 @@ class Reconciliation:
     # -- documents --------------------------------------------------------------------------
     def _documents(self, name: str, cm: CollectionMapping, result: CollectionReconcile) -> None:
         load_rejected = self._load_rejected(name, cm)
+        recorded = self._recorded(name)
         transformer = Transformer(self.mapping, self.run_id, _now())
         types = [t.document_type for t in cm.targets()]
         counts = {dt: [0] * N_BUCKETS for dt in types}
@@ -597,8 +625,11 @@ class Reconciliation:
             elif isinstance(out, Reject):
                 result.rejected += 1
                 result.reject_reasons[out.reason.split(":", 1)[0]] += 1
+                self._unrecorded(name, cm, doc, out.key, f"rejected ({out.reason.split(':', 1)[0]})",
+                                 recorded, result)
             elif isinstance(out, Unmapped):
                 result.unmapped += 1
+                self._unrecorded(name, cm, doc, out.key, "unmapped", recorded, result)
             else:  # an EdgeLink from a document collection: a mapping error
                 raise PermanentError(f"collection {name!r} yielded an edge; its mapping kind is wrong")
         self._exists_done.add(name)
@@ -758,6 +789,7 @@ class Reconciliation:
         sums = [0] * N_BUCKETS
         links: dict[str, tuple[str, str]] = {}  # research id -> (job id, edge key): last read wins
         tc = result.by_type[dt]
+        recorded = self._recorded(name)
 
         def wanted(target_id: str) -> bool:
             return self.sampled is None or bucket_of(target_id) in self.sampled
@@ -777,6 +809,7 @@ class Reconciliation:
                         if not ok:
                             result.rejected += 1
                             result.reject_reasons["dangling_edge"] += 1
+                            self._unrecorded(name, cm, doc, out.key, "a dangling edge", recorded, result)
                             continue
                         tc.source_rows += 1
                         counts[b] += 1
@@ -789,8 +822,11 @@ class Reconciliation:
                     if isinstance(out, Reject):
                         result.rejected += 1
                         result.reject_reasons[out.reason.split(":", 1)[0]] += 1
+                        self._unrecorded(name, cm, doc, out.key, f"rejected ({out.reason.split(':', 1)[0]})",
+                                         recorded, result)
                     elif isinstance(out, Unmapped):
                         result.unmapped += 1
+                        self._unrecorded(name, cm, doc, out.key, "unmapped", recorded, result)
             return kept
 
         edges_pass(None)

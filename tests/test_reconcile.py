@@ -136,9 +136,13 @@ def test_every_kind_of_damage_is_found_and_named(schema_db, tmp_path, dataset):
     x1 = q(schema_db, f"select {key} from research_results order by 1 limit 1")[0][0]
     q(schema_db, f"update research_results set user_id = 'someone_else' where {key} = %s", x1)
 
+    # 8. a rejected document whose copy in the reject store is gone: neither loaded nor kept
+    q(schema_db, "delete from etl_rejects where collection = 'resumes' and key = 'bad-user_id_missing'")
+
     summary = reconcile(schema_db, tmp_path, path)
     assert summary.has_differences
     assert findings(summary) == {
+        ("missing", "resumes", "bad-user_id_missing", ()),
         ("differing", "resumes", r1, ("parsed_data.work_experience[0].company",)),
         ("differing", "resumes", one_key, ("parsed_data.work_experience[0].years",)),
         ("differing", "jobs", j1, ("parsed_data.added",)),
@@ -158,10 +162,10 @@ def test_every_kind_of_damage_is_found_and_named(schema_db, tmp_path, dataset):
     assert by["resumes"].balanced   # one missing + one extra: only the keys tell
     # recorded: status shows the differences, the audit log has one entry per finding
     latest = {r["collection"]: r for r in status(schema_db)["reconciles"]}
-    assert latest["resumes"]["result"] == "differences" and latest["resumes"]["differences"] == "4"
+    assert latest["resumes"]["result"] == "differences" and latest["resumes"]["differences"] == "5"
     rows = q(schema_db, "select document_type, document_id::text, changes from document_audit_log"
              " where action = 'reconcile' and run_id = %s and document_id <> %s", summary.run_id, NIL_UUID)
-    assert len(rows) == 8
+    assert len(rows) == 9
     assert ("resume", ghost_id) in {(r[0], r[1]) for r in rows}
     md = (tmp_path / "reports" / f"{summary.run_id}.md").read_text()
     assert "parsed_data.work_experience[0].company" in md and r_del in md
