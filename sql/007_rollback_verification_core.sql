@@ -21,9 +21,9 @@
 --    survive every rollback so that rollback stays re-runnable and status stays readable.
 --  * drop_document_tables() first runs drop_validation_objects() and drop_helper_functions():
 --    004..006 cannot exist without the tables.
---  * drop_helper_functions() removes 004's functions, 005's materialized views and functions,
---    and every index on the document tables and the audit log that is not a constraint's and
---    not one of 003's or 006's (that is, 005's indexes). Extensions pg_trgm/bloom are kept.
+--  * drop_helper_functions() removes 004's functions, 005's materialized views, functions and
+--    indexes (by 005's index names, so an index an operator added survives). Extensions
+--    pg_trgm/bloom are kept: other objects may use them.
 --  * In the merge core a NULL in a column that has a table default means "the source has no
 --    value": on insert the default applies (filename 'unknown'), on update the stored value is
 --    kept. Columns without a default take the staged value, NULL included.
@@ -611,8 +611,7 @@ BEGIN
 END
 $$;
 
--- 004 and 005: helper functions, materialized views, and 005's indexes (every index on the
--- document tables and the audit log that backs no constraint and is not 003's or 006's).
+-- 004 and 005: helper functions, materialized views, and 005's indexes (by name).
 CREATE OR REPLACE FUNCTION rollback.drop_helper_functions() RETURNS SETOF text
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -651,11 +650,10 @@ BEGIN
            AND t.relname IN ('resume_documents', 'job_documents', 'optimization_results', 'research_results',
                              'document_audit_log')
            AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)
-           AND i.relname NOT IN ('idx_optimization_results_resume_id', 'idx_optimization_results_job_id',
-                                 'idx_optimization_results_parent', 'idx_research_results_job_id',
-                                 'idx_research_results_resume_id', 'idx_document_audit_log_document',
-                                 'idx_document_audit_log_run_id', 'idx_document_audit_log_user_created',
-                                 'idx_document_audit_log_created_at', 'resume_documents_active_file_hash_key')
+           -- 005's names (sql/005_performance_indexes_views.sql); an operator's own index survives.
+           AND i.relname ~ ('^idx_(resume_documents|job_documents|optimization_results|research_results)_'
+                            '(parsed_data_gin|metadata_gin|user_created|user_status|active_user_created|'
+                            'expires_at|fts|filename_trgm|title_trgm|company_trgm|bloom)$')
     LOOP
         EXECUTE format('DROP INDEX public.%I', r.idx);
         RETURN NEXT format('dropped index %s on %s', r.idx, r.tbl);

@@ -276,3 +276,37 @@ def test_rollback_component_then_reapply(schema_db, component):
 def test_rollback_unknown_component_is_refused(schema_db):
     with pytest.raises(PermanentError, match="unknown rollback component"):
         rollback(schema_db, "everything")
+
+
+def test_rollback_helpers_keeps_an_operators_own_index(schema_db):
+    with psycopg.connect(schema_db, autocommit=True) as conn:
+        conn.execute("CREATE INDEX ops_jobs_by_company ON job_documents (company)")
+    actions = rollback(schema_db, "helpers").actions
+    assert "dropped index idx_job_documents_bloom on job_documents" in actions
+    assert _one(schema_db, "SELECT to_regclass('ops_jobs_by_company') IS NOT NULL")
+    assert _one(schema_db, "SELECT to_regclass('idx_resume_documents_parsed_data_gin') IS NULL")
+
+
+def test_rollback_all_with_production_tables_empties_history(schema_db):
+    with psycopg.connect(schema_db, autocommit=True) as conn:
+        conn.execute("SELECT * FROM rollback.rollback_all_migrations(true)")
+    assert _one(schema_db, "SELECT count(*) FROM migration_history") == 0
+    assert _one(schema_db, "SELECT to_regclass('tasks') IS NULL AND to_regclass('user_profiles') IS NULL")
+    assert list(apply_schema(schema_db, SQL).applied) == FILES
+    assert _not_ok(schema_db) == []
+
+
+def test_dry_run_refuses_an_edited_file_too(schema_db, sql_copy):
+    f = sql_copy / "002_user_profiles.sql"
+    f.write_text(f.read_text() + "\n")
+    with pytest.raises(PermanentError, match="002_user_profiles.sql was applied with checksum"):
+        apply_schema(schema_db, sql_copy, dry_run=True)
+    result = apply_schema(schema_db, sql_copy, dry_run=True, repair=True)
+    assert result.repaired == ("002_user_profiles.sql",) and result.pending == ()
+    assert applied(schema_db)[1]["checksum"] != load_migrations(sql_copy)[1].checksum  # dry run: not recorded
+
+
+def test_schema_status_before_007_says_what_to_run(empty_db):
+    apply_schema(empty_db, SQL, target="003")
+    with pytest.raises(PermanentError, match="migration 007 not applied"):
+        schema_status(empty_db)
