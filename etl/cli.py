@@ -185,6 +185,56 @@ def migrate_cmd(
     raise typer.Exit(exit_code)
 
 
+# -- reconcile -------------------------------------------------------------------------------
+@app.command("reconcile")
+def reconcile_cmd(
+    collection: Optional[List[str]] = typer.Option(None, "--collection", "-c", help="Collection to check (repeatable)."),
+    all_: bool = typer.Option(False, "--all", help="Every collection, in dependency order."),
+    source: str = typer.Option("arangodb", "--source", help="arangodb | dump:PATH | jsonl:PATH"),
+    sample: Optional[float] = typer.Option(None, "--sample", min=0.01, max=100, help="Check only a random P% of the keys (a fast pre-check)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the --sample choice (default random; the report names it)."),
+    dsn: Optional[str] = typer.Option(None, "--dsn", help="PostgreSQL DSN (overrides ETL_PG_DSN)."),
+    mapping: Optional[str] = typer.Option(None, "--mapping", help="Mapping file (default configs/atspro.toml)."),
+    reports_dir: Optional[str] = typer.Option(None, "--reports-dir", help="Where reports go (default reports/)."),
+):
+    """Compare source and target: counts, content digests per key range, every missing, extra and
+    differing key with the fields that differ. Exit 0 = everything matches, 1 = differences.
+
+    Example: etl reconcile --all --source dump:./atspro-dump --sample 10
+    """
+    from etl.errors import Interrupted
+    from etl.progress import Progress
+    from etl.reconcile import Reconciliation, render_table
+
+    settings = _settings(postgres={"dsn": dsn}, migrate={"mapping": mapping, "reports_dir": reports_dir})
+    progress = Progress()
+    current = {"name": None}
+
+    def on_progress(name: str, done: int, total: Optional[int]) -> None:
+        if name != current["name"] or done < (progress.bar.n if progress.bar is not None else 0):
+            current["name"] = name
+            progress.start(name, total)
+        progress.update(name, done, total)
+
+    rec = Reconciliation(settings, collections=collection, all_=all_, source=source, sample=sample, seed=seed,
+                         on_progress=on_progress)
+    exit_code = 0
+    try:
+        summary = rec.run()
+        exit_code = 1 if summary.has_differences else 0
+    except KeyboardInterrupt:
+        raise Interrupted("reconcile stopped; it changed nothing (run it again)") from None
+    finally:
+        progress.close()
+        summary = getattr(rec, "summary", None)
+        paths = getattr(rec, "report_paths", None)
+        if summary is not None and paths:
+            typer.echo(render_table(summary.asdict()))
+            result = "differences found" if summary.has_differences else "everything matches"
+            typer.echo(f"run {summary.run_id}: {summary.state}, {result}; report {paths['md']} and {paths['json']}")
+    raise typer.Exit(exit_code)
+
+
 class _GracefulStop:
     """First Ctrl-C: finish the batch in flight, commit, stop (exit 130). Second: stop now."""
 

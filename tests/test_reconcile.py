@@ -230,3 +230,47 @@ def test_sample_checks_about_that_share_of_keys(schema_db, tmp_path):
     assert findings(summary) == {("differing", "jobs", inside, ("title",))}
     full = reconcile(schema_db, tmp_path, path)
     assert findings(full) == {("differing", "jobs", inside, ("title",)), ("differing", "jobs", outside, ("title",))}
+
+
+def test_parent_reference_to_a_later_document(schema_db, tmp_path):
+    """An optimization whose parent comes later in the source: reconcile expects the parent id
+    (the parent is in the source) and says so exactly when the target does not hold it."""
+    ds = generate(10, seed=3)
+    docs = {c: [copy.deepcopy(d) for d in ds[c]] for c in ds}
+    opts = [d for d in docs["documents"] if d["type"] == "optimization"]
+    child, parent = opts[0], opts[-1]
+    child.update(parent_optimization_id=parent["_key"], user_id=parent["user_id"], resume_id=parent["resume_id"])
+    path = tmp_path / "d"
+    write_dump(path, docs, gzip=False, types=ds.types)
+    for _ in range(2):
+        Migration(settings_for(schema_db, tmp_path), source=f"dump:{path}", all_=True, batch_size=3,
+                  retry_wait=lambda rs: 0).run()
+        stored = q(schema_db, "select parent_optimization_id::text from optimization_results"
+                   " where metadata -> 'arango' ->> '_key' = %s", child["_key"])[0][0]
+        summary = reconcile(schema_db, tmp_path, path)
+        expected = set() if stored == row_id("documents", parent["_key"]) else \
+            {("differing", "documents", child["_key"], ("parent_optimization_id",))}
+        assert findings(summary) == expected
+    assert stored == row_id("documents", parent["_key"])  # the second run links it
+
+
+def test_cli_exit_status_and_findings(schema_db, tmp_path, dataset):
+    import os
+    import subprocess
+    import sys
+
+    _, path, _, _ = dataset
+    migrate(schema_db, tmp_path, path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
+    env.update({"ETL_PG_DSN": schema_db, "ETL_REPORTS_DIR": str(tmp_path / "reports")})
+    cmd = [sys.executable, "-m", "etl", "reconcile", "--all", "--source", f"dump:{path}"]
+    repo = Path(__file__).resolve().parent.parent
+    ok = subprocess.run(cmd, env=env, cwd=repo, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "everything matches" in ok.stdout
+    key = q(schema_db, "select metadata -> 'arango' ->> '_key' from job_documents order by 1 limit 1")[0][0]
+    q(schema_db, "update job_documents set company = company || '!' where metadata -> 'arango' ->> '_key' = %s",
+      key, tamper=True)
+    bad = subprocess.run(cmd, env=env, cwd=repo, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert f"differing jobs/{key}" in bad.stdout and ": company" in bad.stdout
