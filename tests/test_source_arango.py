@@ -192,6 +192,17 @@ def test_every_document_exactly_once_under_fault(resumes, name, caplog):
         assert retries and "attempt 1 of 8" in retries[0].getMessage()
 
 
+def test_metadata_reads_retry_too(resumes):
+    src = make_source(resumes)
+    get_routes = ["collection_list", "collection_properties", "collection_count"]
+    a = resumes.fail(2, routes=get_routes)  # GET + 503: requests' RetryError
+    b = resumes.fail_unavailable(4, routes=get_routes)  # 503/503: python-arango's resends, then ConnectionAbortedError
+    c = resumes.proxy_429(1, routes=get_routes)
+    assert [c.name for c in src.collections()] == ["resumes"]
+    assert src.remaining("resumes") == 103
+    assert (a.count, b.count, c.count) == (0, 0, 0)
+
+
 def test_retries_logged_with_attempt_numbers_then_transient_error(resumes, caplog):
     src = make_source(resumes, retry_attempts=3)
     resumes.fail(10)
@@ -340,3 +351,39 @@ def test_memory_stays_flat_while_streaming(arango_server):
     # five times the documents, (about) the same peak: only one batch is ever held
     print(f"tracemalloc peak: 20k docs {peak20} B, 100k docs {peak100} B")
     assert peak100 < peak20 * 1.5 + 512 * 1024, (peak20, peak100)
+
+
+# ------------------------------------------------------------------ TLS
+
+
+@pytest.fixture
+def tls_server(tmp_path):
+    import shutil
+    import ssl
+    import subprocess
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    with FakeArango(ROOT_PASSWORD, ssl_context=ctx) as server:
+        server.create_database(DATABASE)
+        yield server, str(cert)
+
+
+def test_tls_ca_file_verify_off_and_untrusted(tls_server):
+    server, cert = tls_server
+    assert server.url.startswith("https://")
+    server.create_collection(DATABASE, "c").docs.update({"a": {"_key": "a", "_id": "c/a", "_rev": "_1"}})
+    src = make_source(server, ca_file=cert)
+    assert [d["_key"] for b in src.batches("c", 10) for d in b.docs] == ["a"]
+    src = make_source(server, verify_tls=False)
+    assert src.collection("c").count == 1
+    t0 = time.monotonic()
+    msg = _one_line_permanent(lambda: make_source(server))  # self-signed, not in the system store
+    assert "TLS failed" in msg and "certificate verify failed" in msg and server.url in msg
+    assert time.monotonic() - t0 < 3  # not retried

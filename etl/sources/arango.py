@@ -65,9 +65,13 @@ class _HTTPClient(DefaultHTTPClient):
 
     def send_request(self, session, method, url, headers=None, params=None, data=None, auth=None) -> Response:  # type: ignore[override]
         try:
+            # verify per request: requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE override session.verify
             response = session.request(method=method, url=url, params=params, data=data, headers=headers,
-                                       auth=auth, timeout=self.request_timeout)
+                                       auth=auth, timeout=self.request_timeout, verify=self.verify)
             content = response.content
+        except requests.exceptions.SSLError as exc:
+            # Not a ConnectionError for python-arango's resend loop: a certificate does not heal.
+            raise _TLSFailure(exc) from exc
         except requests.ConnectionError as exc:
             self.last_transport_error = exc
             raise
@@ -75,6 +79,10 @@ class _HTTPClient(DefaultHTTPClient):
         return Response(method=method, url=response.url, headers=response.headers,
                         status_code=response.status_code, status_text=response.reason,
                         raw_body=content.decode("utf-8", errors="replace"))
+
+
+class _TLSFailure(Exception):
+    """TLS handshake or certificate failure (raised past python-arango's host loop)."""
 
 
 def _deserialize(text: str) -> Any:
@@ -194,6 +202,11 @@ class ArangoSource:
                     return attempt()
         except EtlError:
             raise
+        except _TLSFailure as exc:
+            m = re.search(r"\[SSL[^\]]*\] ([^(']+)", str(exc.__cause__ or exc))
+            reason = m.group(1).strip() if m else _one_line(str(exc.__cause__ or exc), 160)
+            raise PermanentError(f"ArangoDB at {self.safe_url}: TLS failed: {reason} (check ca_file or "
+                                 f"verify_tls in the [arango] settings)") from None
         except ArangoServerError as exc:
             if _is_transient(exc):
                 raise TransientError(f"ArangoDB at {self.safe_url}: {what} failed after {attempts} attempts: "
