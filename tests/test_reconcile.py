@@ -274,3 +274,28 @@ def test_cli_exit_status_and_findings(schema_db, tmp_path, dataset):
     bad = subprocess.run(cmd, env=env, cwd=repo, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert f"differing jobs/{key}" in bad.stdout and ": company" in bad.stdout
+
+
+def test_every_value_shape_round_trips_through_the_loader(schema_db, tmp_path):
+    """The canonical text matches what the loader really stored, for every shape of
+    tests/test_canonical.py, in parsed_data, in metadata.extra and in the typed columns."""
+    from tests.test_canonical import VALUES
+
+    ds = generate(12, seed=8)
+    docs = {c: [copy.deepcopy(d) for d in ds[c]] for c in ds}
+    for i, v in enumerate(VALUES):
+        docs["jobs"][i % len(docs["jobs"])][f"odd_{i}"] = v                       # -> metadata.extra
+        docs["jobs"][(i + 3) % len(docs["jobs"])].setdefault("parsed_data", {})[f"odd_{i}"] = v
+    docs["jobs"][0].update(job_title="tab\\t \\\\ \t\n\r\x01 \"q\" \u2028 é 😀", company="\x7f\x1f" + "x" * 300,
+                           location="")
+    opts = [d for d in docs["documents"] if d["type"] == "optimization"]
+    for d, (a, k) in zip(opts, [(33.333333333333336, 1e-7), (100.0, 0), (0.1, 99.99999999999999), (-0.0, 2.5)]):
+        d.pop("atsScore", None), d.pop("keywordScore", None)
+        d.update(ats_score=a, keyword_match_score=k)
+    path = tmp_path / "odd"
+    write_dump(path, docs, gzip=False, types=ds.types)
+    migrate(schema_db, tmp_path, path)
+    summary = reconcile(schema_db, tmp_path, path)
+    assert not summary.has_differences, render_table(summary.asdict())
+    by = {c.collection: c for c in summary.collections}
+    assert by["jobs"].loaded == len(docs["jobs"]) and by["documents"].rejected == 0
