@@ -34,6 +34,11 @@
 --    bound to the referenced objects when created. Since PostgreSQL 17, CREATE INDEX,
 --    REINDEX, ANALYZE and REFRESH MATERIALIZED VIEW run with search_path = pg_catalog, so a
 --    classic body that called extract_skills() by name would fail there.
+--  * The two *_search_vector functions (evaluated on every INSERT/UPDATE and by ANALYZE) are each
+--    one query calling no other function of this file: before PostgreSQL 18 a SQL function
+--    that calls another non-inlinable SQL function re-plans the callee on every call, which
+--    made loading and ANALYZE about three times slower. They are, by test, equal to the weighted
+--    composition of extract_skills, resume_experience_text and jsonb_text_values.
 --  * Malformed shapes never raise: lax jsonpath treats a scalar where an array was expected
 --    as a one-element array and a missing key as empty, so an odd document cannot make an
 --    INSERT fail through an index expression.
@@ -154,14 +159,47 @@ RETURN concat_ws(E'\n',
     nullif(array_to_string(extract_skills(doc), ', '), ''),
     resume_experience_text(doc));
 
--- The indexed resume vector (005: idx_resume_documents_fts).
+-- The indexed resume vector (005: idx_resume_documents_fts). It is
+--   setweight(to_tsvector(name), 'A') || setweight(to_tsvector(extract_skills joined), 'B')
+--   || setweight(to_tsvector(summary + resume_experience_text), 'C')
+-- written out as ONE query that calls none of the functions above: a SQL function calling
+-- another one that cannot be inlined re-plans the callee on every call (before PostgreSQL 18),
+-- which made every INSERT and ANALYZE three times slower. tests/test_sql_helpers.py checks
+-- that it stays equal to that composition.
 CREATE OR REPLACE FUNCTION resume_search_vector(doc jsonb) RETURNS tsvector
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN setweight(to_tsvector('english'::regconfig,
-                     coalesce(doc -> 'contact_info' ->> 'full_name', doc ->> 'name', '')), 'A')
-    || setweight(to_tsvector('english'::regconfig, array_to_string(extract_skills(doc), ' ')), 'B')
-    || setweight(to_tsvector('english'::regconfig,
-                     left(concat_ws(' ', doc ->> 'summary', resume_experience_text(doc)), 200000)), 'C');
+RETURN (
+    SELECT setweight(to_tsvector('english'::regconfig,
+                                 coalesce(doc -> 'contact_info' ->> 'full_name', doc ->> 'name', '')), 'A')
+        || setweight(to_tsvector('english'::regconfig, coalesce(sk.s, '')), 'B')
+        || setweight(to_tsvector('english'::regconfig, left(concat_ws(' ', doc ->> 'summary', ex.s), 200000)), 'C')
+      FROM (SELECT string_agg(d.skill, ' ' ORDER BY d.src, d.pos) AS s
+           FROM (SELECT DISTINCT ON (lower(x.skill)) x.skill, x.src, x.pos
+                   FROM (SELECT p.src, e.pos,
+                                btrim(CASE jsonb_typeof(e.value)
+                                          WHEN 'string' THEN e.value #>> '{}'
+                                          WHEN 'object' THEN
+                                              CASE WHEN jsonb_typeof(e.value -> 'name') = 'string'
+                                                   THEN e.value ->> 'name' END
+                                      END) AS skill
+                           FROM (VALUES (1, 'lax $.skills[*]'::jsonpath),
+                                        (2, 'lax $.technical_skills[*]'::jsonpath),
+                                        (3, 'lax $.soft_skills[*]'::jsonpath),
+                                        (4, 'lax $.work_experience[*].skills[*]'::jsonpath),
+                                        (5, 'lax $.experience[*].skills[*]'::jsonpath)) AS p(src, path)
+                          CROSS JOIN LATERAL jsonb_path_query(doc, p.path) WITH ORDINALITY AS e(value, pos)) AS x
+                  WHERE x.skill <> ''
+                  ORDER BY lower(x.skill), x.src, x.pos) AS d) AS sk,
+           (SELECT string_agg(concat_ws(' ', w.value ->> 'position', w.value ->> 'title',
+                                        w.value ->> 'company', w.value ->> 'description',
+                                        (SELECT string_agg(v.value #>> '{}', ' ')
+                                           FROM jsonb_path_query(w.value -> 'responsibilities',
+                                                                 'strict $.** ? (@.type() == "string")') AS v(value))),
+                              E'\n' ORDER BY p.src, w.pos) AS s
+              FROM (VALUES (1, 'lax $.work_experience[*] ? (@.type() == "object")'::jsonpath),
+                           (2, 'lax $.experience[*] ? (@.type() == "object")'::jsonpath)) AS p(src, path)
+             CROSS JOIN LATERAL jsonb_path_query(doc, p.path) WITH ORDINALITY AS w(value, pos)) AS ex
+);
 
 -- The text search_documents shows snippets from: title, company, description, lists.
 CREATE OR REPLACE FUNCTION job_search_text(title text, company text, doc jsonb) RETURNS text
@@ -173,17 +211,40 @@ RETURN concat_ws(E'\n', nullif(title, ''), nullif(company, ''),
     nullif(array_to_string(extract_skills(doc), ', '), ''),
     jsonb_text_values(doc -> 'keywords'));
 
--- The indexed job vector (005: idx_job_documents_fts).
+-- The indexed job vector (005: idx_job_documents_fts): setweight(title, 'A') || setweight(company,
+-- extract_skills, keywords, 'B') || setweight(description, requirements, qualifications, 'C'),
+-- written out as one query for the same reason as resume_search_vector.
 CREATE OR REPLACE FUNCTION job_search_vector(title text, company text, doc jsonb) RETURNS tsvector
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN setweight(to_tsvector('english'::regconfig, coalesce(title, '')), 'A')
-    || setweight(to_tsvector('english'::regconfig,
-                     concat_ws(' ', company, array_to_string(extract_skills(doc), ' '),
-                               jsonb_text_values(doc -> 'keywords'))), 'B')
-    || setweight(to_tsvector('english'::regconfig,
-                     left(concat_ws(' ', doc ->> 'description',
-                                    jsonb_text_values(doc -> 'requirements'),
-                                    jsonb_text_values(doc -> 'qualifications')), 200000)), 'C');
+RETURN (
+    SELECT setweight(to_tsvector('english'::regconfig, coalesce(title, '')), 'A')
+        || setweight(to_tsvector('english'::regconfig, concat_ws(' ', company, sk.s, kw.s)), 'B')
+        || setweight(to_tsvector('english'::regconfig,
+                                 left(concat_ws(' ', doc ->> 'description', rq.s, ql.s), 200000)), 'C')
+      FROM (SELECT string_agg(d.skill, ' ' ORDER BY d.src, d.pos) AS s
+           FROM (SELECT DISTINCT ON (lower(x.skill)) x.skill, x.src, x.pos
+                   FROM (SELECT p.src, e.pos,
+                                btrim(CASE jsonb_typeof(e.value)
+                                          WHEN 'string' THEN e.value #>> '{}'
+                                          WHEN 'object' THEN
+                                              CASE WHEN jsonb_typeof(e.value -> 'name') = 'string'
+                                                   THEN e.value ->> 'name' END
+                                      END) AS skill
+                           FROM (VALUES (1, 'lax $.skills[*]'::jsonpath),
+                                        (2, 'lax $.technical_skills[*]'::jsonpath),
+                                        (3, 'lax $.soft_skills[*]'::jsonpath),
+                                        (4, 'lax $.work_experience[*].skills[*]'::jsonpath),
+                                        (5, 'lax $.experience[*].skills[*]'::jsonpath)) AS p(src, path)
+                          CROSS JOIN LATERAL jsonb_path_query(doc, p.path) WITH ORDINALITY AS e(value, pos)) AS x
+                  WHERE x.skill <> ''
+                  ORDER BY lower(x.skill), x.src, x.pos) AS d) AS sk,
+           (SELECT string_agg(v.value #>> '{}', ' ') AS s
+           FROM jsonb_path_query(doc -> 'keywords', 'strict $.** ? (@.type() == "string")') AS v(value)) AS kw,
+           (SELECT string_agg(v.value #>> '{}', ' ') AS s
+           FROM jsonb_path_query(doc -> 'requirements', 'strict $.** ? (@.type() == "string")') AS v(value)) AS rq,
+           (SELECT string_agg(v.value #>> '{}', ' ') AS s
+           FROM jsonb_path_query(doc -> 'qualifications', 'strict $.** ? (@.type() == "string")') AS v(value)) AS ql
+);
 
 CREATE OR REPLACE FUNCTION calculate_keyword_match(resume jsonb, job jsonb) RETURNS numeric
 LANGUAGE sql IMMUTABLE PARALLEL SAFE

@@ -135,6 +135,66 @@ def test_extract_skills_never_fails_on_odd_shapes(conn, doc, expected):
     assert one(conn, "SELECT extract_skills(%s)", value) == expected
 
 
+# full-text vectors -----------------------------------------------------------------------------
+
+VECTOR_DOCS = [
+    {},
+    {"name": "John Doe", "skills": ["Python", "SQL"]},                        # the operators' guide example
+    {"contact_info": {"full_name": "Ann Lee"}, "summary": "Backend engineer",
+     "skills": ["Python", {"name": "Docker"}, "python"], "technical_skills": ["Kafka"], "soft_skills": ["Mentoring"],
+     "work_experience": [{"company": "Acme", "position": "Dev", "description": "Payments",
+                          "responsibilities": ["Built APIs", "Ran on-call"], "skills": ["Go", "docker"]},
+                         "not an object"],
+     "experience": [{"title": "Intern", "company": "Initech", "skills": ["Perl"]}]},
+    {"skills": "Python", "work_experience": {"company": "Solo", "responsibilities": "one line"}},
+    {"summary": {"odd": "object"}, "contact_info": "just text", "skills": [1, None, {"name": 2}]},
+]
+
+
+@pytest.mark.parametrize("doc", VECTOR_DOCS)
+def test_resume_vector_is_the_weighted_composition_of_the_public_helpers(conn, doc):
+    composed = ("setweight(to_tsvector('english', coalesce(d -> 'contact_info' ->> 'full_name', d ->> 'name', '')), 'A')"
+                " || setweight(to_tsvector('english', array_to_string(extract_skills(d), ' ')), 'B')"
+                " || setweight(to_tsvector('english', concat_ws(' ', d ->> 'summary', resume_experience_text(d))), 'C')")
+    same, vector = conn.execute(f"SELECT resume_search_vector(d) = {composed}, resume_search_vector(d)::text "
+                                f"FROM (SELECT %s::jsonb AS d) AS x", (Jsonb(doc),)).fetchone()
+    assert same, vector
+
+
+@pytest.mark.parametrize("doc", VECTOR_DOCS + [
+    {"description": "Build rockets", "requirements": ["5 years Rust", {"detail": "C++"}], "qualifications": ["BSc"],
+     "benefits": ["Gym"], "skills": ["Rust", {"name": "Tokio"}], "keywords": ["embedded", "rust"]}])
+def test_job_vector_is_the_weighted_composition_of_the_public_helpers(conn, doc):
+    composed = ("setweight(to_tsvector('english', coalesce(t, '')), 'A')"
+                " || setweight(to_tsvector('english', concat_ws(' ', c, array_to_string(extract_skills(d), ' '),"
+                "                                               jsonb_text_values(d -> 'keywords'))), 'B')"
+                " || setweight(to_tsvector('english', concat_ws(' ', d ->> 'description',"
+                "      jsonb_text_values(d -> 'requirements'), jsonb_text_values(d -> 'qualifications'))), 'C')")
+    same, vector = conn.execute(f"SELECT job_search_vector(t, c, d) = {composed}, job_search_vector(t, c, d)::text "
+                                f"FROM (SELECT 'Senior Dev'::text AS t, 'Acme'::text AS c, %s::jsonb AS d) AS x",
+                                (Jsonb(doc),)).fetchone()
+    assert same, vector
+
+
+def test_resume_vector_weights_name_a_skills_b_text_c(conn):
+    doc = resume_doc("Ann Lee", summary="Backend engineer", skills=["Python"],
+                     experience=[work("Acme", "Dev", responsibilities=["Built APIs"])])
+    assert one(conn, "SELECT resume_search_vector(%s)::text", Jsonb(doc)) == (
+        "'acm':7C 'ann':1A 'api':9C 'backend':4C 'built':8C 'dev':6C 'engin':5C 'lee':2A 'python':3B")
+    assert one(conn, "SELECT resume_search_text(%s)", Jsonb(doc)) == (
+        "Ann Lee\nBackend engineer\nPython\nDev Acme Built APIs")
+
+
+def test_vectors_of_a_huge_document_stay_under_the_tsvector_limit(conn):
+    # 3 MB of distinct words: to_tsvector over all of it would pass the 1 MB tsvector limit
+    words = " ".join(f"w{i:07d}x" for i in range(300_000))
+    doc = resume_doc("Big Doc", summary=words, skills=["Python"])
+    size = one(conn, "SELECT pg_column_size(resume_search_vector(%s))", Jsonb(doc))
+    assert 0 < size < 1_048_576
+    assert one(conn, "SELECT pg_column_size(job_search_vector('t', 'c', %s))",
+               Jsonb(job_doc(words))) < 1_048_576
+
+
 # calculate_keyword_match -----------------------------------------------------------------------
 
 def test_keyword_match_is_the_share_of_job_terms_found_in_the_resume(conn):
