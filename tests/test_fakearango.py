@@ -319,6 +319,22 @@ def test_cursor_ttl_expiry_and_expire_cursors(server):
     assert_error(raw(server, "post", f"/_api/cursor/{body['id']}"), 404, 1600)
 
 
+def test_concurrent_use_of_a_cursor_is_409_busy(server):
+    import threading
+
+    body = raw(server, "post", "/_api/cursor", data={
+        "query": KEYSET, "bindVars": {"@c": "resumes", "last": None, "n": 10}, "batchSize": 2,
+        "options": {"allowRetry": True}}).body
+    server.slow(0.5, routes=["cursor_batch"], before=True)
+    results = {}
+    t = threading.Thread(target=lambda: results.setdefault("a", raw(server, "post", f"/_api/cursor/{body['id']}/2")))
+    t.start()
+    time.sleep(0.15)
+    assert_error(raw(server, "post", f"/_api/cursor/{body['id']}/2"), 409, 1601)
+    t.join()
+    assert results["a"].status_code == 200 and [d["n"] for d in results["a"].body["result"]] == [2, 3]
+
+
 @pytest.mark.parametrize(("data", "status", "num"), [
     ({}, 400, 600),
     ({"query": ""}, 400, 1502),

@@ -76,6 +76,12 @@ def test_reads_everything_once_in_server_order_with_positions(resumes):
     assert resumes.cursors == {}  # every cursor closed
 
 
+def test_query_warnings_reach_the_batch(resumes):
+    resumes.query_warnings = [{"code": 1562, "message": "division by zero"}]
+    batches = list(make_source(resumes).batches("resumes", 60))
+    assert batches[0].warnings == ("AQL warning 1562: division by zero",)
+
+
 def test_exact_multiple_of_batch_size_ends_with_no_empty_batch(arango_server):
     seed(arango_server, DATABASE, "c", [{"_key": f"k{i}"} for i in range(20)])
     keys, batches = read_all(make_source(arango_server), "c", 5)

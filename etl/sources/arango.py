@@ -213,10 +213,13 @@ class ArangoSource:
                                      f"{self._describe(exc)}") from None
             raise self._server_error(exc, what) from None
         except Exception as exc:
-            if _is_transient(exc) or isinstance(exc, ArangoClientError):
+            if _is_transient(exc):
                 cls = PermanentError if what == "connect" else TransientError
                 raise cls(f"cannot reach ArangoDB at {self.hostport}: {what} failed after {attempts} attempts: "
                           f"{self._describe(exc)}") from None
+            if isinstance(exc, (ArangoClientError, KeyError)):  # e.g. a 2xx body without result/hasMore
+                raise PermanentError(f"ArangoDB at {self.safe_url}: {what} failed: unexpected answer: "
+                                     f"{self._describe(exc)}") from None
             raise
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -283,7 +286,9 @@ class ArangoSource:
         for c in sorted(cols, key=lambda c: c["name"]):
             if c.get("system") or c["name"].startswith("_"):
                 continue
-            out.append(self.collection(c["name"]))
+            name = c["name"]
+            count = self._with_collection_check(name, f"count '{name}'", lambda: int(self._db.collection(name).count()))
+            out.append(CollectionInfo(name, "edge" if c.get("type") == "edge" else "document", count))
         return out
 
     def collection(self, name: str) -> CollectionInfo:
@@ -311,21 +316,22 @@ class ArangoSource:
         while True:
             last = after
 
-            def page() -> tuple[list[dict], int]:
+            def page() -> tuple[list[dict], tuple[str, ...], int]:
                 start = self._http.bytes_read
-                docs = self._read_page(collection, last, batch_size, cursor_batch)
-                return docs, self._http.bytes_read - start
+                docs, warnings = self._read_page(collection, last, batch_size, cursor_batch)
+                return docs, warnings, self._http.bytes_read - start
 
-            docs, nbytes = self._with_collection_check(
+            docs, warnings, nbytes = self._with_collection_check(
                 collection, f"read '{collection}' after key {last!r}", page)
             if not docs:
                 return
             after = docs[-1]["_key"]
-            yield Batch(collection, docs, after, nbytes)
+            yield Batch(collection, docs, after, nbytes, warnings)
             if len(docs) < batch_size:
                 return
 
-    def _read_page(self, collection: str, after: str | None, n: int, cursor_batch: int) -> list[dict]:
+    def _read_page(self, collection: str, after: str | None, n: int,
+                   cursor_batch: int) -> tuple[list[dict], tuple[str, ...]]:
         cursor = self._db.aql.execute(KEYSET_QUERY, bind_vars={"@c": collection, "last": after, "n": n},
                                       batch_size=cursor_batch, allow_retry=True, count=False)
         try:
@@ -336,7 +342,9 @@ class ArangoSource:
                     cursor.close(ignore_missing=True)
                 except Exception as exc:  # the server drops it after its ttl anyway
                     log.debug("closing cursor %s failed: %s", cursor.id, exc)
-        return docs
+        warnings = tuple(f"AQL warning {w.get('code')}: {w.get('message')}" for w in (cursor.warnings() or ())
+                         if isinstance(w, dict))
+        return docs, warnings
 
     def _with_collection_check(self, collection: str, what: str, fn: Callable[[], T]) -> T:
         try:

@@ -72,14 +72,3 @@ def type_rank(v: Any) -> int:
         return 4
     return 5
 
-
-def greater(a: Any, b: Any, skey: Callable[[str], Any]) -> bool:
-    """AQL `a > b` where a is a string key and b any bind value."""
-    ra, rb = type_rank(a), type_rank(b)
-    if ra != rb:
-        return ra > rb
-    if ra == 3:
-        return skey(a) > skey(b)
-    if ra in (1, 2):
-        return a > b
-    return False

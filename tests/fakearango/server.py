@@ -229,6 +229,7 @@ class FakeArango:
         self.session_timeout = session_timeout
         self.version = version
         self.queue_time = 0.0  # what x-arango-queue-time-seconds reports
+        self.query_warnings: list[dict] = []  # extra.warnings of every query, e.g. [{"code": 1562, "message": ...}]
         self.jwt_secret = os.urandom(32)
         self.lock = threading.RLock()
         self.users: dict[str, User] = {"root": User("root", root_password, "*")}
@@ -420,7 +421,15 @@ class FakeArango:
         if fault and fault.kind == "expire":
             self.expire_cursors()
         if fault and fault.kind == "delay" and fault.before:
-            time.sleep(fault.seconds)
+            # a request that waits on a cursor holds it: concurrent use answers 409/1601
+            cur = self.cursors.get((db_name, args[0])) if route in ("cursor_next", "cursor_batch") else None
+            if cur is not None:
+                cur.busy = True
+            try:
+                time.sleep(fault.seconds)
+            finally:
+                if cur is not None:
+                    cur.busy = False
         limit = headers.get("x-arango-queue-time-seconds")
         if limit is not None:
             try:
@@ -625,7 +634,7 @@ class FakeArango:
             results = ResultSet.of([total - start])
             stats["scannedIndex"] = total - start
         stats["executionTime"] = time.perf_counter() - t0
-        extra = {"warnings": [], "stats": stats}
+        extra = {"warnings": [dict(w) for w in self.query_warnings], "stats": stats}
         cursor = Cursor(str(next(self._ticks) * 1000 + 7), db.name, results, int(batch_size), float(ttl),
                         allow_retry, results.length if want_count else None, stream, extra)
         body_out = self._next_batch(cursor, first=True)
