@@ -289,6 +289,16 @@ def test_unreachable_port_gives_up_after_retries(caplog):
     assert len([r for r in caplog.records if "attempt" in r.getMessage()]) == 2
 
 
+def test_connect_retries_overload_then_succeeds_or_gives_up(arango_server):
+    arango_server.fail(2, routes=["collection_list", "open_auth"])
+    assert make_source(arango_server).collections() == []
+    arango_server.fail(2, routes=["open_auth"])
+    assert make_source(arango_server, auth="jwt").collections() == []
+    arango_server.fail(10, routes=["open_auth"])
+    msg = _one_line_permanent(lambda: make_source(arango_server, auth="jwt", retry_attempts=2))
+    assert "503" in msg and "2 attempts" in msg
+
+
 # ------------------------------------------------------------------ JWT
 
 

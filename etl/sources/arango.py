@@ -137,6 +137,8 @@ class ArangoSource:
             db = self._client.db(s.database, username=s.username, password=s.password.get_secret_value(),
                                  auth_method=s.auth, verify=False)
         except JWTAuthError as exc:
+            if _is_transient(exc):
+                raise  # retried by _retry
             raise self._server_error(exc, "authenticate") from None
         except JWTExpiredError as exc:  # clock skew between client and server
             raise PermanentError(f"ArangoDB at {self.safe_url}: the JWT token it issued is already expired "
@@ -144,6 +146,8 @@ class ArangoSource:
         try:
             cols = db.collections()  # GET /_api/collection: checks credentials and the database
         except ArangoServerError as exc:
+            if _is_transient(exc):
+                raise  # retried by _retry
             raise self._server_error(exc, "connect") from None
         self._db = db
         self._names = sorted(c["name"] for c in cols if not c.get("system"))
@@ -209,8 +213,9 @@ class ArangoSource:
                                  f"verify_tls in the [arango] settings)") from None
         except ArangoServerError as exc:
             if _is_transient(exc):
-                raise TransientError(f"ArangoDB at {self.safe_url}: {what} failed after {attempts} attempts: "
-                                     f"{self._describe(exc)}") from None
+                cls = PermanentError if what == "connect" else TransientError
+                raise cls(f"ArangoDB at {self.safe_url}: {what} failed after {attempts} attempts: "
+                          f"{self._describe(exc)}") from None
             raise self._server_error(exc, what) from None
         except Exception as exc:
             if _is_transient(exc):
