@@ -15,14 +15,23 @@ REPORT_SCHEMA_VERSION = 1
 
 
 def write_reports(summary: dict, reports_dir: str | Path) -> dict[str, Path]:
-    """Write <run id>.json and .md (0600: they can hold source data); return their paths."""
+    """Write <run id>.json, .md and .html (0600: they can hold source data); return their paths."""
     out = Path(reports_dir)
     out.mkdir(parents=True, exist_ok=True)
     doc = {"report_schema_version": REPORT_SCHEMA_VERSION, "etl_version": __version__,
            "operator": _operator(), **summary}
-    paths = {"json": out / f"{summary['run_id']}.json", "md": out / f"{summary['run_id']}.md"}
+    paths = {"json": out / f"{summary['run_id']}.json", "md": out / f"{summary['run_id']}.md",
+             "html": out / f"{summary['run_id']}.html"}
     _write_private(paths["json"], json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
     _write_private(paths["md"], render_markdown(doc))
+    try:  # the page is a convenience: a bug in it must not cost the run its json and md reports
+        from etl.report_html import render_html
+
+        _write_private(paths["html"], render_html(doc))
+    except Exception as exc:  # noqa: BLE001
+        import logging
+
+        logging.getLogger("etl.report").warning("could not write %s: %s", paths.pop("html"), exc)
     return paths
 
 
