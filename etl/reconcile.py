@@ -37,8 +37,10 @@ column and, inside parsed_data/metadata, the JSON paths (parsed_data.work_experi
 
 Edges. Each job_research edge (kind = edge in the mapping) is expected in its research row's
 metadata.edges[<edge key>] (equal to the edge document) and that row's job_id equal to the
-edge's _from (the last edge read wins when several point at one row, as the loader applies
-them). Same buckets (by the research row id), same drill-down.
+edge's _from. When several edges point at one row, the last one read is expected to have set
+job_id; the loader applies them per batch, the greatest key winning within one batch, so the
+two can disagree only for several edges to one row inside one batch in descending key order.
+Same buckets (by the research row id), same drill-down.
 
 Sampling. `sample=P` checks only the keys whose id falls in a random P% of the buckets
 (random.Random(seed); the seed is in the report); documents outside them are not transformed.
@@ -835,13 +837,13 @@ class Reconciliation:
             counts[b] += 1
             sums[b] += digest(_link_obj(target_id, job_id))
 
-        join, params = self._range_join(self.sampled)
+        join, params = _bucket_join(self.sampled)
         items_sql = _edge_items_sql(table)
         srv = {}
         n_loaded = 0
         for b, kind, n, s in self.conn.execute(
-                f"select b, kind, count(*), sum({digest_sql('cmp')}) from ({items_sql}) t{join}"
-                f" group by b, kind", params):
+                f"select t.b, kind, count(*), sum({digest_sql('cmp')}) from ({items_sql}) t{join}"
+                f" group by t.b, kind", params):
             c0, s0 = srv.get(b, (0, 0))
             srv[b] = (c0 + n, s0 + int(s))
             if kind == "edge":
@@ -857,7 +859,7 @@ class Reconciliation:
             for target_id, (job_id, key) in links.items():
                 if bucket_of(target_id) in bad:
                     expected[("link", target_id)] = (key, _link_obj(target_id, job_id))
-            join, params = self._range_join(bad)
+            join, params = _bucket_join(bad)
             stored: dict[tuple, tuple[str, str]] = {}
             for kind, rid, ekey, rkey, cmp in self.conn.execute(
                     f"select kind, id::text, edge_key, arango_key, cmp from ({items_sql}) t{join}", params):
@@ -892,6 +894,13 @@ class Reconciliation:
                                          else f"{table}.{spec.sets} set by an edge"})
                     tc.extra += 1
         tc.matched = tc.source_rows - tc.missing - tc.differing
+
+
+def _bucket_join(buckets) -> tuple[str, list]:
+    """A hash join on the bucket number, for a derived table (no index on a range to use)."""
+    if buckets is None:
+        return "", []
+    return " join unnest(%s::int[]) sb(b) on sb.b = t.b", [sorted(buckets)]
 
 
 def _edge_obj(key: str, target_id: str, edge: dict) -> dict:
