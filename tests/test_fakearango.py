@@ -26,11 +26,9 @@ from arango.http import DefaultHTTPClient
 from arango.request import Request
 
 from tests.fakearango import FakeArango
-from tests.fakearango.fixtures import (  # noqa: F401  (fixtures)
+from tests.fakearango.fixtures import (  # fixtures come from the plugin registered in conftest.py
     DATABASE,
     ROOT_PASSWORD,
-    arango_server,
-    arango_server_bytewise,
     client_db,
     seed,
 )

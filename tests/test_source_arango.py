@@ -13,11 +13,9 @@ from etl.sources.arango import COUNT_AFTER_QUERY, KEYSET_QUERY, ArangoSource
 from etl.sources.base import Batch, CollectionInfo, Source
 from tests.fakearango import FakeArango
 from tests.fakearango.collation import COLLATIONS
-from tests.fakearango.fixtures import (  # noqa: F401  (fixtures)
+from tests.fakearango.fixtures import (  # fixtures come from the plugin registered in conftest.py
     DATABASE,
     ROOT_PASSWORD,
-    arango_server,
-    arango_server_bytewise,
     arango_settings,
     seed,
 )
