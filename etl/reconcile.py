@@ -461,11 +461,12 @@ class Reconciliation:
             raise
         finally:
             summary.finished_at = _now()
-            try:
-                self.report_paths = write_reports(summary.asdict(), self.settings.migrate.reports_dir)
-            except OSError as exc:  # the database record still gets written
-                log.warning("could not write the reconcile report: %s", exc)
-                self.report_paths = None
+            self.report_paths = None
+            if summary.collections or summary.state == "finished":  # not for a usage error
+                try:
+                    self.report_paths = write_reports(summary.asdict(), self.settings.migrate.reports_dir)
+                except OSError as exc:  # the database record still gets written
+                    log.warning("could not write the reconcile report: %s", exc)
             self._finish(summary)
             source.close()
         return summary
