@@ -99,10 +99,11 @@ class Collection:
                     return skey(gen.key(i))
 
             return None, _Keys()
-        if collation not in self._order:
+        cached = self._order.get(collation)
+        if cached is None or len(cached[0]) != len(self.docs):  # also catches tests adding to .docs directly
             keys = sorted(self.docs, key=skey)
-            self._order[collation] = (keys, [skey(k) for k in keys])
-        return self._order[collation]
+            cached = self._order[collation] = (keys, [skey(k) for k in keys])
+        return cached
 
     def start_index(self, last: Any, collation: str) -> int:
         """Index of the first key > last in this collation (AQL type order for non-strings)."""
