@@ -25,6 +25,8 @@
 -- functions).
 --
 -- Decisions:
+--  * jsonb_merge_deep is plpgsql because it recurses (a SQL body cannot name itself before it
+--    exists); everything else that can be is LANGUAGE sql, and immutable where it reads no table.
 --  * The full-text functions live here, not in 005, so that search_documents compiles when
 --    004 is applied; 005 builds the GIN indexes over exactly these expressions:
 --    resume_search_vector(parsed_data) and job_search_vector(title, company, parsed_data).
