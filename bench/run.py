@@ -126,10 +126,18 @@ def render_final_rows(ds, dsn: str, work: Path) -> dict[str, tuple[Path, list[st
             cols = [c for (c,) in conn.execute(
                 "select attname from pg_attribute where attrelid = %s::regclass and attnum > 0"
                 " and not attisdropped order by attnum", (table,))]
+            # the final rows carry the column defaults the merge core applies to NULLs
+            defaults = {}
+            for col, expr in conn.execute(
+                    "select column_name, column_default from information_schema.columns"
+                    " where table_name = %s and column_default is not null", (table,)):
+                if col != "id":
+                    defaults[col] = conn.execute(f"select ({expr})::text").fetchone()[0]
             path = work / f"{table}.copy"
             with path.open("w", encoding="utf-8") as fh:
                 for r in rows[dt]:
-                    fh.write("\t".join(copy_text(r.get(c)) for c in cols) + "\n")
+                    fh.write("\t".join(copy_text(r.get(c)) if r.get(c) is not None or c not in defaults
+                                       else copy_text(defaults[c]) for c in cols) + "\n")
             files[table] = (path, cols)
     return files
 
@@ -145,8 +153,10 @@ def measure_limit(dsn: str, files) -> dict:
     script = "\n".join(f"\\copy {table} ({', '.join(cols)}) from '{path}'"
                        for table, (path, cols) in files.items())
     t0 = time.perf_counter()
-    subprocess.run([psql_bin(), dsn, "-v", "ON_ERROR_STOP=1", "-q", "-c", "set synchronous_commit=off", "-f", "-"],
-                   input=script, text=True, check=True, capture_output=True)
+    proc = subprocess.run([psql_bin(), dsn, "-v", "ON_ERROR_STOP=1", "-q", "-c", "set synchronous_commit=off", "-f", "-"],
+                          input=script, text=True, capture_output=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"psql \\copy failed: {proc.stderr[-2000:]}")
     return {"seconds": time.perf_counter() - t0}
 
 
@@ -164,7 +174,7 @@ def measure_naive(dsn: str, dump: Path, max_docs: int) -> dict:
                     if not isinstance(out, Row):
                         continue
                     v = out.values
-                    cols = list(v)
+                    cols = [c for c in v if v[c] is not None]  # the table defaults fill the rest
                     vals = [jsonutil.dumps_str(v[c]) if c in ("parsed_data", "metadata") else v[c] for c in cols]
                     conn.execute(
                         f"insert into {TABLE[out.document_type]} ({', '.join(cols)}) values "
