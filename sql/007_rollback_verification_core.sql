@@ -27,6 +27,8 @@
 --  * In the merge core a NULL in a column that has a table default means "the source has no
 --    value": on insert the default applies (filename 'unknown'), on update the stored value is
 --    kept. Columns without a default take the staged value, NULL included.
+--  * etl_merge_stage() also returns (id, 'superseded') for an earlier copy of an id staged twice
+--    in one batch (the last copy is merged); design.md's actions are otherwise unchanged.
 --  * migrate_arango_document(): p_user_id, when not null, is the row's user_id (it overrides
 --    a user_id inside a canonical object); the run id is the session's etl.run_id when set.
 --
@@ -202,6 +204,13 @@ BEGIN
     IF coalesce(p_run_id, '') <> '' THEN
         PERFORM set_config('etl.run_id', p_run_id, true);  -- audit triggers: action 'migrate' + run id
     END IF;
+
+    -- 0. One row per id: a document staged twice (a repeated dump line) would make the upsert
+    --    fail with "cannot affect row a second time". The last staged copy wins, as in ArangoDB;
+    --    the earlier ones are reported as 'superseded'.
+    RETURN QUERY EXECUTE format(
+        'DELETE FROM %s s USING %s later WHERE later.id = s.id AND later.ctid > s.ctid
+         RETURNING s.id, ''superseded''::text', v_stage, v_stage);
 
     -- 1. Null references whose target row does not exist; report them.
     FOR r IN

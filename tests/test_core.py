@@ -237,3 +237,11 @@ def test_link_edges_links_once_and_survives_a_remerge(schema_db):
         assert merge(conn, "research", [research]) == []
         job_id, edges = conn.execute("SELECT job_id::text, metadata -> 'edges' FROM research_results").fetchone()
         assert job_id == job["id"] and edges == {"e1": {"_key": "e1", "relationship": "has_research"}}
+
+
+def test_merge_same_id_staged_twice_last_copy_wins(schema_db):
+    first, last = values("job", title="first"), values("job", title="last")
+    with psycopg.connect(schema_db) as conn:
+        jid = uuid.UUID(first["id"])
+        assert merge(conn, "job", [first, last]) == [(jid, "inserted"), (jid, "superseded")]
+        assert conn.execute("SELECT title FROM job_documents").fetchall() == [("last",)]
