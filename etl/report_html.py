@@ -191,14 +191,15 @@ def _verdict(doc: dict, classes: list[str]) -> str:
     if doc.get("error") or state in ("failed", "interrupted", "running"):
         cls, head = "bad", f"Run {e(state or 'did not finish')}"
     elif bad:
-        cls, head = "bad", f"{bad} of {len(classes)} collection{'s' if len(classes) != 1 else ''} need attention"
+        cls, head = "bad", (f"{bad} of {len(classes)} collection{'s' if len(classes) != 1 else ''} "
+                            f"need{'s' if bad == 1 else ''} attention")
     elif not ok:
         cls, head = "none", "Nothing was migrated"
     else:
         cls = "ok"
         head = ("Everything matches" if str(doc.get("command")) == "reconcile"
                 else "All counts balance")
-    parts = [f"{ok} ok", f"{bad} need attention"] + ([f"{none} not migrated"] if none else [])
+    parts = [f"{ok} ok", f"{bad} need{'s' if bad == 1 else ''} attention"] + ([f"{none} not migrated"] if none else [])
     mark = {"ok": "✓", "bad": "✗", "none": "–"}[cls]
     return (f'<div class="verdict st-{cls}"><span class="mark">{mark}</span><div><strong>{head}</strong>'
             f'<span>{e(", ".join(parts))}</span></div></div>')
@@ -217,8 +218,8 @@ def _overview(cols: list[dict], classes: list[tuple[str, str, str]]) -> str:
                         for k, _lbl in keys)
         rows.append(f'<tr><td><a href="#c{i}">{e(c.get("collection"))}</a></td>'
                     f'<td><span class="pill st-{cls}">{e(label)}</span></td>{cells}<td>{check}</td></tr>')
-    return (f'<table class="overview"><thead><tr><th>collection</th><th>status</th>{head}'
-            f'<th>source = loaded + rejected + unmapped</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
+    return (f'<div class="scroll"><table class="overview"><thead><tr><th>collection</th><th>status</th>{head}'
+            f'<th>source = loaded + rejected + unmapped</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
 
 
 def _tiles(cc: dict[str, int], c: dict) -> str:
@@ -245,6 +246,8 @@ def _equation(c: dict, cc: dict[str, int], cls: str) -> str:
 
 def _timing(c: dict) -> str:
     bits = []
+    if not c.get("batches") and not c.get("docs_per_second"):
+        return ""
     if c.get("batches") is not None:
         bits.append(f"{num(c.get('batches'))} batches")
     if c.get("seconds") is not None:
@@ -276,14 +279,17 @@ def _rejects(c: dict) -> str:
                 items.append((r.get("reason"), _int(r.get("count")), list(r.get("examples") or [])))
     if not items:
         return ""
+    with_examples = any(examples for _r, _n, examples in items)
     rows = []
     for reason, n, examples in items:
         ex = "".join(f"<li><code>{e(x)}</code></li>" for x in examples[:INLINE_ITEMS])
-        rows.append(f'<tr><td><code>{e(reason)}</code></td><td class="n">{n:,}</td>'
-                    f'<td>{"<ul class=ex>" + ex + "</ul>" if ex else "<span class=muted>–</span>"}</td></tr>')
+        cell = ("<td><ul class=ex>" + ex + "</ul></td>" if ex else "<td><span class=muted>–</span></td>"
+                ) if with_examples else ""
+        rows.append(f'<tr><td><code>{e(reason)}</code></td><td class="n">{n:,}</td>{cell}</tr>')
+    head = "<th>examples</th>" if with_examples else ""
     return ('<h3>Rejects by reason <small>whole documents are in etl_rejects</small></h3>'
-            '<table class="list"><thead><tr><th>reason</th><th class="n">count</th><th>examples</th></tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table>')
+            f'<table class="list{"" if with_examples else " narrow"}"><thead><tr><th>reason</th>'
+            f'<th class="n">count</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
 
 
 def _unmapped(c: dict) -> str:
@@ -352,8 +358,9 @@ def _differences_html(c: dict) -> str:
                     cells.append(f"<td>{e(v) if v is not None else '–'}</td>")
             rows.append("<tr>" + "".join(cells) + "</tr>")
         head = "".join(f"<th>{e(lbl)}</th>" for _k, lbl in cols)
-        out.append(f'<h3 class="diff">{e(title)}: {len(items):,} <small>{e(hint)}</small></h3>'
-                   f'<table class="list diff"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+        shown_note = f", the first {INLINE_ITEMS} below" if len(items) > INLINE_ITEMS else ""
+        out.append(f'<h3 class="diff">{e(title)}: {len(items):,} <small>{e(hint)}{shown_note}</small></h3>'
+                   f'<div class="scroll"><table class="list diff"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
                    + (f'<p class="more">… and {len(items) - INLINE_ITEMS:,} more {e(name)} key(s), '
                       f'all listed in the .json report</p>' if len(items) > INLINE_ITEMS else ""))
     return "".join(out)
@@ -371,8 +378,8 @@ def _by_type(c: dict) -> str:
     rows = "".join(f'<tr><td>{e(t)}</td>' + "".join(
         f'<td class="n{" warn" if k in ATTENTION and _int(v.get(k)) else ""}">{num(v.get(k))}</td>' for k in keys)
         + "</tr>" for t, v in bt.items() if isinstance(v, dict))
-    return ('<h3>By document type</h3><table class="list"><thead><tr><th>document type</th>'
-            f'{head}</tr></thead><tbody>{rows}</tbody></table>')
+    return ('<h3>By document type</h3><div class="scroll"><table class="list"><thead><tr><th>document type</th>'
+            f'{head}</tr></thead><tbody>{rows}</tbody></table></div>')
 
 
 def _coverage(c: dict) -> str:
@@ -416,14 +423,20 @@ def _collection(i: int, c: dict, cls: str, label: str, note: str) -> str:
 # -- throughput chart -------------------------------------------------------------------------
 
 def _nice(x: float) -> float:
-    """The smallest 1, 2, 2.5 or 5 times a power of ten that is >= x."""
+    """The smallest round number (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8 times a power of ten) >= x."""
     if x <= 0:
         return 1.0
     p = 10 ** math.floor(math.log10(x))
-    for m in (1, 2, 2.5, 5, 10):
+    for m in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
         if m * p >= x:
             return m * p
     return 10 * p
+
+
+def _nice_step(x: float) -> float:
+    """A 1, 2 or 5 times a power of ten step >= x, for the batch axis."""
+    p = 10 ** math.floor(math.log10(x)) if x > 0 else 1
+    return next(m * p for m in (1, 2, 5, 10) if m * p >= x)
 
 
 def throughput_svg(cols: list[dict]) -> str:
@@ -456,7 +469,7 @@ def throughput_svg(cols: list[dict]) -> str:
         y = Y(v)
         out.append(f'<line x1="{L}" x2="{L + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e3e7ec"/>'
                    f'<text x="{L - 8}" y="{y + 4:.1f}" text-anchor="end" class="tick">{num(_tick(v))}</text>')
-    xstep = max(1, int(_nice(n / 10)))
+    xstep = max(1, int(_nice_step(n / 10)))
     for i in range(0, n + 1, xstep):   # x ticks
         if i == 0:
             continue
@@ -482,6 +495,16 @@ def throughput_svg(cols: list[dict]) -> str:
             pts = " ".join(f"{X(i):.1f},{Y(rate):.1f}" for i, c2, _q, _d, _s, rate in series
                            if c2 == ci and rate is not None)
             out.append(f'<polyline points="{pts}" fill="none" stroke="{color[ci]}" stroke-width="1.6"/>')
+    medians = {}
+    for ci, name in names:   # the median of each collection, across its span
+        xs = [i for i, c2, *_r in series if c2 == ci]
+        rs = sorted(r for _i, c2, _q, _d, _s, r in series if c2 == ci and r is not None)
+        if not rs:
+            continue
+        medians[ci] = med = (rs[(len(rs) - 1) // 2] + rs[len(rs) // 2]) / 2
+        out.append(f'<line x1="{L + (xs[0] - 1) * step:.1f}" x2="{L + xs[-1] * step:.1f}" y1="{Y(med):.1f}" '
+                   f'y2="{Y(med):.1f}" stroke="#1f2933" stroke-width="1.5" stroke-dasharray="6 3" opacity=".75">'
+                   f'<title>{e(name)}: median {num(med)} docs/s</title></line>')
     out.append(f'<line x1="{L}" x2="{L + pw}" y1="{T + ph}" y2="{T + ph}" stroke="#5b6675"/>'
                f'<line x1="{L}" x2="{L}" y1="{T}" y2="{T + ph}" stroke="#5b6675"/>')
     out.append(f'<text x="{L + pw / 2:.0f}" y="{H - 8}" text-anchor="middle" class="axis">'
@@ -490,7 +513,10 @@ def throughput_svg(cols: list[dict]) -> str:
                f'documents / second</text></svg>')
     legend = "".join(
         f'<span><i style="background:{color[ci]}"></i>{e(name)} '
-        f'<small>{sum(1 for s in series if s[1] == ci):,} batches</small></span>' for ci, name in names)
+        f'<small>{sum(1 for s in series if s[1] == ci):,} batches'
+        + (f", median {medians[ci]:,.0f} docs/s" if ci in medians else "") + "</small></span>"
+        for ci, name in names)
+    legend += '<span><i class="median"></i><small>median per collection</small></span>'
     total_docs = sum(s[3] for s in series)
     total_secs = sum(s[4] or 0 for s in series)
     overall = f"{total_docs / total_secs:,.0f} docs/s overall" if total_secs else ""
@@ -563,20 +589,37 @@ ul.ex{margin:0;padding-left:16px}
 .chip i{font-style:normal;color:var(--muted)}
 h3.diff{color:var(--bad)}
 table.narrow{width:auto;min-width:320px}
+table.diff td{padding:3px 9px}
 .keys{line-height:1.9}.keys code{background:#f1f3f6;padding:1px 5px;border-radius:3px}
 .more{color:var(--muted);font-style:italic}
 td.paths code{font-size:11.5px}
 .legend{display:flex;flex-wrap:wrap;gap:6px 18px;margin:10px 0 4px;font-size:13px}
 .legend i{display:inline-block;width:12px;height:12px;border-radius:2px;margin-right:6px;vertical-align:-1px}
 .legend small{color:var(--muted)}
+.legend i.median{background:none;border-top:2px dashed #1f2933;height:0;width:18px;vertical-align:3px}
 svg.chart{width:100%;height:auto;display:block}
 svg .tick{font-size:11px;fill:#5f6b7a}
 svg .axis{font-size:12.5px;fill:#1f2933;font-weight:600}
 footer{color:var(--muted);font-size:12px;text-align:center}
-@media (max-width:760px){.coll-head{flex-direction:column;align-items:stretch}.big{min-width:0}}
+.scroll{overflow-x:auto}
+.overview th:last-child{min-width:150px}
+@media screen and (max-width:760px){.coll-head{flex-direction:column;align-items:stretch}.big{min-width:0}}
 @media print{
  *{-webkit-print-color-adjust:exact;print-color-adjust:exact}
- body{background:#fff;font-size:11.5px}
+ body{background:#fff;font-size:10.5px}
+ th,td{padding:3px 5px}
+ th{font-size:9.5px}
+ code{font-size:10px}
+ .overview th:last-child{min-width:0}
+ .overview td,.overview th{padding:3px 3px;font-size:9.5px}
+ .pill{font-size:8.5px;padding:1px 5px}
+ .meta{grid-template-columns:repeat(4,1fr);gap:4px 12px}
+ .meta dt{font-size:9px}.chip{font-size:9.5px}.legend{font-size:10.5px}.verdict strong{font-size:15px}
+ .scroll{overflow:visible}
+ .big{min-width:130px;font-size:16px;padding:8px 10px}
+ .tiles{grid-template-columns:repeat(auto-fill,minmax(80px,1fr));gap:5px}
+ .tile{padding:4px 6px}.tile b{font-size:14px}
+ h1{font-size:18px}h2{font-size:15px}h3{font-size:12.5px;margin:12px 0 5px}
  main{max-width:none;padding:0}
  header.top,.panel,.coll{border-radius:0;box-shadow:none;margin-bottom:10px;padding:10px 12px}
  .panel,.coll-head,.tiles,tr,.verdict{break-inside:avoid}

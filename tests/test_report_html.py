@@ -166,7 +166,7 @@ def test_migrate_page_statuses_counts_and_sections():
     assert 'class="coll st-bad" id="c2"' in page and 'class="coll st-none" id="c3"' in page
     assert "UNBALANCED" in _section(page, 2) and "off by 40" in _section(page, 2)
     assert "UNMAPPED" in _section(page, 3)
-    assert "1 of 4 collections need attention" in page
+    assert "1 of 4 collections needs attention" in page
     # counts and the balance check
     resumes = _section(page, 0)
     for figure in ("12,000", "11,200", "300", "450", "11,950", "50"):
@@ -189,7 +189,8 @@ def test_migrate_page_throughput_chart():
     bars = re.findall(r"<rect [^>]*><title>", svg)
     assert len(bars) == 50  # one bar per batch, across the 3 collections that have batches
     assert "batch (in run order, across collections)" in svg and "documents / second" in svg
-    assert svg.count("stroke-dasharray") == 2  # boundaries between the 3 collections
+    assert svg.count('stroke-dasharray="3 3"') == 2  # boundaries between the 3 collections
+    assert svg.count("median") == 3  # a median line per collection
     # three colours, and a legend naming each collection
     assert len(set(re.findall(r'<rect [^>]*fill="(#[0-9a-f]{6})"><title>', svg))) == 3
     legend = page[page.index('class="legend"'):page.index("<svg")]
