@@ -185,6 +185,10 @@ def _state_class(state: Any) -> str:
     return {"finished": "ok", "running": "run", "failed": "bad", "interrupted": "bad"}.get(s, "other")
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "es" if word.endswith("ch") else "s")
+
+
 def _verdict(doc: dict, classes: list[str]) -> str:
     bad, none, ok = classes.count("bad"), classes.count("none"), classes.count("ok")
     state = str(doc.get("state") or "").lower()
@@ -199,6 +203,9 @@ def _verdict(doc: dict, classes: list[str]) -> str:
         cls = "ok"
         head = ("Everything matches" if str(doc.get("command")) == "reconcile"
                 else "All counts balance")
+        rejected = sum(_counts(c).get("rejected", 0) for c in doc.get("collections") or [] if isinstance(c, dict))
+        if rejected:
+            head += f" · {_plural(rejected, 'document')} rejected (see below)"
     parts = [f"{ok} ok", f"{bad} need{'s' if bad == 1 else ''} attention"] + ([f"{none} not migrated"] if none else [])
     mark = {"ok": "✓", "bad": "✗", "none": "–"}[cls]
     return (f'<div class="verdict st-{cls}"><span class="mark">{mark}</span><div><strong>{head}</strong>'
@@ -249,7 +256,7 @@ def _timing(c: dict) -> str:
     if not c.get("batches") and not c.get("docs_per_second"):
         return ""
     if c.get("batches") is not None:
-        bits.append(f"{num(c.get('batches'))} batches")
+        bits.append(_plural(_int(c.get("batches")), "batch"))
     if c.get("seconds") is not None:
         bits.append(e(_duration(_float(c.get("seconds")))))
     if c.get("docs_per_second") is not None:
@@ -482,7 +489,7 @@ def throughput_svg(cols: list[dict]) -> str:
             out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{T}" y2="{T + ph}" stroke="#9aa4b1" stroke-dasharray="3 3"/>')
         prev = ci
     if n <= 240:
-        bw = max(step * 0.78, 0.6)
+        bw = min(max(step * 0.78, 0.6), 44.0)
         for i, ci, seq, docs, secs, rate in series:
             if rate is None:
                 continue
@@ -513,14 +520,14 @@ def throughput_svg(cols: list[dict]) -> str:
                f'documents / second</text></svg>')
     legend = "".join(
         f'<span><i style="background:{color[ci]}"></i>{e(name)} '
-        f'<small>{sum(1 for s in series if s[1] == ci):,} batches'
+        f'<small>{_plural(sum(1 for s in series if s[1] == ci), "batch")}'
         + (f", median {medians[ci]:,.0f} docs/s" if ci in medians else "") + "</small></span>"
         for ci, name in names)
     legend += '<span><i class="median"></i><small>median per collection</small></span>'
     total_docs = sum(s[3] for s in series)
     total_secs = sum(s[4] or 0 for s in series)
     overall = f"{total_docs / total_secs:,.0f} docs/s overall" if total_secs else ""
-    return (f'<section class="panel"><h2>Throughput per batch <small>{n:,} batches · {num(int(total_docs))} docs · '
+    return (f'<section class="panel"><h2>Throughput per batch <small>{_plural(n, "batch")} · {num(int(total_docs))} docs · '
             f'{e(_duration(total_secs))} in batches{" · " + overall if overall else ""}</small></h2>'
             f'<div class="legend">{legend}</div>{"".join(out)}</section>')
 
