@@ -123,6 +123,19 @@ CREATE TABLE IF NOT EXISTS etl_rejects (
 );
 CREATE INDEX IF NOT EXISTS idx_etl_rejects_run ON etl_rejects (run_id, collection);
 
+-- A database made before 'unmapped' joined the stages has the narrower check: widen it.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = 'etl_rejects'::regclass
+                   AND conname = 'etl_rejects_stage_check'
+                   AND pg_get_constraintdef(oid) LIKE '%unmapped%') THEN
+        ALTER TABLE etl_rejects DROP CONSTRAINT IF EXISTS etl_rejects_stage_check;
+        ALTER TABLE etl_rejects ADD CONSTRAINT etl_rejects_stage_check
+            CHECK (stage IN ('transform', 'load', 'link', 'unmapped'));
+    END IF;
+END
+$$;
+
 -- ---------------------------------------------------------------------------- set-based core
 
 CREATE OR REPLACE FUNCTION etl_document_table(p_document_type text) RETURNS regclass
