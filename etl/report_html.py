@@ -134,7 +134,8 @@ def classify(c: dict) -> tuple[str, str, str]:
     if status == "interrupted":
         return "bad", "INTERRUPTED", "stopped at a batch boundary; continue with etl migrate --resume"
     if not balanced:
-        return "bad", "UNBALANCED", f"{label} {base:,} ≠ loaded + rejected + unmapped {total:,}"
+        also = f"; {diffs:,} missing, extra or differing row(s)" if diffs else ""
+        return "bad", "UNBALANCED", f"{label} {base:,} ≠ loaded + rejected + unmapped {total:,}{also}"
     if diffs or status == "differences":
         return "bad", "DIFFERENCES", f"{diffs:,} missing, extra or differing row(s)"
     note = "counts balance"
