@@ -1042,7 +1042,8 @@ def render_markdown(doc: dict) -> str:
 
 
 def write_reports(summary: dict, reports_dir: str | Path) -> dict[str, Path]:
-    """reports/<run id>.json and .md, private (they can hold source keys)."""
+    """reports/<run id>.json, .md and .html, private (they hold source keys); etl.report's
+    writer with this module's markdown (etl.report.render_markdown is migrate's)."""
     import json
 
     from etl import __version__
@@ -1055,4 +1056,11 @@ def write_reports(summary: dict, reports_dir: str | Path) -> dict[str, Path]:
     paths = {"json": out / f"{summary['run_id']}.json", "md": out / f"{summary['run_id']}.md"}
     _write_private(paths["json"], json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
     _write_private(paths["md"], render_markdown(doc))
+    try:  # as etl.report: the page is a convenience, its failure must not cost the json and md
+        from etl.report_html import render_html
+
+        paths["html"] = out / f"{summary['run_id']}.html"
+        _write_private(paths["html"], render_html(doc))
+    except Exception as exc:  # noqa: BLE001
+        log.warning("could not write %s: %s", paths.pop("html", None), exc)
     return paths

@@ -167,8 +167,9 @@ def test_every_kind_of_damage_is_found_and_named(schema_db, tmp_path, dataset):
              " where action = 'reconcile' and run_id = %s and document_id <> %s", summary.run_id, NIL_UUID)
     assert len(rows) == 9
     assert ("resume", ghost_id) in {(r[0], r[1]) for r in rows}
-    md = (tmp_path / "reports" / f"{summary.run_id}.md").read_text()
-    assert "parsed_data.work_experience[0].company" in md and r_del in md
+    for ext in ("md", "html"):
+        text = (tmp_path / "reports" / f"{summary.run_id}.{ext}").read_text()
+        assert "parsed_data.work_experience[0].company" in text and r_del in text, ext
 
 
 def test_edge_damage_is_found(schema_db, tmp_path, dataset):
