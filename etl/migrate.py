@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Iterator
 import psycopg
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from etl import pg, state
+from etl import indexes, pg, state
 from etl.errors import EtlError, Interrupted, PermanentError, is_transient
 from etl.load import Loader
 from etl.mapping import load_mapping
@@ -98,6 +98,7 @@ class RunSummary:
     collections: list[CollectionResult]
     estimated_seconds: float | None = None
     error: str | None = None
+    index_builds: list[dict] = field(default_factory=list)
 
     @property
     def has_findings(self) -> bool:
@@ -110,7 +111,7 @@ class RunSummary:
             "source": self.source, "target": self.target, "schema_version": self.schema_version,
             "server_version": self.server_version, "mapping_version": self.mapping_version,
             "batch_size": self.batch_size, "estimated_seconds": self.estimated_seconds,
-            "error": self.error,
+            "error": self.error, "index_builds": self.index_builds,
             "collections": [c.asdict() for c in self.collections],
         }
 
@@ -227,12 +228,17 @@ class Migration:
                 state.start_run(conn, run_id, "migrate", source=source.description, target=summary.target,
                                 options=self._options(names))
                 conn.commit()
+            tables = self._target_tables(names)
             if self.dry_run:
+                # everything, index drops and builds included, inside one transaction rolled back
                 with conn.transaction():
+                    self._deferred = self._defer_indexes(conn, tables)
                     self._run_collections(conn, source, names, checkpoints, summary)
-                    conn.execute("select 1")  # keep the transaction open until here
+                    indexes.rebuild(conn)
                     raise psycopg.Rollback()
             else:
+                indexes.rebuild(conn)  # what a crashed run left behind, before anything else
+                self._deferred = self._defer_indexes(conn, tables)
                 self._run_collections(conn, source, names, checkpoints, summary)
             summary.state = "finished"
         except Interrupted:
@@ -247,6 +253,7 @@ class Migration:
             summary.error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
+            conn = self._rebuild_indexes(conn, summary)
             summary.finished_at = _now()
             if self.dry_run:
                 total_rate = _rate(summary)
@@ -262,6 +269,23 @@ class Migration:
             if lock_conn is not None:
                 lock_conn.close()
         return summary
+
+    def _rebuild_indexes(self, conn, summary: RunSummary):
+        """Finished, failed or interrupted: the deferred indexes come back now (after a crash,
+        at the start of the next run). Returns the connection to go on with."""
+        if self.dry_run:
+            return conn
+        conn = getattr(self, "_conn", conn)
+        try:
+            if conn.broken or conn.closed:
+                conn = self._connect()
+            conn.rollback()
+            built = indexes.rebuild(conn)
+            summary.index_builds = [{"index": n, "seconds": round(t, 3)} for n, t in built]
+        except psycopg.Error as exc:
+            log.error("could not build the deferred indexes (etl_deferred_indexes keeps them; the next "
+                      "etl migrate builds them): %s", exc)
+        return conn
 
     def _finish(self, conn, summary: RunSummary) -> None:
         if self.dry_run:
@@ -279,6 +303,20 @@ class Migration:
             log.warning("could not record the end of run %s: %s", summary.run_id, exc)
         finally:
             conn.close()
+
+    def _target_tables(self, names: list[str]) -> list[str]:
+        tables = []
+        for name in names:
+            cm = self.mapping.for_collection(name)
+            for target in (cm.targets() if cm is not None else []):
+                if target.table not in tables:
+                    tables.append(target.table)
+        return tables
+
+    def _defer_indexes(self, conn, tables: list[str]) -> list[str]:
+        if not self.settings.migrate.defer_indexes:
+            return []
+        return indexes.defer(conn, self.run_id, tables)
 
     def _run_identity(self, conn) -> tuple[str, dict[str, Checkpoint]]:
         if not self.resume:

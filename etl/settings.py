@@ -55,6 +55,9 @@ class MigrateSettings(_Strict):
     batch_size: int = Field(5000, ge=1, le=1_000_000)
     mapping: str = str(DEFAULT_MAPPING_FILE)
     reports_dir: str = "reports"
+    # Drop the secondary indexes of EMPTY target tables for the load and build them once at the
+    # end (etl/indexes.py). Turn off when the application is already reading the target tables.
+    defer_indexes: bool = True
 
 
 class Settings(_Strict):
@@ -79,6 +82,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "ETL_BATCH_SIZE": ("migrate", "batch_size"),
     "ETL_MAPPING": ("migrate", "mapping"),
     "ETL_REPORTS_DIR": ("migrate", "reports_dir"),
+    "ETL_DEFER_INDEXES": ("migrate", "defer_indexes"),
 }
 
 

@@ -740,7 +740,7 @@ BEGIN
         EXECUTE format('DROP FUNCTION %s', r.sig);
         RETURN NEXT format('dropped function %s', r.sig);
     END LOOP;
-    FOREACH t IN ARRAY ARRAY['etl_checkpoints', 'etl_batches', 'etl_rejects', 'etl_runs'] LOOP
+    FOREACH t IN ARRAY ARRAY['etl_checkpoints', 'etl_batches', 'etl_rejects', 'etl_runs', 'etl_deferred_indexes'] LOOP
         IF to_regclass('public.' || t) IS NOT NULL THEN
             EXECUTE format('DROP TABLE public.%I', t);
             RETURN NEXT 'dropped table ' || t;
@@ -772,3 +772,17 @@ BEGIN
     END IF;
 END
 $$;
+
+-- ---------------------------------------------------------------------------- deferred index builds
+-- etl migrate drops the non-unique secondary indexes of an EMPTY target table before a bulk
+-- load and builds them once at the end (a GIN/trigram/full-text build over the whole table is
+-- far cheaper than maintaining them row by row). Their definitions are kept here first, in the
+-- same transaction as the DROP, so a crash can never lose one: every etl migrate, and
+-- `etl migrate --resume`, rebuilds whatever this table still lists before it does anything else.
+CREATE TABLE IF NOT EXISTS etl_deferred_indexes (
+    index_name  text PRIMARY KEY,
+    table_name  text NOT NULL,
+    definition  text NOT NULL,
+    run_id      text NOT NULL,
+    deferred_at timestamptz NOT NULL DEFAULT now()
+);

@@ -58,6 +58,12 @@ def scalar(dsn, q, *args):
         return conn.execute(q, args).fetchone()[0]
 
 
+def assert_schema_intact(dsn):
+    with psycopg.connect(dsn) as conn:
+        bad = conn.execute("select * from verify_schema_integrity() where status <> 'ok'").fetchall()
+    assert bad == []
+
+
 def strip_volatile(row: dict) -> dict:
     row = dict(row)
     meta = dict(row.get("metadata") or {})
@@ -123,6 +129,9 @@ def test_migrate_all_rows_equal_their_canonical_form(schema_db, tmp_path, small_
 def test_migrate_counts_balance_and_nothing_is_lost(schema_db, tmp_path, small_dump):
     ds, path = small_dump
     summary = run(schema_db, tmp_path, f"dump:{path}", all_=True)
+    # indexes deferred for the load into empty tables were all built again
+    assert summary.index_builds and scalar(schema_db, "select count(*) from etl_deferred_indexes") == 0
+    assert_schema_intact(schema_db)
     by_name = {c.collection: c for c in summary.collections}
     for name, count in ds.counts.items():
         c = by_name[name]
@@ -143,11 +152,14 @@ def test_migrate_second_run_changes_nothing(schema_db, tmp_path, small_dump):
     _, path = small_dump
     run(schema_db, tmp_path, f"dump:{path}", all_=True)
     audit_before = scalar(schema_db, "select count(*) from document_audit_log")
+    n_indexes = scalar(schema_db, "select count(*) from pg_indexes where schemaname = 'public'")
     upd_before = scalar(schema_db, "select max(updated_at) from resume_documents")
     summary = run(schema_db, tmp_path, f"dump:{path}", all_=True)
     for c in summary.collections:
         assert c.counts.inserted == 0 and c.counts.updated == 0, c.collection
     assert scalar(schema_db, "select count(*) from document_audit_log") == audit_before
+    assert summary.index_builds == []  # the tables were not empty: nothing deferred
+    assert scalar(schema_db, "select count(*) from pg_indexes where schemaname = 'public'") == n_indexes
     assert scalar(schema_db, "select max(updated_at) from resume_documents") == upd_before
 
 
@@ -225,6 +237,8 @@ def test_migrate_killed_run_resumes_to_exact_rows(schema_db, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert scalar(schema_db, "select state from etl_runs") == "running"  # killed, not finished
+    # the indexes deferred for the bulk load are remembered, not lost
+    assert scalar(schema_db, "select count(*) from etl_deferred_indexes") > 0
     loaded_at_kill = scalar(schema_db, "select count(*) from resume_documents")
     assert 0 < loaded_at_kill < ds.counts["resumes"] or scalar(schema_db, "select count(*) from job_documents") < ds.counts["jobs"]
     done = subprocess.run(cmd[:4] + ["--resume"], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -234,6 +248,8 @@ def test_migrate_killed_run_resumes_to_exact_rows(schema_db, tmp_path):
     stored = db_rows(schema_db)
     expected_ids = {f"resumes/{d['_key']}" for d in ds["resumes"]} | {f"jobs/{d['_key']}" for d in ds["jobs"]}
     assert expected_ids <= set(stored)
+    assert scalar(schema_db, "select count(*) from etl_deferred_indexes") == 0
+    assert_schema_intact(schema_db)
     # the checkpoint of a finished collection says exactly how many documents it read
     assert scalar(schema_db, "select read from etl_checkpoints where collection = 'resumes'") == ds.counts["resumes"]
 

@@ -1,0 +1,76 @@
+"""Deferred index builds for the first bulk load into empty tables (as pgloader does).
+
+Maintaining GIN, trigram, full-text and bloom indexes row by row costs far more than building
+them once over the loaded table. When a target table is EMPTY at the start of a run, its
+non-unique secondary indexes are dropped, and built again when the run ends (finished, failed
+or interrupted). Primary keys and unique indexes stay: they enforce identity and business rules
+during the load. Each definition is written to etl_deferred_indexes in the same transaction as
+its DROP, so a crash (SIGKILL, power loss) cannot lose an index: the next `etl migrate` rebuilds
+whatever that table still lists before doing anything else.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+import psycopg
+from psycopg import sql
+
+log = logging.getLogger("etl.indexes")
+
+# Enough memory for one sort-based GIN/btree build of a few million rows; the session setting
+# only applies to the rebuilding connection.
+MAINTENANCE_WORK_MEM = "512MB"
+
+
+def defer(conn: psycopg.Connection, run_id: str, tables: list[str]) -> list[str]:
+    """Drop the secondary indexes of those tables that are empty; return the dropped names.
+    Runs in the caller's transaction (a dry run rolls it back)."""
+    dropped: list[str] = []
+    with conn.transaction():
+        for table in tables:
+            if conn.execute(sql.SQL("select exists (select 1 from {})").format(sql.Identifier(table))).fetchone()[0]:
+                continue
+            rows = conn.execute(
+                "select i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) from pg_index i"
+                " where i.indrelid = %s::regclass and not i.indisprimary and not i.indisunique"
+                " and not i.indisexclusion and i.indisvalid"
+                " and not exists (select 1 from pg_constraint c where c.conindid = i.indexrelid)",
+                (table,)).fetchall()
+            for name, definition in rows:
+                conn.execute("insert into etl_deferred_indexes (index_name, table_name, definition, run_id)"
+                             " values (%s, %s, %s, %s) on conflict (index_name) do nothing",
+                             (name, table, definition, run_id))
+                conn.execute(sql.SQL("drop index {}").format(sql.Identifier(name)))
+                dropped.append(name)
+    if dropped:
+        log.info("deferred %d index builds until the end of the load: %s", len(dropped), ", ".join(dropped))
+    return dropped
+
+
+def rebuild(conn: psycopg.Connection) -> list[tuple[str, float]]:
+    """Build every index etl_deferred_indexes lists; each build commits with the removal of its
+    row (a failure leaves the row for the next attempt). Returns (name, seconds) per index."""
+    built = []
+    with conn.transaction():  # never leave an implicit transaction open: see migrate.py
+        todo = conn.execute("select index_name, definition from etl_deferred_indexes"
+                            " order by table_name, index_name").fetchall()
+    for name, definition in todo:
+        t0 = time.perf_counter()
+        # pg_get_indexdef gives "CREATE [UNIQUE] INDEX name ON ..."; IF NOT EXISTS makes a rebuild
+        # after a crash between the build and the bookkeeping harmless.
+        statement = re.sub(r"^CREATE (UNIQUE )?INDEX ", r"CREATE \1INDEX IF NOT EXISTS ", definition, count=1)
+        with conn.transaction():
+            conn.execute(f"set local maintenance_work_mem = '{MAINTENANCE_WORK_MEM}'")
+            conn.execute(statement)
+            conn.execute("delete from etl_deferred_indexes where index_name = %s", (name,))
+        built.append((name, time.perf_counter() - t0))
+    if built:
+        log.info("built %d deferred indexes in %.1fs", len(built), sum(s for _, s in built))
+    return built
+
+
+def pending(conn: psycopg.Connection) -> list[str]:
+    with conn.transaction():
+        return [r[0] for r in conn.execute("select index_name from etl_deferred_indexes order by 1")]
