@@ -207,8 +207,11 @@ CREATE UNIQUE INDEX IF NOT EXISTS resume_documents_active_file_hash_key
     WHERE is_active AND deleted_at IS NULL AND file_hash IS NOT NULL;
 
 -- Audit: one INSERT ... SELECT per statement over the transition table.
+-- Transition tables have no statistics: the planner estimates one row each and joins OLD and
+-- NEW with a nested loop, which made an UPDATE of 2,250 rows spend 2.3 s here (n^2). With
+-- nested loops off for this function only, the join is a hash join: linear.
 CREATE OR REPLACE FUNCTION audit_document_changes() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_nestloop = off AS $$
 DECLARE
     v_type text := TG_ARGV[0];
     v_run  text := nullif(current_setting('etl.run_id', true), '');
