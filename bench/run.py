@@ -186,19 +186,30 @@ def measure_naive(dsn: str, dump: Path, max_docs: int) -> dict:
     return {"seconds": time.perf_counter() - t0, "docs": n}
 
 
+# ru_maxrss of a forked child includes what it inherited before exec. Forked from this process
+# (which holds the data set), every etl run would report the bench's own size. A small wrapper
+# process starts etl and reports its child's peak RSS instead.
+_RSS_WRAPPER = (
+    "import json, os, resource, subprocess, sys\n"
+    "rc = subprocess.run(sys.argv[1:]).returncode\n"
+    "with open(os.environ['BENCH_RUSAGE_FILE'], 'w') as fh:\n"
+    "    json.dump({'rc': rc, 'maxrss_kb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}, fh)\n"
+)
+
+
 def run_etl(args: list[str], dsn: str, work: Path, extra_env: dict | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
-    env.update({"ETL_PG_DSN": dsn, "ETL_REPORTS_DIR": str(work / "reports"), **(extra_env or {})})
+    usage_file = work / "rusage.json"
+    env.update({"ETL_PG_DSN": dsn, "ETL_REPORTS_DIR": str(work / "reports"),
+                "BENCH_RUSAGE_FILE": str(usage_file), **(extra_env or {})})
     t0 = time.perf_counter()
-    proc = subprocess.Popen([str(REPO / ".venv" / "bin" / "etl"), *args], env=env, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run([sys.executable, "-c", _RSS_WRAPPER, str(REPO / ".venv" / "bin" / "etl"), *args],
+                          env=env, cwd=REPO, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
-    code = os.waitstatus_to_exitcode(status)
-    out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
-    if code not in (0, 1):
-        raise SystemExit(f"etl {' '.join(args)} failed ({code}):\n{err[-3000:]}")
-    return {"seconds": seconds, "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "exit": code}
+    usage = json.loads(usage_file.read_text())
+    if usage["rc"] not in (0, 1):
+        raise SystemExit(f"etl {' '.join(args)} failed ({usage['rc']}):\n{proc.stderr[-3000:]}")
+    return {"seconds": seconds, "peak_rss_mb": round(usage["maxrss_kb"] / 1024, 1), "exit": usage["rc"]}
 
 
 class ArangoForBench:

@@ -34,6 +34,9 @@ class LoadOutcome:
     unchanged: int = 0
     dangling: int = 0
     rejected: list[tuple[object, str]] = field(default_factory=list)  # (row, reason)
+    # (row id, intended parent id) of references to a row of the same table that was not
+    # there yet (a parent later in the stream); relink_parents() sets them at the end
+    forward_refs: list[tuple[str, str]] = field(default_factory=list)
 
     def __iadd__(self, other: "LoadOutcome") -> "LoadOutcome":
         self.inserted += other.inserted
@@ -41,6 +44,7 @@ class LoadOutcome:
         self.unchanged += other.unchanged
         self.dangling += other.dangling
         self.rejected.extend(other.rejected)
+        self.forward_refs.extend(other.forward_refs)
         return self
 
 
@@ -125,8 +129,47 @@ class Loader:
                 out.updated += 1
             elif action.startswith("dangling"):
                 out.dangling += 1
+                if action == "dangling:parent_optimization_id":
+                    parent = next((r.values.get("parent_optimization_id") for r in rows
+                                   if str(r.values.get("id")) == str(_id)), None)
+                    if parent:
+                        out.forward_refs.append((str(_id), str(parent)))
         out.unchanged = len(rows) - out.inserted - out.updated
         return out
+
+    def relink_parents(self, table: str, refs: Sequence[tuple[str, str]]) -> int:
+        """Set parent_optimization_id where the parent arrived after its child; returns how many.
+        A link the validation refuses (another user or resume) stays null and counted dangling."""
+        if not refs:
+            return 0
+        linked = 0
+        with self.conn.transaction():
+            self.conn.execute("select set_config('etl.run_id', %s, true)", (self.run_id,))
+            for chunk in _chunks(list(refs), 1000):
+                try:
+                    with self.conn.transaction():
+                        cur = self.conn.execute(sql.SQL(
+                            "update {t} o set parent_optimization_id = v.parent"
+                            " from unnest(%s::uuid[], %s::uuid[]) as v(id, parent)"
+                            " where o.id = v.id and o.parent_optimization_id is null"
+                            " and exists (select 1 from {t} p where p.id = v.parent)").format(t=sql.Identifier(table)),
+                            ([c for c, _ in chunk], [p for _, p in chunk]))
+                        linked += cur.rowcount
+                except psycopg.Error as exc:
+                    if not row_level_error(exc):
+                        raise
+                    for child, parent in chunk:  # find the links the database refuses, keep the rest
+                        try:
+                            with self.conn.transaction():
+                                linked += self.conn.execute(sql.SQL(
+                                    "update {t} o set parent_optimization_id = %s where o.id = %s"
+                                    " and o.parent_optimization_id is null"
+                                    " and exists (select 1 from {t} p where p.id = %s)").format(
+                                        t=sql.Identifier(table)), (parent, child, parent)).rowcount
+                        except psycopg.Error as exc2:
+                            if not row_level_error(exc2):
+                                raise
+        return linked
 
     # -- edges -----------------------------------------------------------------------------
     def link_edges(self, links: Sequence) -> LinkOutcome:
@@ -165,3 +208,8 @@ def check_columns_known(conn: psycopg.Connection, document_type: str, values: di
     if unknown:
         raise PermanentError(f"mapping for {document_type} targets unknown columns {unknown}",
                              hint="fix the mapping file or apply the schema")
+
+
+def _chunks(items: list, n: int):
+    for i in range(0, len(items), n):
+        yield items[i:i + n]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ class CollectionResult:
     extra_fields: Counter = field(default_factory=Counter)
     batch_stats: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    forward_refs: dict[str, list] = field(default_factory=dict)  # document type -> [(id, parent id)]
 
     def asdict(self) -> dict:
         loaded = self.counts.loaded
@@ -387,31 +389,32 @@ class Migration:
         remaining_limit = self.limit
         batches = source.batches(name, self.batch_size, after=cp.position)
         loader = Loader(conn, self.run_id)
-        t_collection = time.perf_counter()
-        for batch in prefetch(batches):
-            docs = batch.docs
-            if remaining_limit is not None:
-                docs = docs[:remaining_limit]
-                remaining_limit -= len(docs)
-            started = datetime.now(timezone.utc)
-            t0 = time.perf_counter()
-            outcome = self._transform(transformer, name, docs, result)
-            batch_counts, conn, loader = self._commit_batch(conn, loader, name, batch, cp, outcome,
-                                                            started, t0, result)
-            seconds = time.perf_counter() - t0
-            result.counts.add(batch_counts)
-            result.batches += 1
-            result.nbytes += batch.nbytes
-            result.warnings.extend(batch.warnings)
-            result.batch_stats.append({"seq": cp.batches, "docs": len(docs), "bytes": batch.nbytes,
-                                       "seconds": round(seconds, 4)})
-            self.on_progress(name, result.counts.read, result.source_count)
-            if remaining_limit is not None and remaining_limit <= 0:
-                break
-            if self.should_stop():
-                result.status = "interrupted"
-                raise Interrupted(f"stopped after batch {cp.batches} of {name}; run {self.run_id} "
-                                  f"is resumable", hint="continue with `etl migrate --resume`")
+        t_collection = last_done = time.perf_counter()
+        # Batch N+1 is transformed here while one committer thread loads batch N: psycopg
+        # releases the GIL while PostgreSQL works. One committer keeps checkpoints in order; a
+        # transformed batch that was never submitted is simply read again on resume.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="etl-commit") as committer:
+            in_flight = None
+            for batch in prefetch(batches):
+                docs = batch.docs
+                if remaining_limit is not None:
+                    docs = docs[:remaining_limit]
+                    remaining_limit -= len(docs)
+                started = datetime.now(timezone.utc)
+                t0 = time.perf_counter()
+                outcome = self._transform(transformer, name, docs, result)
+                if in_flight is not None:
+                    conn, loader, last_done = self._absorb(in_flight, name, result, last_done)
+                    in_flight = None
+                    self._stop_if_requested(name, cp, result)
+                in_flight = (committer.submit(self._commit_batch, conn, loader, name, batch, cp, outcome,
+                                              started, t0, result), batch, len(docs))
+                if remaining_limit is not None and remaining_limit <= 0:
+                    break
+            if in_flight is not None:
+                conn, loader, last_done = self._absorb(in_flight, name, result, last_done)
+                self._stop_if_requested(name, cp, result)
+        self._relink_forward_refs(result)
         result.seconds += time.perf_counter() - t_collection
         if not self.dry_run and (remaining_limit is None or remaining_limit > 0):
             cp.done = True
@@ -423,6 +426,43 @@ class Migration:
             self._retrying(mark_done, self._conn)
         result.status = "migrated"
         return self._conn
+
+    def _relink_forward_refs(self, result: CollectionResult) -> None:
+        """References to a parent that came later in the same collection, set now that it exists."""
+        for document_type, refs in result.forward_refs.items():
+            table = self.mapping.table(document_type)
+
+            def relink(c):
+                return Loader(c, self.run_id).relink_parents(table, refs)
+
+            linked = self._retrying(relink, self._conn)
+            result.counts.dangling -= linked
+            result.by_type[document_type].dangling -= linked
+            if linked:
+                log.info("%s: linked %d references to parents that came later in the stream",
+                         result.collection, linked)
+        result.forward_refs.clear()
+
+    def _absorb(self, in_flight, name: str, result: CollectionResult, last_done: float):
+        """Wait for the batch being committed; fold its counts into the result."""
+        future, batch, ndocs = in_flight
+        batch_counts, conn, loader = future.result()  # re-raises the commit's error here
+        now = time.perf_counter()
+        result.counts.add(batch_counts)
+        result.batches += 1
+        result.nbytes += batch.nbytes
+        result.warnings.extend(batch.warnings)
+        # seconds between two committed batches: the pipeline's throughput, as the chart shows it
+        result.batch_stats.append({"seq": result.batches, "docs": ndocs, "bytes": batch.nbytes,
+                                   "seconds": round(now - last_done, 4)})
+        self.on_progress(name, result.counts.read, result.source_count)
+        return conn, loader, now
+
+    def _stop_if_requested(self, name: str, cp: Checkpoint, result: CollectionResult) -> None:
+        if self.should_stop():
+            result.status = "interrupted"
+            raise Interrupted(f"stopped after batch {cp.batches} of {name}; run {self.run_id} "
+                              f"is resumable", hint="continue with `etl migrate --resume`")
 
     def _transform(self, transformer, name, docs, result: CollectionResult):
         rows: dict[str, list[Row]] = defaultdict(list)
@@ -447,6 +487,7 @@ class Migration:
     def _commit_batch(self, conn, loader, name, batch, cp: Checkpoint, outcome, started, t0, result):
         """Load one batch and its bookkeeping in one transaction, retried as a whole."""
         rows, edges, transform_rejects = outcome
+        forward: dict[str, list] = {}
         docs_by_key = {d.get("_key"): d for d in batch.docs if isinstance(d, dict)}
 
         def attempt(c):
@@ -455,6 +496,7 @@ class Migration:
                 loader = Loader(c, self.run_id)
             counts = Counts()
             by_type: dict[str, Counts] = {}
+            forward.clear()  # a retried attempt starts over
             rejects = list(transform_rejects)
             with c.transaction():  # a savepoint of the run-wide transaction in a dry run
                 c.execute("select set_config('etl.run_id', %s, true)", (self.run_id,))
@@ -467,6 +509,8 @@ class Migration:
                     by_type[document_type] = tc
                     for row, reason in lo.rejected:
                         rejects.append((name, row.key, docs_by_key.get(row.key, row.values), reason, "load"))
+                    if lo.forward_refs:
+                        forward[document_type] = lo.forward_refs
                 if edges:
                     lk = loader.link_edges(edges)
                     tc = Counts(read=len(edges), updated=lk.linked, unchanged=lk.unchanged,
@@ -492,6 +536,8 @@ class Migration:
         cp.position, cp.batches, cp.counts = new_cp.position, new_cp.batches, new_cp.counts
         for document_type, tc in by_type.items():
             result.by_type[document_type].add(tc)
+        for document_type, refs in forward.items():
+            result.forward_refs.setdefault(document_type, []).extend(refs)
         _record_findings(result, rejects)
         return counts, self._conn, loader
 

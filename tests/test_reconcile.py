@@ -234,8 +234,8 @@ def test_sample_checks_about_that_share_of_keys(schema_db, tmp_path):
 
 
 def test_parent_reference_to_a_later_document(schema_db, tmp_path):
-    """An optimization whose parent comes later in the source: reconcile expects the parent id
-    (the parent is in the source) and says so exactly when the target does not hold it."""
+    """An optimization whose parent comes later in the source (another batch): the parent id is
+    set by the first run, and reconcile agrees."""
     ds = generate(10, seed=3)
     docs = {c: [copy.deepcopy(d) for d in ds[c]] for c in ds}
     opts = [d for d in docs["documents"] if d["type"] == "optimization"]
@@ -248,11 +248,10 @@ def test_parent_reference_to_a_later_document(schema_db, tmp_path):
                   retry_wait=lambda rs: 0).run()
         stored = q(schema_db, "select parent_optimization_id::text from optimization_results"
                    " where metadata -> 'arango' ->> '_key' = %s", child["_key"])[0][0]
-        summary = reconcile(schema_db, tmp_path, path)
-        expected = set() if stored == row_id("documents", parent["_key"]) else \
-            {("differing", "documents", child["_key"], ("parent_optimization_id",))}
-        assert findings(summary) == expected
-    assert stored == row_id("documents", parent["_key"])  # the second run links it
+        # the first run already links it: migrate re-links forward references when the
+        # collection ends, and a second run changes nothing
+        assert stored == row_id("documents", parent["_key"])
+        assert findings(reconcile(schema_db, tmp_path, path)) == set()
 
 
 def test_cli_exit_status_and_findings(schema_db, tmp_path, dataset):
