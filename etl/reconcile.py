@@ -1042,25 +1042,7 @@ def render_markdown(doc: dict) -> str:
 
 
 def write_reports(summary: dict, reports_dir: str | Path) -> dict[str, Path]:
-    """reports/<run id>.json, .md and .html, private (they hold source keys); etl.report's
-    writer with this module's markdown (etl.report.render_markdown is migrate's)."""
-    import json
+    """reports/<run id>.json, .md and .html with this module's markdown layout."""
+    from etl import report
 
-    from etl import __version__
-    from etl.report import REPORT_SCHEMA_VERSION, _operator, _write_private
-
-    out = Path(reports_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    doc = {"report_schema_version": REPORT_SCHEMA_VERSION, "etl_version": __version__,
-           "operator": _operator(), **summary}
-    paths = {"json": out / f"{summary['run_id']}.json", "md": out / f"{summary['run_id']}.md"}
-    _write_private(paths["json"], json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
-    _write_private(paths["md"], render_markdown(doc))
-    try:  # as etl.report: the page is a convenience, its failure must not cost the json and md
-        from etl.report_html import render_html
-
-        paths["html"] = out / f"{summary['run_id']}.html"
-        _write_private(paths["html"], render_html(doc))
-    except Exception as exc:  # noqa: BLE001
-        log.warning("could not write %s: %s", paths.pop("html", None), exc)
-    return paths
+    return report.write_reports(summary, reports_dir, markdown=render_markdown)

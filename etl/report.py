@@ -14,8 +14,9 @@ from etl import __version__
 REPORT_SCHEMA_VERSION = 1
 
 
-def write_reports(summary: dict, reports_dir: str | Path) -> dict[str, Path]:
-    """Write <run id>.json, .md and .html (0600: they can hold source data); return their paths."""
+def write_reports(summary: dict, reports_dir: str | Path, *, markdown=None) -> dict[str, Path]:
+    """Write <run id>.json, .md and .html (0600: they can hold source data); return their paths.
+    `markdown` renders the .md (default: the migrate/dry-run layout of this module)."""
     out = Path(reports_dir)
     out.mkdir(parents=True, exist_ok=True)
     doc = {"report_schema_version": REPORT_SCHEMA_VERSION, "etl_version": __version__,
@@ -23,7 +24,7 @@ def write_reports(summary: dict, reports_dir: str | Path) -> dict[str, Path]:
     paths = {"json": out / f"{summary['run_id']}.json", "md": out / f"{summary['run_id']}.md",
              "html": out / f"{summary['run_id']}.html"}
     _write_private(paths["json"], json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
-    _write_private(paths["md"], render_markdown(doc))
+    _write_private(paths["md"], (markdown or render_markdown)(doc))
     try:  # the page is a convenience: a bug in it must not cost the run its json and md reports
         from etl.report_html import render_html
 
