@@ -49,13 +49,15 @@ def defer(conn: psycopg.Connection, run_id: str, tables: list[str]) -> list[str]
     return dropped
 
 
-def rebuild(conn: psycopg.Connection) -> list[tuple[str, float]]:
-    """Build every index etl_deferred_indexes lists; each build commits with the removal of its
-    row (a failure leaves the row for the next attempt). Returns (name, seconds) per index."""
+def rebuild(conn: psycopg.Connection, tables: list[str] | None = None) -> list[tuple[str, float]]:
+    """Build the indexes etl_deferred_indexes lists (of `tables`, or all); each build commits
+    with the removal of its row (a failure leaves the row for the next attempt).
+    Returns (name, seconds) per index."""
     built = []
     with conn.transaction():  # never leave an implicit transaction open: see migrate.py
         todo = conn.execute("select index_name, definition from etl_deferred_indexes"
-                            " order by table_name, index_name").fetchall()
+                            " where %s::text[] is null or table_name = any(%s::text[])"
+                            " order by table_name, index_name", (tables, tables)).fetchall()
     for name, definition in todo:
         t0 = time.perf_counter()
         # pg_get_indexdef gives "CREATE [UNIQUE] INDEX name ON ..."; IF NOT EXISTS makes a rebuild
@@ -74,3 +76,36 @@ def rebuild(conn: psycopg.Connection) -> list[tuple[str, float]]:
 def pending(conn: psycopg.Connection) -> list[str]:
     with conn.transaction():
         return [r[0] for r in conn.execute("select index_name from etl_deferred_indexes order by 1")]
+
+
+class BackgroundBuilder:
+    """Builds a finished table's indexes on its own connection while the next collections load.
+    Errors are logged, not raised: whatever is left is built again at the end of the run."""
+
+    def __init__(self, dsn: str):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.dsn = dsn
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="etl-index")
+        self._futures = []
+
+    def submit(self, tables: list[str]) -> None:
+        self._futures.append(self._pool.submit(self._build, tables))
+
+    def _build(self, tables: list[str]) -> list[tuple[str, float]]:
+        from etl import pg
+
+        try:
+            with pg.connect(self.dsn, application_name="etl-index-build") as conn:
+                return rebuild(conn, tables)
+        except Exception as exc:  # noqa: BLE001 - rebuilt at the end of the run instead
+            log.warning("background index build for %s failed (retried at the end of the run): %s",
+                        ", ".join(tables), exc)
+            return []
+
+    def wait(self) -> list[tuple[str, float]]:
+        built = []
+        for f in self._futures:
+            built.extend(f.result())
+        self._pool.shutdown(wait=True)
+        return built

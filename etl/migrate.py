@@ -122,7 +122,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-def prefetch(iterator: Iterator, depth: int = 2) -> Iterator:
+def prefetch(iterator: Iterator, depth: int = 1) -> Iterator:
     """Run `iterator` in a thread, `depth` items ahead; errors re-raised in the consumer."""
     q: queue.Queue = queue.Queue(maxsize=depth)
     done = object()
@@ -182,6 +182,7 @@ class Migration:
         self.should_stop = should_stop
         self.retry_wait = retry_wait or wait_random_exponential(multiplier=0.5, max=20)
         self.mapping = load_mapping(settings.migrate.mapping)
+        self._index_builder = None
 
     # -- set-up ----------------------------------------------------------------------------
     def _collections(self, source) -> list[str]:
@@ -241,6 +242,7 @@ class Migration:
             else:
                 indexes.rebuild(conn)  # what a crashed run left behind, before anything else
                 self._deferred = self._defer_indexes(conn, tables)
+                self._index_builder = indexes.BackgroundBuilder(self.dsn) if self._deferred else None
                 self._run_collections(conn, source, names, checkpoints, summary)
             summary.state = "finished"
         except Interrupted:
@@ -278,11 +280,12 @@ class Migration:
         if self.dry_run:
             return conn
         conn = getattr(self, "_conn", conn)
+        built = self._index_builder.wait() if self._index_builder is not None else []
         try:
             if conn.broken or conn.closed:
                 conn = self._connect()
             conn.rollback()
-            built = indexes.rebuild(conn)
+            built += indexes.rebuild(conn)
             summary.index_builds = [{"index": n, "seconds": round(t, 3)} for n, t in built]
         except psycopg.Error as exc:
             log.error("could not build the deferred indexes (etl_deferred_indexes keeps them; the next "
@@ -357,27 +360,48 @@ class Migration:
                                      hint="wait for it to finish (etl status shows it)")
         return lock_conn
 
-    def _run_collections(self, conn, source, names, checkpoints, summary: RunSummary) -> None:
+    def _writers(self, names: list[str]) -> dict[str, str]:
+        """table -> the last collection of this run that writes it (edges update research)."""
+        last = {}
         for name in names:
-            result = CollectionResult(name)
-            summary.collections.append(result)
-            mapped = self.mapping.for_collection(name) is not None
-            info = source.collection(name)
-            result.source_count = info.count
-            if not mapped:
-                result.status = "unmapped"
-                result.counts.unmapped = info.count
-                result.unmapped_reasons["not migrated (no mapping)"] = info.count
+            cm = self.mapping.for_collection(name)
+            if cm is None:
                 continue
-            cp = checkpoints.get(name) or Checkpoint(name)
-            if cp.done:
-                result.status = "migrated"
-                result.counts = cp.counts
-                result.batches = cp.batches
-                continue
-            if cp.position is None and self.since_key is not None:
-                cp.position = self.since_key
-            conn = self._migrate_collection(conn, source, name, cp, result)
+            for target in cm.targets():
+                last[target.table] = name
+            if cm.edge is not None:
+                last[self.mapping.table(cm.edge.to_document_type)] = name
+        return last
+
+    def _run_collections(self, conn, source, names, checkpoints, summary: RunSummary) -> None:
+        writers = self._writers(names)
+        for name in names:
+            # a retried batch may have replaced the connection: go on with the current one
+            self._migrate_one(getattr(self, "_conn", conn), source, name, checkpoints, summary)
+            done_tables = [t for t, last in writers.items() if last == name]
+            if self._index_builder is not None and done_tables and getattr(self, "_deferred", None):
+                self._index_builder.submit(done_tables)
+
+    def _migrate_one(self, conn, source, name, checkpoints, summary: RunSummary) -> None:
+        result = CollectionResult(name)
+        summary.collections.append(result)
+        mapped = self.mapping.for_collection(name) is not None
+        info = source.collection(name)
+        result.source_count = info.count
+        if not mapped:
+            result.status = "unmapped"
+            result.counts.unmapped = info.count
+            result.unmapped_reasons["not migrated (no mapping)"] = info.count
+            return
+        cp = checkpoints.get(name) or Checkpoint(name)
+        if cp.done:
+            result.status = "migrated"
+            result.counts = cp.counts
+            result.batches = cp.batches
+            return
+        if cp.position is None and self.since_key is not None:
+            cp.position = self.since_key
+        self._migrate_collection(conn, source, name, cp, result)
 
     def _migrate_collection(self, conn, source, name: str, cp: Checkpoint, result: CollectionResult):
         self._conn = conn
