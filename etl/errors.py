@@ -68,7 +68,8 @@ def is_transient(exc: BaseException) -> bool:
     try:
         import requests
 
-        if isinstance(exc, (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError)):
+        if isinstance(exc, (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError,
+                            requests.exceptions.ChunkedEncodingError)):  # a response cut mid-body
             return True
     except ImportError:  # pragma: no cover
         pass

@@ -1,0 +1,32 @@
+"""The one retry rule: which failures are worth another attempt."""
+import psycopg
+import requests
+
+from etl.errors import ConfigError, PermanentError, TransientError, is_transient
+
+
+def test_errors_transient_classification():
+    assert is_transient(TransientError("x"))
+    assert not is_transient(PermanentError("x")) and not is_transient(ConfigError("x"))
+    assert is_transient(requests.exceptions.ChunkedEncodingError("cut"))
+    assert is_transient(requests.ConnectionError("reset"))
+    assert is_transient(ConnectionResetError())
+    assert is_transient(psycopg.OperationalError("server closed the connection"))
+    assert not is_transient(ValueError("bug"))
+
+
+def test_errors_transient_arango_statuses():
+    from arango.exceptions import AQLQueryExecuteError
+    from arango.request import Request
+    from arango.response import Response
+
+    def err(status, num):
+        resp = Response("POST", "http://x/_api/cursor", {}, status, "", '{"errorNum": %d}' % num)
+        resp.body = {"error": True, "errorNum": num, "errorMessage": "m", "code": status}
+        resp.error_code = num
+        return AQLQueryExecuteError(resp, Request("post", "/_api/cursor"))
+
+    assert is_transient(err(503, 21003))
+    assert is_transient(err(404, 1600))  # a lost cursor: re-run the page
+    assert not is_transient(err(404, 1203))  # unknown collection
+    assert not is_transient(err(401, 11))
