@@ -123,23 +123,28 @@ def _now() -> str:
 
 
 def prefetch(iterator: Iterator, depth: int = 1) -> Iterator:
-    """Run `iterator` in a thread, `depth` items ahead; errors re-raised in the consumer."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
+    """Run `iterator` in a thread, at most `depth` items ahead; errors re-raised in the consumer.
+    The reader takes a slot BEFORE it reads the next item, so no more than `depth` items exist
+    beyond the one the consumer holds: memory is bounded by batches, whatever the source."""
+    q: queue.Queue = queue.Queue()
+    slots = threading.Semaphore(depth)
     stop = threading.Event()
 
     def worker():
         try:
-            for item in iterator:
-                while not stop.is_set():
-                    try:
-                        q.put(("item", item), timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
+            it = iter(iterator)
+            while True:
+                while not slots.acquire(timeout=0.2):
+                    if stop.is_set():
+                        return
                 if stop.is_set():
                     return
-            q.put(("done", done))
+                try:
+                    item = next(it)
+                except StopIteration:
+                    q.put(("done", None))
+                    return
+                q.put(("item", item))
         except BaseException as exc:  # handed to the consumer, which re-raises it
             q.put(("error", exc))
 
@@ -149,6 +154,7 @@ def prefetch(iterator: Iterator, depth: int = 1) -> Iterator:
         while True:
             kind, item = q.get()
             if kind == "item":
+                slots.release()
                 yield item
             elif kind == "done":
                 return

@@ -18,6 +18,25 @@ from psycopg.conninfo import make_conninfo
 REPO = Path(__file__).resolve().parent.parent
 
 
+def kill_after_batches(proc, dsn: str, batches: int, timeout: float = 60.0) -> None:
+    """SIGKILL a running `etl migrate` process once it has committed `batches` batches."""
+    import signal
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            with psycopg.connect(dsn) as conn:
+                done = conn.execute("select coalesce(sum(batches), 0) from etl_checkpoints").fetchone()[0]
+            if done >= batches:
+                break
+        except psycopg.Error:
+            pass  # the run tables may be locked or not yet written
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 @pytest.fixture(scope="session")
 def pg_admin_dsn() -> str:
     dsn = os.environ.get("ETL_TEST_PG_DSN")

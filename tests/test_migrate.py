@@ -4,10 +4,8 @@ and a killed run resumes to exactly the right rows."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psycopg
@@ -16,6 +14,7 @@ import pytest
 from etl.migrate import Migration
 from etl.settings import load_settings
 from etl.transform import Row, Transformer, row_id
+from tests.conftest import kill_after_batches
 from tests.datagen import generate, write_dump
 
 REPO = Path(__file__).resolve().parent.parent
@@ -226,16 +225,7 @@ def test_migrate_killed_run_resumes_to_exact_rows(schema_db, tmp_path):
     env.update({"ETL_PG_DSN": schema_db, "ETL_REPORTS_DIR": str(tmp_path / "reports")})
     cmd = [sys.executable, "-m", "etl", "migrate", "--all", "--source", f"dump:{path}", "--batch", "20"]
     proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if scalar(schema_db, "select coalesce(sum(batches), 0) from etl_checkpoints") >= 5:
-                break
-        except psycopg.Error:
-            pass
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_batches(proc, schema_db, 5)
     assert scalar(schema_db, "select state from etl_runs") == "running"  # killed, not finished
     # the indexes deferred for the bulk load are remembered, not lost
     assert scalar(schema_db, "select count(*) from etl_deferred_indexes") > 0

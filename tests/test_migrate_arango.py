@@ -3,16 +3,15 @@ progress log lines off a terminal, and a SIGKILL followed by --resume."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psycopg
 
 from etl.migrate import Migration
 from etl.settings import load_settings
+from tests.conftest import kill_after_batches
 from tests.datagen import generate
 from tests.fakearango.fixtures import DATABASE, ROOT_PASSWORD, seed
 
@@ -64,16 +63,7 @@ def test_migrate_arango_killed_then_resumed_gives_exact_rows(schema_db, tmp_path
     env = arango_env(arango_server, schema_db, tmp_path)
     cmd = [sys.executable, "-m", "etl", "migrate", "--collection", "resumes", "--batch", "20"]
     proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if scalar(schema_db, "select coalesce(sum(batches), 0) from etl_checkpoints") >= 4:
-                break
-        except psycopg.Error:
-            pass
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_batches(proc, schema_db, 4)
     at_kill = scalar(schema_db, "select count(*) from resume_documents")
     assert 0 < at_kill < ds.counts["resumes"]
     done = subprocess.run(cmd[:4] + ["--resume"], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
