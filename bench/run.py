@@ -99,46 +99,49 @@ def copy_text(value) -> str:
 
 
 def render_final_rows(ds, dsn: str, work: Path) -> dict[str, tuple[Path, list[str]]]:
-    """The rows exactly as etl would store them (edges applied), as COPY text files per table."""
+    """The rows exactly as etl would store them (edges applied), as COPY text files per table.
+    Streams: only the edge links (small) are held, so 1M documents fit in memory."""
     mapping = load_mapping(REPO / "configs" / "atspro.toml")
     t = Transformer(mapping, "bench-limit", "2026-01-01T00:00:00+00:00")
-    rows: dict[str, list[dict]] = {k: [] for k in ORDER}
     links = {}
-    for collection in mapping.collections_in_order():
-        if collection not in set(ds):
-            continue
-        for doc in ds[collection]:
-            out = t.transform(collection, doc)
-            if isinstance(out, Row):
-                rows[out.document_type].append(out.values)
-            elif isinstance(out, EdgeLink):
-                links[str(out.target_id)] = (out.key, str(out.job_id), out.edge)
-    for r in rows["research"]:
-        link = links.get(str(r["id"]))
-        if link:
-            key, job_id, edge = link
-            r["job_id"] = r.get("job_id") or job_id
-            r["metadata"] = {**r["metadata"], "edges": {key: edge}}
+    for doc in ds["job_research"]:
+        out = t.transform("job_research", doc)
+        if isinstance(out, EdgeLink):
+            links[str(out.target_id)] = (out.key, str(out.job_id), out.edge)
+    files, handles, cols_of, defaults_of = {}, {}, {}, {}
     with psycopg.connect(dsn) as conn:
-        files = {}
         for dt in ORDER:
             table = TABLE[dt]
-            cols = [c for (c,) in conn.execute(
+            cols_of[dt] = [c for (c,) in conn.execute(
                 "select attname from pg_attribute where attrelid = %s::regclass and attnum > 0"
                 " and not attisdropped order by attnum", (table,))]
             # the final rows carry the column defaults the merge core applies to NULLs
-            defaults = {}
-            for col, expr in conn.execute(
-                    "select column_name, column_default from information_schema.columns"
-                    " where table_name = %s and column_default is not null", (table,)):
-                if col != "id":
-                    defaults[col] = conn.execute(f"select ({expr})::text").fetchone()[0]
+            defaults_of[dt] = {col: conn.execute(f"select ({expr})::text").fetchone()[0]
+                               for col, expr in conn.execute(
+                                   "select column_name, column_default from information_schema.columns"
+                                   " where table_name = %s and column_default is not null", (table,)).fetchall()
+                               if col != "id"}
             path = work / f"{table}.copy"
-            with path.open("w", encoding="utf-8") as fh:
-                for r in rows[dt]:
-                    fh.write("\t".join(copy_text(r.get(c)) if r.get(c) is not None or c not in defaults
-                                       else copy_text(defaults[c]) for c in cols) + "\n")
-            files[table] = (path, cols)
+            handles[dt] = path.open("w", encoding="utf-8")
+            files[table] = (path, cols_of[dt])
+    try:
+        for collection in ("resumes", "jobs", "documents"):
+            for doc in ds[collection]:
+                out = t.transform(collection, doc)
+                if not isinstance(out, Row):
+                    continue
+                r, dt = out.values, out.document_type
+                link = links.get(str(r["id"])) if dt == "research" else None
+                if link:
+                    key, job_id, edge = link
+                    r["job_id"] = r.get("job_id") or job_id
+                    r["metadata"] = {**r["metadata"], "edges": {key: edge}}
+                d = defaults_of[dt]
+                handles[dt].write("\t".join(copy_text(r.get(c)) if r.get(c) is not None or c not in d
+                                            else copy_text(d[c]) for c in cols_of[dt]) + "\n")
+    finally:
+        for fh in handles.values():
+            fh.close()
     return files
 
 
