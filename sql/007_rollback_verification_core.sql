@@ -2,7 +2,7 @@
 -- set-based migration core and the ETL's run bookkeeping tables.
 --
 -- Creates:
---  * tables etl_runs, etl_checkpoints, etl_batches, etl_rejects (docs/design.md "Run bookkeeping");
+--  * tables etl_runs, etl_checkpoints, etl_batches, etl_rejects, etl_deferred_indexes (docs/design.md "Run bookkeeping");
 --    migration_history IF NOT EXISTS (normally the runner made it already; here so that the
 --    functions below also work when this file is run by hand with psql);
 --  * extension uuid-ossp where the server has it (optional: used only by etl_uuid5() so that a
@@ -122,6 +122,20 @@ CREATE TABLE IF NOT EXISTS etl_rejects (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS idx_etl_rejects_run ON etl_rejects (run_id, collection);
+
+-- ---------------------------------------------------------------------------- deferred index builds
+-- etl migrate drops the non-unique secondary indexes of an EMPTY target table before a bulk
+-- load and builds them once at the end (a GIN/trigram/full-text build over the whole table is
+-- far cheaper than maintaining them row by row). Their definitions are kept here first, in the
+-- same transaction as the DROP, so a crash can never lose one: every etl migrate, and
+-- `etl migrate --resume`, rebuilds whatever this table still lists before it does anything else.
+CREATE TABLE IF NOT EXISTS etl_deferred_indexes (
+    index_name  text PRIMARY KEY,
+    table_name  text NOT NULL,
+    definition  text NOT NULL,
+    run_id      text NOT NULL,
+    deferred_at timestamptz NOT NULL DEFAULT now()
+);
 
 -- A database made before 'unmapped' joined the stages has the narrower check: widen it.
 DO $$
@@ -419,7 +433,9 @@ spec(tbl, cols) AS (
     UNION ALL SELECT 'etl_batches', 'run_id:text,collection:text,seq:integer,docs:integer,nbytes:bigint,'
                     'started_at:timestamp with time zone,seconds:double precision'
     UNION ALL SELECT 'etl_rejects', 'id:bigint,run_id:text,collection:text,key:text,document:text,reason:text,stage:text,'
-                    'created_at:timestamp with time zone'),
+                    'created_at:timestamp with time zone'
+    UNION ALL SELECT 'etl_deferred_indexes', 'index_name:text,table_name:text,definition:text,run_id:text,'
+                    'deferred_at:timestamp with time zone'),
 doc(tbl) AS (VALUES ('resume_documents'), ('job_documents'), ('optimization_results'), ('research_results')),
 idx AS (  -- every index of this database's public tables, with its definition, for property checks
     SELECT c.relname AS tbl, i.relname AS name, pg_get_indexdef(x.indexrelid) AS def, am.amname AS am,
@@ -434,7 +450,8 @@ fn(name, ver) AS (VALUES
     ('jsonb_merge_deep', '004'), ('extract_skills', '004'), ('calculate_keyword_match', '004'),
     ('calculate_ats_score', '004'), ('search_documents', '004'), ('get_user_documents', '004'),
     ('cleanup_old_documents', '004'), ('jsonb_text_values', '004'), ('resume_search_vector', '004'),
-    ('job_search_vector', '004'), ('refresh_materialized_views', '005'), ('analyze_index_usage', '005'),
+    ('job_search_vector', '004'), ('resume_experience_text', '004'), ('resume_search_text', '004'),
+    ('job_search_text', '004'), ('refresh_materialized_views', '005'), ('analyze_index_usage', '005'),
     ('is_valid_email', '006'), ('validation_error', '006'), ('validate_document_data', '006'),
     ('audit_document_changes', '006'), ('check_document_user_exists', '006'), ('check_optimization_parent', '006'),
     ('check_migration_status', '007'), ('verify_schema_integrity', '007'), ('etl_document_table', '007'),
@@ -773,16 +790,3 @@ BEGIN
 END
 $$;
 
--- ---------------------------------------------------------------------------- deferred index builds
--- etl migrate drops the non-unique secondary indexes of an EMPTY target table before a bulk
--- load and builds them once at the end (a GIN/trigram/full-text build over the whole table is
--- far cheaper than maintaining them row by row). Their definitions are kept here first, in the
--- same transaction as the DROP, so a crash can never lose one: every etl migrate, and
--- `etl migrate --resume`, rebuilds whatever this table still lists before it does anything else.
-CREATE TABLE IF NOT EXISTS etl_deferred_indexes (
-    index_name  text PRIMARY KEY,
-    table_name  text NOT NULL,
-    definition  text NOT NULL,
-    run_id      text NOT NULL,
-    deferred_at timestamptz NOT NULL DEFAULT now()
-);
