@@ -63,8 +63,9 @@ class CollectionResult:
             "status": self.status,
             "source_count": self.source_count,
             "counts": self.counts.asdict(),
-            "balanced": self.status != "migrated" or
-                        self.source_count == loaded + self.counts.rejected + self.counts.unmapped,
+            # None while the collection is incomplete (interrupted, failed, not reached)
+            "balanced": (self.source_count == loaded + self.counts.rejected + self.counts.unmapped
+                         if self.status in ("migrated", "unmapped") else None),
             "by_type": {k: v.asdict() for k, v in self.by_type.items()},
             "batches": self.batches,
             "seconds": round(self.seconds, 3),

@@ -57,7 +57,8 @@ def summary_rows(summary: dict) -> list[list[str]]:
     rows = []
     for c in summary["collections"]:
         counts = c["counts"]
-        ok = "ok" if c.get("balanced", True) else "UNBALANCED"
+        balanced = c.get("balanced")
+        ok = "incomplete" if balanced is None else "ok" if balanced else "UNBALANCED"
         rows.append([c["collection"], c["status"], str(c["source_count"])]
                     + [str(counts[k]) for k in COLUMNS[1:]] + [ok])
     return rows

@@ -66,3 +66,5 @@ def test_report_schema_failed_run_still_reports(schema_db, tmp_path):
         m.run()
     doc = validate(m.report_paths["json"])
     assert doc["state"] == "interrupted"
+    resumes = doc["collections"][0]
+    assert resumes["status"] == "interrupted" and resumes["balanced"] is None  # not "ok"
