@@ -25,7 +25,7 @@ from etl import indexes, pg, state
 from etl.errors import EtlError, Interrupted, PermanentError, is_transient
 from etl.load import Loader
 from etl.mapping import load_mapping
-from etl.settings import Settings, safe_dsn
+from etl.settings import Settings
 from etl.sources import open_source
 from etl.state import Checkpoint, Counts
 from etl.transform import EdgeLink, Reject, Row, Transformer, Unmapped
@@ -227,8 +227,8 @@ class Migration:
         lock_conn = None
         summary = RunSummary(
             run_id=run_id, command="migrate", dry_run=self.dry_run, state="running", started_at=_now(),
-            finished_at=None, source=source.description, target=safe_dsn(self.dsn) if self.settings.postgres.dsn.get_secret_value() else f"embedded ({pg.describe_target(self.dsn)})",
-            schema_version=_schema_version(conn), server_version=pg.server_version(conn),
+            finished_at=None, source=source.description, target=pg.target_label(self.settings, self.dsn),
+            schema_version=pg.schema_version(conn), server_version=pg.server_version(conn),
             mapping_version=str(self.mapping.version), batch_size=self.batch_size, collections=[])
         conn.commit()
         try:
@@ -606,15 +606,6 @@ def _log_retry(retry_state) -> None:
     log.warning("transient error, attempt %d failed, retrying in %.1fs: %s",
                 retry_state.attempt_number, retry_state.next_action.sleep if retry_state.next_action else 0,
                 str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-
-
-def _schema_version(conn) -> str | None:
-    try:
-        row = conn.execute("select max(version) from migration_history where success").fetchone()
-        return row[0] if row else None
-    except psycopg.Error:
-        conn.rollback()
-        return None
 
 
 def _rate(summary: RunSummary) -> float:

@@ -95,6 +95,25 @@ def server_version(conn: psycopg.Connection) -> str:
     return conn.execute("show server_version").fetchone()[0]
 
 
+def schema_version(conn: psycopg.Connection) -> str | None:
+    """The newest applied migration, or None where migration_history is missing."""
+    try:
+        row = conn.execute("select max(version) from migration_history where success").fetchone()
+        return row[0] if row else None
+    except psycopg.Error:
+        conn.rollback()
+        return None
+
+
+def target_label(settings: Settings, dsn: str) -> str:
+    """The target as reports name it: the DSN without password, or the embedded server."""
+    if settings.postgres.dsn.get_secret_value():
+        from etl.settings import safe_dsn
+
+        return safe_dsn(dsn)
+    return f"embedded ({describe_target(dsn)})"
+
+
 def stop_embedded(data_dir: str | Path) -> str:
     """Stop the embedded server if it runs; its data stays."""
     import subprocess

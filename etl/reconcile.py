@@ -73,8 +73,8 @@ from etl import jsonutil, pg, state
 from etl.canonical import canonical, digest, digest_sql, jsonb_key_order, loads_exact
 from etl.errors import EtlError, PermanentError
 from etl.mapping import CollectionMapping, Target, load_mapping, table as table_of
-from etl.migrate import _schema_version, prefetch
-from etl.settings import Settings, safe_dsn
+from etl.migrate import prefetch
+from etl.settings import Settings
 from etl.sources import open_source
 from etl.transform import EdgeLink, Reject, Row, Transformer, Unmapped, row_id
 
@@ -421,11 +421,10 @@ class Reconciliation:
         self.run_id = state.new_run_id("reconcile")
         source = open_source(self.source_spec, self.settings)
         self.source = source
-        target = (safe_dsn(self.dsn) if self.settings.postgres.dsn.get_secret_value()
-                  else f"embedded ({pg.describe_target(self.dsn)})")
+        target = pg.target_label(self.settings, self.dsn)
         summary = ReconcileSummary(
             run_id=self.run_id, state="running", started_at=_now(), finished_at=None,
-            source=source.description, target=target, schema_version=_schema_version(conn),
+            source=source.description, target=target, schema_version=pg.schema_version(conn),
             server_version=pg.server_version(conn), mapping_version=str(self.mapping.version),
             sample_percent=self.sample, sample_seed=self.seed, buckets_total=N_BUCKETS,
             buckets_checked=len(self.sampled) if self.sampled is not None else N_BUCKETS, collections=[])
