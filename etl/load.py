@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 
 from etl import jsonutil
-from etl.errors import PermanentError, is_transient
+from etl.errors import is_transient
 
 # SQLSTATE classes that mean "this row's data is not acceptable": data exceptions (22),
 # integrity violations (23), RAISE from a validation trigger (P0001), program limits such as a
@@ -53,7 +53,6 @@ class LinkOutcome:
     linked: int = 0
     unchanged: int = 0
     dangling: list[object] = field(default_factory=list)  # EdgeLink objects whose ends are missing
-    rejected: list[tuple[object, str]] = field(default_factory=list)
 
 
 def row_level_error(exc: psycopg.Error) -> bool:
@@ -197,17 +196,6 @@ class Loader:
                 else:
                     out.dangling.append(by_key[key])
         return out
-
-
-def check_columns_known(conn: psycopg.Connection, document_type: str, values: dict) -> None:
-    """Fail fast (one line) when a mapping targets a column the table does not have."""
-    stage = conn.execute("select etl_prepare_stage(%s)::text", (document_type,)).fetchone()[0]
-    cols = {r[0] for r in conn.execute(
-        "select attname from pg_attribute where attrelid = %s::regclass and attnum > 0", (stage,))}
-    unknown = sorted(set(values) - cols)
-    if unknown:
-        raise PermanentError(f"mapping for {document_type} targets unknown columns {unknown}",
-                             hint="fix the mapping file or apply the schema")
 
 
 def _chunks(items: list, n: int):

@@ -16,7 +16,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 import psycopg
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
@@ -456,7 +456,6 @@ class Migration:
 
             self._retrying(mark_done, self._conn)
         result.status = "migrated"
-        return self._conn
 
     def _relink_forward_refs(self, result: CollectionResult) -> None:
         """References to a parent that came later in the same collection, set now that it exists."""

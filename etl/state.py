@@ -63,7 +63,8 @@ def require_schema(conn: psycopg.Connection) -> None:
     """Stop with one line when the target schema (with the run tables of 007) is missing."""
     row = conn.execute("select to_regclass('etl_checkpoints') is not null, "
                        "to_regprocedure('etl_merge_stage(text,text)') is not null").fetchone()
-    conn.rollback() if not conn.autocommit else None
+    if not conn.autocommit:
+        conn.rollback()  # leave no implicit transaction open behind a read
     if not all(row):
         raise PermanentError("the target schema is not applied (no etl_checkpoints / etl_merge_stage)",
                              hint="run `etl apply-schema` first")
