@@ -120,6 +120,7 @@ class Loader:
         # rows and joins the target table with nested loops. ANALYZE of the stage costs ~1 ms.
         self.conn.execute(sql.SQL("analyze {}").format(sql.Identifier(*stage.split("."))))
         out = LoadOutcome()
+        parent_of: dict[str, object] | None = None  # id -> intended parent, built on first need
         for _id, action in self.conn.execute(
                 "select id, action from etl_merge_stage(%s, %s)", (document_type, self.run_id)):
             if action == "inserted":
@@ -129,8 +130,10 @@ class Loader:
             elif action.startswith("dangling"):
                 out.dangling += 1
                 if action == "dangling:parent_optimization_id":
-                    parent = next((r.values.get("parent_optimization_id") for r in rows
-                                   if str(r.values.get("id")) == str(_id)), None)
+                    if parent_of is None:
+                        parent_of = {str(r.values.get("id")): r.values.get("parent_optimization_id")
+                                     for r in rows}
+                    parent = parent_of.get(str(_id))
                     if parent:
                         out.forward_refs.append((str(_id), str(parent)))
         out.unchanged = len(rows) - out.inserted - out.updated
