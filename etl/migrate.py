@@ -238,7 +238,7 @@ class Migration:
                 state.start_run(conn, run_id, "migrate", source=source.description, target=summary.target,
                                 options=self._options(names))
                 conn.commit()
-            tables = self._target_tables(names)
+            tables = list(self._writers(names))  # every table this run writes
             if self.dry_run:
                 # everything, index drops and builds included, inside one transaction rolled back
                 with conn.transaction():
@@ -315,15 +315,6 @@ class Migration:
             log.warning("could not record the end of run %s: %s", summary.run_id, exc)
         finally:
             conn.close()
-
-    def _target_tables(self, names: list[str]) -> list[str]:
-        tables = []
-        for name in names:
-            cm = self.mapping.for_collection(name)
-            for target in (cm.targets() if cm is not None else []):
-                if target.table not in tables:
-                    tables.append(target.table)
-        return tables
 
     def _defer_indexes(self, conn, tables: list[str]) -> list[str]:
         if not self.settings.migrate.defer_indexes:
