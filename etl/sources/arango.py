@@ -40,6 +40,12 @@ log = logging.getLogger("etl.sources.arango")
 
 KEYSET_QUERY = "FOR d IN @@c FILTER d._key > @last SORT d._key LIMIT @n RETURN d"
 COUNT_AFTER_QUERY = "FOR d IN @@c FILTER d._key > @last COLLECT WITH COUNT INTO n RETURN n"
+# Key ranges (after, until]: both bounds are compared by the server, in its own collation.
+RANGE_QUERY = "FOR d IN @@c FILTER d._key > @last AND d._key <= @until SORT d._key LIMIT @n RETURN d"
+COUNT_RANGE_QUERY = ("FOR d IN @@c FILTER d._key > @last AND d._key <= @until"
+                     " COLLECT WITH COUNT INTO n RETURN n")
+# The key at a position of the primary index: the boundaries of key ranges for parallel workers.
+KEY_AT_QUERY = "FOR d IN @@c SORT d._key LIMIT @offset, 1 RETURN d._key"
 
 T = TypeVar("T")
 
@@ -307,17 +313,40 @@ class ArangoSource:
 
         return self._with_collection_check(name, f"read collection '{name}'", get)
 
-    def remaining(self, collection: str, after: str | None = None) -> int:
-        if after is None:
+    def remaining(self, collection: str, after: str | None = None, until: str | None = None) -> int:
+        if after is None and until is None:
             return self.collection(collection).count
+        query, bind = ((COUNT_AFTER_QUERY, {"@c": collection, "last": after}) if until is None else
+                       (COUNT_RANGE_QUERY, {"@c": collection, "last": after, "until": until}))
 
         def count() -> int:
-            with self._db.aql.execute(COUNT_AFTER_QUERY, bind_vars={"@c": collection, "last": after}) as cursor:
+            with self._db.aql.execute(query, bind_vars=bind) as cursor:
                 return int(next(iter(cursor)))
 
         return self._with_collection_check(collection, f"count '{collection}' after key {after!r}", count)
 
-    def batches(self, collection: str, batch_size: int, after: str | None = None) -> Iterator[Batch]:
+    def split_points(self, collection: str, parts: int) -> list[str]:
+        """Keys that cut the collection into `parts` ranges of about equal size, in the server's
+        order (the primary index): range i is (points[i-1], points[i]]. Fewer when keys run out."""
+        total = self.collection(collection).count
+        points: list[str] = []
+        for i in range(1, parts):
+            offset = total * i // parts - 1
+            if offset < 0:
+                continue
+
+            def key_at(offset: int = offset) -> list[str]:
+                with self._db.aql.execute(KEY_AT_QUERY, bind_vars={"@c": collection, "offset": offset}) as cursor:
+                    return list(cursor)
+
+            got = self._with_collection_check(collection, f"find a range boundary of '{collection}'", key_at)
+            if got and (not points or got[0] != points[-1]):
+                points.append(got[0])
+        return points
+
+    def batches(self, collection: str, batch_size: int, after: str | None = None,
+                until: str | None = None) -> Iterator[Batch]:
+        """Documents with after < _key (<= until when given), in the server's key order."""
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         # One HTTP response per 1,000 documents at most: a 5,000-resume page in one response is
@@ -328,7 +357,7 @@ class ArangoSource:
 
             def page() -> tuple[list[dict], tuple[str, ...], int]:
                 start = self._http.bytes_read
-                docs, warnings = self._read_page(collection, last, batch_size, cursor_batch)
+                docs, warnings = self._read_page(collection, last, until, batch_size, cursor_batch)
                 return docs, warnings, self._http.bytes_read - start
 
             docs, warnings, nbytes = self._with_collection_check(
@@ -340,10 +369,11 @@ class ArangoSource:
             if len(docs) < batch_size:
                 return
 
-    def _read_page(self, collection: str, after: str | None, n: int,
+    def _read_page(self, collection: str, after: str | None, until: str | None, n: int,
                    cursor_batch: int) -> tuple[list[dict], tuple[str, ...]]:
-        cursor = self._db.aql.execute(KEYSET_QUERY, bind_vars={"@c": collection, "last": after, "n": n},
-                                      batch_size=cursor_batch, allow_retry=True, count=False)
+        query, bind = ((KEYSET_QUERY, {"@c": collection, "last": after, "n": n}) if until is None else
+                       (RANGE_QUERY, {"@c": collection, "last": after, "until": until, "n": n}))
+        cursor = self._db.aql.execute(query, bind_vars=bind, batch_size=cursor_batch, allow_retry=True, count=False)
         try:
             docs = list(cursor)
         finally:

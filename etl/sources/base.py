@@ -47,4 +47,9 @@ class Source(Protocol):
     def remaining(self, collection: str, after: str | None = None) -> int:
         """How many documents follow `after`."""
 
+    # Sources that can be read in key ranges (ArangoDB) also have
+    #   split_points(collection, parts) -> list[str]   boundaries in the server's own key order
+    #   batches(..., until=KEY) and remaining(..., until=KEY)   the range (after, until]
+    # Parallel workers split a collection only when the source has split_points.
+
     def close(self) -> None: ...

@@ -17,6 +17,18 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("keyset", re.compile(
         rf"^FOR {_VAR} IN {_COLL} FILTER (?P=var)\._key{_S}>{_S}@(?P<last>\w+) SORT (?P=var)\._key(?: ASC)?"
         rf" LIMIT (?:@(?P<nparam>\w+)|(?P<nlit>\d+)) RETURN (?P=var)$", re.I)),
+    # FOR d IN @@c FILTER d._key > @last AND d._key <= @until SORT d._key LIMIT @n RETURN d
+    ("keyset_range", re.compile(
+        rf"^FOR {_VAR} IN {_COLL} FILTER (?P=var)\._key{_S}>{_S}@(?P<last>\w+) AND (?P=var)\._key{_S}<={_S}@(?P<until>\w+)"
+        rf" SORT (?P=var)\._key(?: ASC)? LIMIT (?:@(?P<nparam>\w+)|(?P<nlit>\d+)) RETURN (?P=var)$", re.I)),
+    # FOR d IN @@c FILTER d._key > @last AND d._key <= @until COLLECT WITH COUNT INTO n RETURN n
+    ("count_range", re.compile(
+        rf"^FOR {_VAR} IN {_COLL} FILTER (?P=var)\._key{_S}>{_S}@(?P<last>\w+) AND (?P=var)\._key{_S}<={_S}@(?P<until>\w+)"
+        rf" COLLECT WITH COUNT INTO (?P<out>[A-Za-z_]\w*) RETURN (?P=out)$", re.I)),
+    # FOR d IN @@c SORT d._key LIMIT @offset, 1 RETURN d._key   (a key at a position: range bounds)
+    ("key_at", re.compile(
+        rf"^FOR {_VAR} IN {_COLL} SORT (?P=var)\._key(?: ASC)? LIMIT @(?P<offset>\w+){_S},{_S}1"
+        rf" RETURN (?P=var)\._key$", re.I)),
     # FOR d IN @@c FILTER d._key > @last COLLECT WITH COUNT INTO n RETURN n
     ("count_after", re.compile(
         rf"^FOR {_VAR} IN {_COLL} FILTER (?P=var)\._key{_S}>{_S}@(?P<last>\w+)"
@@ -39,6 +51,8 @@ class Parsed:
     collection_param: str | None  # bind parameter name without '@' (for @@c: "c")
     collection_name: str | None
     last_param: str | None
+    until_param: str | None
+    offset_param: str | None
     limit_param: str | None
     limit_literal: int | None
     declared: set[str]  # bind keys as sent by the client: "@c", "last", "n"
@@ -64,7 +78,8 @@ def parse(query: str) -> Parsed:
         m = pattern.match(q)
         if m:
             gd = m.groupdict()
-            return Parsed(kind, gd.get("cparam"), gd.get("cname"), gd.get("last"), gd.get("nparam"),
+            return Parsed(kind, gd.get("cparam"), gd.get("cname"), gd.get("last"), gd.get("until"),
+                          gd.get("offset"), gd.get("nparam"),
                           int(gd["nlit"]) if gd.get("nlit") else None, declared)
     near = query.strip()[:30]
     raise AqlError(400, 1501, f"AQL: syntax error, unexpected identifier near '{near}' at position 1:1 (while parsing)")

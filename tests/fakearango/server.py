@@ -115,6 +115,16 @@ class Collection:
         _, sks = self._sorted(collation)
         return bisect.bisect_right(sks, COLLATIONS[collation](last))
 
+    def end_index(self, until: Any, collation: str) -> int:
+        """Index just past the last key <= until (the same comparator as start_index)."""
+        rank = type_rank(until)
+        if rank < 3:
+            return 0
+        if rank > 3:
+            return self.count()
+        _, sks = self._sorted(collation)
+        return bisect.bisect_right(sks, COLLATIONS[collation](until))
+
     def doc_at(self, i: int, collation: str) -> dict:
         if self.generated:
             key = self.generated.key(i)
@@ -617,23 +627,34 @@ class FakeArango:
                                  "filtered": 0, "httpRequests": 0, "executionTime": 0.0, "peakMemoryUsage": 0,
                                  "cursorsCreated": 0, "cursorsRearmed": 0, "cacheHits": 0, "cacheMisses": 0,
                                  "intermediateCommits": 0, "documentLookups": 0, "seeks": 0}
-        if parsed.kind in ("keyset", "scan"):
-            start = col.start_index(bind[parsed.last_param], self.collation) if parsed.kind == "keyset" else 0
-            stop = total if limit is None else min(total, start + limit)
+        if parsed.kind == "key_at":
+            offset = bind[parsed.offset_param]
+            if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+                return error(400, 1553, f"bind parameter '{parsed.offset_param}' has an invalid value or type "
+                                        "(while parsing)")
+            key = col.doc_at(offset, self.collation)["_key"] if offset < total else None
+            results = ResultSet.of([] if key is None else [key])
+            stats["scannedIndex"] = min(offset + 1, total)
+        elif parsed.kind in ("keyset", "keyset_range", "scan"):
+            start = col.start_index(bind[parsed.last_param], self.collation) if parsed.kind != "scan" else 0
+            end = col.end_index(bind[parsed.until_param], self.collation) if parsed.kind == "keyset_range" else total
+            end = max(start, end)
+            stop = end if limit is None else min(end, start + limit)
             coll_name = self.collation
             if col.generated:
                 results = ResultSet(max(0, stop - start), lambda i, s=start: col.doc_at(s + i, coll_name))
             else:
                 results = ResultSet.of([col.doc_at(i, coll_name) for i in range(start, stop)])
             stats["scannedIndex"] = results.length
-            if parsed.kind == "keyset":
+            if parsed.kind != "scan":
                 stats["seeks"] = 1
             if full_count and limit is not None:
-                stats["fullCount"] = total - start
-        else:  # count_after / count_all
-            start = col.start_index(bind[parsed.last_param], self.collation) if parsed.kind == "count_after" else 0
-            results = ResultSet.of([total - start])
-            stats["scannedIndex"] = total - start
+                stats["fullCount"] = end - start
+        else:  # count_after / count_range / count_all
+            start = col.start_index(bind[parsed.last_param], self.collation) if parsed.kind != "count_all" else 0
+            end = col.end_index(bind[parsed.until_param], self.collation) if parsed.kind == "count_range" else total
+            results = ResultSet.of([max(0, end - start)])
+            stats["scannedIndex"] = max(0, end - start)
         stats["executionTime"] = time.perf_counter() - t0
         extra = {"warnings": [dict(w) for w in self.query_warnings], "stats": stats}
         cursor = Cursor(str(next(self._ticks) * 1000 + 7), db.name, results, int(batch_size), float(ttl),
