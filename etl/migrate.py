@@ -14,14 +14,14 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Callable, Iterator
 
 import psycopg
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from etl import indexes, pg, state
+from etl import indexes, pg, state, units
 from etl.errors import EtlError, Interrupted, PermanentError, is_transient
 from etl.load import Loader
 from etl.mapping import load_mapping
@@ -54,7 +54,6 @@ class CollectionResult:
     extra_fields: Counter = field(default_factory=Counter)
     batch_stats: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    forward_refs: dict[str, list] = field(default_factory=dict)  # document type -> [(id, parent id)]
 
     def asdict(self) -> dict:
         loaded = self.counts.loaded
@@ -409,7 +408,9 @@ class Migration:
         self.on_collection(name, result.source_count)
         self.on_progress(name, result.counts.read, result.source_count)
         remaining_limit = self.limit
-        batches = source.batches(name, self.batch_size, after=cp.position)
+        until = getattr(cp, "until", None)
+        batches = (source.batches(name, self.batch_size, after=cp.position) if until is None else
+                   source.batches(name, self.batch_size, after=cp.position, until=until))
         loader = Loader(conn, self.run_id)
         t_collection = last_done = time.perf_counter()
         # Batch N+1 is transformed here while one committer thread loads batch N: psycopg
@@ -436,33 +437,48 @@ class Migration:
             if in_flight is not None:
                 conn, loader, last_done = self._absorb(in_flight, name, result, last_done)
                 self._stop_if_requested(name, cp, result)
-        self._relink_forward_refs(result)
+        if not isinstance(cp, units.UnitCheckpoint):  # a range unit leaves this to its 'finish' unit
+            self.relink_forward_refs(name, result)
         result.seconds += time.perf_counter() - t_collection
         if not self.dry_run and (remaining_limit is None or remaining_limit > 0):
             cp.done = True
             cp.counts = result.counts
+
             def mark_done(c):
                 with c.transaction():
-                    state.save_checkpoint(c, self.run_id, cp)
+                    self._save_checkpoint(c, cp)
 
             self._retrying(mark_done, self._conn)
         result.status = "migrated"
 
-    def _relink_forward_refs(self, result: CollectionResult) -> None:
-        """References to a parent that came later in the same collection, set now that it exists."""
-        for document_type, refs in result.forward_refs.items():
+    def _save_checkpoint(self, c, cp: Checkpoint) -> None:
+        if isinstance(cp, units.UnitCheckpoint):
+            units.hold(c, cp, self.run_id)
+            units.save(c, self.run_id, cp)
+        else:
+            state.save_checkpoint(c, self.run_id, cp)
+
+    def relink_forward_refs(self, name: str, result: CollectionResult) -> None:
+        """References to a parent that came later in the collection (or in another worker's
+        range), kept in etl_pending_links by the batches that found them: set now."""
+        cm = self.mapping.for_collection(name)
+        for document_type in sorted({t.document_type for t in cm.targets()} if cm else ()):
             table = self.mapping.table(document_type)
 
             def relink(c):
-                return Loader(c, self.run_id).relink_parents(table, refs)
+                with c.transaction():
+                    refs = c.execute("select child_id::text, parent_id::text from etl_pending_links"
+                                     " where run_id = %s and table_name = %s", (self.run_id, table)).fetchall()
+                    linked = Loader(c, self.run_id).relink_parents(table, refs)
+                    c.execute("delete from etl_pending_links where run_id = %s and table_name = %s",
+                              (self.run_id, table))
+                return linked
 
             linked = self._retrying(relink, self._conn)
             result.counts.dangling -= linked
             result.by_type[document_type].dangling -= linked
             if linked:
-                log.info("%s: linked %d references to parents that came later in the stream",
-                         result.collection, linked)
-        result.forward_refs.clear()
+                log.info("%s: linked %d references to parents that came later in the stream", name, linked)
 
     def _absorb(self, in_flight, name: str, result: CollectionResult, last_done: float):
         """Wait for the batch being committed; fold its counts into the result."""
@@ -508,7 +524,6 @@ class Migration:
     def _commit_batch(self, conn, loader, name, batch, cp: Checkpoint, outcome, started, t0, result):
         """Load one batch and its bookkeeping in one transaction, retried as a whole."""
         rows, edges, transform_rejects = outcome
-        forward: dict[str, list] = {}
         docs_by_key = {d.get("_key"): d for d in batch.docs if isinstance(d, dict)}
 
         def attempt(c):
@@ -517,9 +532,10 @@ class Migration:
                 loader = Loader(c, self.run_id)
             counts = Counts()
             by_type: dict[str, Counts] = {}
-            forward.clear()  # a retried attempt starts over
             rejects = list(transform_rejects)
             with c.transaction():  # a savepoint of the run-wide transaction in a dry run
+                if isinstance(cp, units.UnitCheckpoint) and not self.dry_run:
+                    units.hold(c, cp, self.run_id)  # first: the unit row stays locked until commit
                 c.execute("select set_config('etl.run_id', %s, true)", (self.run_id,))
                 for document_type, typed_rows in rows.items():
                     lo = loader.load(document_type, typed_rows)
@@ -531,7 +547,7 @@ class Migration:
                     for row, reason in lo.rejected:
                         rejects.append((name, row.key, docs_by_key.get(row.key, row.values), reason, "load"))
                     if lo.forward_refs:
-                        forward[document_type] = lo.forward_refs
+                        _keep_pending_links(c, self.run_id, self.mapping.table(document_type), lo.forward_refs)
                 if edges:
                     lk = loader.link_edges(edges)
                     tc = Counts(read=len(edges), updated=lk.linked, unchanged=lk.unchanged,
@@ -545,20 +561,19 @@ class Migration:
                 n_unmapped = len(transform_rejects) - n_rejected
                 counts.add(Counts(read=len(transform_rejects), rejected=n_rejected, unmapped=n_unmapped))
                 state.write_rejects(c, self.run_id, rejects)
-                new_cp = Checkpoint(name, batch.position, False, cp.batches + 1, Counts(**vars(cp.counts)))
+                new_cp = replace(cp, position=batch.position, done=False, batches=cp.batches + 1,
+                                 counts=Counts(**vars(cp.counts)))
                 new_cp.counts.add(counts)
                 if not self.dry_run:
-                    state.save_checkpoint(c, self.run_id, new_cp)
+                    self._save_checkpoint(c, new_cp)
                     state.record_batch(c, self.run_id, name, new_cp.batches, counts.read, batch.nbytes,
-                                       started, time.perf_counter() - t0)
+                                       started, time.perf_counter() - t0, unit=getattr(cp, "unit_id", None))
             return counts, by_type, rejects, new_cp
 
         counts, by_type, rejects, new_cp = self._retrying(attempt, conn)
         cp.position, cp.batches, cp.counts = new_cp.position, new_cp.batches, new_cp.counts
         for document_type, tc in by_type.items():
             result.by_type[document_type].add(tc)
-        for document_type, refs in forward.items():
-            result.forward_refs.setdefault(document_type, []).extend(refs)
         _record_findings(result, rejects)
         return counts, self._conn, loader
 
@@ -575,6 +590,14 @@ class Migration:
                     self._conn = self._connect()
                     self._conn.execute("select 1")
                 return fn(self._conn)
+
+
+def _keep_pending_links(c, run_id: str, table: str, refs) -> None:
+    with c.cursor() as cur:
+        cur.executemany("insert into etl_pending_links (run_id, table_name, child_id, parent_id)"
+                        " values (%s, %s, %s, %s) on conflict (run_id, table_name, child_id)"
+                        " do update set parent_id = excluded.parent_id",
+                        [(run_id, table, child, parent) for child, parent in refs])
 
 
 def _record_findings(result: CollectionResult, rejects) -> None:

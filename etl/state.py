@@ -130,11 +130,11 @@ def save_checkpoint(conn, run_id: str, cp: Checkpoint) -> None:
 
 
 def record_batch(conn, run_id: str, collection: str, seq: int, docs: int, nbytes: int,
-                 started_at: datetime, seconds: float) -> None:
+                 started_at: datetime, seconds: float, unit: int | None = None) -> None:
     conn.execute(
-        "insert into etl_batches (run_id, collection, seq, docs, nbytes, started_at, seconds)"
-        " values (%s, %s, %s, %s, %s, %s, %s)",
-        (run_id, collection, seq, docs, nbytes, started_at, seconds),
+        "insert into etl_batches (run_id, collection, seq, unit, docs, nbytes, started_at, seconds)"
+        " values (%s, %s, %s, %s, %s, %s, %s, %s)",
+        (run_id, collection, seq, unit, docs, nbytes, started_at, seconds),
     )
 
 

@@ -2,7 +2,8 @@
 -- set-based migration core and the ETL's run bookkeeping tables.
 --
 -- Creates:
---  * tables etl_runs, etl_checkpoints, etl_batches, etl_rejects, etl_deferred_indexes (docs/design.md "Run bookkeeping");
+--  * tables etl_runs, etl_checkpoints, etl_batches, etl_rejects, etl_deferred_indexes, etl_work_units,
+--    etl_pending_links (docs/design.md "Run bookkeeping" and "Parallel workers");
 --    migration_history IF NOT EXISTS (normally the runner made it already; here so that the
 --    functions below also work when this file is run by hand with psql);
 --  * extension uuid-ossp where the server has it (optional: used only by etl_uuid5() so that a
@@ -104,6 +105,7 @@ CREATE TABLE IF NOT EXISTS etl_batches (
     run_id     text NOT NULL,
     collection text NOT NULL,
     seq        integer NOT NULL,
+    unit       integer,            -- the work unit of a parallel run (etl_work_units), else null
     docs       integer NOT NULL,
     nbytes     bigint,
     started_at timestamptz,
@@ -135,6 +137,47 @@ CREATE TABLE IF NOT EXISTS etl_deferred_indexes (
     definition  text NOT NULL,
     run_id      text NOT NULL,
     deferred_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- ---------------------------------------------------------------------------- parallel workers
+-- A parallel run (`etl migrate --workers N`, `etl worker --run ID`) is cut into work units:
+-- key ranges (key_after, key_until] of a collection, found in the source's own key order, then
+-- one 'finish' unit per collection (parent links that crossed ranges, the collection's
+-- checkpoint) and one 'final' unit (deferred indexes, the report). Workers on any machine claim
+-- a unit with FOR UPDATE SKIP LOCKED and hold it by a lease; each batch commits with the unit's
+-- position only while the worker still holds the lease, so a unit is never done twice, and a
+-- dead worker's unit is claimed again, from its position, once the lease has expired.
+CREATE TABLE IF NOT EXISTS etl_work_units (
+    run_id      text NOT NULL REFERENCES etl_runs (run_id) ON DELETE CASCADE,
+    unit_id     integer NOT NULL,
+    collection  text NOT NULL,
+    kind        text NOT NULL DEFAULT 'range'
+                    CONSTRAINT etl_work_units_kind_check CHECK (kind IN ('range', 'finish', 'final')),
+    key_after   text,            -- exclusive lower bound; null = the start of the collection
+    key_until   text,            -- inclusive upper bound; null = the end
+    needs       text[] NOT NULL DEFAULT '{}',  -- collections whose units must all be done first
+    state       text NOT NULL DEFAULT 'pending'
+                    CONSTRAINT etl_work_units_state_check CHECK (state IN ('pending', 'running', 'done', 'failed')),
+    position    text,            -- the unit's checkpoint: the last committed key
+    batches     integer NOT NULL DEFAULT 0,
+    counts      jsonb NOT NULL DEFAULT '{}',
+    worker      text,
+    lease_until timestamptz,
+    attempts    integer NOT NULL DEFAULT 0,
+    error       text,
+    started_at  timestamptz,
+    finished_at timestamptz,
+    PRIMARY KEY (run_id, unit_id)
+);
+
+-- References to a parent row of the same table that was not loaded yet (later in the stream, or
+-- in another worker's range): kept with the batch that found them, set when the collection ends.
+CREATE TABLE IF NOT EXISTS etl_pending_links (
+    run_id     text NOT NULL,
+    table_name text NOT NULL,
+    child_id   uuid NOT NULL,
+    parent_id  uuid NOT NULL,
+    PRIMARY KEY (run_id, table_name, child_id)
 );
 
 -- A database made before 'unmapped' joined the stages has the narrower check: widen it.
@@ -430,12 +473,17 @@ spec(tbl, cols) AS (
     UNION ALL SELECT 'etl_checkpoints', 'run_id:text,collection:text,position:text,done:boolean,batches:integer,read:bigint,'
                     'inserted:bigint,updated:bigint,unchanged:bigint,rejected:bigint,unmapped:bigint,'
                     'dangling:bigint,updated_at:timestamp with time zone'
-    UNION ALL SELECT 'etl_batches', 'run_id:text,collection:text,seq:integer,docs:integer,nbytes:bigint,'
+    UNION ALL SELECT 'etl_batches', 'run_id:text,collection:text,seq:integer,unit:integer,docs:integer,nbytes:bigint,'
                     'started_at:timestamp with time zone,seconds:double precision'
     UNION ALL SELECT 'etl_rejects', 'id:bigint,run_id:text,collection:text,key:text,document:text,reason:text,stage:text,'
                     'created_at:timestamp with time zone'
     UNION ALL SELECT 'etl_deferred_indexes', 'index_name:text,table_name:text,definition:text,run_id:text,'
-                    'deferred_at:timestamp with time zone'),
+                    'deferred_at:timestamp with time zone'
+    UNION ALL SELECT 'etl_work_units', 'run_id:text,unit_id:integer,collection:text,kind:text,key_after:text,'
+                    'key_until:text,needs:text[],state:text,position:text,batches:integer,counts:jsonb,worker:text,'
+                    'lease_until:timestamp with time zone,attempts:integer,error:text,'
+                    'started_at:timestamp with time zone,finished_at:timestamp with time zone'
+    UNION ALL SELECT 'etl_pending_links', 'run_id:text,table_name:text,child_id:uuid,parent_id:uuid'),
 doc(tbl) AS (VALUES ('resume_documents'), ('job_documents'), ('optimization_results'), ('research_results')),
 idx AS (  -- every index of this database's public tables, with its definition, for property checks
     SELECT c.relname AS tbl, i.relname AS name, pg_get_indexdef(x.indexrelid) AS def, am.amname AS am,
@@ -757,7 +805,8 @@ BEGIN
         EXECUTE format('DROP FUNCTION %s', r.sig);
         RETURN NEXT format('dropped function %s', r.sig);
     END LOOP;
-    FOREACH t IN ARRAY ARRAY['etl_checkpoints', 'etl_batches', 'etl_rejects', 'etl_runs', 'etl_deferred_indexes'] LOOP
+    FOREACH t IN ARRAY ARRAY['etl_work_units', 'etl_pending_links', 'etl_checkpoints', 'etl_batches', 'etl_rejects',
+                             'etl_runs', 'etl_deferred_indexes'] LOOP
         IF to_regclass('public.' || t) IS NOT NULL THEN
             EXECUTE format('DROP TABLE public.%I', t);
             RETURN NEXT 'dropped table ' || t;
