@@ -38,7 +38,9 @@ def write_reports(summary: dict, reports_dir: str | Path, *, markdown=None) -> d
 
 def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+    # A lone surrogate (a source key or value can hold one) is not UTF-8: written as \udXXX,
+    # which inside a JSON string is the same character's escape, so the .json stays valid.
+    with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
         fh.write(text)
 
 

@@ -7,6 +7,7 @@ stored position re-reads at most the batch that was in flight, and the upsert ma
 from __future__ import annotations
 
 import os
+import re
 import socket
 import secrets
 from dataclasses import dataclass, field, asdict
@@ -141,7 +142,7 @@ def record_batch(conn, run_id: str, collection: str, seq: int, docs: int, nbytes
 def write_rejects(conn, run_id: str, rejects: Iterable[tuple[str, str, object, str, str]]) -> int:
     """rejects: (collection, key, document, reason, stage). The document is stored as JSON text
     (escapes kept), because jsonb cannot hold \\u0000 or lone surrogates."""
-    rows = [(run_id, col, key, jsonutil.dumps_str(doc), reason, stage)
+    rows = [(run_id, db_text(col), db_text(key), jsonutil.dumps_str(doc), db_text(reason), stage)
             for col, key, doc, reason, stage in rejects]
     if not rows:
         return 0
@@ -150,6 +151,17 @@ def write_rejects(conn, run_id: str, rejects: Iterable[tuple[str, str, object, s
         for r in rows:
             copy.write_row(r)
     return len(rows)
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def db_text(s: str | None) -> str | None:
+    """s as PostgreSQL text can hold it: U+0000 and lone surrogates (which a source file can
+    hold in a key) written as \\u0000 / \\udXXX. Any other string is returned unchanged."""
+    if s is None or not _UNSTORABLE.search(s):
+        return s
+    return _UNSTORABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", s)
 
 
 def purge_rejects(conn, run_id: str) -> int:

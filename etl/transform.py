@@ -27,7 +27,8 @@ metadata.extra, so a dangling reference loses nothing.
 Decisions on bad input (each has a test in tests/test_transform.py):
 
 - `_key` missing or not a string, or the document is not an object: Reject `missing_key` /
-  `not_an_object`.
+  `not_an_object`. A `_key` holding U+0000 or a lone surrogate (never made by ArangoDB, possible
+  in a file): Reject `bad_key` whatever the string policies, since the identity must be text.
 - user_id missing or null: Reject `missing_user_id`; empty/blank string, bool, float, object:
   Reject `bad_user_id`; an integer: its decimal string (source value kept in metadata.original).
 - U+0000 in any string or key: policy `nul_in_strings` (default reject: `nul_in_string: <path>
@@ -62,6 +63,7 @@ Decisions on bad input (each has a test in tests/test_transform.py):
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 import uuid
@@ -257,9 +259,16 @@ _UNESCAPE = re.compile(r"\\(\\|u([0-9a-f]{4}))")
 
 
 def _pathstr(path: list) -> str:
+    """a.b[0].c for a reject reason; a name with a control character (a newline, U+0000, a lone
+    surrogate...) is written as ["JSON string"], so the reason stays one printable line."""
     out = ""
     for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+        if isinstance(p, int):
+            out += f"[{p}]"
+        elif not str(p).isprintable():
+            out += "[" + json.dumps(str(p)) + "]"
+        else:
+            out += f".{p}" if out else str(p)
     return out or "(document)"
 
 
@@ -380,6 +389,11 @@ class Transformer:
         if not isinstance(key, str) or not key:
             return Reject(collection, None if key is None else str(key),
                           f"missing_key: _key is {_typename(key)}, not a non-empty string", _dump(doc))
+        if "\x00" in key or _SURROGATE.search(key):
+            # No policy applies to the identity: the row id, the reject store and checkpoints need
+            # the key as valid text, and ArangoDB never makes such a key.
+            what = "\\u0000" if "\x00" in key else "a lone surrogate"
+            return Reject(collection, key, f"bad_key: _key contains {what} (ArangoDB keys cannot)", _dump(doc))
         cm = self.mapping.for_collection(collection)
         if cm is None:
             return Unmapped(collection, key, self.mapping.unmapped_reason(collection))
@@ -742,8 +756,17 @@ def rebuild_edge(edge: dict) -> dict:
 
 
 def _deepish_copy(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {k: _deepish_copy(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_deepish_copy(x) for x in v]
-    return v
+    """A copy of the dicts and lists of v (leaves shared). Iterative: the transform accepts
+    documents nested nearly as deep as Python's recursion limit, and rebuilding one must not
+    fail where transforming it did not."""
+    if not isinstance(v, (dict, list)):
+        return v
+    root = dict(v) if isinstance(v, dict) else list(v)
+    stack = [root]
+    while stack:
+        c = stack.pop()
+        for k, x in (c.items() if isinstance(c, dict) else enumerate(c)):
+            if isinstance(x, (dict, list)):
+                c[k] = y = dict(x) if isinstance(x, dict) else list(x)
+                stack.append(y)
+    return root
