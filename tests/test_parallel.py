@@ -1,0 +1,211 @@
+"""Parallel runs (`etl migrate --workers N`, `etl worker --run ID`): the same rows as one
+process, key ranges from the server's order, dependencies, and a killed worker's unit taken over
+after its lease, never done twice."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from etl import units
+from etl.migrate import Migration
+from etl.parallel import needs_of, run_parallel
+from etl.reconcile import Reconciliation
+from etl.settings import load_settings
+from tests.datagen import generate
+from tests.test_migrate_arango import arango_env, scalar, seed_dataset
+
+REPO = Path(__file__).resolve().parent.parent
+TABLES = ("resume_documents", "job_documents", "optimization_results", "research_results")
+# what a row holds apart from provenance (run id, timestamps): identical whoever loaded it
+ROW_SQL = ("select id::text, user_id, parsed_data::text, metadata - 'migrated_at' - 'run_id' - 'etl'"
+           " from {t} order by id")
+
+
+def rows(dsn: str) -> dict[str, list]:
+    with psycopg.connect(dsn) as conn:
+        out = {t: [(r[0], r[1], r[2], _strip(r[3])) for r in conn.execute(ROW_SQL.format(t=t))] for t in TABLES}
+        out["links"] = conn.execute("select id::text, resume_id::text, job_id::text, parent_optimization_id::text"
+                                    " from optimization_results order by id").fetchall()
+        out["research"] = conn.execute("select id::text, job_id::text, resume_id::text from research_results"
+                                       " order by id").fetchall()
+        out["rejects"] = conn.execute("select collection, key, stage, split_part(reason, ':', 1) from etl_rejects"
+                                      " order by 1, 2, 3").fetchall()
+    return out
+
+
+def _strip(meta: dict) -> dict:
+    meta = dict(meta or {})
+    for k in ("migrated_at", "run_id", "etl"):
+        meta.pop(k, None)
+    return meta
+
+
+@pytest.fixture
+def dataset(arango_server):
+    ds = generate(240, seed=31, bad=True)
+    seed_dataset(arango_server, ds)
+    return ds
+
+
+def test_three_workers_give_the_rows_of_one_process(make_db, tmp_path, arango_server, dataset):
+    one, three = make_db(schema=True), make_db(schema=True)
+    env1, env3 = arango_env(arango_server, one, tmp_path), arango_env(arango_server, three, tmp_path)
+    Migration(load_settings(None, env=env1), all_=True, batch_size=20, retry_wait=lambda rs: 0).run()
+    m = Migration(load_settings(None, env=env3), all_=True, batch_size=20, retry_wait=lambda rs: 0)
+    summary = run_parallel(m, workers=3, lease_seconds=30)
+    assert summary.state == "finished"
+    assert rows(one) == rows(three)
+    by_name = {c.collection: c for c in summary.collections}
+    for name, count in dataset.counts.items():
+        c = by_name[name]
+        assert c.source_count == count
+        assert c.counts.loaded + c.counts.rejected + c.counts.unmapped == count, name
+    with psycopg.connect(three) as conn:
+        # resumes were split into several key ranges, each read exactly once
+        ranges = conn.execute("select count(*), sum((counts ->> 'read')::int) from etl_work_units"
+                              " where collection = 'resumes' and kind = 'range'").fetchone()
+        assert ranges[0] > 1 and ranges[1] == dataset.counts["resumes"]
+        assert conn.execute("select count(*) from etl_work_units where state <> 'done'").fetchone()[0] == 0
+        assert conn.execute("select count(distinct worker) from etl_work_units").fetchone()[0] >= 2
+        # a dependent collection's ranges started only after the collections it points at were done
+        early = conn.execute(
+            "select count(*) from etl_work_units d join etl_work_units r on r.run_id = d.run_id"
+            " and r.collection = any(d.needs) where d.kind = 'range' and d.started_at < r.finished_at").fetchone()[0]
+        assert early == 0
+        assert conn.execute("select state from etl_runs where run_id = %s", (summary.run_id,)).fetchone()[0] == "finished"
+        assert conn.execute("select count(*) from etl_deferred_indexes").fetchone()[0] == 0
+        assert conn.execute("select count(*) from etl_pending_links").fetchone()[0] == 0
+    assert (tmp_path / "reports" / f"{summary.run_id}.json").exists()
+    rec = Reconciliation(load_settings(None, env=env3), all_=True).run()
+    assert not rec.has_differences
+
+
+def test_dependencies_come_from_the_mapping():
+    from etl.mapping import load_mapping
+
+    mapping = load_mapping("configs/atspro.toml")
+    names = set(mapping.collections_in_order())
+    assert needs_of(mapping, "resumes", names) == []
+    assert set(needs_of(mapping, "job_research", names)) >= {"jobs"}
+    assert needs_of(mapping, "task_results", names) == []
+
+
+def test_a_killed_worker_unit_is_taken_over_and_done_once(schema_db, tmp_path, arango_server):
+    ds = generate(300, seed=32)
+    seed_dataset(arango_server, ds)
+    env = arango_env(arango_server, schema_db, tmp_path)
+    # slow reads so that the workers are mid-unit when one is killed
+    arango_server.slow(0.15, count=100000, routes=None)
+    cmd = [sys.executable, "-m", "etl", "migrate", "--collection", "resumes", "--batch", "10",
+           "--workers", "2", "--lease-seconds", "3"]
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim = None
+    deadline = time.monotonic() + 60
+    while victim is None and time.monotonic() < deadline:
+        with psycopg.connect(schema_db) as conn:
+            if conn.execute("select to_regclass('etl_work_units')").fetchone()[0]:
+                row = conn.execute("select unit_id, worker from etl_work_units where state = 'running'"
+                                   " and kind = 'range' and batches >= 1 order by unit_id limit 1").fetchone()
+                if row:
+                    victim = row
+        time.sleep(0.05)
+    assert victim is not None, "no worker got going"
+    unit_id, worker = victim
+    os.kill(int(worker.rsplit(":", 1)[1]), signal.SIGKILL)
+    arango_server.clear_faults()
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err[-3000:]
+    with psycopg.connect(schema_db) as conn:
+        got = conn.execute("select state, attempts, worker, counts ->> 'read' from etl_work_units"
+                           " where unit_id = %s", (unit_id,)).fetchone()
+        assert got[0] == "done" and got[1] >= 2 and got[2] != worker  # taken over by another worker
+        total = conn.execute("select sum((counts ->> 'read')::int) from etl_work_units"
+                             " where kind = 'range' and collection = 'resumes'").fetchone()[0]
+        # every document read exactly once across the units' committed checkpoints
+        assert total == ds.counts["resumes"]
+    assert scalar(schema_db, "select count(*) from resume_documents") == ds.counts["resumes"]
+    keys = [k for (k,) in psycopg.connect(schema_db).execute(
+        "select metadata->'arango'->>'_key' from resume_documents")]
+    assert sorted(keys) == sorted(d["_key"] for d in ds["resumes"])
+    assert "starting another" in err  # the coordinator replaced the dead process
+
+
+def test_a_second_machine_joins_with_etl_worker(schema_db, tmp_path, arango_server):
+    ds = generate(200, seed=33)
+    seed_dataset(arango_server, ds)
+    env = arango_env(arango_server, schema_db, tmp_path)
+    arango_server.slow(0.05, count=100000, routes=None)
+    coord = subprocess.Popen([sys.executable, "-m", "etl", "migrate", "--all", "--batch", "10", "--workers", "2"],
+                             env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run_id = None
+    deadline = time.monotonic() + 60
+    while run_id is None and time.monotonic() < deadline:
+        with psycopg.connect(schema_db) as conn:
+            if conn.execute("select to_regclass('etl_work_units')").fetchone()[0]:
+                row = conn.execute("select run_id from etl_work_units limit 1").fetchone()
+                run_id = row[0] if row else None
+        time.sleep(0.05)
+    assert run_id
+    joined = subprocess.run([sys.executable, "-m", "etl", "worker", "--run", run_id], env=env, cwd=REPO,
+                            capture_output=True, text=True, timeout=240)
+    arango_server.clear_faults()
+    out, err = coord.communicate(timeout=240)
+    assert coord.returncode in (0, 1), err[-3000:]  # 1: the generated data has rejects
+    assert joined.returncode == 0, joined.stderr[-3000:]
+    assert f"run {run_id}: finished" in joined.stdout or "units done" in joined.stdout
+    with psycopg.connect(schema_db) as conn:
+        assert conn.execute("select count(distinct worker) from etl_work_units").fetchone()[0] >= 2
+        assert conn.execute("select count(*) from etl_work_units where state <> 'done'").fetchone()[0] == 0
+    assert scalar(schema_db, "select count(*) from job_documents") == ds.counts["jobs"]
+
+
+def test_worker_for_an_unknown_run_is_one_line_exit_2(schema_db, tmp_path, arango_server):
+    env = arango_env(arango_server, schema_db, tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "etl", "worker", "--run", "no-such-run"], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")] == [
+        ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert "no-such-run" in proc.stderr
+
+
+def test_claims_never_hand_one_unit_to_two_workers(schema_db):
+    """Claiming is the only coordination: many concurrent claimers, every unit claimed once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with psycopg.connect(schema_db, autocommit=True) as conn:
+        conn.execute("insert into etl_runs (run_id, command, state) values ('r1', 'migrate', 'running')")
+        units.plan(conn, "r1", [units.PlannedUnit("c", "range") for _ in range(40)])
+
+    def claimer(i):
+        got = []
+        with psycopg.connect(schema_db, autocommit=True) as c:
+            while (u := units.claim(c, "r1", f"w{i}", 60)) is not None:
+                got.append(u.unit_id)
+        return got
+
+    with ThreadPoolExecutor(6) as pool:
+        claimed = [u for part in pool.map(claimer, range(6)) for u in part]
+    assert sorted(claimed) == list(range(1, 41))
+
+
+def test_an_expired_lease_is_taken_over_and_the_old_holder_cannot_commit(schema_db):
+    with psycopg.connect(schema_db, autocommit=True) as conn:
+        conn.execute("insert into etl_runs (run_id, command, state) values ('r2', 'migrate', 'running')")
+        units.plan(conn, "r2", [units.PlannedUnit("c", "range")])
+        first = units.claim(conn, "r2", "old", 0.2)
+        assert units.claim(conn, "r2", "new", 60) is None  # the lease still holds
+        time.sleep(0.3)
+        second = units.claim(conn, "r2", "new", 60)
+        assert second is not None and second.unit_id == first.unit_id and second.attempts == 2
+        cp = units.UnitCheckpoint("c", None, unit_id=first.unit_id, worker="old")
+        with pytest.raises(units.LeaseLost):
+            with conn.transaction():
+                units.hold(conn, cp, "r2")
