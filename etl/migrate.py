@@ -459,26 +459,30 @@ class Migration:
             state.save_checkpoint(c, self.run_id, cp)
 
     def relink_forward_refs(self, name: str, result: CollectionResult) -> None:
-        """References to a parent that came later in the collection (or in another worker's
-        range), kept in etl_pending_links by the batches that found them: set now."""
+        """References to a parent that came later in the collection, set now (own transaction)."""
+        def relink(c):
+            with c.transaction():
+                return self.relink_pending(c, name)
+
+        count_relinked(result, self._retrying(relink, self._conn))
+
+    def relink_pending(self, c, name: str) -> dict[str, int]:
+        """In the caller's transaction: set the references to a parent that was not loaded yet
+        when its child was (later in the stream, or in another worker's range), as the batches
+        kept them in etl_pending_links; then forget them. Returns links set per document type."""
         cm = self.mapping.for_collection(name)
+        linked: dict[str, int] = {}
         for document_type in sorted({t.document_type for t in cm.targets()} if cm else ()):
             table = self.mapping.table(document_type)
-
-            def relink(c):
-                with c.transaction():
-                    refs = c.execute("select child_id::text, parent_id::text from etl_pending_links"
-                                     " where run_id = %s and table_name = %s", (self.run_id, table)).fetchall()
-                    linked = Loader(c, self.run_id).relink_parents(table, refs)
-                    c.execute("delete from etl_pending_links where run_id = %s and table_name = %s",
-                              (self.run_id, table))
-                return linked
-
-            linked = self._retrying(relink, self._conn)
-            result.counts.dangling -= linked
-            result.by_type[document_type].dangling -= linked
-            if linked:
-                log.info("%s: linked %d references to parents that came later in the stream", name, linked)
+            refs = c.execute("select child_id::text, parent_id::text from etl_pending_links"
+                             " where run_id = %s and table_name = %s", (self.run_id, table)).fetchall()
+            if not refs:
+                continue
+            linked[document_type] = Loader(c, self.run_id).relink_parents(table, refs)
+            c.execute("delete from etl_pending_links where run_id = %s and table_name = %s", (self.run_id, table))
+            log.info("%s: linked %d of %d references to parents that came later", name,
+                     linked[document_type], len(refs))
+        return linked
 
     def _absorb(self, in_flight, name: str, result: CollectionResult, last_done: float):
         """Wait for the batch being committed; fold its counts into the result."""
@@ -590,6 +594,13 @@ class Migration:
                     self._conn = self._connect()
                     self._conn.execute("select 1")
                 return fn(self._conn)
+
+
+def count_relinked(result: CollectionResult, linked: dict[str, int]) -> None:
+    """Links set after the fact are no longer dangling."""
+    for document_type, n in linked.items():
+        result.counts.dangling -= n
+        result.by_type[document_type].dangling -= n
 
 
 def _keep_pending_links(c, run_id: str, table: str, refs) -> None:

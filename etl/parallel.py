@@ -31,7 +31,7 @@ from pydantic import SecretStr
 from etl import indexes, pg, state, units
 from etl.errors import EtlError, Interrupted, PermanentError
 from etl.migrate import (EXAMPLES_PER_REASON, CollectionResult, Migration, RunSummary, _now,
-                         _summary_counts)
+                         _summary_counts, count_relinked)
 from etl.signals import GracefulStop
 from etl.sources import open_source
 from etl.state import Checkpoint, Counts
@@ -188,7 +188,7 @@ class Worker:
         cp = self._checkpoint(unit)
         units.hold(c, cp, self.run_id)
         result = CollectionResult(unit.collection)
-        m.relink_pending(c, unit.collection, result)
+        count_relinked(result, m.relink_pending(c, unit.collection))
         cp.done, cp.counts = True, result.counts
         units.save(c, self.run_id, cp)
         total, batches = units.collection_counts(c, self.run_id).get(unit.collection, (Counts(), 0))

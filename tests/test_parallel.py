@@ -209,3 +209,36 @@ def test_an_expired_lease_is_taken_over_and_the_old_holder_cannot_commit(schema_
         with pytest.raises(units.LeaseLost):
             with conn.transaction():
                 units.hold(conn, cp, "r2")
+
+
+def test_a_parent_link_waiting_for_a_later_parent_survives_a_stop_and_resume(schema_db, tmp_path):
+    """Before etl_pending_links such links were kept in memory and lost when a run stopped."""
+    import copy
+
+    from etl.errors import Interrupted
+    from etl.transform import row_id
+    from tests.datagen import write_dump
+    from tests.test_reconcile import findings, reconcile, settings_for
+
+    ds = generate(10, seed=3)
+    docs = {c: [copy.deepcopy(d) for d in ds[c]] for c in ds}
+    opts = [d for d in docs["documents"] if d["type"] == "optimization"]
+    child, parent = opts[0], opts[-1]
+    child.update(parent_optimization_id=parent["_key"], user_id=parent["user_id"], resume_id=parent["resume_id"])
+    path = tmp_path / "d"
+    write_dump(path, docs, gzip=False, types=ds.types)
+
+    def waiting_link() -> bool:  # stop right after the batch that had to leave the link open
+        return scalar(schema_db, "select count(*) from etl_pending_links") > 0
+
+    with pytest.raises(Interrupted):
+        Migration(settings_for(schema_db, tmp_path), source=f"dump:{path}", all_=True, batch_size=3,
+                  should_stop=waiting_link, retry_wait=lambda rs: 0).run()
+    assert scalar(schema_db, "select count(*) from etl_pending_links") == 1
+    Migration(settings_for(schema_db, tmp_path), source=f"dump:{path}", resume=True, batch_size=3,
+              retry_wait=lambda rs: 0).run()
+    stored = scalar(schema_db, "select parent_optimization_id::text from optimization_results"
+                    " where metadata -> 'arango' ->> '_key' = %s", child["_key"])
+    assert stored == row_id("documents", parent["_key"])
+    assert scalar(schema_db, "select count(*) from etl_pending_links") == 0
+    assert findings(reconcile(schema_db, tmp_path, path)) == set()
