@@ -9,9 +9,10 @@ database copied from a template with sql/ applied):
                --naive-docs documents: its rate per document is flat, and it is slow);
   3. dump      `etl migrate --all --source dump:DIR`;
   4. http      `etl migrate --all` from the test ArangoDB server over HTTP;
-  5. reconcile `etl reconcile --all --source dump:DIR` after (3).
-Prints docs/s, MB/s, the etl process's peak RSS and the ratios 3/1, 3/2, 4/1, 5/3 (medians
-over --runs), and writes bench/results.json.
+  5. reconcile `etl reconcile --all --source dump:DIR` after (3);
+  6. http_w2   `etl migrate --all --workers 2` over HTTP (key ranges, two worker processes).
+Prints docs/s, MB/s, the etl process's peak RSS (with --workers: the largest process) and the
+ratios 3/1, 3/2, 4/1, 5/3, 6/4 (medians over --runs), and writes bench/results.json.
 """
 from __future__ import annotations
 
@@ -245,6 +246,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--pg-dsn", default=os.environ.get("ETL_BENCH_PG_DSN"))
     ap.add_argument("--skip-http", action="store_true")
+    ap.add_argument("--workers", type=int, default=2, help="worker processes of the http_w2 measurement")
     ap.add_argument("--out", default=str(REPO / "bench" / "results.json"))
     args = ap.parse_args()
 
@@ -257,7 +259,7 @@ def main() -> int:
         log(f"{total} documents, {source_bytes / 1e6:.1f} MB of JSON; rendering final rows for the limit")
         files = render_final_rows(ds, dbs.fresh(), work)
         server = None if args.skip_http else start_arango(ds)
-        results: dict[str, list[dict]] = {k: [] for k in ("limit", "naive", "dump", "http", "reconcile")}
+        results: dict[str, list[dict]] = {k: [] for k in ("limit", "naive", "dump", "http", "http_w2", "reconcile")}
         for i in range(args.runs):
             log(f"run {i + 1}/{args.runs}: limit (psql \\copy)")
             results["limit"].append(measure_limit(dbs.fresh(), files))
@@ -271,6 +273,9 @@ def main() -> int:
             if server is not None:
                 log("etl migrate over HTTP from the test ArangoDB server")
                 results["http"].append(run_etl(["migrate", "--all"], dbs.fresh(), work, server.env))
+                log(f"etl migrate --workers {args.workers} over HTTP")
+                results["http_w2"].append(run_etl(["migrate", "--all", "--workers", str(args.workers)],
+                                                  dbs.fresh(), work, server.env))
         if server is not None:
             server.stop()
         return report(args, total, source_bytes, results, admin)
@@ -303,7 +308,7 @@ def report(args, total: int, source_bytes: int, results: dict, admin: str) -> in
                            "peak_rss_mb": med(name, "peak_rss_mb"), "runs": results[name]}
                     for name in rates},
         "ratios": {"dump/limit": ratio("dump", "limit"), "dump/naive": ratio("dump", "naive"),
-                   "http/limit": ratio("http", "limit"),
+                   "http/limit": ratio("http", "limit"), "http_w2/http": ratio("http_w2", "http"),
                    "reconcile_time/migrate_time": round(med("reconcile") / med("dump"), 2) if med("reconcile") else None},
     }
     print(f"\n{total} documents ({out['source_mb']} MB JSON), PostgreSQL {version}, commit {commit}, "

@@ -304,6 +304,9 @@ def status_cmd(
     _echo_table(info["runs"])
     typer.echo("\nCheckpoints of the latest migrate run")
     _echo_table(info["checkpoints"])
+    if info["work_units"]:
+        typer.echo("\nWork units of the latest migrate run (--workers)")
+        _echo_table(info["work_units"])
     typer.echo("\nLatest reconcile per collection")
     _echo_table(info["reconciles"])
 

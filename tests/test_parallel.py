@@ -83,6 +83,11 @@ def test_three_workers_give_the_rows_of_one_process(make_db, tmp_path, arango_se
         assert conn.execute("select count(*) from etl_deferred_indexes").fetchone()[0] == 0
         assert conn.execute("select count(*) from etl_pending_links").fetchone()[0] == 0
     assert (tmp_path / "reports" / f"{summary.run_id}.json").exists()
+    from etl.status import status
+
+    shown = status(three)["work_units"]
+    assert {u["state"] for u in shown} == {"done"}
+    assert sum(u["read"] or 0 for u in shown if u["collection"] == "resumes") == dataset.counts["resumes"]
     rec = Reconciliation(load_settings(None, env=env3), all_=True).run()
     assert not rec.has_differences
 
