@@ -451,6 +451,53 @@ def _missing_extension(message: str, stmt: str) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
+# does the database have the schema this etl ships?
+
+
+def shipped_sql_dir() -> Path:
+    """The sql/ directory this etl was installed with (ETL_SQL_DIR overrides it, as for the CLI)."""
+    import os
+
+    return Path(os.environ.get("ETL_SQL_DIR") or Path(__file__).resolve().parent.parent / "sql")
+
+
+def check_schema_version(conn: psycopg.Connection, sql_dir: str | Path | None = None) -> None:
+    """Refuse (PermanentError, one line) a database whose migration_history is not the schema
+    this etl ships: a version this etl does not know (a newer etl applied it), a shipped version
+    not applied yet (an older schema), or one applied from a different file (checksum). Without
+    migration_history (a schema made by hand) or without the sql/ files there is nothing to
+    compare, and nothing is refused. Read-only."""
+    d = Path(sql_dir) if sql_dir is not None else shipped_sql_dir()
+    if not d.is_dir():
+        return
+    if not _history_exists(conn):
+        return
+    done = _read_history(conn)
+    shipped = {m.version: m for m in load_migrations(d)}
+    if not done or not shipped:
+        return
+    unknown = sorted(v for v in done if v not in shipped)
+    if unknown:
+        raise PermanentError(
+            f"the database schema has migration {', '.join(unknown)}, newer than this etl knows "
+            f"(up to {max(shipped)}): it was upgraded by a newer etl",
+            hint="upgrade etl to the version that applied it")
+    missing = sorted(v for v in shipped if v not in done)
+    if missing:
+        raise PermanentError(
+            f"the database schema is older than this etl: migration {', '.join(missing)} not applied",
+            hint="run `etl apply-schema`")
+    changed = sorted(v for v in shipped if done[v]["checksum"] != shipped[v].checksum)
+    if changed:
+        m = shipped[changed[0]]
+        raise PermanentError(
+            f"the database schema is another version: {m.filename} was applied with checksum "
+            f"{done[m.version]['checksum'][:12]}... but this etl ships {m.checksum[:12]}..."
+            + (f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""),
+            hint="run `etl apply-schema` (review the change, then --repair), or use the etl that applied it")
+
+
+# ---------------------------------------------------------------------------------------------
 # status and rollback
 
 

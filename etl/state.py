@@ -69,6 +69,13 @@ def require_schema(conn: psycopg.Connection) -> None:
     if not all(row):
         raise PermanentError("the target schema is not applied (no etl_checkpoints / etl_merge_stage)",
                              hint="run `etl apply-schema` first")
+    from etl.schema import check_schema_version
+
+    try:
+        check_schema_version(conn)
+    finally:
+        if not conn.autocommit:
+            conn.rollback()
 
 
 def start_run(conn, run_id: str, command: str, *, source: str, target: str, options: dict) -> None:
@@ -165,5 +172,6 @@ def db_text(s: str | None) -> str | None:
 
 
 def purge_rejects(conn, run_id: str) -> int:
+    require_schema(conn)
     cur = conn.execute("delete from etl_rejects where run_id = %s", (run_id,))
     return cur.rowcount
