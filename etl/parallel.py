@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 import psycopg
+from psycopg.types.json import Jsonb
 from pydantic import SecretStr
 
 from etl import indexes, pg, state, units
@@ -57,20 +58,26 @@ def needs_of(mapping, name: str, in_run: set[str]) -> list[str]:
     return sorted((refs - {name}) & in_run)
 
 
-def ranges_for(count: int, batch_size: int, workers: int) -> int:
+MIN_RANGE_DOCS = 1000  # below this, a range costs more in queries and start-up than it saves
+
+
+def ranges_for(count: int, workers: int) -> int:
     """How many key ranges a collection gets: two per worker (so that a slow range does not
-    leave the others idle), never a range smaller than one batch."""
-    return max(1, min(2 * workers, math.ceil(count / batch_size)))
+    leave the others idle), none smaller than MIN_RANGE_DOCS."""
+    return max(1, min(2 * workers, count // MIN_RANGE_DOCS))
 
 
-def plan_units(mapping, source, names: list[str], workers: int, batch_size: int) -> list[units.PlannedUnit]:
+def plan_units(mapping, source, names: list[str], workers: int, deferred_tables: dict[str, list[str]]
+               ) -> list[units.PlannedUnit]:
+    """deferred_tables: table -> the collections of this run that write it, for the tables whose
+    indexes were dropped for the load (each gets an 'index' unit that runs once they are done)."""
     in_run = set(names)
     planned: list[units.PlannedUnit] = []
     for name in names:
         needs = needs_of(mapping, name, in_run)
         info = source.collection(name)
         points: list[str] = []
-        parts = ranges_for(info.count, batch_size, workers)
+        parts = ranges_for(info.count, workers)
         if mapping.for_collection(name) is not None and parts > 1 and hasattr(source, "split_points"):
             points = source.split_points(name, parts)
         bounds = [None, *points, None]
@@ -78,6 +85,8 @@ def plan_units(mapping, source, names: list[str], workers: int, batch_size: int)
         planned.append(units.PlannedUnit(name, "finish"))
         log.info("%s: %d documents in %d key range(s)%s", name, info.count, len(bounds) - 1,
                  f", after {', '.join(needs)}" if needs else "")
+    for table, writers in deferred_tables.items():
+        planned.append(units.PlannedUnit(table, "index", needs=sorted(writers)))
     planned.append(units.PlannedUnit("*", "final"))
     return planned
 
@@ -87,7 +96,7 @@ class Worker:
     """Claims and executes units of one run until none is left (or the run failed)."""
 
     def __init__(self, settings, run_id: str, *, lease_seconds: float = units.LEASE_SECONDS,
-                 poll_seconds: float = 1.0, should_stop: Callable[[], bool] = lambda: False,
+                 poll_seconds: float = 0.2, should_stop: Callable[[], bool] = lambda: False,
                  name: str | None = None):
         self.settings = settings
         self.run_id = run_id
@@ -179,8 +188,22 @@ class Worker:
             m._migrate_collection(self._conn(), self.source, unit.collection, self._checkpoint(unit), result)
         elif unit.kind == "finish":
             m._retrying(lambda c: _in_tx(c, lambda: self._finish_collection(c, unit)), self._conn())
+        elif unit.kind == "index":
+            m._retrying(lambda c: _in_tx(c, lambda: self._build_indexes(c, unit)), self._conn())
         else:
             self._final(unit)
+
+    def _build_indexes(self, c, unit: units.Unit) -> None:
+        """A table's deferred indexes, built while other collections still load. The unit row
+        stays locked for the build, so no other worker starts the same build."""
+        cp = self._checkpoint(unit)
+        units.hold(c, cp, self.run_id)
+        built = indexes.rebuild(c, [unit.collection])
+        cp.done = True
+        units.save(c, self.run_id, cp)
+        c.execute("update etl_work_units set counts = counts || jsonb_build_object('index_builds', %s::jsonb)"
+                  " where run_id = %s and unit_id = %s",
+                  (Jsonb([{"index": n, "seconds": round(t, 3)} for n, t in built]), self.run_id, unit.unit_id))
 
     def _finish_collection(self, c, unit: units.Unit) -> None:
         """One transaction: the parent links that crossed ranges, the unit, the collection's checkpoint."""
@@ -200,9 +223,9 @@ class Worker:
         cp = self._checkpoint(unit)
         with conn.transaction():
             units.hold(conn, cp, self.run_id)
-            built = indexes.rebuild(conn)
+            built = indexes.rebuild(conn)  # normally none left: the 'index' units built them
             summary = summary_from_db(conn, self.migration, self.run_id)
-            summary.index_builds = [{"index": n, "seconds": round(t, 3)} for n, t in built]
+            summary.index_builds += [{"index": n, "seconds": round(t, 3)} for n, t in built]
             paths = _write_reports(summary, self.settings)
             state.finish_run(conn, self.run_id, "finished", summary=_summary_counts(summary),
                              report_path=str(paths["json"]) if paths else None)
@@ -275,11 +298,14 @@ def summary_from_db(conn, migration: Migration, run_id: str) -> RunSummary:
         if name in by_name:
             by_name[name].unmapped_keys = keys
     batch_size = opts.get("batch_size") or migration.batch_size
+    index_builds = [b for (builds,) in conn.execute(
+        "select counts -> 'index_builds' from etl_work_units where run_id = %s and kind = 'index'"
+        " and state = 'done' order by unit_id", (run_id,)) for b in (builds or [])]
     return RunSummary(
         run_id=run_id, command="migrate", dry_run=False, state=run[0], started_at=run[1].isoformat(),
         finished_at=_now(), source=run[2], target=run[3], schema_version=pg.schema_version(conn),
         server_version=pg.server_version(conn), mapping_version=str(migration.mapping.version),
-        batch_size=batch_size, collections=collections, error=run[5])
+        batch_size=batch_size, collections=collections, error=run[5], index_builds=index_builds)
 
 
 # -- worker processes ------------------------------------------------------------------------
@@ -392,9 +418,10 @@ def run_parallel(m: Migration, workers: int, lease_seconds: float) -> RunSummary
                     state.start_run(conn, run_id, "migrate", source=source.description, target=target,
                                     options=options)
                 indexes.rebuild(conn)  # what a crashed run left behind, before anything else
-                tables = list(m._writers(names))
-                m._deferred = m._defer_indexes(conn, tables)
-                planned = plan_units(m.mapping, source, names, workers, m.batch_size)
+                writers = _all_writers(m, names)
+                m._deferred = m._defer_indexes(conn, list(writers))
+                deferred_tables = {t: writers[t] for t in _tables_of(conn, m._deferred)}
+                planned = plan_units(m.mapping, source, names, workers, deferred_tables)
                 with conn.transaction():
                     units.plan(conn, run_id, planned)
             total = sum((conn.execute("select options -> 'source_counts' from etl_runs where run_id = %s",
@@ -413,6 +440,28 @@ def run_parallel(m: Migration, workers: int, lease_seconds: float) -> RunSummary
         if lock_conn is not None:
             lock_conn.close()
         conn.close()
+
+
+def _all_writers(m: Migration, names: list[str]) -> dict[str, list[str]]:
+    """table -> every collection of the run that writes it (rows, or edges updating rows)."""
+    out: dict[str, list[str]] = {}
+    for name in names:
+        cm = m.mapping.for_collection(name)
+        if cm is None:
+            continue
+        tables = {t.table for t in cm.targets()}
+        if cm.edge is not None:
+            tables.add(m.mapping.table(cm.edge.to_document_type))
+        for t in tables:
+            out.setdefault(t, []).append(name)
+    return out
+
+
+def _tables_of(conn, index_names: list[str]) -> list[str]:
+    if not index_names:
+        return []
+    return [t for (t,) in conn.execute("select distinct table_name from etl_deferred_indexes"
+                                       " where index_name = any(%s) order by 1", (index_names,))]
 
 
 def _outcome(m: Migration, conn, run_id: str, prog: units.RunProgress) -> RunSummary:

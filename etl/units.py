@@ -1,7 +1,8 @@
 """Work units of a parallel run (table etl_work_units, sql/007): planning, claiming, leases.
 
 A unit is a key range (key_after, key_until] of one collection, a collection's 'finish' step,
-or the run's 'final' step. Workers on any machine claim the first claimable unit with
+the index builds of one table ('index', its table name in `collection`), or the run's 'final'
+step. Workers on any machine claim the first claimable unit with
 FOR UPDATE SKIP LOCKED; a unit is claimable when it is pending, or running with an expired
 lease, and everything it needs is done. Every batch a worker commits first re-takes its unit
 (`hold`): the row lock then covers the whole batch transaction, and a worker whose lease was
@@ -120,7 +121,7 @@ def save(conn: psycopg.Connection, run_id: str, cp: UnitCheckpoint) -> None:
     conn.execute(
         "update etl_work_units set position = %s, batches = %s, counts = %s,"
         " state = case when %s then 'done' else state end,"
-        " finished_at = case when %s then now() else finished_at end"
+        " finished_at = case when %s then clock_timestamp() else finished_at end"
         " where run_id = %s and unit_id = %s and worker = %s",
         (cp.position, cp.batches, Jsonb(cp.counts.asdict()), cp.done, cp.done, run_id, cp.unit_id, cp.worker))
     conn.execute("update etl_runs set heartbeat_at = now() where run_id = %s", (run_id,))
@@ -180,7 +181,7 @@ def collection_counts(conn: psycopg.Connection, run_id: str) -> dict[str, tuple[
     """Per collection: the summed counts and batches of its units."""
     out: dict[str, tuple[Counts, int]] = {}
     for collection, counts, batches in conn.execute(
-            "select collection, counts, batches from etl_work_units where run_id = %s and kind <> 'final'"
+            "select collection, counts, batches from etl_work_units where run_id = %s and kind in ('range', 'finish')"
             " order by unit_id", (run_id,)):
         total, n = out.get(collection, (Counts(), 0))
         total.add(Counts(**{k: int(v) for k, v in (counts or {}).items() if k in Counts.__dataclass_fields__}))

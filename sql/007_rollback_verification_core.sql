@@ -143,7 +143,8 @@ CREATE TABLE IF NOT EXISTS etl_deferred_indexes (
 -- A parallel run (`etl migrate --workers N`, `etl worker --run ID`) is cut into work units:
 -- key ranges (key_after, key_until] of a collection, found in the source's own key order, then
 -- one 'finish' unit per collection (parent links that crossed ranges, the collection's
--- checkpoint) and one 'final' unit (deferred indexes, the report). Workers on any machine claim
+-- checkpoint), an 'index' unit per table whose indexes were deferred (built as soon as every
+-- collection writing the table is done) and one 'final' unit (the report, the run's end). Workers on any machine claim
 -- a unit with FOR UPDATE SKIP LOCKED and hold it by a lease; each batch commits with the unit's
 -- position only while the worker still holds the lease, so a unit is never done twice, and a
 -- dead worker's unit is claimed again, from its position, once the lease has expired.
@@ -152,7 +153,7 @@ CREATE TABLE IF NOT EXISTS etl_work_units (
     unit_id     integer NOT NULL,
     collection  text NOT NULL,
     kind        text NOT NULL DEFAULT 'range'
-                    CONSTRAINT etl_work_units_kind_check CHECK (kind IN ('range', 'finish', 'final')),
+                    CONSTRAINT etl_work_units_kind_check CHECK (kind IN ('range', 'finish', 'index', 'final')),
     key_after   text,            -- exclusive lower bound; null = the start of the collection
     key_until   text,            -- inclusive upper bound; null = the end
     needs       text[] NOT NULL DEFAULT '{}',  -- collections whose units must all be done first

@@ -54,7 +54,8 @@ def dataset(arango_server):
     return ds
 
 
-def test_three_workers_give_the_rows_of_one_process(make_db, tmp_path, arango_server, dataset):
+def test_three_workers_give_the_rows_of_one_process(make_db, tmp_path, arango_server, dataset, monkeypatch):
+    monkeypatch.setattr("etl.parallel.MIN_RANGE_DOCS", 20)  # several ranges even for this small data set
     one, three = make_db(schema=True), make_db(schema=True)
     env1, env3 = arango_env(arango_server, one, tmp_path), arango_env(arango_server, three, tmp_path)
     Migration(load_settings(None, env=env1), all_=True, batch_size=20, retry_wait=lambda rs: 0).run()
