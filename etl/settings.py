@@ -43,6 +43,30 @@ class ArangoSettings(_Strict):
         return v.rstrip("/")
 
 
+    @field_validator("database")
+    @classmethod
+    def _database(cls, v: str) -> str:
+        problem = arango_name_problem(v)
+        if problem:
+            raise ValueError(f"not a valid ArangoDB database name: {problem}")
+        return v
+
+
+def arango_name_problem(name: str, max_bytes: int = 128) -> str | None:
+    """Why `name` cannot be an ArangoDB database or collection name, or None. ArangoDB never
+    allows these characters, and python-arango puts names into URL paths unescaped
+    (/_db/<db>/_api/collection/<name>), where "/", "?", "#", "%" or ".." would address another
+    database, collection or API."""
+    if not name or name != name.strip() or name in (".", ".."):
+        return "empty, '.', '..' or surrounded by spaces"
+    if len(name.encode("utf-8", "surrogatepass")) > max_bytes:
+        return f"longer than {max_bytes} bytes"
+    bad = sorted({c for c in name if c in "/\\:?#%" or not c.isprintable()})
+    if bad:
+        return "contains " + ", ".join(repr(c) for c in bad)
+    return None
+
+
 class PostgresSettings(_Strict):
     # Empty dsn = the embedded server in embedded_dir. The DSN may hold a password: it is kept
     # as a secret and shown only through safe_dsn().
