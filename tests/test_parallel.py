@@ -219,20 +219,11 @@ def test_an_expired_lease_is_taken_over_and_the_old_holder_cannot_commit(schema_
 
 def test_a_parent_link_waiting_for_a_later_parent_survives_a_stop_and_resume(schema_db, tmp_path):
     """Before etl_pending_links such links were kept in memory and lost when a run stopped."""
-    import copy
-
     from etl.errors import Interrupted
     from etl.transform import row_id
-    from tests.datagen import write_dump
-    from tests.test_reconcile import findings, reconcile, settings_for
+    from tests.test_reconcile import dump_with_a_later_parent, findings, reconcile, settings_for
 
-    ds = generate(10, seed=3)
-    docs = {c: [copy.deepcopy(d) for d in ds[c]] for c in ds}
-    opts = [d for d in docs["documents"] if d["type"] == "optimization"]
-    child, parent = opts[0], opts[-1]
-    child.update(parent_optimization_id=parent["_key"], user_id=parent["user_id"], resume_id=parent["resume_id"])
-    path = tmp_path / "d"
-    write_dump(path, docs, gzip=False, types=ds.types)
+    path, child, parent = dump_with_a_later_parent(tmp_path)
 
     def waiting_link() -> bool:  # stop right after the batch that had to leave the link open
         return scalar(schema_db, "select count(*) from etl_pending_links") > 0

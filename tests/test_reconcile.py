@@ -233,9 +233,9 @@ def test_sample_checks_about_that_share_of_keys(schema_db, tmp_path):
     assert findings(full) == {("differing", "jobs", inside, ("title",)), ("differing", "jobs", outside, ("title",))}
 
 
-def test_parent_reference_to_a_later_document(schema_db, tmp_path):
-    """An optimization whose parent comes later in the source (another batch): the parent id is
-    set by the first run, and reconcile agrees."""
+def dump_with_a_later_parent(tmp_path) -> tuple[Path, dict, dict]:
+    """A dump where an optimization's parent comes later in the stream (batches of 3 put them
+    in different batches): (dump path, child, parent)."""
     ds = generate(10, seed=3)
     docs = {c: [copy.deepcopy(d) for d in ds[c]] for c in ds}
     opts = [d for d in docs["documents"] if d["type"] == "optimization"]
@@ -243,6 +243,13 @@ def test_parent_reference_to_a_later_document(schema_db, tmp_path):
     child.update(parent_optimization_id=parent["_key"], user_id=parent["user_id"], resume_id=parent["resume_id"])
     path = tmp_path / "d"
     write_dump(path, docs, gzip=False, types=ds.types)
+    return path, child, parent
+
+
+def test_parent_reference_to_a_later_document(schema_db, tmp_path):
+    """An optimization whose parent comes later in the source (another batch): the parent id is
+    set by the first run, and reconcile agrees."""
+    path, child, parent = dump_with_a_later_parent(tmp_path)
     for _ in range(2):
         Migration(settings_for(schema_db, tmp_path), source=f"dump:{path}", all_=True, batch_size=3,
                   retry_wait=lambda rs: 0).run()
