@@ -46,6 +46,28 @@ Sampling. `sample=P` checks only the keys whose id falls in a random P% of the b
 (random.Random(seed); the seed is in the report); documents outside them are not transformed.
 Existence of referenced documents is then taken from the source keys without transforming them.
 
+Workers. `workers=N` (etl reconcile --workers N) runs pass 1 of a document collection (the
+transform and the digest of every source document: the CPU-heavy part) in N processes, one key
+range at a time. The ranges come from the source's own key order (ArangoSource.split_points: AQL
+over the primary index; keys are never compared in Python): up to 2N ranges per collection, at
+least RANGE_MIN_DOCS documents each, so a small collection stays one range. Each range yields a
+_Pass1 (counts and digest sums per bucket and type, ids of the rows, masks, dangling counts,
+reject reasons, documents neither loaded nor kept, and the rows that reference this same
+collection, whose compare needs every id of it); the parent adds them up in range order (sums
+are additive mod 2^64, and the ranges' concatenation is the full key order, so every list and
+every dict's order is the one workers=1 gives), finishes the deferred rows, then does the
+server side and the drill-down itself, as with one worker. The children are forked (Linux;
+multiprocessing 'fork' context) after the parent has filled what they read: self.exists (the ids
+of referenced collections), the load-rejected and recorded key sets, the type specs; they see
+those without a copy (copy-on-write). A child never touches the parent's PostgreSQL connection
+or source: it opens its own source (open_source) and only reads it. A child's exception reaches
+the parent as the same exception (an EtlError keeps its class and its one-line message); a child
+that dies (killed, out of memory) fails the run with an EtlError; the remaining children are
+killed. Sources without key ranges (dumps, jsonl) read each collection in one process, as
+workers=1 does (logged once). _ensure_exists (ids of a referenced collection that this run does
+not reconcile) is split the same way. Edge collections and the drill-down's second pass (which
+transforms only the documents of mismatching buckets) stay in the parent process.
+
 Writes. An etl_runs row (command 'reconcile'; summary jsonb {collection: {status: match |
 differences | unmapped, differences: n, ...}}, which `etl status` shows), and in
 document_audit_log (action 'reconcile', run_id): one summary entry per collection and document
@@ -56,11 +78,16 @@ and the finding in `changes`. Reports reports/<run id>.{json,md} list every find
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import pickle
 import random
 import re
+import signal
 import time
 import uuid
 from collections import defaultdict
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -71,7 +98,7 @@ from psycopg.types.json import Jsonb
 
 from etl import jsonutil, pg, state
 from etl.canonical import canonical, digest, digest_sql, jsonb_key_order, loads_exact
-from etl.errors import EtlError, PermanentError
+from etl.errors import ConfigError, EtlError, PermanentError, TransientError
 from etl.mapping import CollectionMapping, Target, load_mapping, table as table_of
 from etl.migrate import prefetch
 from etl.settings import Settings
@@ -89,6 +116,7 @@ TERMINAL_FINDINGS = 100  # findings printed in the terminal; the report files ho
 _MOD = 1 << 64
 _TS_FORMAT = """'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'"""
 _BUCKET_SQL = "(('x' || left({}::text, %d))::bit(%d)::int)" % (BUCKET_HEX, BUCKET_HEX * 4)
+RANGE_MIN_DOCS = 250    # a collection is split into key ranges of at least this many documents
 _REFERENCE_TABLES = {"resume_id": "resume", "job_id": "job", "parent_optimization_id": "optimization"}
 
 
@@ -196,6 +224,55 @@ class CollectionReconcile:
             "rejects_by_reason": dict(sorted(self.reject_reasons.items(), key=lambda kv: -kv[1])),
             "seconds": round(self.seconds, 3),
         }
+
+
+@dataclass
+class _Pass1:
+    """What pass 1 learns from one run of source documents (a key range, or the whole collection).
+    Partials add up (merge, in key order) to what one pass over the collection gives."""
+    read: int = 0                   # documents read
+    checked: int = 0
+    rejected: int = 0
+    unmapped: int = 0
+    by_type: dict[str, TypeCounts] = field(default_factory=lambda: defaultdict(TypeCounts))  # source_rows, rejected
+    counts: dict[str, list[int]] = field(default_factory=dict)   # type -> documents per bucket
+    sums: dict[str, list[int]] = field(default_factory=dict)     # type -> digest sum per bucket (mod 2^64)
+    ids: dict[str, bytearray] = field(default_factory=lambda: defaultdict(bytearray))  # type -> 16-byte ids
+    masks: list[tuple[str, str]] = field(default_factory=list)   # (row id, column) compared as DEFAULT_MARK
+    masked: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # table -> masked columns
+    dangling: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    reject_reasons: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    missing: list[dict] = field(default_factory=list)            # neither loaded nor in etl_rejects
+    deferred: list[tuple[str, int, dict]] = field(default_factory=list)  # rows referencing this collection
+
+    def merge(self, other: "_Pass1") -> None:
+        self.read += other.read
+        self.checked += other.checked
+        self.rejected += other.rejected
+        self.unmapped += other.unmapped
+        for dt, tc in other.by_type.items():
+            mine = self.by_type[dt]
+            mine.source_rows += tc.source_rows
+            mine.rejected += tc.rejected
+        for dt, counts in other.counts.items():
+            if dt not in self.counts:
+                self.counts[dt], self.sums[dt] = list(counts), list(other.sums[dt])
+                continue
+            mc, ms, os_ = self.counts[dt], self.sums[dt], other.sums[dt]
+            for b in range(N_BUCKETS):
+                if counts[b]:
+                    mc[b] += counts[b]
+                    ms[b] = (ms[b] + os_[b]) % _MOD
+        for dt, ids in other.ids.items():
+            self.ids[dt] += ids
+        self.masks += other.masks
+        for t, cols in other.masked.items():
+            self.masked[t] |= cols
+        for d_from, d_to in ((other.dangling, self.dangling), (other.reject_reasons, self.reject_reasons)):
+            for k, n in d_from.items():
+                d_to[k] += n
+        self.missing += other.missing
+        self.deferred += other.deferred
 
 
 @dataclass
@@ -378,9 +455,14 @@ class Reconciliation:
     def __init__(self, settings: Settings, *, collections: list[str] | None = None, all_: bool = False,
                  source: str = "arangodb", sample: float | None = None, seed: int | None = None,
                  batch_size: int | None = None,
-                 on_progress: Callable[[str, int, int | None], None] | None = None):
+                 on_progress: Callable[[str, int, int | None], None] | None = None,
+                 workers: int = 1):
         if sample is not None and not (0 < sample <= 100):
             raise PermanentError(f"--sample {sample}: expected a percentage in (0, 100]")
+        if not isinstance(workers, int) or workers < 1:
+            raise PermanentError(f"--workers {workers}: expected a whole number >= 1")
+        self.workers = workers
+        self._said_no_ranges = False
         self.settings = settings
         self.requested = collections or []
         self.all = all_
@@ -536,7 +618,7 @@ class Reconciliation:
         return keys
 
     def _unrecorded(self, name: str, cm: CollectionMapping, doc: Any, key: str | None, what: str,
-                    recorded: set[str], result: CollectionReconcile) -> None:
+                    recorded: set[str], missing: list[dict]) -> None:
         """A source document that is not a row must be in etl_rejects; else it was lost."""
         if key is None or key in recorded:
             return
@@ -545,8 +627,8 @@ class Reconciliation:
         else:
             t = self._target_of(cm, doc) if isinstance(doc, dict) else None
             dt = t.document_type if t is not None else cm.targets()[0].document_type
-        result.missing.append({"key": key, "id": row_id(name, key), "document_type": dt, "table": table_of(dt),
-                               "source": f"{what}, and not in etl_rejects: neither loaded nor kept"})
+        missing.append({"key": key, "id": row_id(name, key), "document_type": dt, "table": table_of(dt),
+                        "source": f"{what}, and not in etl_rejects: neither loaded nor kept"})
 
     def _load_rejected(self, name: str, cm: CollectionMapping) -> set[str]:
         """Keys of the collection the database refused at load time and that are not in the target."""
@@ -577,67 +659,60 @@ class Reconciliation:
         if cm is None or cm.edge is not None:
             return
         load_rejected = self._load_rejected(name, cm)
-        transformer = Transformer(self.mapping, self.run_id, _now())
-        for doc in self._docs(name):
-            out = transformer.transform(name, doc)
-            if isinstance(out, Row) and out.key not in load_rejected:
-                self.exists[out.document_type].add(uuid.UUID(out.values["id"]).bytes)
+
+        def ids_of(docs: Iterator[Any]) -> _Pass1:  # per key range, in worker processes too
+            part = _Pass1()
+            transformer = Transformer(self.mapping, self.run_id, _now())
+            for doc in docs:
+                part.read += 1
+                out = transformer.transform(name, doc)
+                if isinstance(out, Row) and out.key not in load_rejected:
+                    part.ids[out.document_type] += uuid.UUID(out.values["id"]).bytes
+            return part
+
+        for part in self._over_ranges(name, ids_of):
+            self._add_exists(part)
         self._exists_done.add(name)
+
+    def _add_exists(self, part: _Pass1) -> None:
+        for dt, ids in part.ids.items():
+            self.exists[dt].update(bytes(ids[i:i + 16]) for i in range(0, len(ids), 16))
+        part.ids.clear()
 
     # -- documents --------------------------------------------------------------------------
     def _documents(self, name: str, cm: CollectionMapping, result: CollectionReconcile) -> None:
         load_rejected = self._load_rejected(name, cm)
         recorded = self._recorded(name)
-        transformer = Transformer(self.mapping, self.run_id, _now())
         types = [t.document_type for t in cm.targets()]
-        counts = {dt: [0] * N_BUCKETS for dt in types}
-        sums = {dt: [0] * N_BUCKETS for dt in types}
-        masks: list[tuple[str, str]] = []
-        deferred: list[tuple[str, int, dict]] = []  # rows with a reference into this collection
-        self_refs = {dt: [c for c, rt in self.specs[dt].references.items()
-                          if any(t.document_type == rt for t in cm.targets())] for dt in types}
         exists_before = name in self._exists_done
 
-        # pass 1: digests per bucket (and the ids of this collection's rows)
-        for doc in self._docs(name):
-            if not self._in_sample(name, doc):
-                if not exists_before and isinstance(doc, dict):  # existence without a transform
-                    t = self._target_of(cm, doc)
-                    if t is not None and doc.get("_key") not in load_rejected:
-                        self.exists[t.document_type].add(uuid.UUID(row_id(name, doc["_key"])).bytes)
-                continue
-            result.checked += 1
-            out = transformer.transform(name, doc)
-            if isinstance(out, Row):
-                dt = out.document_type
-                tc = result.by_type[dt]
-                if out.key in load_rejected:
-                    result.rejected += 1
-                    tc.rejected += 1
-                    result.reject_reasons["refused by the database at load time (etl_rejects)"] += 1
-                    continue
-                tc.source_rows += 1
-                rid = out.values["id"]
-                self.exists[dt].add(uuid.UUID(rid).bytes)
-                b = bucket_of(rid)
-                if any(out.values.get(c) is not None for c in self_refs[dt]):
-                    deferred.append((dt, b, out.values))
-                    continue
-                self._add(dt, out.values, b, counts, sums, masks, result)
-            elif isinstance(out, Reject):
-                result.rejected += 1
-                result.reject_reasons[out.reason.split(":", 1)[0]] += 1
-                self._unrecorded(name, cm, doc, out.key, f"rejected ({out.reason.split(':', 1)[0]})",
-                                 recorded, result)
-            elif isinstance(out, Unmapped):
-                result.unmapped += 1
-                self._unrecorded(name, cm, doc, out.key, "unmapped", recorded, result)
-            else:  # an EdgeLink from a document collection: a mapping error
-                raise PermanentError(f"collection {name!r} yielded an edge; its mapping kind is wrong")
+        # pass 1: digests per bucket (and the ids of this collection's rows), per key range
+        total = _Pass1()
+        for part in self._over_ranges(
+                name, lambda docs: self._pass1(name, cm, docs, load_rejected, recorded, exists_before)):
+            total.merge(part)  # in key order: lists and dicts keep the order of one pass
+        for dt in types:
+            total.counts.setdefault(dt, [0] * N_BUCKETS)
+            total.sums.setdefault(dt, [0] * N_BUCKETS)
+        self._add_exists(total)
         self._exists_done.add(name)
-        for dt, b, values in deferred:  # every id of this collection is known now
-            self._add(dt, values, b, counts, sums, masks, result)
-        deferred.clear()
+        for dt, b, values in total.deferred:  # every id of this collection is known now
+            self._add(total, dt, values, b)
+        total.deferred.clear()
+        result.checked += total.checked
+        result.rejected += total.rejected
+        result.unmapped += total.unmapped
+        for dt, tc in total.by_type.items():
+            result.by_type[dt].source_rows += tc.source_rows
+            result.by_type[dt].rejected += tc.rejected
+        for k, n in total.reject_reasons.items():
+            result.reject_reasons[k] += n
+        for k, n in total.dangling.items():
+            result.dangling[k] += n
+        result.missing += total.missing
+        for t, cols in total.masked.items():
+            self._masked[t] |= cols
+        counts, sums, masks = total.counts, total.sums, total.masks
 
         # the server's side, per document type
         self._store_masks(masks)
@@ -661,14 +736,127 @@ class Reconciliation:
             tc = result.by_type[dt]
             tc.matched = tc.source_rows - tc.missing - tc.differing
 
-    def _add(self, dt, values, b, counts, sums, masks, result) -> None:
+    def _pass1(self, name: str, cm: CollectionMapping, docs: Iterator[Any], load_rejected: set[str],
+               recorded: set[str], exists_before: bool) -> _Pass1:
+        """Pass 1 over `docs` (the collection, or one key range of it). Reads self (exists, specs,
+        sampled, mapping) and writes only the returned _Pass1: it runs in forked workers too."""
+        part = _Pass1()
+        transformer = Transformer(self.mapping, self.run_id, _now())
+        types = [t.document_type for t in cm.targets()]
+        part.counts = {dt: [0] * N_BUCKETS for dt in types}
+        part.sums = {dt: [0] * N_BUCKETS for dt in types}
+        self_refs = {dt: [c for c, rt in self.specs[dt].references.items()
+                          if any(t.document_type == rt for t in cm.targets())] for dt in types}
+        for doc in docs:
+            part.read += 1
+            if not self._in_sample(name, doc):
+                if not exists_before and isinstance(doc, dict):  # existence without a transform
+                    t = self._target_of(cm, doc)
+                    if t is not None and doc.get("_key") not in load_rejected:
+                        part.ids[t.document_type] += uuid.UUID(row_id(name, doc["_key"])).bytes
+                continue
+            part.checked += 1
+            out = transformer.transform(name, doc)
+            if isinstance(out, Row):
+                dt = out.document_type
+                tc = part.by_type[dt]
+                if out.key in load_rejected:
+                    part.rejected += 1
+                    tc.rejected += 1
+                    part.reject_reasons["refused by the database at load time (etl_rejects)"] += 1
+                    continue
+                tc.source_rows += 1
+                rid = out.values["id"]
+                part.ids[dt] += uuid.UUID(rid).bytes
+                b = bucket_of(rid)
+                if any(out.values.get(c) is not None for c in self_refs[dt]):
+                    part.deferred.append((dt, b, out.values))
+                    continue
+                self._add(part, dt, out.values, b)
+            elif isinstance(out, Reject):
+                part.rejected += 1
+                part.reject_reasons[out.reason.split(":", 1)[0]] += 1
+                self._unrecorded(name, cm, doc, out.key, f"rejected ({out.reason.split(':', 1)[0]})",
+                                 recorded, part.missing)
+            elif isinstance(out, Unmapped):
+                part.unmapped += 1
+                self._unrecorded(name, cm, doc, out.key, "unmapped", recorded, part.missing)
+            else:  # an EdgeLink from a document collection: a mapping error
+                raise PermanentError(f"collection {name!r} yielded an edge; its mapping kind is wrong")
+        for sums in part.sums.values():
+            for b, v in enumerate(sums):
+                if v >= _MOD:
+                    sums[b] = v % _MOD
+        return part
+
+    def _add(self, part: _Pass1, dt: str, values: dict, b: int) -> None:
         row_masks: list[str] = []
-        cmp = self.specs[dt].compare(values, self.exists, row_masks, result.dangling)
+        cmp = self.specs[dt].compare(values, self.exists, row_masks, part.dangling)
         for col in row_masks:
-            masks.append((values["id"], col))
-            self._masked[self.specs[dt].table].add(col)
-        counts[dt][b] += 1
-        sums[dt][b] += digest(cmp)
+            part.masks.append((values["id"], col))
+            part.masked[self.specs[dt].table].add(col)
+        part.counts[dt][b] += 1
+        part.sums[dt][b] += digest(cmp)
+
+    # -- key ranges in worker processes ----------------------------------------------------
+    def _ranges(self, name: str) -> list[tuple[str | None, str | None]]:
+        """(after, until] key ranges for pass 1 of a collection: one unless workers > 1, the
+        source can split (ArangoDB) and the collection is large enough."""
+        whole: list[tuple[str | None, str | None]] = [(None, None)]
+        if self.workers <= 1:
+            return whole
+        if not hasattr(self.source, "split_points"):
+            if not self._said_no_ranges:
+                log.info("--workers %d: the source (%s) cannot be read in key ranges; each collection is"
+                         " reconciled in one process", self.workers, self.source.description)
+                self._said_no_ranges = True
+            return whole
+        parts = min(self.workers * 2, self.source.collection(name).count // RANGE_MIN_DOCS)
+        if parts <= 1:
+            return whole
+        bounds = [None, *self.source.split_points(name, parts), None]
+        return list(zip(bounds, bounds[1:]))
+
+    def _over_ranges(self, name: str, work: Callable[[Iterator[Any]], _Pass1]) -> list[_Pass1]:
+        """work(documents) for every key range of the collection, in key order. Several ranges run
+        in forked worker processes (at most self.workers at a time); one runs here."""
+        ranges = self._ranges(name)
+        if len(ranges) == 1:
+            return [work(self._docs(name))]
+        global _FORKED
+        total = self.source.collection(name).count
+        log.info("%s: read in %d key ranges by %d worker processes", name, len(ranges),
+                 min(self.workers, len(ranges)))
+        ctx = multiprocessing.get_context("fork")
+        progress = ctx.RawArray("q", len(ranges))  # documents read per range (one writer each)
+        _FORKED = _Forked(self, name, work, ranges, progress)
+        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(ranges)), mp_context=ctx,
+                                   initializer=_worker_init)
+        ok = False
+        try:
+            # the fork context forks every worker at the first submit, so they all see _FORKED
+            futures = [pool.submit(_range_task, i) for i in range(len(ranges))]
+            pending, reported = set(futures), -1
+            while pending:
+                done, pending = wait(pending, timeout=0.25, return_when=FIRST_EXCEPTION)
+                for f in done:
+                    exc = f.exception()
+                    if isinstance(exc, BrokenProcessPool):
+                        raise EtlError(f"reconcile of {name!r}: a worker process ended unexpectedly"
+                                       f" (killed, or out of memory?)") from None
+                    if exc is not None:
+                        raise exc
+                n = sum(progress)
+                if n != reported:
+                    self.on_progress(name, n, total)
+                    reported = n
+            ok = True
+            return [f.result() for f in futures]
+        finally:
+            _FORKED = None
+            if not ok:  # a failure or Ctrl-C: the other ranges are not wanted
+                _kill_workers(pool)
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _store_masks(self, masks: list[tuple[str, str]]) -> None:
         if not masks:
@@ -782,6 +970,8 @@ class Reconciliation:
 
     # -- edges ------------------------------------------------------------------------------
     def _edges(self, name: str, cm: CollectionMapping, result: CollectionReconcile) -> None:
+        """An edge collection, in this process whatever self.workers says (edges are small and
+        cheap to check: no transform of a document body)."""
         spec = cm.edge
         dt = spec.to_document_type
         table = table_of(dt)
@@ -811,7 +1001,7 @@ class Reconciliation:
                         if not ok:
                             result.rejected += 1
                             result.reject_reasons["dangling_edge"] += 1
-                            self._unrecorded(name, cm, doc, out.key, "a dangling edge", recorded, result)
+                            self._unrecorded(name, cm, doc, out.key, "a dangling edge", recorded, result.missing)
                             continue
                         tc.source_rows += 1
                         counts[b] += 1
@@ -825,10 +1015,10 @@ class Reconciliation:
                         result.rejected += 1
                         result.reject_reasons[out.reason.split(":", 1)[0]] += 1
                         self._unrecorded(name, cm, doc, out.key, f"rejected ({out.reason.split(':', 1)[0]})",
-                                         recorded, result)
+                                         recorded, result.missing)
                     elif isinstance(out, Unmapped):
                         result.unmapped += 1
-                        self._unrecorded(name, cm, doc, out.key, "unmapped", recorded, result)
+                        self._unrecorded(name, cm, doc, out.key, "unmapped", recorded, result.missing)
             return kept
 
         edges_pass(None)
@@ -894,6 +1084,62 @@ class Reconciliation:
                                          else f"{table}.{spec.sets} set by an edge"})
                     tc.extra += 1
         tc.matched = tc.source_rows - tc.missing - tc.differing
+
+
+@dataclass
+class _Forked:
+    """What a forked pass-1 worker reads from the parent's memory (set just before the fork)."""
+    rec: Reconciliation
+    name: str
+    work: Callable[[Iterator[Any]], _Pass1]
+    ranges: list[tuple[str | None, str | None]]
+    progress: Any  # multiprocessing RawArray of int64, documents read per range
+
+
+_FORKED: _Forked | None = None
+
+
+def _worker_init() -> None:
+    # Ctrl-C goes to the whole process group: the parent handles it and kills the workers
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _range_task(i: int) -> _Pass1:
+    """In a forked worker: pass 1 over key range i, read through a source of its own."""
+    f = _FORKED
+    assert f is not None, "a reconcile worker must be forked by Reconciliation._over_ranges"
+    rec = f.rec
+    after, until = f.ranges[i]
+    try:
+        source = open_source(rec.source_spec, rec.settings)
+        try:
+            def docs() -> Iterator[Any]:
+                for batch in prefetch(iter(source.batches(f.name, rec.batch_size, after=after, until=until))):
+                    yield from batch.docs
+                    f.progress[i] += len(batch.docs)
+
+            return f.work(docs())
+        finally:
+            source.close()
+    except BaseException as exc:
+        try:  # the exception crosses the process boundary pickled (concurrent.futures)
+            pickle.loads(pickle.dumps(exc))
+        except Exception:  # what cannot is sent as the nearest class and its one-line text
+            if isinstance(exc, EtlError):
+                cls = next(c for c in (ConfigError, PermanentError, TransientError, EtlError) if isinstance(exc, c))
+                raise cls(str(exc)) from None
+            raise RuntimeError(f"{type(exc).__name__}: {exc}") from None
+        raise
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    """SIGKILL the pool's processes (Python 3.14 has pool.kill_workers(); before, only _processes)."""
+    if hasattr(pool, "kill_workers"):
+        pool.kill_workers()
+        return
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        if proc.is_alive():
+            proc.kill()
 
 
 def _bucket_join(buckets) -> tuple[str, list]:
