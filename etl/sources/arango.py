@@ -387,6 +387,11 @@ class ArangoSource:
         return docs, warnings
 
     def _with_collection_check(self, collection: str, what: str, fn: Callable[[], T]) -> T:
+        from etl.settings import arango_name_problem
+
+        if (problem := arango_name_problem(collection, 256)) is not None:
+            raise PermanentError(f"collection {collection!r} does not exist in database '{self.settings.database}'"
+                                 f" (not a valid ArangoDB collection name: {problem})")
         try:
             return self._retry(what, fn)
         except PermanentError as exc:
