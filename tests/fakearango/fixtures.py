@@ -34,11 +34,11 @@ def client_db(server: FakeArango, db: str = DATABASE, username: str = "root", pa
 
 
 def seed(server: FakeArango, db: str, collection: str, docs: Iterable[dict], *, edge: bool = False,
-         chunk: int = 10000) -> int:
+         chunk: int = 10000, password: str = ROOT_PASSWORD) -> int:
     """Create `collection` and import `docs` through POST /_api/import (python-arango import_bulk)."""
     server.create_database(db)
     server.create_collection(db, collection, edge=edge)
-    col = client_db(server, db).collection(collection)
+    col = client_db(server, db, password=password).collection(collection)
     total = 0
     buf: list[dict] = []
 

@@ -5,8 +5,10 @@ talks to it exactly as to arangod. State lives in Python objects; documents are 
 parsed JSON values (big integers exact, "\\u0000" kept) and serialised with etl.jsonutil.
 
 Python-side API (tests): create_database, create_collection, add_user, add_generated_collection,
-documents, fault injection (fail, fail_unavailable, drop_connection, slow, expire_cursors,
-expire_cursor_on, proxy_429, clear_faults), `requests` (a log of served requests).
+documents, keys_in_order, fault injection (fail, fail_unavailable, drop_connection, slow,
+expire_cursors, expire_cursor_on, proxy_429, hold, clear_faults), restart (a new listener on the
+same port, the data kept, the cursors lost, as after an arangod restart), `requests` (a log of
+served requests).
 """
 from __future__ import annotations
 
@@ -202,7 +204,7 @@ class Cursor:
 
 @dataclass
 class Fault:
-    kind: str  # error | proxy429 | drop | truncate | delay | expire
+    kind: str  # error | proxy429 | drop | truncate | delay | expire | hold
     routes: frozenset[str] | None
     count: int
     skip: int = 0
@@ -213,6 +215,14 @@ class Fault:
     before: bool = False  # delay: before executing (True) or after (False)
     retry_after: str | None = None
     fired: int = 0
+    # hold: the request waits (before it is executed) until release(); `body` is what it sent
+    arrived: threading.Event | None = None
+    released: threading.Event | None = None
+    body: bytes | None = None
+
+    def release(self) -> None:
+        if self.released is not None:
+            self.released.set()
 
 
 @dataclass
@@ -222,6 +232,7 @@ class RequestLog:
     route: str
     status: int | None  # None: connection dropped
     fault: str | None = None
+    last_batch: bool = False  # a cursor answer with hasMore false (a query's results all sent)
 
 
 # --------------------------------------------------------------------------- the server
@@ -258,8 +269,9 @@ class FakeArango:
         self.create_database("_system")
 
     # lifecycle -------------------------------------------------------------
-    def start(self) -> "FakeArango":
-        httpd = _HTTPServer((self._host, 0), _Handler)
+    def start(self, port: int = 0) -> "FakeArango":
+        """Listen on `port` (0 = a free one)."""
+        httpd = _HTTPServer((self._host, port), _Handler)
         if self._ssl is not None:
             httpd.socket = self._ssl.wrap_socket(httpd.socket, server_side=True)
         httpd.app = self
@@ -284,6 +296,25 @@ class FakeArango:
         if self._thread:
             self._thread.join(5)
         self._httpd = None
+
+    def restart(self, downtime: float = 0.0) -> None:
+        """Stop listening (open connections are cut), wait `downtime` seconds, listen again on the
+        same port. Databases, documents, users and the JWT secret stay; cursors are lost, as after
+        an arangod restart. Requests in the downtime are refused (connection refused)."""
+        port = self.port
+        self.stop()
+        with self.lock:
+            self.cursors.clear()
+        if downtime > 0:
+            time.sleep(downtime)
+        for attempt in range(50):  # the port can stay busy for a moment after the close
+            try:
+                self.start(port)
+                return
+            except OSError:
+                if attempt == 49:
+                    raise
+                time.sleep(0.1)
 
     def __enter__(self) -> "FakeArango":
         return self.start()
@@ -341,6 +372,18 @@ class FakeArango:
     def documents(self, db: str, collection: str) -> dict[str, dict]:
         return self.databases[db].collections[collection].docs
 
+    def keys_in_order(self, db: str, collection: str) -> list[str]:
+        """The collection's keys in the server's key order (its collation), as SORT d._key gives them."""
+        with self.lock:
+            col = self.databases[db].collections[collection]
+            if col.generated:
+                return [col.generated.key(i) for i in range(col.generated.count)]
+            return list(col._sorted(self.collation)[0])
+
+    def key_order(self, key: str) -> Any:
+        """A sort key for `key` in the server's collation (compare keys as the server does)."""
+        return COLLATIONS[self.collation](key)
+
     def superuser_token(self, lifetime: float = 3600) -> str:
         now = int(time.time())
         return jwtutil.encode({"iss": "arangodb", "server_id": "fake", "iat": now, "exp": now + int(lifetime)},
@@ -385,8 +428,18 @@ class FakeArango:
         """A 429 with an HTML body, as a proxy or load balancer in front of arangod sends it."""
         return self.inject("proxy429", routes=routes, count=count, skip=skip, status=429, retry_after=retry_after)
 
+    def hold(self, count: int = 1, *, routes: Iterable[str] | None = ("cursor_create",), skip: int = 0,
+             timeout: float = 60.0) -> Fault:
+        """The next matching request waits, before it is executed, until `fault.release()` (or
+        `timeout` seconds). `fault.arrived` is set when it is waiting; `fault.body` is its body
+        (e.g. an AQL query's bind variables: where a keyset reader stands)."""
+        return self.inject("hold", routes=routes, count=count, skip=skip, seconds=timeout,
+                           arrived=threading.Event(), released=threading.Event())
+
     def clear_faults(self) -> None:
         with self.lock:
+            for f in self.faults:
+                f.release()
             self.faults.clear()
 
     def expire_cursors(self) -> int:
@@ -431,6 +484,10 @@ class FakeArango:
             return Reply(429, b"<html><body><h1>429 Too Many Requests</h1></body></html>", hdrs), fault, route
         if fault and fault.kind == "expire":
             self.expire_cursors()
+        if fault and fault.kind == "hold":
+            fault.body = body
+            fault.arrived.set()
+            fault.released.wait(fault.seconds)
         if fault and fault.kind == "delay" and fault.before:
             # a request that waits on a cursor holds it: concurrent use answers 409/1601
             cur = self.cursors.get((db_name, args[0])) if route in ("cursor_next", "cursor_batch") else None
@@ -979,7 +1036,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._abort()
             return
         payload = reply.body if isinstance(reply.body, bytes) else jsonutil.dumps(reply.body)
-        app.requests.append(RequestLog(method, self.path, route, reply.status, kind))
+        app.requests.append(RequestLog(method, self.path, route, reply.status, kind,
+                                       isinstance(reply.body, dict) and reply.body.get("hasMore") is False))
         try:
             self.send_response(reply.status)
             headers = {"content-type": "application/json; charset=utf-8", "server": "ArangoDB"}
