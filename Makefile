@@ -21,5 +21,8 @@ demo: install
 bench: install
 	$(PY) bench/run.py $(BENCH_ARGS)
 
+soak: install
+	$(PY) soak/run.py $(SOAK_ARGS)
+
 clean:
 	rm -rf $(VENV) .etl reports build *.egg-info
