@@ -978,6 +978,13 @@ class _HTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     app: FakeArango
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return  # a client killed or gone mid-request (the soak SIGKILLs them): not a server error
+        super().handle_error(request, client_address)
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
