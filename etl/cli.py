@@ -215,11 +215,14 @@ def worker_cmd(
             done = parallel.Worker(settings, run, lease_seconds=lease_seconds, should_stop=stopper.requested).run()
         else:
             resolved = pg.resolve_dsn(settings)
-            with pg.connect(resolved, autocommit=True, application_name="etl-worker") as coord:
-                settings = settings.model_copy(update={"postgres": settings.postgres.model_copy(
-                    update={"dsn": _secret(resolved)})})
+            coord = parallel.Coordination(resolved, settings.postgres.retry_attempts)
+            settings = settings.model_copy(update={"postgres": settings.postgres.model_copy(
+                update={"dsn": _secret(resolved)})})
+            try:
                 prog = parallel.Supervisor(settings, run, workers, lease_seconds, stopper.requested,
                                            lambda p: None).run(coord)
+            finally:
+                coord.close()
             done = prog.done
     if stopper.requested():
         raise Interrupted(f"worker stopped; run {run} goes on with the other workers",

@@ -208,12 +208,10 @@ class Migration:
         return sorted(dict.fromkeys(self.requested), key=lambda c: rank.get(c, len(rank)))
 
     def _connect(self) -> psycopg.Connection:
-        conn = pg.connect(self.dsn)
-        # Safe to relax: every batch commits together with its checkpoint and a replay is
-        # idempotent, so losing the last commits in a server crash only means re-reading them.
-        conn.execute("set synchronous_commit = off")
-        conn.commit()
-        return conn
+        # synchronous_commit stays on: with it off, a server crash loses the last commits while
+        # this process, which saw them succeed, reconnects and goes on after them: a checkpoint
+        # ahead of its data (the soak's PostgreSQL restart -m immediate trial lost 2 batches).
+        return pg.connect(self.dsn)
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> RunSummary:
@@ -263,7 +261,11 @@ class Migration:
             summary.error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            conn = self._rebuild_indexes(conn, summary)
+            # Without its locks (refused: another migrate runs) this process changed nothing and
+            # must not: neither the other run's row (--resume names it) nor its deferred indexes.
+            locked = lock_conn is not None
+            if locked:
+                conn = self._rebuild_indexes(conn, summary)
             summary.finished_at = _now()
             if self.dry_run:
                 total_rate = _rate(summary)
@@ -274,7 +276,10 @@ class Migration:
                 from etl.report import write_reports
 
                 self.report_paths = write_reports(summary.asdict(), self.settings.migrate.reports_dir)
-            self._finish(conn, summary)
+            if locked:
+                self._finish(conn, summary)
+            else:
+                conn.close()
             source.close()
             if lock_conn is not None:
                 lock_conn.close()
@@ -591,8 +596,10 @@ class Migration:
                                 before_sleep=_log_retry):
             with attempt:
                 if self._conn.closed or self._conn.broken:
+                    # no statement here: on this (non-autocommit) connection it would open a
+                    # transaction, and fn's transaction() would then be a mere savepoint of it,
+                    # never committed
                     self._conn = self._connect()
-                    self._conn.execute("select 1")
                 return fn(self._conn)
 
 

@@ -30,9 +30,11 @@ from psycopg.types.json import Jsonb
 from pydantic import SecretStr
 
 from etl import indexes, pg, state, units
-from etl.errors import EtlError, Interrupted, PermanentError
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from etl.errors import EtlError, Interrupted, PermanentError, is_transient
 from etl.migrate import (EXAMPLES_PER_REASON, CollectionResult, Migration, RunSummary, _now,
-                         _summary_counts, count_relinked)
+                         _log_retry, _summary_counts, count_relinked)
 from etl.signals import GracefulStop
 from etl.sources import open_source
 from etl.state import Checkpoint, Counts
@@ -92,6 +94,29 @@ def plan_units(mapping, source, names: list[str], workers: int, deferred_tables:
 
 
 # -- one worker ------------------------------------------------------------------------------
+class Coordination:
+    """The autocommit connection that claims units and reads progress. A transient failure
+    (the connection killed, the server restarting) reconnects and tries again, as batches do.
+    A claim whose answer was lost leaves its unit to be claimed again after the lease."""
+
+    def __init__(self, dsn: str, attempts: int, application_name: str = "etl-worker"):
+        self.dsn, self.attempts, self.application_name = dsn, attempts, application_name
+        self.conn: psycopg.Connection | None = None
+
+    def call(self, fn, *args):
+        for attempt in Retrying(retry=retry_if_exception(is_transient), stop=stop_after_attempt(self.attempts),
+                                wait=wait_random_exponential(multiplier=0.5, max=10), reraise=True,
+                                before_sleep=_log_retry):
+            with attempt:
+                if self.conn is None or self.conn.closed or self.conn.broken:
+                    self.conn = pg.connect(self.dsn, autocommit=True, application_name=self.application_name)
+                return fn(self.conn, *args)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+
 class Worker:
     """Claims and executes units of one run until none is left (or the run failed)."""
 
@@ -109,12 +134,12 @@ class Worker:
     def run(self) -> int:
         """Returns how many units this worker completed."""
         dsn = pg.resolve_dsn(self.settings)
-        coord = pg.connect(dsn, autocommit=True, application_name="etl-worker")
+        coord = Coordination(dsn, self.settings.postgres.retry_attempts)
         try:
-            state.require_schema(coord)
-            row = coord.execute("select state, options from etl_runs where run_id = %s and command = 'migrate'",
-                                (self.run_id,)).fetchone()
-            if row is None or not units.has_units(coord, self.run_id):
+            coord.call(state.require_schema)
+            row = coord.call(lambda c: c.execute("select state, options from etl_runs where run_id = %s"
+                                                 " and command = 'migrate'", (self.run_id,)).fetchone())
+            if row is None or not coord.call(units.has_units, self.run_id):
                 raise PermanentError(f"no parallel migrate run {self.run_id!r}",
                                      hint="start one with `etl migrate --workers N`; `etl status` lists runs")
             opts = row[1] or {}
@@ -134,11 +159,11 @@ class Worker:
             coord.close()
         return self.done
 
-    def _loop(self, coord) -> None:
+    def _loop(self, coord: Coordination) -> None:
         while not self.should_stop():
-            unit = units.claim(coord, self.run_id, self.name, self.lease)
+            unit = coord.call(units.claim, self.run_id, self.name, self.lease)
             if unit is None:
-                prog = units.progress(coord, self.run_id)
+                prog = coord.call(units.progress, self.run_id)
                 if prog.failed or prog.finished:
                     return
                 time.sleep(self.poll)  # the rest is claimed by others or waits for what it needs
@@ -150,17 +175,14 @@ class Worker:
                 self.done += 1
             except units.LeaseLost as exc:
                 log.warning("worker %s: %s; going on with another unit", self.name, exc)
-            except Interrupted:
-                units.release(coord, unit, self.name)
-                raise
-            except KeyboardInterrupt:
-                units.release(coord, unit, self.name)
+            except (Interrupted, KeyboardInterrupt):
+                coord.call(units.release, unit, self.name)
                 raise
             except EtlError as exc:
-                units.fail(coord, unit, self.name, str(exc))
+                coord.call(units.fail, unit, self.name, str(exc))
                 raise
             except Exception as exc:
-                units.fail(coord, unit, self.name, f"{type(exc).__name__}: {exc}")
+                coord.call(units.fail, unit, self.name, f"{type(exc).__name__}: {exc}")
                 raise
 
     def _conn(self) -> psycopg.Connection:
@@ -343,7 +365,7 @@ class Supervisor:
     should_stop: Callable[[], bool]
     on_tick: Callable[[units.RunProgress], None]
 
-    def run(self, coord) -> units.RunProgress:
+    def run(self, coord: Coordination) -> units.RunProgress:
         ctx = multiprocessing.get_context("spawn")
         level = logging.getLogger().getEffectiveLevel()
         procs = []
@@ -360,7 +382,7 @@ class Supervisor:
         stop_sent = False
         while True:
             time.sleep(POLL_SECONDS)
-            prog = units.progress(coord, self.run_id)
+            prog = coord.call(units.progress, self.run_id)
             self.on_tick(prog)
             if self.should_stop() and not stop_sent:
                 stop_sent = True
@@ -380,7 +402,7 @@ class Supervisor:
             if not alive:
                 for p in procs:
                     p.join()
-                return units.progress(coord, self.run_id)
+                return coord.call(units.progress, self.run_id)
 
 
 # -- the coordinator -------------------------------------------------------------------------
@@ -434,8 +456,12 @@ def run_parallel(m: Migration, workers: int, lease_seconds: float) -> RunSummary
             update={"dsn": SecretStr(m.dsn)})})
         sup = Supervisor(worker_settings, run_id, workers, lease_seconds, m.should_stop,
                          lambda prog: m.on_progress(label, prog.read, total))
-        prog = sup.run(conn)
-        return _outcome(m, conn, run_id, prog)
+        coord = Coordination(m.dsn, m.settings.postgres.retry_attempts, "etl-coordinator")
+        try:
+            prog = sup.run(coord)
+            return coord.call(lambda c: _outcome(m, c, run_id, prog))
+        finally:
+            coord.close()
     finally:
         if lock_conn is not None:
             lock_conn.close()

@@ -256,3 +256,30 @@ def test_migrate_schema_not_applied_is_one_clear_error(empty_db, tmp_path, small
     from etl.errors import PermanentError
     with pytest.raises(PermanentError, match="apply-schema"):
         run(empty_db, tmp_path, f"dump:{path}", all_=True)
+
+
+def test_a_connection_killed_mid_run_reconnects_and_its_batches_really_commit(schema_db, tmp_path, small_dump):
+    """pg_terminate_backend between batches: the retry reconnects. Regression: the reconnect ran
+    a probe query that opened a transaction, so every later batch was only a savepoint of it,
+    and the end of the run rolled them all back while reporting 'finished'."""
+    ds, path = small_dump
+    killed: list[int] = []
+
+    def kill_once() -> bool:  # called after each committed batch
+        if not killed and scalar(schema_db, "select count(*) from resume_documents") > 0:
+            with psycopg.connect(schema_db, autocommit=True) as admin:
+                killed.append(admin.execute(
+                    "select count(*) filter (where pg_terminate_backend(pid)) from pg_stat_activity"
+                    " where datname = current_database() and application_name = 'etl'"
+                    " and pid <> pg_backend_pid()").fetchone()[0])
+        return False
+
+    summary = run(schema_db, tmp_path, f"dump:{path}", all_=True, batch_size=10, should_stop=kill_once)
+    assert killed and killed[0] >= 1
+    assert summary.state == "finished"
+    by_name = {c.collection: c for c in summary.collections}
+    for name, table in (("resumes", "resume_documents"), ("jobs", "job_documents")):
+        c = by_name[name]
+        assert c.counts.loaded + c.counts.rejected == ds.counts[name]
+        assert scalar(schema_db, f"select count(*) from {table}") == c.counts.loaded
+        assert scalar(schema_db, "select read from etl_checkpoints where collection = %s and done", name) == ds.counts[name]

@@ -239,3 +239,35 @@ def test_a_parent_link_waiting_for_a_later_parent_survives_a_stop_and_resume(sch
     assert stored == row_id("documents", parent["_key"])
     assert scalar(schema_db, "select count(*) from etl_pending_links") == 0
     assert findings(reconcile(schema_db, tmp_path, path)) == set()
+
+
+def test_parallel_run_survives_its_connections_being_killed(schema_db, tmp_path, arango_server):
+    """pg_terminate_backend on every etl connection mid-run (workers, coordinator, claims): the
+    batches and the claims reconnect and retry, and the run completes with exact rows."""
+    ds = generate(200, seed=34)
+    seed_dataset(arango_server, ds)
+    env = arango_env(arango_server, schema_db, tmp_path)
+    arango_server.slow(0.05, count=100000, routes=None)
+    proc = subprocess.Popen([sys.executable, "-m", "etl", "migrate", "--all", "--batch", "10", "--workers", "2"],
+                            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = 0
+    deadline = time.monotonic() + 60
+    with psycopg.connect(schema_db, autocommit=True) as admin:
+        while killed == 0 and time.monotonic() < deadline:
+            if admin.execute("select to_regclass('etl_work_units')").fetchone()[0] and admin.execute(
+                    "select count(*) from etl_work_units where batches >= 2").fetchone()[0]:
+                killed = admin.execute(
+                    "select count(*) filter (where pg_terminate_backend(pid)) from pg_stat_activity"
+                    " where datname = current_database() and application_name like 'etl%%'"
+                    " and pid <> pg_backend_pid()").fetchone()[0]
+            time.sleep(0.05)
+    assert killed >= 2
+    arango_server.clear_faults()
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode in (0, 1), err[-3000:]  # 1: the generated data has rejects
+    assert "retrying" in err
+    assert scalar(schema_db, "select count(*) from resume_documents") == ds.counts["resumes"]
+    assert scalar(schema_db, "select count(*) from job_documents") == ds.counts["jobs"]
+    assert scalar(schema_db, "select count(*) from etl_work_units where state <> 'done'") == 0
+    assert scalar(schema_db, "select sum((counts ->> 'read')::int) from etl_work_units"
+                  " where kind = 'range' and collection = 'resumes'") == ds.counts["resumes"]
