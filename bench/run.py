@@ -10,7 +10,8 @@ database copied from a template with sql/ applied):
   3. dump      `etl migrate --all --source dump:DIR`;
   4. http      `etl migrate --all` from the test ArangoDB server over HTTP;
   5. reconcile `etl reconcile --all --source dump:DIR` after (3);
-  6. http_w2   `etl migrate --all --workers 2` over HTTP (key ranges, two worker processes).
+  6. http_w2   `etl migrate --all --workers 2` over HTTP (key ranges, two worker processes);
+  7. reconcile_w2 `etl reconcile --all --workers 2` over HTTP after (6).
 Prints docs/s, MB/s, the etl process's peak RSS (with --workers: the largest process) and the
 ratios 3/1, 3/2, 4/1, 5/3, 6/4 (medians over --runs), and writes bench/results.json.
 """
@@ -259,7 +260,8 @@ def main() -> int:
         log(f"{total} documents, {source_bytes / 1e6:.1f} MB of JSON; rendering final rows for the limit")
         files = render_final_rows(ds, dbs.fresh(), work)
         server = None if args.skip_http else start_arango(ds)
-        results: dict[str, list[dict]] = {k: [] for k in ("limit", "naive", "dump", "http", "http_w2", "reconcile")}
+        results: dict[str, list[dict]] = {k: [] for k in ("limit", "naive", "dump", "http", "http_w2", "reconcile",
+                                                     "reconcile_http", "reconcile_w2")}
         for i in range(args.runs):
             log(f"run {i + 1}/{args.runs}: limit (psql \\copy)")
             results["limit"].append(measure_limit(dbs.fresh(), files))
@@ -274,8 +276,13 @@ def main() -> int:
                 log("etl migrate over HTTP from the test ArangoDB server")
                 results["http"].append(run_etl(["migrate", "--all"], dbs.fresh(), work, server.env))
                 log(f"etl migrate --workers {args.workers} over HTTP")
+                dsn = dbs.fresh()
                 results["http_w2"].append(run_etl(["migrate", "--all", "--workers", str(args.workers)],
-                                                  dbs.fresh(), work, server.env))
+                                                  dsn, work, server.env))
+                log("etl reconcile over HTTP, one process and --workers")
+                results["reconcile_http"].append(run_etl(["reconcile", "--all"], dsn, work, server.env))
+                results["reconcile_w2"].append(run_etl(["reconcile", "--all", "--workers", str(args.workers)],
+                                                       dsn, work, server.env))
         if server is not None:
             server.stop()
         return report(args, total, source_bytes, results, admin)
@@ -309,6 +316,7 @@ def report(args, total: int, source_bytes: int, results: dict, admin: str) -> in
                     for name in rates},
         "ratios": {"dump/limit": ratio("dump", "limit"), "dump/naive": ratio("dump", "naive"),
                    "http/limit": ratio("http", "limit"), "http_w2/http": ratio("http_w2", "http"),
+                   "reconcile_w2/reconcile_http": ratio("reconcile_w2", "reconcile_http"),
                    "reconcile_time/migrate_time": round(med("reconcile") / med("dump"), 2) if med("reconcile") else None},
     }
     print(f"\n{total} documents ({out['source_mb']} MB JSON), PostgreSQL {version}, commit {commit}, "

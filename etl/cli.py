@@ -251,6 +251,7 @@ def reconcile_cmd(
     source: str = typer.Option("arangodb", "--source", help="arangodb | dump:PATH | jsonl:PATH"),
     sample: Optional[float] = typer.Option(None, "--sample", min=0.01, max=100, help="Check only a random P% of the keys (a fast pre-check)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the --sample choice (default random; the report names it)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Processes that digest key ranges of a collection in parallel (ArangoDB source)."),
     dsn: Optional[str] = typer.Option(None, "--dsn", help="PostgreSQL DSN (overrides ETL_PG_DSN)."),
     mapping: Optional[str] = typer.Option(None, "--mapping", help="Mapping file (default configs/atspro.toml)."),
     reports_dir: Optional[str] = typer.Option(None, "--reports-dir", help="Where reports go (default reports/)."),
@@ -275,7 +276,7 @@ def reconcile_cmd(
         progress.update(name, done, total)
 
     rec = Reconciliation(settings, collections=collection, all_=all_, source=source, sample=sample, seed=seed,
-                         on_progress=on_progress)
+                         on_progress=on_progress, workers=workers)
     exit_code = 0
     try:
         summary = rec.run()
