@@ -431,8 +431,10 @@ def run_parallel(m: Migration, workers: int, lease_seconds: float) -> RunSummary
                     raise PermanentError(f"run {run_id} was started without --workers",
                                          hint="resume it without --workers")
                 units.retry_failed(conn, run_id)
+                # not a run that finished meanwhile: its workers (orphans of a coordinator that
+                # died, or on other machines) may complete it between the lookup and this update
                 conn.execute("update etl_runs set state = 'running', finished_at = null, error = null"
-                             " where run_id = %s", (run_id,))
+                             " where run_id = %s and state <> 'finished'", (run_id,))
             else:
                 counts = {n: source.collection(n).count for n in names}
                 options = {**m._options(names), "workers": workers, "source_counts": counts}

@@ -4,8 +4,8 @@ Starts its own PostgreSQL (embedded, in a temp dir, so that it can restart it; o
 ETL_SOAK_PG_DSN / --pg-dsn, and then the restart trials are skipped with a note) and its own
 FakeArango seeded with generated ATSPro data (bad inputs included). Trials (soak/trials.py):
 SIGKILLs at random and targeted moments each followed by --resume, pg_terminate_backend mid-batch,
-PostgreSQL restarts (fast and immediate), ArangoDB faults and restarts, concurrent migrates, the
-source changing during a run. Each ends with a completed run, a green `etl reconcile` (or exactly
+PostgreSQL restarts (fast and immediate), ArangoDB faults and restarts, concurrent migrates,
+parallel workers and their coordinator killed, the source changing during a run. Each ends with a completed run, a green `etl reconcile` (or exactly
 the expected differences) and exact key checks. Then every output, report file and run table is
 scanned for the two passwords.
 
@@ -32,9 +32,11 @@ from soak import trials as T  # noqa: E402
 PROFILES = {
     # resumes -> about 4.5 documents each across the collections
     "default": dict(resumes=8000, batch=500, kills=40, terminate=4, restarts_fast=2, restarts_immediate=3,
-                    arango_rounds=2, arango_restarts=6, source_rounds=3, kill_window=(0.5, 10.0)),
+                    arango_rounds=2, arango_restarts=6, source_rounds=3, parallel_rounds=2,
+                    kill_window=(0.5, 10.0)),
     "quick": dict(resumes=1500, batch=300, kills=10, terminate=2, restarts_fast=1, restarts_immediate=1,
-                  arango_rounds=1, arango_restarts=2, source_rounds=1, kill_window=(0.3, 3.0)),
+                  arango_rounds=1, arango_restarts=2, source_rounds=1, parallel_rounds=1,
+                  kill_window=(0.3, 3.0)),
 }
 
 
@@ -92,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         run("arango-faults", T.trial_arango_faults, rng, rounds=prof["arango_rounds"])
         run("arango-restart", T.trial_arango_restart, rng, times=prof["arango_restarts"])
         run("concurrent-migrate", T.trial_concurrent)
+        for r in range(prof["parallel_rounds"]):
+            run(f"parallel-kills-{r + 1}", T.trial_parallel_kills, rng)
         for r in range(prof["source_rounds"]):
             run(f"source-changes-{r + 1}", T.trial_source_changes, rng)
         h.scan_reports()

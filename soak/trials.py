@@ -53,7 +53,7 @@ EDGE_COLLECTIONS = ("job_research",)
 TARGET_TABLES = ("resume_documents", "job_documents", "optimization_results", "research_results")
 RUN_TABLES = ("etl_runs", "etl_checkpoints", "etl_batches", "etl_rejects", "etl_deferred_indexes",
               "etl_pending_links", "etl_work_units", "migration_history")
-ETL_APPS = ("etl", "etl-lock", "etl-index-build")
+ETL_APPS = ("etl", "etl-lock", "etl-index-build", "etl-worker", "etl-coordinator")
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (DEBUG|INFO|WARNING) ")
 PHASES = ("random", "extract", "copy", "merge", "checkpoint")
 
@@ -537,6 +537,61 @@ class Harness:
         check(not dups, f"{db.label}: {dups} duplicates after a kill")
         return covered
 
+    def check_unit_positions(self, db: Db) -> int:
+        """The check_checkpoints of a parallel run: every document of a unit's range up to its
+        position (all of it once done) is present. Returns how many documents that covered."""
+        snap = self.snapshot(db)
+        present, dups = self._present(snap)
+        with psycopg.connect(db.admin, autocommit=True) as c:
+            rows = c.execute("select collection, key_after, key_until, position, state = 'done' from etl_work_units"
+                             " where kind = 'range'").fetchall()
+        covered = 0
+        bad = []
+        for col, after, until, position, done in rows:
+            if col not in MAPPED or (position is None and not done):
+                continue
+            o = self.server.key_order
+            lo = None if after is None else o(after)
+            hi = None if until is None else o(until)
+            if not done:
+                hi = o(position)
+            upto = [k for k in self.server.keys_in_order(DATABASE, col)
+                    if (lo is None or o(k) > lo) and (hi is None or o(k) <= hi)]
+            covered += len(upto)
+            bad += [f"{col}/{k}" for k in upto if not present[(col, k)]]
+        self.tally.kill_checks += 1
+        self.tally.ahead += len(bad)
+        check(not bad, f"{db.label}: a unit's position is ahead of its data: {len(bad)} documents missing, "
+                       f"e.g. {bad[:5]}")
+        check(not dups, f"{db.label}: {dups} duplicates after a kill")
+        return covered
+
+    def wait_unit_running(self, proc: subprocess.Popen, db: Db, skip_pids: set[int], *, min_batches: int = 0,
+                          timeout: float = 120) -> tuple[int, int] | None:
+        """(unit, worker pid) of a range unit being worked on with at least min_batches committed
+        (fewer when its range is shorter); None when the process ended first."""
+        deadline = time.time() + timeout
+        with psycopg.connect(db.admin, autocommit=True) as c:
+            while proc.poll() is None and time.time() < deadline:
+                for unit_id, worker, batches in c.execute(
+                        "select unit_id, worker, batches from etl_work_units where state = 'running'"
+                        " and kind = 'range' order by batches desc"):
+                    pid = int(worker.rsplit(":", 1)[1])
+                    if pid not in skip_pids and batches >= min_batches and _alive(pid):
+                        return unit_id, pid
+                time.sleep(0.02)
+        return None
+
+    def units_left(self, db: Db) -> int:
+        with psycopg.connect(db.admin, autocommit=True) as c:
+            return c.execute("select count(*) from etl_work_units where state <> 'done'").fetchone()[0]
+
+    def unit_workers(self, db: Db) -> set[int]:
+        """Pids of the worker processes that claimed a unit of the run (this machine)."""
+        with psycopg.connect(db.admin, autocommit=True) as c:
+            names = [r[0] for r in c.execute("select distinct worker from etl_work_units where worker is not null")]
+        return {int(n.rsplit(":", 1)[1]) for n in names}
+
     # waiting on PostgreSQL -----------------------------------------------------------------------
     def backends(self, db: Db) -> list[tuple]:
         with psycopg.connect(self.pg.admin_dsn, autocommit=True) as c:
@@ -883,6 +938,72 @@ def trial_concurrent(h: Harness) -> str:
     check(cp == (True, h.ds.counts["resumes"]), f"{db.label}: checkpoint after both runs: {cp}")
     verify(h, db, ["resumes"])
     return f"{refusals} concurrent runs refused with exit 2 and one line; the first completed"
+
+
+def trial_parallel_kills(h: Harness, rng: random.Random, kills: int = 4, workers: int = 3,
+                         lease: float = 5.0) -> str:
+    """`etl migrate --workers N`: worker processes SIGKILLed in the middle of their units (the
+    coordinator starts replacements; a killed unit is claimed again when its lease expires), then
+    the coordinator itself SIGKILLed while units are left, and `--resume --workers 2` started at
+    once: its workers share the run with the orphaned ones, as workers of several machines do.
+    Exact rows afterwards, every unit done, no unit position ahead of its data."""
+    db = h.new_db("parallel-kills")
+    args = ["--workers", str(workers), "--lease-seconds", str(lease)]
+    proc = h.start(db, *h.migrate_args(*args))
+    killed: dict[int, int] = {}  # pid -> unit
+    for _ in range(kills):
+        got = h.wait_unit_running(proc, db, set(killed), min_batches=rng.randint(0, 2))
+        if got is None:
+            break
+        unit_id, pid = got
+        os.kill(pid, signal.SIGKILL)
+        killed[pid] = unit_id
+        h.tally.faults["SIGKILL of a parallel worker mid-unit"] += 1
+        h.check_unit_positions(db)
+    check(len(killed) == kills, f"{db.label}: only {len(killed)} of {kills} worker kills landed before the run ended")
+    orphans: set[int] = set()
+    left = h.units_left(db)
+    coordinator_killed = left > 1 and _kill(proc)  # units besides the final one are left
+    if coordinator_killed:
+        orphans = {p for p in h.unit_workers(db) if p not in killed and _alive(p)}
+        h.tally.faults["SIGKILL of the coordinator (workers orphaned)"] += 1
+    res = h.collect(proc)
+    if coordinator_killed:
+        h.check_unit_positions(db)
+        res = h.etl(db, "migrate", "--resume", "--workers", "2", "--lease-seconds", str(lease))
+        check(res.returncode in (0, 1) or (res.returncode == 2 and "nothing to resume" in res.stderr),
+              f"{db.label}: migrate --resume --workers 2 exited {res.returncode}: {res.stderr[-800:]}")
+    deadline = time.time() + 60
+    while any(_alive(p) for p in orphans):  # they leave once no unit is left
+        check(time.time() < deadline, f"{db.label}: orphaned workers {sorted(orphans)} still running after 60s")
+        time.sleep(0.1)
+    h.wait_backends_gone(db)
+    check(h.run_state(db) == "finished", f"{db.label}: run state {h.run_state(db)}: {res.stderr[-800:]}")
+    with psycopg.connect(db.admin, autocommit=True) as c:
+        units = c.execute("select unit_id, state, attempts from etl_work_units").fetchall()
+    check(all(st == "done" for _, st, _ in units), f"{db.label}: units not done: {units}")
+    retaken = {u for u, _, a in units if a >= 2}
+    check(set(killed.values()) <= retaken, f"{db.label}: killed units {sorted(killed.values())} "
+                                           f"not all claimed again: attempts {units}")
+    h.check_unit_positions(db)
+    verify(h, db)
+    return (f"{len(units)} units, {len(killed)} workers killed mid-unit (units {sorted(killed.values())} "
+            f"claimed again)" + (f", coordinator killed with {left} units left and {len(orphans)} workers "
+                                 f"orphaned, finished by --resume" if coordinator_killed else
+                                 f", {left} unit(s) left: coordinator not killed"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (our grandchild, reaped by init later) counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
 
 
 def trial_source_changes(h: Harness, rng: random.Random, per_kind: int = 3) -> str:

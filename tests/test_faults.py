@@ -90,6 +90,11 @@ def test_second_migrate_on_the_same_collection_refuses_and_changes_nothing(harne
     run(harness, T.trial_concurrent)
 
 
+def test_parallel_workers_and_their_coordinator_killed_lose_nothing(harness):
+    note = run(harness, T.trial_parallel_kills, random.Random(5), kills=2, lease=3.0)
+    assert "2 workers killed mid-unit" in note
+
+
 def test_source_changing_during_the_run_is_reported_exactly(harness):
     note = run(harness, T.trial_source_changes, random.Random(16))
     assert "reported exactly" in note
@@ -121,4 +126,23 @@ def test_harness_checks_catch_a_lost_document_and_a_checkpoint_ahead(harness):
     with pytest.raises(T.TrialFailed, match="lost"):
         h.check_exact(db)
     h.tally.lost, h.tally.ahead = lost, ahead
+    h.drop_db(db)
+
+
+def test_harness_unit_check_catches_a_position_ahead_of_its_data(harness):
+    """check_unit_positions: a range unit whose position covers a deleted row is found."""
+    h = harness
+    db = h.new_db("self-check-units")
+    res = h.etl(db, *h.migrate_args("--workers", "2"))
+    assert res.returncode in (0, 1), res.stderr
+    assert h.check_unit_positions(db) == h.source_count  # every mapped document is in a done range
+    with psycopg.connect(db.admin, autocommit=True) as c:
+        key = c.execute("select metadata->'arango'->>'_key' from resume_documents limit 1").fetchone()[0]
+        c.execute("delete from resume_documents where metadata->'arango'->>'_key' = %s", (key,))
+        c.execute("update etl_work_units set state = 'running', position = %s"
+                  " where collection = 'resumes' and kind = 'range'", (key,))
+    ahead = h.tally.ahead
+    with pytest.raises(T.TrialFailed, match="ahead of its data"):
+        h.check_unit_positions(db)
+    h.tally.ahead = ahead
     h.drop_db(db)
