@@ -620,7 +620,7 @@ class Reconciliation:
     def _unrecorded(self, name: str, cm: CollectionMapping, doc: Any, key: str | None, what: str,
                     recorded: set[str], missing: list[dict]) -> None:
         """A source document that is not a row must be in etl_rejects; else it was lost."""
-        if key is None or key in recorded:
+        if key is None or state.db_text(key) in recorded:  # a key with U+0000 is stored escaped
             return
         if cm.edge is not None:
             dt = cm.edge.to_document_type

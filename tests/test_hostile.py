@@ -176,3 +176,27 @@ def test_hostile_run_id_for_purge_rejects_deletes_nothing_else(schema_db, tmp_pa
     with psycopg.connect(schema_db) as conn:
         assert conn.execute("select count(*) from etl_rejects").fetchone()[0] == 1
         assert conn.execute("select count(*) from etl_runs").fetchone()[0] == 1
+
+
+def test_keys_postgres_cannot_store_are_rejected_and_reconcile_finds_them_kept(schema_db, tmp_path):
+    """A dump or export file can hold a _key with U+0000 or a lone surrogate (ArangoDB never
+    makes one). It becomes a bad_key reject, stored escaped; reconcile must match it to the
+    source document and not report it lost."""
+    odd = ["k\x00ey", "\ud800x", "plain\\u0000"]  # the last one is a real backslash-u key
+    src = {"resumes": [{"_key": k, "_rev": "r1", "user_id": f"u{i}", "resume_data": {"n": i}}
+                       for i, k in enumerate(odd)] + [{"_key": "fine", "_rev": "r1", "user_id": "u9",
+                                                       "resume_data": {}}]}
+    data = tmp_path / "src"
+    write_jsonl(data, src)
+    settings = load_settings(None, env={}, overrides={
+        "postgres": {"dsn": schema_db}, "migrate": {"reports_dir": str(tmp_path / "reports")}})
+    summary = Migration(settings, collections=["resumes"], source=f"jsonl:{data}", retry_wait=lambda rs: 0).run()
+    assert summary.state == "finished"
+    with psycopg.connect(schema_db) as conn:
+        kept = dict(conn.execute("select key, reason from etl_rejects where run_id = %s", (summary.run_id,)).fetchall())
+    assert set(kept) == {"k\\u0000ey", "\\ud800x"}, kept
+    assert all(r.startswith("bad_key") for r in kept.values()), kept
+    rec = Reconciliation(settings, collections=["resumes"], source=f"jsonl:{data}").run()
+    assert not rec.has_differences, rec.asdict()
+    (col,) = rec.collections
+    assert (col.source_count, col.rejected) == (4, 2), rec.asdict()
