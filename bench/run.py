@@ -321,9 +321,9 @@ def report(args, total: int, source_bytes: int, results: dict, admin: str) -> in
     }
     print(f"\n{total} documents ({out['source_mb']} MB JSON), PostgreSQL {version}, commit {commit}, "
           f"medians of {args.runs} run(s)\n")
-    print(f"{'measurement':<12}{'seconds':>10}{'docs/s':>10}{'MB/s':>8}{'peak RSS MB':>13}")
+    print(f"{'measurement':<16}{'seconds':>10}{'docs/s':>10}{'MB/s':>8}{'peak RSS MB':>13}")
     for name, f in out["figures"].items():
-        print(f"{name:<12}{f['seconds_median']:>10}{f['docs_per_s']:>10}{(f['mb_per_s'] or ''):>8}{(f['peak_rss_mb'] or ''):>13}")
+        print(f"{name:<16}{f['seconds_median']:>10}{f['docs_per_s']:>10}{(f['mb_per_s'] or ''):>8}{(f['peak_rss_mb'] or ''):>13}")
     print()
     for k, v in out["ratios"].items():
         print(f"{k:<30}{v}")
