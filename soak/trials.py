@@ -963,9 +963,10 @@ def trial_parallel_kills(h: Harness, rng: random.Random, kills: int = 4, workers
     check(len(killed) == kills, f"{db.label}: only {len(killed)} of {kills} worker kills landed before the run ended")
     orphans: set[int] = set()
     left = h.units_left(db)
+    workers_now = _children(proc.pid) | {p for p in h.unit_workers(db) if p not in killed}
     coordinator_killed = left > 1 and _kill(proc)  # units besides the final one are left
     if coordinator_killed:
-        orphans = {p for p in h.unit_workers(db) if p not in killed and _alive(p)}
+        orphans = {p for p in workers_now if _alive(p)}
         h.tally.faults["SIGKILL of the coordinator (workers orphaned)"] += 1
     res = h.collect(proc)
     if coordinator_killed:
@@ -991,6 +992,15 @@ def trial_parallel_kills(h: Harness, rng: random.Random, kills: int = 4, workers
             f"claimed again)" + (f", coordinator killed with {left} units left and {len(orphans)} workers "
                                  f"orphaned, finished by --resume" if coordinator_killed else
                                  f", {left} unit(s) left: coordinator not killed"))
+
+
+def _children(pid: int) -> set[int]:
+    """The worker processes a coordinator started (Linux /proc; empty elsewhere)."""
+    try:
+        return {int(c) for t in Path(f"/proc/{pid}/task").iterdir()
+                for c in (t / "children").read_text().split()}
+    except OSError:
+        return set()
 
 
 def _alive(pid: int) -> bool:
