@@ -617,6 +617,19 @@ class Reconciliation:
         self.conn.commit()
         return keys
 
+    def _not_a_row(self, name: str, cm: CollectionMapping, doc: Any, out: Reject | Unmapped,
+                   recorded: set[str], into: "_Pass1 | CollectionReconcile") -> None:
+        """Count a rejected or unmapped source document in `into`; it must be in etl_rejects."""
+        if isinstance(out, Reject):
+            reason = out.reason.split(":", 1)[0]
+            into.rejected += 1
+            into.reject_reasons[reason] += 1
+            what = f"rejected ({reason})"
+        else:
+            into.unmapped += 1
+            what = "unmapped"
+        self._unrecorded(name, cm, doc, out.key, what, recorded, into.missing)
+
     def _unrecorded(self, name: str, cm: CollectionMapping, doc: Any, key: str | None, what: str,
                     recorded: set[str], missing: list[dict]) -> None:
         """A source document that is not a row must be in etl_rejects; else it was lost."""
@@ -773,14 +786,8 @@ class Reconciliation:
                     part.deferred.append((dt, b, out.values))
                     continue
                 self._add(part, dt, out.values, b)
-            elif isinstance(out, Reject):
-                part.rejected += 1
-                part.reject_reasons[out.reason.split(":", 1)[0]] += 1
-                self._unrecorded(name, cm, doc, out.key, f"rejected ({out.reason.split(':', 1)[0]})",
-                                 recorded, part.missing)
-            elif isinstance(out, Unmapped):
-                part.unmapped += 1
-                self._unrecorded(name, cm, doc, out.key, "unmapped", recorded, part.missing)
+            elif isinstance(out, (Reject, Unmapped)):
+                self._not_a_row(name, cm, doc, out, recorded, part)
             else:  # an EdgeLink from a document collection: a mapping error
                 raise PermanentError(f"collection {name!r} yielded an edge; its mapping kind is wrong")
         for sums in part.sums.values():
@@ -1011,14 +1018,8 @@ class Reconciliation:
                         kept[("edge", out.target_id, out.key)] = (out.key, _edge_obj(out.key, out.target_id, out.edge))
                 elif keep is None and self._in_sample(name, doc):
                     result.checked += 1
-                    if isinstance(out, Reject):
-                        result.rejected += 1
-                        result.reject_reasons[out.reason.split(":", 1)[0]] += 1
-                        self._unrecorded(name, cm, doc, out.key, f"rejected ({out.reason.split(':', 1)[0]})",
-                                         recorded, result.missing)
-                    elif isinstance(out, Unmapped):
-                        result.unmapped += 1
-                        self._unrecorded(name, cm, doc, out.key, "unmapped", recorded, result.missing)
+                    if isinstance(out, (Reject, Unmapped)):
+                        self._not_a_row(name, cm, doc, out, recorded, result)
             return kept
 
         edges_pass(None)
