@@ -103,25 +103,37 @@ def test_dependencies_come_from_the_mapping():
     assert needs_of(mapping, "task_results", names) == []
 
 
-def test_a_killed_worker_unit_is_taken_over_and_done_once(schema_db, tmp_path, arango_server):
-    ds = generate(300, seed=32)
+def start_parallel(arango_server, schema_db, tmp_path, n_resumes: int, data_seed: int, *args: str,
+                   delay: float = 0.05):
+    """`etl migrate ARGS` as a subprocess over generated data, every ArangoDB request slowed by
+    `delay` so that a test can act while the workers are mid-unit. Returns (dataset, env, process)."""
+    ds = generate(n_resumes, seed=data_seed)
     seed_dataset(arango_server, ds)
     env = arango_env(arango_server, schema_db, tmp_path)
-    # slow reads so that the workers are mid-unit when one is killed
-    arango_server.slow(0.15, count=100000, routes=None)
-    cmd = [sys.executable, "-m", "etl", "migrate", "--collection", "resumes", "--batch", "10",
-           "--workers", "2", "--lease-seconds", "3"]
-    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    victim = None
-    deadline = time.monotonic() + 60
-    while victim is None and time.monotonic() < deadline:
-        with psycopg.connect(schema_db) as conn:
-            if conn.execute("select to_regclass('etl_work_units')").fetchone()[0]:
-                row = conn.execute("select unit_id, worker from etl_work_units where state = 'running'"
-                                   " and kind = 'range' and batches >= 1 order by unit_id limit 1").fetchone()
-                if row:
-                    victim = row
+    arango_server.slow(delay, count=100000, routes=None)
+    proc = subprocess.Popen([sys.executable, "-m", "etl", "migrate", *args], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return ds, env, proc
+
+
+def wait_for_row(conn, query: str, timeout: float = 60):
+    """The first row of `query` over etl_work_units once it has one (None after `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if conn.execute("select to_regclass('etl_work_units')").fetchone()[0]:
+            row = conn.execute(query).fetchone()
+            if row:
+                return row
         time.sleep(0.05)
+    return None
+
+
+def test_a_killed_worker_unit_is_taken_over_and_done_once(schema_db, tmp_path, arango_server):
+    ds, env, proc = start_parallel(arango_server, schema_db, tmp_path, 300, 32, "--collection", "resumes",
+                                   "--batch", "10", "--workers", "2", "--lease-seconds", "3", delay=0.15)
+    with psycopg.connect(schema_db, autocommit=True) as conn:
+        victim = wait_for_row(conn, "select unit_id, worker from etl_work_units where state = 'running'"
+                                    " and kind = 'range' and batches >= 1 order by unit_id limit 1")
     assert victim is not None, "no worker got going"
     unit_id, worker = victim
     os.kill(int(worker.rsplit(":", 1)[1]), signal.SIGKILL)
@@ -144,20 +156,10 @@ def test_a_killed_worker_unit_is_taken_over_and_done_once(schema_db, tmp_path, a
 
 
 def test_a_second_machine_joins_with_etl_worker(schema_db, tmp_path, arango_server):
-    ds = generate(200, seed=33)
-    seed_dataset(arango_server, ds)
-    env = arango_env(arango_server, schema_db, tmp_path)
-    arango_server.slow(0.05, count=100000, routes=None)
-    coord = subprocess.Popen([sys.executable, "-m", "etl", "migrate", "--all", "--batch", "10", "--workers", "2"],
-                             env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    run_id = None
-    deadline = time.monotonic() + 60
-    while run_id is None and time.monotonic() < deadline:
-        with psycopg.connect(schema_db) as conn:
-            if conn.execute("select to_regclass('etl_work_units')").fetchone()[0]:
-                row = conn.execute("select run_id from etl_work_units limit 1").fetchone()
-                run_id = row[0] if row else None
-        time.sleep(0.05)
+    ds, env, coord = start_parallel(arango_server, schema_db, tmp_path, 200, 33,
+                                    "--all", "--batch", "10", "--workers", "2")
+    with psycopg.connect(schema_db, autocommit=True) as conn:
+        run_id = (wait_for_row(conn, "select run_id from etl_work_units limit 1") or [None])[0]
     assert run_id
     joined = subprocess.run([sys.executable, "-m", "etl", "worker", "--run", run_id], env=env, cwd=REPO,
                             capture_output=True, text=True, timeout=240)
@@ -244,23 +246,14 @@ def test_a_parent_link_waiting_for_a_later_parent_survives_a_stop_and_resume(sch
 def test_parallel_run_survives_its_connections_being_killed(schema_db, tmp_path, arango_server):
     """pg_terminate_backend on every etl connection mid-run (workers, coordinator, claims): the
     batches and the claims reconnect and retry, and the run completes with exact rows."""
-    ds = generate(200, seed=34)
-    seed_dataset(arango_server, ds)
-    env = arango_env(arango_server, schema_db, tmp_path)
-    arango_server.slow(0.05, count=100000, routes=None)
-    proc = subprocess.Popen([sys.executable, "-m", "etl", "migrate", "--all", "--batch", "10", "--workers", "2"],
-                            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    killed = 0
-    deadline = time.monotonic() + 60
+    ds, env, proc = start_parallel(arango_server, schema_db, tmp_path, 200, 34,
+                                   "--all", "--batch", "10", "--workers", "2")
     with psycopg.connect(schema_db, autocommit=True) as admin:
-        while killed == 0 and time.monotonic() < deadline:
-            if admin.execute("select to_regclass('etl_work_units')").fetchone()[0] and admin.execute(
-                    "select count(*) from etl_work_units where batches >= 2").fetchone()[0]:
-                killed = admin.execute(
-                    "select count(*) filter (where pg_terminate_backend(pid)) from pg_stat_activity"
-                    " where datname = current_database() and application_name like 'etl%%'"
-                    " and pid <> pg_backend_pid()").fetchone()[0]
-            time.sleep(0.05)
+        assert wait_for_row(admin, "select 1 from etl_work_units where batches >= 2"), "no worker got going"
+        killed = admin.execute(
+            "select count(*) filter (where pg_terminate_backend(pid)) from pg_stat_activity"
+            " where datname = current_database() and application_name like 'etl%%'"
+            " and pid <> pg_backend_pid()").fetchone()[0]
     assert killed >= 2
     arango_server.clear_faults()
     out, err = proc.communicate(timeout=240)
