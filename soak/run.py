@@ -34,7 +34,7 @@ PROFILES = {
     "default": dict(resumes=8000, batch=500, kills=40, terminate=4, restarts_fast=2, restarts_immediate=3,
                     arango_rounds=2, arango_restarts=6, source_rounds=3, parallel_rounds=2,
                     kill_window=(0.5, 10.0)),
-    "quick": dict(resumes=1500, batch=300, kills=10, terminate=2, restarts_fast=1, restarts_immediate=1,
+    "quick": dict(resumes=3000, batch=300, kills=10, terminate=2, restarts_fast=1, restarts_immediate=1,
                   arango_rounds=1, arango_restarts=2, source_rounds=1, parallel_rounds=1,
                   kill_window=(0.3, 3.0)),
 }

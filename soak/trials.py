@@ -442,7 +442,7 @@ class Harness:
         return report
 
     def snapshot(self, db: Db) -> dict:
-        """Rows, edges, rejects and checkpoints of the database in ONE snapshot."""
+        """Rows, edges, rejects, checkpoints and work units of the database in ONE snapshot."""
         with psycopg.connect(db.admin) as c:
             c.execute("set transaction isolation level repeatable read")
             union = " union all ".join(f"select metadata from {t}" for t in TARGET_TABLES)
@@ -458,8 +458,10 @@ class Harness:
             cps = c.execute("select collection, position, done from etl_checkpoints where run_id = ("
                             " select run_id from etl_runs where command = 'migrate'"
                             " order by started_at desc limit 1)").fetchall()
+            units = c.execute("select collection, key_after, key_until, position, state = 'done'"
+                              " from etl_work_units where kind = 'range'").fetchall()
             c.rollback()
-        return {"rows": rows, "edges": edges, "rejects": rejects, "checkpoints": cps}
+        return {"rows": rows, "edges": edges, "rejects": rejects, "checkpoints": cps, "units": units}
 
     def _present(self, snap: dict) -> tuple[Counter, int]:
         """(collection, key) -> how many times it is in the target or etl_rejects; duplicates."""
@@ -540,14 +542,11 @@ class Harness:
     def check_unit_positions(self, db: Db) -> int:
         """The check_checkpoints of a parallel run: every document of a unit's range up to its
         position (all of it once done) is present. Returns how many documents that covered."""
-        snap = self.snapshot(db)
+        snap = self.snapshot(db)  # the units' positions and the rows as of one moment
         present, dups = self._present(snap)
-        with psycopg.connect(db.admin, autocommit=True) as c:
-            rows = c.execute("select collection, key_after, key_until, position, state = 'done' from etl_work_units"
-                             " where kind = 'range'").fetchall()
         covered = 0
         bad = []
-        for col, after, until, position, done in rows:
+        for col, after, until, position, done in snap["units"]:
             if col not in MAPPED or (position is None and not done):
                 continue
             o = self.server.key_order
@@ -1026,7 +1025,7 @@ def trial_source_changes(h: Harness, rng: random.Random, per_kind: int = 3) -> s
     db = h.new_db("source-changes")
     expected = {"missing": set(), "differing": set(), "extra": set()}
     ahead: Counter = Counter()
-    referenced = _referenced_keys(s)
+    referenced = _referenced_keys(s)  # never changed (see there); nor a key changed once already
     pages = -(-h.ds.counts["resumes"] // h.batch)
     try:
         # 1: in the middle of resumes (documents entirely ahead); 2: during jobs (resumes all behind)
@@ -1042,6 +1041,7 @@ def trial_source_changes(h: Harness, rng: random.Random, per_kind: int = 3) -> s
                 _change(h, rng, "resumes", col, last, per_kind, referenced, expected, ahead)
                 if n == 0:
                     _change(h, rng, "documents", col, last, 2, referenced, expected, ahead)
+                referenced |= set().union(*expected.values())  # inserted behind, then updated: still missing
             fault.release()
         res = h.collect(proc)
         check(_finished(res), f"{db.label}: the run did not complete: {res.stderr[-800:]}")
