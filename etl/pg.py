@@ -81,6 +81,9 @@ def connect(dsn: str, *, autocommit: bool = False, application_name: str = "etl"
                                  hint="check the user and password in ETL_PG_DSN") from None
         if "database" in low and "does not exist" in low:
             raise PermanentError(f"PostgreSQL at {where}: {cause}", hint="create the database or fix the DSN") from None
+        if "certificate" in low or "does not support ssl" in low or "sslrootcert" in low:
+            raise PermanentError(f"PostgreSQL at {where}: TLS failed: {cause}",
+                                 hint="check sslmode and sslrootcert (sslcert, sslkey) in ETL_PG_DSN") from None
         raise TransientError(f"cannot reach PostgreSQL at {where}: {cause}",
                              hint="is the server running and the host/port right?") from None
 
