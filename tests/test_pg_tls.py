@@ -8,11 +8,9 @@ dropped, so a command that succeeds proves that all of its connections were encr
 """
 from __future__ import annotations
 
-import shutil
 import socket
 import ssl
 import struct
-import subprocess
 import threading
 from pathlib import Path
 
@@ -22,16 +20,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.cli.test_cli_errors import assert_one_line_error, etl
 from tests.datagen import generate, write_dump
+from tests.tls import self_signed
 
 SSL_REQUEST, GSSENC_REQUEST = 80877103, 80877104
-
-
-def self_signed(directory: Path, name: str) -> tuple[Path, Path]:
-    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-    return cert, key
 
 
 class TlsFront:
@@ -114,8 +105,6 @@ def _pump(src: socket.socket, dst: socket.socket) -> None:
 
 @pytest.fixture(scope="module")
 def tls_front(pg_admin_dsn, tmp_path_factory):
-    if not shutil.which("openssl"):
-        pytest.skip("openssl not installed")
     certs = tmp_path_factory.mktemp("pg-tls")
     cert, key = self_signed(certs, "server")
     other, _ = self_signed(certs, "other")

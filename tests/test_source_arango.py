@@ -372,16 +372,11 @@ def test_memory_stays_flat_while_streaming(arango_server):
 
 @pytest.fixture
 def tls_server(tmp_path):
-    import shutil
     import ssl
-    import subprocess
 
-    if not shutil.which("openssl"):
-        pytest.skip("openssl not installed")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
+    from tests.tls import self_signed
+
+    cert, key = self_signed(tmp_path, "server")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     with FakeArango(ROOT_PASSWORD, ssl_context=ctx) as server:
