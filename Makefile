@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install test demo bench soak clean
+.PHONY: install test lint format demo bench soak clean
 
 install: $(VENV)/.installed
 
@@ -14,6 +14,15 @@ $(VENV)/.installed: pyproject.toml
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# ruff: lint rules and the formatter's layout (pyproject.toml [tool.ruff]); `make format` fixes both
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 demo: install
 	bash scripts/demo.sh

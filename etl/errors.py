@@ -8,6 +8,7 @@
 The CLI catches EtlError in one place, prints `error: <message>` on stderr and exits with
 `exit_code`; a traceback only with --debug. `is_transient()` is the one rule tenacity uses.
 """
+
 from __future__ import annotations
 
 
@@ -68,8 +69,15 @@ def is_transient(exc: BaseException) -> bool:
     try:
         import requests
 
-        if isinstance(exc, (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError,
-                            requests.exceptions.ChunkedEncodingError)):  # a response cut mid-body
+        if isinstance(
+            exc,
+            (
+                requests.ConnectionError,
+                requests.Timeout,
+                requests.exceptions.RetryError,
+                requests.exceptions.ChunkedEncodingError,
+            ),
+        ):  # a response cut mid-body
             return True
     except ImportError:  # pragma: no cover
         pass
@@ -77,7 +85,12 @@ def is_transient(exc: BaseException) -> bool:
         from arango.exceptions import ArangoServerError
 
         if isinstance(exc, ArangoServerError):
-            return exc.http_code in (408, 429, 500, 502, 503, 504) or exc.error_code in (1600, 21003, 21004, 503)
+            return exc.http_code in (408, 429, 500, 502, 503, 504) or exc.error_code in (
+                1600,
+                21003,
+                21004,
+                503,
+            )
     except ImportError:  # pragma: no cover
         pass
     return False

@@ -8,6 +8,7 @@ during the load. Each definition is written to etl_deferred_indexes in the same 
 its DROP, so a crash (SIGKILL, power loss) cannot lose an index: the next `etl migrate` rebuilds
 whatever that table still lists before doing anything else.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,22 +31,31 @@ def defer(conn: psycopg.Connection, run_id: str, tables: list[str]) -> list[str]
     dropped: list[str] = []
     with conn.transaction():
         for table in tables:
-            if conn.execute(sql.SQL("select exists (select 1 from {})").format(sql.Identifier(table))).fetchone()[0]:
+            if conn.execute(
+                sql.SQL("select exists (select 1 from {})").format(sql.Identifier(table))
+            ).fetchone()[0]:
                 continue
             rows = conn.execute(
                 "select i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) from pg_index i"
                 " where i.indrelid = %s::regclass and not i.indisprimary and not i.indisunique"
                 " and not i.indisexclusion and i.indisvalid"
                 " and not exists (select 1 from pg_constraint c where c.conindid = i.indexrelid)",
-                (table,)).fetchall()
+                (table,),
+            ).fetchall()
             for name, definition in rows:
-                conn.execute("insert into etl_deferred_indexes (index_name, table_name, definition, run_id)"
-                             " values (%s, %s, %s, %s) on conflict (index_name) do nothing",
-                             (name, table, definition, run_id))
+                conn.execute(
+                    "insert into etl_deferred_indexes (index_name, table_name, definition, run_id)"
+                    " values (%s, %s, %s, %s) on conflict (index_name) do nothing",
+                    (name, table, definition, run_id),
+                )
                 conn.execute(sql.SQL("drop index {}").format(sql.Identifier(name)))
                 dropped.append(name)
     if dropped:
-        log.info("deferred %d index builds until the end of the load: %s", len(dropped), ", ".join(dropped))
+        log.info(
+            "deferred %d index builds until the end of the load: %s",
+            len(dropped),
+            ", ".join(dropped),
+        )
     return dropped
 
 
@@ -55,14 +65,19 @@ def rebuild(conn: psycopg.Connection, tables: list[str] | None = None) -> list[t
     Returns (name, seconds) per index."""
     built = []
     with conn.transaction():  # never leave an implicit transaction open: see migrate.py
-        todo = conn.execute("select index_name, definition from etl_deferred_indexes"
-                            " where %s::text[] is null or table_name = any(%s::text[])"
-                            " order by table_name, index_name", (tables, tables)).fetchall()
+        todo = conn.execute(
+            "select index_name, definition from etl_deferred_indexes"
+            " where %s::text[] is null or table_name = any(%s::text[])"
+            " order by table_name, index_name",
+            (tables, tables),
+        ).fetchall()
     for name, definition in todo:
         t0 = time.perf_counter()
         # pg_get_indexdef gives "CREATE [UNIQUE] INDEX name ON ..."; IF NOT EXISTS makes a rebuild
         # after a crash between the build and the bookkeeping harmless.
-        statement = re.sub(r"^CREATE (UNIQUE )?INDEX ", r"CREATE \1INDEX IF NOT EXISTS ", definition, count=1)
+        statement = re.sub(
+            r"^CREATE (UNIQUE )?INDEX ", r"CREATE \1INDEX IF NOT EXISTS ", definition, count=1
+        )
         with conn.transaction():
             conn.execute(f"set local maintenance_work_mem = '{MAINTENANCE_WORK_MEM}'")
             conn.execute(statement)
@@ -75,7 +90,9 @@ def rebuild(conn: psycopg.Connection, tables: list[str] | None = None) -> list[t
 
 def pending(conn: psycopg.Connection) -> list[str]:
     with conn.transaction():
-        return [r[0] for r in conn.execute("select index_name from etl_deferred_indexes order by 1")]
+        return [
+            r[0] for r in conn.execute("select index_name from etl_deferred_indexes order by 1")
+        ]
 
 
 class BackgroundBuilder:
@@ -99,8 +116,11 @@ class BackgroundBuilder:
             with pg.connect(self.dsn, application_name="etl-index-build") as conn:
                 return rebuild(conn, tables)
         except Exception as exc:  # noqa: BLE001 - rebuilt at the end of the run instead
-            log.warning("background index build for %s failed (retried at the end of the run): %s",
-                        ", ".join(tables), exc)
+            log.warning(
+                "background index build for %s failed (retried at the end of the run): %s",
+                ", ".join(tables),
+                exc,
+            )
             return []
 
     def wait(self) -> list[tuple[str, float]]:

@@ -5,6 +5,7 @@ into floats, which would change a document's digits). Strings with lone UTF-16 s
 ("\\ud800") are valid JSON that msgspec refuses; those documents fall back to the standard
 library so they can still be read, and the transform then rejects or encodes them by policy.
 """
+
 from __future__ import annotations
 
 import json

@@ -7,10 +7,11 @@ are split in halves and retried, so a bad row ends as one reject with the databa
 and every other row of the batch loads. Transient errors (connection lost, serialization) are
 not bisected: they go up to the batch retry, which re-runs the whole batch transaction.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import psycopg
 from psycopg import sql
@@ -38,7 +39,7 @@ class LoadOutcome:
     # there yet (a parent later in the stream); relink_parents() sets them at the end
     forward_refs: list[tuple[str, str]] = field(default_factory=list)
 
-    def __iadd__(self, other: "LoadOutcome") -> "LoadOutcome":
+    def __iadd__(self, other: LoadOutcome) -> LoadOutcome:
         self.inserted += other.inserted
         self.updated += other.updated
         self.unchanged += other.unchanged
@@ -78,11 +79,15 @@ class Loader:
 
     # -- documents -------------------------------------------------------------------------
     def _stage_columns(self, document_type: str) -> tuple[str, list[str]]:
-        stage = self.conn.execute("select etl_prepare_stage(%s)::text", (document_type,)).fetchone()[0]
+        stage = self.conn.execute(
+            "select etl_prepare_stage(%s)::text", (document_type,)
+        ).fetchone()[0]
         if document_type not in self._columns:
             cols = self.conn.execute(
                 "select attname from pg_attribute where attrelid = %s::regclass"
-                " and attnum > 0 and not attisdropped order by attnum", (stage,)).fetchall()
+                " and attnum > 0 and not attisdropped order by attnum",
+                (stage,),
+            ).fetchall()
             self._columns[document_type] = [c[0] for c in cols]
         return stage, self._columns[document_type]
 
@@ -94,7 +99,12 @@ class Loader:
             with self.conn.transaction():  # a savepoint inside the batch transaction
                 return self._copy_and_merge(document_type, rows)
         except psycopg.Error as exc:
-            if self.conn.closed or self.conn.broken or is_transient(exc) or not row_level_error(exc):
+            if (
+                self.conn.closed
+                or self.conn.broken
+                or is_transient(exc)
+                or not row_level_error(exc)
+            ):
                 raise
             if len(rows) == 1:
                 return LoadOutcome(rejected=[(rows[0], describe_db_error(exc))])
@@ -107,22 +117,26 @@ class Loader:
         stage, columns = self._stage_columns(document_type)
         copy_sql = sql.SQL("copy {} ({}) from stdin").format(
             sql.Identifier(*stage.split(".")) if "." in stage else sql.Identifier(stage),
-            sql.SQL(", ").join(map(sql.Identifier, columns)))
+            sql.SQL(", ").join(map(sql.Identifier, columns)),
+        )
         dumps = jsonutil.dumps_str
         with self.conn.cursor().copy(copy_sql) as copy:
             for row in rows:
                 v = row.values
-                copy.write_row([
-                    (dumps(v[c]) if c in JSONB_COLUMNS and v.get(c) is not None else v.get(c))
-                    for c in columns
-                ])
+                copy.write_row(
+                    [
+                        (dumps(v[c]) if c in JSONB_COLUMNS and v.get(c) is not None else v.get(c))
+                        for c in columns
+                    ]
+                )
         # A fresh temp table has no statistics; without them the planner guesses a handful of
         # rows and joins the target table with nested loops. ANALYZE of the stage costs ~1 ms.
         self.conn.execute(sql.SQL("analyze {}").format(sql.Identifier(*stage.split("."))))
         out = LoadOutcome()
         parent_of: dict[str, object] | None = None  # id -> intended parent, built on first need
         for _id, action in self.conn.execute(
-                "select id, action from etl_merge_stage(%s, %s)", (document_type, self.run_id)):
+            "select id, action from etl_merge_stage(%s, %s)", (document_type, self.run_id)
+        ):
             if action == "inserted":
                 out.inserted += 1
             elif action == "updated":
@@ -131,8 +145,10 @@ class Loader:
                 out.dangling += 1
                 if action == "dangling:parent_optimization_id":
                     if parent_of is None:
-                        parent_of = {str(r.values.get("id")): r.values.get("parent_optimization_id")
-                                     for r in rows}
+                        parent_of = {
+                            str(r.values.get("id")): r.values.get("parent_optimization_id")
+                            for r in rows
+                        }
                     parent = parent_of.get(str(_id))
                     if parent:
                         out.forward_refs.append((str(_id), str(parent)))
@@ -150,24 +166,33 @@ class Loader:
             for chunk in _chunks(list(refs), 1000):
                 try:
                     with self.conn.transaction():
-                        cur = self.conn.execute(sql.SQL(
-                            "update {t} o set parent_optimization_id = v.parent"
-                            " from unnest(%s::uuid[], %s::uuid[]) as v(id, parent)"
-                            " where o.id = v.id and o.parent_optimization_id is null"
-                            " and exists (select 1 from {t} p where p.id = v.parent)").format(t=sql.Identifier(table)),
-                            ([c for c, _ in chunk], [p for _, p in chunk]))
+                        cur = self.conn.execute(
+                            sql.SQL(
+                                "update {t} o set parent_optimization_id = v.parent"
+                                " from unnest(%s::uuid[], %s::uuid[]) as v(id, parent)"
+                                " where o.id = v.id and o.parent_optimization_id is null"
+                                " and exists (select 1 from {t} p where p.id = v.parent)"
+                            ).format(t=sql.Identifier(table)),
+                            ([c for c, _ in chunk], [p for _, p in chunk]),
+                        )
                         linked += cur.rowcount
                 except psycopg.Error as exc:
                     if not row_level_error(exc):
                         raise
-                    for child, parent in chunk:  # find the links the database refuses, keep the rest
+                    for (
+                        child,
+                        parent,
+                    ) in chunk:  # find the links the database refuses, keep the rest
                         try:
                             with self.conn.transaction():
-                                linked += self.conn.execute(sql.SQL(
-                                    "update {t} o set parent_optimization_id = %s where o.id = %s"
-                                    " and o.parent_optimization_id is null"
-                                    " and exists (select 1 from {t} p where p.id = %s)").format(
-                                        t=sql.Identifier(table)), (parent, child, parent)).rowcount
+                                linked += self.conn.execute(
+                                    sql.SQL(
+                                        "update {t} o set parent_optimization_id = %s where o.id = %s"
+                                        " and o.parent_optimization_id is null"
+                                        " and exists (select 1 from {t} p where p.id = %s)"
+                                    ).format(t=sql.Identifier(table)),
+                                    (parent, child, parent),
+                                ).rowcount
                         except psycopg.Error as exc2:
                             if not row_level_error(exc2):
                                 raise
@@ -181,17 +206,22 @@ class Loader:
             return out
         self.conn.execute(
             "create temp table if not exists etl_stage_edge"
-            " (edge_key text, target_id uuid, job_id uuid, edge jsonb)")
+            " (edge_key text, target_id uuid, job_id uuid, edge jsonb)"
+        )
         by_key = {link.key: link for link in links}
         with self.conn.transaction():
             self.conn.execute("truncate etl_stage_edge")
             with self.conn.cursor().copy(
-                    "copy etl_stage_edge (edge_key, target_id, job_id, edge) from stdin") as copy:
+                "copy etl_stage_edge (edge_key, target_id, job_id, edge) from stdin"
+            ) as copy:
                 for link in links:
-                    copy.write_row((link.key, link.target_id, link.job_id, jsonutil.dumps_str(link.edge)))
+                    copy.write_row(
+                        (link.key, link.target_id, link.job_id, jsonutil.dumps_str(link.edge))
+                    )
             self.conn.execute("analyze pg_temp.etl_stage_edge")
             for key, _target, status in self.conn.execute(
-                    "select edge_key, target_id, status from etl_link_edges(%s)", (self.run_id,)):
+                "select edge_key, target_id, status from etl_link_edges(%s)", (self.run_id,)
+            ):
                 if status == "linked":
                     out.linked += 1
                 elif status == "unchanged":
@@ -203,4 +233,4 @@ class Loader:
 
 def _chunks(items: list, n: int):
     for i in range(0, len(items), n):
-        yield items[i:i + n]
+        yield items[i : i + n]

@@ -13,13 +13,15 @@ dependency order). Every error is one ConfigError: "mapping file <file>: key '<p
 The target tables' columns live here (`TABLES`), mirroring sql/003: the transform needs each
 column's type to refuse, before the database does, a value the column cannot hold.
 """
+
 from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -30,9 +32,11 @@ from etl.errors import ConfigError
 
 @dataclass(frozen=True, slots=True)
 class ColumnType:
-    kind: Literal["text", "varchar", "bigint", "percentage", "bool", "timestamptz", "uuid", "user_id"]
+    kind: Literal[
+        "text", "varchar", "bigint", "percentage", "bool", "timestamptz", "uuid", "user_id"
+    ]
     length: int | None = None  # varchar(n)
-    reference: bool = False    # a uuid column filled by a reference (computed id), not a path
+    reference: bool = False  # a uuid column filled by a reference (computed id), not a path
 
 
 def _v(n: int) -> ColumnType:
@@ -46,36 +50,73 @@ _REF = ColumnType("uuid", reference=True)
 # Per document type: (table, extracted columns in table order). id/user_id/common columns and
 # parsed_data/metadata are added around them by columns().
 TABLES: dict[str, tuple[str, dict[str, ColumnType]]] = {
-    "resume": ("resume_documents", {
-        "filename": _v(255), "content_type": _v(100), "file_size": ColumnType("bigint"),
-        "file_hash": _TEXT, "status": _v(50), "source": _v(50), "task_id": _TEXT,
-        "error_message": _TEXT,
-    }),
-    "job": ("job_documents", {
-        "title": _v(500), "company": _v(255), "location": _v(255), "remote_type": _v(50),
-        "job_url": _TEXT, "source_url": _TEXT, "status": _v(50),
-    }),
-    "optimization": ("optimization_results", {
-        "resume_id": _REF, "job_id": _REF, "parent_optimization_id": _REF,
-        "optimization_type": _v(50), "status": _v(50), "content": _TEXT,
-        "ats_score": ColumnType("percentage"), "keyword_match_score": ColumnType("percentage"),
-        "task_id": _TEXT,
-    }),
-    "research": ("research_results", {
-        "job_id": _REF, "resume_id": _REF, "company": _v(255), "job_title": _v(500),
-        "report_type": _v(50), "content": _TEXT, "status": _v(50), "task_id": _TEXT,
-    }),
+    "resume": (
+        "resume_documents",
+        {
+            "filename": _v(255),
+            "content_type": _v(100),
+            "file_size": ColumnType("bigint"),
+            "file_hash": _TEXT,
+            "status": _v(50),
+            "source": _v(50),
+            "task_id": _TEXT,
+            "error_message": _TEXT,
+        },
+    ),
+    "job": (
+        "job_documents",
+        {
+            "title": _v(500),
+            "company": _v(255),
+            "location": _v(255),
+            "remote_type": _v(50),
+            "job_url": _TEXT,
+            "source_url": _TEXT,
+            "status": _v(50),
+        },
+    ),
+    "optimization": (
+        "optimization_results",
+        {
+            "resume_id": _REF,
+            "job_id": _REF,
+            "parent_optimization_id": _REF,
+            "optimization_type": _v(50),
+            "status": _v(50),
+            "content": _TEXT,
+            "ats_score": ColumnType("percentage"),
+            "keyword_match_score": ColumnType("percentage"),
+            "task_id": _TEXT,
+        },
+    ),
+    "research": (
+        "research_results",
+        {
+            "job_id": _REF,
+            "resume_id": _REF,
+            "company": _v(255),
+            "job_title": _v(500),
+            "report_type": _v(50),
+            "content": _TEXT,
+            "status": _v(50),
+            "task_id": _TEXT,
+        },
+    ),
 }
 COMMON_HEAD: dict[str, ColumnType] = {"user_id": ColumnType("user_id")}
 COMMON_TAIL: dict[str, ColumnType] = {
-    "created_at": _TS, "updated_at": _TS, "is_active": ColumnType("bool"),
-    "expires_at": _TS, "deleted_at": _TS,
+    "created_at": _TS,
+    "updated_at": _TS,
+    "is_active": ColumnType("bool"),
+    "expires_at": _TS,
+    "deleted_at": _TS,
 }
 DOCUMENT_TYPES = tuple(TABLES)
 
 # metadata keys the transform writes itself; a mapping's metadata entries may not use them
-RESERVED_METADATA = frozenset({"source", "arango", "etl", "extra", "original", "mapped_from",
-                               "escaped", "edges", "warnings"})
+RESERVED_METADATA = frozenset(
+    {"source", "arango", "etl", "extra", "original", "mapped_from", "escaped", "edges", "warnings"}
+)
 
 
 def column_types(document_type: str) -> dict[str, ColumnType]:
@@ -149,9 +190,19 @@ class TargetSpec(_Strict):
 
     _cols = field_validator("columns", "metadata", mode="before")(_as_column_specs)
     _refs = field_validator("references", mode="before")(
-        lambda v: {k: ({"paths": [s["path"]], **{x: y for x, y in s.items() if x != "path"}}
-                       if isinstance(s, dict) and "path" in s else s) for k, s in v.items()}
-        if isinstance(v, dict) else v)
+        lambda v: (
+            {
+                k: (
+                    {"paths": [s["path"]], **{x: y for x, y in s.items() if x != "path"}}
+                    if isinstance(s, dict) and "path" in s
+                    else s
+                )
+                for k, s in v.items()
+            }
+            if isinstance(v, dict)
+            else v
+        )
+    )
     _lists = field_validator("parsed_data", mode="before")(_str_list)
 
 
@@ -185,11 +236,12 @@ class MappingSpec(_Strict):
 @dataclass(frozen=True, slots=True)
 class Field_:
     """One thing to fill from ordered source paths: a column, a metadata entry or a reference."""
+
     name: str
     paths: tuple[tuple[str, ...], ...]  # precompiled: each path as a tuple of attribute names
-    type: ColumnType | None = None      # None for metadata entries (any JSON value)
+    type: ColumnType | None = None  # None for metadata entries (any JSON value)
     default: Any = None
-    collection: str | None = None       # references: the collection the key belongs to
+    collection: str | None = None  # references: the collection the key belongs to
 
     @property
     def path_strings(self) -> tuple[str, ...]:
@@ -199,12 +251,13 @@ class Field_:
 @dataclass(frozen=True, slots=True)
 class Target:
     """How one collection (or one `type` route of it) becomes rows of one document type."""
+
     collection: str
     document_type: str
-    columns: tuple[Field_, ...]        # path-fed columns, in table order (user_id first)
+    columns: tuple[Field_, ...]  # path-fed columns, in table order (user_id first)
     references: tuple[Field_, ...]
     metadata: tuple[Field_, ...]
-    parsed_data: tuple[str, ...]        # top-level attribute names, in order
+    parsed_data: tuple[str, ...]  # top-level attribute names, in order
     sections: tuple[str, ...]
     list_fields: tuple[tuple[tuple[str, bool], ...], ...]  # ((segment, is_list_each), ...)
     object_fields: tuple[tuple[str, ...], ...]
@@ -235,7 +288,7 @@ class EdgeSpec:
 class CollectionMapping:
     name: str
     kind: Literal["document", "edge"]
-    target: Target | None = None           # a plain document collection
+    target: Target | None = None  # a plain document collection
     route_on: tuple[str, ...] | None = None
     routes: dict[str, Target] | None = None  # routed on the value at route_on
     edge: EdgeSpec | None = None
@@ -299,7 +352,9 @@ def load_mapping(path: str | Path) -> Mapping:
         with file.open("rb") as fh:
             raw = tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError(f"mapping file {file} does not exist (check migrate.mapping or ETL_MAPPING)") from None
+        raise ConfigError(
+            f"mapping file {file} does not exist (check migrate.mapping or ETL_MAPPING)"
+        ) from None
     except (tomllib.TOMLDecodeError, OSError) as exc:
         raise ConfigError(f"mapping file {file}: cannot be read: {exc}") from None
     return mapping_from_dict(raw, str(file))
@@ -334,7 +389,9 @@ class _Compiler:
                 self._only(key, c, {"kind", "reason"})
                 unmapped[name] = c.reason or "not migrated (no mapping)"
             elif c.kind == "edge":
-                self._only(key, c, {"kind", "from_collection", "to_collection", "to_document_type", "sets"})
+                self._only(
+                    key, c, {"kind", "from_collection", "to_collection", "to_document_type", "sets"}
+                )
                 collections[name] = CollectionMapping(name, "edge", edge=self._edge(key, name, c))
             elif c.route_on is not None:
                 self._only(key, c, {"kind", "route_on", "routes"})
@@ -342,14 +399,19 @@ class _Compiler:
                     raise self.fail(f"{key}.route_on", f"bad path syntax {c.route_on!r}")
                 if not c.routes:
                     raise self.fail(f"{key}.routes", "route_on needs at least one route")
-                routes = {v: self._target(f"{key}.routes.{v}", name, t) for v, t in c.routes.items()}
-                collections[name] = CollectionMapping(name, "document", route_on=split_path(c.route_on),
-                                                      routes=routes)
+                routes = {
+                    v: self._target(f"{key}.routes.{v}", name, t) for v, t in c.routes.items()
+                }
+                collections[name] = CollectionMapping(
+                    name, "document", route_on=split_path(c.route_on), routes=routes
+                )
             else:
                 if c.routes:
                     raise self.fail(f"{key}.routes", "routes need route_on")
                 self._only(key, c, set(TargetSpec.model_fields) | {"kind"})
-                collections[name] = CollectionMapping(name, "document", target=self._target(key, name, c))
+                collections[name] = CollectionMapping(
+                    name, "document", target=self._target(key, name, c)
+                )
 
         # dependency order
         order = list(spec.policy.order)
@@ -362,33 +424,54 @@ class _Compiler:
                 raise self.fail(f"policy.order[{i}]", f"collection {name!r} is listed twice")
         for name in collections:
             if name not in order:
-                raise self.fail("policy.order", f"mapped collection {name!r} is missing from the order")
+                raise self.fail(
+                    "policy.order", f"mapped collection {name!r} is missing from the order"
+                )
         rank = {n: i for i, n in enumerate(order)}
         for name, cm in collections.items():
             if cm.edge is not None:
                 for end in (cm.edge.from_collection, cm.edge.to_collection):
                     if rank[end] > rank[name]:
-                        raise self.fail("policy.order", f"edge collection {name!r} must come after {end!r}")
+                        raise self.fail(
+                            "policy.order", f"edge collection {name!r} must come after {end!r}"
+                        )
             for t in cm.targets():
                 for ref in t.references:
                     if ref.collection not in collections:
-                        raise self.fail(f"collections.{name}.references.{ref.name}.collection",
-                                        f"unknown or unmapped collection {ref.collection!r}")
+                        raise self.fail(
+                            f"collections.{name}.references.{ref.name}.collection",
+                            f"unknown or unmapped collection {ref.collection!r}",
+                        )
                     if collections[ref.collection].kind != "document":
-                        raise self.fail(f"collections.{name}.references.{ref.name}.collection",
-                                        f"{ref.collection!r} is an edge collection")
+                        raise self.fail(
+                            f"collections.{name}.references.{ref.name}.collection",
+                            f"{ref.collection!r} is an edge collection",
+                        )
                     if rank[ref.collection] > rank[name]:
-                        raise self.fail("policy.order", f"{ref.collection!r} must come before {name!r}"
-                                        f" (referenced by {ref.name})")
-        return Mapping(self.file, spec.mapping_version, spec.policy.on_dangling_reference,
-                       spec.policy.nul_in_strings, spec.policy.lone_surrogates, tuple(order),
-                       collections, unmapped)
+                        raise self.fail(
+                            "policy.order",
+                            f"{ref.collection!r} must come before {name!r}"
+                            f" (referenced by {ref.name})",
+                        )
+        return Mapping(
+            self.file,
+            spec.mapping_version,
+            spec.policy.on_dangling_reference,
+            spec.policy.nul_in_strings,
+            spec.policy.lone_surrogates,
+            tuple(order),
+            collections,
+            unmapped,
+        )
 
     def _only(self, key: str, c: CollectionSpec, allowed: set[str]) -> None:
         for f in sorted(c.model_fields_set - allowed):
             article = "an" if c.kind in ("edge", "unmapped") else "a"
-            raise self.fail(f"{key}.{f}", f"not allowed for {article} {c.kind} collection"
-                            + (" routed on a value" if c.route_on else ""))
+            raise self.fail(
+                f"{key}.{f}",
+                f"not allowed for {article} {c.kind} collection"
+                + (" routed on a value" if c.route_on else ""),
+            )
 
     def _edge(self, key: str, name: str, c: CollectionSpec) -> EdgeSpec:
         for f in ("from_collection", "to_collection", "to_document_type", "sets"):
@@ -397,30 +480,42 @@ class _Compiler:
         for f in ("from_collection", "to_collection"):
             other = self.spec.collections.get(getattr(c, f))
             if other is None or other.kind != "document":
-                raise self.fail(f"{key}.{f}", f"{getattr(c, f)!r} is not a mapped document collection")
+                raise self.fail(
+                    f"{key}.{f}", f"{getattr(c, f)!r} is not a mapped document collection"
+                )
         if c.to_document_type not in TABLES:
             raise self.fail(f"{key}.to_document_type", self._unknown_type(c.to_document_type))
         ctype = TABLES[c.to_document_type][1].get(c.sets)
         if ctype is None or not ctype.reference:
             refs = [n for n, t in TABLES[c.to_document_type][1].items() if t.reference]
-            raise self.fail(f"{key}.sets", f"{c.sets!r} is not a reference column of "
-                            f"{TABLES[c.to_document_type][0]} (one of {refs})")
+            raise self.fail(
+                f"{key}.sets",
+                f"{c.sets!r} is not a reference column of "
+                f"{TABLES[c.to_document_type][0]} (one of {refs})",
+            )
         return EdgeSpec(name, c.from_collection, c.to_collection, c.to_document_type, c.sets)
 
     @staticmethod
     def _unknown_type(t: str | None) -> str:
         return f"unknown document type {t!r} (known: {', '.join(DOCUMENT_TYPES)})"
 
-    def _paths(self, key: str, paths: list[str], pattern: re.Pattern = PATH_RE) -> tuple[tuple[str, ...], ...]:
+    def _paths(
+        self, key: str, paths: list[str], pattern: re.Pattern = PATH_RE
+    ) -> tuple[tuple[str, ...], ...]:
         for i, p in enumerate(paths):
             if not isinstance(p, str) or not pattern.match(p):
-                raise self.fail(f"{key}[{i}]", f"bad path syntax {p!r} (dotted attribute names, e.g. "
-                                "'file_metadata.filename')")
+                raise self.fail(
+                    f"{key}[{i}]",
+                    f"bad path syntax {p!r} (dotted attribute names, e.g. "
+                    "'file_metadata.filename')",
+                )
         return tuple(split_path(p) for p in paths)
 
     def _target(self, key: str, collection: str, t: TargetSpec) -> Target:
         if t.document_type is None:
-            raise self.fail(f"{key}.document_type", "required (one of " + ", ".join(DOCUMENT_TYPES) + ")")
+            raise self.fail(
+                f"{key}.document_type", "required (one of " + ", ".join(DOCUMENT_TYPES) + ")"
+            )
         if t.document_type not in TABLES:
             raise self.fail(f"{key}.document_type", self._unknown_type(t.document_type))
         ctypes = column_types(t.document_type)
@@ -431,8 +526,11 @@ class _Compiler:
             ct = ctypes.get(name)
             if ct is None:
                 known = [c for c, x in ctypes.items() if not x.reference]
-                raise self.fail(ck, f"unknown target column for document type {t.document_type!r} "
-                                f"(table {tbl} has: {', '.join(known)})")
+                raise self.fail(
+                    ck,
+                    f"unknown target column for document type {t.document_type!r} "
+                    f"(table {tbl} has: {', '.join(known)})",
+                )
             if ct.reference:
                 raise self.fail(ck, f"{name} is a reference column: map it under references")
             if cs.default is not None:
@@ -450,13 +548,17 @@ class _Compiler:
             ct = ctypes.get(name)
             if ct is None or not ct.reference:
                 known = [c for c, x in ctypes.items() if x.reference]
-                raise self.fail(rk, f"not a reference column of {tbl} (one of: {', '.join(known) or 'none'})")
+                raise self.fail(
+                    rk, f"not a reference column of {tbl} (one of: {', '.join(known) or 'none'})"
+                )
             refs.append(Field_(name, self._paths(f"{rk}.paths", rs.paths), ct, None, rs.collection))
         metas = []
         for name, ms in t.metadata.items():
             mk = f"{key}.metadata.{name}"
             if name in RESERVED_METADATA:
-                raise self.fail(mk, f"reserved metadata key (reserved: {', '.join(sorted(RESERVED_METADATA))})")
+                raise self.fail(
+                    mk, f"reserved metadata key (reserved: {', '.join(sorted(RESERVED_METADATA))})"
+                )
             metas.append(Field_(name, self._paths(f"{mk}.paths", ms.paths), None, ms.default))
         pd = self._paths(f"{key}.parsed_data", t.parsed_data)
         for i, p in enumerate(pd):
@@ -465,10 +567,13 @@ class _Compiler:
         secs = self._paths(f"{key}.parsed_data_sections", t.parsed_data_sections)
         for i, p in enumerate(secs):
             if len(p) != 1:
-                raise self.fail(f"{key}.parsed_data_sections[{i}]", "must be a top-level attribute name")
+                raise self.fail(
+                    f"{key}.parsed_data_sections[{i}]", "must be a top-level attribute name"
+                )
         lists = self._paths(f"{key}.list_fields", t.list_fields, LIST_PATH_RE)
         compiled_lists = tuple(
-            tuple((s[:-2], True) if s.endswith("[]") else (s, False) for s in p) for p in lists)
+            tuple((s[:-2], True) if s.endswith("[]") else (s, False) for s in p) for p in lists
+        )
         pairs = []
         for i, pair in enumerate(t.min_max_pairs):
             if len(pair) != 2:
@@ -476,10 +581,19 @@ class _Compiler:
             a, b = self._paths(f"{key}.min_max_pairs[{i}]", pair)
             pairs.append((a, b))
         ordered = tuple(cols[c] for c in ctypes if c in cols)
-        return Target(collection, t.document_type, ordered, tuple(refs), tuple(metas),
-                      tuple(p[0] for p in pd), tuple(p[0] for p in secs), compiled_lists,
-                      self._paths(f"{key}.object_fields", t.object_fields),
-                      self._paths(f"{key}.email_fields", t.email_fields),
-                      self._paths(f"{key}.range_fields", t.range_fields), tuple(pairs),
-                      self._paths(f"{key}.score_fields", t.score_fields),
-                      frozenset(t.nonempty_when_status))
+        return Target(
+            collection,
+            t.document_type,
+            ordered,
+            tuple(refs),
+            tuple(metas),
+            tuple(p[0] for p in pd),
+            tuple(p[0] for p in secs),
+            compiled_lists,
+            self._paths(f"{key}.object_fields", t.object_fields),
+            self._paths(f"{key}.email_fields", t.email_fields),
+            self._paths(f"{key}.range_fields", t.range_fields),
+            tuple(pairs),
+            self._paths(f"{key}.score_fields", t.score_fields),
+            frozenset(t.nonempty_when_status),
+        )

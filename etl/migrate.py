@@ -6,17 +6,16 @@ loses at most the batch in flight, and `--resume` re-reads exactly that batch; t
 the replay harmless. Reading runs one batch ahead in a thread so the source's latency overlaps
 with the database's work. Transient failures re-run the whole batch transaction with backoff.
 """
+
 from __future__ import annotations
 
 import logging
-import queue
-import threading
-from concurrent.futures import ThreadPoolExecutor
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
-from typing import Callable, Iterator
+from datetime import UTC, datetime
 
 import psycopg
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
@@ -27,6 +26,7 @@ from etl.load import Loader
 from etl.mapping import load_mapping
 from etl.settings import Settings
 from etl.sources import open_source
+from etl.sources.prefetch import prefetch
 from etl.state import Checkpoint, Counts
 from etl.transform import EdgeLink, Reject, Row, Transformer, Unmapped
 
@@ -63,8 +63,11 @@ class CollectionResult:
             "source_count": self.source_count,
             "counts": self.counts.asdict(),
             # None while the collection is incomplete (interrupted, failed, not reached)
-            "balanced": (self.source_count == loaded + self.counts.rejected + self.counts.unmapped
-                         if self.status in ("migrated", "unmapped") else None),
+            "balanced": (
+                self.source_count == loaded + self.counts.rejected + self.counts.unmapped
+                if self.status in ("migrated", "unmapped")
+                else None
+            ),
             "by_type": {k: v.asdict() for k, v in self.by_type.items()},
             "batches": self.batches,
             "seconds": round(self.seconds, 3),
@@ -72,12 +75,17 @@ class CollectionResult:
             "docs_per_second": round(self.counts.read / self.seconds, 1) if self.seconds else None,
             "rejects_by_reason": [
                 {"reason": r, "count": n, "examples": self.reject_examples.get(r, [])}
-                for r, n in self.reject_reasons.most_common()],
-            "unmapped_by_reason": [{"reason": r, "count": n} for r, n in self.unmapped_reasons.most_common()],
+                for r, n in self.reject_reasons.most_common()
+            ],
+            "unmapped_by_reason": [
+                {"reason": r, "count": n} for r, n in self.unmapped_reasons.most_common()
+            ],
             "unmapped_keys": self.unmapped_keys,
             "dangling_references": dict(self.dangling),
-            "field_coverage": {"columns_filled": dict(self.columns_filled),
-                               "kept_in_metadata_extra": dict(self.extra_fields)},
+            "field_coverage": {
+                "columns_filled": dict(self.columns_filled),
+                "kept_in_metadata_extra": dict(self.extra_fields),
+            },
             "batch_stats": self.batch_stats,
             "warnings": self.warnings,
         }
@@ -108,72 +116,49 @@ class RunSummary:
 
     def asdict(self) -> dict:
         return {
-            "run_id": self.run_id, "command": self.command, "dry_run": self.dry_run,
-            "state": self.state, "started_at": self.started_at, "finished_at": self.finished_at,
-            "source": self.source, "target": self.target, "schema_version": self.schema_version,
-            "server_version": self.server_version, "mapping_version": self.mapping_version,
-            "batch_size": self.batch_size, "estimated_seconds": self.estimated_seconds,
-            "error": self.error, "index_builds": self.index_builds,
+            "run_id": self.run_id,
+            "command": self.command,
+            "dry_run": self.dry_run,
+            "state": self.state,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "source": self.source,
+            "target": self.target,
+            "schema_version": self.schema_version,
+            "server_version": self.server_version,
+            "mapping_version": self.mapping_version,
+            "batch_size": self.batch_size,
+            "estimated_seconds": self.estimated_seconds,
+            "error": self.error,
+            "index_builds": self.index_builds,
             "collections": [c.asdict() for c in self.collections],
         }
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
-
-
-def prefetch(iterator: Iterator, depth: int = 1) -> Iterator:
-    """Run `iterator` in a thread, at most `depth` items ahead; errors re-raised in the consumer.
-    The reader takes a slot BEFORE it reads the next item, so no more than `depth` items exist
-    beyond the one the consumer holds: memory is bounded by batches, whatever the source."""
-    q: queue.Queue = queue.Queue()
-    slots = threading.Semaphore(depth)
-    stop = threading.Event()
-
-    def worker():
-        try:
-            it = iter(iterator)
-            while True:
-                while not slots.acquire(timeout=0.2):
-                    if stop.is_set():
-                        return
-                if stop.is_set():
-                    return
-                try:
-                    item = next(it)
-                except StopIteration:
-                    q.put(("done", None))
-                    return
-                q.put(("item", item))
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            q.put(("error", exc))
-
-    t = threading.Thread(target=worker, name="etl-reader", daemon=True)
-    t.start()
-    try:
-        while True:
-            kind, item = q.get()
-            if kind == "item":
-                slots.release()
-                yield item
-            elif kind == "done":
-                return
-            else:
-                raise item
-    finally:
-        stop.set()
+    return datetime.now(UTC).isoformat()
 
 
 class Migration:
     """One `etl migrate` run (or dry run). Use run() once."""
 
-    def __init__(self, settings: Settings, *, collections: list[str] | None = None, all_: bool = False,
-                 source: str = "arangodb", batch_size: int | None = None, resume: bool = False,
-                 dry_run: bool = False, limit: int | None = None, since_key: str | None = None,
-                 on_progress: Callable[[str, int, int | None], None] | None = None,
-                 on_collection: Callable[[str, int], None] | None = None,
-                 should_stop: Callable[[], bool] = lambda: False,
-                 retry_wait: Callable | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        collections: list[str] | None = None,
+        all_: bool = False,
+        source: str = "arangodb",
+        batch_size: int | None = None,
+        resume: bool = False,
+        dry_run: bool = False,
+        limit: int | None = None,
+        since_key: str | None = None,
+        on_progress: Callable[[str, int, int | None], None] | None = None,
+        on_collection: Callable[[str, int], None] | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+        retry_wait: Callable | None = None,
+    ):
         self.settings = settings
         self.requested = collections or []
         self.all = all_
@@ -223,17 +208,33 @@ class Migration:
         source = open_source(self.source_spec, self.settings)
         lock_conn = None
         summary = RunSummary(
-            run_id=run_id, command="migrate", dry_run=self.dry_run, state="running", started_at=_now(),
-            finished_at=None, source=source.description, target=pg.target_label(self.settings, self.dsn),
-            schema_version=pg.schema_version(conn), server_version=pg.server_version(conn),
-            mapping_version=str(self.mapping.version), batch_size=self.batch_size, collections=[])
+            run_id=run_id,
+            command="migrate",
+            dry_run=self.dry_run,
+            state="running",
+            started_at=_now(),
+            finished_at=None,
+            source=source.description,
+            target=pg.target_label(self.settings, self.dsn),
+            schema_version=pg.schema_version(conn),
+            server_version=pg.server_version(conn),
+            mapping_version=str(self.mapping.version),
+            batch_size=self.batch_size,
+            collections=[],
+        )
         conn.commit()
         try:
             names = self._collections(source)
             lock_conn = self._lock_collections(names)
             if not self.dry_run:
-                state.start_run(conn, run_id, "migrate", source=source.description, target=summary.target,
-                                options=self._options(names))
+                state.start_run(
+                    conn,
+                    run_id,
+                    "migrate",
+                    source=source.description,
+                    target=summary.target,
+                    options=self._options(names),
+                )
                 conn.commit()
             tables = list(self._writers(names))  # every table this run writes
             if self.dry_run:
@@ -246,7 +247,9 @@ class Migration:
             else:
                 indexes.rebuild(conn)  # what a crashed run left behind, before anything else
                 self._deferred = self._defer_indexes(conn, tables)
-                self._index_builder = indexes.BackgroundBuilder(self.dsn) if self._deferred else None
+                self._index_builder = (
+                    indexes.BackgroundBuilder(self.dsn) if self._deferred else None
+                )
                 self._run_collections(conn, source, names, checkpoints, summary)
             summary.state = "finished"
         except Interrupted:
@@ -270,12 +273,16 @@ class Migration:
             if self.dry_run:
                 total_rate = _rate(summary)
                 total_docs = sum(c.source_count for c in summary.collections)
-                summary.estimated_seconds = round(total_docs / total_rate, 1) if total_rate else None
+                summary.estimated_seconds = (
+                    round(total_docs / total_rate, 1) if total_rate else None
+                )
             self.summary = summary
             if summary.collections:
                 from etl.report import write_reports
 
-                self.report_paths = write_reports(summary.asdict(), self.settings.migrate.reports_dir)
+                self.report_paths = write_reports(
+                    summary.asdict(), self.settings.migrate.reports_dir
+                )
             if locked:
                 self._finish(conn, summary)
             else:
@@ -299,8 +306,11 @@ class Migration:
             built += indexes.rebuild(conn)
             summary.index_builds = [{"index": n, "seconds": round(t, 3)} for n, t in built]
         except psycopg.Error as exc:
-            log.error("could not build the deferred indexes (etl_deferred_indexes keeps them; the next "
-                      "etl migrate builds them): %s", exc)
+            log.error(
+                "could not build the deferred indexes (etl_deferred_indexes keeps them; the next "
+                "etl migrate builds them): %s",
+                exc,
+            )
         return conn
 
     def _finish(self, conn, summary: RunSummary) -> None:
@@ -312,8 +322,14 @@ class Migration:
                 conn = self._connect()
             conn.rollback()
             paths = getattr(self, "report_paths", None)
-            state.finish_run(conn, summary.run_id, summary.state, summary=_summary_counts(summary),
-                             error=summary.error, report_path=str(paths["json"]) if paths else None)
+            state.finish_run(
+                conn,
+                summary.run_id,
+                summary.state,
+                summary=_summary_counts(summary),
+                error=summary.error,
+                report_path=str(paths["json"]) if paths else None,
+            )
             conn.commit()
         except psycopg.Error as exc:  # the report still gets written; the run stays resumable
             log.warning("could not record the end of run %s: %s", summary.run_id, exc)
@@ -331,8 +347,10 @@ class Migration:
         prev = state.latest_resumable_run(conn)
         conn.commit()
         if prev is None:
-            raise PermanentError("nothing to resume: no interrupted or failed migrate run",
-                                 hint="start a new run without --resume")
+            raise PermanentError(
+                "nothing to resume: no interrupted or failed migrate run",
+                hint="start a new run without --resume",
+            )
         opts = prev["options"] or {}
         if not self.requested and not self.all:
             self.requested = opts.get("collections", [])
@@ -346,20 +364,29 @@ class Migration:
         return prev["run_id"], cps
 
     def _options(self, names: list[str]) -> dict:
-        return {"collections": names, "source_spec": self.source_spec, "batch_size": self.batch_size,
-                "limit": self.limit, "since_key": self.since_key, "mapping": self.settings.migrate.mapping}
+        return {
+            "collections": names,
+            "source_spec": self.source_spec,
+            "batch_size": self.batch_size,
+            "limit": self.limit,
+            "since_key": self.since_key,
+            "mapping": self.settings.migrate.mapping,
+        }
 
     def _lock_collections(self, names: list[str]):
         """A session advisory lock per collection: a second migrate of the same collection
         refuses at once instead of interleaving checkpoints."""
         lock_conn = pg.connect(self.dsn, autocommit=True, application_name="etl-lock")
         for name in names:
-            got = lock_conn.execute("select pg_try_advisory_lock(hashtextextended(%s, 0))",
-                                    (f"etl.migrate:{name}",)).fetchone()[0]
+            got = lock_conn.execute(
+                "select pg_try_advisory_lock(hashtextextended(%s, 0))", (f"etl.migrate:{name}",)
+            ).fetchone()[0]
             if not got:
                 lock_conn.close()
-                raise PermanentError(f"another etl migrate is running on collection {name!r}",
-                                     hint="wait for it to finish (etl status shows it)")
+                raise PermanentError(
+                    f"another etl migrate is running on collection {name!r}",
+                    hint="wait for it to finish (etl status shows it)",
+                )
         return lock_conn
 
     def _writers(self, names: list[str]) -> dict[str, str]:
@@ -405,7 +432,9 @@ class Migration:
             cp.position = self.since_key
         self._migrate_collection(conn, source, name, cp, result)
 
-    def _migrate_collection(self, conn, source, name: str, cp: Checkpoint, result: CollectionResult):
+    def _migrate_collection(
+        self, conn, source, name: str, cp: Checkpoint, result: CollectionResult
+    ):
         self._conn = conn
         transformer = Transformer(self.mapping, self.run_id, _now())
         result.counts = Counts(**vars(cp.counts))
@@ -414,8 +443,11 @@ class Migration:
         self.on_progress(name, result.counts.read, result.source_count)
         remaining_limit = self.limit
         until = getattr(cp, "until", None)
-        batches = (source.batches(name, self.batch_size, after=cp.position) if until is None else
-                   source.batches(name, self.batch_size, after=cp.position, until=until))
+        batches = (
+            source.batches(name, self.batch_size, after=cp.position)
+            if until is None
+            else source.batches(name, self.batch_size, after=cp.position, until=until)
+        )
         loader = Loader(conn, self.run_id)
         t_collection = last_done = time.perf_counter()
         # Batch N+1 is transformed here while one committer thread loads batch N: psycopg
@@ -428,21 +460,37 @@ class Migration:
                 if remaining_limit is not None:
                     docs = docs[:remaining_limit]
                     remaining_limit -= len(docs)
-                started = datetime.now(timezone.utc)
+                started = datetime.now(UTC)
                 t0 = time.perf_counter()
                 outcome = self._transform(transformer, name, docs, result)
                 if in_flight is not None:
                     conn, loader, last_done = self._absorb(in_flight, name, result, last_done)
                     in_flight = None
                     self._stop_if_requested(name, cp, result)
-                in_flight = (committer.submit(self._commit_batch, conn, loader, name, batch, cp, outcome,
-                                              started, t0, result), batch, len(docs))
+                in_flight = (
+                    committer.submit(
+                        self._commit_batch,
+                        conn,
+                        loader,
+                        name,
+                        batch,
+                        cp,
+                        outcome,
+                        started,
+                        t0,
+                        result,
+                    ),
+                    batch,
+                    len(docs),
+                )
                 if remaining_limit is not None and remaining_limit <= 0:
                     break
             if in_flight is not None:
                 conn, loader, last_done = self._absorb(in_flight, name, result, last_done)
                 self._stop_if_requested(name, cp, result)
-        if not isinstance(cp, units.UnitCheckpoint):  # a range unit leaves this to its 'finish' unit
+        if not isinstance(
+            cp, units.UnitCheckpoint
+        ):  # a range unit leaves this to its 'finish' unit
             self.relink_forward_refs(name, result)
         result.seconds += time.perf_counter() - t_collection
         if not self.dry_run and (remaining_limit is None or remaining_limit > 0):
@@ -465,6 +513,7 @@ class Migration:
 
     def relink_forward_refs(self, name: str, result: CollectionResult) -> None:
         """References to a parent that came later in the collection, set now (own transaction)."""
+
         def relink(c):
             with c.transaction():
                 return self.relink_pending(c, name)
@@ -479,14 +528,24 @@ class Migration:
         linked: dict[str, int] = {}
         for document_type in sorted({t.document_type for t in cm.targets()} if cm else ()):
             table = self.mapping.table(document_type)
-            refs = c.execute("select child_id::text, parent_id::text from etl_pending_links"
-                             " where run_id = %s and table_name = %s", (self.run_id, table)).fetchall()
+            refs = c.execute(
+                "select child_id::text, parent_id::text from etl_pending_links"
+                " where run_id = %s and table_name = %s",
+                (self.run_id, table),
+            ).fetchall()
             if not refs:
                 continue
             linked[document_type] = Loader(c, self.run_id).relink_parents(table, refs)
-            c.execute("delete from etl_pending_links where run_id = %s and table_name = %s", (self.run_id, table))
-            log.info("%s: linked %d of %d references to parents that came later", name,
-                     linked[document_type], len(refs))
+            c.execute(
+                "delete from etl_pending_links where run_id = %s and table_name = %s",
+                (self.run_id, table),
+            )
+            log.info(
+                "%s: linked %d of %d references to parents that came later",
+                name,
+                linked[document_type],
+                len(refs),
+            )
         return linked
 
     def _absorb(self, in_flight, name: str, result: CollectionResult, last_done: float):
@@ -499,16 +558,24 @@ class Migration:
         result.nbytes += batch.nbytes
         result.warnings.extend(batch.warnings)
         # seconds between two committed batches: the pipeline's throughput, as the chart shows it
-        result.batch_stats.append({"seq": result.batches, "docs": ndocs, "bytes": batch.nbytes,
-                                   "seconds": round(now - last_done, 4)})
+        result.batch_stats.append(
+            {
+                "seq": result.batches,
+                "docs": ndocs,
+                "bytes": batch.nbytes,
+                "seconds": round(now - last_done, 4),
+            }
+        )
         self.on_progress(name, result.counts.read, result.source_count)
         return conn, loader, now
 
     def _stop_if_requested(self, name: str, cp: Checkpoint, result: CollectionResult) -> None:
         if self.should_stop():
             result.status = "interrupted"
-            raise Interrupted(f"stopped after batch {cp.batches} of {name}; run {self.run_id} "
-                              f"is resumable", hint="continue with `etl migrate --resume`")
+            raise Interrupted(
+                f"stopped after batch {cp.batches} of {name}; run {self.run_id} is resumable",
+                hint="continue with `etl migrate --resume`",
+            )
 
     def _transform(self, transformer, name, docs, result: CollectionResult):
         rows: dict[str, list[Row]] = defaultdict(list)
@@ -530,7 +597,9 @@ class Migration:
                 rejects.append((name, out.key, doc, out.reason, "unmapped"))
         return rows, edges, rejects
 
-    def _commit_batch(self, conn, loader, name, batch, cp: Checkpoint, outcome, started, t0, result):
+    def _commit_batch(
+        self, conn, loader, name, batch, cp: Checkpoint, outcome, started, t0, result
+    ):
         """Load one batch and its bookkeeping in one transaction, retried as a whole."""
         rows, edges, transform_rejects = outcome
         docs_by_key = {d.get("_key"): d for d in batch.docs if isinstance(d, dict)}
@@ -548,35 +617,71 @@ class Migration:
                 c.execute("select set_config('etl.run_id', %s, true)", (self.run_id,))
                 for document_type, typed_rows in rows.items():
                     lo = loader.load(document_type, typed_rows)
-                    tc = Counts(read=len(typed_rows), inserted=lo.inserted, updated=lo.updated,
-                                unchanged=lo.unchanged - len(lo.rejected), rejected=len(lo.rejected),
-                                dangling=lo.dangling)
+                    tc = Counts(
+                        read=len(typed_rows),
+                        inserted=lo.inserted,
+                        updated=lo.updated,
+                        unchanged=lo.unchanged - len(lo.rejected),
+                        rejected=len(lo.rejected),
+                        dangling=lo.dangling,
+                    )
                     counts.add(tc)
                     by_type[document_type] = tc
                     for row, reason in lo.rejected:
-                        rejects.append((name, row.key, docs_by_key.get(row.key, row.values), reason, "load"))
+                        rejects.append(
+                            (name, row.key, docs_by_key.get(row.key, row.values), reason, "load")
+                        )
                     if lo.forward_refs:
-                        _keep_pending_links(c, self.run_id, self.mapping.table(document_type), lo.forward_refs)
+                        _keep_pending_links(
+                            c, self.run_id, self.mapping.table(document_type), lo.forward_refs
+                        )
                 if edges:
                     lk = loader.link_edges(edges)
-                    tc = Counts(read=len(edges), updated=lk.linked, unchanged=lk.unchanged,
-                                rejected=len(lk.dangling))
+                    tc = Counts(
+                        read=len(edges),
+                        updated=lk.linked,
+                        unchanged=lk.unchanged,
+                        rejected=len(lk.dangling),
+                    )
                     counts.add(tc)
                     by_type["edge"] = tc
                     for link in lk.dangling:
-                        rejects.append((name, link.key, docs_by_key.get(link.key, link.edge),
-                                        "dangling_edge: an end of the edge is not in the target", "link"))
+                        rejects.append(
+                            (
+                                name,
+                                link.key,
+                                docs_by_key.get(link.key, link.edge),
+                                "dangling_edge: an end of the edge is not in the target",
+                                "link",
+                            )
+                        )
                 n_rejected = sum(1 for r in transform_rejects if r[4] == "transform")
                 n_unmapped = len(transform_rejects) - n_rejected
-                counts.add(Counts(read=len(transform_rejects), rejected=n_rejected, unmapped=n_unmapped))
+                counts.add(
+                    Counts(read=len(transform_rejects), rejected=n_rejected, unmapped=n_unmapped)
+                )
                 state.write_rejects(c, self.run_id, rejects)
-                new_cp = replace(cp, position=batch.position, done=False, batches=cp.batches + 1,
-                                 counts=Counts(**vars(cp.counts)))
+                new_cp = replace(
+                    cp,
+                    position=batch.position,
+                    done=False,
+                    batches=cp.batches + 1,
+                    counts=Counts(**vars(cp.counts)),
+                )
                 new_cp.counts.add(counts)
                 if not self.dry_run:
                     self._save_checkpoint(c, new_cp)
-                    state.record_batch(c, self.run_id, name, new_cp.batches, counts.read, batch.nbytes,
-                                       started, time.perf_counter() - t0, unit=getattr(cp, "unit_id", None))
+                    state.record_batch(
+                        c,
+                        self.run_id,
+                        name,
+                        new_cp.batches,
+                        counts.read,
+                        batch.nbytes,
+                        started,
+                        time.perf_counter() - t0,
+                        unit=getattr(cp, "unit_id", None),
+                    )
             return counts, by_type, rejects, new_cp
 
         counts, by_type, rejects, new_cp = self._retrying(attempt, conn)
@@ -589,11 +694,14 @@ class Migration:
     def _retrying(self, fn, conn):
         """Run fn(conn) in a transaction; on a transient error reconnect and try again."""
         self._conn = conn
-        for attempt in Retrying(retry=retry_if_exception(is_transient),
-                                # a dry run cannot reconnect: its run-wide transaction would be lost
-                                stop=stop_after_attempt(1 if self.dry_run else self.settings.postgres.retry_attempts),
-                                wait=self.retry_wait, reraise=True,
-                                before_sleep=_log_retry):
+        for attempt in Retrying(
+            retry=retry_if_exception(is_transient),
+            # a dry run cannot reconnect: its run-wide transaction would be lost
+            stop=stop_after_attempt(1 if self.dry_run else self.settings.postgres.retry_attempts),
+            wait=self.retry_wait,
+            reraise=True,
+            before_sleep=_log_retry,
+        ):
             with attempt:
                 if self._conn.closed or self._conn.broken:
                     # no statement here: on this (non-autocommit) connection it would open a
@@ -612,10 +720,12 @@ def count_relinked(result: CollectionResult, linked: dict[str, int]) -> None:
 
 def _keep_pending_links(c, run_id: str, table: str, refs) -> None:
     with c.cursor() as cur:
-        cur.executemany("insert into etl_pending_links (run_id, table_name, child_id, parent_id)"
-                        " values (%s, %s, %s, %s) on conflict (run_id, table_name, child_id)"
-                        " do update set parent_id = excluded.parent_id",
-                        [(run_id, table, child, parent) for child, parent in refs])
+        cur.executemany(
+            "insert into etl_pending_links (run_id, table_name, child_id, parent_id)"
+            " values (%s, %s, %s, %s) on conflict (run_id, table_name, child_id)"
+            " do update set parent_id = excluded.parent_id",
+            [(run_id, table, child, parent) for child, parent in refs],
+        )
 
 
 def _record_findings(result: CollectionResult, rejects) -> None:
@@ -634,9 +744,12 @@ def _record_findings(result: CollectionResult, rejects) -> None:
 
 def _log_retry(retry_state) -> None:
     exc = retry_state.outcome.exception()
-    log.warning("transient error, attempt %d failed, retrying in %.1fs: %s",
-                retry_state.attempt_number, retry_state.next_action.sleep if retry_state.next_action else 0,
-                str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    log.warning(
+        "transient error, attempt %d failed, retrying in %.1fs: %s",
+        retry_state.attempt_number,
+        retry_state.next_action.sleep if retry_state.next_action else 0,
+        str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+    )
 
 
 def _rate(summary: RunSummary) -> float:
@@ -646,5 +759,7 @@ def _rate(summary: RunSummary) -> float:
 
 
 def _summary_counts(summary: RunSummary) -> dict:
-    return {c.collection: {"status": c.status, "source_count": c.source_count, **c.counts.asdict()}
-            for c in summary.collections}
+    return {
+        c.collection: {"status": c.status, "source_count": c.source_count, **c.counts.asdict()}
+        for c in summary.collections
+    }

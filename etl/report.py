@@ -1,6 +1,7 @@
 """Reports for operators: reports/<run id>.json (stable, schema in docs/report.schema.json) and
 .md, plus the summary table printed in the terminal. Renders a summary's asdict(); never reads
 the database, so a failed run still gets its report."""
+
 from __future__ import annotations
 
 import getpass
@@ -19,10 +20,17 @@ def write_reports(summary: dict, reports_dir: str | Path, *, markdown=None) -> d
     `markdown` renders the .md (default: the migrate/dry-run layout of this module)."""
     out = Path(reports_dir)
     out.mkdir(parents=True, exist_ok=True)
-    doc = {"report_schema_version": REPORT_SCHEMA_VERSION, "etl_version": __version__,
-           "operator": _operator(), **summary}
-    paths = {"json": out / f"{summary['run_id']}.json", "md": out / f"{summary['run_id']}.md",
-             "html": out / f"{summary['run_id']}.html"}
+    doc = {
+        "report_schema_version": REPORT_SCHEMA_VERSION,
+        "etl_version": __version__,
+        "operator": _operator(),
+        **summary,
+    }
+    paths = {
+        "json": out / f"{summary['run_id']}.json",
+        "md": out / f"{summary['run_id']}.md",
+        "html": out / f"{summary['run_id']}.html",
+    }
     _write_private(paths["json"], json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
     _write_private(paths["md"], (markdown or render_markdown)(doc))
     try:  # the page is a convenience: a bug in it must not cost the run its json and md reports
@@ -52,7 +60,16 @@ def _operator() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-COLUMNS = ("source_count", "read", "inserted", "updated", "unchanged", "rejected", "unmapped", "dangling")
+COLUMNS = (
+    "source_count",
+    "read",
+    "inserted",
+    "updated",
+    "unchanged",
+    "rejected",
+    "unmapped",
+    "dangling",
+)
 
 
 def summary_rows(summary: dict) -> list[list[str]]:
@@ -61,46 +78,72 @@ def summary_rows(summary: dict) -> list[list[str]]:
         counts = c["counts"]
         balanced = c.get("balanced")
         ok = "incomplete" if balanced is None else "ok" if balanced else "UNBALANCED"
-        rows.append([c["collection"], c["status"], str(c["source_count"])]
-                    + [str(counts[k]) for k in COLUMNS[1:]] + [ok])
+        rows.append(
+            [c["collection"], c["status"], str(c["source_count"])]
+            + [str(counts[k]) for k in COLUMNS[1:]]
+            + [ok]
+        )
     return rows
 
 
 def render_table(summary: dict) -> str:
     header = ["collection", "status", *COLUMNS, "source=loaded+rejected+unmapped"]
     rows = summary_rows(summary)
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
+    ]
+
+    def line(cells):
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
 def render_markdown(doc: dict) -> str:
     kind = "Dry run" if doc.get("dry_run") else doc["command"].capitalize()
-    out = [f"# {kind} report: {doc['run_id']}", "",
-           f"- state: **{doc['state']}**",
-           f"- started: {doc['started_at']}, finished: {doc.get('finished_at')}",
-           f"- operator: {doc.get('operator')}",
-           f"- source: {doc['source']}", f"- target: {doc['target']}",
-           f"- schema version: {doc.get('schema_version')}, PostgreSQL {doc.get('server_version')}, "
-           f"mapping version {doc.get('mapping_version')}, batch size {doc.get('batch_size')}"]
+    out = [
+        f"# {kind} report: {doc['run_id']}",
+        "",
+        f"- state: **{doc['state']}**",
+        f"- started: {doc['started_at']}, finished: {doc.get('finished_at')}",
+        f"- operator: {doc.get('operator')}",
+        f"- source: {doc['source']}",
+        f"- target: {doc['target']}",
+        f"- schema version: {doc.get('schema_version')}, PostgreSQL {doc.get('server_version')}, "
+        f"mapping version {doc.get('mapping_version')}, batch size {doc.get('batch_size')}",
+    ]
     if doc.get("estimated_seconds") is not None:
         out.append(f"- estimated duration of the real run: {doc['estimated_seconds']} s")
     if doc.get("error"):
         out.append(f"- error: `{doc['error']}`")
-    out += ["", "## Counts", "", "| collection | status | " + " | ".join(COLUMNS) + " | balanced |",
-            "|" + "---|" * (len(COLUMNS) + 3)]
+    out += [
+        "",
+        "## Counts",
+        "",
+        "| collection | status | " + " | ".join(COLUMNS) + " | balanced |",
+        "|" + "---|" * (len(COLUMNS) + 3),
+    ]
     for row in summary_rows(doc):
         out.append("| " + " | ".join(row) + " |")
     for c in doc["collections"]:
-        out += ["", f"## {c['collection']}", "",
-                f"{c['batches']} batches, {c['seconds']} s, "
-                f"{c.get('docs_per_second') or '-'} docs/s, {c['bytes']} bytes read."]
+        out += [
+            "",
+            f"## {c['collection']}",
+            "",
+            f"{c['batches']} batches, {c['seconds']} s, "
+            f"{c.get('docs_per_second') or '-'} docs/s, {c['bytes']} bytes read.",
+        ]
         if c.get("by_type"):
-            out += ["", "| document type | read | inserted | updated | unchanged | rejected | dangling |",
-                    "|---|---|---|---|---|---|---|"]
+            out += [
+                "",
+                "| document type | read | inserted | updated | unchanged | rejected | dangling |",
+                "|---|---|---|---|---|---|---|",
+            ]
             for t, n in c["by_type"].items():
-                out.append(f"| {t} | {n['read']} | {n['inserted']} | {n['updated']} | {n['unchanged']} "
-                           f"| {n['rejected']} | {n['dangling']} |")
+                out.append(
+                    f"| {t} | {n['read']} | {n['inserted']} | {n['updated']} | {n['unchanged']} "
+                    f"| {n['rejected']} | {n['dangling']} |"
+                )
         if c["rejects_by_reason"]:
             out += ["", "Rejects by reason (whole documents are in etl_rejects):", ""]
             for r in c["rejects_by_reason"]:
@@ -110,17 +153,27 @@ def render_markdown(doc: dict) -> str:
             out += ["", "Not migrated:", ""]
             out += [f"- {r['reason']}: {r['count']}" for r in c["unmapped_by_reason"]]
             if c["unmapped_keys"]:
-                out.append(f"- keys: {', '.join(c['unmapped_keys'][:50])}"
-                           + (" ..." if len(c["unmapped_keys"]) > 50 else ""))
+                out.append(
+                    f"- keys: {', '.join(c['unmapped_keys'][:50])}"
+                    + (" ..." if len(c["unmapped_keys"]) > 50 else "")
+                )
         if c.get("dangling_references"):
             out += ["", f"Dangling references: {c['dangling_references']}"]
         cov = c.get("field_coverage") or {}
         if cov.get("kept_in_metadata_extra"):
-            out += ["", "Kept only in metadata.extra: " +
-                    ", ".join(f"`{k}` ({n})" for k, n in sorted(cov["kept_in_metadata_extra"].items()))]
+            out += [
+                "",
+                "Kept only in metadata.extra: "
+                + ", ".join(
+                    f"`{k}` ({n})" for k, n in sorted(cov["kept_in_metadata_extra"].items())
+                ),
+            ]
         if cov.get("columns_filled"):
-            out += ["", "Columns filled: " +
-                    ", ".join(f"`{k}` ({n})" for k, n in sorted(cov["columns_filled"].items()))]
+            out += [
+                "",
+                "Columns filled: "
+                + ", ".join(f"`{k}` ({n})" for k, n in sorted(cov["columns_filled"].items())),
+            ]
         if c.get("warnings"):
             out += ["", "Warnings:", ""] + [f"- {w}" for w in c["warnings"][:100]]
     return "\n".join(out) + "\n"

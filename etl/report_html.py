@@ -6,6 +6,7 @@ summary from ReconcileSummary.asdict()) and only what is present, so an older or
 still renders. Every value from the data goes through html.escape: it holds source data (keys,
 names, reasons) that must never become markup.
 """
+
 from __future__ import annotations
 
 import html
@@ -13,16 +14,36 @@ import math
 from datetime import datetime
 from typing import Any
 
-INLINE_ITEMS = 100          # keys / differences shown per list; the rest are counted (all are in the .json)
-PALETTE = ("#4e79a7", "#f28e2b", "#76b7b2", "#b07aa1", "#9c755f", "#edc948", "#ff9da7", "#bab0ac",
-           "#59a14f", "#e15759")
+INLINE_ITEMS = 100  # keys / differences shown per list; the rest are counted (all are in the .json)
+PALETTE = (
+    "#4e79a7",
+    "#f28e2b",
+    "#76b7b2",
+    "#b07aa1",
+    "#9c755f",
+    "#edc948",
+    "#ff9da7",
+    "#bab0ac",
+    "#59a14f",
+    "#e15759",
+)
 
 # (key, label) in display order; a count is shown when the collection has it
-COUNT_ORDER = (("source_count", "source"), ("checked", "checked"), ("read", "read"),
-               ("inserted", "inserted"), ("updated", "updated"), ("unchanged", "unchanged"),
-               ("loaded", "loaded"), ("rejected", "rejected"), ("unmapped", "unmapped"),
-               ("dangling", "dangling"), ("missing", "missing"), ("extra", "extra"),
-               ("differing", "differing"))
+COUNT_ORDER = (
+    ("source_count", "source"),
+    ("checked", "checked"),
+    ("read", "read"),
+    ("inserted", "inserted"),
+    ("updated", "updated"),
+    ("unchanged", "unchanged"),
+    ("loaded", "loaded"),
+    ("rejected", "rejected"),
+    ("unmapped", "unmapped"),
+    ("dangling", "dangling"),
+    ("missing", "missing"),
+    ("extra", "extra"),
+    ("differing", "differing"),
+)
 ATTENTION = {"rejected", "dangling", "missing", "extra", "differing"}
 
 
@@ -79,6 +100,7 @@ def _duration(seconds: float | None) -> str:
 
 # -- per-collection facts ---------------------------------------------------------------------
 
+
 def _counts(c: dict) -> dict[str, int]:
     """The collection's counts, flattened over both summary shapes."""
     counts = c.get("counts") if isinstance(c.get("counts"), dict) else {}
@@ -132,10 +154,18 @@ def classify(c: dict) -> tuple[str, str, str]:
     if status == "failed":
         return "bad", "FAILED", "the collection failed; see the error above"
     if status == "interrupted":
-        return "bad", "INTERRUPTED", "stopped at a batch boundary; continue with etl migrate --resume"
+        return (
+            "bad",
+            "INTERRUPTED",
+            "stopped at a batch boundary; continue with etl migrate --resume",
+        )
     if not balanced:
         also = f"; {diffs:,} missing, extra or differing row(s)" if diffs else ""
-        return "bad", "UNBALANCED", f"{label} {base:,} ≠ loaded + rejected + unmapped {total:,}{also}"
+        return (
+            "bad",
+            "UNBALANCED",
+            f"{label} {base:,} ≠ loaded + rejected + unmapped {total:,}{also}",
+        )
     if diffs or status == "differences":
         return "bad", "DIFFERENCES", f"{diffs:,} missing, extra or differing row(s)"
     note = "counts balance"
@@ -148,6 +178,7 @@ def classify(c: dict) -> tuple[str, str, str]:
 
 # -- page pieces ------------------------------------------------------------------------------
 
+
 def _meta(doc: dict) -> str:
     started, finished = _parse_time(doc.get("started_at")), _parse_time(doc.get("finished_at"))
     took = None
@@ -156,22 +187,38 @@ def _meta(doc: dict) -> str:
             took = (finished - started).total_seconds()
         except TypeError:
             took = None
-    rows = [("command", e(doc.get("command"))),
-            ("dry run", "yes — nothing was committed" if doc.get("dry_run") else "no"),
-            ("state", f'<span class="state state-{e(_state_class(doc.get("state")))}">{e(doc.get("state"))}</span>'),
-            ("started", _when(doc.get("started_at"))),
-            ("finished", _when(doc.get("finished_at"))),
-            ("duration", e(_duration(took)))]
+    rows = [
+        ("command", e(doc.get("command"))),
+        ("dry run", "yes — nothing was committed" if doc.get("dry_run") else "no"),
+        (
+            "state",
+            f'<span class="state state-{e(_state_class(doc.get("state")))}">{e(doc.get("state"))}</span>',
+        ),
+        ("started", _when(doc.get("started_at"))),
+        ("finished", _when(doc.get("finished_at"))),
+        ("duration", e(_duration(took))),
+    ]
     if doc.get("estimated_seconds") is not None:
         rows.append(("estimated real run", e(_duration(_float(doc["estimated_seconds"])))))
-    rows += [("source", f'<code>{e(doc.get("source"))}</code>'),
-             ("target", f'<code>{e(doc.get("target"))}</code>')]
-    for key, label in (("operator", "operator"), ("schema_version", "schema version"),
-                       ("server_version", "PostgreSQL"), ("mapping_version", "mapping version"),
-                       ("batch_size", "batch size"), ("etl_version", "etl version")):
+    rows += [
+        ("source", f"<code>{e(doc.get('source'))}</code>"),
+        ("target", f"<code>{e(doc.get('target'))}</code>"),
+    ]
+    for key, label in (
+        ("operator", "operator"),
+        ("schema_version", "schema version"),
+        ("server_version", "PostgreSQL"),
+        ("mapping_version", "mapping version"),
+        ("batch_size", "batch size"),
+        ("etl_version", "etl version"),
+    ):
         if doc.get(key) is not None:
             rows.append((label, num(doc[key])))
-    return '<dl class="meta">' + "".join(f"<div><dt>{e(k)}</dt><dd>{v}</dd></div>" for k, v in rows) + "</dl>"
+    return (
+        '<dl class="meta">'
+        + "".join(f"<div><dt>{e(k)}</dt><dd>{v}</dd></div>" for k, v in rows)
+        + "</dl>"
+    )
 
 
 def _float(value: Any) -> float | None:
@@ -183,7 +230,9 @@ def _float(value: Any) -> float | None:
 
 def _state_class(state: Any) -> str:
     s = str(state or "").lower()
-    return {"finished": "ok", "running": "run", "failed": "bad", "interrupted": "bad"}.get(s, "other")
+    return {"finished": "ok", "running": "run", "failed": "bad", "interrupted": "bad"}.get(
+        s, "other"
+    )
 
 
 def _plural(n: int, word: str) -> str:
@@ -196,21 +245,35 @@ def _verdict(doc: dict, classes: list[str]) -> str:
     if doc.get("error") or state in ("failed", "interrupted", "running"):
         cls, head = "bad", f"Run {e(state or 'did not finish')}"
     elif bad:
-        cls, head = "bad", (f"{bad} of {len(classes)} collection{'s' if len(classes) != 1 else ''} "
-                            f"need{'s' if bad == 1 else ''} attention")
+        cls, head = (
+            "bad",
+            (
+                f"{bad} of {len(classes)} collection{'s' if len(classes) != 1 else ''} "
+                f"need{'s' if bad == 1 else ''} attention"
+            ),
+        )
     elif not ok:
         cls, head = "none", "Nothing was migrated"
     else:
         cls = "ok"
-        head = ("Everything matches" if str(doc.get("command")) == "reconcile"
-                else "All counts balance")
-        rejected = sum(_counts(c).get("rejected", 0) for c in doc.get("collections") or [] if isinstance(c, dict))
+        head = (
+            "Everything matches" if str(doc.get("command")) == "reconcile" else "All counts balance"
+        )
+        rejected = sum(
+            _counts(c).get("rejected", 0)
+            for c in doc.get("collections") or []
+            if isinstance(c, dict)
+        )
         if rejected:
             head += f" · {_plural(rejected, 'document')} rejected (see below)"
-    parts = [f"{ok} ok", f"{bad} need{'s' if bad == 1 else ''} attention"] + ([f"{none} not migrated"] if none else [])
+    parts = [f"{ok} ok", f"{bad} need{'s' if bad == 1 else ''} attention"] + (
+        [f"{none} not migrated"] if none else []
+    )
     mark = {"ok": "✓", "bad": "✗", "none": "–"}[cls]
-    return (f'<div class="verdict st-{cls}"><span class="mark">{mark}</span><div><strong>{head}</strong>'
-            f'<span>{e(", ".join(parts))}</span></div></div>')
+    return (
+        f'<div class="verdict st-{cls}"><span class="mark">{mark}</span><div><strong>{head}</strong>'
+        f"<span>{e(', '.join(parts))}</span></div></div>"
+    )
 
 
 def _overview(cols: list[dict], classes: list[tuple[str, str, str]]) -> str:
@@ -220,14 +283,25 @@ def _overview(cols: list[dict], classes: list[tuple[str, str, str]]) -> str:
     rows = []
     for i, (c, cc, (cls, label, _note)) in enumerate(zip(cols, all_counts, classes)):
         _l, base, total, balanced = _balance(c, cc)
-        check = ("–" if cls == "none" else
-                 '<span class="yes">✓ balanced</span>' if balanced else f'<span class="no">✗ off by {abs(base - total):,}</span>')
-        cells = "".join(f'<td class="n{" warn" if k in ATTENTION and cc.get(k) else ""}">{num(cc.get(k))}</td>'
-                        for k, _lbl in keys)
-        rows.append(f'<tr><td><a href="#c{i}">{e(c.get("collection"))}</a></td>'
-                    f'<td><span class="pill st-{cls}">{e(label)}</span></td>{cells}<td>{check}</td></tr>')
-    return (f'<div class="scroll"><table class="overview"><thead><tr><th>collection</th><th>status</th>{head}'
-            f'<th>source = loaded + rejected + unmapped</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
+        check = (
+            "–"
+            if cls == "none"
+            else '<span class="yes">✓ balanced</span>'
+            if balanced
+            else f'<span class="no">✗ off by {abs(base - total):,}</span>'
+        )
+        cells = "".join(
+            f'<td class="n{" warn" if k in ATTENTION and cc.get(k) else ""}">{num(cc.get(k))}</td>'
+            for k, _lbl in keys
+        )
+        rows.append(
+            f'<tr><td><a href="#c{i}">{e(c.get("collection"))}</a></td>'
+            f'<td><span class="pill st-{cls}">{e(label)}</span></td>{cells}<td>{check}</td></tr>'
+        )
+    return (
+        f'<div class="scroll"><table class="overview"><thead><tr><th>collection</th><th>status</th>{head}'
+        f"<th>source = loaded + rejected + unmapped</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+    )
 
 
 def _tiles(cc: dict[str, int], c: dict) -> str:
@@ -244,12 +318,17 @@ def _tiles(cc: dict[str, int], c: dict) -> str:
 
 def _equation(c: dict, cc: dict[str, int], cls: str) -> str:
     label, base, total, balanced = _balance(c, cc)
-    mark = '<span class="yes">✓ balanced</span>' if balanced else (
-        f'<span class="no">✗ not balanced (off by {abs(base - total):,})</span>')
+    mark = (
+        '<span class="yes">✓ balanced</span>'
+        if balanced
+        else (f'<span class="no">✗ not balanced (off by {abs(base - total):,})</span>')
+    )
     if cls == "none":
         mark = '<span class="muted">not checked</span>'
-    return (f'<p class="equation"><code>{e(label)} {base:,} = loaded {cc.get("loaded", 0):,} + rejected '
-            f'{cc.get("rejected", 0):,} + unmapped {cc.get("unmapped", 0):,}</code> {mark}</p>')
+    return (
+        f'<p class="equation"><code>{e(label)} {base:,} = loaded {cc.get("loaded", 0):,} + rejected '
+        f"{cc.get('rejected', 0):,} + unmapped {cc.get('unmapped', 0):,}</code> {mark}</p>"
+    )
 
 
 def _timing(c: dict) -> str:
@@ -291,13 +370,22 @@ def _rejects(c: dict) -> str:
     rows = []
     for reason, n, examples in items:
         ex = "".join(f"<li><code>{e(x)}</code></li>" for x in examples[:INLINE_ITEMS])
-        cell = ("<td><ul class=ex>" + ex + "</ul></td>" if ex else "<td><span class=muted>–</span></td>"
-                ) if with_examples else ""
+        cell = (
+            (
+                "<td><ul class=ex>" + ex + "</ul></td>"
+                if ex
+                else "<td><span class=muted>–</span></td>"
+            )
+            if with_examples
+            else ""
+        )
         rows.append(f'<tr><td><code>{e(reason)}</code></td><td class="n">{n:,}</td>{cell}</tr>')
     head = "<th>examples</th>" if with_examples else ""
-    return ('<h3>Rejects by reason <small>whole documents are in etl_rejects</small></h3>'
-            f'<table class="list{"" if with_examples else " narrow"}"><thead><tr><th>reason</th>'
-            f'<th class="n">count</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
+    return (
+        "<h3>Rejects by reason <small>whole documents are in etl_rejects</small></h3>"
+        f'<table class="list{"" if with_examples else " narrow"}"><thead><tr><th>reason</th>'
+        f'<th class="n">count</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    )
 
 
 def _unmapped(c: dict) -> str:
@@ -307,18 +395,32 @@ def _unmapped(c: dict) -> str:
         return ""
     out = ["<h3>Not migrated</h3>"]
     if reasons:
-        out.append("<ul>" + "".join(
-            f"<li>{e(r.get('reason'))}: <b>{num(r.get('count'))}</b></li>" if isinstance(r, dict)
-            else f"<li>{e(r)}</li>" for r in reasons) + "</ul>")
+        out.append(
+            "<ul>"
+            + "".join(
+                f"<li>{e(r.get('reason'))}: <b>{num(r.get('count'))}</b></li>"
+                if isinstance(r, dict)
+                else f"<li>{e(r)}</li>"
+                for r in reasons
+            )
+            + "</ul>"
+        )
     if keys:
-        out.append('<div class="keys">' + " ".join(f"<code>{e(k)}</code>" for k in keys[:INLINE_ITEMS])
-                   + _more(len(keys)) + "</div>")
+        out.append(
+            '<div class="keys">'
+            + " ".join(f"<code>{e(k)}</code>" for k in keys[:INLINE_ITEMS])
+            + _more(len(keys))
+            + "</div>"
+        )
     return "".join(out)
 
 
 def _more(n: int) -> str:
-    return (f' <span class="more">… and {n - INLINE_ITEMS:,} more (all in the .json report)</span>'
-            if n > INLINE_ITEMS else "")
+    return (
+        f' <span class="more">… and {n - INLINE_ITEMS:,} more (all in the .json report)</span>'
+        if n > INLINE_ITEMS
+        else ""
+    )
 
 
 def _dangling(c: dict) -> str:
@@ -326,24 +428,40 @@ def _dangling(c: dict) -> str:
     if not d:
         return ""
     if isinstance(d, dict):
-        body = "".join(f'<tr><td><code>{e(k)}</code></td><td class="n">{num(v)}</td></tr>' for k, v in d.items())
-        return ('<h3>Dangling references <small>the referenced document is not in the target; '
-                'the reference was stored as NULL</small></h3>'
-                f'<table class="list narrow"><thead><tr><th>reference</th><th class="n">count</th></tr></thead>'
-                f'<tbody>{body}</tbody></table>')
+        body = "".join(
+            f'<tr><td><code>{e(k)}</code></td><td class="n">{num(v)}</td></tr>'
+            for k, v in d.items()
+        )
+        return (
+            "<h3>Dangling references <small>the referenced document is not in the target; "
+            "the reference was stored as NULL</small></h3>"
+            f'<table class="list narrow"><thead><tr><th>reference</th><th class="n">count</th></tr></thead>'
+            f"<tbody>{body}</tbody></table>"
+        )
     return f"<h3>Dangling references</h3><p>{num(d)}</p>"
 
 
-DIFF_COLUMNS = (("key", "key"), ("document_type", "type"), ("table", "table"), ("what", "what"),
-                ("fields", "fields"), ("paths", "paths"), ("source", "note"), ("research_key", "research key"),
-                ("arango_collection", "collection"), ("id", "row id"))
+DIFF_COLUMNS = (
+    ("key", "key"),
+    ("document_type", "type"),
+    ("table", "table"),
+    ("what", "what"),
+    ("fields", "fields"),
+    ("paths", "paths"),
+    ("source", "note"),
+    ("research_key", "research key"),
+    ("arango_collection", "collection"),
+    ("id", "row id"),
+)
 
 
 def _differences_html(c: dict) -> str:
     out = []
-    for name, title, hint in (("missing", "Missing in the target", "in the source, not in PostgreSQL"),
-                              ("extra", "Extra in the target", "in PostgreSQL, not in the source"),
-                              ("differing", "Differing", "the stored row differs from the source")):
+    for name, title, hint in (
+        ("missing", "Missing in the target", "in the source, not in PostgreSQL"),
+        ("extra", "Extra in the target", "in PostgreSQL, not in the source"),
+        ("differing", "Differing", "the stored row differs from the source"),
+    ):
         items = c.get(name)
         if not isinstance(items, list) or not items:
             continue
@@ -355,11 +473,17 @@ def _differences_html(c: dict) -> str:
             for k, _lbl in cols:
                 v = x.get(k)
                 if k == "fields" and isinstance(v, list):
-                    cells.append("<td>" + " ".join(f'<span class="chip">{e(f)}</span>' for f in v) + "</td>")
+                    cells.append(
+                        "<td>" + " ".join(f'<span class="chip">{e(f)}</span>' for f in v) + "</td>"
+                    )
                 elif k == "paths" and isinstance(v, list):
                     more = f' <span class="more">+{len(v) - 5}</span>' if len(v) > 5 else ""
-                    cells.append('<td class="paths">' + "<br>".join(f"<code>{e(p)}</code>" for p in v[:5])
-                                 + more + "</td>")
+                    cells.append(
+                        '<td class="paths">'
+                        + "<br>".join(f"<code>{e(p)}</code>" for p in v[:5])
+                        + more
+                        + "</td>"
+                    )
                 elif k in ("key", "id", "research_key"):
                     cells.append(f"<td><code>{e(v) if v is not None else '–'}</code></td>")
                 else:
@@ -367,10 +491,16 @@ def _differences_html(c: dict) -> str:
             rows.append("<tr>" + "".join(cells) + "</tr>")
         head = "".join(f"<th>{e(lbl)}</th>" for _k, lbl in cols)
         shown_note = f", the first {INLINE_ITEMS} below" if len(items) > INLINE_ITEMS else ""
-        out.append(f'<h3 class="diff">{e(title)}: {len(items):,} <small>{e(hint)}{shown_note}</small></h3>'
-                   f'<div class="scroll"><table class="list diff"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
-                   + (f'<p class="more">… and {len(items) - INLINE_ITEMS:,} more {e(name)} key(s), '
-                      f'all listed in the .json report</p>' if len(items) > INLINE_ITEMS else ""))
+        out.append(
+            f'<h3 class="diff">{e(title)}: {len(items):,} <small>{e(hint)}{shown_note}</small></h3>'
+            f'<div class="scroll"><table class="list diff"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
+            + (
+                f'<p class="more">… and {len(items) - INLINE_ITEMS:,} more {e(name)} key(s), '
+                f"all listed in the .json report</p>"
+                if len(items) > INLINE_ITEMS
+                else ""
+            )
+        )
     return "".join(out)
 
 
@@ -383,11 +513,20 @@ def _by_type(c: dict) -> str:
         if isinstance(v, dict):
             keys += [k for k in v if k not in keys]
     head = "".join(f'<th class="n">{e(k.replace("_", " "))}</th>' for k in keys)
-    rows = "".join(f'<tr><td>{e(t)}</td>' + "".join(
-        f'<td class="n{" warn" if k in ATTENTION and _int(v.get(k)) else ""}">{num(v.get(k))}</td>' for k in keys)
-        + "</tr>" for t, v in bt.items() if isinstance(v, dict))
-    return ('<h3>By document type</h3><div class="scroll"><table class="list"><thead><tr><th>document type</th>'
-            f'{head}</tr></thead><tbody>{rows}</tbody></table></div>')
+    rows = "".join(
+        f"<tr><td>{e(t)}</td>"
+        + "".join(
+            f'<td class="n{" warn" if k in ATTENTION and _int(v.get(k)) else ""}">{num(v.get(k))}</td>'
+            for k in keys
+        )
+        + "</tr>"
+        for t, v in bt.items()
+        if isinstance(v, dict)
+    )
+    return (
+        '<h3>By document type</h3><div class="scroll"><table class="list"><thead><tr><th>document type</th>'
+        f"{head}</tr></thead><tbody>{rows}</tbody></table></div>"
+    )
 
 
 def _coverage(c: dict) -> str:
@@ -395,16 +534,27 @@ def _coverage(c: dict) -> str:
     if not isinstance(cov, dict):
         return ""
     out = []
-    for key, title in (("columns_filled", "Columns filled"),
-                       ("kept_in_metadata_extra", "Kept only in metadata.extra"),
-                       ("absent", "Absent")):
+    for key, title in (
+        ("columns_filled", "Columns filled"),
+        ("kept_in_metadata_extra", "Kept only in metadata.extra"),
+        ("absent", "Absent"),
+    ):
         v = cov.get(key)
         if isinstance(v, dict) and v:
-            out.append(f"<p><b>{e(title)}:</b> " + " ".join(
-                f'<span class="chip">{e(k)} <i>{num(n)}</i></span>' for k, n in sorted(v.items(), key=lambda kv: str(kv[0])))
-                + "</p>")
+            out.append(
+                f"<p><b>{e(title)}:</b> "
+                + " ".join(
+                    f'<span class="chip">{e(k)} <i>{num(n)}</i></span>'
+                    for k, n in sorted(v.items(), key=lambda kv: str(kv[0]))
+                )
+                + "</p>"
+            )
         elif isinstance(v, list) and v:
-            out.append(f"<p><b>{e(title)}:</b> " + " ".join(f'<span class="chip">{e(k)}</span>' for k in v) + "</p>")
+            out.append(
+                f"<p><b>{e(title)}:</b> "
+                + " ".join(f'<span class="chip">{e(k)}</span>' for k in v)
+                + "</p>"
+            )
     return ("<h3>Field coverage</h3>" + "".join(out)) if out else ""
 
 
@@ -412,23 +562,42 @@ def _warnings(c: dict) -> str:
     w = c.get("warnings") or []
     if not w:
         return ""
-    return ("<h3>Warnings</h3><ul class=\"warnings\">" + "".join(f"<li>{e(x)}</li>" for x in w[:INLINE_ITEMS])
-            + "</ul>" + (_more(len(w)) if len(w) > INLINE_ITEMS else ""))
+    return (
+        '<h3>Warnings</h3><ul class="warnings">'
+        + "".join(f"<li>{e(x)}</li>" for x in w[:INLINE_ITEMS])
+        + "</ul>"
+        + (_more(len(w)) if len(w) > INLINE_ITEMS else "")
+    )
 
 
 def _collection(i: int, c: dict, cls: str, label: str, note: str) -> str:
     cc = _counts(c)
     mark = {"ok": "✓", "bad": "✗", "none": "–"}[cls]
-    kind = f' <span class="muted">({e(c.get("kind"))})</span>' if c.get("kind") not in (None, "document") else ""
+    kind = (
+        f' <span class="muted">({e(c.get("kind"))})</span>'
+        if c.get("kind") not in (None, "document")
+        else ""
+    )
     status = f'<span class="muted">status: {e(c.get("status"))}</span>' if c.get("status") else ""
-    return (f'<section class="coll st-{cls}" id="c{i}">'
-            f'<div class="coll-head"><div class="big st-{cls}"><span class="mark">{mark}</span>{e(label)}</div>'
-            f'<div><h2>{e(c.get("collection"))}{kind}</h2><p class="note">{e(note)} {status}</p>{_timing(c)}</div></div>'
-            + _tiles(cc, c) + _equation(c, cc, cls) + _differences_html(c) + _rejects(c) + _dangling(c)
-            + _unmapped(c) + _by_type(c) + _coverage(c) + _warnings(c) + "</section>")
+    return (
+        f'<section class="coll st-{cls}" id="c{i}">'
+        f'<div class="coll-head"><div class="big st-{cls}"><span class="mark">{mark}</span>{e(label)}</div>'
+        f'<div><h2>{e(c.get("collection"))}{kind}</h2><p class="note">{e(note)} {status}</p>{_timing(c)}</div></div>'
+        + _tiles(cc, c)
+        + _equation(c, cc, cls)
+        + _differences_html(c)
+        + _rejects(c)
+        + _dangling(c)
+        + _unmapped(c)
+        + _by_type(c)
+        + _coverage(c)
+        + _warnings(c)
+        + "</section>"
+    )
 
 
 # -- throughput chart -------------------------------------------------------------------------
+
 
 def _nice(x: float) -> float:
     """The smallest round number (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8 times a power of ten) >= x."""
@@ -448,14 +617,16 @@ def _nice_step(x: float) -> float:
 
 
 def throughput_svg(cols: list[dict]) -> str:
-    series = []   # (x index, collection index, seq, docs, seconds, rate)
+    series = []  # (x index, collection index, seq, docs, seconds, rate)
     names = []
     for ci, c in enumerate(cols):
         stats = c.get("batch_stats")
         if not isinstance(stats, list) or not stats:
             continue
         names.append((ci, c.get("collection")))
-        for b in sorted((b for b in stats if isinstance(b, dict)), key=lambda b: _int(b.get("seq"))):
+        for b in sorted(
+            (b for b in stats if isinstance(b, dict)), key=lambda b: _int(b.get("seq"))
+        ):
             docs, secs = _float(b.get("docs")) or 0.0, _float(b.get("seconds"))
             rate = docs / secs if secs else None
             series.append((len(series) + 1, ci, b.get("seq"), docs, secs, rate))
@@ -468,26 +639,39 @@ def throughput_svg(cols: list[dict]) -> str:
     ymax = _nice(max(rates) * 1.05) if rates else 1.0
     color = {ci: PALETTE[k % len(PALETTE)] for k, (ci, _n) in enumerate(names)}
     step = pw / n
-    X = lambda i: L + (i - 0.5) * step
-    Y = lambda v: T + ph - (v / ymax) * ph
-    out = [f'<svg class="chart" viewBox="0 0 {W} {H}" role="img" aria-label="throughput per batch">',
-           f'<rect x="{L}" y="{T}" width="{pw}" height="{ph}" fill="#fbfcfd" stroke="#d5dae1"/>']
-    for k in range(6):   # y grid and ticks
+
+    def X(i):
+        return L + (i - 0.5) * step
+
+    def Y(v):
+        return T + ph - (v / ymax) * ph
+
+    out = [
+        f'<svg class="chart" viewBox="0 0 {W} {H}" role="img" aria-label="throughput per batch">',
+        f'<rect x="{L}" y="{T}" width="{pw}" height="{ph}" fill="#fbfcfd" stroke="#d5dae1"/>',
+    ]
+    for k in range(6):  # y grid and ticks
         v = ymax * k / 5
         y = Y(v)
-        out.append(f'<line x1="{L}" x2="{L + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e3e7ec"/>'
-                   f'<text x="{L - 8}" y="{y + 4:.1f}" text-anchor="end" class="tick">{num(_tick(v))}</text>')
+        out.append(
+            f'<line x1="{L}" x2="{L + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e3e7ec"/>'
+            f'<text x="{L - 8}" y="{y + 4:.1f}" text-anchor="end" class="tick">{num(_tick(v))}</text>'
+        )
     xstep = max(1, int(_nice_step(n / 10)))
-    for i in range(0, n + 1, xstep):   # x ticks
+    for i in range(0, n + 1, xstep):  # x ticks
         if i == 0:
             continue
-        out.append(f'<line x1="{X(i):.1f}" x2="{X(i):.1f}" y1="{T + ph}" y2="{T + ph + 5}" stroke="#8a94a3"/>'
-                   f'<text x="{X(i):.1f}" y="{T + ph + 19}" text-anchor="middle" class="tick">{i}</text>')
+        out.append(
+            f'<line x1="{X(i):.1f}" x2="{X(i):.1f}" y1="{T + ph}" y2="{T + ph + 5}" stroke="#8a94a3"/>'
+            f'<text x="{X(i):.1f}" y="{T + ph + 19}" text-anchor="middle" class="tick">{i}</text>'
+        )
     prev = None
-    for i, ci, _seq, _d, _s, _r in series:   # boundaries between collections
+    for i, ci, _seq, _d, _s, _r in series:  # boundaries between collections
         if prev is not None and ci != prev:
             x = L + (i - 1) * step
-            out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{T}" y2="{T + ph}" stroke="#9aa4b1" stroke-dasharray="3 3"/>')
+            out.append(
+                f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{T}" y2="{T + ph}" stroke="#9aa4b1" stroke-dasharray="3 3"/>'
+            )
         prev = ci
     if n <= 240:
         bw = min(max(step * 0.78, 0.6), 44.0)
@@ -495,42 +679,59 @@ def throughput_svg(cols: list[dict]) -> str:
             if rate is None:
                 continue
             y = Y(rate)
-            out.append(f'<rect x="{X(i) - bw / 2:.2f}" y="{y:.1f}" width="{bw:.2f}" height="{T + ph - y:.1f}" '
-                       f'fill="{color[ci]}"><title>{e(cols[ci].get("collection"))} batch {e(seq)}: '
-                       f'{num(int(docs))} docs in {num(secs)} s = {num(rate)} docs/s</title></rect>')
+            out.append(
+                f'<rect x="{X(i) - bw / 2:.2f}" y="{y:.1f}" width="{bw:.2f}" height="{T + ph - y:.1f}" '
+                f'fill="{color[ci]}"><title>{e(cols[ci].get("collection"))} batch {e(seq)}: '
+                f"{num(int(docs))} docs in {num(secs)} s = {num(rate)} docs/s</title></rect>"
+            )
     else:
         for ci, _name in names:
-            pts = " ".join(f"{X(i):.1f},{Y(rate):.1f}" for i, c2, _q, _d, _s, rate in series
-                           if c2 == ci and rate is not None)
-            out.append(f'<polyline points="{pts}" fill="none" stroke="{color[ci]}" stroke-width="1.6"/>')
+            pts = " ".join(
+                f"{X(i):.1f},{Y(rate):.1f}"
+                for i, c2, _q, _d, _s, rate in series
+                if c2 == ci and rate is not None
+            )
+            out.append(
+                f'<polyline points="{pts}" fill="none" stroke="{color[ci]}" stroke-width="1.6"/>'
+            )
     medians = {}
-    for ci, name in names:   # the median of each collection, across its span
+    for ci, name in names:  # the median of each collection, across its span
         xs = [i for i, c2, *_r in series if c2 == ci]
         rs = sorted(r for _i, c2, _q, _d, _s, r in series if c2 == ci and r is not None)
         if not rs:
             continue
         medians[ci] = med = (rs[(len(rs) - 1) // 2] + rs[len(rs) // 2]) / 2
-        out.append(f'<line x1="{L + (xs[0] - 1) * step:.1f}" x2="{L + xs[-1] * step:.1f}" y1="{Y(med):.1f}" '
-                   f'y2="{Y(med):.1f}" stroke="#1f2933" stroke-width="1.5" stroke-dasharray="6 3" opacity=".75">'
-                   f'<title>{e(name)}: median {num(med)} docs/s</title></line>')
-    out.append(f'<line x1="{L}" x2="{L + pw}" y1="{T + ph}" y2="{T + ph}" stroke="#5b6675"/>'
-               f'<line x1="{L}" x2="{L}" y1="{T}" y2="{T + ph}" stroke="#5b6675"/>')
-    out.append(f'<text x="{L + pw / 2:.0f}" y="{H - 8}" text-anchor="middle" class="axis">'
-               f'batch (in run order, across collections)</text>'
-               f'<text transform="translate(18 {T + ph / 2:.0f}) rotate(-90)" text-anchor="middle" class="axis">'
-               f'documents / second</text></svg>')
+        out.append(
+            f'<line x1="{L + (xs[0] - 1) * step:.1f}" x2="{L + xs[-1] * step:.1f}" y1="{Y(med):.1f}" '
+            f'y2="{Y(med):.1f}" stroke="#1f2933" stroke-width="1.5" stroke-dasharray="6 3" opacity=".75">'
+            f"<title>{e(name)}: median {num(med)} docs/s</title></line>"
+        )
+    out.append(
+        f'<line x1="{L}" x2="{L + pw}" y1="{T + ph}" y2="{T + ph}" stroke="#5b6675"/>'
+        f'<line x1="{L}" x2="{L}" y1="{T}" y2="{T + ph}" stroke="#5b6675"/>'
+    )
+    out.append(
+        f'<text x="{L + pw / 2:.0f}" y="{H - 8}" text-anchor="middle" class="axis">'
+        f"batch (in run order, across collections)</text>"
+        f'<text transform="translate(18 {T + ph / 2:.0f}) rotate(-90)" text-anchor="middle" class="axis">'
+        f"documents / second</text></svg>"
+    )
     legend = "".join(
         f'<span><i style="background:{color[ci]}"></i>{e(name)} '
-        f'<small>{_plural(sum(1 for s in series if s[1] == ci), "batch")}'
-        + (f", median {medians[ci]:,.0f} docs/s" if ci in medians else "") + "</small></span>"
-        for ci, name in names)
+        f"<small>{_plural(sum(1 for s in series if s[1] == ci), 'batch')}"
+        + (f", median {medians[ci]:,.0f} docs/s" if ci in medians else "")
+        + "</small></span>"
+        for ci, name in names
+    )
     legend += '<span><i class="median"></i><small>median per collection</small></span>'
     total_docs = sum(s[3] for s in series)
     total_secs = sum(s[4] or 0 for s in series)
     overall = f"{total_docs / total_secs:,.0f} docs/s overall" if total_secs else ""
-    return (f'<section class="panel"><h2>Throughput per batch <small>{_plural(n, "batch")} · {num(int(total_docs))} docs · '
-            f'{e(_duration(total_secs))} in batches{" · " + overall if overall else ""}</small></h2>'
-            f'<div class="legend">{legend}</div>{"".join(out)}</section>')
+    return (
+        f'<section class="panel"><h2>Throughput per batch <small>{_plural(n, "batch")} · {num(int(total_docs))} docs · '
+        f"{e(_duration(total_secs))} in batches{' · ' + overall if overall else ''}</small></h2>"
+        f'<div class="legend">{legend}</div>{"".join(out)}</section>'
+    )
 
 
 def _tick(v: float) -> float | int:
@@ -646,30 +847,51 @@ def render_html(doc: dict) -> str:
     kind = "Dry run" if doc.get("dry_run") else command.capitalize()
     title = f"{kind} report: {doc.get('run_id')}"
     badge = '<span class="badge">DRY RUN · nothing committed</span>' if doc.get("dry_run") else ""
-    parts = [f'<header class="top"><div class="kind">etl {e(kind)} report{badge}</div>',
-             f'<h1>{e(doc.get("run_id"))}</h1>', _verdict(doc, [k[0] for k in classes]), _meta(doc)]
+    parts = [
+        f'<header class="top"><div class="kind">etl {e(kind)} report{badge}</div>',
+        f"<h1>{e(doc.get('run_id'))}</h1>",
+        _verdict(doc, [k[0] for k in classes]),
+        _meta(doc),
+    ]
     if doc.get("error"):
         parts.append(f'<div class="error"><b>Error:</b> <code>{e(doc["error"])}</code></div>')
     sample = doc.get("sample")
     if isinstance(sample, dict):
-        parts.append(f'<div class="sample"><b>Sample:</b> only {num(sample.get("percent"))}% of the keys were '
-                     f'checked ({num(sample.get("buckets_checked"))} of {num(sample.get("buckets_total"))} key '
-                     f'ranges, seed {num(sample.get("seed"))}); the counts are for those keys.</div>')
+        parts.append(
+            f'<div class="sample"><b>Sample:</b> only {num(sample.get("percent"))}% of the keys were '
+            f"checked ({num(sample.get('buckets_checked'))} of {num(sample.get('buckets_total'))} key "
+            f"ranges, seed {num(sample.get('seed'))}); the counts are for those keys.</div>"
+        )
     parts.append("</header>")
     if cols:
-        parts.append('<section class="panel"><h2 class="sec">Collections</h2>'
-                     + _overview(cols, classes) + "</section>")
+        parts.append(
+            '<section class="panel"><h2 class="sec">Collections</h2>'
+            + _overview(cols, classes)
+            + "</section>"
+        )
         parts.append(throughput_svg(cols))
         for i, (c, (cls, label, note)) in enumerate(zip(cols, classes)):
             parts.append(_collection(i, c, cls, label, note))
     else:
-        parts.append('<section class="panel"><p class="muted">This report lists no collections.</p></section>')
-    foot = " · ".join(x for x in (
-        f"etl {e(doc['etl_version'])}" if doc.get("etl_version") else "",
-        f"report schema {e(doc['report_schema_version'])}" if doc.get("report_schema_version") is not None else "",
-        f"the .json report next to this file holds every key") if x)
+        parts.append(
+            '<section class="panel"><p class="muted">This report lists no collections.</p></section>'
+        )
+    foot = " · ".join(
+        x
+        for x in (
+            f"etl {e(doc['etl_version'])}" if doc.get("etl_version") else "",
+            f"report schema {e(doc['report_schema_version'])}"
+            if doc.get("report_schema_version") is not None
+            else "",
+            "the .json report next to this file holds every key",
+        )
+        if x
+    )
     parts.append(f"<footer>{foot}</footer>")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>{e(title)}</title><style>{CSS}</style></head><body><main>"
-            + "".join(parts) + "</main></body></html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{e(title)}</title><style>{CSS}</style></head><body><main>"
+        + "".join(parts)
+        + "</main></body></html>\n"
+    )

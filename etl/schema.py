@@ -17,6 +17,7 @@ Rules (schema.md, commands.md "etl apply-schema"):
   that is what re-applying after `rollback --component tables` needs (003..006 pending, 007
   applied). Files are written to be idempotent, so this is safe.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -77,14 +78,19 @@ class Migration:
         return self.path.name
 
     def asdict(self) -> dict[str, Any]:
-        return {"version": self.version, "name": self.name, "file": self.filename, "checksum": self.checksum}
+        return {
+            "version": self.version,
+            "name": self.name,
+            "file": self.filename,
+            "checksum": self.checksum,
+        }
 
 
 @dataclass(frozen=True)
 class ApplyResult:
-    applied: tuple[str, ...] = ()   # file names run now (or that would run, with dry_run)
-    skipped: tuple[str, ...] = ()   # already applied and unchanged
-    pending: tuple[str, ...] = ()   # not applied after this call (beyond target, or dry_run)
+    applied: tuple[str, ...] = ()  # file names run now (or that would run, with dry_run)
+    skipped: tuple[str, ...] = ()  # already applied and unchanged
+    pending: tuple[str, ...] = ()  # not applied after this call (beyond target, or dry_run)
     baselined: tuple[str, ...] = ()
     repaired: tuple[str, ...] = ()
     dry_run: bool = False
@@ -92,7 +98,9 @@ class ApplyResult:
     sql: dict[str, str] = field(default_factory=dict)  # dry_run + verbose: file -> its SQL
 
     def asdict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
 
 
 @dataclass(frozen=True)
@@ -105,7 +113,11 @@ class SchemaStatus:
         return all(r["status"] == "ok" for r in self.integrity) and bool(self.integrity)
 
     def asdict(self) -> dict[str, Any]:
-        return {"migrations": list(self.migrations), "integrity": list(self.integrity), "ok": self.ok}
+        return {
+            "migrations": list(self.migrations),
+            "integrity": list(self.integrity),
+            "ok": self.ok,
+        }
 
 
 @dataclass(frozen=True)
@@ -125,7 +137,9 @@ def load_migrations(sql_dir: str | Path) -> list[Migration]:
     """Every sql/NNN_name.sql, ordered by version. Two files with one version are an error."""
     d = Path(sql_dir)
     if not d.is_dir():
-        raise PermanentError(f"schema directory {d} does not exist", hint="pass the repository's sql/ directory")
+        raise PermanentError(
+            f"schema directory {d} does not exist", hint="pass the repository's sql/ directory"
+        )
     out: dict[str, Migration] = {}
     for p in sorted(d.iterdir()):
         m = _FILE_RE.match(p.name)
@@ -133,10 +147,13 @@ def load_migrations(sql_dir: str | Path) -> list[Migration]:
             continue
         data = p.read_bytes()
         if m.group(1) in out:
-            raise PermanentError(f"two migration files with version {m.group(1)}: "
-                                 f"{out[m.group(1)].filename} and {p.name}")
-        out[m.group(1)] = Migration(m.group(1), m.group(2), p, hashlib.sha256(data).hexdigest(),
-                                    data.decode("utf-8"))
+            raise PermanentError(
+                f"two migration files with version {m.group(1)}: "
+                f"{out[m.group(1)].filename} and {p.name}"
+            )
+        out[m.group(1)] = Migration(
+            m.group(1), m.group(2), p, hashlib.sha256(data).hexdigest(), data.decode("utf-8")
+        )
     return [out[k] for k in sorted(out)]
 
 
@@ -163,7 +180,11 @@ def split_statements(sql: str) -> list[tuple[int, str]]:
                 else:
                     i += 1
         elif c == "'":
-            escaped = i > 0 and sql[i - 1] in "eE" and (i < 2 or not (sql[i - 2].isalnum() or sql[i - 2] == "_"))
+            escaped = (
+                i > 0
+                and sql[i - 1] in "eE"
+                and (i < 2 or not (sql[i - 2].isalnum() or sql[i - 2] == "_"))
+            )
             i += 1
             while i < n:
                 if escaped and sql[i] == "\\":
@@ -212,10 +233,10 @@ def _strip_leading_comments(text: str) -> str:
         t = text.lstrip()
         if t.startswith("--"):
             j = t.find("\n")
-            text = "" if j < 0 else t[j + 1:]
+            text = "" if j < 0 else t[j + 1 :]
         elif t.startswith("/*"):
             j = t.find("*/")
-            text = "" if j < 0 else t[j + 2:]
+            text = "" if j < 0 else t[j + 2 :]
         else:
             return t
 
@@ -232,8 +253,10 @@ def _read_history(conn: psycopg.Connection) -> dict[str, dict[str, Any]]:
     if not _history_exists(conn):
         return {}
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute("SELECT version, name, checksum, applied_at, applied_by, duration_ms, success, "
-                    "execution_notes FROM migration_history ORDER BY version")
+        cur.execute(
+            "SELECT version, name, checksum, applied_at, applied_by, duration_ms, success, "
+            "execution_notes FROM migration_history ORDER BY version"
+        )
         return {r["version"]: r for r in cur.fetchall() if r["success"]}
 
 
@@ -255,9 +278,17 @@ def pending(dsn: str, sql_dir: str | Path) -> list[Migration]:
 # apply
 
 
-def apply_schema(dsn: str, sql_dir: str | Path, *, target: str | None = None, dry_run: bool = False,
-                 baseline: str | None = None, repair: bool = False, verbose: bool = False,
-                 lock_timeout_s: float = 60.0) -> ApplyResult:
+def apply_schema(
+    dsn: str,
+    sql_dir: str | Path,
+    *,
+    target: str | None = None,
+    dry_run: bool = False,
+    baseline: str | None = None,
+    repair: bool = False,
+    verbose: bool = False,
+    lock_timeout_s: float = 60.0,
+) -> ApplyResult:
     migrations = load_migrations(sql_dir)
     target = _version_arg(target, "target", migrations)
     baseline = _version_arg(baseline, "baseline", migrations)
@@ -274,7 +305,9 @@ def apply_schema(dsn: str, sql_dir: str | Path, *, target: str | None = None, dr
             applied=(),
             skipped=tuple(m.filename for m in wanted if m.version in done),
             pending=tuple(m.filename for m in todo),
-            baselined=tuple(m.filename for m in todo if baseline is not None and m.version <= baseline),
+            baselined=tuple(
+                m.filename for m in todo if baseline is not None and m.version <= baseline
+            ),
             repaired=tuple(m.filename for m in changed),
             dry_run=True,
             sql={m.filename: m.sql for m in todo} if verbose else {},
@@ -292,8 +325,13 @@ def apply_schema(dsn: str, sql_dir: str | Path, *, target: str | None = None, dr
                 conn.execute(
                     "UPDATE migration_history SET checksum = %s, execution_notes = concat_ws(E'\\n', "
                     "execution_notes, %s::text) WHERE version = %s",
-                    (m.checksum, f"repair {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} by {who}: "
-                     f"checksum {old} -> {m.checksum}", m.version))
+                    (
+                        m.checksum,
+                        f"repair {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} by {who}: "
+                        f"checksum {old} -> {m.checksum}",
+                        m.version,
+                    ),
+                )
                 log.info("repaired checksum of %s", m.filename)
             baselined: list[str] = []
             if baseline is not None:
@@ -302,13 +340,21 @@ def apply_schema(dsn: str, sql_dir: str | Path, *, target: str | None = None, dr
                         conn.execute(
                             "INSERT INTO migration_history (version, name, checksum, applied_by, duration_ms, "
                             "success, execution_notes) VALUES (%s, %s, %s, %s, 0, true, %s)",
-                            (m.version, m.name, m.checksum, who,
-                             f"baseline: recorded as applied without running (--baseline {baseline})"))
+                            (
+                                m.version,
+                                m.name,
+                                m.checksum,
+                                who,
+                                f"baseline: recorded as applied without running (--baseline {baseline})",
+                            ),
+                        )
                         baselined.append(m.filename)
                         done[m.version] = {"checksum": m.checksum}
             ran: list[str] = []
             durations: dict[str, int] = {}
-            skipped = [m.filename for m in wanted if m.version in done and m.filename not in baselined]
+            skipped = [
+                m.filename for m in wanted if m.version in done and m.filename not in baselined
+            ]
             for m in wanted:
                 if m.version in done:
                     continue
@@ -317,9 +363,14 @@ def apply_schema(dsn: str, sql_dir: str | Path, *, target: str | None = None, dr
         finally:
             _unlock(conn)
     left = [m.filename for m in migrations if m.version not in done and m.filename not in ran]
-    return ApplyResult(applied=tuple(ran), skipped=tuple(skipped), pending=tuple(left),
-                       baselined=tuple(baselined), repaired=tuple(m.filename for m in repaired),
-                       durations_ms=durations)
+    return ApplyResult(
+        applied=tuple(ran),
+        skipped=tuple(skipped),
+        pending=tuple(left),
+        baselined=tuple(baselined),
+        repaired=tuple(m.filename for m in repaired),
+        durations_ms=durations,
+    )
 
 
 def _os_user() -> str:
@@ -338,21 +389,28 @@ def _version_arg(value: str | None, flag: str, migrations: list[Migration]) -> s
         v = v.zfill(3)
     known = {m.version for m in migrations}
     if v not in known:
-        raise PermanentError(f"--{flag} {value}: no migration with that version",
-                             hint="known: " + ", ".join(sorted(known)))
+        raise PermanentError(
+            f"--{flag} {value}: no migration with that version",
+            hint="known: " + ", ".join(sorted(known)),
+        )
     return v
 
 
-def _check_checksums(wanted: list[Migration], done: dict[str, dict[str, Any]], *, repair: bool,
-                     dry_run: bool) -> list[Migration]:
+def _check_checksums(
+    wanted: list[Migration], done: dict[str, dict[str, Any]], *, repair: bool, dry_run: bool
+) -> list[Migration]:
     changed = [m for m in wanted if m.version in done and done[m.version]["checksum"] != m.checksum]
     if changed and not repair:
-        parts = [f"{m.filename} was applied with checksum {done[m.version]['checksum']} but the file now has "
-                 f"{m.checksum}" for m in changed]
+        parts = [
+            f"{m.filename} was applied with checksum {done[m.version]['checksum']} but the file now has "
+            f"{m.checksum}"
+            for m in changed
+        ]
         raise PermanentError(
             "refusing to continue: " + "; ".join(parts),
             hint="applied migrations are never re-run; review the change, then run "
-                 "`etl apply-schema --repair` to record the new checksum")
+            "`etl apply-schema --repair` to record the new checksum",
+        )
     return changed
 
 
@@ -366,12 +424,18 @@ def _lock(conn: psycopg.Connection, timeout_s: float) -> None:
             "JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory' AND l.granted "
             "AND l.objid = (%s::bigint & 4294967295)::oid AND l.database = "
             "(SELECT oid FROM pg_database WHERE datname = current_database()) LIMIT 1",
-            (ADVISORY_LOCK_KEY,)).fetchone()
-        who = (f"pid {holder[0]} ({holder[1] or 'no application name'}, from {holder[2] or 'local socket'}, "
-               f"since {holder[3]:%Y-%m-%d %H:%M:%S})" if holder else "another session")
+            (ADVISORY_LOCK_KEY,),
+        ).fetchone()
+        who = (
+            f"pid {holder[0]} ({holder[1] or 'no application name'}, from {holder[2] or 'local socket'}, "
+            f"since {holder[3]:%Y-%m-%d %H:%M:%S})"
+            if holder
+            else "another session"
+        )
         raise TransientError(
             f"another apply-schema is running on this database ({who}); waited {timeout_s:g}s for its lock",
-            hint="wait for it to finish and run apply-schema again") from None
+            hint="wait for it to finish and run apply-schema again",
+        ) from None
     finally:
         conn.execute("RESET lock_timeout")
 
@@ -381,7 +445,9 @@ def _unlock(conn: psycopg.Connection) -> None:
         conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
 
 
-def _apply_one(conn: psycopg.Connection, m: Migration, who: str, lock_timeout_s: float, verbose: bool) -> int:
+def _apply_one(
+    conn: psycopg.Connection, m: Migration, who: str, lock_timeout_s: float, verbose: bool
+) -> int:
     statements = split_statements(m.sql)
     t0 = time.monotonic()
     current: tuple[int, int, str] | None = None
@@ -402,15 +468,24 @@ def _apply_one(conn: psycopg.Connection, m: Migration, who: str, lock_timeout_s:
                 "ON CONFLICT (version) DO UPDATE SET name = EXCLUDED.name, checksum = EXCLUDED.checksum, "
                 "applied_at = now(), applied_by = EXCLUDED.applied_by, duration_ms = EXCLUDED.duration_ms, "
                 "success = true, execution_notes = EXCLUDED.execution_notes",
-                (m.version, m.name, m.checksum, who, ms,
-                 f"{len(statements)} statements; server {conn.info.parameter_status('server_version')}"))
+                (
+                    m.version,
+                    m.name,
+                    m.checksum,
+                    who,
+                    ms,
+                    f"{len(statements)} statements; server {conn.info.parameter_status('server_version')}",
+                ),
+            )
     except psycopg.Error as exc:
         raise _file_error(m, current, exc) from None
     log.info("applied %s in %d ms", m.filename, ms)
     return ms
 
 
-def _file_error(m: Migration, current: tuple[int, int, str] | None, exc: psycopg.Error) -> Exception:
+def _file_error(
+    m: Migration, current: tuple[int, int, str] | None, exc: psycopg.Error
+) -> Exception:
     diag = exc.diag
     primary = diag.message_primary or str(exc).strip().splitlines()[0]
     sqlstate = exc.sqlstate or "?"
@@ -432,11 +507,15 @@ def _file_error(m: Migration, current: tuple[int, int, str] | None, exc: psycopg
     state = f"{m.filename} was rolled back; the database stays at the previous version"
     if ext:
         return PermanentError(
-            f"required PostgreSQL extension \"{ext}\" is not available on the server: {m.filename}{where}: "
-            f"{primary}", hint=f"install it (e.g. the postgresql-contrib package) or ask the DBA; {state}")
+            f'required PostgreSQL extension "{ext}" is not available on the server: {m.filename}{where}: '
+            f"{primary}",
+            hint=f"install it (e.g. the postgresql-contrib package) or ask the DBA; {state}",
+        )
     cls = TransientError if is_transient_sqlstate(sqlstate) else PermanentError
-    return cls(f"{m.filename}{where} failed: {primary} [SQLSTATE {sqlstate}]{detail}",
-               hint=f"{state}; fix the file or the database and run apply-schema again")
+    return cls(
+        f"{m.filename}{where} failed: {primary} [SQLSTATE {sqlstate}]{detail}",
+        hint=f"{state}; fix the file or the database and run apply-schema again",
+    )
 
 
 def _missing_extension(message: str, stmt: str) -> str | None:
@@ -444,8 +523,9 @@ def _missing_extension(message: str, stmt: str) -> str | None:
     low = message.lower()
     if m and ("not available" in low or "control file" in low or "not installed" in low):
         return m.group(1)
-    if re.search(r'control file', low) and (s := re.search(r'CREATE\s+EXTENSION\s+(?:IF\s+NOT\s+EXISTS\s+)?"?([\w-]+)',
-                                                          stmt, re.I)):
+    if re.search(r"control file", low) and (
+        s := re.search(r'CREATE\s+EXTENSION\s+(?:IF\s+NOT\s+EXISTS\s+)?"?([\w-]+)', stmt, re.I)
+    ):
         return s.group(1)
     return None
 
@@ -481,12 +561,14 @@ def check_schema_version(conn: psycopg.Connection, sql_dir: str | Path | None = 
         raise PermanentError(
             f"the database schema has migration {', '.join(unknown)}, newer than this etl knows "
             f"(up to {max(shipped)}): it was upgraded by a newer etl",
-            hint="upgrade etl to the version that applied it")
+            hint="upgrade etl to the version that applied it",
+        )
     missing = sorted(v for v in shipped if v not in done)
     if missing:
         raise PermanentError(
             f"the database schema is older than this etl: migration {', '.join(missing)} not applied",
-            hint="run `etl apply-schema`")
+            hint="run `etl apply-schema`",
+        )
     changed = sorted(v for v in shipped if done[v]["checksum"] != shipped[v].checksum)
     if changed:
         m = shipped[changed[0]]
@@ -494,7 +576,8 @@ def check_schema_version(conn: psycopg.Connection, sql_dir: str | Path | None = 
             f"the database schema is another version: {m.filename} was applied with checksum "
             f"{done[m.version]['checksum'][:12]}... but this etl ships {m.checksum[:12]}..."
             + (f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""),
-            hint="run `etl apply-schema` (review the change, then --repair), or use the etl that applied it")
+            hint="run `etl apply-schema` (review the change, then --repair), or use the etl that applied it",
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -504,11 +587,15 @@ def check_schema_version(conn: psycopg.Connection, sql_dir: str | Path | None = 
 def schema_status(dsn: str) -> SchemaStatus:
     """check_migration_status() and verify_schema_integrity() rows. Read-only."""
     with connect(dsn, autocommit=True) as conn, conn.cursor(row_factory=dict_row) as cur:
-        has = cur.execute("SELECT to_regprocedure('check_migration_status()') IS NOT NULL AS m, "
-                          "to_regprocedure('verify_schema_integrity()') IS NOT NULL AS v").fetchone()
+        has = cur.execute(
+            "SELECT to_regprocedure('check_migration_status()') IS NOT NULL AS m, "
+            "to_regprocedure('verify_schema_integrity()') IS NOT NULL AS v"
+        ).fetchone()
         if not has["m"] or not has["v"]:
-            raise PermanentError("schema status functions are missing (migration 007 not applied)",
-                                 hint="run `etl apply-schema`")
+            raise PermanentError(
+                "schema status functions are missing (migration 007 not applied)",
+                hint="run `etl apply-schema`",
+            )
         migrations = cur.execute("SELECT * FROM check_migration_status()").fetchall()
         integrity = cur.execute("SELECT * FROM verify_schema_integrity()").fetchall()
     return SchemaStatus(tuple(migrations), tuple(integrity))
@@ -517,18 +604,23 @@ def schema_status(dsn: str) -> SchemaStatus:
 def rollback(dsn: str, component: str) -> RollbackResult:
     """Run one rollback function (validation|helpers|tables|all) in one transaction."""
     if component not in COMPONENTS:
-        raise PermanentError(f"unknown rollback component {component!r}",
-                             hint="use one of: " + ", ".join(COMPONENTS))
+        raise PermanentError(
+            f"unknown rollback component {component!r}", hint="use one of: " + ", ".join(COMPONENTS)
+        )
     fn = COMPONENTS[component]
     with connect(dsn) as conn:
         if conn.execute("SELECT to_regnamespace('rollback') IS NULL").fetchone()[0]:
-            raise PermanentError("the rollback functions are missing (migration 007 not applied)",
-                                 hint="nothing to roll back, or run `etl apply-schema` first")
+            raise PermanentError(
+                "the rollback functions are missing (migration 007 not applied)",
+                hint="nothing to roll back, or run `etl apply-schema` first",
+            )
         conn.execute(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_KEY})")
         try:
             rows = conn.execute(f"SELECT * FROM {fn}").fetchall()
         except psycopg.Error as exc:
-            raise PermanentError(f"{fn} failed: {exc.diag.message_primary or exc} [SQLSTATE {exc.sqlstate}]",
-                                 hint="nothing was changed") from None
+            raise PermanentError(
+                f"{fn} failed: {exc.diag.message_primary or exc} [SQLSTATE {exc.sqlstate}]",
+                hint="nothing was changed",
+            ) from None
         conn.commit()
     return RollbackResult(component, tuple(r[0] for r in rows))

@@ -5,6 +5,7 @@ The settings file is `configs/etl.toml` (or the path in ETL_SETTINGS / --config)
 validated before any work starts; an error names the file (or variable), the key and the problem.
 Passwords are SecretStr: they print as '**********' everywhere, including repr() and reports.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,7 +42,6 @@ class ArangoSettings(_Strict):
         if not v.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return v.rstrip("/")
-
 
     @field_validator("database")
     @classmethod
@@ -130,7 +130,9 @@ def load_settings(
             raise ConfigError(f"settings file {file}: cannot be read: {exc}") from None
         for section, values in raw.items():
             if not isinstance(values, dict):
-                raise ConfigError(f"settings file {file}: key '{section}': expected a [{section}] table")
+                raise ConfigError(
+                    f"settings file {file}: key '{section}': expected a [{section}] table"
+                )
             data[section] = dict(values)
             for key in values:
                 origin[(section, key)] = f"settings file {file}"
@@ -153,7 +155,11 @@ def load_settings(
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = tuple(str(p) for p in err["loc"])
-        where = origin.get(loc[:2], f"settings file {file}") if len(loc) >= 2 else f"settings file {file}"
+        where = (
+            origin.get(loc[:2], f"settings file {file}")
+            if len(loc) >= 2
+            else f"settings file {file}"
+        )
         key = ".".join(loc)
         msg = err["msg"]
         if err["type"] == "extra_forbidden":

@@ -1,4 +1,5 @@
 """A clean stop on Ctrl-C or SIGTERM, shared by the CLI and the worker processes."""
+
 from __future__ import annotations
 
 import signal
@@ -18,7 +19,9 @@ class GracefulStop:
         if self._stop:
             raise KeyboardInterrupt
         self._stop = True
-        print("\netl: stopping after the current batch (Ctrl-C again to abort now)", file=sys.stderr)
+        print(
+            "\netl: stopping after the current batch (Ctrl-C again to abort now)", file=sys.stderr
+        )
 
     def __enter__(self):
         self._old = signal.signal(signal.SIGINT, self._handler)

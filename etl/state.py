@@ -4,15 +4,16 @@ The tables are created by sql/007. A checkpoint is written in the same transacti
 it describes, so a checkpoint can never be ahead of its data: after a crash, resuming from the
 stored position re-reads at most the batch that was in flight, and the upsert makes that harmless.
 """
+
 from __future__ import annotations
 
 import os
 import re
-import socket
 import secrets
-from dataclasses import dataclass, field, asdict
-from datetime import datetime, timezone
-from typing import Iterable
+import socket
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -24,7 +25,7 @@ COUNT_FIELDS = ("read", "inserted", "updated", "unchanged", "rejected", "unmappe
 
 
 def new_run_id(command: str = "migrate") -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"{command}-{stamp}-{secrets.token_hex(3)}"
 
 
@@ -38,7 +39,7 @@ class Counts:
     unmapped: int = 0
     dangling: int = 0
 
-    def add(self, other: "Counts") -> None:
+    def add(self, other: Counts) -> None:
         for f in COUNT_FIELDS:
             setattr(self, f, getattr(self, f) + getattr(other, f))
 
@@ -62,13 +63,17 @@ class Checkpoint:
 
 def require_schema(conn: psycopg.Connection) -> None:
     """Stop with one line when the target schema (with the run tables of 007) is missing."""
-    row = conn.execute("select to_regclass('etl_checkpoints') is not null, "
-                       "to_regprocedure('etl_merge_stage(text,text)') is not null").fetchone()
+    row = conn.execute(
+        "select to_regclass('etl_checkpoints') is not null, "
+        "to_regprocedure('etl_merge_stage(text,text)') is not null"
+    ).fetchone()
     if not conn.autocommit:
         conn.rollback()  # leave no implicit transaction open behind a read
     if not all(row):
-        raise PermanentError("the target schema is not applied (no etl_checkpoints / etl_merge_stage)",
-                             hint="run `etl apply-schema` first")
+        raise PermanentError(
+            "the target schema is not applied (no etl_checkpoints / etl_merge_stage)",
+            hint="run `etl apply-schema` first",
+        )
     from etl.schema import check_schema_version
 
     try:
@@ -88,14 +93,26 @@ def start_run(conn, run_id: str, command: str, *, source: str, target: str, opti
     )
 
 
-def finish_run(conn, run_id: str, state: str, *, summary: dict | None = None,
-               report_path: str | None = None, error: str | None = None) -> None:
+def finish_run(
+    conn,
+    run_id: str,
+    state: str,
+    *,
+    summary: dict | None = None,
+    report_path: str | None = None,
+    error: str | None = None,
+) -> None:
     conn.execute(
         "update etl_runs set state = %s, finished_at = now(), heartbeat_at = now(),"
         " summary = coalesce(%s, summary), report_path = coalesce(%s, report_path), error = %s"
         " where run_id = %s",
-        (state, Jsonb(summary, dumps=jsonutil.dumps_str) if summary is not None else None,
-         report_path, error, run_id),
+        (
+            state,
+            Jsonb(summary, dumps=jsonutil.dumps_str) if summary is not None else None,
+            report_path,
+            error,
+            run_id,
+        ),
     )
 
 
@@ -114,8 +131,11 @@ def latest_resumable_run(conn, command: str = "migrate") -> dict | None:
 
 def load_checkpoints(conn, run_id: str) -> dict[str, Checkpoint]:
     cur = conn.execute(
-        "select collection, position, done, batches, " + ", ".join(COUNT_FIELDS) +
-        " from etl_checkpoints where run_id = %s", (run_id,))
+        "select collection, position, done, batches, "
+        + ", ".join(COUNT_FIELDS)
+        + " from etl_checkpoints where run_id = %s",
+        (run_id,),
+    )
     out = {}
     for row in cur:
         counts = Counts(*row[4:])
@@ -127,18 +147,37 @@ def save_checkpoint(conn, run_id: str, cp: Checkpoint) -> None:
     c = cp.counts
     conn.execute(
         "insert into etl_checkpoints (run_id, collection, position, done, batches, "
-        + ", ".join(COUNT_FIELDS) + ", updated_at) values (%s, %s, %s, %s, %s, "
-        + ", ".join(["%s"] * len(COUNT_FIELDS)) + ", now())"
+        + ", ".join(COUNT_FIELDS)
+        + ", updated_at) values (%s, %s, %s, %s, %s, "
+        + ", ".join(["%s"] * len(COUNT_FIELDS))
+        + ", now())"
         " on conflict (run_id, collection) do update set position = excluded.position,"
         " done = excluded.done, batches = excluded.batches, "
-        + ", ".join(f"{f} = excluded.{f}" for f in COUNT_FIELDS) + ", updated_at = now()",
-        (run_id, cp.collection, cp.position, cp.done, cp.batches, *(getattr(c, f) for f in COUNT_FIELDS)),
+        + ", ".join(f"{f} = excluded.{f}" for f in COUNT_FIELDS)
+        + ", updated_at = now()",
+        (
+            run_id,
+            cp.collection,
+            cp.position,
+            cp.done,
+            cp.batches,
+            *(getattr(c, f) for f in COUNT_FIELDS),
+        ),
     )
     conn.execute("update etl_runs set heartbeat_at = now() where run_id = %s", (run_id,))
 
 
-def record_batch(conn, run_id: str, collection: str, seq: int, docs: int, nbytes: int,
-                 started_at: datetime, seconds: float, unit: int | None = None) -> None:
+def record_batch(
+    conn,
+    run_id: str,
+    collection: str,
+    seq: int,
+    docs: int,
+    nbytes: int,
+    started_at: datetime,
+    seconds: float,
+    unit: int | None = None,
+) -> None:
     conn.execute(
         "insert into etl_batches (run_id, collection, seq, unit, docs, nbytes, started_at, seconds)"
         " values (%s, %s, %s, %s, %s, %s, %s, %s)",
@@ -149,12 +188,15 @@ def record_batch(conn, run_id: str, collection: str, seq: int, docs: int, nbytes
 def write_rejects(conn, run_id: str, rejects: Iterable[tuple[str, str, object, str, str]]) -> int:
     """rejects: (collection, key, document, reason, stage). The document is stored as JSON text
     (escapes kept), because jsonb cannot hold \\u0000 or lone surrogates."""
-    rows = [(run_id, db_text(col), db_text(key), jsonutil.dumps_str(doc), db_text(reason), stage)
-            for col, key, doc, reason, stage in rejects]
+    rows = [
+        (run_id, db_text(col), db_text(key), jsonutil.dumps_str(doc), db_text(reason), stage)
+        for col, key, doc, reason, stage in rejects
+    ]
     if not rows:
         return 0
     with conn.cursor().copy(
-        "copy etl_rejects (run_id, collection, key, document, reason, stage) from stdin") as copy:
+        "copy etl_rejects (run_id, collection, key, document, reason, stage) from stdin"
+    ) as copy:
         for r in rows:
             copy.write_row(r)
     return len(rows)

@@ -1,4 +1,5 @@
 """`etl status`: runs, checkpoints of the latest migrate run, the latest reconcile per collection."""
+
 from __future__ import annotations
 
 from etl import pg, state
@@ -7,30 +8,51 @@ from etl import pg, state
 def status(dsn: str, *, limit: int = 10) -> dict[str, list[dict]]:
     with pg.connect(dsn) as conn:
         state.require_schema(conn)
-        runs = _dicts(conn.execute(
-            "select run_id, command, state, started_at, finished_at, heartbeat_at, source, error"
-            " from etl_runs order by started_at desc limit %s", (limit,)))
-        latest = conn.execute("select run_id from etl_runs where command = 'migrate'"
-                              " order by started_at desc limit 1").fetchone()
+        runs = _dicts(
+            conn.execute(
+                "select run_id, command, state, started_at, finished_at, heartbeat_at, source, error"
+                " from etl_runs order by started_at desc limit %s",
+                (limit,),
+            )
+        )
+        latest = conn.execute(
+            "select run_id from etl_runs where command = 'migrate' order by started_at desc limit 1"
+        ).fetchone()
         checkpoints, work_units = [], []
         if latest:
             # a parallel run: its units by collection and state, who holds them, until when
-            work_units = _dicts(conn.execute(
-                "select collection, kind, state, count(*) as units, sum(batches) as batches,"
-                " sum((counts ->> 'read')::bigint) as read, string_agg(distinct worker, ' ') as workers,"
-                " max(lease_until) as lease_until, max(error) as error from etl_work_units where run_id = %s"
-                " group by collection, kind, state order by min(unit_id)", (latest[0],)))
-            checkpoints = _dicts(conn.execute(
-                "select collection, done, position, batches, read, inserted, updated, unchanged,"
-                " rejected, unmapped, dangling, updated_at from etl_checkpoints where run_id = %s"
-                " order by collection", (latest[0],)))
-        reconciles = _dicts(conn.execute(
-            "select distinct on (c.key) c.key as collection, r.run_id, r.finished_at,"
-            " c.value->>'status' as result, c.value->>'differences' as differences"
-            " from etl_runs r cross join lateral jsonb_each(coalesce(r.summary, '{}')) c"
-            " where r.command = 'reconcile' and r.state = 'finished'"
-            " order by c.key, r.started_at desc"))
-    return {"runs": runs, "checkpoints": checkpoints, "work_units": work_units, "reconciles": reconciles}
+            work_units = _dicts(
+                conn.execute(
+                    "select collection, kind, state, count(*) as units, sum(batches) as batches,"
+                    " sum((counts ->> 'read')::bigint) as read, string_agg(distinct worker, ' ') as workers,"
+                    " max(lease_until) as lease_until, max(error) as error from etl_work_units where run_id = %s"
+                    " group by collection, kind, state order by min(unit_id)",
+                    (latest[0],),
+                )
+            )
+            checkpoints = _dicts(
+                conn.execute(
+                    "select collection, done, position, batches, read, inserted, updated, unchanged,"
+                    " rejected, unmapped, dangling, updated_at from etl_checkpoints where run_id = %s"
+                    " order by collection",
+                    (latest[0],),
+                )
+            )
+        reconciles = _dicts(
+            conn.execute(
+                "select distinct on (c.key) c.key as collection, r.run_id, r.finished_at,"
+                " c.value->>'status' as result, c.value->>'differences' as differences"
+                " from etl_runs r cross join lateral jsonb_each(coalesce(r.summary, '{}')) c"
+                " where r.command = 'reconcile' and r.state = 'finished'"
+                " order by c.key, r.started_at desc"
+            )
+        )
+    return {
+        "runs": runs,
+        "checkpoints": checkpoints,
+        "work_units": work_units,
+        "reconciles": reconciles,
+    }
 
 
 def _dicts(cur) -> list[dict]:

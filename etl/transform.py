@@ -61,6 +61,7 @@ Decisions on bad input (each has a test in tests/test_transform.py):
 - An edge whose `_from`/`_to` is malformed or in another collection than the mapping names:
   Reject `edge_bad_from`/`edge_bad_to`.
 """
+
 from __future__ import annotations
 
 import json
@@ -68,19 +69,29 @@ import math
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
 
 from etl import jsonutil
-from etl.mapping import SECTIONS, ColumnType, CollectionMapping, EdgeSpec, Field_, Mapping, Target, columns, split_path
+from etl.mapping import (
+    SECTIONS,
+    CollectionMapping,
+    ColumnType,
+    EdgeSpec,
+    Field_,
+    Mapping,
+    Target,
+    columns,
+    split_path,
+)
 
 ETL_NAMESPACE = uuid.UUID("5b0e4f4a-7c1d-4e8a-9a3b-2f6d8c1e0a57")
 
 BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 SYSTEM_ATTRS = ("_key", "_id", "_rev")
-_UTC = timezone.utc
+_UTC = UTC
 _EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
 
 
@@ -119,8 +130,8 @@ class Unmapped:
 class EdgeLink:
     key: str
     target_id: str  # the research row the edge points at (_to)
-    job_id: str     # the job row it comes from (_from)
-    edge: dict      # the whole edge document (kept in metadata.edges[key])
+    job_id: str  # the job row it comes from (_from)
+    edge: dict  # the whole edge document (kept in metadata.edges[key])
 
 
 class _Bad(Exception):
@@ -209,7 +220,9 @@ def coerce(ct: ColumnType, v: Any) -> tuple[bool, Any]:
             return True, str(v)
         return False, _typename(v)
     if kind == "bool":
-        return (True, v) if isinstance(v, bool) else (False, f"{_typename(v)}, the column is boolean")
+        return (
+            (True, v) if isinstance(v, bool) else (False, f"{_typename(v)}, the column is boolean")
+        )
     if kind == "bigint":
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             return False, f"{_typename(v)}, the column is bigint"
@@ -342,8 +355,9 @@ class _StringFixer:
         return v
 
     def _escaping(self, original: str) -> bool:
-        return (("\x00" in original and self.nul == "escape")
-                or (_SURROGATE.search(original) is not None and self.sur == "escape"))
+        return ("\x00" in original and self.nul == "escape") or (
+            _SURROGATE.search(original) is not None and self.sur == "escape"
+        )
 
 
 def _unescape_doc(doc: dict, escaped: list[dict]) -> None:
@@ -375,8 +389,11 @@ class Transformer:
         self.mapping = mapping
         self.run_id = run_id
         if isinstance(migrated_at, datetime):
-            migrated_at = (migrated_at.replace(tzinfo=_UTC) if migrated_at.tzinfo is None
-                           else migrated_at.astimezone(_UTC)).isoformat()
+            migrated_at = (
+                migrated_at.replace(tzinfo=_UTC)
+                if migrated_at.tzinfo is None
+                else migrated_at.astimezone(_UTC)
+            ).isoformat()
         self.migrated_at = migrated_at
         self._templates: dict[str, dict] = {}
         self._strings_policy = (mapping.nul_in_strings, mapping.lone_surrogates)
@@ -384,16 +401,24 @@ class Transformer:
     # public ------------------------------------------------------------------------------
     def transform(self, collection: str, doc: Any) -> Row | Reject | Unmapped | EdgeLink:
         if not isinstance(doc, dict):
-            return Reject(collection, None, f"not_an_object: the document is {_typename(doc)}", _dump(doc))
+            return Reject(
+                collection, None, f"not_an_object: the document is {_typename(doc)}", _dump(doc)
+            )
         key = doc.get("_key")
         if not isinstance(key, str) or not key:
-            return Reject(collection, None if key is None else str(key),
-                          f"missing_key: _key is {_typename(key)}, not a non-empty string", _dump(doc))
+            return Reject(
+                collection,
+                None if key is None else str(key),
+                f"missing_key: _key is {_typename(key)}, not a non-empty string",
+                _dump(doc),
+            )
         if "\x00" in key or _SURROGATE.search(key):
             # No policy applies to the identity: the row id, the reject store and checkpoints need
             # the key as valid text, and ArangoDB never makes such a key.
             what = "\\u0000" if "\x00" in key else "a lone surrogate"
-            return Reject(collection, key, f"bad_key: _key contains {what} (ArangoDB keys cannot)", _dump(doc))
+            return Reject(
+                collection, key, f"bad_key: _key contains {what} (ArangoDB keys cannot)", _dump(doc)
+            )
         cm = self.mapping.for_collection(collection)
         if cm is None:
             return Unmapped(collection, key, self.mapping.unmapped_reason(collection))
@@ -406,14 +431,22 @@ class Transformer:
                 value = _get(clean, cm.route_on)
                 target = cm.routes.get(value) if isinstance(value, str) else None
                 if target is None:
-                    return Unmapped(collection, key, f"unmapped_type: {'.'.join(cm.route_on)}="
-                                    f"{_short(value, 40)} has no mapping")
+                    return Unmapped(
+                        collection,
+                        key,
+                        f"unmapped_type: {'.'.join(cm.route_on)}="
+                        f"{_short(value, 40)} has no mapping",
+                    )
             return self._row(target, key, clean, escaped, warnings)
         except _Bad as exc:
             return Reject(collection, key, str(exc), _dump(doc))
         except RecursionError:
-            return Reject(collection, key, "too_deep: the document is nested too deeply to migrate",
-                          _dump(doc))
+            return Reject(
+                collection,
+                key,
+                "too_deep: the document is nested too deeply to migrate",
+                _dump(doc),
+            )
 
     def rebuild(self, row: Row) -> dict:
         return rebuild_source(row.values, self.mapping, row.document_type)
@@ -435,8 +468,10 @@ class Transformer:
 
     def _edge(self, spec: EdgeSpec, key: str, doc: dict, escaped: list | None) -> EdgeLink:
         ends = []
-        for attr, coll, code in (("_from", spec.from_collection, "edge_bad_from"),
-                                 ("_to", spec.to_collection, "edge_bad_to")):
+        for attr, coll, code in (
+            ("_from", spec.from_collection, "edge_bad_from"),
+            ("_to", spec.to_collection, "edge_bad_to"),
+        ):
             v = doc.get(attr)
             if not isinstance(v, str) or "/" not in v:
                 raise _Bad(f"{code}: {attr} is {_short(v, 60)}, not '<collection>/<key>'")
@@ -445,7 +480,9 @@ class Transformer:
                 raise _Bad(f"{code}: {attr} {_short(v, 60)} is not in collection {coll!r}")
             ends.append(k)
         edge = doc if escaped is None else {**doc, "_etl_escaped": escaped}
-        return EdgeLink(key, row_id(spec.to_collection, ends[1]), row_id(spec.from_collection, ends[0]), edge)
+        return EdgeLink(
+            key, row_id(spec.to_collection, ends[1]), row_id(spec.from_collection, ends[0]), edge
+        )
 
     def _template(self, document_type: str) -> dict:
         t = self._templates.get(document_type)
@@ -453,7 +490,9 @@ class Transformer:
             t = self._templates[document_type] = dict.fromkeys(columns(document_type))
         return t
 
-    def _row(self, target: Target, key: str, doc: dict, escaped: list | None, warnings: list[str]) -> Row:
+    def _row(
+        self, target: Target, key: str, doc: dict, escaped: list | None, warnings: list[str]
+    ) -> Row:
         consumed: set[str] = set()
         original: dict[str, Any] = {}
         mapped_from: dict[str, Any] = {}
@@ -468,8 +507,10 @@ class Transformer:
                 if f.default is not None:
                     values[f.name] = coerce(f.type, f.default)[1]
                     mapped_from[f.name] = None
-                    warnings.append(f"default: {f.name} = {_short(f.default)} (no usable "
-                                    f"{' / '.join(f.path_strings)})")
+                    warnings.append(
+                        f"default: {f.name} = {_short(f.default)} (no usable "
+                        f"{' / '.join(f.path_strings)})"
+                    )
                 continue
             i, value, raw = found
             values[f.name] = value
@@ -481,8 +522,10 @@ class Transformer:
                 if not _same(value, raw):
                     original[path[0]] = raw
             if f.type.kind == "varchar" and isinstance(raw, str) and len(raw) > f.type.length:
-                warnings.append(f"truncated: {f.name} to {f.type.length} characters "
-                                f"(full value kept in metadata)")
+                warnings.append(
+                    f"truncated: {f.name} to {f.type.length} characters "
+                    f"(full value kept in metadata)"
+                )
 
         for f in target.references:
             for i, path in enumerate(f.paths):
@@ -494,8 +537,10 @@ class Transformer:
                 if isinstance(raw, str) and raw:
                     values[f.name] = row_id(f.collection, raw)
                 else:
-                    warnings.append(f"bad_reference: {f.path_strings[i]} is {_typename(raw)}; "
-                                    f"{f.name} left null (value kept in metadata.extra)")
+                    warnings.append(
+                        f"bad_reference: {f.path_strings[i]} is {_typename(raw)}; "
+                        f"{f.name} left null (value kept in metadata.extra)"
+                    )
                 break
 
         meta_entries: dict[str, Any] = {}
@@ -540,10 +585,17 @@ class Transformer:
         extra = {k: v for k, v in doc.items() if k not in consumed and k not in SYSTEM_ATTRS}
         metadata: dict[str, Any] = {
             "source": "arangodb",
-            "arango": {"collection": target.collection, "_key": key,
-                       "_id": doc.get("_id"), "_rev": doc.get("_rev")},
-            "etl": {"run_id": self.run_id, "migrated_at": self.migrated_at,
-                    "mapping_version": self.mapping.version},
+            "arango": {
+                "collection": target.collection,
+                "_key": key,
+                "_id": doc.get("_id"),
+                "_rev": doc.get("_rev"),
+            },
+            "etl": {
+                "run_id": self.run_id,
+                "migrated_at": self.migrated_at,
+                "mapping_version": self.mapping.version,
+            },
             "extra": extra,
         }
         metadata.update(meta_entries)
@@ -566,8 +618,10 @@ class Transformer:
             if ok:
                 return i, value, raw
             if f.name != "user_id":
-                warnings.append(f"unfit_value: {f.name} <- {f.path_strings[i]} = {_short(raw)}: "
-                                f"{value}; column left to the next path or null, value kept in metadata")
+                warnings.append(
+                    f"unfit_value: {f.name} <- {f.path_strings[i]} = {_short(raw)}: "
+                    f"{value}; column left to the next path or null, value kept in metadata"
+                )
         return None
 
     @staticmethod
@@ -575,8 +629,10 @@ class Transformer:
         for p, s in zip(f.paths, f.path_strings):
             raw = _get(doc, p)
             if raw is not None:
-                raise _Bad(f"bad_user_id: {s} is {_short(raw, 40)} ({_typename(raw)}); "
-                           "a non-empty string or an integer is required")
+                raise _Bad(
+                    f"bad_user_id: {s} is {_short(raw, 40)} ({_typename(raw)}); "
+                    "a non-empty string or an integer is required"
+                )
         raise _Bad(f"missing_user_id: none of {', '.join(f.path_strings)} is present")
 
     @staticmethod
@@ -592,14 +648,18 @@ class Transformer:
         for path in target.object_fields:
             v = _get(parsed, path)
             if v is not None and not isinstance(v, dict):
-                raise _Bad(f"not_an_object: parsed_data.{'.'.join(path)} is {_typename(v)}; "
-                           "the database requires an object")
+                raise _Bad(
+                    f"not_an_object: parsed_data.{'.'.join(path)} is {_typename(v)}; "
+                    "the database requires an object"
+                )
         for path in target.email_fields:
             v = _get(parsed, path)
             if v is None or v == "":
                 continue
             if not isinstance(v, str) or len(v) > 254 or not _EMAIL.fullmatch(v):
-                raise _Bad(f"bad_email: parsed_data.{'.'.join(path)} is {_short(v, 60)}, not an email address")
+                raise _Bad(
+                    f"bad_email: parsed_data.{'.'.join(path)} is {_short(v, 60)}, not an email address"
+                )
         # like the database: the first range key present wins (even when null); when it is not
         # an object, the separate min/max pairs are compared instead
         pairs: list[tuple[Any, Any, str]] = []
@@ -611,14 +671,18 @@ class Transformer:
                     pairs.append((v.get("min"), v.get("max"), ".".join(path)))
                 break
         if not pairs:
-            pairs = [(_get(parsed, a), _get(parsed, b), ".".join(a)) for a, b in target.min_max_pairs]
+            pairs = [
+                (_get(parsed, a), _get(parsed, b), ".".join(a)) for a, b in target.min_max_pairs
+            ]
         for lo, hi, where in pairs:
             if _is_number(lo) and _is_number(hi) and lo > hi:
                 raise _Bad(f"bad_range: parsed_data.{where} has min {lo} > max {hi}")
         for path in target.score_fields:
             v = _get(parsed, path)
             if _is_number(v) and not (0 <= v <= 100):
-                raise _Bad(f"bad_score: parsed_data.{'.'.join(path)} = {_short(v)} is outside 0..100")
+                raise _Bad(
+                    f"bad_score: parsed_data.{'.'.join(path)} = {_short(v)} is outside 0..100"
+                )
 
 
 def _is_number(v: Any) -> bool:
@@ -626,8 +690,10 @@ def _is_number(v: Any) -> bool:
 
 
 # the database's is_valid_email() pattern (sql/006), so both agree on what an address is
-_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
+_EMAIL = re.compile(
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+"
+)
 
 
 def _check_lists(v: Any, path: tuple[tuple[str, bool], ...], i: int, where: str) -> None:
@@ -646,7 +712,9 @@ def _check_lists(v: Any, path: tuple[tuple[str, bool], ...], i: int, where: str)
         if each:
             for j, el in enumerate(x):
                 if el is not None and not isinstance(el, list):
-                    raise _Bad(f"not_a_list: {here}[{j}] is {_typename(el)}; the database requires an array")
+                    raise _Bad(
+                        f"not_a_list: {here}[{j}] is {_typename(el)}; the database requires an array"
+                    )
         return
     if each:
         for j, el in enumerate(x):
@@ -738,7 +806,11 @@ def rebuild_source(values: dict, mapping: Mapping, document_type: str) -> dict:
         put(f.name, f.path_strings[0], values.get(f.name))
     for f in target.metadata:
         put(f.name, f.path_strings[0], md.get(f.name))
-    put("parsed_data", target.parsed_data[0] if target.parsed_data else None, values.get("parsed_data"))
+    put(
+        "parsed_data",
+        target.parsed_data[0] if target.parsed_data else None,
+        values.get("parsed_data"),
+    )
     if md.get("escaped"):
         doc = _deepish_copy(doc)
         _unescape_doc(doc, md["escaped"])
@@ -765,7 +837,7 @@ def _deepish_copy(v: Any) -> Any:
     stack = [root]
     while stack:
         c = stack.pop()
-        for k, x in (c.items() if isinstance(c, dict) else enumerate(c)):
+        for k, x in c.items() if isinstance(c, dict) else enumerate(c):
             if isinstance(x, (dict, list)):
                 c[k] = y = dict(x) if isinstance(x, dict) else list(x)
                 stack.append(y)

@@ -8,6 +8,7 @@ lease, and everything it needs is done. Every batch a worker commits first re-ta
 (`hold`): the row lock then covers the whole batch transaction, and a worker whose lease was
 taken over fails that batch (LeaseLost) instead of committing it, so no unit is done twice.
 """
+
 from __future__ import annotations
 
 import os
@@ -48,6 +49,7 @@ class Unit:
 @dataclass
 class UnitCheckpoint(Checkpoint):
     """A range unit's checkpoint: saved into its etl_work_units row, guarded by the lease."""
+
     unit_id: int = 0
     until: str | None = None
     worker: str = ""
@@ -63,11 +65,15 @@ class PlannedUnit:
     needs: list[str] = field(default_factory=list)
 
 
-_COLUMNS = "run_id, unit_id, collection, kind, key_after, key_until, position, batches, counts, attempts"
+_COLUMNS = (
+    "run_id, unit_id, collection, kind, key_after, key_until, position, batches, counts, attempts"
+)
 
 
 def _unit(row) -> Unit:
-    counts = Counts(**{k: int(v) for k, v in (row[8] or {}).items() if k in Counts.__dataclass_fields__})
+    counts = Counts(
+        **{k: int(v) for k, v in (row[8] or {}).items() if k in Counts.__dataclass_fields__}
+    )
     return Unit(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], counts, row[9])
 
 
@@ -77,11 +83,17 @@ def plan(conn: psycopg.Connection, run_id: str, units: list[PlannedUnit]) -> Non
         cur.executemany(
             "insert into etl_work_units (run_id, unit_id, collection, kind, key_after, key_until, needs)"
             " values (%s, %s, %s, %s, %s, %s, %s)",
-            [(run_id, i, u.collection, u.kind, u.key_after, u.key_until, u.needs) for i, u in enumerate(units, 1)])
+            [
+                (run_id, i, u.collection, u.kind, u.key_after, u.key_until, u.needs)
+                for i, u in enumerate(units, 1)
+            ],
+        )
 
 
 def has_units(conn: psycopg.Connection, run_id: str) -> bool:
-    return conn.execute("select exists (select 1 from etl_work_units where run_id = %s)", (run_id,)).fetchone()[0]
+    return conn.execute(
+        "select exists (select 1 from etl_work_units where run_id = %s)", (run_id,)
+    ).fetchone()[0]
 
 
 def claim(conn: psycopg.Connection, run_id: str, worker: str, lease_seconds: float) -> Unit | None:
@@ -102,7 +114,8 @@ def claim(conn: psycopg.Connection, run_id: str, worker: str, lease_seconds: flo
             "                    or (u.kind = 'finish' and d.collection = u.collection)))"
             "    order by u.unit_id limit 1 for update of u skip locked)"
             " returning " + ", ".join(f"w.{c.strip()}" for c in _COLUMNS.split(",")),
-            {"w": worker, "lease": lease_seconds, "run": run_id}).fetchone()
+            {"w": worker, "lease": lease_seconds, "run": run_id},
+        ).fetchone()
     return _unit(row) if row else None
 
 
@@ -111,9 +124,12 @@ def hold(conn: psycopg.Connection, cp: UnitCheckpoint, run_id: str) -> None:
     row = conn.execute(
         "update etl_work_units set lease_until = clock_timestamp() + make_interval(secs => %s)"
         " where run_id = %s and unit_id = %s and worker = %s and state = 'running' returning 1",
-        (cp.lease_seconds, run_id, cp.unit_id, cp.worker)).fetchone()
+        (cp.lease_seconds, run_id, cp.unit_id, cp.worker),
+    ).fetchone()
     if row is None:
-        raise LeaseLost(f"unit {cp.unit_id} of run {run_id} was taken over by another worker (lease expired)")
+        raise LeaseLost(
+            f"unit {cp.unit_id} of run {run_id} was taken over by another worker (lease expired)"
+        )
 
 
 def save(conn: psycopg.Connection, run_id: str, cp: UnitCheckpoint) -> None:
@@ -123,31 +139,48 @@ def save(conn: psycopg.Connection, run_id: str, cp: UnitCheckpoint) -> None:
         " state = case when %s then 'done' else state end,"
         " finished_at = case when %s then clock_timestamp() else finished_at end"
         " where run_id = %s and unit_id = %s and worker = %s",
-        (cp.position, cp.batches, Jsonb(cp.counts.asdict()), cp.done, cp.done, run_id, cp.unit_id, cp.worker))
+        (
+            cp.position,
+            cp.batches,
+            Jsonb(cp.counts.asdict()),
+            cp.done,
+            cp.done,
+            run_id,
+            cp.unit_id,
+            cp.worker,
+        ),
+    )
     conn.execute("update etl_runs set heartbeat_at = now() where run_id = %s", (run_id,))
 
 
 def release(conn: psycopg.Connection, unit: Unit, worker: str) -> None:
     """Give a unit back at once (Ctrl-C): the next claim takes it from its position."""
     with conn.transaction():
-        conn.execute("update etl_work_units set state = 'pending', worker = null, lease_until = null"
-                     " where run_id = %s and unit_id = %s and worker = %s and state = 'running'",
-                     (unit.run_id, unit.unit_id, worker))
+        conn.execute(
+            "update etl_work_units set state = 'pending', worker = null, lease_until = null"
+            " where run_id = %s and unit_id = %s and worker = %s and state = 'running'",
+            (unit.run_id, unit.unit_id, worker),
+        )
 
 
 def fail(conn: psycopg.Connection, unit: Unit, worker: str, error: str) -> None:
     """A permanent error: the unit stops the run (no other unit is claimed) until --resume."""
     with conn.transaction():
-        conn.execute("update etl_work_units set state = 'failed', error = %s, lease_until = null"
-                     " where run_id = %s and unit_id = %s and worker = %s",
-                     (error[:2000], unit.run_id, unit.unit_id, worker))
+        conn.execute(
+            "update etl_work_units set state = 'failed', error = %s, lease_until = null"
+            " where run_id = %s and unit_id = %s and worker = %s",
+            (error[:2000], unit.run_id, unit.unit_id, worker),
+        )
 
 
 def retry_failed(conn: psycopg.Connection, run_id: str) -> int:
     """--resume: failed units go back to pending."""
     with conn.transaction():
-        return conn.execute("update etl_work_units set state = 'pending', worker = null, error = null,"
-                            " lease_until = null where run_id = %s and state = 'failed'", (run_id,)).rowcount
+        return conn.execute(
+            "update etl_work_units set state = 'pending', worker = null, error = null,"
+            " lease_until = null where run_id = %s and state = 'failed'",
+            (run_id,),
+        ).rowcount
 
 
 @dataclass
@@ -168,9 +201,11 @@ def progress(conn: psycopg.Connection, run_id: str) -> RunProgress:
     out = RunProgress()
     with conn.transaction():
         for st, n, read, errors in conn.execute(
-                "select state, count(*), coalesce(sum((counts ->> 'read')::bigint), 0),"
-                " array_remove(array_agg(error order by unit_id), null)"
-                " from etl_work_units where run_id = %s group by state", (run_id,)):
+            "select state, count(*), coalesce(sum((counts ->> 'read')::bigint), 0),"
+            " array_remove(array_agg(error order by unit_id), null)"
+            " from etl_work_units where run_id = %s group by state",
+            (run_id,),
+        ):
             setattr(out, st, n)
             out.read += int(read)
             out.errors += errors
@@ -181,9 +216,15 @@ def collection_counts(conn: psycopg.Connection, run_id: str) -> dict[str, tuple[
     """Per collection: the summed counts and batches of its units."""
     out: dict[str, tuple[Counts, int]] = {}
     for collection, counts, batches in conn.execute(
-            "select collection, counts, batches from etl_work_units where run_id = %s and kind in ('range', 'finish')"
-            " order by unit_id", (run_id,)):
+        "select collection, counts, batches from etl_work_units where run_id = %s and kind in ('range', 'finish')"
+        " order by unit_id",
+        (run_id,),
+    ):
         total, n = out.get(collection, (Counts(), 0))
-        total.add(Counts(**{k: int(v) for k, v in (counts or {}).items() if k in Counts.__dataclass_fields__}))
+        total.add(
+            Counts(
+                **{k: int(v) for k, v in (counts or {}).items() if k in Counts.__dataclass_fields__}
+            )
+        )
         out[collection] = (total, n + batches)
     return out

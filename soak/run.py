@@ -13,6 +13,7 @@ scanned for the two passwords.
 
 Exit 0 when every trial passed and nothing was lost, duplicated or leaked; 1 otherwise.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,7 @@ import random
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -31,22 +32,51 @@ from soak import trials as T  # noqa: E402
 
 PROFILES = {
     # resumes -> about 4.5 documents each across the collections
-    "default": dict(resumes=8000, batch=500, kills=40, terminate=4, restarts_fast=2, restarts_immediate=3,
-                    arango_rounds=2, arango_restarts=6, source_rounds=3, parallel_rounds=2,
-                    kill_window=(0.5, 10.0)),
-    "quick": dict(resumes=3000, batch=300, kills=10, terminate=2, restarts_fast=1, restarts_immediate=1,
-                  arango_rounds=1, arango_restarts=2, source_rounds=1, parallel_rounds=1,
-                  kill_window=(0.3, 3.0)),
+    "default": dict(
+        resumes=8000,
+        batch=500,
+        kills=40,
+        terminate=4,
+        restarts_fast=2,
+        restarts_immediate=3,
+        arango_rounds=2,
+        arango_restarts=6,
+        source_rounds=3,
+        parallel_rounds=2,
+        kill_window=(0.5, 10.0),
+    ),
+    "quick": dict(
+        resumes=3000,
+        batch=300,
+        kills=10,
+        terminate=2,
+        restarts_fast=1,
+        restarts_immediate=1,
+        arango_rounds=1,
+        arango_restarts=2,
+        source_rounds=1,
+        parallel_rounds=1,
+        kill_window=(0.3, 3.0),
+    ),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="a 1-2 minute version")
-    ap.add_argument("--pg-dsn", default=os.environ.get("ETL_SOAK_PG_DSN"),
-                    help="use this PostgreSQL (admin DSN) instead of a private embedded one")
-    ap.add_argument("--out", help="where the JSON result goes (default reports/soak-<timestamp>.json)")
-    ap.add_argument("--seed", type=int, default=None, help="random seed of the fault moments (default: random)")
+    ap.add_argument(
+        "--pg-dsn",
+        default=os.environ.get("ETL_SOAK_PG_DSN"),
+        help="use this PostgreSQL (admin DSN) instead of a private embedded one",
+    )
+    ap.add_argument(
+        "--out", help="where the JSON result goes (default reports/soak-<timestamp>.json)"
+    )
+    ap.add_argument(
+        "--seed", type=int, default=None, help="random seed of the fault moments (default: random)"
+    )
     ap.add_argument("--resumes", type=int, help="data size: resumes (x ~4.5 documents)")
     ap.add_argument("--kills", type=int, help="SIGKILLs in the kill trials")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -60,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     rng = random.Random(seed)
     started = time.perf_counter()
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = Path(args.out) if args.out else Path("reports") / f"soak-{stamp}.json"
 
     def log(msg: str) -> None:
@@ -71,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     log(f"soak ({'quick' if args.quick else 'default'}), seed {seed}, work dir {work}")
     if args.pg_dsn:
         pg = T.PgServer(args.pg_dsn)
-        tally.notes.append("PostgreSQL given by DSN: the server-restart trials are skipped (not our server)")
+        tally.notes.append(
+            "PostgreSQL given by DSN: the server-restart trials are skipped (not our server)"
+        )
     else:
         pg = T.PgServer.embedded(work)
         log(f"embedded PostgreSQL in {pg.data_dir}")
@@ -90,7 +122,13 @@ def main(argv: list[str] | None = None) -> int:
         run("pg-terminate-backend", T.trial_pg_terminate, rng, times=prof["terminate"])
         if pg.can_restart:
             run("pg-restart-fast", T.trial_pg_restart, "fast", rng, times=prof["restarts_fast"])
-            run("pg-restart-immediate", T.trial_pg_restart, "immediate", rng, times=prof["restarts_immediate"])
+            run(
+                "pg-restart-immediate",
+                T.trial_pg_restart,
+                "immediate",
+                rng,
+                times=prof["restarts_immediate"],
+            )
         run("arango-faults", T.trial_arango_faults, rng, rounds=prof["arango_rounds"])
         run("arango-restart", T.trial_arango_restart, rng, times=prof["arango_restarts"])
         run("concurrent-migrate", T.trial_concurrent)
@@ -104,9 +142,14 @@ def main(argv: list[str] | None = None) -> int:
         h.close()
         pg.stop()
     wall = time.perf_counter() - started
-    result = {"started": stamp, "seed": seed, "profile": "quick" if args.quick else "default",
-              "wall_seconds": round(wall, 1), "documents_in_source": getattr(h, "source_count", None),
-              **tally.asdict()}
+    result = {
+        "started": stamp,
+        "seed": seed,
+        "profile": "quick" if args.quick else "default",
+        "wall_seconds": round(wall, 1),
+        "documents_in_source": getattr(h, "source_count", None),
+        **tally.asdict(),
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print()
@@ -123,13 +166,21 @@ def render(r: dict) -> str:
     rows = [("faults injected", str(r["faults_total"]))]
     rows += [(f"  {k}", str(v)) for k, v in r["faults_injected"].items()]
     rows += [("trials", f"{r['trials_run']} ({r['trials_failed']} failed)")]
-    rows += [(f"  {t['trial']}", f"{'ok' if t['ok'] else 'FAILED'} {t['seconds']}s  {t['note']}") for t in r["trials"]]
-    rows += [("documents checked", str(r["documents_checked"])),
-             ("checkpoint checks after faults", str(r["checkpoint_checks"])),
-             ("documents lost", str(r["documents_lost"])),
-             ("duplicates", str(r["duplicates"])),
-             ("checkpoint ahead of data", str(r["checkpoint_ahead_of_data"])),
-             ("secrets leaked", f"{r['secrets_leaked']}  ({r['places_scanned']} places scanned by {r['secret_scanner']})")]
+    rows += [
+        (f"  {t['trial']}", f"{'ok' if t['ok'] else 'FAILED'} {t['seconds']}s  {t['note']}")
+        for t in r["trials"]
+    ]
+    rows += [
+        ("documents checked", str(r["documents_checked"])),
+        ("checkpoint checks after faults", str(r["checkpoint_checks"])),
+        ("documents lost", str(r["documents_lost"])),
+        ("duplicates", str(r["duplicates"])),
+        ("checkpoint ahead of data", str(r["checkpoint_ahead_of_data"])),
+        (
+            "secrets leaked",
+            f"{r['secrets_leaked']}  ({r['places_scanned']} places scanned by {r['secret_scanner']})",
+        ),
+    ]
     rows += [("note", n) for n in r["notes"]]
     w = max(len(k) for k, _ in rows)
     lines = [f"{'what'.ljust(w)}  result", f"{'-' * w}  {'-' * 6}"]

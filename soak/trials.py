@@ -17,6 +17,7 @@ needed), then proves the result:
 
 Everything printed or written is kept for the secret scan (soak/run.py, tests).
 """
+
 from __future__ import annotations
 
 import bisect
@@ -32,13 +33,13 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -51,8 +52,16 @@ from tests.fakearango.server import FakeArango  # noqa: E402
 MAPPED = ("resumes", "jobs", "documents", "job_research")
 EDGE_COLLECTIONS = ("job_research",)
 TARGET_TABLES = ("resume_documents", "job_documents", "optimization_results", "research_results")
-RUN_TABLES = ("etl_runs", "etl_checkpoints", "etl_batches", "etl_rejects", "etl_deferred_indexes",
-              "etl_pending_links", "etl_work_units", "migration_history")
+RUN_TABLES = (
+    "etl_runs",
+    "etl_checkpoints",
+    "etl_batches",
+    "etl_rejects",
+    "etl_deferred_indexes",
+    "etl_pending_links",
+    "etl_work_units",
+    "migration_history",
+)
 ETL_APPS = ("etl", "etl-lock", "etl-index-build", "etl-worker", "etl-coordinator")
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (DEBUG|INFO|WARNING) ")
 PHASES = ("random", "extract", "copy", "merge", "checkpoint")
@@ -61,9 +70,11 @@ PHASES = ("random", "extract", "copy", "merge", "checkpoint")
 PHASE_SQL = {
     "copy": "query ilike 'copy %%' and query not ilike 'copy etl_rejects%%'",
     "merge": "(query ilike '%%etl_merge_stage%%' or query ilike '%%etl_link_edges%%')",
-    "checkpoint": ("(query ilike 'insert into etl_checkpoints%%' or query ilike 'update etl_runs set heartbeat%%'"
-                   " or query ilike 'insert into etl_batches%%' or query ilike 'copy etl_rejects%%'"
-                   " or (query = 'COMMIT' and state = 'active'))"),
+    "checkpoint": (
+        "(query ilike 'insert into etl_checkpoints%%' or query ilike 'update etl_runs set heartbeat%%'"
+        " or query ilike 'insert into etl_batches%%' or query ilike 'copy etl_rejects%%'"
+        " or (query = 'COMMIT' and state = 'active'))"
+    ),
 }
 
 
@@ -78,6 +89,7 @@ def check(cond: bool, message: str) -> None:
 
 try:  # the shared scanner (tests/secrets_scan.py), when it is there
     from tests.secrets_scan import scan_for_secrets  # type: ignore
+
     SCANNER = "tests/secrets_scan.py"
 except ImportError:  # pragma: no cover - a minimal stand-in: texts, files, text columns of tables
     SCANNER = "soak/trials.py (minimal)"
@@ -85,27 +97,49 @@ except ImportError:  # pragma: no cover - a minimal stand-in: texts, files, text
     def scan_for_secrets(secrets, *, texts=(), paths=(), conn=None, tables=None, scanned=None):
         from urllib.parse import quote
 
-        forms = [(i, v) for i, s in enumerate([s for s in secrets if s], 1)
-                 for v in {s, quote(s, safe=""), json.dumps(s)[1:-1]}]
+        forms = [
+            (i, v)
+            for i, s in enumerate([s for s in secrets if s], 1)
+            for v in {s, quote(s, safe=""), json.dumps(s)[1:-1]}
+        ]
         scanned = scanned if scanned is not None else []
         hits = []
-        for label, text in (texts.items() if isinstance(texts, dict) else texts):
+        for label, text in texts.items() if isinstance(texts, dict) else texts:
             scanned.append(label)
-            hits += [f"secret #{i} in {label}" for i in sorted({i for i, v in forms if v in (text or "")})]
+            hits += [
+                f"secret #{i} in {label}"
+                for i in sorted({i for i, v in forms if v in (text or "")})
+            ]
         for p in map(Path, paths):
-            for f in ([x for x in p.rglob("*") if x.is_file()] if p.is_dir() else [p] if p.is_file() else []):
+            for f in (
+                [x for x in p.rglob("*") if x.is_file()]
+                if p.is_dir()
+                else [p]
+                if p.is_file()
+                else []
+            ):
                 scanned.append(str(f))
                 data = f.read_bytes()
-                hits += [f"secret #{i} in file {f}" for i in sorted({i for i, v in forms if v.encode() in data})]
+                hits += [
+                    f"secret #{i} in file {f}"
+                    for i in sorted({i for i, v in forms if v.encode() in data})
+                ]
         if conn is not None:
             with psycopg.connect(conn, autocommit=True) as c:
                 for t in tables or RUN_TABLES:
                     if c.execute("select to_regclass(%s)", (t,)).fetchone()[0] is None:
                         continue
                     scanned.append(f"table {t}")
-                    text = "".join(r[0] for r in c.execute(sql.SQL("select t::text from {} t").format(
-                        sql.Identifier(t))))
-                    hits += [f"secret #{i} in table {t}" for i in sorted({i for i, v in forms if v in text})]
+                    text = "".join(
+                        r[0]
+                        for r in c.execute(
+                            sql.SQL("select t::text from {} t").format(sql.Identifier(t))
+                        )
+                    )
+                    hits += [
+                        f"secret #{i} in table {t}"
+                        for i in sorted({i for i, v in forms if v in text})
+                    ]
         return hits
 
 
@@ -132,17 +166,33 @@ class Tally:
 
     @property
     def ok(self) -> bool:
-        return not self.failed and not self.lost and not self.duplicates and not self.ahead \
+        return (
+            not self.failed
+            and not self.lost
+            and not self.duplicates
+            and not self.ahead
             and not self.secrets_leaked
+        )
 
     def asdict(self) -> dict:
-        return {"faults_injected": dict(sorted(self.faults.items())), "faults_total": sum(self.faults.values()),
-                "trials": self.trials, "trials_run": len(self.trials), "trials_failed": len(self.failed),
-                "documents_checked": self.documents_checked, "documents_lost": self.lost,
-                "duplicates": self.duplicates, "checkpoint_ahead_of_data": self.ahead,
-                "checkpoint_checks": self.kill_checks, "secrets_leaked": self.secrets_leaked,
-                "secret_hits": self.secret_hits, "places_scanned": self.places_scanned,
-                "secret_scanner": SCANNER, "notes": self.notes, "ok": self.ok}
+        return {
+            "faults_injected": dict(sorted(self.faults.items())),
+            "faults_total": sum(self.faults.values()),
+            "trials": self.trials,
+            "trials_run": len(self.trials),
+            "trials_failed": len(self.failed),
+            "documents_checked": self.documents_checked,
+            "documents_lost": self.lost,
+            "duplicates": self.duplicates,
+            "checkpoint_ahead_of_data": self.ahead,
+            "checkpoint_checks": self.kill_checks,
+            "secrets_leaked": self.secrets_leaked,
+            "secret_hits": self.secret_hits,
+            "places_scanned": self.places_scanned,
+            "secret_scanner": SCANNER,
+            "notes": self.notes,
+            "ok": self.ok,
+        }
 
 
 # ------------------------------------------------------------------------------ PostgreSQL
@@ -157,7 +207,7 @@ class PgServer:
         self.data_dir = data_dir
 
     @classmethod
-    def embedded(cls, parent: str | Path | None = None) -> "PgServer":
+    def embedded(cls, parent: str | Path | None = None) -> PgServer:
         from etl.pg import embedded_dsn
 
         data = Path(tempfile.mkdtemp(prefix="etl-soak-pg-", dir=parent))
@@ -204,8 +254,8 @@ class PgServer:
 @dataclass
 class Db:
     name: str
-    dsn: str          # what etl uses: the soak role and its password
-    admin: str        # the same database as the admin
+    dsn: str  # what etl uses: the soak role and its password
+    admin: str  # the same database as the admin
     reports: Path
     label: str
 
@@ -214,9 +264,19 @@ class Db:
 
 
 class Harness:
-    def __init__(self, pg: PgServer, work: Path, *, n_resumes: int = 6000, data_seed: int = 7, batch: int = 500,
-                 arango_password: str | None = None, pg_password: str | None = None,
-                 log: Callable[[str], None] = print, tally: Tally | None = None):
+    def __init__(
+        self,
+        pg: PgServer,
+        work: Path,
+        *,
+        n_resumes: int = 6000,
+        data_seed: int = 7,
+        batch: int = 500,
+        arango_password: str | None = None,
+        pg_password: str | None = None,
+        log: Callable[[str], None] = print,
+        tally: Tally | None = None,
+    ):
         self.pg = pg
         self.work = Path(work)
         self.work.mkdir(parents=True, exist_ok=True)
@@ -235,21 +295,29 @@ class Harness:
         self.pg_password_checked = False
 
     # set-up ---------------------------------------------------------------------------------
-    def setup(self) -> "Harness":
+    def setup(self) -> Harness:
         t0 = time.perf_counter()
         self.server = FakeArango(self.arango_password)
         self.server.start()
         self.server.create_database(DATABASE)
         self.ds = generate(self.n_resumes, seed=self.data_seed, bad=True)
         for c in self.ds:
-            seed(self.server, DATABASE, c, self.ds[c], edge=self.ds.types[c] == "edge",
-                 password=self.arango_password)
+            seed(
+                self.server,
+                DATABASE,
+                c,
+                self.ds[c],
+                edge=self.ds.types[c] == "edge",
+                password=self.arango_password,
+            )
         self.source_count = sum(self.ds.counts[c] for c in MAPPED)
         self._make_role()
         self._make_template()
-        self.log(f"set-up: {sum(self.ds.counts.values())} documents in FakeArango {self.server.url} "
-                 f"({self.source_count} in mapped collections), schema template ready "
-                 f"({time.perf_counter() - t0:.1f}s)")
+        self.log(
+            f"set-up: {sum(self.ds.counts.values())} documents in FakeArango {self.server.url} "
+            f"({self.source_count} in mapped collections), schema template ready "
+            f"({time.perf_counter() - t0:.1f}s)"
+        )
         return self
 
     def _make_role(self) -> None:
@@ -257,17 +325,26 @@ class Harness:
         role = f"etl_soak_{uuid.uuid4().hex[:8]}"
         try:
             with psycopg.connect(self.pg.admin_dsn, autocommit=True) as c:
-                c.execute(sql.SQL("create role {} login superuser password {}").format(
-                    sql.Identifier(role), sql.Literal(self.pg_password)))
+                c.execute(
+                    sql.SQL("create role {} login superuser password {}").format(
+                        sql.Identifier(role), sql.Literal(self.pg_password)
+                    )
+                )
             self.role = role
             self.pg_password_checked = self.pg.require_password(role)
-        except psycopg.Error as exc:  # no right to create roles: the admin user, with the password in the DSN
-            self.tally.notes.append(f"could not create a role with a password ({exc.sqlstate}); "
-                                    f"the password rides in the admin DSN instead")
+        except (
+            psycopg.Error
+        ) as exc:  # no right to create roles: the admin user, with the password in the DSN
+            self.tally.notes.append(
+                f"could not create a role with a password ({exc.sqlstate}); "
+                f"the password rides in the admin DSN instead"
+            )
             self.role = None
         if not self.pg_password_checked:
-            self.tally.notes.append("PostgreSQL password in the DSN is not checked by this server (trust); "
-                                    "it is still scanned for")
+            self.tally.notes.append(
+                "PostgreSQL password in the DSN is not checked by this server (trust); "
+                "it is still scanned for"
+            )
 
     def _make_template(self) -> None:
         from etl.schema import apply_schema
@@ -282,11 +359,16 @@ class Harness:
         self._seq += 1
         name = f"etl_soak_{self._seq:02d}_{uuid.uuid4().hex[:6]}"
         with psycopg.connect(self.pg.admin_dsn, autocommit=True) as c:
-            c.execute(sql.SQL("create database {} template {}").format(sql.Identifier(name),
-                                                                       sql.Identifier(self._template)))
+            c.execute(
+                sql.SQL("create database {} template {}").format(
+                    sql.Identifier(name), sql.Identifier(self._template)
+                )
+            )
         admin = make_conninfo(self.pg.admin_dsn, dbname=name)
         if self.role:
-            dsn = make_conninfo(self.pg.admin_dsn, dbname=name, user=self.role, password=self.pg_password)
+            dsn = make_conninfo(
+                self.pg.admin_dsn, dbname=name, user=self.role, password=self.pg_password
+            )
         else:
             dsn = make_conninfo(self.pg.admin_dsn, dbname=name, password=self.pg_password)
         db = Db(name, dsn, admin, self.work / "reports" / f"{self._seq:02d}-{label}", label)
@@ -297,7 +379,9 @@ class Harness:
         """Scan the database's run tables for the secrets, then drop it."""
         self.scan(conn=db.admin)
         with psycopg.connect(self.pg.admin_dsn, autocommit=True) as c:
-            c.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(db.name)))
+            c.execute(
+                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(db.name))
+            )
         self._dbs.remove(db)
 
     def close(self) -> None:
@@ -306,10 +390,17 @@ class Harness:
         try:
             with psycopg.connect(self.pg.admin_dsn, autocommit=True) as c:
                 for db in list(self._dbs):
-                    c.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(db.name)))
+                    c.execute(
+                        sql.SQL("drop database if exists {} with (force)").format(
+                            sql.Identifier(db.name)
+                        )
+                    )
                 if self._template:
-                    c.execute(sql.SQL("drop database if exists {} with (force)").format(
-                        sql.Identifier(self._template)))
+                    c.execute(
+                        sql.SQL("drop database if exists {} with (force)").format(
+                            sql.Identifier(self._template)
+                        )
+                    )
                 if self.role:
                     c.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(self.role)))
         except psycopg.Error as exc:
@@ -323,8 +414,14 @@ class Harness:
     def scan(self, *, conn: str | None = None, paths: Iterable[Path] = ()) -> list[str]:
         scanned: list[str] = []
         texts, self.outputs = self.outputs, []
-        hits = scan_for_secrets(self.secrets, texts=texts, paths=list(paths), conn=conn,
-                                tables=RUN_TABLES if conn else None, scanned=scanned)
+        hits = scan_for_secrets(
+            self.secrets,
+            texts=texts,
+            paths=list(paths),
+            conn=conn,
+            tables=RUN_TABLES if conn else None,
+            scanned=scanned,
+        )
         self.tally.places_scanned += len(scanned)
         self.tally.secrets_leaked += len(hits)
         self.tally.secret_hits.extend(hits)
@@ -336,10 +433,19 @@ class Harness:
     # running etl --------------------------------------------------------------------------------
     def env(self, db: Db, **extra: str) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
-        env.update({"ETL_ARANGO_URL": self.server.url, "ETL_ARANGO_DB": DATABASE, "ETL_ARANGO_USER": "root",
-                    "ETL_ARANGO_PASSWORD": self.arango_password, "ETL_ARANGO_TIMEOUT": "10",
-                    "ETL_PG_DSN": db.dsn, "ETL_REPORTS_DIR": str(db.reports), "PYTHONUNBUFFERED": "1",
-                    "PYTHONFAULTHANDLER": "1"})  # a hung run dumps its threads on SIGABRT
+        env.update(
+            {
+                "ETL_ARANGO_URL": self.server.url,
+                "ETL_ARANGO_DB": DATABASE,
+                "ETL_ARANGO_USER": "root",
+                "ETL_ARANGO_PASSWORD": self.arango_password,
+                "ETL_ARANGO_TIMEOUT": "10",
+                "ETL_PG_DSN": db.dsn,
+                "ETL_REPORTS_DIR": str(db.reports),
+                "PYTHONUNBUFFERED": "1",
+                "PYTHONFAULTHANDLER": "1",
+            }
+        )  # a hung run dumps its threads on SIGABRT
         env.update(extra)
         return env
 
@@ -347,8 +453,15 @@ class Harness:
         """`etl ARGS` as a subprocess (stdin/stdout/stderr not a terminal: files)."""
         out = tempfile.TemporaryFile("w+", dir=self.work)
         err = tempfile.TemporaryFile("w+", dir=self.work)
-        proc = subprocess.Popen([sys.executable, "-m", "etl", *args], cwd=REPO, env=env or self.env(db),
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=err, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "etl", *args],
+            cwd=REPO,
+            env=env or self.env(db),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            text=True,
+        )
         proc._files = (out, err)  # type: ignore[attr-defined]
         proc._label = f"{db.label}: etl {' '.join(args)}"  # type: ignore[attr-defined]
         self._procs.append(proc)
@@ -387,14 +500,20 @@ class Harness:
         self.outputs += [(f"{label} stdout", stdout), (f"{label} stderr", stderr)]
         if hung:
             (self.work / "hung.txt").open("a").write(f"== {label}\n{stderr}\n")
-            raise TrialFailed(f"{label} did not finish within {timeout:.0f}s (stacks in {self.work}/hung.txt): "
-                              f"{stderr.strip()[-3000:]}")
+            raise TrialFailed(
+                f"{label} did not finish within {timeout:.0f}s (stacks in {self.work}/hung.txt): "
+                f"{stderr.strip()[-3000:]}"
+            )
         if proc.returncode != -signal.SIGKILL:
-            check("Traceback" not in stderr and "error: unexpected" not in stderr,
-                  f"{label}: a bug (exit {proc.returncode}): {stderr.strip()[-1500:]}")
+            check(
+                "Traceback" not in stderr and "error: unexpected" not in stderr,
+                f"{label}: a bug (exit {proc.returncode}): {stderr.strip()[-1500:]}",
+            )
         return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
-    def etl(self, db: Db, *args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    def etl(
+        self, db: Db, *args: str, env: dict | None = None, timeout: float = 600
+    ) -> subprocess.CompletedProcess:
         return self.collect(self.start(db, *args, env=env), timeout)
 
     def migrate_args(self, *extra: str) -> list[str]:
@@ -407,14 +526,23 @@ class Harness:
             n = c.execute("select count(*) from etl_runs where command = 'migrate'").fetchone()[0]
         return ["migrate", "--resume"] if n else self.migrate_args()
 
-    def finish(self, db: Db, proc_result: subprocess.CompletedProcess | None = None, *, max_resumes: int = 3) -> int:
+    def finish(
+        self,
+        db: Db,
+        proc_result: subprocess.CompletedProcess | None = None,
+        *,
+        max_resumes: int = 3,
+    ) -> int:
         """Resume until the latest run finished (a migrate exits 0, or 1 for rejects). Returns
         the number of --resume runs it took."""
         resumes = 0
         res = proc_result
         while self.run_state(db) != "finished":
-            check(resumes < max_resumes, f"{db.label}: the run did not finish after {resumes} --resume: "
-                                         f"{(res.stderr if res else '').strip()[-800:]}")
+            check(
+                resumes < max_resumes,
+                f"{db.label}: the run did not finish after {resumes} --resume: "
+                f"{(res.stderr if res else '').strip()[-800:]}",
+            )
             args = self.continue_args(db)
             res = self.etl(db, *args)
             resumes += args[1] == "--resume"
@@ -422,23 +550,32 @@ class Harness:
 
     def run_state(self, db: Db) -> str | None:
         with psycopg.connect(db.admin, autocommit=True) as c:
-            row = c.execute("select state from etl_runs where command = 'migrate'"
-                            " order by started_at desc limit 1").fetchone()
+            row = c.execute(
+                "select state from etl_runs where command = 'migrate'"
+                " order by started_at desc limit 1"
+            ).fetchone()
         return row[0] if row else None
 
     # checks -------------------------------------------------------------------------------------
     def reconcile(self, db: Db, collections: Iterable[str] | None = None) -> tuple[int, dict]:
-        args = ["reconcile"] + ([a for c in collections for a in ("--collection", c)] if collections else ["--all"])
+        args = ["reconcile"] + (
+            [a for c in collections for a in ("--collection", c)] if collections else ["--all"]
+        )
         res = self.etl(db, *args)
         m = re.search(r"report \S+ and (\S+\.json)", res.stdout)
-        check(m is not None, f"{db.label}: reconcile wrote no report (exit {res.returncode}): {res.stderr[-800:]}")
+        check(
+            m is not None,
+            f"{db.label}: reconcile wrote no report (exit {res.returncode}): {res.stderr[-800:]}",
+        )
         return res.returncode, json.loads(Path(m.group(1)).read_text())
 
     def reconcile_green(self, db: Db, collections: Iterable[str] | None = None) -> dict:
         code, report = self.reconcile(db, collections)
         found = findings(report)
-        check(code == 0 and not any(found.values()),
-              f"{db.label}: reconcile not green (exit {code}): {_short(found)}")
+        check(
+            code == 0 and not any(found.values()),
+            f"{db.label}: reconcile not green (exit {code}): {_short(found)}",
+        )
         return report
 
     def snapshot(self, db: Db) -> dict:
@@ -446,22 +583,48 @@ class Harness:
         with psycopg.connect(db.admin) as c:
             c.execute("set transaction isolation level repeatable read")
             union = " union all ".join(f"select metadata from {t}" for t in TARGET_TABLES)
-            rows = Counter({(col, key): n for col, key, n in c.execute(
-                f"select metadata->'arango'->>'collection', metadata->'arango'->>'_key', count(*)"
-                f" from ({union}) t group by 1, 2")})
-            edges = Counter({k: n for k, n in c.execute(
-                "select k, count(*) from research_results,"
-                " jsonb_object_keys(case when jsonb_typeof(metadata->'edges') = 'object'"
-                " then metadata->'edges' else '{}'::jsonb end) k group by 1")})
-            rejects = [(r, col, key, n) for r, col, key, n in c.execute(
-                "select run_id, collection, key, count(*) from etl_rejects group by 1, 2, 3")]
-            cps = c.execute("select collection, position, done from etl_checkpoints where run_id = ("
-                            " select run_id from etl_runs where command = 'migrate'"
-                            " order by started_at desc limit 1)").fetchall()
-            units = c.execute("select collection, key_after, key_until, position, state = 'done'"
-                              " from etl_work_units where kind = 'range'").fetchall()
+            rows = Counter(
+                {
+                    (col, key): n
+                    for col, key, n in c.execute(
+                        f"select metadata->'arango'->>'collection', metadata->'arango'->>'_key', count(*)"
+                        f" from ({union}) t group by 1, 2"
+                    )
+                }
+            )
+            edges = Counter(
+                {
+                    k: n
+                    for k, n in c.execute(
+                        "select k, count(*) from research_results,"
+                        " jsonb_object_keys(case when jsonb_typeof(metadata->'edges') = 'object'"
+                        " then metadata->'edges' else '{}'::jsonb end) k group by 1"
+                    )
+                }
+            )
+            rejects = [
+                (r, col, key, n)
+                for r, col, key, n in c.execute(
+                    "select run_id, collection, key, count(*) from etl_rejects group by 1, 2, 3"
+                )
+            ]
+            cps = c.execute(
+                "select collection, position, done from etl_checkpoints where run_id = ("
+                " select run_id from etl_runs where command = 'migrate'"
+                " order by started_at desc limit 1)"
+            ).fetchall()
+            units = c.execute(
+                "select collection, key_after, key_until, position, state = 'done'"
+                " from etl_work_units where kind = 'range'"
+            ).fetchall()
             c.rollback()
-        return {"rows": rows, "edges": edges, "rejects": rejects, "checkpoints": cps, "units": units}
+        return {
+            "rows": rows,
+            "edges": edges,
+            "rejects": rejects,
+            "checkpoints": cps,
+            "units": units,
+        }
 
     def _present(self, snap: dict) -> tuple[Counter, int]:
         """(collection, key) -> how many times it is in the target or etl_rejects; duplicates."""
@@ -483,8 +646,14 @@ class Harness:
             present[k] += 1
         return present, dups
 
-    def check_exact(self, db: Db, collections: Iterable[str] = MAPPED, *, expect_missing: set = frozenset(),
-                    expect_extra: set = frozenset()) -> None:
+    def check_exact(
+        self,
+        db: Db,
+        collections: Iterable[str] = MAPPED,
+        *,
+        expect_missing: set = frozenset(),
+        expect_extra: set = frozenset(),
+    ) -> None:
         """Every source key of `collections` is present exactly once (row/edge or reject), except
         expect_missing; rows without a source document only in expect_extra."""
         snap = self.snapshot(db)
@@ -504,14 +673,21 @@ class Harness:
                     lost += 1
                     if len(lost_examples) < 5:
                         lost_examples.append(f"{col}/{key}")
-        extra = {k for k in snap["rows"] if k[0] in collections and k[1] not in self.server.documents(DATABASE, k[0])}
+        extra = {
+            k
+            for k in snap["rows"]
+            if k[0] in collections and k[1] not in self.server.documents(DATABASE, k[0])
+        }
         self.tally.documents_checked += checked
         self.tally.lost += lost
         self.tally.duplicates += dups
         check(not lost, f"{db.label}: {lost} source documents lost: {lost_examples}")
         check(not dups, f"{db.label}: {dups} duplicates")
-        check(extra == set(expect_extra), f"{db.label}: rows without a source document {sorted(extra)[:10]}, "
-                                          f"expected {sorted(expect_extra)[:10]}")
+        check(
+            extra == set(expect_extra),
+            f"{db.label}: rows without a source document {sorted(extra)[:10]}, "
+            f"expected {sorted(expect_extra)[:10]}",
+        )
 
     def check_checkpoints(self, db: Db) -> int:
         """No checkpoint ahead of its data: every document up to each checkpoint position (all of a
@@ -528,14 +704,17 @@ class Harness:
                 upto = keys
             else:
                 order = [self.server.key_order(k) for k in keys]
-                upto = keys[:bisect.bisect_right(order, self.server.key_order(position))]
+                upto = keys[: bisect.bisect_right(order, self.server.key_order(position))]
             covered += len(upto)
             bad += [f"{col}/{k}" for k in upto if not present[(col, k)]]
         self.tally.kill_checks += 1
         self.tally.ahead += len(bad)
         self.tally.duplicates += dups
-        check(not bad, f"{db.label}: checkpoint ahead of its data: {len(bad)} documents up to the checkpoint "
-                       f"are missing, e.g. {bad[:5]}")
+        check(
+            not bad,
+            f"{db.label}: checkpoint ahead of its data: {len(bad)} documents up to the checkpoint "
+            f"are missing, e.g. {bad[:5]}",
+        )
         check(not dups, f"{db.label}: {dups} duplicates after a kill")
         return covered
 
@@ -554,27 +733,41 @@ class Harness:
             hi = None if until is None else o(until)
             if not done:
                 hi = o(position)
-            upto = [k for k in self.server.keys_in_order(DATABASE, col)
-                    if (lo is None or o(k) > lo) and (hi is None or o(k) <= hi)]
+            upto = [
+                k
+                for k in self.server.keys_in_order(DATABASE, col)
+                if (lo is None or o(k) > lo) and (hi is None or o(k) <= hi)
+            ]
             covered += len(upto)
             bad += [f"{col}/{k}" for k in upto if not present[(col, k)]]
         self.tally.kill_checks += 1
         self.tally.ahead += len(bad)
-        check(not bad, f"{db.label}: a unit's position is ahead of its data: {len(bad)} documents missing, "
-                       f"e.g. {bad[:5]}")
+        check(
+            not bad,
+            f"{db.label}: a unit's position is ahead of its data: {len(bad)} documents missing, "
+            f"e.g. {bad[:5]}",
+        )
         check(not dups, f"{db.label}: {dups} duplicates after a kill")
         return covered
 
-    def wait_unit_running(self, proc: subprocess.Popen, db: Db, skip_pids: set[int], *, min_batches: int = 0,
-                          timeout: float = 120) -> tuple[int, int] | None:
+    def wait_unit_running(
+        self,
+        proc: subprocess.Popen,
+        db: Db,
+        skip_pids: set[int],
+        *,
+        min_batches: int = 0,
+        timeout: float = 120,
+    ) -> tuple[int, int] | None:
         """(unit, worker pid) of a range unit being worked on with at least min_batches committed
         (fewer when its range is shorter); None when the process ended first."""
         deadline = time.time() + timeout
         with psycopg.connect(db.admin, autocommit=True) as c:
             while proc.poll() is None and time.time() < deadline:
                 for unit_id, worker, batches in c.execute(
-                        "select unit_id, worker, batches from etl_work_units where state = 'running'"
-                        " and kind = 'range' order by batches desc"):
+                    "select unit_id, worker, batches from etl_work_units where state = 'running'"
+                    " and kind = 'range' order by batches desc"
+                ):
                     pid = int(worker.rsplit(":", 1)[1])
                     if pid not in skip_pids and batches >= min_batches and _alive(pid):
                         return unit_id, pid
@@ -583,32 +776,49 @@ class Harness:
 
     def units_left(self, db: Db) -> int:
         with psycopg.connect(db.admin, autocommit=True) as c:
-            return c.execute("select count(*) from etl_work_units where state <> 'done'").fetchone()[0]
+            return c.execute(
+                "select count(*) from etl_work_units where state <> 'done'"
+            ).fetchone()[0]
 
     def unit_workers(self, db: Db) -> set[int]:
         """Pids of the worker processes that claimed a unit of the run (this machine)."""
         with psycopg.connect(db.admin, autocommit=True) as c:
-            names = [r[0] for r in c.execute("select distinct worker from etl_work_units where worker is not null")]
+            names = [
+                r[0]
+                for r in c.execute(
+                    "select distinct worker from etl_work_units where worker is not null"
+                )
+            ]
         return {int(n.rsplit(":", 1)[1]) for n in names}
 
     # waiting on PostgreSQL -----------------------------------------------------------------------
     def backends(self, db: Db) -> list[tuple]:
         with psycopg.connect(self.pg.admin_dsn, autocommit=True) as c:
-            return c.execute("select pid, application_name, state, query from pg_stat_activity"
-                             " where datname = %s and application_name = any(%s)", (db.name, list(ETL_APPS))).fetchall()
+            return c.execute(
+                "select pid, application_name, state, query from pg_stat_activity"
+                " where datname = %s and application_name = any(%s)",
+                (db.name, list(ETL_APPS)),
+            ).fetchall()
 
     def wait_backends_gone(self, db: Db, timeout: float = 30) -> None:
         deadline = time.time() + timeout
         while self.backends(db):
-            check(time.time() < deadline, f"{db.label}: the killed run's backends still there after {timeout}s: "
-                                          f"{self.backends(db)}")
+            check(
+                time.time() < deadline,
+                f"{db.label}: the killed run's backends still there after {timeout}s: "
+                f"{self.backends(db)}",
+            )
             time.sleep(0.05)
 
-    def wait_phase(self, proc: subprocess.Popen, db: Db, phase: str, *, skip: int = 0, timeout: float = 120) -> int | None:
+    def wait_phase(
+        self, proc: subprocess.Popen, db: Db, phase: str, *, skip: int = 0, timeout: float = 120
+    ) -> int | None:
         """Wait until the migrate's main connection is in `phase` (see PHASE_SQL) for the
         (skip+1)-th distinct statement; returns its backend pid, None when the process ended."""
-        q = ("select pid, query_start from pg_stat_activity where datname = %s and application_name = 'etl'"
-             " and state in ('active', 'idle in transaction') and " + PHASE_SQL[phase])
+        q = (
+            "select pid, query_start from pg_stat_activity where datname = %s and application_name = 'etl'"
+            " and state in ('active', 'idle in transaction') and " + PHASE_SQL[phase]
+        )
         seen = set()
         deadline = time.time() + timeout
         with psycopg.connect(self.pg.admin_dsn, autocommit=True) as c:
@@ -624,7 +834,9 @@ class Harness:
                 time.sleep(0.001)
         return None
 
-    def wait_batches(self, proc: subprocess.Popen, db: Db, n: int, timeout: float = 120) -> int | None:
+    def wait_batches(
+        self, proc: subprocess.Popen, db: Db, n: int, timeout: float = 120
+    ) -> int | None:
         """Wait until the run's checkpoints count n committed batches (None: the process ended)."""
         deadline = time.time() + timeout
         while proc.poll() is None and time.time() < deadline:
@@ -637,7 +849,9 @@ class Harness:
     def batches_done(self, db: Db) -> int | None:
         try:
             with psycopg.connect(db.admin, autocommit=True, connect_timeout=3) as c:
-                return c.execute("select coalesce(sum(batches), 0) from etl_checkpoints").fetchone()[0]
+                return c.execute(
+                    "select coalesce(sum(batches), 0) from etl_checkpoints"
+                ).fetchone()[0]
         except psycopg.Error:
             return None
 
@@ -650,7 +864,10 @@ def findings(report: dict) -> dict[str, dict[str, set]]:
     """{collection: {missing|extra|differing: {keys}}} of a reconcile report (only the non-empty)."""
     out = {}
     for c in report["collections"]:
-        f = {kind: {item.get("key") for item in c.get(kind) or []} for kind in ("missing", "extra", "differing")}
+        f = {
+            kind: {item.get("key") for item in c.get(kind) or []}
+            for kind in ("missing", "extra", "differing")
+        }
         f = {k: v for k, v in f.items() if v}
         if f:
             out[c["collection"]] = f
@@ -658,8 +875,12 @@ def findings(report: dict) -> dict[str, dict[str, set]]:
 
 
 def _short(found: dict) -> str:
-    return json.dumps({c: {k: sorted(map(str, v))[:5] + (["..."] if len(v) > 5 else []) for k, v in f.items()}
-                       for c, f in found.items()})
+    return json.dumps(
+        {
+            c: {k: sorted(map(str, v))[:5] + (["..."] if len(v) > 5 else []) for k, v in f.items()}
+            for c, f in found.items()
+        }
+    )
 
 
 def _kill(proc: subprocess.Popen) -> bool:
@@ -699,8 +920,15 @@ def verify(h: Harness, db: Db, collections: Iterable[str] | None = None) -> None
     h.drop_db(db)
 
 
-def trial_kills(h: Harness, kills: int, rng: random.Random, *, phases: Iterable[str] = PHASES,
-                random_window: tuple[float, float] = (0.5, 6.0), per_chain: int = 6) -> str:
+def trial_kills(
+    h: Harness,
+    kills: int,
+    rng: random.Random,
+    *,
+    phases: Iterable[str] = PHASES,
+    random_window: tuple[float, float] = (0.5, 6.0),
+    per_chain: int = 6,
+) -> str:
     """`etl migrate` SIGKILLed `kills` times, cycling through the phases (random moments, extract
     held on a slowed server, COPY, the merge, the checkpoint statements), each kill followed by
     `--resume`; a chain of at most `per_chain` kills per database, then the run completes and is
@@ -714,7 +942,9 @@ def trial_kills(h: Harness, kills: int, rng: random.Random, *, phases: Iterable[
         in_chain = 0
         while done < kills and in_chain < per_chain:
             phase = phases[done % len(phases)]  # a missed moment is tried again
-            check(missed <= 2 * kills, f"{db.label}: {missed} kill moments missed (runs too short?)")
+            check(
+                missed <= 2 * kills, f"{db.label}: {missed} kill moments missed (runs too short?)"
+            )
             proc = h.start(db, *h.continue_args(db))
             hit = _kill_in_phase(h, proc, db, phase, rng, random_window)
             res = h.collect(proc)
@@ -722,8 +952,10 @@ def trial_kills(h: Harness, kills: int, rng: random.Random, *, phases: Iterable[
                 missed += 1
                 if _finished(res):
                     break
-                check(res.returncode == -signal.SIGKILL or res.returncode in (0, 1, 2),
-                      f"{db.label}: migrate exited {res.returncode}: {res.stderr[-800:]}")
+                check(
+                    res.returncode == -signal.SIGKILL or res.returncode in (0, 1, 2),
+                    f"{db.label}: migrate exited {res.returncode}: {res.stderr[-800:]}",
+                )
                 continue
             done += 1
             in_chain += 1
@@ -736,8 +968,9 @@ def trial_kills(h: Harness, kills: int, rng: random.Random, *, phases: Iterable[
     return f"{done} kills over {chains} runs ({dict(landed)}), {missed} moments missed (run ended first)"
 
 
-def _kill_in_phase(h: Harness, proc, db: Db, phase: str, rng: random.Random,
-                   random_window: tuple[float, float]) -> bool:
+def _kill_in_phase(
+    h: Harness, proc, db: Db, phase: str, rng: random.Random, random_window: tuple[float, float]
+) -> bool:
     if phase == "random":
         deadline = time.time() + rng.uniform(*random_window)
         while time.time() < deadline and proc.poll() is None:
@@ -798,14 +1031,18 @@ def trial_pg_restart(h: Harness, mode: str, rng: random.Random, times: int = 1) 
         restarts += 1
         h.tally.faults[f"PostgreSQL restart -m {mode}"] += 1
     res = h.collect(proc)
-    check(restarts == times, f"{db.label}: only {restarts} of {times} restarts happened before the run ended")
+    check(
+        restarts == times,
+        f"{db.label}: only {restarts} of {times} restarts happened before the run ended",
+    )
     resumes = h.finish(db, res)
     check(resumes <= 1, f"{db.label}: needed {resumes} --resume")
     h.wait_backends_gone(db)
     h.check_checkpoints(db)
     verify(h, db)
-    return f"{restarts} restart(s) -m {mode}; completed " + \
-        ("by itself (retries)" if resumes == 0 else "with one --resume")
+    return f"{restarts} restart(s) -m {mode}; completed " + (
+        "by itself (retries)" if resumes == 0 else "with one --resume"
+    )
 
 
 def trial_arango_faults(h: Harness, rng: random.Random, rounds: int = 1) -> str:
@@ -819,13 +1056,28 @@ def trial_arango_faults(h: Harness, rng: random.Random, rounds: int = 1) -> str:
     # one group per page: a page read has 6 attempts, a group costs at most 3 of them
     all_routes = ("cursor_create", "cursor_next", "cursor_batch")
     groups = [  # the first page that needs a follow-up request comes first: resumes
-        [("cursor lost (expired)", lambda: s.expire_cursor_on(1)),
-         ("connection dropped mid-response", lambda: s.drop_connection(1, mid_body=True, routes=all_routes))],
+        [
+            ("cursor lost (expired)", lambda: s.expire_cursor_on(1)),
+            (
+                "connection dropped mid-response",
+                lambda: s.drop_connection(1, mid_body=True, routes=all_routes),
+            ),
+        ],
         [("503 burst (queue full)", lambda: s.fail(3))],
-        [("503 burst (service unavailable)", lambda: s.fail_unavailable(1)),
-         ("429 from a proxy", lambda: s.proxy_429(1))],
-        [("answer slower than the request timeout", lambda: s.slow(3.0, routes=("cursor_create",), before=True)),
-         ("connection dropped before the answer", lambda: s.drop_connection(1, routes=all_routes))],
+        [
+            ("503 burst (service unavailable)", lambda: s.fail_unavailable(1)),
+            ("429 from a proxy", lambda: s.proxy_429(1)),
+        ],
+        [
+            (
+                "answer slower than the request timeout",
+                lambda: s.slow(3.0, routes=("cursor_create",), before=True),
+            ),
+            (
+                "connection dropped before the answer",
+                lambda: s.drop_connection(1, routes=all_routes),
+            ),
+        ],
     ] * rounds
     specs = [spec for g in groups for spec in g]
     proc = h.start(db, "migrate", "--all", "--batch", "2000", env=h.env(db, ETL_ARANGO_TIMEOUT="2"))
@@ -843,8 +1095,11 @@ def trial_arango_faults(h: Harness, rng: random.Random, rounds: int = 1) -> str:
         res = h.collect(proc)
     finally:
         s.clear_faults()
-    check(_finished(res), f"{db.label}: the run did not complete by itself (exit {res.returncode}): "
-                          f"{res.stderr[-1000:]}")
+    check(
+        _finished(res),
+        f"{db.label}: the run did not complete by itself (exit {res.returncode}): "
+        f"{res.stderr[-1000:]}",
+    )
     missing = [k for k, _ in specs if not fired[k]]
     check(not missing, f"{db.label}: the run ended before these faults fired: {missing}")
     verify(h, db)
@@ -860,8 +1115,12 @@ def _answered_after(s: FakeArango, proc, timeout: float = 60) -> bool:
         for r in reversed(s.requests):
             if r is mark:
                 break
-            if r.route in ("cursor_create", "cursor_next", "cursor_batch") and r.status in (200, 201) \
-                    and r.last_batch and r.fault is None:
+            if (
+                r.route in ("cursor_create", "cursor_next", "cursor_batch")
+                and r.status in (200, 201)
+                and r.last_batch
+                and r.fault is None
+            ):
                 return True
         time.sleep(0.005)
     return False
@@ -882,9 +1141,14 @@ def trial_arango_restart(h: Harness, rng: random.Random, times: int = 3) -> str:
         restarts += 1
         h.tally.faults["ArangoDB restart between batches"] += 1
     res = h.collect(proc)
-    check(restarts == times, f"{db.label}: only {restarts} of {times} restarts before the run ended")
-    check(_finished(res), f"{db.label}: the run did not complete by itself (exit {res.returncode}): "
-                          f"{res.stderr[-1000:]}")
+    check(
+        restarts == times, f"{db.label}: only {restarts} of {times} restarts before the run ended"
+    )
+    check(
+        _finished(res),
+        f"{db.label}: the run did not complete by itself (exit {res.returncode}): "
+        f"{res.stderr[-1000:]}",
+    )
     verify(h, db)
     return f"{restarts} restarts between batches; completed by itself"
 
@@ -897,50 +1161,85 @@ def trial_concurrent(h: Harness) -> str:
     # the first run is held on its second page request while the others try
     hold = h.server.hold(routes=("cursor_create",), skip=1, timeout=120)
     try:
-        first = h.start(db, "migrate", "--collection", "resumes", "--batch", str(h.batch),
-                        env=h.env(db, ETL_ARANGO_TIMEOUT="120"))
+        first = h.start(
+            db,
+            "migrate",
+            "--collection",
+            "resumes",
+            "--batch",
+            str(h.batch),
+            env=h.env(db, ETL_ARANGO_TIMEOUT="120"),
+        )
         while not hold.arrived.wait(0.05):
             check(first.poll() is None, f"{db.label}: the first run ended before its second page")
-        check(h.wait_batches(first, db, 1) is not None, f"{db.label}: the first run never committed a batch")
+        check(
+            h.wait_batches(first, db, 1) is not None,
+            f"{db.label}: the first run never committed a batch",
+        )
         with psycopg.connect(db.admin, autocommit=True) as c:
-            run_id, = c.execute("select run_id from etl_runs where command = 'migrate'").fetchone()
+            (run_id,) = c.execute(
+                "select run_id from etl_runs where command = 'migrate'"
+            ).fetchone()
             deferred = c.execute("select count(*) from etl_deferred_indexes").fetchone()[0]
         refusals = 0
-        for args in (["migrate", "--collection", "resumes"], ["migrate", "--resume"],
-                     ["migrate", "--all", "--batch", "100"]):
+        for args in (
+            ["migrate", "--collection", "resumes"],
+            ["migrate", "--resume"],
+            ["migrate", "--all", "--batch", "100"],
+        ):
             res = h.etl(db, *args)
             h.tally.faults["second etl migrate at once"] += 1
             # log lines (timestamped, e.g. "resuming run ...") aside: one message line
             lines = [ln for ln in res.stderr.splitlines() if ln.strip() and not LOG_LINE.match(ln)]
-            check(first.poll() is None, f"{db.label}: the first run ended before the second was tried")
-            check(res.returncode == 2, f"{db.label}: etl {' '.join(args)} exited {res.returncode}, not 2: "
-                                       f"{res.stderr[-600:]}")
-            check(len(lines) == 1 and lines[0].startswith("error: ") and "another etl migrate" in lines[0],
-                  f"{db.label}: etl {' '.join(args)}: not one clear line: {lines}")
+            check(
+                first.poll() is None, f"{db.label}: the first run ended before the second was tried"
+            )
+            check(
+                res.returncode == 2,
+                f"{db.label}: etl {' '.join(args)} exited {res.returncode}, not 2: "
+                f"{res.stderr[-600:]}",
+            )
+            check(
+                len(lines) == 1
+                and lines[0].startswith("error: ")
+                and "another etl migrate" in lines[0],
+                f"{db.label}: etl {' '.join(args)}: not one clear line: {lines}",
+            )
             with psycopg.connect(db.admin, autocommit=True) as c:
                 runs = c.execute("select run_id, state from etl_runs").fetchall()
                 cps = c.execute("select run_id, collection from etl_checkpoints").fetchall()
                 still = c.execute("select count(*) from etl_deferred_indexes").fetchone()[0]
-            check(runs == [(run_id, "running")], f"{db.label}: after the refused etl {' '.join(args)}: runs {runs}")
-            check(all(r == run_id and col == "resumes" for r, col in cps),
-                  f"{db.label}: checkpoints of another run: {cps}")
-            check(still == deferred, f"{db.label}: the refused etl {' '.join(args)} built the first run's "
-                                     f"deferred indexes ({deferred} -> {still})")
+            check(
+                runs == [(run_id, "running")],
+                f"{db.label}: after the refused etl {' '.join(args)}: runs {runs}",
+            )
+            check(
+                all(r == run_id and col == "resumes" for r, col in cps),
+                f"{db.label}: checkpoints of another run: {cps}",
+            )
+            check(
+                still == deferred,
+                f"{db.label}: the refused etl {' '.join(args)} built the first run's "
+                f"deferred indexes ({deferred} -> {still})",
+            )
             refusals += 1
     finally:
         hold.release()
     res = h.collect(first)
     check(_finished(res), f"{db.label}: the first run did not complete: {res.stderr[-800:]}")
     with psycopg.connect(db.admin, autocommit=True) as c:
-        cp = c.execute("select done, read from etl_checkpoints where run_id = %s and collection = 'resumes'",
-                       (run_id,)).fetchone()
+        cp = c.execute(
+            "select done, read from etl_checkpoints where run_id = %s and collection = 'resumes'",
+            (run_id,),
+        ).fetchone()
     check(cp == (True, h.ds.counts["resumes"]), f"{db.label}: checkpoint after both runs: {cp}")
     verify(h, db, ["resumes"])
     return f"{refusals} concurrent runs refused with exit 2 and one line; the first completed"
 
 
-def trial_parallel_kills(h: Harness, rng: random.Random, kills: int = 4, workers: int = 3,
-                         lease: float = 5.0) -> str:
+def trial_parallel_kills(
+    h: Harness, rng: random.Random, kills: int = 4, workers: int = 3, lease: float = 5.0
+) -> str:
     """`etl migrate --workers N`: worker processes SIGKILLed in the middle of their units (the
     coordinator starts replacements; a killed unit is claimed again when its lease expires), then
     the coordinator itself SIGKILLed while units are left, and `--resume --workers 2` started at
@@ -959,7 +1258,10 @@ def trial_parallel_kills(h: Harness, rng: random.Random, kills: int = 4, workers
         killed[pid] = unit_id
         h.tally.faults["SIGKILL of a parallel worker mid-unit"] += 1
         h.check_unit_positions(db)
-    check(len(killed) == kills, f"{db.label}: only {len(killed)} of {kills} worker kills landed before the run ended")
+    check(
+        len(killed) == kills,
+        f"{db.label}: only {len(killed)} of {kills} worker kills landed before the run ended",
+    )
     orphans: set[int] = set()
     left = h.units_left(db)
     workers_now = _children(proc.pid) | {p for p in h.unit_workers(db) if p not in killed}
@@ -971,33 +1273,53 @@ def trial_parallel_kills(h: Harness, rng: random.Random, kills: int = 4, workers
     if coordinator_killed:
         h.check_unit_positions(db)
         res = h.etl(db, "migrate", "--resume", "--workers", "2", "--lease-seconds", str(lease))
-        check(res.returncode in (0, 1) or (res.returncode == 2 and "nothing to resume" in res.stderr),
-              f"{db.label}: migrate --resume --workers 2 exited {res.returncode}: {res.stderr[-800:]}")
+        check(
+            res.returncode in (0, 1) or (res.returncode == 2 and "nothing to resume" in res.stderr),
+            f"{db.label}: migrate --resume --workers 2 exited {res.returncode}: {res.stderr[-800:]}",
+        )
     deadline = time.time() + 60
     while any(_alive(p) for p in orphans):  # they leave once no unit is left
-        check(time.time() < deadline, f"{db.label}: orphaned workers {sorted(orphans)} still running after 60s")
+        check(
+            time.time() < deadline,
+            f"{db.label}: orphaned workers {sorted(orphans)} still running after 60s",
+        )
         time.sleep(0.1)
     h.wait_backends_gone(db)
-    check(h.run_state(db) == "finished", f"{db.label}: run state {h.run_state(db)}: {res.stderr[-800:]}")
+    check(
+        h.run_state(db) == "finished",
+        f"{db.label}: run state {h.run_state(db)}: {res.stderr[-800:]}",
+    )
     with psycopg.connect(db.admin, autocommit=True) as c:
         units = c.execute("select unit_id, state, attempts from etl_work_units").fetchall()
     check(all(st == "done" for _, st, _ in units), f"{db.label}: units not done: {units}")
     retaken = {u for u, _, a in units if a >= 2}
-    check(set(killed.values()) <= retaken, f"{db.label}: killed units {sorted(killed.values())} "
-                                           f"not all claimed again: attempts {units}")
+    check(
+        set(killed.values()) <= retaken,
+        f"{db.label}: killed units {sorted(killed.values())} "
+        f"not all claimed again: attempts {units}",
+    )
     h.check_unit_positions(db)
     verify(h, db)
-    return (f"{len(units)} units, {len(killed)} workers killed mid-unit (units {sorted(killed.values())} "
-            f"claimed again)" + (f", coordinator killed with {left} units left and {len(orphans)} workers "
-                                 f"orphaned, finished by --resume" if coordinator_killed else
-                                 f", {left} unit(s) left: coordinator not killed"))
+    return (
+        f"{len(units)} units, {len(killed)} workers killed mid-unit (units {sorted(killed.values())} "
+        f"claimed again)"
+        + (
+            f", coordinator killed with {left} units left and {len(orphans)} workers "
+            f"orphaned, finished by --resume"
+            if coordinator_killed
+            else f", {left} unit(s) left: coordinator not killed"
+        )
+    )
 
 
 def _children(pid: int) -> set[int]:
     """The worker processes a coordinator started (Linux /proc; empty elsewhere)."""
     try:
-        return {int(c) for t in Path(f"/proc/{pid}/task").iterdir()
-                for c in (t / "children").read_text().split()}
+        return {
+            int(c)
+            for t in Path(f"/proc/{pid}/task").iterdir()
+            for c in (t / "children").read_text().split()
+        }
     except OSError:
         return set()
 
@@ -1029,19 +1351,26 @@ def trial_source_changes(h: Harness, rng: random.Random, per_kind: int = 3) -> s
     pages = -(-h.ds.counts["resumes"] // h.batch)
     try:
         # 1: in the middle of resumes (documents entirely ahead); 2: during jobs (resumes all behind)
-        holds = [s.hold(routes=("cursor_create",), skip=max(1, pages // 2)),
-                 s.hold(routes=("cursor_create",), skip=pages + 2)]  # skips count from the start
+        holds = [
+            s.hold(routes=("cursor_create",), skip=max(1, pages // 2)),
+            s.hold(routes=("cursor_create",), skip=pages + 2),
+        ]  # skips count from the start
         proc = h.start(db, *h.migrate_args())
         for n, fault in enumerate(holds):
             while not fault.arrived.wait(0.05):
-                check(proc.poll() is None, f"{db.label}: the run ended before the change point {n + 1}")
+                check(
+                    proc.poll() is None,
+                    f"{db.label}: the run ended before the change point {n + 1}",
+                )
             bind = json.loads(fault.body)["bindVars"]
             col, last = bind["@c"], bind["last"]
             with s.lock:
                 _change(h, rng, "resumes", col, last, per_kind, referenced, expected, ahead)
                 if n == 0:
                     _change(h, rng, "documents", col, last, 2, referenced, expected, ahead)
-                referenced |= set().union(*expected.values())  # inserted behind, then updated: still missing
+                referenced |= set().union(
+                    *expected.values()
+                )  # inserted behind, then updated: still missing
             fault.release()
         res = h.collect(proc)
         check(_finished(res), f"{db.label}: the run did not complete: {res.stderr[-800:]}")
@@ -1049,7 +1378,10 @@ def trial_source_changes(h: Harness, rng: random.Random, per_kind: int = 3) -> s
         found = findings(report)
         want = {"resumes": {k: {key for c, key in v} for k, v in expected.items() if v}}
         check(code == 1, f"{db.label}: reconcile exit {code}, expected 1 (differences)")
-        check(found == want, f"{db.label}: reconcile reported {_short(found)}, expected exactly {_short(want)}")
+        check(
+            found == want,
+            f"{db.label}: reconcile reported {_short(found)}, expected exactly {_short(want)}",
+        )
         h.check_exact(db, expect_missing=expected["missing"], expect_extra=expected["extra"])
         h.drop_db(db)
     finally:
@@ -1059,8 +1391,10 @@ def trial_source_changes(h: Harness, rng: random.Random, per_kind: int = 3) -> s
                 col.docs = docs
                 col.invalidate()
     n_behind = sum(len(v) for v in expected.values())
-    return (f"{n_behind} changes behind the cursor reported exactly "
-            f"({ {k: len(v) for k, v in expected.items()} }), {sum(ahead.values())} ahead ({dict(ahead)}) not reported")
+    return (
+        f"{n_behind} changes behind the cursor reported exactly "
+        f"({ {k: len(v) for k, v in expected.items()} }), {sum(ahead.values())} ahead ({dict(ahead)}) not reported"
+    )
 
 
 def _referenced_keys(s: FakeArango) -> set[tuple[str, str]]:
@@ -1069,7 +1403,11 @@ def _referenced_keys(s: FakeArango) -> set[tuple[str, str]]:
     out = set()
     for c in MAPPED:
         for d in s.documents(DATABASE, c).values():
-            for attr, col in (("resume_id", "resumes"), ("job_id", "jobs"), ("parent_optimization_id", "documents")):
+            for attr, col in (
+                ("resume_id", "resumes"),
+                ("job_id", "jobs"),
+                ("parent_optimization_id", "documents"),
+            ):
                 if isinstance(d.get(attr), str):
                     out.add((col, d[attr]))
             for attr in ("_from", "_to"):
@@ -1078,8 +1416,17 @@ def _referenced_keys(s: FakeArango) -> set[tuple[str, str]]:
     return out
 
 
-def _change(h: Harness, rng: random.Random, col: str, cursor_col: str, last: str | None, n: int,
-            referenced: set, expected: dict, ahead: Counter) -> None:
+def _change(
+    h: Harness,
+    rng: random.Random,
+    col: str,
+    cursor_col: str,
+    last: str | None,
+    n: int,
+    referenced: set,
+    expected: dict,
+    ahead: Counter,
+) -> None:
     """n inserts, updates and removals in `col`, behind and ahead of the reader where both exist.
     Called with the server's lock held, while the reader's next page request waits."""
     s = h.server
@@ -1092,15 +1439,23 @@ def _change(h: Harness, rng: random.Random, col: str, cursor_col: str, last: str
     else:
         lk = s.key_order(last)
         side = lambda key: "behind" if s.key_order(key) <= lk else "ahead"  # noqa: E731
-    usable = [k for k, d in docs.items() if (col, k) not in referenced and not k.startswith("bad-")
-              and (col != "documents" or d.get("type") == "optimization")]
+    usable = [
+        k
+        for k, d in docs.items()
+        if (col, k) not in referenced
+        and not k.startswith("bad-")
+        and (col != "documents" or d.get("type") == "optimization")
+    ]
     rng.shuffle(usable)
-    by_side = {"behind": [k for k in usable if side(k) == "behind"], "ahead": [k for k in usable if side(k) == "ahead"]}
+    by_side = {
+        "behind": [k for k in usable if side(k) == "behind"],
+        "ahead": [k for k in usable if side(k) == "ahead"],
+    }
     tag = uuid.uuid4().hex[:6]
     for where, keys in by_side.items():
         if len(keys) < 2 * n + 1:
             continue
-        updates, removals, model = keys[:n], keys[n:2 * n], docs[keys[2 * n]]
+        updates, removals, model = keys[:n], keys[n : 2 * n], docs[keys[2 * n]]
         for k in updates:
             d = dict(docs[k])
             d["user_id"] = f"user_changed_{tag}"
@@ -1110,12 +1465,21 @@ def _change(h: Harness, rng: random.Random, col: str, cursor_col: str, last: str
         for k in removals:
             del docs[k]
             _expect(expected, ahead, where, "extra", col, k)
-        for i in range(n):  # new keys on the same side: behind sorts first ("0..."), ahead last ("zz...")
+        for i in range(
+            n
+        ):  # new keys on the same side: behind sorts first ("0..."), ahead last ("zz...")
             key = f"{'0' if where == 'behind' else 'zz'}soak{tag}{i}"
             if side(key) != where:
                 continue
             d = dict(model)
-            d.update({"_key": key, "_id": f"{col}/{key}", "_rev": f"_soak{tag}", "user_id": f"user_new_{tag}"})
+            d.update(
+                {
+                    "_key": key,
+                    "_id": f"{col}/{key}",
+                    "_rev": f"_soak{tag}",
+                    "user_id": f"user_new_{tag}",
+                }
+            )
             docs[key] = d
             _expect(expected, ahead, where, "missing", col, key)
     s.databases[DATABASE].collections[col].invalidate()

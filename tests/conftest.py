@@ -5,6 +5,7 @@ Without it, the suite starts the same embedded server `etl` uses, in a temporary
 Each test that needs a database gets a fresh one; `schema_db` copies a template database to
 which the schema was applied once per session, so tests stay fast and independent.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,7 +28,9 @@ def kill_after_batches(proc, dsn: str, batches: int, timeout: float = 60.0) -> N
     while time.time() < deadline and proc.poll() is None:
         try:
             with psycopg.connect(dsn) as conn:
-                done = conn.execute("select coalesce(sum(batches), 0) from etl_checkpoints").fetchone()[0]
+                done = conn.execute(
+                    "select coalesce(sum(batches), 0) from etl_checkpoints"
+                ).fetchone()[0]
             if done >= batches:
                 break
         except psycopg.Error:

@@ -16,6 +16,7 @@ each bad document's `_key` starts with `bad-` followed by its case name (tests f
 
 CLI: `python -m tests.datagen --resumes N --out DIR [--format dump|jsonl] [--bad]`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,9 +26,9 @@ import hashlib
 import json
 import random
 import sys
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
 
 import msgspec
 
@@ -37,8 +38,13 @@ DATABASE = "atspro"
 ALLOWED_KEY_SPECIALS = "_-:.@()+,=;$!*'%"
 
 _REV_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
-_KEY_BASE = {"resumes": 1_000_000, "jobs": 2_000_000, "documents": 3_000_000,
-             "job_research": 4_000_000, "task_results": 5_000_000}
+_KEY_BASE = {
+    "resumes": 1_000_000,
+    "jobs": 2_000_000,
+    "documents": 3_000_000,
+    "job_research": 4_000_000,
+    "task_results": 5_000_000,
+}
 
 _WORDS = (
     "managed designed built led improved reduced delivered scalable distributed platform team "
@@ -47,16 +53,45 @@ _WORDS = (
     "security compliance reporting dashboard mentoring hiring architecture reliability cost "
     "performance integration onboarding strategy research design documentation release"
 ).split()
-_FIRST = "Ann Bob Carla Deepak Elena Farid Grace Hiro Ines Jamal Kofi Lena Mateo Nora Omar Priya".split()
+_FIRST = (
+    "Ann Bob Carla Deepak Elena Farid Grace Hiro Ines Jamal Kofi Lena Mateo Nora Omar Priya".split()
+)
 _LAST = "Smith Okafor Müller Tanaka Silva Kowalski Nguyen Haddad Rossi Dubois Jensen Patel".split()
-_COMPANIES = "Acme Globex Initech Umbrella Hooli Stark Wayne Wonka Cyberdyne Soylent Vandelay".split()
-_TITLES = ("Software Engineer", "Data Scientist", "Product Manager", "DevOps Engineer",
-           "Backend Developer", "QA Analyst", "Engineering Manager", "UX Designer")
-_SKILLS = ("Python", "SQL", "PostgreSQL", "ArangoDB", "Docker", "Kubernetes", "React", "Go",
-           "Terraform", "AWS", "GCP", "Kafka", "Spark", "TypeScript", "Rust", "Linux")
+_COMPANIES = (
+    "Acme Globex Initech Umbrella Hooli Stark Wayne Wonka Cyberdyne Soylent Vandelay".split()
+)
+_TITLES = (
+    "Software Engineer",
+    "Data Scientist",
+    "Product Manager",
+    "DevOps Engineer",
+    "Backend Developer",
+    "QA Analyst",
+    "Engineering Manager",
+    "UX Designer",
+)
+_SKILLS = (
+    "Python",
+    "SQL",
+    "PostgreSQL",
+    "ArangoDB",
+    "Docker",
+    "Kubernetes",
+    "React",
+    "Go",
+    "Terraform",
+    "AWS",
+    "GCP",
+    "Kafka",
+    "Spark",
+    "TypeScript",
+    "Rust",
+    "Linux",
+)
 
 
 # ---------------------------------------------------------------------------------- helpers
+
 
 def _rng(seed: int, collection: str, salt: str = "") -> random.Random:
     return random.Random(f"{seed}:{collection}:{salt}")
@@ -84,17 +119,24 @@ def _sentence(rng: random.Random, lo: int = 6, hi: int = 16) -> str:
 
 
 def _ts(rng: random.Random, year: int = 2025) -> str:
-    return (f"{year}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:"
-            f"{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}.{rng.randint(0, 999999):06d}")
+    return (
+        f"{year}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:"
+        f"{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}.{rng.randint(0, 999999):06d}"
+    )
 
 
 def _user(rng: random.Random) -> str:
     return "user_" + "".join(rng.choice(_REV_ALPHABET[:62]) for _ in range(8))
 
 
-def _counts(n_resumes: int, jobs_per_resume: float, optimizations_per_resume: float,
-            research_per_job: float, other_documents_per_resume: float,
-            task_results_per_resume: float) -> dict[str, int]:
+def _counts(
+    n_resumes: int,
+    jobs_per_resume: float,
+    optimizations_per_resume: float,
+    research_per_job: float,
+    other_documents_per_resume: float,
+    task_results_per_resume: float,
+) -> dict[str, int]:
     n_jobs = round(n_resumes * jobs_per_resume)
     return {
         "resumes": n_resumes,
@@ -108,6 +150,7 @@ def _counts(n_resumes: int, jobs_per_resume: float, optimizations_per_resume: fl
 
 # ---------------------------------------------------------------------------------- shapes
 
+
 def _resume_data(rng: random.Random, big: bool) -> dict:
     name = f"{rng.choice(_FIRST)} {rng.choice(_LAST)}"
     n_jobs = rng.randint(8, 30) if big else rng.randint(1, 4)
@@ -115,35 +158,50 @@ def _resume_data(rng: random.Random, big: bool) -> dict:
     work = []
     for j in range(n_jobs):
         current = j == 0 and rng.random() < 0.5
-        work.append({
-            "company": rng.choice(_COMPANIES) + " " + rng.choice(("Inc", "GmbH", "Ltd", "LLC")),
-            "position": rng.choice(_TITLES),
-            "start_date": str(rng.randint(2005, 2024)),
-            "end_date": None if current else str(rng.randint(2006, 2025)),
-            "is_current": current,
-            "description": None if rng.random() < 0.5 else _sentence(rng, 10, 30),
-            "responsibilities": [_sentence(rng) for _ in range(n_resp)],
-            "skills": rng.sample(_SKILLS, rng.randint(1, 5)),
-        })
+        work.append(
+            {
+                "company": rng.choice(_COMPANIES) + " " + rng.choice(("Inc", "GmbH", "Ltd", "LLC")),
+                "position": rng.choice(_TITLES),
+                "start_date": str(rng.randint(2005, 2024)),
+                "end_date": None if current else str(rng.randint(2006, 2025)),
+                "is_current": current,
+                "description": None if rng.random() < 0.5 else _sentence(rng, 10, 30),
+                "responsibilities": [_sentence(rng) for _ in range(n_resp)],
+                "skills": rng.sample(_SKILLS, rng.randint(1, 5)),
+            }
+        )
     return {
         "contact_info": {
             "full_name": name,
             "email": name.lower().replace(" ", ".").replace("ü", "ue") + "@example.com",
             "phone": f"+1-555-{rng.randint(100, 999)}-{rng.randint(1000, 9999)}",
             "address": f"{rng.randint(1, 999)} Main St, Springfield",
-            "links": [f"https://linkedin.com/in/{rng.randint(1000, 99999)}"] if rng.random() < 0.6 else [],
+            "links": [f"https://linkedin.com/in/{rng.randint(1000, 99999)}"]
+            if rng.random() < 0.6
+            else [],
         },
-        "summary": None if rng.random() < 0.2 else " ".join(_sentence(rng) for _ in range(rng.randint(1, 4))),
+        "summary": None
+        if rng.random() < 0.2
+        else " ".join(_sentence(rng) for _ in range(rng.randint(1, 4))),
         "work_experience": work,
-        "education": [{"institution": f"University of {rng.choice(_LAST)}",
-                       "degree": rng.choice(("BSc", "MSc", "PhD", "BA")),
-                       "field_of_study": rng.choice(("Computer Science", "Mathematics", "Economics")),
-                       "graduation_date": str(rng.randint(2000, 2022)),
-                       "gpa": None if rng.random() < 0.7 else round(rng.uniform(2.5, 4.0), 2)}
-                      for _ in range(rng.randint(1, 2))],
-        "certifications": [{"name": f"{rng.choice(_SKILLS)} Certified", "issuer": rng.choice(_COMPANIES),
-                            "date_obtained": str(rng.randint(2015, 2025))}
-                           for _ in range(rng.randint(0, 3))],
+        "education": [
+            {
+                "institution": f"University of {rng.choice(_LAST)}",
+                "degree": rng.choice(("BSc", "MSc", "PhD", "BA")),
+                "field_of_study": rng.choice(("Computer Science", "Mathematics", "Economics")),
+                "graduation_date": str(rng.randint(2000, 2022)),
+                "gpa": None if rng.random() < 0.7 else round(rng.uniform(2.5, 4.0), 2),
+            }
+            for _ in range(rng.randint(1, 2))
+        ],
+        "certifications": [
+            {
+                "name": f"{rng.choice(_SKILLS)} Certified",
+                "issuer": rng.choice(_COMPANIES),
+                "date_obtained": str(rng.randint(2015, 2025)),
+            }
+            for _ in range(rng.randint(0, 3))
+        ],
         "skills": rng.sample(_SKILLS, rng.randint(3, 10)),
     }
 
@@ -154,14 +212,23 @@ def _resume(seed: int, i: int) -> dict:
     big = rng.random() < 0.01
     data = _resume_data(rng, big)
     created = _ts(rng)
-    fname = rng.choice(("cv.pdf", "resume.docx", "Lebenslauf_2025.pdf", "my resume (final).pdf", "cv.txt"))
-    ctype = {"pdf": "application/pdf", "docx": "application/vnd.openxmlformats-officedocument."
-             "wordprocessingml.document", "txt": "text/plain"}[fname.rsplit(".", 1)[1]]
+    fname = rng.choice(
+        ("cv.pdf", "resume.docx", "Lebenslauf_2025.pdf", "my resume (final).pdf", "cv.txt")
+    )
+    ctype = {
+        "pdf": "application/pdf",
+        "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "txt": "text/plain",
+    }[fname.rsplit(".", 1)[1]]
     doc: dict = {"_key": key, "_id": f"resumes/{key}", "_rev": _rev(rng), "user_id": _user(rng)}
     shape = rng.random()
     if shape < 0.80:  # current shape
-        doc["file_metadata"] = {"filename": fname, "content_type": ctype,
-                                "size": rng.randint(20_000, 5_000_000), "processed_at": created}
+        doc["file_metadata"] = {
+            "filename": fname,
+            "content_type": ctype,
+            "size": rng.randint(20_000, 5_000_000),
+            "processed_at": created,
+        }
         doc["resume_data"] = data
         doc["status"] = "completed"
         doc["task_id"] = f"task_{rng.getrandbits(64):016x}"
@@ -190,10 +257,16 @@ def _job(seed: int, i: int) -> dict:
     title, company = rng.choice(_TITLES), rng.choice(_COMPANIES)
     from_url = rng.random() < 0.5
     created = _ts(rng)
-    doc: dict = {"_key": key, "_id": f"jobs/{key}", "_rev": _rev(rng), "user_id": _user(rng),
-                 "type": "job", "status": rng.choice(("pending", "completed", "completed")),
-                 "source_url": f"https://jobs.example.com/{rng.randint(1, 10**6)}" if from_url else "",
-                 "source_type": "url" if from_url else "document"}
+    doc: dict = {
+        "_key": key,
+        "_id": f"jobs/{key}",
+        "_rev": _rev(rng),
+        "user_id": _user(rng),
+        "type": "job",
+        "status": rng.choice(("pending", "completed", "completed")),
+        "source_url": f"https://jobs.example.com/{rng.randint(1, 10**6)}" if from_url else "",
+        "source_type": "url" if from_url else "document",
+    }
     if not from_url:
         doc["source_filename"] = rng.choice(("job.md", "posting.txt", "jd.pdf"))
     variant = rng.random()
@@ -227,14 +300,28 @@ def _optimization(seed: int, i: int, key: str, n_resumes: int, n_jobs: int) -> d
     rng = _rng(seed, "documents-opt", str(i))
     r = rng.randrange(max(n_resumes, 1))
     j = rng.randrange(max(n_jobs, 1))
-    doc: dict = {"_key": key, "_id": f"documents/{key}", "_rev": _rev(rng), "type": "optimization",
-                 "task_id": f"task_{rng.getrandbits(64):016x}", "user_id": _user(rng),
-                 "resume_id": key_for("resumes", r), "job_id": key_for("jobs", j)}
+    doc: dict = {
+        "_key": key,
+        "_id": f"documents/{key}",
+        "_rev": _rev(rng),
+        "type": "optimization",
+        "task_id": f"task_{rng.getrandbits(64):016x}",
+        "user_id": _user(rng),
+        "resume_id": key_for("resumes", r),
+        "job_id": key_for("jobs", j),
+    }
     summary = " ".join(_sentence(rng) for _ in range(rng.randint(2, 5)))
-    doc["content"] = "# Optimized resume\n\n## Summary\n\n" + summary + "\n\n## Experience\n\n" + \
-        "\n".join("- " + _sentence(rng) for _ in range(rng.randint(4, 12)))
-    doc["optimized_data"] = {"summary": summary, "skills": rng.sample(_SKILLS, 5),
-                             "changes": [_sentence(rng, 4, 8) for _ in range(rng.randint(1, 4))]}
+    doc["content"] = (
+        "# Optimized resume\n\n## Summary\n\n"
+        + summary
+        + "\n\n## Experience\n\n"
+        + "\n".join("- " + _sentence(rng) for _ in range(rng.randint(4, 12)))
+    )
+    doc["optimized_data"] = {
+        "summary": summary,
+        "skills": rng.sample(_SKILLS, 5),
+        "changes": [_sentence(rng, 4, 8) for _ in range(rng.randint(1, 4))],
+    }
     style = rng.random()
     if style < 0.5:
         doc["ats_score"] = rng.randint(40, 99)
@@ -252,27 +339,51 @@ def _research(seed: int, i: int, key: str, n_resumes: int, job_index: int) -> di
     company = rng.choice(_COMPANIES)
     paragraphs = [_sentence(rng, 15, 40) for _ in range(rng.randint(3, 8))]
     content = f"# {company} company research\n\n" + "\n\n".join(paragraphs)
-    return {"_key": key, "_id": f"documents/{key}", "_rev": _rev(rng), "type": "research",
-            "task_id": f"task_{rng.getrandbits(64):016x}", "user_id": _user(rng),
-            "resume_id": key_for("resumes", rng.randrange(max(n_resumes, 1))),
-            "job_id": key_for("jobs", job_index), "content": content, "company": company,
-            "job_title": rng.choice(_TITLES), "created_at": _ts(rng), "status": "completed",
-            "metadata": {"content_type": "markdown", "report_type": "company_research",
-                         "word_count": len(content.split())}}
+    return {
+        "_key": key,
+        "_id": f"documents/{key}",
+        "_rev": _rev(rng),
+        "type": "research",
+        "task_id": f"task_{rng.getrandbits(64):016x}",
+        "user_id": _user(rng),
+        "resume_id": key_for("resumes", rng.randrange(max(n_resumes, 1))),
+        "job_id": key_for("jobs", job_index),
+        "content": content,
+        "company": company,
+        "job_title": rng.choice(_TITLES),
+        "created_at": _ts(rng),
+        "status": "completed",
+        "metadata": {
+            "content_type": "markdown",
+            "report_type": "company_research",
+            "word_count": len(content.split()),
+        },
+    }
 
 
 def _other_document(seed: int, i: int, key: str) -> dict:
     rng = _rng(seed, "documents-other", str(i))
-    return {"_key": key, "_id": f"documents/{key}", "_rev": _rev(rng),
-            "type": rng.choice(("cover_letter", "interview_prep", "draft")),
-            "user_id": _user(rng), "content": _sentence(rng, 20, 60), "created_at": _ts(rng)}
+    return {
+        "_key": key,
+        "_id": f"documents/{key}",
+        "_rev": _rev(rng),
+        "type": rng.choice(("cover_letter", "interview_prep", "draft")),
+        "user_id": _user(rng),
+        "content": _sentence(rng, 20, 60),
+        "created_at": _ts(rng),
+    }
 
 
 # ---------------------------------------------------------------------------------- bad cases
 
+
 def _bad(collection: str, case: str, **fields) -> tuple[str, dict, str]:
     key = fields.pop("_key", None) or f"bad-{case}"
-    doc = {"_key": key, "_id": f"{collection}/{key}", "_rev": "_bad" + hashlib.md5(case.encode()).hexdigest()[:7]}
+    doc = {
+        "_key": key,
+        "_id": f"{collection}/{key}",
+        "_rev": "_bad" + hashlib.md5(case.encode()).hexdigest()[:7],
+    }
     doc.update(fields)
     return collection, doc, case
 
@@ -302,10 +413,19 @@ def bad_cases(seed: int = 0) -> list[tuple[str, dict, str]]:
     rd = base.get("resume_data") or _resume_data(rng, False)
 
     def resume(case: str, **over) -> tuple[str, dict, str]:
-        fields = {"user_id": "user_bad", "file_metadata": {"filename": "cv.pdf", "content_type": "application/pdf",
-                                                            "size": 1234, "processed_at": "2025-08-16T21:54:43.160344"},
-                  "resume_data": rd, "status": "completed", "created_at": "2025-08-16T21:54:43.160344",
-                  "updated_at": "2025-08-16T21:54:43.160344"}
+        fields = {
+            "user_id": "user_bad",
+            "file_metadata": {
+                "filename": "cv.pdf",
+                "content_type": "application/pdf",
+                "size": 1234,
+                "processed_at": "2025-08-16T21:54:43.160344",
+            },
+            "resume_data": rd,
+            "status": "completed",
+            "created_at": "2025-08-16T21:54:43.160344",
+            "updated_at": "2025-08-16T21:54:43.160344",
+        }
         fields.update(over)
         return _bad("resumes", case, **fields)
 
@@ -317,11 +437,25 @@ def bad_cases(seed: int = 0) -> list[tuple[str, dict, str]]:
         resume("user_id_number", user_id=12345),
         resume("nul_in_string", resume_data={**rd, "summary": "before\u0000after"}),
         resume("lone_surrogate", resume_data={**rd, "summary": "broken \ud800 surrogate"}),
-        resume("file_size_1e20", file_metadata={"filename": "cv.pdf", "content_type": "application/pdf",
-                                                "size": 1e20, "processed_at": "2025-08-16T21:54:43"}),
+        resume(
+            "file_size_1e20",
+            file_metadata={
+                "filename": "cv.pdf",
+                "content_type": "application/pdf",
+                "size": 1e20,
+                "processed_at": "2025-08-16T21:54:43",
+            },
+        ),
         resume("int_beyond_2_53", resume_data={**rd, "big": 2**53 + 1}),
-        resume("int_beyond_2_63", resume_data={**rd, "huge": 2**63 + 7, "huger": 2**64 + 5,
-                                               "enormous": 123456789012345678901234567890}),
+        resume(
+            "int_beyond_2_63",
+            resume_data={
+                **rd,
+                "huge": 2**63 + 7,
+                "huger": 2**64 + 5,
+                "enormous": 123456789012345678901234567890,
+            },
+        ),
         resume("negative_zero", resume_data={**rd, "neg_zero": -0.0}),
         resume("float_1e308", resume_data={**rd, "max_float": 1e308}),
         resume("ts_with_zone", created_at="2025-08-16T21:54:43+02:00"),
@@ -329,28 +463,69 @@ def bad_cases(seed: int = 0) -> list[tuple[str, dict, str]]:
         resume("ts_epoch_ms", created_at=1755380083160),
         resume("ts_year_only", created_at="2019"),
         resume("ts_garbage", created_at="last tuesday-ish"),
-        resume("filename_over_255", file_metadata={"filename": "x" * 300 + ".pdf", "content_type": "application/pdf",
-                                                   "size": 10, "processed_at": "2025-08-16T21:54:43"}),
+        resume(
+            "filename_over_255",
+            file_metadata={
+                "filename": "x" * 300 + ".pdf",
+                "content_type": "application/pdf",
+                "size": 10,
+                "processed_at": "2025-08-16T21:54:43",
+            },
+        ),
         resume("list_field_holds_object", resume_data={**rd, "skills": {"primary": "Python"}}),
         resume("multi_mb_document", resume_data={**rd, "summary": big_text}),
         resume("nested_200_levels", resume_data={**rd, "deep": _nested(200)}),
-        resume("key_all_allowed_chars", _key="bad-key_all_allowed_chars" + ALLOWED_KEY_SPECIALS + "Az09"),
-        _bad("documents", "score_250", type="optimization", user_id="user_bad", resume_id=r0, job_id=j0,
-             content="# x", optimized_data={}, ats_score=250, created_at="2025-08-16T21:54:43",
-             status="completed"),
-        _bad("documents", "type_routes_nowhere", type="horoscope", user_id="user_bad",
-             content="stars", created_at="2025-08-16T21:54:43"),
-        _bad("documents", "dangling_resume_id", type="optimization", user_id="user_bad",
-             resume_id="no-such-resume-999", job_id=j0, content="# x", optimized_data={"a": 1},
-             created_at="2025-08-16T21:54:43", status="completed"),
-        _bad("job_research", "edge_from_unknown_collection", _from="companies/acme",
-             _to=f"documents/{key_for('documents', 0)}", relationship="has_research",
-             created_at="2025-08-16T21:54:43"),
+        resume(
+            "key_all_allowed_chars",
+            _key="bad-key_all_allowed_chars" + ALLOWED_KEY_SPECIALS + "Az09",
+        ),
+        _bad(
+            "documents",
+            "score_250",
+            type="optimization",
+            user_id="user_bad",
+            resume_id=r0,
+            job_id=j0,
+            content="# x",
+            optimized_data={},
+            ats_score=250,
+            created_at="2025-08-16T21:54:43",
+            status="completed",
+        ),
+        _bad(
+            "documents",
+            "type_routes_nowhere",
+            type="horoscope",
+            user_id="user_bad",
+            content="stars",
+            created_at="2025-08-16T21:54:43",
+        ),
+        _bad(
+            "documents",
+            "dangling_resume_id",
+            type="optimization",
+            user_id="user_bad",
+            resume_id="no-such-resume-999",
+            job_id=j0,
+            content="# x",
+            optimized_data={"a": 1},
+            created_at="2025-08-16T21:54:43",
+            status="completed",
+        ),
+        _bad(
+            "job_research",
+            "edge_from_unknown_collection",
+            _from="companies/acme",
+            _to=f"documents/{key_for('documents', 0)}",
+            relationship="has_research",
+            created_at="2025-08-16T21:54:43",
+        ),
     ]
     return out
 
 
 # ---------------------------------------------------------------------------------- dataset
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -367,11 +542,21 @@ class Dataset:
 
     @property
     def counts(self) -> dict[str, int]:
-        c = _counts(self.n_resumes, self.jobs_per_resume, self.optimizations_per_resume,
-                    self.research_per_job, self.other_documents_per_resume, self.task_results_per_resume)
-        out = {"resumes": c["resumes"], "jobs": c["jobs"],
-               "documents": c["optimizations"] + c["research"] + c["other"],
-               "job_research": c["research"], "task_results": c["task_results"]}
+        c = _counts(
+            self.n_resumes,
+            self.jobs_per_resume,
+            self.optimizations_per_resume,
+            self.research_per_job,
+            self.other_documents_per_resume,
+            self.task_results_per_resume,
+        )
+        out = {
+            "resumes": c["resumes"],
+            "jobs": c["jobs"],
+            "documents": c["optimizations"] + c["research"] + c["other"],
+            "job_research": c["research"],
+            "task_results": c["task_results"],
+        }
         if self.bad:
             for coll, _doc, _case in bad_cases(self.seed):
                 out[coll] += 1
@@ -396,8 +581,14 @@ class Dataset:
         return _Stream(self, collection)
 
     def _plan(self) -> dict[str, int]:
-        return _counts(self.n_resumes, self.jobs_per_resume, self.optimizations_per_resume,
-                       self.research_per_job, self.other_documents_per_resume, self.task_results_per_resume)
+        return _counts(
+            self.n_resumes,
+            self.jobs_per_resume,
+            self.optimizations_per_resume,
+            self.research_per_job,
+            self.other_documents_per_resume,
+            self.task_results_per_resume,
+        )
 
     def research_index(self) -> Iterator[tuple[int, int]]:
         """(document index, job index) of every research document, in order."""
@@ -447,18 +638,32 @@ class Dataset:
             for e, (d, j) in enumerate(self.research_index()):
                 rng = _rng(s, "job_research", str(e))
                 key = key_for("job_research", e)
-                yield {"_key": key, "_id": f"job_research/{key}", "_rev": _rev(rng),
-                       "_from": f"jobs/{key_for('jobs', j)}", "_to": f"documents/{key_for('documents', d)}",
-                       "relationship": "has_research", "created_at": _ts(rng)}
+                yield {
+                    "_key": key,
+                    "_id": f"job_research/{key}",
+                    "_rev": _rev(rng),
+                    "_from": f"jobs/{key_for('jobs', j)}",
+                    "_to": f"documents/{key_for('documents', d)}",
+                    "relationship": "has_research",
+                    "created_at": _ts(rng),
+                }
         elif collection == "task_results":
             for i in range(c["task_results"]):
                 rng = _rng(s, "task_results", str(i))
                 key = key_for("task_results", i)
-                yield {"_key": key, "_id": f"task_results/{key}", "_rev": _rev(rng),
-                       "task_id": f"task_{rng.getrandbits(64):016x}",
-                       "result": {"ok": rng.random() < 0.9, "duration_ms": rng.randint(100, 90_000),
-                                  "resume_id": key_for("resumes", rng.randrange(max(c["resumes"], 1)))},
-                       "created_at": _ts(rng), "type": "task_result"}
+                yield {
+                    "_key": key,
+                    "_id": f"task_results/{key}",
+                    "_rev": _rev(rng),
+                    "task_id": f"task_{rng.getrandbits(64):016x}",
+                    "result": {
+                        "ok": rng.random() < 0.9,
+                        "duration_ms": rng.randint(100, 90_000),
+                        "resume_id": key_for("resumes", rng.randrange(max(c["resumes"], 1))),
+                    },
+                    "created_at": _ts(rng),
+                    "type": "task_result",
+                }
 
     def iter_docs(self, collection: str) -> Iterator[dict]:
         gen = self._generate(collection)
@@ -478,9 +683,13 @@ class Dataset:
 
     def _plan_count(self, collection: str) -> int:
         c = self._plan()
-        return {"resumes": c["resumes"], "jobs": c["jobs"],
-                "documents": c["optimizations"] + c["research"] + c["other"],
-                "job_research": c["research"], "task_results": c["task_results"]}[collection]
+        return {
+            "resumes": c["resumes"],
+            "jobs": c["jobs"],
+            "documents": c["optimizations"] + c["research"] + c["other"],
+            "job_research": c["research"],
+            "task_results": c["task_results"],
+        }[collection]
 
 
 class _Stream:
@@ -496,13 +705,28 @@ class _Stream:
         return self._ds.counts[self._collection]
 
 
-def generate(n_resumes: int, *, seed: int = 0, jobs_per_resume: float = 1.0,
-             optimizations_per_resume: float = 1.0, research_per_job: float = 0.5,
-             other_documents_per_resume: float = 0.02, task_results_per_resume: float = 0.5,
-             bad: bool = False) -> Dataset:
+def generate(
+    n_resumes: int,
+    *,
+    seed: int = 0,
+    jobs_per_resume: float = 1.0,
+    optimizations_per_resume: float = 1.0,
+    research_per_job: float = 0.5,
+    other_documents_per_resume: float = 0.02,
+    task_results_per_resume: float = 0.5,
+    bad: bool = False,
+) -> Dataset:
     """A Dataset of about n_resumes * (1 + jobs + optimizations + ...) documents."""
-    return Dataset(n_resumes, seed, jobs_per_resume, optimizations_per_resume, research_per_job,
-                   other_documents_per_resume, task_results_per_resume, bad)
+    return Dataset(
+        n_resumes,
+        seed,
+        jobs_per_resume,
+        optimizations_per_resume,
+        research_per_job,
+        other_documents_per_resume,
+        task_results_per_resume,
+        bad,
+    )
 
 
 # ---------------------------------------------------------------------------------- writers
@@ -544,9 +768,18 @@ class _Out:
         self._f.close()
 
 
-def write_dump(out_dir, data, *, gzip: bool = True, envelope: bool = False, split_files: int = 0,
-               plain_names: bool = False, version_style: str = "3.11", database: str = DATABASE,
-               types: Mapping[str, str] | None = None) -> Path:
+def write_dump(
+    out_dir,
+    data,
+    *,
+    gzip: bool = True,
+    envelope: bool = False,
+    split_files: int = 0,
+    plain_names: bool = False,
+    version_style: str = "3.11",
+    database: str = DATABASE,
+    types: Mapping[str, str] | None = None,
+) -> Path:
     """Write `data` (a Dataset or {collection: iterable of docs}) as an arangodump directory.
 
     gzip: `.data.json.gz` files (the default of arangodump 3.7-3.12).
@@ -560,8 +793,11 @@ def write_dump(out_dir, data, *, gzip: bool = True, envelope: bool = False, spli
     out.mkdir(parents=True, exist_ok=True)
     if version_style != "legacy":
         (out / "ENCRYPTION").write_bytes(b"none")
-    dump_json: dict = {"database": database, "lastTickAtDumpStart": "1790012345",
-                       "properties": {"id": "1017", "name": database, "isSystem": False, "path": "none"}}
+    dump_json: dict = {
+        "database": database,
+        "lastTickAtDumpStart": "1790012345",
+        "properties": {"id": "1017", "name": database, "isSystem": False, "path": "none"},
+    }
     if version_style in ("3.8", "3.9", "3.10", "3.11"):
         dump_json["useEnvelope"] = bool(envelope)
     (out / "dump.json").write_bytes(encode(dump_json))
@@ -569,14 +805,23 @@ def write_dump(out_dir, data, *, gzip: bool = True, envelope: bool = False, spli
     for cid, (name, docs) in enumerate(data.items(), start=1021):
         h = name_hash(name)
         stem = name if plain_names else f"{name}_{h}"
-        params: dict = {"name": name, "type": 3 if ctypes.get(name) == "edge" else 2, "id": str(cid),
-                        "cid": str(cid), "isSystem": False, "globallyUniqueId": f"h{h[:12]}/{cid}",
-                        "keyOptions": {"type": "traditional", "allowUserKeys": True, "lastValue": 0}}
+        params: dict = {
+            "name": name,
+            "type": 3 if ctypes.get(name) == "edge" else 2,
+            "id": str(cid),
+            "cid": str(cid),
+            "isSystem": False,
+            "globallyUniqueId": f"h{h[:12]}/{cid}",
+            "keyOptions": {"type": "traditional", "allowUserKeys": True, "lastValue": 0},
+        }
         if version_style not in ("3.12", "legacy"):
             params.update({"numberOfShards": 1, "shardKeys": ["_key"]})
         idx: list = []
-        structure = {"parameters": {**params, "indexes": idx}} if version_style == "legacy" else \
-            {"indexes": idx, "parameters": params}
+        structure = (
+            {"parameters": {**params, "indexes": idx}}
+            if version_style == "legacy"
+            else {"indexes": idx, "parameters": params}
+        )
         (out / f"{stem}.structure.json").write_bytes(encode(structure))
         ext = ".data.json.gz" if gzip else ".data.json"
         part, in_part = 0, 0
@@ -620,8 +865,12 @@ def write_jsonl(out_dir, data, gzip: bool = False, *, fmt: str = "jsonl") -> Pat
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tests.datagen", description=__doc__.split("\n\n")[0])
-    p.add_argument("--resumes", type=int, required=True, help="number of resumes (other collections scale)")
+    p = argparse.ArgumentParser(
+        prog="python -m tests.datagen", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument(
+        "--resumes", type=int, required=True, help="number of resumes (other collections scale)"
+    )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--format", choices=("dump", "jsonl", "json"), default="dump")
     p.add_argument("--bad", action="store_true", help="mix in every bad-input case")
@@ -629,12 +878,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-gzip", action="store_true", help="dump: plain .data.json files")
     p.add_argument("--gzip", action="store_true", help="jsonl: gzip the files")
     p.add_argument("--envelope", action="store_true", help="dump: 3.8-style enveloped lines")
-    p.add_argument("--split-files", type=int, default=0, metavar="N", help="dump: at most N docs per file")
+    p.add_argument(
+        "--split-files", type=int, default=0, metavar="N", help="dump: at most N docs per file"
+    )
     a = p.parse_args(argv)
     ds = generate(a.resumes, seed=a.seed, bad=a.bad)
     if a.format == "dump":
-        write_dump(a.out, ds, gzip=not a.no_gzip, envelope=a.envelope, split_files=a.split_files,
-                   version_style="3.8" if a.envelope else "3.11")
+        write_dump(
+            a.out,
+            ds,
+            gzip=not a.no_gzip,
+            envelope=a.envelope,
+            split_files=a.split_files,
+            version_style="3.8" if a.envelope else "3.11",
+        )
     else:
         write_jsonl(a.out, ds, gzip=a.gzip, fmt=a.format)
     print(" ".join(f"{c}={n}" for c, n in ds.counts.items()), file=sys.stderr)

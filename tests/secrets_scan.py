@@ -23,6 +23,7 @@ Used by tests/test_secrets.py and by the soak harness (soak/run.py prints "secre
 Returns one string per hit: "<secret #i> in <place>" (the secret itself is never repeated in
 the result, so printing the result leaks nothing). An empty list = no leak.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,9 +44,15 @@ def variants(secret: str) -> list[str]:
     return out
 
 
-def scan_for_secrets(secrets: Iterable[str], *, texts: Mapping[str, str] | Iterable[tuple[str, str]] = (),
-                     paths: Iterable[str | os.PathLike] = (), conn=None, tables: Iterable[str] | None = None,
-                     scanned: list[str] | None = None) -> list[str]:
+def scan_for_secrets(
+    secrets: Iterable[str],
+    *,
+    texts: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+    paths: Iterable[str | os.PathLike] = (),
+    conn=None,
+    tables: Iterable[str] | None = None,
+    scanned: list[str] | None = None,
+) -> list[str]:
     secrets = [s for s in dict.fromkeys(secrets) if s]
     forms = [(i, v) for i, s in enumerate(secrets, 1) for v in variants(s)]
     scanned = scanned if scanned is not None else []
@@ -62,7 +69,13 @@ def scan_for_secrets(secrets: Iterable[str], *, texts: Mapping[str, str] | Itera
 
     for p in paths:
         p = Path(p)
-        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p] if p.is_file() else []
+        files = (
+            sorted(f for f in p.rglob("*") if f.is_file())
+            if p.is_dir()
+            else [p]
+            if p.is_file()
+            else []
+        )
         for f in files:
             scanned.append(f"file {f}")
             data = f.read_bytes()
@@ -88,7 +101,8 @@ def _scan_db(conn, forms, tables, scanned: list[str]) -> list[str]:
             " join information_schema.tables t using (table_schema, table_name)"
             " where t.table_type = 'BASE TABLE' and c.table_schema = any(current_schemas(false))"
             " and c.data_type in ('text', 'character varying', 'character', 'json', 'jsonb', 'name')"
-            " order by 1, 2, c.ordinal_position").fetchall()
+            " order by 1, 2, c.ordinal_position"
+        ).fetchall()
         for schema, table, column in cols:
             if wanted is not None and table not in wanted:
                 continue
@@ -97,8 +111,11 @@ def _scan_db(conn, forms, tables, scanned: list[str]) -> list[str]:
             expr = sql.SQL("{}::text").format(sql.Identifier(column))
             for i in sorted({i for i, _ in forms}):
                 needles = [v for j, v in forms if j == i]
-                q = sql.SQL("select count(*) from {}.{} where ").format(sql.Identifier(schema), sql.Identifier(table)) + \
-                    sql.SQL(" or ").join(sql.SQL("strpos({}, %s) > 0").format(expr) for _ in needles)
+                q = sql.SQL("select count(*) from {}.{} where ").format(
+                    sql.Identifier(schema), sql.Identifier(table)
+                ) + sql.SQL(" or ").join(
+                    sql.SQL("strpos({}, %s) > 0").format(expr) for _ in needles
+                )
                 n = c.execute(q, needles).fetchone()[0]
                 if n:
                     hits.append(f"secret #{i} in {place} ({n} rows)")

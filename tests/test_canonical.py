@@ -1,5 +1,6 @@
 """etl.canonical against a real server: for every JSON value shape, Python's rendering is
 byte-identical to PostgreSQL's (msgspec text)::jsonb::text, and both digests agree."""
+
 from __future__ import annotations
 
 import psycopg
@@ -14,21 +15,92 @@ CONTROL = "".join(chr(i) for i in range(1, 0x20))
 
 VALUES = [
     # scalars
-    None, True, False, 0, 1, -1, 2**53 + 1, -(2**53 + 1), 2**63, -(2**63), 2**63 - 1, 2**64 + 1,
-    -(2**64 + 1), 123456789012345678901234567890, 10**40,
-    1e308, -1e308, 1e-7, 1.5e-7, 0.1, 2.0, -0.0, 0.0, 1.0000001, 1e16, 1.7976931348623157e308,
-    5e-324, 123456789.123, -2.5, 100.0, 1e22, 1e21, 1e-5, 3.141592653589793,
-    "", "plain", 'quote " and backslash \\ and slash /', CONTROL, "\x7f DEL", "\u2028\u2029",
-    "é ü ß 中文 😀 \U0001F600 \U0010FFFF", "\ufeff bom", "tab\there\nnewline\r\b\f",
-    "\\u0000 literally", "\u00e9" * 3,
+    None,
+    True,
+    False,
+    0,
+    1,
+    -1,
+    2**53 + 1,
+    -(2**53 + 1),
+    2**63,
+    -(2**63),
+    2**63 - 1,
+    2**64 + 1,
+    -(2**64 + 1),
+    123456789012345678901234567890,
+    10**40,
+    1e308,
+    -1e308,
+    1e-7,
+    1.5e-7,
+    0.1,
+    2.0,
+    -0.0,
+    0.0,
+    1.0000001,
+    1e16,
+    1.7976931348623157e308,
+    5e-324,
+    123456789.123,
+    -2.5,
+    100.0,
+    1e22,
+    1e21,
+    1e-5,
+    3.141592653589793,
+    "",
+    "plain",
+    'quote " and backslash \\ and slash /',
+    CONTROL,
+    "\x7f DEL",
+    "\u2028\u2029",
+    "é ü ß 中文 😀 \U0001f600 \U0010ffff",
+    "\ufeff bom",
+    "tab\there\nnewline\r\b\f",
+    "\\u0000 literally",
+    "\u00e9" * 3,
     # containers
-    {}, [], [[]], [{}], {"a": {}}, {"a": []},
-    {"b": 1, "a": 2, "aa": 3, "ab": 4, "B": 5, "": 6, "é": 7, "z": 8, "zz": 9, "éa": 10, "😀": 11,
-     "中": 12, "\x01": 13, "\"": 14, "\\": 15, "a b": 16, "Z": 17},
-    {"work_experience": [{"company": "Acme", "position": "Dev", "skills": ["Python", "SQL"],
-                          "is_current": True, "start_date": "2020-01", "end_date": None}],
-     "contact_info": {"full_name": "Jöhn \"J\" Doe", "links": [], "email": "j@x.io"},
-     "numbers": [1, 1.0, 1.0000001, -0.0, 2**64 + 1, 1e-7, 0.5], "nested": {"a": {"b": {"c": [1, [2, [3, {}]]]}}}},
+    {},
+    [],
+    [[]],
+    [{}],
+    {"a": {}},
+    {"a": []},
+    {
+        "b": 1,
+        "a": 2,
+        "aa": 3,
+        "ab": 4,
+        "B": 5,
+        "": 6,
+        "é": 7,
+        "z": 8,
+        "zz": 9,
+        "éa": 10,
+        "😀": 11,
+        "中": 12,
+        "\x01": 13,
+        '"': 14,
+        "\\": 15,
+        "a b": 16,
+        "Z": 17,
+    },
+    {
+        "work_experience": [
+            {
+                "company": "Acme",
+                "position": "Dev",
+                "skills": ["Python", "SQL"],
+                "is_current": True,
+                "start_date": "2020-01",
+                "end_date": None,
+            }
+        ],
+        "contact_info": {"full_name": 'Jöhn "J" Doe', "links": [], "email": "j@x.io"},
+        "numbers": [1, 1.0, 1.0000001, -0.0, 2**64 + 1, 1e-7, 0.5],
+        "nested": {"a": {"b": {"c": [1, [2, [3, {}]]]}}},
+    },
     [1, "two", 3.0, None, True, {"k": [False]}],
     {"key" * 30: 1, "k": 2, "x" * 300: 3},
     {c: i for i, c in enumerate(CONTROL)},
@@ -47,7 +119,9 @@ def server(conn, values: list) -> list[tuple[str, int]]:
     texts = [jsonutil.dumps_str(v) for v in values]
     rows = conn.execute(
         f"select t::jsonb::text, {digest_sql('t::jsonb::text')} from unnest(%s::text[]) with ordinality u(t, n)"
-        " order by n", (texts,)).fetchall()
+        " order by n",
+        (texts,),
+    ).fetchall()
     return [(r[0], r[1]) for r in rows]
 
 
@@ -86,15 +160,28 @@ def test_digest_is_signed_int64():
 
 # -- arbitrary JSON -------------------------------------------------------------------------------
 # Strings without U+0000 and surrogates: the transform rejects (or escapes) those before loading.
-_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12)
-_scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
-            | st.floats(allow_nan=False, allow_infinity=False) | _text)
-_json = st.recursive(_scalars, lambda kids: st.lists(kids, max_size=5) | st.dictionaries(_text, kids, max_size=5),
-                     max_leaves=25)
+_text = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12
+)
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _text
+)
+_json = st.recursive(
+    _scalars,
+    lambda kids: st.lists(kids, max_size=5) | st.dictionaries(_text, kids, max_size=5),
+    max_leaves=25,
+)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                   HealthCheck.too_slow])
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(st.lists(_json, min_size=1, max_size=20))
 def test_arbitrary_json_matches_the_server(conn, values):
     for v, (text, dig) in zip(values, server(conn, values)):

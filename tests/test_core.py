@@ -1,10 +1,11 @@
 """007 set-based core: etl_merge_stage, migrate_arango_document, etl_link_edges on a real PostgreSQL."""
+
 from __future__ import annotations
 
 import copy
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -23,7 +24,9 @@ RUN = "run-core-1"
 
 def _rows() -> dict[str, Row]:
     """Canonical rows, made by the real transform from the sample documents."""
-    t = Transformer(load_mapping(REPO / "configs" / "atspro.toml"), RUN, datetime(2026, 1, 2, tzinfo=timezone.utc))
+    t = Transformer(
+        load_mapping(REPO / "configs" / "atspro.toml"), RUN, datetime(2026, 1, 2, tzinfo=UTC)
+    )
     out = {}
     for name in ("resume_current", "job_current", "optimization", "research"):
         case = json.loads((DOCS / f"{name}.json").read_text())
@@ -49,13 +52,22 @@ def jsonb(v):
 def merge(conn, document_type: str, rows: list[dict], run_id: str = RUN) -> list[tuple]:
     """Stage rows (as the loader does, minus COPY) and run the core; returns its (id, action) rows."""
     stage = conn.execute("SELECT etl_prepare_stage(%s)::text", (document_type,)).fetchone()[0]
-    conn.execute(f"INSERT INTO {stage} SELECT * FROM jsonb_populate_recordset(NULL::{stage}, %s)", (jsonb(rows),))
-    return sorted(conn.execute("SELECT id, action FROM etl_merge_stage(%s, %s)", (document_type, run_id)).fetchall(),
-                  key=lambda r: (str(r[0]), r[1]))
+    conn.execute(
+        f"INSERT INTO {stage} SELECT * FROM jsonb_populate_recordset(NULL::{stage}, %s)",
+        (jsonb(rows),),
+    )
+    return sorted(
+        conn.execute(
+            "SELECT id, action FROM etl_merge_stage(%s, %s)", (document_type, run_id)
+        ).fetchall(),
+        key=lambda r: (str(r[0]), r[1]),
+    )
 
 
 def table_state(conn, table: str) -> list[tuple]:
-    return conn.execute(f"SELECT id, xmin::text, updated_at, to_jsonb(t) FROM {table} t ORDER BY id").fetchall()
+    return conn.execute(
+        f"SELECT id, xmin::text, updated_at, to_jsonb(t) FROM {table} t ORDER BY id"
+    ).fetchall()
 
 
 def audit_count(conn) -> int:
@@ -70,13 +82,18 @@ def test_merge_inserts_and_an_unchanged_rerun_rewrites_nothing(schema_db):
         before, audits = table_state(conn, "job_documents"), audit_count(conn)
         # Same document, a later run: metadata.etl differs, which the comparison ignores.
         again = values("job")
-        again["metadata"]["etl"] = {"run_id": "run-core-2", "migrated_at": "2026-02-02T00:00:00+00:00",
-                                    "mapping_version": "2"}
+        again["metadata"]["etl"] = {
+            "run_id": "run-core-2",
+            "migrated_at": "2026-02-02T00:00:00+00:00",
+            "mapping_version": "2",
+        }
         assert merge(conn, "job", [again], "run-core-2") == []
         conn.commit()
         assert table_state(conn, "job_documents") == before  # same xmin: not even a no-op update
         assert audit_count(conn) == audits
-        meta = conn.execute("SELECT metadata -> 'etl' ->> 'run_id' FROM job_documents").fetchone()[0]
+        meta = conn.execute("SELECT metadata -> 'etl' ->> 'run_id' FROM job_documents").fetchone()[
+            0
+        ]
         assert meta == RUN  # metadata.etl still names the run that loaded it
         assert conn.execute("SELECT count(*) FROM pg_temp.etl_stage_job").fetchone()[0] == 0
 
@@ -101,21 +118,31 @@ def test_merge_changed_document_updates_exactly_that_row(schema_db):
             assert (after[rid] == before[rid]) == (rid != target)
         title, updated_at, etl_run = conn.execute(
             "SELECT title, updated_at, metadata -> 'etl' ->> 'run_id' FROM job_documents WHERE id = %s",
-            (target,)).fetchone()
+            (target,),
+        ).fetchone()
         # The source's timestamp is kept: the updated_at trigger does not overwrite it for the ETL.
-        assert (title, updated_at, etl_run) == ("job 1, renamed",
-                                                datetime(2026, 3, 1, 10, tzinfo=timezone.utc), "run-core-2")
-        log = conn.execute("SELECT document_id, action, run_id, changes -> 'fields' FROM document_audit_log "
-                           "WHERE run_id = 'run-core-2'").fetchall()
-        assert log == [(target, "migrate", "run-core-2", ["metadata", "title"])]  # updated_at is never listed
+        assert (title, updated_at, etl_run) == (
+            "job 1, renamed",
+            datetime(2026, 3, 1, 10, tzinfo=UTC),
+            "run-core-2",
+        )
+        log = conn.execute(
+            "SELECT document_id, action, run_id, changes -> 'fields' FROM document_audit_log "
+            "WHERE run_id = 'run-core-2'"
+        ).fetchall()
+        assert log == [
+            (target, "migrate", "run-core-2", ["metadata", "title"])
+        ]  # updated_at is never listed
 
 
 def test_merge_applies_defaults_and_a_rerun_keeps_them(schema_db):
     bare = {"id": str(uuid.uuid4()), "user_id": "u1", "parsed_data": {"skills": ["SQL"]}}
     with psycopg.connect(schema_db) as conn:
         assert [a for _, a in merge(conn, "resume", [bare])] == ["inserted"]
-        row = conn.execute("SELECT filename, status, source, is_active, metadata, created_at = now() "
-                           "FROM resume_documents").fetchone()
+        row = conn.execute(
+            "SELECT filename, status, source, is_active, metadata, created_at = now() "
+            "FROM resume_documents"
+        ).fetchone()
         assert row == ("unknown", "pending", "upload", True, {}, True)
         conn.commit()
         before = table_state(conn, "resume_documents")
@@ -128,33 +155,66 @@ def test_merge_nulls_dangling_references_and_reports_them(schema_db):
     with psycopg.connect(schema_db) as conn:
         merge(conn, "job", [values("job")])
         oid = uuid.UUID(opt["id"])
-        assert merge(conn, "optimization", [opt]) == [(oid, "dangling:resume_id"), (oid, "inserted")]
-        resume_id, job_id = conn.execute("SELECT resume_id, job_id FROM optimization_results").fetchone()
+        assert merge(conn, "optimization", [opt]) == [
+            (oid, "dangling:resume_id"),
+            (oid, "inserted"),
+        ]
+        resume_id, job_id = conn.execute(
+            "SELECT resume_id, job_id FROM optimization_results"
+        ).fetchone()
         assert resume_id is None and str(job_id) == row_id("jobs", "j1")
 
 
 def test_merge_parent_in_the_same_batch_is_not_dangling(schema_db):
     parent = values("optimization", id=str(uuid.uuid4()), resume_id=None, job_id=None)
-    child = values("optimization", id=str(uuid.uuid4()), resume_id=None, job_id=None,
-                   parent_optimization_id=parent["id"])
-    orphan = values("optimization", id=str(uuid.uuid4()), resume_id=None, job_id=None,
-                    parent_optimization_id=str(uuid.uuid4()))
+    child = values(
+        "optimization",
+        id=str(uuid.uuid4()),
+        resume_id=None,
+        job_id=None,
+        parent_optimization_id=parent["id"],
+    )
+    orphan = values(
+        "optimization",
+        id=str(uuid.uuid4()),
+        resume_id=None,
+        job_id=None,
+        parent_optimization_id=str(uuid.uuid4()),
+    )
     with psycopg.connect(schema_db) as conn:
         result = merge(conn, "optimization", [child, parent, orphan])
-        assert sorted(a for _, a in result) == ["dangling:parent_optimization_id", "inserted", "inserted", "inserted"]
+        assert sorted(a for _, a in result) == [
+            "dangling:parent_optimization_id",
+            "inserted",
+            "inserted",
+            "inserted",
+        ]
         assert (uuid.UUID(orphan["id"]), "dangling:parent_optimization_id") in result
-        got = conn.execute("SELECT parent_optimization_id FROM optimization_results WHERE id = %s",
-                           (child["id"],)).fetchone()[0]
+        got = conn.execute(
+            "SELECT parent_optimization_id FROM optimization_results WHERE id = %s", (child["id"],)
+        ).fetchone()[0]
         assert str(got) == parent["id"]
 
 
 def test_migrate_arango_document_bare_object(schema_db):
     with psycopg.connect(schema_db, autocommit=True) as conn:
         rid = conn.execute("""SELECT migrate_arango_document('user_123', 'resume',
-                                  '{"name": "John Doe", "skills": ["Python", "SQL"]}'::jsonb)""").fetchone()[0]
+                                  '{"name": "John Doe", "skills": ["Python", "SQL"]}'::jsonb)""").fetchone()[
+            0
+        ]
         assert isinstance(rid, uuid.UUID)
-        row = conn.execute("SELECT id, user_id, filename, status, parsed_data FROM resume_documents").fetchall()
-        assert row == [(rid, "user_123", "unknown", "pending", {"name": "John Doe", "skills": ["Python", "SQL"]})]
+        row = conn.execute(
+            "SELECT id, user_id, filename, status, parsed_data FROM resume_documents"
+        ).fetchall()
+        assert row == [
+            (
+                rid,
+                "user_123",
+                "unknown",
+                "pending",
+                {"name": "John Doe", "skills": ["Python", "SQL"]},
+            )
+        ]
         # No source _id: nothing to make an id from, so a second call is a second document.
         other = conn.execute("""SELECT migrate_arango_document('user_123', 'resume',
                                     '{"name": "John Doe"}'::jsonb)""").fetchone()[0]
@@ -168,10 +228,17 @@ def test_migrate_arango_document_canonical_object_upserts_by_its_id(schema_db):
         call = "SELECT migrate_arango_document(%s, 'resume', %s)"
         rid = conn.execute(call, (resume["user_id"], jsonb(resume))).fetchone()[0]
         assert str(rid) == resume["id"] == row_id("resumes", "8123")
-        stored = conn.execute("SELECT filename, file_size, status, parsed_data, metadata -> 'arango' "
-                              "FROM resume_documents").fetchone()
-        assert stored == (resume["filename"], resume["file_size"], "completed", resume["parsed_data"],
-                          resume["metadata"]["arango"])
+        stored = conn.execute(
+            "SELECT filename, file_size, status, parsed_data, metadata -> 'arango' "
+            "FROM resume_documents"
+        ).fetchone()
+        assert stored == (
+            resume["filename"],
+            resume["file_size"],
+            "completed",
+            resume["parsed_data"],
+            resume["metadata"]["arango"],
+        )
         before = table_state(conn, "resume_documents")
         audits = audit_count(conn)
         assert conn.execute(call, (resume["user_id"], jsonb(resume))).fetchone()[0] == rid
@@ -180,7 +247,9 @@ def test_migrate_arango_document_canonical_object_upserts_by_its_id(schema_db):
 
 def test_migrate_arango_document_unknown_type_is_refused(schema_db):
     with psycopg.connect(schema_db) as conn:
-        with pytest.raises(psycopg.errors.InvalidParameterValue, match='unknown document type "cv"'):
+        with pytest.raises(
+            psycopg.errors.InvalidParameterValue, match='unknown document type "cv"'
+        ):
             conn.execute("SELECT migrate_arango_document('u', 'cv', '{}'::jsonb)")
 
 
@@ -190,8 +259,14 @@ def test_single_and_bulk_give_identical_rows(make_db):
     with psycopg.connect(single, autocommit=True) as conn:
         for t in order:
             v = values(t)
-            assert str(conn.execute("SELECT migrate_arango_document(%s, %s, %s)",
-                                    (v["user_id"], t, jsonb(v))).fetchone()[0]) == v["id"]
+            assert (
+                str(
+                    conn.execute(
+                        "SELECT migrate_arango_document(%s, %s, %s)", (v["user_id"], t, jsonb(v))
+                    ).fetchone()[0]
+                )
+                == v["id"]
+            )
     with psycopg.connect(bulk) as conn:
         loader = Loader(conn, RUN)
         for t in order:
@@ -200,8 +275,15 @@ def test_single_and_bulk_give_identical_rows(make_db):
 
     def dump(dsn):
         with psycopg.connect(dsn) as conn:
-            return {t: conn.execute(f"SELECT to_jsonb(x) FROM {t} x ORDER BY id").fetchall()
-                    for t in ("resume_documents", "job_documents", "optimization_results", "research_results")}
+            return {
+                t: conn.execute(f"SELECT to_jsonb(x) FROM {t} x ORDER BY id").fetchall()
+                for t in (
+                    "resume_documents",
+                    "job_documents",
+                    "optimization_results",
+                    "research_results",
+                )
+            }
 
     a, b = dump(single), dump(bulk)
     assert a == b
@@ -213,9 +295,15 @@ def test_single_and_bulk_give_identical_rows(make_db):
 def _edges(conn, edges: list[tuple[str, str, str | None]]) -> list[tuple]:
     conn.execute("SELECT etl_prepare_stage('edge')")
     for key, target, job in edges:
-        conn.execute("INSERT INTO etl_stage_edge VALUES (%s, %s, %s, %s)",
-                     (key, target, job, jsonb({"_key": key, "relationship": "has_research"})))
-    return sorted(conn.execute("SELECT edge_key, target_id::text, status FROM etl_link_edges(%s)", (RUN,)).fetchall())
+        conn.execute(
+            "INSERT INTO etl_stage_edge VALUES (%s, %s, %s, %s)",
+            (key, target, job, jsonb({"_key": key, "relationship": "has_research"})),
+        )
+    return sorted(
+        conn.execute(
+            "SELECT edge_key, target_id::text, status FROM etl_link_edges(%s)", (RUN,)
+        ).fetchall()
+    )
 
 
 def test_link_edges_links_once_and_survives_a_remerge(schema_db):
@@ -225,18 +313,33 @@ def test_link_edges_links_once_and_survives_a_remerge(schema_db):
         merge(conn, "job", [job])
         merge(conn, "research", [research])
         ghost = str(uuid.uuid4())
-        assert _edges(conn, [("e1", research["id"], job["id"]), ("e2", ghost, job["id"]),
-                             ("e3", research["id"], str(uuid.uuid4()))]) == [
-            ("e1", research["id"], "linked"), ("e2", ghost, "dangling"), ("e3", research["id"], "dangling")]
+        assert _edges(
+            conn,
+            [
+                ("e1", research["id"], job["id"]),
+                ("e2", ghost, job["id"]),
+                ("e3", research["id"], str(uuid.uuid4())),
+            ],
+        ) == [
+            ("e1", research["id"], "linked"),
+            ("e2", ghost, "dangling"),
+            ("e3", research["id"], "dangling"),
+        ]
         assert conn.execute("SELECT count(*) FROM pg_temp.etl_stage_edge").fetchone()[0] == 0
         conn.commit()
         before = table_state(conn, "research_results")
-        assert _edges(conn, [("e1", research["id"], job["id"])]) == [("e1", research["id"], "unchanged")]
+        assert _edges(conn, [("e1", research["id"], job["id"])]) == [
+            ("e1", research["id"], "unchanged")
+        ]
         assert table_state(conn, "research_results") == before
         # Re-merging the research document (no job_id of its own) keeps the edge's job_id and edges.
         assert merge(conn, "research", [research]) == []
-        job_id, edges = conn.execute("SELECT job_id::text, metadata -> 'edges' FROM research_results").fetchone()
-        assert job_id == job["id"] and edges == {"e1": {"_key": "e1", "relationship": "has_research"}}
+        job_id, edges = conn.execute(
+            "SELECT job_id::text, metadata -> 'edges' FROM research_results"
+        ).fetchone()
+        assert job_id == job["id"] and edges == {
+            "e1": {"_key": "e1", "relationship": "has_research"}
+        }
 
 
 def test_merge_same_id_staged_twice_last_copy_wins(schema_db):

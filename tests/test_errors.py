@@ -1,4 +1,5 @@
 """The one retry rule: which failures are worth another attempt."""
+
 import psycopg
 import requests
 
@@ -21,7 +22,7 @@ def test_errors_transient_arango_statuses():
     from arango.response import Response
 
     def err(status, num):
-        resp = Response("POST", "http://x/_api/cursor", {}, status, "", '{"errorNum": %d}' % num)
+        resp = Response("POST", "http://x/_api/cursor", {}, status, "", f'{{"errorNum": {num}}}')
         resp.body = {"error": True, "errorNum": num, "errorMessage": "m", "code": status}
         resp.error_code = num
         return AQLQueryExecuteError(resp, Request("post", "/_api/cursor"))

@@ -4,6 +4,7 @@ Every request goes over real HTTP through python-arango 8.3.7: its high-level AP
 exists, otherwise its connection with an arango.request.Request (so headers, parameters and
 body encoding are exactly what python-arango sends).
 """
+
 from __future__ import annotations
 
 import base64
@@ -37,10 +38,23 @@ KEYSET = "FOR d IN @@c FILTER d._key > @last SORT d._key LIMIT @n RETURN d"
 ERROR_KEYS = {"error", "errorNum", "errorMessage", "code"}
 
 
-def raw(server: FakeArango, method: str, endpoint: str, *, db: str = DATABASE, data=None, params=None,
-        headers=None, auth=("root", ROOT_PASSWORD), skip_db_prefix: bool = False, timeout: float = 10):
+def raw(
+    server: FakeArango,
+    method: str,
+    endpoint: str,
+    *,
+    db: str = DATABASE,
+    data=None,
+    params=None,
+    headers=None,
+    auth=("root", ROOT_PASSWORD),
+    skip_db_prefix: bool = False,
+    timeout: float = 10,
+):
     """One request through python-arango's connection; returns arango.response.Response."""
-    client = ArangoClient(hosts=server.url, http_client=DefaultHTTPClient(request_timeout=timeout, retry_attempts=0))
+    client = ArangoClient(
+        hosts=server.url, http_client=DefaultHTTPClient(request_timeout=timeout, retry_attempts=0)
+    )
     conn = client.db(db, username="root", password=ROOT_PASSWORD)._conn
     req = Request(method=method, endpoint=endpoint, data=data, params=params, headers=headers)
     return conn.process_request(0, req, auth=auth, skip_db_prefix=skip_db_prefix)
@@ -83,8 +97,18 @@ def test_queue_time_limit_412(server):
     assert_error(resp, 412, 21004)
     assert float(resp.headers["x-arango-queue-time-seconds"]) == 2.5
     for disabled in ("0", "not-a-number"):
-        assert raw(server, "get", "/_api/version", headers={"x-arango-queue-time-seconds": disabled}).status_code == 200
-    assert raw(server, "get", "/_api/version", headers={"x-arango-queue-time-seconds": "5"}).status_code == 200
+        assert (
+            raw(
+                server, "get", "/_api/version", headers={"x-arango-queue-time-seconds": disabled}
+            ).status_code
+            == 200
+        )
+    assert (
+        raw(
+            server, "get", "/_api/version", headers={"x-arango-queue-time-seconds": "5"}
+        ).status_code
+        == 200
+    )
 
 
 def test_unknown_database_404_for_root_401_for_others(server):
@@ -111,7 +135,13 @@ def test_unprefixed_paths_use_system_database(server):
 def test_www_authenticate_header_and_omit(server):
     resp = raw(server, "get", "/_api/collection", auth=("root", "wrong"))
     assert "www-authenticate" in resp.headers
-    resp = raw(server, "get", "/_api/collection", auth=("root", "wrong"), headers={"X-Omit-Www-Authenticate": "1"})
+    resp = raw(
+        server,
+        "get",
+        "/_api/collection",
+        auth=("root", "wrong"),
+        headers={"X-Omit-Www-Authenticate": "1"},
+    )
     assert_error(resp, 401, 11)
     assert "www-authenticate" not in resp.headers
 
@@ -119,23 +149,69 @@ def test_www_authenticate_header_and_omit(server):
 def test_basic_and_bearer_schemes_case_insensitive(server):
     basic = base64.b64encode(f"root:{ROOT_PASSWORD}".encode()).decode()
     for scheme in ("Basic", "basic", "BASIC"):
-        assert raw(server, "get", "/_api/version", auth=None, headers={"Authorization": f"{scheme} {basic}"}).status_code == 200
-    token = raw(server, "post", "/_open/auth", auth=None, skip_db_prefix=True,
-                data={"username": "root", "password": ROOT_PASSWORD}).body["jwt"]
+        assert (
+            raw(
+                server,
+                "get",
+                "/_api/version",
+                auth=None,
+                headers={"Authorization": f"{scheme} {basic}"},
+            ).status_code
+            == 200
+        )
+    token = raw(
+        server,
+        "post",
+        "/_open/auth",
+        auth=None,
+        skip_db_prefix=True,
+        data={"username": "root", "password": ROOT_PASSWORD},
+    ).body["jwt"]
     for scheme in ("bearer", "Bearer", "BEARER"):
-        assert raw(server, "get", "/_api/version", auth=None, headers={"Authorization": f"{scheme} {token}"}).status_code == 200
-    assert_error(raw(server, "get", "/_api/version", auth=None, headers={"Authorization": f"bearer {token}x"}), 401, 11)
+        assert (
+            raw(
+                server,
+                "get",
+                "/_api/version",
+                auth=None,
+                headers={"Authorization": f"{scheme} {token}"},
+            ).status_code
+            == 200
+        )
+    assert_error(
+        raw(
+            server, "get", "/_api/version", auth=None, headers={"Authorization": f"bearer {token}x"}
+        ),
+        401,
+        11,
+    )
     assert_error(raw(server, "get", "/_api/version", auth=None), 401, 11)
     # a superuser token (no preferred_username) may see every database, so unknown ones are 404
     su = server.superuser_token()
-    assert_error(raw(server, "get", "/_api/version", db="nodb", auth=None, headers={"Authorization": f"bearer {su}"}),
-                 404, 1228)
+    assert_error(
+        raw(
+            server,
+            "get",
+            "/_api/version",
+            db="nodb",
+            auth=None,
+            headers={"Authorization": f"bearer {su}"},
+        ),
+        404,
+        1228,
+    )
 
 
 def test_open_auth_issues_hs256_token(server):
     before = int(time.time())
-    resp = raw(server, "post", "/_open/auth", auth=None, skip_db_prefix=True,
-               data={"username": "root", "password": ROOT_PASSWORD})
+    resp = raw(
+        server,
+        "post",
+        "/_open/auth",
+        auth=None,
+        skip_db_prefix=True,
+        data={"username": "root", "password": ROOT_PASSWORD},
+    )
     assert resp.status_code == 200 and set(resp.body) == {"jwt"}
     token = resp.body["jwt"]
     assert pyjwt.get_unverified_header(token)["alg"] == "HS256"
@@ -143,9 +219,23 @@ def test_open_auth_issues_hs256_token(server):
     assert claims["preferred_username"] == "root"
     assert before <= claims["iat"] <= int(time.time())
     assert claims["exp"] - claims["iat"] == 3600
-    assert_error(raw(server, "post", "/_open/auth", auth=None, skip_db_prefix=True,
-                     data={"username": "root", "password": "nope"}), 401, 401)
-    assert_error(raw(server, "post", "/_open/auth", auth=None, skip_db_prefix=True, data="{not json"), 400, 400)
+    assert_error(
+        raw(
+            server,
+            "post",
+            "/_open/auth",
+            auth=None,
+            skip_db_prefix=True,
+            data={"username": "root", "password": "nope"},
+        ),
+        401,
+        401,
+    )
+    assert_error(
+        raw(server, "post", "/_open/auth", auth=None, skip_db_prefix=True, data="{not json"),
+        400,
+        400,
+    )
 
 
 def test_python_arango_jwt_auth_and_no_refresh_after_expiry(server):
@@ -156,7 +246,9 @@ def test_python_arango_jwt_auth_and_no_refresh_after_expiry(server):
     server.session_timeout = 1
     db = client.db(DATABASE, username="root", password=ROOT_PASSWORD, auth_method="jwt")
     assert db.collection("resumes").count() == 10
-    time.sleep(2.1)  # the token has expired; python-arango does not fetch a new one (spec section 1)
+    time.sleep(
+        2.1
+    )  # the token has expired; python-arango does not fetch a new one (spec section 1)
     with pytest.raises(DocumentCountError) as ei2:
         db.collection("resumes").count()
     assert (ei2.value.http_code, ei2.value.error_code) == (401, 11)
@@ -191,9 +283,19 @@ def test_collection_list_includes_system_and_exclude_system(server):
     assert set(item) == {"id", "name", "status", "type", "isSystem", "globallyUniqueId"}
     assert item["type"] == 2 and item["status"] == 3 and isinstance(item["id"], str)
     for flag in ("true", "1"):
-        names = {c["name"] for c in raw(server, "get", "/_api/collection", params={"excludeSystem": flag}).body["result"]}
+        names = {
+            c["name"]
+            for c in raw(server, "get", "/_api/collection", params={"excludeSystem": flag}).body[
+                "result"
+            ]
+        }
         assert names == {"resumes", "job_research"}
-    assert len(raw(server, "get", "/_api/collection", params={"excludeSystem": "false"}).body["result"]) > 2
+    assert (
+        len(
+            raw(server, "get", "/_api/collection", params={"excludeSystem": "false"}).body["result"]
+        )
+        > 2
+    )
 
 
 def test_collection_info_properties_count_shapes(server):
@@ -201,8 +303,15 @@ def test_collection_info_properties_count_shapes(server):
     info = raw(server, "get", "/_api/collection/resumes").body
     assert set(info) == base | {"error", "code"}
     props = raw(server, "get", "/_api/collection/resumes/properties").body
-    assert set(props) >= base | {"statusString", "waitForSync", "keyOptions", "schema", "computedValues",
-                                 "cacheEnabled", "syncByRevision"}
+    assert set(props) >= base | {
+        "statusString",
+        "waitForSync",
+        "keyOptions",
+        "schema",
+        "computedValues",
+        "cacheEnabled",
+        "syncByRevision",
+    }
     assert props["statusString"] == "loaded" and props["keyOptions"]["type"] == "traditional"
     count = raw(server, "get", "/_api/collection/resumes/count").body
     assert set(count) == set(props) | {"count"} and count["count"] == 10
@@ -217,8 +326,17 @@ def test_collection_info_properties_count_shapes(server):
 
 
 def test_cursor_batches_ids_count_and_extra(server):
-    body = raw(server, "post", "/_api/cursor", data={
-        "query": KEYSET, "bindVars": {"@c": "resumes", "last": None, "n": 10}, "count": True, "batchSize": 4}).body
+    body = raw(
+        server,
+        "post",
+        "/_api/cursor",
+        data={
+            "query": KEYSET,
+            "bindVars": {"@c": "resumes", "last": None, "n": 10},
+            "count": True,
+            "batchSize": 4,
+        },
+    ).body
     assert body["code"] == 201 and body["error"] is False and body["cached"] is False
     assert [d["_key"] for d in body["result"]] == ["k00", "k01", "k02", "k03"]
     assert body["hasMore"] is True and isinstance(body["id"], str) and body["nextBatchId"] == "2"
@@ -238,22 +356,55 @@ def test_cursor_batches_ids_count_and_extra(server):
 
 
 def test_cursor_single_batch_has_no_id_and_default_batch_size(server):
-    body = raw(server, "post", "/_api/cursor", data={"query": KEYSET, "bindVars": {"@c": "resumes", "last": "k07", "n": 50}}).body
+    body = raw(
+        server,
+        "post",
+        "/_api/cursor",
+        data={"query": KEYSET, "bindVars": {"@c": "resumes", "last": "k07", "n": 50}},
+    ).body
     assert [d["_key"] for d in body["result"]] == ["k08", "k09"]
-    assert body["hasMore"] is False and "id" not in body and "nextBatchId" not in body and "count" not in body
+    assert (
+        body["hasMore"] is False
+        and "id" not in body
+        and "nextBatchId" not in body
+        and "count" not in body
+    )
     seed(server, DATABASE, "big", [{"_key": f"{i:05d}"} for i in range(1500)])
-    body = raw(server, "post", "/_api/cursor", data={"query": KEYSET, "bindVars": {"@c": "big", "last": None, "n": 1500}}).body
+    body = raw(
+        server,
+        "post",
+        "/_api/cursor",
+        data={"query": KEYSET, "bindVars": {"@c": "big", "last": None, "n": 1500}},
+    ).body
     assert len(body["result"]) == 1000 and body["hasMore"] is True  # default batchSize 1000
 
 
 def test_cursor_options_unknown_attributes_fullcount_and_stream(server):
-    body = raw(server, "post", "/_api/cursor", data={
-        "query": KEYSET, "bindVars": {"@c": "resumes", "last": "k02", "n": 3}, "options": {"fullCount": True},
-        "whatever": 1, "batchSize": 2}).body
+    body = raw(
+        server,
+        "post",
+        "/_api/cursor",
+        data={
+            "query": KEYSET,
+            "bindVars": {"@c": "resumes", "last": "k02", "n": 3},
+            "options": {"fullCount": True},
+            "whatever": 1,
+            "batchSize": 2,
+        },
+    ).body
     assert body["extra"]["stats"]["fullCount"] == 7
-    stream = raw(server, "post", "/_api/cursor", data={
-        "query": KEYSET, "bindVars": {"@c": "resumes", "last": None, "n": 10}, "count": True, "batchSize": 6,
-        "options": {"stream": True}}).body
+    stream = raw(
+        server,
+        "post",
+        "/_api/cursor",
+        data={
+            "query": KEYSET,
+            "bindVars": {"@c": "resumes", "last": None, "n": 10},
+            "count": True,
+            "batchSize": 6,
+            "options": {"stream": True},
+        },
+    ).body
     assert "count" not in stream and "extra" not in stream and stream["hasMore"] is True
     last = raw(server, "post", f"/_api/cursor/{stream['id']}").body
     assert last["hasMore"] is False and "stats" in last["extra"]
@@ -261,13 +412,17 @@ def test_cursor_options_unknown_attributes_fullcount_and_stream(server):
 
 def test_python_arango_reads_cursor_and_close_rules(server):
     db = client_db(server)
-    cur = db.aql.execute(KEYSET, bind_vars={"@c": "resumes", "last": None, "n": 10}, batch_size=3, count=True)
+    cur = db.aql.execute(
+        KEYSET, bind_vars={"@c": "resumes", "last": None, "n": 10}, batch_size=3, count=True
+    )
     assert len(cur) == 10
     assert [d["n"] for d in cur] == list(range(10))
     with pytest.raises(CursorCloseError) as ei:  # without allowRetry the server already dropped it
         cur.close()
     assert ei.value.error_code == 1600
-    cur = db.aql.execute(KEYSET, bind_vars={"@c": "resumes", "last": None, "n": 10}, batch_size=3, allow_retry=True)
+    cur = db.aql.execute(
+        KEYSET, bind_vars={"@c": "resumes", "last": None, "n": 10}, batch_size=3, allow_retry=True
+    )
     assert len(list(cur)) == 10
     assert cur.close() is True  # with allowRetry it survives its last batch until DELETE
     assert server.cursors == {}
@@ -277,42 +432,75 @@ def test_python_arango_reads_cursor_and_close_rules(server):
 
 def test_batch_retry_rules(server):
     def create(allow_retry: bool) -> dict:
-        return raw(server, "post", "/_api/cursor", data={
-            "query": KEYSET, "bindVars": {"@c": "resumes", "last": None, "n": 10}, "batchSize": 3,
-            "options": {"allowRetry": allow_retry}}).body
+        return raw(
+            server,
+            "post",
+            "/_api/cursor",
+            data={
+                "query": KEYSET,
+                "bindVars": {"@c": "resumes", "last": None, "n": 10},
+                "batchSize": 3,
+                "options": {"allowRetry": allow_retry},
+            },
+        ).body
 
     body = create(True)
     cid = body["id"]
     b2 = raw(server, "post", f"/_api/cursor/{cid}/2").body  # x = y+1: advance
     assert [d["n"] for d in b2["result"]] == [3, 4, 5] and b2["nextBatchId"] == "3"
-    again = raw(server, "post", f"/_api/cursor/{cid}/2").body  # x = y with allowRetry: same batch again
+    again = raw(
+        server, "post", f"/_api/cursor/{cid}/2"
+    ).body  # x = y with allowRetry: same batch again
     assert again["result"] == b2["result"] and again["nextBatchId"] == "3"
     assert_error(raw(server, "post", f"/_api/cursor/{cid}/1"), 404, 1600)  # older: not found
     assert_error(raw(server, "post", f"/_api/cursor/{cid}/5"), 404, 1600)  # ahead: not found
     raw(server, "post", f"/_api/cursor/{cid}/3")
     last = raw(server, "post", f"/_api/cursor/{cid}/4").body
     assert last["hasMore"] is False and [d["n"] for d in last["result"]] == [9]
-    assert raw(server, "post", f"/_api/cursor/{cid}/4").body["result"] == last["result"]  # survives its last batch
+    assert (
+        raw(server, "post", f"/_api/cursor/{cid}/4").body["result"] == last["result"]
+    )  # survives its last batch
     deleted = raw(server, "delete", f"/_api/cursor/{cid}")
     assert deleted.status_code == 202 and deleted.body == {"id": cid, "error": False, "code": 202}
 
     body = create(False)
     cid = body["id"]
-    assert raw(server, "post", f"/_api/cursor/{cid}/2").status_code == 200  # advancing is allowed without it
+    assert (
+        raw(server, "post", f"/_api/cursor/{cid}/2").status_code == 200
+    )  # advancing is allowed without it
     assert_error(raw(server, "post", f"/_api/cursor/{cid}/2"), 400, 400)  # a resend is not
 
 
 def test_cursor_ttl_expiry_and_expire_cursors(server):
-    body = raw(server, "post", "/_api/cursor", data={
-        "query": KEYSET, "bindVars": {"@c": "resumes", "last": None, "n": 10}, "batchSize": 2, "ttl": 0.6}).body
+    body = raw(
+        server,
+        "post",
+        "/_api/cursor",
+        data={
+            "query": KEYSET,
+            "bindVars": {"@c": "resumes", "last": None, "n": 10},
+            "batchSize": 2,
+            "ttl": 0.6,
+        },
+    ).body
     time.sleep(0.35)
-    assert raw(server, "post", f"/_api/cursor/{body['id']}").status_code == 200  # access renews the ttl
+    assert (
+        raw(server, "post", f"/_api/cursor/{body['id']}").status_code == 200
+    )  # access renews the ttl
     time.sleep(0.35)
     assert raw(server, "post", f"/_api/cursor/{body['id']}").status_code == 200
     time.sleep(0.8)
     assert_error(raw(server, "post", f"/_api/cursor/{body['id']}"), 404, 1600)
-    body = raw(server, "post", "/_api/cursor", data={
-        "query": KEYSET, "bindVars": {"@c": "resumes", "last": None, "n": 10}, "batchSize": 2}).body
+    body = raw(
+        server,
+        "post",
+        "/_api/cursor",
+        data={
+            "query": KEYSET,
+            "bindVars": {"@c": "resumes", "last": None, "n": 10},
+            "batchSize": 2,
+        },
+    ).body
     assert server.expire_cursors() == 1
     assert_error(raw(server, "post", f"/_api/cursor/{body['id']}"), 404, 1600)
 
@@ -320,31 +508,51 @@ def test_cursor_ttl_expiry_and_expire_cursors(server):
 def test_concurrent_use_of_a_cursor_is_409_busy(server):
     import threading
 
-    body = raw(server, "post", "/_api/cursor", data={
-        "query": KEYSET, "bindVars": {"@c": "resumes", "last": None, "n": 10}, "batchSize": 2,
-        "options": {"allowRetry": True}}).body
+    body = raw(
+        server,
+        "post",
+        "/_api/cursor",
+        data={
+            "query": KEYSET,
+            "bindVars": {"@c": "resumes", "last": None, "n": 10},
+            "batchSize": 2,
+            "options": {"allowRetry": True},
+        },
+    ).body
     server.slow(0.5, routes=["cursor_batch"], before=True)
     results = {}
-    t = threading.Thread(target=lambda: results.setdefault("a", raw(server, "post", f"/_api/cursor/{body['id']}/2")))
+    t = threading.Thread(
+        target=lambda: results.setdefault("a", raw(server, "post", f"/_api/cursor/{body['id']}/2"))
+    )
     t.start()
     time.sleep(0.15)
     assert_error(raw(server, "post", f"/_api/cursor/{body['id']}/2"), 409, 1601)
     t.join()
-    assert results["a"].status_code == 200 and [d["n"] for d in results["a"].body["result"]] == [2, 3]
+    assert results["a"].status_code == 200 and [d["n"] for d in results["a"].body["result"]] == [
+        2,
+        3,
+    ]
 
 
-@pytest.mark.parametrize(("data", "status", "num"), [
-    ({}, 400, 600),
-    ({"query": ""}, 400, 1502),
-    ({"count": True}, 400, 1502),
-    ({"query": KEYSET, "bindVars": [1]}, 400, 17),
-    ({"query": KEYSET, "bindVars": {"@c": "resumes", "last": None, "n": 1}, "batchSize": 0}, 400, 17),
-    ({"query": "FOR x IN y RETURN x.z + 1"}, 400, 1501),
-    ({"query": KEYSET, "bindVars": {"@c": "resumes", "n": 1}}, 400, 1551),
-    ({"query": KEYSET, "bindVars": {"@c": "resumes", "last": None, "n": 1, "x": 1}}, 400, 1552),
-    ({"query": KEYSET, "bindVars": {"@c": 5, "last": None, "n": 1}}, 400, 1553),
-    ({"query": KEYSET, "bindVars": {"@c": "nope", "last": None, "n": 1}}, 404, 1203),
-])
+@pytest.mark.parametrize(
+    ("data", "status", "num"),
+    [
+        ({}, 400, 600),
+        ({"query": ""}, 400, 1502),
+        ({"count": True}, 400, 1502),
+        ({"query": KEYSET, "bindVars": [1]}, 400, 17),
+        (
+            {"query": KEYSET, "bindVars": {"@c": "resumes", "last": None, "n": 1}, "batchSize": 0},
+            400,
+            17,
+        ),
+        ({"query": "FOR x IN y RETURN x.z + 1"}, 400, 1501),
+        ({"query": KEYSET, "bindVars": {"@c": "resumes", "n": 1}}, 400, 1551),
+        ({"query": KEYSET, "bindVars": {"@c": "resumes", "last": None, "n": 1, "x": 1}}, 400, 1552),
+        ({"query": KEYSET, "bindVars": {"@c": 5, "last": None, "n": 1}}, 400, 1553),
+        ({"query": KEYSET, "bindVars": {"@c": "nope", "last": None, "n": 1}}, 404, 1203),
+    ],
+)
 def test_cursor_request_and_aql_errors(server, data, status, num):
     resp = raw(server, "post", "/_api/cursor", data=data)
     assert_error(resp, status, num)
@@ -361,7 +569,9 @@ def test_aql_errors_through_python_arango(server):
     assert (ei.value.http_code, ei.value.error_code) == (404, 1203)
     assert "nope" in ei.value.error_message
     with pytest.raises(CursorNextError) as ei2:
-        cur = db.aql.execute(KEYSET, bind_vars={"@c": "resumes", "last": None, "n": 10}, batch_size=2)
+        cur = db.aql.execute(
+            KEYSET, bind_vars={"@c": "resumes", "last": None, "n": 10}, batch_size=2
+        )
         server.expire_cursors()
         list(cur)
     assert ei2.value.error_code == 1600
@@ -385,7 +595,10 @@ def _keyset_keys(server: FakeArango, collection: str, n: int) -> list[str]:
     keys: list[str] = []
     last = None
     while True:
-        page = [d["_key"] for d in db.aql.execute(KEYSET, bind_vars={"@c": collection, "last": last, "n": n})]
+        page = [
+            d["_key"]
+            for d in db.aql.execute(KEYSET, bind_vars={"@c": collection, "last": last, "n": n})
+        ]
         keys += page
         if len(page) < n:
             return keys
@@ -414,21 +627,40 @@ def test_bytewise_order(arango_server_bytewise):
 def test_null_and_non_string_last_follow_type_order(server):
     db = client_db(server)
     for last in (None, False, 12345):  # null < bool < number < string
-        assert len(list(db.aql.execute(KEYSET, bind_vars={"@c": "resumes", "last": last, "n": 100}))) == 10
+        assert (
+            len(list(db.aql.execute(KEYSET, bind_vars={"@c": "resumes", "last": last, "n": 100})))
+            == 10
+        )
     assert list(db.aql.execute(KEYSET, bind_vars={"@c": "resumes", "last": [1], "n": 100})) == []
 
 
 def test_values_round_trip_exactly(arango_server):
-    doc = {"_key": "v1", "big": 2**63 - 1, "neg": -(2**63), "huge": 2**70 + 1, "nul": "a\u0000b",
-           "_future": {"x": 1}, "_from_like": "x", "f": 0.1, "nested": [{"_k": [1, None, True]}], "uni": "é✓"}
+    doc = {
+        "_key": "v1",
+        "big": 2**63 - 1,
+        "neg": -(2**63),
+        "huge": 2**70 + 1,
+        "nul": "a\u0000b",
+        "_future": {"x": 1},
+        "_from_like": "x",
+        "f": 0.1,
+        "nested": [{"_k": [1, None, True]}],
+        "uni": "é✓",
+    }
     seed(arango_server, DATABASE, "values", [doc])
     db = client_db(arango_server)
     from etl import jsonutil
 
-    client = ArangoClient(hosts=arango_server.url, deserializer=jsonutil.loads,
-                          http_client=DefaultHTTPClient(retry_attempts=0))
-    got = list(client.db(DATABASE, username="root", password=ROOT_PASSWORD).aql.execute(
-        KEYSET, bind_vars={"@c": "values", "last": None, "n": 1}))[0]
+    client = ArangoClient(
+        hosts=arango_server.url,
+        deserializer=jsonutil.loads,
+        http_client=DefaultHTTPClient(retry_attempts=0),
+    )
+    got = list(
+        client.db(DATABASE, username="root", password=ROOT_PASSWORD).aql.execute(
+            KEYSET, bind_vars={"@c": "values", "last": None, "n": 1}
+        )
+    )[0]
     for k, v in doc.items():
         assert got[k] == v and type(got[k]) is type(v)
     assert got["_id"] == "values/v1" and isinstance(got["_rev"], str) and got["_rev"]
@@ -443,7 +675,9 @@ def test_values_round_trip_exactly(arango_server):
 def test_import_bulk_as_python_arango_sends_it(arango_server):
     arango_server.create_collection(DATABASE, "resumes")
     col = client_db(arango_server).collection("resumes")
-    res = col.import_bulk([{"_key": "a", "x": 1}, {"x": 2}, {"x": 3}], halt_on_error=True, details=True)
+    res = col.import_bulk(
+        [{"_key": "a", "x": 1}, {"x": 2}, {"x": 3}], halt_on_error=True, details=True
+    )
     assert res["created"] == 3 and res["errors"] == 0 and res["empty"] == 0 and res["updated"] == 0
     assert res["ignored"] == 0 and res["details"] == []
     imp = [r for r in arango_server.requests if r.route == "import"][-1]
@@ -468,7 +702,11 @@ def test_import_types_counts_and_details(arango_server):
         return raw(arango_server, "post", "/_api/import", params=params, data=body)
 
     r = imp('{"_key":"d1"}\n\n{"_key":"d2"}\n', type="documents", details=True)
-    assert r.status_code == 201 and (r.body["created"], r.body["empty"], r.body["errors"]) == (2, 1, 0)
+    assert r.status_code == 201 and (r.body["created"], r.body["empty"], r.body["errors"]) == (
+        2,
+        1,
+        0,
+    )
     assert "code" not in r.body and r.body["error"] is False
     r = imp('[{"_key":"l1"},{"_key":"l2"}]', type="list")
     assert r.body["created"] == 2 and "details" not in r.body
@@ -499,17 +737,32 @@ def test_import_errors(arango_server):
     def imp(body, **params):
         return raw(arango_server, "post", "/_api/import", params=params, data=body)
 
-    assert_error(imp('[{}]', type="array"), 400, 1204)
-    assert_error(imp('[{"_key":"x"}]', collection="c"), 400, 400)  # no type: tabular, JSON array is not
+    assert_error(imp("[{}]", type="array"), 400, 1204)
+    assert_error(
+        imp('[{"_key":"x"}]', collection="c"), 400, 400
+    )  # no type: tabular, JSON array is not
     assert_error(imp('[{"_key":"x"}]', collection="c", type="bogus"), 400, 400)
-    assert_error(imp('[{}]', collection="nope", type="array"), 404, 1203)
+    assert_error(imp("[{}]", collection="nope", type="array"), 404, 1203)
     assert_error(imp('{"_key":"x"}', collection="c", type="array"), 400, 400)
-    assert_error(imp('[{"_key":"x"},{"_key":"x"}]', collection="c", type="array", complete=True), 409, 1210)
+    assert_error(
+        imp('[{"_key":"x"},{"_key":"x"}]', collection="c", type="array", complete=True), 409, 1210
+    )
     assert_error(imp('[{"_key":"a/b"}]', collection="c", type="array", complete=True), 400, 1221)
-    assert_error(imp('[{"_key":"e1","_from":"a/1"}]', collection="e", type="array", complete=True), 400, 1233)
-    assert arango_server.documents(DATABASE, "c") == {} and arango_server.documents(DATABASE, "e") == {}
-    r = imp('[{"_key":"e1","_from":"1","_to":"2"}]', collection="e", type="array", fromPrefix="resumes",
-            toPrefix="jobs", complete=True)
+    assert_error(
+        imp('[{"_key":"e1","_from":"a/1"}]', collection="e", type="array", complete=True), 400, 1233
+    )
+    assert (
+        arango_server.documents(DATABASE, "c") == {}
+        and arango_server.documents(DATABASE, "e") == {}
+    )
+    r = imp(
+        '[{"_key":"e1","_from":"1","_to":"2"}]',
+        collection="e",
+        type="array",
+        fromPrefix="resumes",
+        toPrefix="jobs",
+        complete=True,
+    )
     assert r.body["created"] == 1
     e1 = arango_server.documents(DATABASE, "e")["e1"]
     assert (e1["_from"], e1["_to"]) == ("resumes/1", "jobs/2")
@@ -531,13 +784,17 @@ def test_fault_503_queue_full_surfaces_at_once(server):
     with pytest.raises(AQLQueryExecuteError) as ei:
         db.aql.execute(KEYSET, bind_vars={"@c": "resumes", "last": None, "n": 10})
     assert (ei.value.http_code, ei.value.error_code) == (503, 21003) and fault.fired == 1
-    assert len(list(db.aql.execute(KEYSET, bind_vars={"@c": "resumes", "last": None, "n": 10}))) == 10
+    assert (
+        len(list(db.aql.execute(KEYSET, bind_vars={"@c": "resumes", "last": None, "n": 10}))) == 10
+    )
 
 
 def test_fault_503_503_is_resent_by_python_arango_three_times(server):
     db = client_db(server)
     server.fail_unavailable(2)
-    assert len(list(db.aql.execute(KEYSET, bind_vars={"@c": "resumes", "last": None, "n": 10}))) == 10
+    assert (
+        len(list(db.aql.execute(KEYSET, bind_vars={"@c": "resumes", "last": None, "n": 10}))) == 10
+    )
     server.fail_unavailable(3)
     with pytest.raises(ConnectionAbortedError):
         db.aql.execute(KEYSET, bind_vars={"@c": "resumes", "last": None, "n": 10})
@@ -551,10 +808,17 @@ def test_dropped_connection_after_advance_loses_a_batch_without_allow_retry(serv
     """The spec's reason for allowRetry: python-arango silently resends a dropped batch request."""
     db = client_db(server)
     server.drop_connection(1, skip=1)
-    got = [d["n"] for d in db.aql.execute(KEYSET, bind_vars={"@c": "resumes", "last": None, "n": 10}, batch_size=2)]
+    got = [
+        d["n"]
+        for d in db.aql.execute(
+            KEYSET, bind_vars={"@c": "resumes", "last": None, "n": 10}, batch_size=2
+        )
+    ]
     assert got == [0, 1, 2, 3, 6, 7, 8, 9]  # batch 3 was delivered into a closed socket
     server.drop_connection(1, skip=1)
-    cur = db.aql.execute(KEYSET, bind_vars={"@c": "resumes", "last": None, "n": 10}, batch_size=2, allow_retry=True)
+    cur = db.aql.execute(
+        KEYSET, bind_vars={"@c": "resumes", "last": None, "n": 10}, batch_size=2, allow_retry=True
+    )
     assert [d["n"] for d in cur] == list(range(10))
     cur.close()
     dropped = [r for r in server.requests if r.status is None]
@@ -564,10 +828,14 @@ def test_dropped_connection_after_advance_loses_a_batch_without_allow_retry(serv
 def test_truncated_response_and_slow_response(server):
     db = client_db(server)
     server.drop_connection(1, mid_body=True)
-    cur = db.aql.execute(KEYSET, bind_vars={"@c": "resumes", "last": None, "n": 10}, batch_size=2, allow_retry=True)
+    cur = db.aql.execute(
+        KEYSET, bind_vars={"@c": "resumes", "last": None, "n": 10}, batch_size=2, allow_retry=True
+    )
     with pytest.raises(requests.exceptions.ChunkedEncodingError):
         list(cur)
-    client = ArangoClient(hosts=server.url, http_client=DefaultHTTPClient(request_timeout=0.3, retry_attempts=0))
+    client = ArangoClient(
+        hosts=server.url, http_client=DefaultHTTPClient(request_timeout=0.3, retry_attempts=0)
+    )
     slow_db = client.db(DATABASE, username="root", password=ROOT_PASSWORD)
     server.slow(0.8, routes=["cursor_create"])
     t0 = time.monotonic()
@@ -578,7 +846,12 @@ def test_truncated_response_and_slow_response(server):
 
 def test_proxy_429(server):
     server.proxy_429(1, retry_after="3")
-    resp = raw(server, "post", "/_api/cursor", data={"query": KEYSET, "bindVars": {"@c": "resumes", "last": None, "n": 1}})
+    resp = raw(
+        server,
+        "post",
+        "/_api/cursor",
+        data={"query": KEYSET, "bindVars": {"@c": "resumes", "last": None, "n": 1}},
+    )
     assert resp.status_code == 429 and isinstance(resp.body, str) and "429" in resp.body
     assert resp.headers["retry-after"] == "3" and "x-arango-queue-time-seconds" not in resp.headers
     db = client_db(server)
@@ -592,5 +865,9 @@ def test_generated_collection(arango_server):
     arango_server.add_generated_collection(DATABASE, "gen", 25, lambda i, key: {"i": i})
     db = client_db(arango_server)
     assert db.collection("gen").count() == 25
-    docs = list(db.aql.execute(KEYSET, bind_vars={"@c": "gen", "last": "000000000009", "n": 5}, batch_size=2))
+    docs = list(
+        db.aql.execute(
+            KEYSET, bind_vars={"@c": "gen", "last": "000000000009", "n": 5}, batch_size=2
+        )
+    )
     assert [d["i"] for d in docs] == [10, 11, 12, 13, 14] and docs[0]["_id"] == "gen/000000000010"

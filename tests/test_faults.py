@@ -5,11 +5,11 @@ real PostgreSQL, injects its faults, completes the run, and proves: reconcile gr
 the expected differences), every source key a row or a reject exactly once, no checkpoint ahead
 of its data after a kill, no password in any output, report or run table.
 """
+
 from __future__ import annotations
 
 import random
 import tempfile
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -19,8 +19,13 @@ from soak import trials as T
 
 @pytest.fixture(scope="module")
 def harness(pg_admin_dsn, tmp_path_factory):
-    h = T.Harness(T.PgServer(pg_admin_dsn), tmp_path_factory.mktemp("faults"), n_resumes=1000, batch=250,
-                  log=lambda msg: None)
+    h = T.Harness(
+        T.PgServer(pg_admin_dsn),
+        tmp_path_factory.mktemp("faults"),
+        n_resumes=1000,
+        batch=250,
+        log=lambda msg: None,
+    )
     h.setup()
     yield h
     h.close()
@@ -33,7 +38,9 @@ def own_pg_harness(tmp_path_factory):
         pg = T.PgServer.embedded(tempfile.gettempdir())
     except Exception as exc:  # pragma: no cover - no embedded server here
         pytest.skip(f"cannot start a dedicated embedded PostgreSQL to restart: {exc}")
-    h = T.Harness(pg, tmp_path_factory.mktemp("faults-own-pg"), n_resumes=600, batch=100, log=lambda msg: None)
+    h = T.Harness(
+        pg, tmp_path_factory.mktemp("faults-own-pg"), n_resumes=600, batch=100, log=lambda msg: None
+    )
     try:
         h.setup()
         yield h
@@ -74,9 +81,15 @@ def test_postgres_restart_mid_run_completes_and_loses_no_batch(own_pg_harness, m
 
 def test_arango_faults_503_429_drops_timeouts_lost_cursor(harness):
     note = run(harness, T.trial_arango_faults, random.Random(14))
-    for kind in ("503 burst (queue full)", "503 burst (service unavailable)", "429 from a proxy",
-                 "connection dropped before the answer", "connection dropped mid-response",
-                 "answer slower than the request timeout", "cursor lost (expired)"):
+    for kind in (
+        "503 burst (queue full)",
+        "503 burst (service unavailable)",
+        "429 from a proxy",
+        "connection dropped before the answer",
+        "connection dropped mid-response",
+        "answer slower than the request timeout",
+        "cursor lost (expired)",
+    ):
         assert harness.tally.faults[f"ArangoDB: {kind}"] >= 1, (kind, note)
 
 
@@ -119,7 +132,9 @@ def test_harness_checks_catch_a_lost_document_and_a_checkpoint_ahead(harness):
     res = h.etl(db, *h.migrate_args())
     assert res.returncode in (0, 1), res.stderr
     with psycopg.connect(db.admin, autocommit=True) as c:
-        c.execute("delete from resume_documents where id = (select id from resume_documents limit 1)")
+        c.execute(
+            "delete from resume_documents where id = (select id from resume_documents limit 1)"
+        )
     lost, ahead = h.tally.lost, h.tally.ahead
     with pytest.raises(T.TrialFailed, match="checkpoint ahead"):
         h.check_checkpoints(db)
@@ -137,10 +152,15 @@ def test_harness_unit_check_catches_a_position_ahead_of_its_data(harness):
     assert res.returncode in (0, 1), res.stderr
     assert h.check_unit_positions(db) == h.source_count  # every mapped document is in a done range
     with psycopg.connect(db.admin, autocommit=True) as c:
-        key = c.execute("select metadata->'arango'->>'_key' from resume_documents limit 1").fetchone()[0]
+        key = c.execute(
+            "select metadata->'arango'->>'_key' from resume_documents limit 1"
+        ).fetchone()[0]
         c.execute("delete from resume_documents where metadata->'arango'->>'_key' = %s", (key,))
-        c.execute("update etl_work_units set state = 'running', position = %s"
-                  " where collection = 'resumes' and kind = 'range'", (key,))
+        c.execute(
+            "update etl_work_units set state = 'running', position = %s"
+            " where collection = 'resumes' and kind = 'range'",
+            (key,),
+        )
     ahead = h.tally.ahead
     with pytest.raises(T.TrialFailed, match="ahead of its data"):
         h.check_unit_positions(db)

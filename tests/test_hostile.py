@@ -7,11 +7,11 @@ rendered with as_string): no hostile text ever appears in a statement, only in b
 and COPY data. Afterwards every table still exists and the hostile values were stored verbatim.
 Against ArangoDB, a hostile collection or database name ends in one clean line.
 """
+
 from __future__ import annotations
 
 import shutil
 from contextlib import contextmanager
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -28,10 +28,17 @@ from tests.datagen import write_jsonl
 from tests.fakearango.fixtures import DATABASE, ROOT_PASSWORD, seed
 
 MARK = "HOSTILE"  # every hostile string carries it, so a leak into SQL text is easy to find
-FRAGMENTS = [f"{MARK}'; drop table resumes; --", f'{MARK}"; drop table resume_documents; --',
-             f"{MARK}\\'; select pg_sleep(10); --", f"{MARK}$$; drop table etl_runs; $$",
-             f"{MARK}$tag$)); delete from etl_rejects; --", f"{MARK}\\\\x00 ' || '' || '",
-             f"{MARK}%s %(x)s {{}} ?", f"{MARK}`;/*", f"{MARK} */ ; commit; --"]
+FRAGMENTS = [
+    f"{MARK}'; drop table resumes; --",
+    f'{MARK}"; drop table resume_documents; --',
+    f"{MARK}\\'; select pg_sleep(10); --",
+    f"{MARK}$$; drop table etl_runs; $$",
+    f"{MARK}$tag$)); delete from etl_rejects; --",
+    f"{MARK}\\\\x00 ' || '' || '",
+    f"{MARK}%s %(x)s {{}} ?",
+    f"{MARK}`;/*",
+    f"{MARK} */ ; commit; --",
+]
 
 
 class Captured(list):
@@ -60,7 +67,11 @@ def capture_sql():
         seen.append(text(self, statement))
         return orig["copy"](self, statement, *a, **kw)
 
-    psycopg.Cursor.execute, psycopg.Cursor.executemany, psycopg.Cursor.copy = execute, executemany, copy
+    psycopg.Cursor.execute, psycopg.Cursor.executemany, psycopg.Cursor.copy = (
+        execute,
+        executemany,
+        copy,
+    )
     try:
         yield seen
     finally:
@@ -70,20 +81,39 @@ def capture_sql():
 
 def tables(dsn: str) -> set[str]:
     with psycopg.connect(dsn) as conn:
-        return {r[0] for r in conn.execute("select tablename from pg_tables where schemaname = 'public'")}
+        return {
+            r[0]
+            for r in conn.execute("select tablename from pg_tables where schemaname = 'public'")
+        }
 
 
 def hostile_source() -> dict[str, list[dict]]:
     resumes = []
     for i, frag in enumerate(FRAGMENTS):
-        resumes.append({"_key": f"k{i}{frag}", "_id": f"resumes/k{i}", "_rev": frag, "user_id": f"u{frag}",
-                        "status": "completed", "resume_data": {"summary": frag, frag: [frag], "skills": [frag]},
-                        frag: {frag: frag}, f"$$.{i}": frag, "": frag})
-    jobs = [{"_key": f"j{frag}", "user_id": "u1", "job_title": frag, "company": frag, frag: 1} for frag in FRAGMENTS[:3]]
+        resumes.append(
+            {
+                "_key": f"k{i}{frag}",
+                "_id": f"resumes/k{i}",
+                "_rev": frag,
+                "user_id": f"u{frag}",
+                "status": "completed",
+                "resume_data": {"summary": frag, frag: [frag], "skills": [frag]},
+                frag: {frag: frag},
+                f"$$.{i}": frag,
+                "": frag,
+            }
+        )
+    jobs = [
+        {"_key": f"j{frag}", "user_id": "u1", "job_title": frag, "company": frag, frag: 1}
+        for frag in FRAGMENTS[:3]
+    ]
     rejected = [{"_key": f"bad{frag}", "user_id": None, frag: frag} for frag in FRAGMENTS[:3]]
-    return {"resumes": resumes + rejected, "jobs": jobs,
-            f"col{MARK}'; drop table resumes; --": [{"_key": "x1", "a": 1}],
-            f'col{MARK}"$$;\\': [{"_key": f"x{FRAGMENTS[0]}"}]}
+    return {
+        "resumes": resumes + rejected,
+        "jobs": jobs,
+        f"col{MARK}'; drop table resumes; --": [{"_key": "x1", "a": 1}],
+        f'col{MARK}"$$;\\': [{"_key": f"x{FRAGMENTS[0]}"}],
+    }
 
 
 def test_hostile_input_never_changes_the_sql_and_is_stored_verbatim(schema_db, tmp_path):
@@ -92,14 +122,24 @@ def test_hostile_input_never_changes_the_sql_and_is_stored_verbatim(schema_db, t
     write_jsonl(data, src)
     mapping = tmp_path / f"map{MARK}'; drop table resumes; --.toml"
     shutil.copy(REPO / "configs" / "atspro.toml", mapping)
-    reports = tmp_path / f"rep{MARK}\"; $$ --"
-    dsn = psycopg.conninfo.make_conninfo(schema_db, application_name=f"app{MARK}'; drop table etl_runs; --")
-    settings = load_settings(None, env={}, overrides={
-        "postgres": {"dsn": dsn}, "migrate": {"reports_dir": str(reports), "mapping": str(mapping)}})
+    reports = tmp_path / f'rep{MARK}"; $$ --'
+    dsn = psycopg.conninfo.make_conninfo(
+        schema_db, application_name=f"app{MARK}'; drop table etl_runs; --"
+    )
+    settings = load_settings(
+        None,
+        env={},
+        overrides={
+            "postgres": {"dsn": dsn},
+            "migrate": {"reports_dir": str(reports), "mapping": str(mapping)},
+        },
+    )
     before = tables(schema_db)
 
     with capture_sql() as seen:
-        summary = Migration(settings, all_=True, source=f"jsonl:{data}", batch_size=4, retry_wait=lambda rs: 0).run()
+        summary = Migration(
+            settings, all_=True, source=f"jsonl:{data}", batch_size=4, retry_wait=lambda rs: 0
+        ).run()
         rec = Reconciliation(settings, all_=True, source=f"jsonl:{data}").run()
         info = status(dsn)
         with psycopg.connect(dsn) as conn:
@@ -116,11 +156,18 @@ def test_hostile_input_never_changes_the_sql_and_is_stored_verbatim(schema_db, t
     # nothing was dropped or emptied, the schema is intact
     assert tables(schema_db) == before
     with psycopg.connect(schema_db) as conn:
-        assert conn.execute("select count(*) from verify_schema_integrity() where status <> 'ok'").fetchone()[0] == 0
+        assert (
+            conn.execute(
+                "select count(*) from verify_schema_integrity() where status <> 'ok'"
+            ).fetchone()[0]
+            == 0
+        )
         # stored verbatim
-        for doc in src["resumes"][:len(FRAGMENTS)]:
-            row = conn.execute("select user_id, parsed_data, metadata from resume_documents where id = %s",
-                               (row_id("resumes", doc["_key"]),)).fetchone()
+        for doc in src["resumes"][: len(FRAGMENTS)]:
+            row = conn.execute(
+                "select user_id, parsed_data, metadata from resume_documents where id = %s",
+                (row_id("resumes", doc["_key"]),),
+            ).fetchone()
             assert row is not None, doc["_key"]
             user_id, parsed, meta = row
             assert user_id == doc["user_id"]
@@ -129,25 +176,57 @@ def test_hostile_input_never_changes_the_sql_and_is_stored_verbatim(schema_db, t
             frag = doc["_rev"]
             assert meta["extra"][frag] == {frag: frag} and meta["extra"][""] == frag
         for doc in src["jobs"]:
-            assert conn.execute("select title, company from job_documents where id = %s",
-                                (row_id("jobs", doc["_key"]),)).fetchone() == (doc["job_title"], doc["company"])
-        kept = {(c, k): r for c, k, r in conn.execute(
-            "select collection, key, reason from etl_rejects where run_id = %s", (summary.run_id,))}
+            assert conn.execute(
+                "select title, company from job_documents where id = %s",
+                (row_id("jobs", doc["_key"]),),
+            ).fetchone() == (doc["job_title"], doc["company"])
+        kept = {
+            (c, k): r
+            for c, k, r in conn.execute(
+                "select collection, key, reason from etl_rejects where run_id = %s",
+                (summary.run_id,),
+            )
+        }
         # collections the mapping does not name are counted, not read: their names verbatim
         unmapped = {c.collection: c for c in summary.collections if c.status == "unmapped"}
         assert {n for n in src if n.startswith("col")} <= set(unmapped)
-        for doc in src["resumes"][len(FRAGMENTS):]:
+        for doc in src["resumes"][len(FRAGMENTS) :]:
             assert kept[("resumes", doc["_key"])].startswith("missing_user_id")
-        assert conn.execute("select count(*) from etl_runs where run_id = %s", (summary.run_id,)).fetchone()[0] == 1
+        assert (
+            conn.execute(
+                "select count(*) from etl_runs where run_id = %s", (summary.run_id,)
+            ).fetchone()[0]
+            == 1
+        )
     assert (reports / f"{summary.run_id}.json").exists()
 
 
-@pytest.mark.parametrize("name", [f"r{MARK}'; drop table resumes; --", 'resumes"', "resumes;", "res$$umes",
-                                  "../_system", "resumes/../jobs", "resumes?x=1", "a b", "\\resumes"])
-def test_hostile_collection_name_against_arangodb_is_one_clean_line(arango_server, schema_db, tmp_path, name):
+@pytest.mark.parametrize(
+    "name",
+    [
+        f"r{MARK}'; drop table resumes; --",
+        'resumes"',
+        "resumes;",
+        "res$$umes",
+        "../_system",
+        "resumes/../jobs",
+        "resumes?x=1",
+        "a b",
+        "\\resumes",
+    ],
+)
+def test_hostile_collection_name_against_arangodb_is_one_clean_line(
+    arango_server, schema_db, tmp_path, name
+):
     seed(arango_server, DATABASE, "resumes", [{"_key": "1", "user_id": "u"}])
-    env = {"ETL_PG_DSN": schema_db, "ETL_REPORTS_DIR": str(tmp_path / "r"), "ETL_ARANGO_URL": arango_server.url,
-           "ETL_ARANGO_DB": DATABASE, "ETL_ARANGO_PASSWORD": ROOT_PASSWORD, "ETL_ARANGO_TIMEOUT": "5"}
+    env = {
+        "ETL_PG_DSN": schema_db,
+        "ETL_REPORTS_DIR": str(tmp_path / "r"),
+        "ETL_ARANGO_URL": arango_server.url,
+        "ETL_ARANGO_DB": DATABASE,
+        "ETL_ARANGO_PASSWORD": ROOT_PASSWORD,
+        "ETL_ARANGO_TIMEOUT": "5",
+    }
     before = tables(schema_db)
     proc = etl("migrate", "--collection", name, env=env)
     assert_one_line_error(proc, "does not exist")
@@ -156,20 +235,36 @@ def test_hostile_collection_name_against_arangodb_is_one_clean_line(arango_serve
         assert conn.execute("select count(*) from resume_documents").fetchone()[0] == 0
 
 
-@pytest.mark.parametrize("db", [f"atspro{MARK}'; drop table resumes; --", 'atspro"', "atspro/../_system"])
-def test_hostile_database_name_against_arangodb_is_one_clean_line(arango_server, schema_db, tmp_path, db):
-    env = {"ETL_PG_DSN": schema_db, "ETL_REPORTS_DIR": str(tmp_path / "r"), "ETL_ARANGO_URL": arango_server.url,
-           "ETL_ARANGO_DB": db, "ETL_ARANGO_PASSWORD": ROOT_PASSWORD, "ETL_ARANGO_TIMEOUT": "5"}
+@pytest.mark.parametrize(
+    "db", [f"atspro{MARK}'; drop table resumes; --", 'atspro"', "atspro/../_system"]
+)
+def test_hostile_database_name_against_arangodb_is_one_clean_line(
+    arango_server, schema_db, tmp_path, db
+):
+    env = {
+        "ETL_PG_DSN": schema_db,
+        "ETL_REPORTS_DIR": str(tmp_path / "r"),
+        "ETL_ARANGO_URL": arango_server.url,
+        "ETL_ARANGO_DB": db,
+        "ETL_ARANGO_PASSWORD": ROOT_PASSWORD,
+        "ETL_ARANGO_TIMEOUT": "5",
+    }
     proc = etl("migrate", "--all", env=env)
     assert_one_line_error(proc)
 
 
-@pytest.mark.parametrize("run", [f"{MARK}'; drop table etl_runs; --", f"{MARK}$$ or 1=1 $$", "%", "_"])
+@pytest.mark.parametrize(
+    "run", [f"{MARK}'; drop table etl_runs; --", f"{MARK}$$ or 1=1 $$", "%", "_"]
+)
 def test_hostile_run_id_for_purge_rejects_deletes_nothing_else(schema_db, tmp_path, run):
     with psycopg.connect(schema_db) as conn:
-        conn.execute("insert into etl_runs (run_id, command, state, started_at) values ('r1', 'migrate', 'finished', now())")
-        conn.execute("insert into etl_rejects (run_id, collection, key, document, reason, stage)"
-                     " values ('r1', 'resumes', 'k', '{}', 'x', 'transform')")
+        conn.execute(
+            "insert into etl_runs (run_id, command, state, started_at) values ('r1', 'migrate', 'finished', now())"
+        )
+        conn.execute(
+            "insert into etl_rejects (run_id, collection, key, document, reason, stage)"
+            " values ('r1', 'resumes', 'k', '{}', 'x', 'transform')"
+        )
     proc = etl("purge-rejects", "--run", run, env={"ETL_PG_DSN": schema_db})
     assert proc.returncode == 0, proc.stderr
     assert "deleted 0 rejected document(s)" in proc.stdout
@@ -183,17 +278,33 @@ def test_keys_postgres_cannot_store_are_rejected_and_reconcile_finds_them_kept(s
     makes one). It becomes a bad_key reject, stored escaped; reconcile must match it to the
     source document and not report it lost."""
     odd = ["k\x00ey", "\ud800x", "plain\\u0000"]  # the last one is a real backslash-u key
-    src = {"resumes": [{"_key": k, "_rev": "r1", "user_id": f"u{i}", "resume_data": {"n": i}}
-                       for i, k in enumerate(odd)] + [{"_key": "fine", "_rev": "r1", "user_id": "u9",
-                                                       "resume_data": {}}]}
+    src = {
+        "resumes": [
+            {"_key": k, "_rev": "r1", "user_id": f"u{i}", "resume_data": {"n": i}}
+            for i, k in enumerate(odd)
+        ]
+        + [{"_key": "fine", "_rev": "r1", "user_id": "u9", "resume_data": {}}]
+    }
     data = tmp_path / "src"
     write_jsonl(data, src)
-    settings = load_settings(None, env={}, overrides={
-        "postgres": {"dsn": schema_db}, "migrate": {"reports_dir": str(tmp_path / "reports")}})
-    summary = Migration(settings, collections=["resumes"], source=f"jsonl:{data}", retry_wait=lambda rs: 0).run()
+    settings = load_settings(
+        None,
+        env={},
+        overrides={
+            "postgres": {"dsn": schema_db},
+            "migrate": {"reports_dir": str(tmp_path / "reports")},
+        },
+    )
+    summary = Migration(
+        settings, collections=["resumes"], source=f"jsonl:{data}", retry_wait=lambda rs: 0
+    ).run()
     assert summary.state == "finished"
     with psycopg.connect(schema_db) as conn:
-        kept = dict(conn.execute("select key, reason from etl_rejects where run_id = %s", (summary.run_id,)).fetchall())
+        kept = dict(
+            conn.execute(
+                "select key, reason from etl_rejects where run_id = %s", (summary.run_id,)
+            ).fetchall()
+        )
     assert set(kept) == {"k\\u0000ey", "\\ud800x"}, kept
     assert all(r.startswith("bad_key") for r in kept.values()), kept
     rec = Reconciliation(settings, collections=["resumes"], source=f"jsonl:{data}").run()

@@ -1,6 +1,7 @@
 """etl migrate end to end on real PostgreSQL: every row equals its canonical form, re-runs
 change nothing, changes update exactly their row, rejects lose nothing, dry runs touch nothing,
 and a killed run resumes to exactly the right rows."""
+
 from __future__ import annotations
 
 import os
@@ -18,13 +19,23 @@ from tests.conftest import kill_after_batches
 from tests.datagen import generate, write_dump
 
 REPO = Path(__file__).resolve().parent.parent
-TABLES = {"resume": "resume_documents", "job": "job_documents",
-          "optimization": "optimization_results", "research": "research_results"}
+TABLES = {
+    "resume": "resume_documents",
+    "job": "job_documents",
+    "optimization": "optimization_results",
+    "research": "research_results",
+}
 
 
 def settings_for(dsn: str, tmp_path: Path, **migrate):
-    return load_settings(None, env={}, overrides={
-        "postgres": {"dsn": dsn}, "migrate": {"reports_dir": str(tmp_path / "reports"), **migrate}})
+    return load_settings(
+        None,
+        env={},
+        overrides={
+            "postgres": {"dsn": dsn},
+            "migrate": {"reports_dir": str(tmp_path / "reports"), **migrate},
+        },
+    )
 
 
 def run(dsn, tmp_path, source, **kw):
@@ -59,7 +70,9 @@ def scalar(dsn, q, *args):
 
 def assert_schema_intact(dsn):
     with psycopg.connect(dsn) as conn:
-        bad = conn.execute("select * from verify_schema_integrity() where status <> 'ok'").fetchall()
+        bad = conn.execute(
+            "select * from verify_schema_integrity() where status <> 'ok'"
+        ).fetchall()
     assert bad == []
 
 
@@ -81,9 +94,17 @@ def test_migrate_all_rows_equal_their_canonical_form(schema_db, tmp_path, small_
         # the expected rows: the same transform applied to the source, rendered by PostgreSQL
         transformer = Transformer(Migration(settings_for(schema_db, tmp_path)).mapping, "x", "t")
         stored = db_rows(schema_db)
-        defaults = {t: {c for (c,) in conn.execute(
-            "select column_name from information_schema.columns where table_name = %s"
-            " and column_default is not null", (t,))} for t in TABLES.values()}
+        defaults = {
+            t: {
+                c
+                for (c,) in conn.execute(
+                    "select column_name from information_schema.columns where table_name = %s"
+                    " and column_default is not null",
+                    (t,),
+                )
+            }
+            for t in TABLES.values()
+        }
         n_rows = n_rejects = 0
         for collection in ("resumes", "jobs", "documents"):
             for doc in ds[collection]:
@@ -91,13 +112,26 @@ def test_migrate_all_rows_equal_their_canonical_form(schema_db, tmp_path, small_
                 sid = f"{collection}/{doc.get('_key')}"
                 if isinstance(out, Row):
                     if sid not in stored:  # rejected by the database: must be in the reject store
-                        assert scalar(schema_db, "select count(*) from etl_rejects where collection = %s"
-                                      " and key = %s", collection, doc["_key"]) == 1, sid
+                        assert (
+                            scalar(
+                                schema_db,
+                                "select count(*) from etl_rejects where collection = %s"
+                                " and key = %s",
+                                collection,
+                                doc["_key"],
+                            )
+                            == 1
+                        ), sid
                         n_rejects += 1
                         continue
                     from etl import jsonutil
-                    expected = conn.execute("select to_jsonb(jsonb_populate_record(null::" + TABLES[out.document_type]
-                                            + ", %s::jsonb))", (jsonutil.dumps_str(out.values),)).fetchone()[0]
+
+                    expected = conn.execute(
+                        "select to_jsonb(jsonb_populate_record(null::"
+                        + TABLES[out.document_type]
+                        + ", %s::jsonb))",
+                        (jsonutil.dumps_str(out.values),),
+                    ).fetchone()[0]
                     got = strip_volatile(stored[sid])
                     # references are nulled when their target is not in the source: compare the rest
                     for ref in ("resume_id", "job_id", "parent_optimization_id"):
@@ -113,8 +147,15 @@ def test_migrate_all_rows_equal_their_canonical_form(schema_db, tmp_path, small_
                     n_rows += 1
                 else:
                     assert sid not in stored
-                    assert scalar(schema_db, "select count(*) from etl_rejects where collection = %s"
-                                  " and key = %s", collection, doc["_key"]) == 1, sid
+                    assert (
+                        scalar(
+                            schema_db,
+                            "select count(*) from etl_rejects where collection = %s and key = %s",
+                            collection,
+                            doc["_key"],
+                        )
+                        == 1
+                    ), sid
                     n_rejects += 1
         assert n_rows > 100 and n_rejects > 0
         # each job_research edge landed on its research row, whole
@@ -129,7 +170,9 @@ def test_migrate_counts_balance_and_nothing_is_lost(schema_db, tmp_path, small_d
     ds, path = small_dump
     summary = run(schema_db, tmp_path, f"dump:{path}", all_=True)
     # indexes deferred for the load into empty tables were all built again
-    assert summary.index_builds and scalar(schema_db, "select count(*) from etl_deferred_indexes") == 0
+    assert (
+        summary.index_builds and scalar(schema_db, "select count(*) from etl_deferred_indexes") == 0
+    )
     assert_schema_intact(schema_db)
     by_name = {c.collection: c for c in summary.collections}
     for name, count in ds.counts.items():
@@ -140,7 +183,10 @@ def test_migrate_counts_balance_and_nothing_is_lost(schema_db, tmp_path, small_d
     # every source document is in the target or in the reject store (with a reason)
     stored = db_rows(schema_db)
     with psycopg.connect(schema_db) as conn:
-        kept = {f"{c}/{k}": r for c, k, r in conn.execute("select collection, key, reason from etl_rejects")}
+        kept = {
+            f"{c}/{k}": r
+            for c, k, r in conn.execute("select collection, key, reason from etl_rejects")
+        }
     for name in ("resumes", "jobs", "documents"):
         for doc in ds[name]:
             sid = f"{name}/{doc['_key']}"
@@ -158,7 +204,10 @@ def test_migrate_second_run_changes_nothing(schema_db, tmp_path, small_dump):
         assert c.counts.inserted == 0 and c.counts.updated == 0, c.collection
     assert scalar(schema_db, "select count(*) from document_audit_log") == audit_before
     assert summary.index_builds == []  # the tables were not empty: nothing deferred
-    assert scalar(schema_db, "select count(*) from pg_indexes where schemaname = 'public'") == n_indexes
+    assert (
+        scalar(schema_db, "select count(*) from pg_indexes where schemaname = 'public'")
+        == n_indexes
+    )
     assert scalar(schema_db, "select max(updated_at) from resume_documents") == upd_before
 
 
@@ -177,20 +226,34 @@ def test_migrate_changed_document_updates_exactly_its_row(schema_db, tmp_path):
     jobs = next(c for c in summary.collections if c.collection == "jobs")
     assert jobs.counts.updated == 1 and jobs.counts.inserted == 0
     assert sum(c.counts.updated for c in summary.collections if c.collection != "jobs") == 0
-    assert scalar(schema_db, "select count(*) from job_documents where title like '%%(changed)'") == 1
-    assert scalar(schema_db, "select count(*) from document_audit_log where action = 'migrate'"
-                  " and changes->>'op' is distinct from 'insert' and document_type = 'job'") >= 1
+    assert (
+        scalar(schema_db, "select count(*) from job_documents where title like '%%(changed)'") == 1
+    )
+    assert (
+        scalar(
+            schema_db,
+            "select count(*) from document_audit_log where action = 'migrate'"
+            " and changes->>'op' is distinct from 'insert' and document_type = 'job'",
+        )
+        >= 1
+    )
 
 
 def test_migrate_dry_run_changes_nothing_and_predicts_the_counts(schema_db, tmp_path, small_dump):
     _, path = small_dump
     dry = run(schema_db, tmp_path, f"dump:{path}", all_=True, dry_run=True)
     assert dry.dry_run and dry.estimated_seconds is not None
-    for table in list(TABLES.values()) + ["etl_runs", "etl_rejects", "etl_checkpoints", "document_audit_log"]:
+    for table in list(TABLES.values()) + [
+        "etl_runs",
+        "etl_rejects",
+        "etl_checkpoints",
+        "document_audit_log",
+    ]:
         assert scalar(schema_db, f"select count(*) from {table}") == 0, table
     real = run(schema_db, tmp_path, f"dump:{path}", all_=True)
-    assert [(c.collection, c.counts.asdict()) for c in dry.collections] == \
-           [(c.collection, c.counts.asdict()) for c in real.collections]
+    assert [(c.collection, c.counts.asdict()) for c in dry.collections] == [
+        (c.collection, c.counts.asdict()) for c in real.collections
+    ]
     assert (tmp_path / "reports" / f"{dry.run_id}.json").exists()
 
 
@@ -205,8 +268,15 @@ def test_migrate_stop_request_ends_at_batch_boundary_and_resumes(schema_db, tmp_
         return calls["n"] >= 2
 
     from etl.errors import Interrupted
-    m = Migration(settings_for(schema_db, tmp_path), source=f"dump:{path}", all_=True, batch_size=7,
-                  should_stop=stop_after_two, retry_wait=lambda rs: 0)
+
+    m = Migration(
+        settings_for(schema_db, tmp_path),
+        source=f"dump:{path}",
+        all_=True,
+        batch_size=7,
+        should_stop=stop_after_two,
+        retry_wait=lambda rs: 0,
+    )
     with pytest.raises(Interrupted):
         m.run()
     assert scalar(schema_db, "select state from etl_runs") == "interrupted"
@@ -223,30 +293,51 @@ def test_migrate_killed_run_resumes_to_exact_rows(schema_db, tmp_path):
     write_dump(path, ds, gzip=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
     env.update({"ETL_PG_DSN": schema_db, "ETL_REPORTS_DIR": str(tmp_path / "reports")})
-    cmd = [sys.executable, "-m", "etl", "migrate", "--all", "--source", f"dump:{path}", "--batch", "20"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "etl",
+        "migrate",
+        "--all",
+        "--source",
+        f"dump:{path}",
+        "--batch",
+        "20",
+    ]
     proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     kill_after_batches(proc, schema_db, 5)
     assert scalar(schema_db, "select state from etl_runs") == "running"  # killed, not finished
     # the indexes deferred for the bulk load are remembered, not lost
     assert scalar(schema_db, "select count(*) from etl_deferred_indexes") > 0
     loaded_at_kill = scalar(schema_db, "select count(*) from resume_documents")
-    assert 0 < loaded_at_kill < ds.counts["resumes"] or scalar(schema_db, "select count(*) from job_documents") < ds.counts["jobs"]
-    done = subprocess.run(cmd[:4] + ["--resume"], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert (
+        0 < loaded_at_kill < ds.counts["resumes"]
+        or scalar(schema_db, "select count(*) from job_documents") < ds.counts["jobs"]
+    )
+    done = subprocess.run(
+        cmd[:4] + ["--resume"], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode in (0, 1), done.stderr
     assert scalar(schema_db, "select count(*) from resume_documents") == ds.counts["resumes"]
     assert scalar(schema_db, "select count(*) from job_documents") == ds.counts["jobs"]
     stored = db_rows(schema_db)
-    expected_ids = {f"resumes/{d['_key']}" for d in ds["resumes"]} | {f"jobs/{d['_key']}" for d in ds["jobs"]}
+    expected_ids = {f"resumes/{d['_key']}" for d in ds["resumes"]} | {
+        f"jobs/{d['_key']}" for d in ds["jobs"]
+    }
     assert expected_ids <= set(stored)
     assert scalar(schema_db, "select count(*) from etl_deferred_indexes") == 0
     assert_schema_intact(schema_db)
     # the checkpoint of a finished collection says exactly how many documents it read
-    assert scalar(schema_db, "select read from etl_checkpoints where collection = 'resumes'") == ds.counts["resumes"]
+    assert (
+        scalar(schema_db, "select read from etl_checkpoints where collection = 'resumes'")
+        == ds.counts["resumes"]
+    )
 
 
 def test_migrate_unknown_collection_lists_existing(schema_db, tmp_path, small_dump):
     _, path = small_dump
     from etl.errors import PermanentError
+
     with pytest.raises(PermanentError, match="resumes"):
         run(schema_db, tmp_path, f"dump:{path}", collections=["nope"])
 
@@ -254,11 +345,14 @@ def test_migrate_unknown_collection_lists_existing(schema_db, tmp_path, small_du
 def test_migrate_schema_not_applied_is_one_clear_error(empty_db, tmp_path, small_dump):
     _, path = small_dump
     from etl.errors import PermanentError
+
     with pytest.raises(PermanentError, match="apply-schema"):
         run(empty_db, tmp_path, f"dump:{path}", all_=True)
 
 
-def test_a_connection_killed_mid_run_reconnects_and_its_batches_really_commit(schema_db, tmp_path, small_dump):
+def test_a_connection_killed_mid_run_reconnects_and_its_batches_really_commit(
+    schema_db, tmp_path, small_dump
+):
     """pg_terminate_backend between batches: the retry reconnects. Regression: the reconnect ran
     a probe query that opened a transaction, so every later batch was only a savepoint of it,
     and the end of the run rolled them all back while reporting 'finished'."""
@@ -268,13 +362,18 @@ def test_a_connection_killed_mid_run_reconnects_and_its_batches_really_commit(sc
     def kill_once() -> bool:  # called after each committed batch
         if not killed and scalar(schema_db, "select count(*) from resume_documents") > 0:
             with psycopg.connect(schema_db, autocommit=True) as admin:
-                killed.append(admin.execute(
-                    "select count(*) filter (where pg_terminate_backend(pid)) from pg_stat_activity"
-                    " where datname = current_database() and application_name = 'etl'"
-                    " and pid <> pg_backend_pid()").fetchone()[0])
+                killed.append(
+                    admin.execute(
+                        "select count(*) filter (where pg_terminate_backend(pid)) from pg_stat_activity"
+                        " where datname = current_database() and application_name = 'etl'"
+                        " and pid <> pg_backend_pid()"
+                    ).fetchone()[0]
+                )
         return False
 
-    summary = run(schema_db, tmp_path, f"dump:{path}", all_=True, batch_size=10, should_stop=kill_once)
+    summary = run(
+        schema_db, tmp_path, f"dump:{path}", all_=True, batch_size=10, should_stop=kill_once
+    )
     assert killed and killed[0] >= 1
     assert summary.state == "finished"
     by_name = {c.collection: c for c in summary.collections}
@@ -282,4 +381,9 @@ def test_a_connection_killed_mid_run_reconnects_and_its_batches_really_commit(sc
         c = by_name[name]
         assert c.counts.loaded + c.counts.rejected == ds.counts[name]
         assert scalar(schema_db, f"select count(*) from {table}") == c.counts.loaded
-        assert scalar(schema_db, "select read from etl_checkpoints where collection = %s and done", name) == ds.counts[name]
+        assert (
+            scalar(
+                schema_db, "select read from etl_checkpoints where collection = %s and done", name
+            )
+            == ds.counts[name]
+        )

@@ -1,5 +1,6 @@
 """etl migrate from the ArangoDB test server over real HTTP: the whole data set, a fault burst,
 progress log lines off a terminal, and a SIGKILL followed by --resume."""
+
 from __future__ import annotations
 
 import os
@@ -25,9 +26,16 @@ def seed_dataset(server, ds):
 
 def arango_env(server, dsn, tmp_path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
-    env.update({"ETL_ARANGO_URL": server.url, "ETL_ARANGO_DB": DATABASE, "ETL_ARANGO_USER": "root",
-                "ETL_ARANGO_PASSWORD": ROOT_PASSWORD, "ETL_PG_DSN": dsn,
-                "ETL_REPORTS_DIR": str(tmp_path / "reports")})
+    env.update(
+        {
+            "ETL_ARANGO_URL": server.url,
+            "ETL_ARANGO_DB": DATABASE,
+            "ETL_ARANGO_USER": "root",
+            "ETL_ARANGO_PASSWORD": ROOT_PASSWORD,
+            "ETL_PG_DSN": dsn,
+            "ETL_REPORTS_DIR": str(tmp_path / "reports"),
+        }
+    )
     return env
 
 
@@ -49,12 +57,22 @@ def test_migrate_arango_all_collections_with_a_503_burst(schema_db, tmp_path, ar
         c = by_name[name]
         assert c.source_count == count
         assert count == c.counts.loaded + c.counts.rejected + c.counts.unmapped, name
-    assert scalar(schema_db, "select count(*) from resume_documents") == by_name["resumes"].counts.loaded
+    assert (
+        scalar(schema_db, "select count(*) from resume_documents")
+        == by_name["resumes"].counts.loaded
+    )
     # the password never reaches the run tables or the report
     report = (tmp_path / "reports" / f"{summary.run_id}.json").read_text()
     assert ROOT_PASSWORD not in report
-    assert scalar(schema_db, "select count(*) from etl_runs where options::text like %s or source like %s",
-                  f"%{ROOT_PASSWORD}%", f"%{ROOT_PASSWORD}%") == 0
+    assert (
+        scalar(
+            schema_db,
+            "select count(*) from etl_runs where options::text like %s or source like %s",
+            f"%{ROOT_PASSWORD}%",
+            f"%{ROOT_PASSWORD}%",
+        )
+        == 0
+    )
 
 
 def test_migrate_arango_killed_then_resumed_gives_exact_rows(schema_db, tmp_path, arango_server):
@@ -66,22 +84,37 @@ def test_migrate_arango_killed_then_resumed_gives_exact_rows(schema_db, tmp_path
     kill_after_batches(proc, schema_db, 4)
     at_kill = scalar(schema_db, "select count(*) from resume_documents")
     assert 0 < at_kill < ds.counts["resumes"]
-    done = subprocess.run(cmd[:4] + ["--resume"], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        cmd[:4] + ["--resume"], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     # not a terminal: progress comes as log lines with a rate
     assert "docs/s" in done.stderr
     assert scalar(schema_db, "select count(*) from resume_documents") == ds.counts["resumes"]
-    keys = {k for (k,) in psycopg.connect(schema_db).execute(
-        "select metadata->'arango'->>'_key' from resume_documents")}
+    keys = {
+        k
+        for (k,) in psycopg.connect(schema_db).execute(
+            "select metadata->'arango'->>'_key' from resume_documents"
+        )
+    }
     assert keys == {d["_key"] for d in ds["resumes"]}
-    assert scalar(schema_db, "select read from etl_checkpoints where collection = 'resumes'") == ds.counts["resumes"]
+    assert (
+        scalar(schema_db, "select read from etl_checkpoints where collection = 'resumes'")
+        == ds.counts["resumes"]
+    )
 
 
 def test_migrate_arango_wrong_password_is_one_line_exit_2(schema_db, tmp_path, arango_server):
     env = arango_env(arango_server, schema_db, tmp_path)
     env["ETL_ARANGO_PASSWORD"] = "wrong-password-xyz"
-    proc = subprocess.run([sys.executable, "-m", "etl", "migrate", "--collection", "resumes"], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "etl", "migrate", "--collection", "resumes"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "Traceback" not in proc.stderr
@@ -91,7 +124,13 @@ def test_migrate_arango_wrong_password_is_one_line_exit_2(schema_db, tmp_path, a
 def test_migrate_arango_unknown_collection_lists_existing(schema_db, tmp_path, arango_server):
     seed(arango_server, DATABASE, "resumes", [{"_key": "a", "user_id": "u1"}])
     env = arango_env(arango_server, schema_db, tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "etl", "migrate", "--collection", "resumez"], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "etl", "migrate", "--collection", "resumez"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "resumez" in proc.stderr and "resumes" in proc.stderr

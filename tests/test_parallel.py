@@ -1,6 +1,7 @@
 """Parallel runs (`etl migrate --workers N`, `etl worker --run ID`): the same rows as one
 process, key ranges from the server's order, dependencies, and a killed worker's unit taken over
 after its lease, never done twice."""
+
 from __future__ import annotations
 
 import os
@@ -24,19 +25,29 @@ from tests.test_migrate_arango import arango_env, scalar, seed_dataset
 REPO = Path(__file__).resolve().parent.parent
 TABLES = ("resume_documents", "job_documents", "optimization_results", "research_results")
 # what a row holds apart from provenance (run id, timestamps): identical whoever loaded it
-ROW_SQL = ("select id::text, user_id, parsed_data::text, metadata - 'migrated_at' - 'run_id' - 'etl'"
-           " from {t} order by id")
+ROW_SQL = (
+    "select id::text, user_id, parsed_data::text, metadata - 'migrated_at' - 'run_id' - 'etl'"
+    " from {t} order by id"
+)
 
 
 def rows(dsn: str) -> dict[str, list]:
     with psycopg.connect(dsn) as conn:
-        out = {t: [(r[0], r[1], r[2], _strip(r[3])) for r in conn.execute(ROW_SQL.format(t=t))] for t in TABLES}
-        out["links"] = conn.execute("select id::text, resume_id::text, job_id::text, parent_optimization_id::text"
-                                    " from optimization_results order by id").fetchall()
-        out["research"] = conn.execute("select id::text, job_id::text, resume_id::text from research_results"
-                                       " order by id").fetchall()
-        out["rejects"] = conn.execute("select collection, key, stage, split_part(reason, ':', 1) from etl_rejects"
-                                      " order by 1, 2, 3").fetchall()
+        out = {
+            t: [(r[0], r[1], r[2], _strip(r[3])) for r in conn.execute(ROW_SQL.format(t=t))]
+            for t in TABLES
+        }
+        out["links"] = conn.execute(
+            "select id::text, resume_id::text, job_id::text, parent_optimization_id::text"
+            " from optimization_results order by id"
+        ).fetchall()
+        out["research"] = conn.execute(
+            "select id::text, job_id::text, resume_id::text from research_results order by id"
+        ).fetchall()
+        out["rejects"] = conn.execute(
+            "select collection, key, stage, split_part(reason, ':', 1) from etl_rejects"
+            " order by 1, 2, 3"
+        ).fetchall()
     return out
 
 
@@ -54,11 +65,20 @@ def dataset(arango_server):
     return ds
 
 
-def test_three_workers_give_the_rows_of_one_process(make_db, tmp_path, arango_server, dataset, monkeypatch):
-    monkeypatch.setattr("etl.parallel.MIN_RANGE_DOCS", 20)  # several ranges even for this small data set
+def test_three_workers_give_the_rows_of_one_process(
+    make_db, tmp_path, arango_server, dataset, monkeypatch
+):
+    monkeypatch.setattr(
+        "etl.parallel.MIN_RANGE_DOCS", 20
+    )  # several ranges even for this small data set
     one, three = make_db(schema=True), make_db(schema=True)
-    env1, env3 = arango_env(arango_server, one, tmp_path), arango_env(arango_server, three, tmp_path)
-    Migration(load_settings(None, env=env1), all_=True, batch_size=20, retry_wait=lambda rs: 0).run()
+    env1, env3 = (
+        arango_env(arango_server, one, tmp_path),
+        arango_env(arango_server, three, tmp_path),
+    )
+    Migration(
+        load_settings(None, env=env1), all_=True, batch_size=20, retry_wait=lambda rs: 0
+    ).run()
     m = Migration(load_settings(None, env=env3), all_=True, batch_size=20, retry_wait=lambda rs: 0)
     summary = run_parallel(m, workers=3, lease_seconds=30)
     assert summary.state == "finished"
@@ -70,17 +90,28 @@ def test_three_workers_give_the_rows_of_one_process(make_db, tmp_path, arango_se
         assert c.counts.loaded + c.counts.rejected + c.counts.unmapped == count, name
     with psycopg.connect(three) as conn:
         # resumes were split into several key ranges, each read exactly once
-        ranges = conn.execute("select count(*), sum((counts ->> 'read')::int) from etl_work_units"
-                              " where collection = 'resumes' and kind = 'range'").fetchone()
+        ranges = conn.execute(
+            "select count(*), sum((counts ->> 'read')::int) from etl_work_units"
+            " where collection = 'resumes' and kind = 'range'"
+        ).fetchone()
         assert ranges[0] > 1 and ranges[1] == dataset.counts["resumes"]
-        assert conn.execute("select count(*) from etl_work_units where state <> 'done'").fetchone()[0] == 0
+        assert (
+            conn.execute("select count(*) from etl_work_units where state <> 'done'").fetchone()[0]
+            == 0
+        )
         assert conn.execute("select count(distinct worker) from etl_work_units").fetchone()[0] >= 2
         # a dependent collection's ranges started only after the collections it points at were done
         early = conn.execute(
             "select count(*) from etl_work_units d join etl_work_units r on r.run_id = d.run_id"
-            " and r.collection = any(d.needs) where d.kind = 'range' and d.started_at < r.finished_at").fetchone()[0]
+            " and r.collection = any(d.needs) where d.kind = 'range' and d.started_at < r.finished_at"
+        ).fetchone()[0]
         assert early == 0
-        assert conn.execute("select state from etl_runs where run_id = %s", (summary.run_id,)).fetchone()[0] == "finished"
+        assert (
+            conn.execute(
+                "select state from etl_runs where run_id = %s", (summary.run_id,)
+            ).fetchone()[0]
+            == "finished"
+        )
         assert conn.execute("select count(*) from etl_deferred_indexes").fetchone()[0] == 0
         assert conn.execute("select count(*) from etl_pending_links").fetchone()[0] == 0
     assert (tmp_path / "reports" / f"{summary.run_id}.json").exists()
@@ -88,7 +119,10 @@ def test_three_workers_give_the_rows_of_one_process(make_db, tmp_path, arango_se
 
     shown = status(three)["work_units"]
     assert {u["state"] for u in shown} == {"done"}
-    assert sum(u["read"] or 0 for u in shown if u["collection"] == "resumes") == dataset.counts["resumes"]
+    assert (
+        sum(u["read"] or 0 for u in shown if u["collection"] == "resumes")
+        == dataset.counts["resumes"]
+    )
     rec = Reconciliation(load_settings(None, env=env3), all_=True).run()
     assert not rec.has_differences
 
@@ -103,16 +137,29 @@ def test_dependencies_come_from_the_mapping():
     assert needs_of(mapping, "task_results", names) == []
 
 
-def start_parallel(arango_server, schema_db, tmp_path, n_resumes: int, data_seed: int, *args: str,
-                   delay: float = 0.05):
+def start_parallel(
+    arango_server,
+    schema_db,
+    tmp_path,
+    n_resumes: int,
+    data_seed: int,
+    *args: str,
+    delay: float = 0.05,
+):
     """`etl migrate ARGS` as a subprocess over generated data, every ArangoDB request slowed by
     `delay` so that a test can act while the workers are mid-unit. Returns (dataset, env, process)."""
     ds = generate(n_resumes, seed=data_seed)
     seed_dataset(arango_server, ds)
     env = arango_env(arango_server, schema_db, tmp_path)
     arango_server.slow(delay, count=100000, routes=None)
-    proc = subprocess.Popen([sys.executable, "-m", "etl", "migrate", *args], env=env, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "etl", "migrate", *args],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     return ds, env, proc
 
 
@@ -129,11 +176,28 @@ def wait_for_row(conn, query: str, timeout: float = 60):
 
 
 def test_a_killed_worker_unit_is_taken_over_and_done_once(schema_db, tmp_path, arango_server):
-    ds, env, proc = start_parallel(arango_server, schema_db, tmp_path, 300, 32, "--collection", "resumes",
-                                   "--batch", "10", "--workers", "2", "--lease-seconds", "3", delay=0.15)
+    ds, env, proc = start_parallel(
+        arango_server,
+        schema_db,
+        tmp_path,
+        300,
+        32,
+        "--collection",
+        "resumes",
+        "--batch",
+        "10",
+        "--workers",
+        "2",
+        "--lease-seconds",
+        "3",
+        delay=0.15,
+    )
     with psycopg.connect(schema_db, autocommit=True) as conn:
-        victim = wait_for_row(conn, "select unit_id, worker from etl_work_units where state = 'running'"
-                                    " and kind = 'range' and batches >= 1 order by unit_id limit 1")
+        victim = wait_for_row(
+            conn,
+            "select unit_id, worker from etl_work_units where state = 'running'"
+            " and kind = 'range' and batches >= 1 order by unit_id limit 1",
+        )
     assert victim is not None, "no worker got going"
     unit_id, worker = victim
     os.kill(int(worker.rsplit(":", 1)[1]), signal.SIGKILL)
@@ -141,28 +205,44 @@ def test_a_killed_worker_unit_is_taken_over_and_done_once(schema_db, tmp_path, a
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, err[-3000:]
     with psycopg.connect(schema_db) as conn:
-        got = conn.execute("select state, attempts, worker, counts ->> 'read' from etl_work_units"
-                           " where unit_id = %s", (unit_id,)).fetchone()
+        got = conn.execute(
+            "select state, attempts, worker, counts ->> 'read' from etl_work_units"
+            " where unit_id = %s",
+            (unit_id,),
+        ).fetchone()
         assert got[0] == "done" and got[1] >= 2 and got[2] != worker  # taken over by another worker
-        total = conn.execute("select sum((counts ->> 'read')::int) from etl_work_units"
-                             " where kind = 'range' and collection = 'resumes'").fetchone()[0]
+        total = conn.execute(
+            "select sum((counts ->> 'read')::int) from etl_work_units"
+            " where kind = 'range' and collection = 'resumes'"
+        ).fetchone()[0]
         # every document read exactly once across the units' committed checkpoints
         assert total == ds.counts["resumes"]
     assert scalar(schema_db, "select count(*) from resume_documents") == ds.counts["resumes"]
-    keys = [k for (k,) in psycopg.connect(schema_db).execute(
-        "select metadata->'arango'->>'_key' from resume_documents")]
+    keys = [
+        k
+        for (k,) in psycopg.connect(schema_db).execute(
+            "select metadata->'arango'->>'_key' from resume_documents"
+        )
+    ]
     assert sorted(keys) == sorted(d["_key"] for d in ds["resumes"])
     assert "starting another" in err  # the coordinator replaced the dead process
 
 
 def test_a_second_machine_joins_with_etl_worker(schema_db, tmp_path, arango_server):
-    ds, env, coord = start_parallel(arango_server, schema_db, tmp_path, 200, 33,
-                                    "--all", "--batch", "10", "--workers", "2")
+    ds, env, coord = start_parallel(
+        arango_server, schema_db, tmp_path, 200, 33, "--all", "--batch", "10", "--workers", "2"
+    )
     with psycopg.connect(schema_db, autocommit=True) as conn:
         run_id = (wait_for_row(conn, "select run_id from etl_work_units limit 1") or [None])[0]
     assert run_id
-    joined = subprocess.run([sys.executable, "-m", "etl", "worker", "--run", run_id], env=env, cwd=REPO,
-                            capture_output=True, text=True, timeout=240)
+    joined = subprocess.run(
+        [sys.executable, "-m", "etl", "worker", "--run", run_id],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     arango_server.clear_faults()
     out, err = coord.communicate(timeout=240)
     assert coord.returncode in (0, 1), err[-3000:]  # 1: the generated data has rejects
@@ -170,17 +250,27 @@ def test_a_second_machine_joins_with_etl_worker(schema_db, tmp_path, arango_serv
     assert f"run {run_id}: finished" in joined.stdout or "units done" in joined.stdout
     with psycopg.connect(schema_db) as conn:
         assert conn.execute("select count(distinct worker) from etl_work_units").fetchone()[0] >= 2
-        assert conn.execute("select count(*) from etl_work_units where state <> 'done'").fetchone()[0] == 0
+        assert (
+            conn.execute("select count(*) from etl_work_units where state <> 'done'").fetchone()[0]
+            == 0
+        )
     assert scalar(schema_db, "select count(*) from job_documents") == ds.counts["jobs"]
 
 
 def test_worker_for_an_unknown_run_is_one_line_exit_2(schema_db, tmp_path, arango_server):
     env = arango_env(arango_server, schema_db, tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "etl", "worker", "--run", "no-such-run"], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "etl", "worker", "--run", "no-such-run"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")] == [
-        ln for ln in proc.stderr.splitlines() if ln.strip()]
+        ln for ln in proc.stderr.splitlines() if ln.strip()
+    ]
     assert "no-such-run" in proc.stderr
 
 
@@ -189,7 +279,9 @@ def test_claims_never_hand_one_unit_to_two_workers(schema_db):
     from concurrent.futures import ThreadPoolExecutor
 
     with psycopg.connect(schema_db, autocommit=True) as conn:
-        conn.execute("insert into etl_runs (run_id, command, state) values ('r1', 'migrate', 'running')")
+        conn.execute(
+            "insert into etl_runs (run_id, command, state) values ('r1', 'migrate', 'running')"
+        )
         units.plan(conn, "r1", [units.PlannedUnit("c", "range") for _ in range(40)])
 
     def claimer(i):
@@ -206,7 +298,9 @@ def test_claims_never_hand_one_unit_to_two_workers(schema_db):
 
 def test_an_expired_lease_is_taken_over_and_the_old_holder_cannot_commit(schema_db):
     with psycopg.connect(schema_db, autocommit=True) as conn:
-        conn.execute("insert into etl_runs (run_id, command, state) values ('r2', 'migrate', 'running')")
+        conn.execute(
+            "insert into etl_runs (run_id, command, state) values ('r2', 'migrate', 'running')"
+        )
         units.plan(conn, "r2", [units.PlannedUnit("c", "range")])
         first = units.claim(conn, "r2", "old", 0.2)
         assert units.claim(conn, "r2", "new", 60) is None  # the lease still holds
@@ -231,13 +325,28 @@ def test_a_parent_link_waiting_for_a_later_parent_survives_a_stop_and_resume(sch
         return scalar(schema_db, "select count(*) from etl_pending_links") > 0
 
     with pytest.raises(Interrupted):
-        Migration(settings_for(schema_db, tmp_path), source=f"dump:{path}", all_=True, batch_size=3,
-                  should_stop=waiting_link, retry_wait=lambda rs: 0).run()
+        Migration(
+            settings_for(schema_db, tmp_path),
+            source=f"dump:{path}",
+            all_=True,
+            batch_size=3,
+            should_stop=waiting_link,
+            retry_wait=lambda rs: 0,
+        ).run()
     assert scalar(schema_db, "select count(*) from etl_pending_links") == 1
-    Migration(settings_for(schema_db, tmp_path), source=f"dump:{path}", resume=True, batch_size=3,
-              retry_wait=lambda rs: 0).run()
-    stored = scalar(schema_db, "select parent_optimization_id::text from optimization_results"
-                    " where metadata -> 'arango' ->> '_key' = %s", child["_key"])
+    Migration(
+        settings_for(schema_db, tmp_path),
+        source=f"dump:{path}",
+        resume=True,
+        batch_size=3,
+        retry_wait=lambda rs: 0,
+    ).run()
+    stored = scalar(
+        schema_db,
+        "select parent_optimization_id::text from optimization_results"
+        " where metadata -> 'arango' ->> '_key' = %s",
+        child["_key"],
+    )
     assert stored == row_id("documents", parent["_key"])
     assert scalar(schema_db, "select count(*) from etl_pending_links") == 0
     assert findings(reconcile(schema_db, tmp_path, path)) == set()
@@ -246,14 +355,18 @@ def test_a_parent_link_waiting_for_a_later_parent_survives_a_stop_and_resume(sch
 def test_parallel_run_survives_its_connections_being_killed(schema_db, tmp_path, arango_server):
     """pg_terminate_backend on every etl connection mid-run (workers, coordinator, claims): the
     batches and the claims reconnect and retry, and the run completes with exact rows."""
-    ds, env, proc = start_parallel(arango_server, schema_db, tmp_path, 200, 34,
-                                   "--all", "--batch", "10", "--workers", "2")
+    ds, env, proc = start_parallel(
+        arango_server, schema_db, tmp_path, 200, 34, "--all", "--batch", "10", "--workers", "2"
+    )
     with psycopg.connect(schema_db, autocommit=True) as admin:
-        assert wait_for_row(admin, "select 1 from etl_work_units where batches >= 2"), "no worker got going"
+        assert wait_for_row(admin, "select 1 from etl_work_units where batches >= 2"), (
+            "no worker got going"
+        )
         killed = admin.execute(
             "select count(*) filter (where pg_terminate_backend(pid)) from pg_stat_activity"
             " where datname = current_database() and application_name like 'etl%%'"
-            " and pid <> pg_backend_pid()").fetchone()[0]
+            " and pid <> pg_backend_pid()"
+        ).fetchone()[0]
     assert killed >= 2
     arango_server.clear_faults()
     out, err = proc.communicate(timeout=240)
@@ -262,5 +375,11 @@ def test_parallel_run_survives_its_connections_being_killed(schema_db, tmp_path,
     assert scalar(schema_db, "select count(*) from resume_documents") == ds.counts["resumes"]
     assert scalar(schema_db, "select count(*) from job_documents") == ds.counts["jobs"]
     assert scalar(schema_db, "select count(*) from etl_work_units where state <> 'done'") == 0
-    assert scalar(schema_db, "select sum((counts ->> 'read')::int) from etl_work_units"
-                  " where kind = 'range' and collection = 'resumes'") == ds.counts["resumes"]
+    assert (
+        scalar(
+            schema_db,
+            "select sum((counts ->> 'read')::int) from etl_work_units"
+            " where kind = 'range' and collection = 'resumes'",
+        )
+        == ds.counts["resumes"]
+    )

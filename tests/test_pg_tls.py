@@ -6,6 +6,7 @@ SSLRequest with 'S', does the TLS handshake with a self-signed certificate for 1
 relays the decrypted protocol to the test server. A client that does not ask for TLS is
 dropped, so a command that succeeds proves that all of its connections were encrypted.
 """
+
 from __future__ import annotations
 
 import socket
@@ -31,8 +32,11 @@ class TlsFront:
     def __init__(self, backend_dsn: str, cert: Path, key: Path):
         params = conninfo_to_dict(backend_dsn)
         host, port = params.get("host") or "/tmp", int(params.get("port") or 5432)
-        self.backend = (socket.AF_UNIX, f"{host}/.s.PGSQL.{port}") if host.startswith("/") else \
-            (socket.AF_INET, (host, port))
+        self.backend = (
+            (socket.AF_UNIX, f"{host}/.s.PGSQL.{port}")
+            if host.startswith("/")
+            else (socket.AF_INET, (host, port))
+        )
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(cert, key)
         self.listener = socket.create_server(("127.0.0.1", 0))
@@ -51,7 +55,9 @@ class TlsFront:
 
     def _serve(self, client: socket.socket) -> None:
         try:
-            while True:  # a client may try GSS encryption first: refuse it, wait for the next request
+            while (
+                True
+            ):  # a client may try GSS encryption first: refuse it, wait for the next request
                 length, code = struct.unpack("!II", _read(client, 8))
                 if code == GSSENC_REQUEST:
                     client.sendall(b"N")
@@ -116,15 +122,23 @@ def tls_front(pg_admin_dsn, tmp_path_factory):
 def tls_dsn(front: TlsFront, db_dsn: str, **params: str) -> str:
     """The test database's DSN, through the TLS front."""
     p = conninfo_to_dict(db_dsn)
-    return make_conninfo(host="127.0.0.1", port=front.port, user=p.get("user") or "postgres",
-                         password=p.get("password") or None, dbname=p["dbname"], **params)
+    return make_conninfo(
+        host="127.0.0.1",
+        port=front.port,
+        user=p.get("user") or "postgres",
+        password=p.get("password") or None,
+        dbname=p["dbname"],
+        **params,
+    )
 
 
 def test_verify_full_with_the_servers_ca_works_for_every_connection(tls_front, make_db, tmp_path):
     front, cert, _ = tls_front
     db = make_db()
-    env = {"ETL_PG_DSN": tls_dsn(front, db, sslmode="verify-full", sslrootcert=str(cert)),
-           "ETL_REPORTS_DIR": str(tmp_path / "reports")}
+    env = {
+        "ETL_PG_DSN": tls_dsn(front, db, sslmode="verify-full", sslrootcert=str(cert)),
+        "ETL_REPORTS_DIR": str(tmp_path / "reports"),
+    }
     refused = front.plain_refused
     assert etl("apply-schema", env=env).returncode == 0
     dump = tmp_path / "dump"
@@ -150,8 +164,12 @@ def test_without_tls_the_front_refuses(tls_front, make_db):
 
 def test_a_certificate_from_another_ca_is_one_line_exit_2(tls_front, make_db):
     front, _, other = tls_front
-    proc = etl("status", env={"ETL_PG_DSN": tls_dsn(front, make_db(), sslmode="verify-full",
-                                                   sslrootcert=str(other))})
+    proc = etl(
+        "status",
+        env={
+            "ETL_PG_DSN": tls_dsn(front, make_db(), sslmode="verify-full", sslrootcert=str(other))
+        },
+    )
     assert_one_line_error(proc, "error:", "TLS failed", "certificate verify failed", "sslrootcert")
 
 

@@ -1,9 +1,10 @@
 """The reader thread runs at most one batch ahead, and its errors reach the consumer."""
+
 import threading
 
 import pytest
 
-from etl.migrate import prefetch
+from etl.sources.prefetch import prefetch
 
 
 def test_prefetch_reads_at_most_depth_ahead():

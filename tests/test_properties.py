@@ -7,6 +7,7 @@ document ends as exactly one Row, Reject, Unmapped or EdgeLink, a Reject always 
 On a real database, a migration of arbitrary documents loses nothing: every source document is
 either a loaded row or in etl_rejects for that run, never both.
 """
+
 from __future__ import annotations
 
 import copy
@@ -33,25 +34,86 @@ COLLECTIONS = ("resumes", "jobs", "documents", "job_research", "task_results", "
 
 # -- strategies --------------------------------------------------------------------------------
 
-ODD = ["\x00", "\ud800", "\udfff", "\udbff\udc00"[0], "\U0001F600", "\U0010FFFF", "\u202e", "\ufeff", "é",
-       "\\", '"', "'", ";", "$", ".", "\n", "\t"]
+ODD = [
+    "\x00",
+    "\ud800",
+    "\udfff",
+    "\udbff\udc00"[0],
+    "\U0001f600",
+    "\U0010ffff",
+    "\u202e",
+    "\ufeff",
+    "é",
+    "\\",
+    '"',
+    "'",
+    ";",
+    "$",
+    ".",
+    "\n",
+    "\t",
+]
 chars = st.one_of(st.characters(codec=None, exclude_categories=()), st.sampled_from(ODD))
 texts = st.text(chars, max_size=20)
-huge_text = st.builds(lambda s, n: s * n, st.text(chars, min_size=1, max_size=4), st.integers(20_000, 200_000))
+huge_text = st.builds(
+    lambda s, n: s * n, st.text(chars, min_size=1, max_size=4), st.integers(20_000, 200_000)
+)
 odd_keys = st.one_of(
     texts,
-    st.sampled_from(["", "_key", "_id", "_rev", "_from", "_to", "_etl_escaped", "$", "$ref", "a.b", "a..b", ".",
-                     'q"uote', "semi;colon", "'; drop table resumes; --", "_private", "__proto__", "metadata",
-                     "parsed_data", "extra", "original", "escaped", "\x00", "k\x00ey", "\ud800", "user_id",
-                     "resume_data", "type", "status", "created_at", "file_metadata", "mapped_from"]))
-ints = st.one_of(st.integers(), st.integers(-(2**200), 2**200),
-                 st.sampled_from([0, -1, 2**63 - 1, 2**63, -(2**63) - 1, 2**64, 2**64 + 1, -(2**64), 10**40]))
-floats = st.one_of(st.floats(allow_nan=False, allow_infinity=False),
-                   st.sampled_from([-0.0, 0.0, 1e308, -1e308, 5e-324, 2.2250738585072014e-308, 1.5, 100.0, 1e20]))
+    st.sampled_from(
+        [
+            "",
+            "_key",
+            "_id",
+            "_rev",
+            "_from",
+            "_to",
+            "_etl_escaped",
+            "$",
+            "$ref",
+            "a.b",
+            "a..b",
+            ".",
+            'q"uote',
+            "semi;colon",
+            "'; drop table resumes; --",
+            "_private",
+            "__proto__",
+            "metadata",
+            "parsed_data",
+            "extra",
+            "original",
+            "escaped",
+            "\x00",
+            "k\x00ey",
+            "\ud800",
+            "user_id",
+            "resume_data",
+            "type",
+            "status",
+            "created_at",
+            "file_metadata",
+            "mapped_from",
+        ]
+    ),
+)
+ints = st.one_of(
+    st.integers(),
+    st.integers(-(2**200), 2**200),
+    st.sampled_from([0, -1, 2**63 - 1, 2**63, -(2**63) - 1, 2**64, 2**64 + 1, -(2**64), 10**40]),
+)
+floats = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([-0.0, 0.0, 1e308, -1e308, 5e-324, 2.2250738585072014e-308, 1.5, 100.0, 1e20]),
+)
 scalars = st.one_of(st.none(), st.booleans(), ints, floats, texts)
-json_values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                            st.dictionaries(odd_keys, inner, max_size=4)),
-                           max_leaves=25)
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(odd_keys, inner, max_size=4)
+    ),
+    max_leaves=25,
+)
 
 
 def _nest(value, depth: int, as_list: bool):
@@ -62,25 +124,51 @@ def _nest(value, depth: int, as_list: bool):
 
 deep = st.builds(_nest, json_values, st.integers(50, 1200), st.booleans())
 values = st.one_of(json_values, json_values, json_values, deep, huge_text)
-keys = st.one_of(st.from_regex(r"[A-Za-z0-9_\-:.@()+,=;$!*'%]{1,30}", fullmatch=True), st.sampled_from(["", "k1", "\x00", "k\x00", "\ud800", "a\nb", "'; drop table resumes; --"]),
-                 texts, ints)
+keys = st.one_of(
+    st.from_regex(r"[A-Za-z0-9_\-:.@()+,=;$!*'%]{1,30}", fullmatch=True),
+    st.sampled_from(["", "k1", "\x00", "k\x00", "\ud800", "a\nb", "'; drop table resumes; --"]),
+    texts,
+    ints,
+)
 
 # What the fields the mapping reads may hold: a plausible value or anything at all.
 PLAUSIBLE = {
     "user_id": st.one_of(st.sampled_from(["u1", "user_7", " ", ""]), texts, ints, floats),
     "status": st.sampled_from(["completed", "pending", "failed", "processing", "bogus"]),
-    "created_at": st.sampled_from(["2025-08-16T21:54:43.160344", "2025-08-16T21:54:43Z", "2019", "2019-03",
-                                   "not a date", 1723845283160, "2025-02-30T00:00:00"]),
+    "created_at": st.sampled_from(
+        [
+            "2025-08-16T21:54:43.160344",
+            "2025-08-16T21:54:43Z",
+            "2019",
+            "2019-03",
+            "not a date",
+            1723845283160,
+            "2025-02-30T00:00:00",
+        ]
+    ),
     "updated_at": st.sampled_from(["2025-08-16T21:54:43.160344+02:00", 0, -1, 10**20]),
-    "file_metadata": st.fixed_dictionaries({"filename": st.one_of(st.just("cv.pdf"), texts, huge_text),
-                                            "size": ints, "content_type": texts}),
-    "resume_data": st.dictionaries(st.sampled_from(["summary", "skills", "work_experience", "education",
-                                                    "contact_info", "x"]), json_values, max_size=4),
-    "job_title": texts, "company": texts, "title": texts, "description": texts,
+    "file_metadata": st.fixed_dictionaries(
+        {
+            "filename": st.one_of(st.just("cv.pdf"), texts, huge_text),
+            "size": ints,
+            "content_type": texts,
+        }
+    ),
+    "resume_data": st.dictionaries(
+        st.sampled_from(["summary", "skills", "work_experience", "education", "contact_info", "x"]),
+        json_values,
+        max_size=4,
+    ),
+    "job_title": texts,
+    "company": texts,
+    "title": texts,
+    "description": texts,
     "type": st.sampled_from(["optimization", "research", "note", None, 5]),
     "resume_id": st.one_of(st.sampled_from(["r1", "8123"]), ints, json_values),
     "job_id": st.one_of(st.just("j1"), json_values),
-    "optimized_data": st.dictionaries(st.sampled_from(["atsScore", "content", "x"]), json_values, max_size=3),
+    "optimized_data": st.dictionaries(
+        st.sampled_from(["atsScore", "content", "x"]), json_values, max_size=3
+    ),
     "_from": st.sampled_from(["jobs/j1", "jobs/", "resumes/r1", "jobs", "", None]),
     "_to": st.sampled_from(["documents/d1", "documents/", "jobs/j1", None]),
     "is_active": st.sampled_from([True, False, "yes", None, 1]),
@@ -123,27 +211,55 @@ class Case(tuple):
 
 
 def not_an_object():
-    return st.builds(Case, st.sampled_from(COLLECTIONS), st.one_of(scalars, st.lists(json_values, max_size=3)))
+    return st.builds(
+        Case, st.sampled_from(COLLECTIONS), st.one_of(scalars, st.lists(json_values, max_size=3))
+    )
 
 
-any_input = st.one_of(documents(), documents(), documents(), documents("resumes"), documents("documents"),
-                      not_an_object())
+any_input = st.one_of(
+    documents(),
+    documents(),
+    documents(),
+    documents("resumes"),
+    documents("documents"),
+    not_an_object(),
+)
 
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                       HealthCheck.data_too_large])
+FAST = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def _fingerprint(out) -> bytes:
     """The whole outcome as bytes, JSON types included (1 vs 1.0, -0.0 vs 0.0)."""
     if isinstance(out, Row):
-        body = {"t": "row", "type": out.document_type, "key": out.key, "values": out.values,
-                "warnings": list(out.warnings)}
+        body = {
+            "t": "row",
+            "type": out.document_type,
+            "key": out.key,
+            "values": out.values,
+            "warnings": list(out.warnings),
+        }
     elif isinstance(out, Reject):
-        body = {"t": "reject", "c": out.collection, "key": out.key, "reason": out.reason, "doc": out.document}
+        body = {
+            "t": "reject",
+            "c": out.collection,
+            "key": out.key,
+            "reason": out.reason,
+            "doc": out.document,
+        }
     elif isinstance(out, Unmapped):
         body = {"t": "unmapped", "c": out.collection, "key": out.key, "reason": out.reason}
     else:
-        body = {"t": "edge", "key": out.key, "target": out.target_id, "job": out.job_id, "edge": out.edge}
+        body = {
+            "t": "edge",
+            "key": out.key,
+            "target": out.target_id,
+            "job": out.job_id,
+            "edge": out.edge,
+        }
     try:
         return jsonutil.dumps_sorted(body)
     except RecursionError:
@@ -240,7 +356,10 @@ def test_transform_is_deterministic_across_calls_and_instances(item):
     c = other.transform(coll, _safe_copy(doc) if before is not None else doc)
     assert type(a) is type(b) is type(c)
     assert _fingerprint(a) == _fingerprint(b) == _fingerprint(c)
-    e1, e2 = T_ESCAPE.transform(coll, doc), transformer(nul_in_strings="escape", lone_surrogates="escape").transform(coll, doc)
+    e1, e2 = (
+        T_ESCAPE.transform(coll, doc),
+        transformer(nul_in_strings="escape", lone_surrogates="escape").transform(coll, doc),
+    )
     assert _fingerprint(e1) == _fingerprint(e2)
     if before is not None:  # the input was not modified
         assert _fingerprint_doc(doc) == _fingerprint_doc(before)
@@ -268,19 +387,35 @@ def test_a_row_rebuilds_its_source_document_exactly(item):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.builds(Case, st.sampled_from(["resumes", "jobs"]), st.dictionaries(odd_keys, values, min_size=1, max_size=6)))
+@given(
+    st.builds(
+        Case,
+        st.sampled_from(["resumes", "jobs"]),
+        st.dictionaries(odd_keys, values, min_size=1, max_size=6),
+    )
+)
 def test_any_extra_attributes_survive_a_row_exactly(item):
     """A valid document plus arbitrary attributes (any names, any values): if it loads, every
     attribute comes back; under the escape policies, NUL and lone surrogates never block it."""
     coll, extra = item
-    base = ({"_key": "k1", "user_id": "u1", "resume_data": {"summary": "s"}} if coll == "resumes"
-            else {"_key": "k1", "user_id": "u1", "job_title": "t"})
+    base = (
+        {"_key": "k1", "user_id": "u1", "resume_data": {"summary": "s"}}
+        if coll == "resumes"
+        else {"_key": "k1", "user_id": "u1", "job_title": "t"}
+    )
     doc = {**extra, **base}
     out = T_ESCAPE.transform(coll, doc)
     if isinstance(out, Reject):
         # only the documented reasons remain possible for a well-formed base
-        assert out.reason.split(":")[0] in {"too_deep", "bad_user_id", "missing_user_id", "not_a_list",
-                                            "bad_email", "bad_range", "bad_score"}, out.reason
+        assert out.reason.split(":")[0] in {
+            "too_deep",
+            "bad_user_id",
+            "missing_user_id",
+            "not_a_list",
+            "bad_email",
+            "bad_range",
+            "bad_score",
+        }, out.reason
         return
     assert isinstance(out, Row)
     _loadable(out.values)
@@ -312,9 +447,15 @@ def small_sources(draw):
     return Case("sources", out)
 
 
-@settings(max_examples=30, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                                 HealthCheck.data_too_large])
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.data_too_large,
+    ],
+)
 @given(small_sources())
 def test_migration_of_arbitrary_documents_loses_nothing(schema_db, tmp_path, case):
     source = case[1]
@@ -326,11 +467,21 @@ def test_migration_of_arbitrary_documents_loses_nothing(schema_db, tmp_path, cas
                 d["_key"] = f"x{n}-{d['_key']}"
     path = Path(tempfile.mkdtemp(dir=tmp_path))
     write_jsonl(path, source)
-    settings_ = load_settings(None, env={}, overrides={
-        "postgres": {"dsn": schema_db},
-        "migrate": {"reports_dir": str(tmp_path / "reports"), "defer_indexes": False}})
-    summary = Migration(settings_, collections=list(DB_COLLECTIONS), source=f"jsonl:{path}", batch_size=3,
-                        retry_wait=lambda rs: 0).run()
+    settings_ = load_settings(
+        None,
+        env={},
+        overrides={
+            "postgres": {"dsn": schema_db},
+            "migrate": {"reports_dir": str(tmp_path / "reports"), "defer_indexes": False},
+        },
+    )
+    summary = Migration(
+        settings_,
+        collections=list(DB_COLLECTIONS),
+        source=f"jsonl:{path}",
+        batch_size=3,
+        retry_wait=lambda rs: 0,
+    ).run()
     assert summary.state == "finished"
     run_id = summary.run_id
     total = sum(len(d) for d in source.values())
@@ -339,9 +490,12 @@ def test_migration_of_arbitrary_documents_loses_nothing(schema_db, tmp_path, cas
             "select metadata->'arango'->>'collection', metadata->'arango'->>'_key' from ("
             " select metadata from resume_documents union all select metadata from job_documents"
             " union all select metadata from optimization_results union all select metadata from research_results) t"
-            " where metadata->'etl'->>'run_id' = %s", (run_id,)).fetchall()
-        rejected = conn.execute("select collection, key, reason from etl_rejects where run_id = %s",
-                                (run_id,)).fetchall()
+            " where metadata->'etl'->>'run_id' = %s",
+            (run_id,),
+        ).fetchall()
+        rejected = conn.execute(
+            "select collection, key, reason from etl_rejects where run_id = %s", (run_id,)
+        ).fetchall()
     assert all(r[2] for r in rejected), rejected
     assert total == len(loaded) + len(rejected), (total, len(loaded), rejected)
     both = set(loaded) & {(c, k) for c, k, _ in rejected}

@@ -3,6 +3,7 @@ each (boundaries from the ArangoDB test server's own key order, ICU-like and byt
 result is exactly what one process gives, on a clean and on a damaged target; a dump source
 falls back to one range per collection; a worker's error reaches the caller as the same one-line
 error, and a worker that dies fails the run instead of hanging it."""
+
 from __future__ import annotations
 
 import copy
@@ -36,22 +37,48 @@ def dataset() -> tuple[dict[str, list[dict]], dict[str, str]]:
         d = copy.deepcopy(base[i])
         d.update(_key=k, _id=f"resumes/{k}")
         docs["resumes"].append(d)
-    opts = [d for d in docs["documents"] if d["type"] == "optimization" and not d["_key"].startswith("bad-")]
-    for child, parent in ((opts[5], opts[-3]), (opts[-2], opts[1]), (opts[300], opts[301]), (opts[302], opts[10])):
-        child.update(parent_optimization_id=parent["_key"], user_id=parent["user_id"], resume_id=parent["resume_id"])
-    opts[303].update(user_id=opts[10]["user_id"], resume_id=opts[10]["resume_id"])  # another possible parent
+    opts = [
+        d
+        for d in docs["documents"]
+        if d["type"] == "optimization" and not d["_key"].startswith("bad-")
+    ]
+    for child, parent in (
+        (opts[5], opts[-3]),
+        (opts[-2], opts[1]),
+        (opts[300], opts[301]),
+        (opts[302], opts[10]),
+    ):
+        child.update(
+            parent_optimization_id=parent["_key"],
+            user_id=parent["user_id"],
+            resume_id=parent["resume_id"],
+        )
+    opts[303].update(
+        user_id=opts[10]["user_id"], resume_id=opts[10]["resume_id"]
+    )  # another possible parent
     return docs, dict(ds.types)
 
 
 def arango_settings_for(server, dsn, tmp_path):
-    return load_settings(None, env={
-        "ETL_ARANGO_URL": server.url, "ETL_ARANGO_DB": DATABASE, "ETL_ARANGO_USER": "root",
-        "ETL_ARANGO_PASSWORD": ROOT_PASSWORD, "ETL_PG_DSN": dsn, "ETL_REPORTS_DIR": str(tmp_path / "reports")})
+    return load_settings(
+        None,
+        env={
+            "ETL_ARANGO_URL": server.url,
+            "ETL_ARANGO_DB": DATABASE,
+            "ETL_ARANGO_USER": "root",
+            "ETL_ARANGO_PASSWORD": ROOT_PASSWORD,
+            "ETL_PG_DSN": dsn,
+            "ETL_REPORTS_DIR": str(tmp_path / "reports"),
+        },
+    )
 
 
 def dump_settings_for(dsn, tmp_path):
-    return load_settings(None, env={}, overrides={
-        "postgres": {"dsn": dsn}, "migrate": {"reports_dir": str(tmp_path / "reports")}})
+    return load_settings(
+        None,
+        env={},
+        overrides={"postgres": {"dsn": dsn}, "migrate": {"reports_dir": str(tmp_path / "reports")}},
+    )
 
 
 def comparable(summary) -> str:
@@ -59,7 +86,9 @@ def comparable(summary) -> str:
     d = summary.asdict()
     for c in d["collections"]:
         c.pop("seconds")
-    return json.dumps({k: d[k] for k in ("state", "source", "has_differences", "collections")}, indent=1)
+    return json.dumps(
+        {k: d[k] for k in ("state", "source", "has_differences", "collections")}, indent=1
+    )
 
 
 def reconcile(settings, source, workers, **kw):
@@ -68,8 +97,15 @@ def reconcile(settings, source, workers, **kw):
     def on_progress(c, n, total):
         progress[c] = max(progress.get(c, 0), n)
 
-    summary = Reconciliation(settings, all_=True, source=source, workers=workers, batch_size=100,
-                             on_progress=on_progress, **kw).run()
+    summary = Reconciliation(
+        settings,
+        all_=True,
+        source=source,
+        workers=workers,
+        batch_size=100,
+        on_progress=on_progress,
+        **kw,
+    ).run()
     return summary, progress
 
 
@@ -77,29 +113,62 @@ def tamper(dsn) -> set[tuple]:
     """The damage tests/test_reconcile.py makes (a changed character, a deleted row, extra rows,
     wrong references, a lost reject); returns the findings reconcile must report."""
     key = "metadata -> 'arango' ->> '_key'"
-    r1, company = q(dsn, f"select {key}, parsed_data #>> '{{work_experience,0,company}}' from resume_documents"
-                    f" where parsed_data #> '{{work_experience,0,company}}' is not null"
-                    f" and {key} not like 'bad-%%' order by 1 desc limit 1")[0]
+    r1, company = q(
+        dsn,
+        f"select {key}, parsed_data #>> '{{work_experience,0,company}}' from resume_documents"
+        f" where parsed_data #> '{{work_experience,0,company}}' is not null"
+        f" and {key} not like 'bad-%%' order by 1 desc limit 1",
+    )[0]
     changed = ("X" if company[0] != "X" else "Y") + company[1:]
-    q(dsn, f"update resume_documents set parsed_data = jsonb_set(parsed_data, '{{work_experience,0,company}}',"
-      f" to_jsonb(%s::text)) where {key} = %s", changed, r1, tamper=True)
-    r_del = q(dsn, f"select {key} from resume_documents r where {key} <> %s and {key} like 'B%%'"
-              " and not exists (select 1 from optimization_results o where o.resume_id = r.id)"
-              " and not exists (select 1 from research_results x where x.resume_id = r.id)"
-              " order by 1 limit 1", r1)[0][0]
+    q(
+        dsn,
+        f"update resume_documents set parsed_data = jsonb_set(parsed_data, '{{work_experience,0,company}}',"
+        f" to_jsonb(%s::text)) where {key} = %s",
+        changed,
+        r1,
+        tamper=True,
+    )
+    r_del = q(
+        dsn,
+        f"select {key} from resume_documents r where {key} <> %s and {key} like 'B%%'"
+        " and not exists (select 1 from optimization_results o where o.resume_id = r.id)"
+        " and not exists (select 1 from research_results x where x.resume_id = r.id)"
+        " order by 1 limit 1",
+        r1,
+    )[0][0]
     q(dsn, f"delete from resume_documents where {key} = %s", r_del)
-    q(dsn, "insert into job_documents (user_id, metadata) values ('user_x',"
-      " '{\"source\": \"arangodb\", \"arango\": {\"collection\": \"jobs\", \"_key\": \"ghost-1\"}}')")
+    q(
+        dsn,
+        "insert into job_documents (user_id, metadata) values ('user_x',"
+        ' \'{"source": "arangodb", "arango": {"collection": "jobs", "_key": "ghost-1"}}\')',
+    )
     q(dsn, "insert into resume_documents (user_id, filename) values ('user_y', 'x.pdf')")
-    o1, other = q(dsn, f"select o.{key}, (select r.id from resume_documents r where r.id <> o.resume_id"
-                  " order by r.id limit 1) from optimization_results o where o.resume_id is not null"
-                  " and o.parent_optimization_id is null order by 1 limit 1")[0]
-    q(dsn, f"update optimization_results set resume_id = %s where {key} = %s", other, o1, tamper=True)
-    child, parent = q(dsn, f"select c.{key}, x.id from optimization_results c join optimization_results x"
-                      " on x.user_id = c.user_id and x.id <> c.id and x.id <> c.parent_optimization_id"
-                      " where c.parent_optimization_id is not null order by 1, 2 limit 1")[0]
-    q(dsn, f"update optimization_results set parent_optimization_id = %s where {key} = %s", parent, child,
-      tamper=True)
+    o1, other = q(
+        dsn,
+        f"select o.{key}, (select r.id from resume_documents r where r.id <> o.resume_id"
+        " order by r.id limit 1) from optimization_results o where o.resume_id is not null"
+        " and o.parent_optimization_id is null order by 1 limit 1",
+    )[0]
+    q(
+        dsn,
+        f"update optimization_results set resume_id = %s where {key} = %s",
+        other,
+        o1,
+        tamper=True,
+    )
+    child, parent = q(
+        dsn,
+        f"select c.{key}, x.id from optimization_results c join optimization_results x"
+        " on x.user_id = c.user_id and x.id <> c.id and x.id <> c.parent_optimization_id"
+        " where c.parent_optimization_id is not null order by 1, 2 limit 1",
+    )[0]
+    q(
+        dsn,
+        f"update optimization_results set parent_optimization_id = %s where {key} = %s",
+        parent,
+        child,
+        tamper=True,
+    )
     q(dsn, "delete from etl_rejects where collection = 'resumes' and key = 'bad-user_id_missing'")
     return {
         ("differing", "resumes", r1, ("parsed_data.work_experience[0].company",)),
@@ -121,15 +190,23 @@ def check_clean(summary, docs) -> None:
         assert c.status == "match" and c.source_count == c.checked == len(docs[name]), name
         assert c.checked == c.loaded + c.rejected + c.unmapped, name
     assert by["resumes"].loaded == len(docs["resumes"]) - by["resumes"].rejected
-    assert by["resumes"].rejected == 5 == sum(by["resumes"].reject_reasons.values())  # the bad cases
-    assert {"missing_user_id", "bad_user_id", "nul_in_string", "lone_surrogate"} < set(by["resumes"].reject_reasons)
+    assert (
+        by["resumes"].rejected == 5 == sum(by["resumes"].reject_reasons.values())
+    )  # the bad cases
+    assert {"missing_user_id", "bad_user_id", "nul_in_string", "lone_surrogate"} < set(
+        by["resumes"].reject_reasons
+    )
     assert by["documents"].dangling == {"resume_id": 1}  # bad-dangling_resume_id
     assert by["documents"].unmapped > 0 and by["job_research"].rejected == 1
-    assert by["task_results"].status == "unmapped" and by["task_results"].unmapped == len(docs["task_results"])
+    assert by["task_results"].status == "unmapped" and by["task_results"].unmapped == len(
+        docs["task_results"]
+    )
 
 
 @pytest.mark.parametrize("server_fixture", ["arango_server", "arango_server_bytewise"])
-def test_workers_give_the_same_result_as_one_process(request, server_fixture, schema_db, tmp_path, caplog):
+def test_workers_give_the_same_result_as_one_process(
+    request, server_fixture, schema_db, tmp_path, caplog
+):
     server = request.getfixturevalue(server_fixture)
     docs, types = dataset()
     for name, items in docs.items():
@@ -137,7 +214,13 @@ def test_workers_give_the_same_result_as_one_process(request, server_fixture, sc
     settings = arango_settings_for(server, schema_db, tmp_path)
     migrated = Migration(settings, all_=True, retry_wait=lambda rs: 0).run()
     assert migrated.state == "finished"
-    assert q(schema_db, "select count(*) from optimization_results where parent_optimization_id is not null")[0][0] == 4
+    assert (
+        q(
+            schema_db,
+            "select count(*) from optimization_results where parent_optimization_id is not null",
+        )[0][0]
+        == 4
+    )
 
     one, p1 = reconcile(settings, "arangodb", 1)
     check_clean(one, docs)
@@ -146,12 +229,18 @@ def test_workers_give_the_same_result_as_one_process(request, server_fixture, sc
         three, p3 = reconcile(settings, "arangodb", 3)
     # the collections really were split: 3 workers, up to 6 ranges of >= RANGE_MIN_DOCS documents
     split = {r.args[0]: r.args[1] for r in caplog.records if "key ranges" in r.getMessage()}
-    assert split == {n: min(6, len(docs[n]) // RANGE_MIN_DOCS) for n in ("resumes", "jobs", "documents")}
+    assert split == {
+        n: min(6, len(docs[n]) // RANGE_MIN_DOCS) for n in ("resumes", "jobs", "documents")
+    }
     assert split["resumes"] == 3 and split["documents"] == 3
     check_clean(three, docs)
     assert comparable(three) == comparable(one)
     # progress: every document read is reported, per collection
-    assert p3 == p1 and p3["resumes"] == len(docs["resumes"]) and p3["documents"] == len(docs["documents"])
+    assert (
+        p3 == p1
+        and p3["resumes"] == len(docs["resumes"])
+        and p3["documents"] == len(docs["documents"])
+    )
 
     expected = tamper(schema_db)
     one, _ = reconcile(settings, "arangodb", 1)
@@ -160,9 +249,19 @@ def test_workers_give_the_same_result_as_one_process(request, server_fixture, sc
     assert findings(three) == expected, render_table(three.asdict())
     assert comparable(three) == comparable(one)
     by = {c.collection: c for c in three.collections}
-    assert [c.collection for c in three.collections if c.status == "differences"] == ["resumes", "jobs", "documents"]
-    assert len(by["resumes"].missing) == 2 and len(by["resumes"].extra) == 1 and len(by["resumes"].differing) == 1
-    assert by["resumes"].by_type["resume"].missing == 1  # the other one is a reject lost from etl_rejects
+    assert [c.collection for c in three.collections if c.status == "differences"] == [
+        "resumes",
+        "jobs",
+        "documents",
+    ]
+    assert (
+        len(by["resumes"].missing) == 2
+        and len(by["resumes"].extra) == 1
+        and len(by["resumes"].differing) == 1
+    )
+    assert (
+        by["resumes"].by_type["resume"].missing == 1
+    )  # the other one is a reject lost from etl_rejects
     assert by["documents"].by_type["optimization"].differing == 2
     assert by["documents"].dangling == {"resume_id": 1}
     assert not by["jobs"].balanced and by["jobs"].loaded == len(docs["jobs"]) + 1
@@ -172,7 +271,11 @@ def test_workers_give_the_same_result_as_one_process(request, server_fixture, sc
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="etl.reconcile"):
         d3 = Reconciliation(settings, collections=["documents"], workers=3, batch_size=100).run()
-    assert {r.args[0] for r in caplog.records if "key ranges" in r.getMessage()} == {"resumes", "jobs", "documents"}
+    assert {r.args[0] for r in caplog.records if "key ranges" in r.getMessage()} == {
+        "resumes",
+        "jobs",
+        "documents",
+    }
     assert comparable(d3) == comparable(d1)
     assert findings(d3) == {f for f in expected if f[1] == "documents"} and len(findings(d3)) == 2
 
@@ -181,7 +284,8 @@ def test_workers_give_the_same_result_as_one_process(request, server_fixture, sc
     s3, _ = reconcile(settings, "arangodb", 3, sample=30, seed=5)
     assert comparable(s3) == comparable(s1)
     assert findings(s3) == {f for f in expected if f in findings(s3)} and 0 < sum(
-        c.checked for c in s3.collections if c.collection in MAPPED) < sum(len(docs[n]) for n in MAPPED)
+        c.checked for c in s3.collections if c.collection in MAPPED
+    ) < sum(len(docs[n]) for n in MAPPED)
 
 
 def test_a_dump_source_falls_back_to_one_range(schema_db, tmp_path, caplog):
@@ -189,12 +293,17 @@ def test_a_dump_source_falls_back_to_one_range(schema_db, tmp_path, caplog):
     path = tmp_path / "dump"
     write_dump(path, docs, gzip=False, types=types)
     settings = dump_settings_for(schema_db, tmp_path)
-    assert Migration(settings, source=f"dump:{path}", all_=True, retry_wait=lambda rs: 0).run().state == "finished"
+    assert (
+        Migration(settings, source=f"dump:{path}", all_=True, retry_wait=lambda rs: 0).run().state
+        == "finished"
+    )
     one, _ = reconcile(settings, f"dump:{path}", 1)
     check_clean(one, docs)
     with caplog.at_level(logging.INFO, logger="etl.reconcile"):
         three, p3 = reconcile(settings, f"dump:{path}", 3)
-    said = [r.getMessage() for r in caplog.records if "cannot be read in key ranges" in r.getMessage()]
+    said = [
+        r.getMessage() for r in caplog.records if "cannot be read in key ranges" in r.getMessage()
+    ]
     assert len(said) == 1 and said[0].startswith("--workers 3: the source")
     assert not any("worker processes" in r.getMessage() for r in caplog.records)
     assert comparable(three) == comparable(one)
@@ -245,7 +354,10 @@ def test_a_worker_error_is_the_same_one_line_error(small_target, monkeypatch, sc
         reconcile(settings, "arangodb", 2)
     assert str(err.value) == msg and "\n" not in str(err.value)
     assert time.monotonic() - t0 < 60
-    run = q(schema_db, "select state, error from etl_runs where command = 'reconcile' order by started_at desc limit 1")
+    run = q(
+        schema_db,
+        "select state, error from etl_runs where command = 'reconcile' order by started_at desc limit 1",
+    )
     assert run == [("failed", msg)]
 
 
@@ -257,5 +369,7 @@ def test_a_worker_that_dies_fails_the_run(small_target, monkeypatch, schema_db):
         reconcile(settings, "arangodb", 2)
     assert "worker process ended unexpectedly" in str(err.value) and "'jobs'" in str(err.value)
     assert time.monotonic() - t0 < 60
-    assert q(schema_db, "select state from etl_runs where command = 'reconcile' order by started_at desc limit 1") \
-        == [("failed",)]
+    assert q(
+        schema_db,
+        "select state from etl_runs where command = 'reconcile' order by started_at desc limit 1",
+    ) == [("failed",)]

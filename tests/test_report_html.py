@@ -1,5 +1,6 @@
 """The operator's HTML report: content, escaping, self-containment, and (when a chromium binary is
 installed) a headless screenshot that must show a real, coloured page."""
+
 from __future__ import annotations
 
 import os
@@ -18,7 +19,9 @@ from etl.report_html import render_html
 
 REPO = Path(__file__).resolve().parent.parent
 HOSTILE_KEY = "<script>alert('key')</script>"
-HOSTILE_REASON_EXAMPLE = f"{HOSTILE_KEY}: bad_email: email 'x\"><img src=x onerror=alert(1)>' is not an address"
+HOSTILE_REASON_EXAMPLE = (
+    f"{HOSTILE_KEY}: bad_email: email 'x\"><img src=x onerror=alert(1)>' is not an address"
+)
 
 
 def _batches(n: int, size: int, rate: float, wobble: float) -> list[dict]:
@@ -31,68 +34,142 @@ def _batches(n: int, size: int, rate: float, wobble: float) -> list[dict]:
 
 
 def _counts(read=0, inserted=0, updated=0, unchanged=0, rejected=0, unmapped=0, dangling=0) -> dict:
-    return {"read": read, "inserted": inserted, "updated": updated, "unchanged": unchanged,
-            "rejected": rejected, "unmapped": unmapped, "dangling": dangling,
-            "loaded": inserted + updated + unchanged}
+    return {
+        "read": read,
+        "inserted": inserted,
+        "updated": updated,
+        "unchanged": unchanged,
+        "rejected": rejected,
+        "unmapped": unmapped,
+        "dangling": dangling,
+        "loaded": inserted + updated + unchanged,
+    }
 
 
 def migrate_summary() -> dict:
     """Shaped like RunSummary.asdict(): 4 collections, 50 batches, rejects, dangling, unmapped, one
     collection whose counts do not balance."""
     resumes = {
-        "collection": "resumes", "status": "migrated", "source_count": 12000,
+        "collection": "resumes",
+        "status": "migrated",
+        "source_count": 12000,
         "counts": _counts(read=12000, inserted=11200, updated=300, unchanged=450, rejected=50),
         "balanced": True,
-        "by_type": {"resume": _counts(read=12000, inserted=11200, updated=300, unchanged=450, rejected=50)},
-        "batches": 24, "seconds": 31.2, "bytes": 34_800_000, "docs_per_second": 384.6,
+        "by_type": {
+            "resume": _counts(read=12000, inserted=11200, updated=300, unchanged=450, rejected=50)
+        },
+        "batches": 24,
+        "seconds": 31.2,
+        "bytes": 34_800_000,
+        "docs_per_second": 384.6,
         "rejects_by_reason": [
-            {"reason": "nul_in_string", "count": 30,
-             "examples": [f"r{i:05d}: nul_in_string: parsed_data.summary contains \\u0000" for i in range(5)]},
+            {
+                "reason": "nul_in_string",
+                "count": 30,
+                "examples": [
+                    f"r{i:05d}: nul_in_string: parsed_data.summary contains \\u0000"
+                    for i in range(5)
+                ],
+            },
             {"reason": "bad_email", "count": 20, "examples": [HOSTILE_REASON_EXAMPLE]},
         ],
-        "unmapped_by_reason": [], "unmapped_keys": [], "dangling_references": {},
-        "field_coverage": {"columns_filled": {"user_id": 11950, "filename": 11950, "parsed_data": 11950},
-                           "kept_in_metadata_extra": {"legacyScore": 812, "importedFrom": 40}},
-        "batch_stats": _batches(24, 500, 420.0, 0.25), "warnings": [],
+        "unmapped_by_reason": [],
+        "unmapped_keys": [],
+        "dangling_references": {},
+        "field_coverage": {
+            "columns_filled": {"user_id": 11950, "filename": 11950, "parsed_data": 11950},
+            "kept_in_metadata_extra": {"legacyScore": 812, "importedFrom": 40},
+        },
+        "batch_stats": _batches(24, 500, 420.0, 0.25),
+        "warnings": [],
     }
     jobs = {
-        "collection": "jobs", "status": "migrated", "source_count": 8000,
-        "counts": _counts(read=8000, inserted=8000, dangling=12), "balanced": True, "by_type": {},
-        "batches": 16, "seconds": 9.8, "bytes": 12_000_000, "docs_per_second": 816.3,
-        "rejects_by_reason": [], "unmapped_by_reason": [], "unmapped_keys": [],
+        "collection": "jobs",
+        "status": "migrated",
+        "source_count": 8000,
+        "counts": _counts(read=8000, inserted=8000, dangling=12),
+        "balanced": True,
+        "by_type": {},
+        "batches": 16,
+        "seconds": 9.8,
+        "bytes": 12_000_000,
+        "docs_per_second": 816.3,
+        "rejects_by_reason": [],
+        "unmapped_by_reason": [],
+        "unmapped_keys": [],
         "dangling_references": {"resume_id": 12},
-        "field_coverage": {"columns_filled": {"title": 8000, "company": 7990}, "kept_in_metadata_extra": {}},
-        "batch_stats": _batches(16, 500, 900.0, 0.35), "warnings": ["3 documents had a lone surrogate replaced"],
+        "field_coverage": {
+            "columns_filled": {"title": 8000, "company": 7990},
+            "kept_in_metadata_extra": {},
+        },
+        "batch_stats": _batches(16, 500, 900.0, 0.35),
+        "warnings": ["3 documents had a lone surrogate replaced"],
     }
     documents = {
-        "collection": "documents", "status": "migrated", "source_count": 5050,
-        "counts": _counts(read=5010, inserted=5000, rejected=10), "balanced": False,
-        "by_type": {"optimization": _counts(read=3000, inserted=2995, rejected=5),
-                    "research": _counts(read=2010, inserted=2005, rejected=5)},
-        "batches": 10, "seconds": 14.1, "bytes": 20_000_000, "docs_per_second": 355.3,
-        "rejects_by_reason": [{"reason": "bad_reference", "count": 10,
-                               "examples": ["d00017: bad_reference: resume_id is not a key"]}],
-        "unmapped_by_reason": [], "unmapped_keys": [], "dangling_references": {},
+        "collection": "documents",
+        "status": "migrated",
+        "source_count": 5050,
+        "counts": _counts(read=5010, inserted=5000, rejected=10),
+        "balanced": False,
+        "by_type": {
+            "optimization": _counts(read=3000, inserted=2995, rejected=5),
+            "research": _counts(read=2010, inserted=2005, rejected=5),
+        },
+        "batches": 10,
+        "seconds": 14.1,
+        "bytes": 20_000_000,
+        "docs_per_second": 355.3,
+        "rejects_by_reason": [
+            {
+                "reason": "bad_reference",
+                "count": 10,
+                "examples": ["d00017: bad_reference: resume_id is not a key"],
+            }
+        ],
+        "unmapped_by_reason": [],
+        "unmapped_keys": [],
+        "dangling_references": {},
         "field_coverage": {"columns_filled": {}, "kept_in_metadata_extra": {}},
-        "batch_stats": _batches(10, 500, 360.0, 0.15), "warnings": [],
+        "batch_stats": _batches(10, 500, 360.0, 0.15),
+        "warnings": [],
     }
     task_results = {
-        "collection": "task_results", "status": "unmapped", "source_count": 734,
-        "counts": _counts(read=734, unmapped=734), "balanced": True, "by_type": {},
-        "batches": 0, "seconds": 0.0, "bytes": 0, "docs_per_second": None,
+        "collection": "task_results",
+        "status": "unmapped",
+        "source_count": 734,
+        "counts": _counts(read=734, unmapped=734),
+        "balanced": True,
+        "by_type": {},
+        "batches": 0,
+        "seconds": 0.0,
+        "bytes": 0,
+        "docs_per_second": None,
         "rejects_by_reason": [],
         "unmapped_by_reason": [{"reason": "transient task state, not migrated", "count": 734}],
         "unmapped_keys": ['"><svg onload=alert(1)>'] + [f"t{i:05d}" for i in range(733)],
-        "dangling_references": {}, "field_coverage": {"columns_filled": {}, "kept_in_metadata_extra": {}},
-        "batch_stats": [], "warnings": [],
+        "dangling_references": {},
+        "field_coverage": {"columns_filled": {}, "kept_in_metadata_extra": {}},
+        "batch_stats": [],
+        "warnings": [],
     }
     return {
-        "report_schema_version": 1, "etl_version": "0.1.0", "operator": "ops@etl-night-1",
-        "run_id": "20261124T010003Z-7f3a", "command": "migrate", "dry_run": False, "state": "finished",
-        "started_at": "2026-11-24T01:00:03.120000+00:00", "finished_at": "2026-11-24T01:01:01.480000+00:00",
-        "source": "dump:dumps/atspro-2026-11-23", "target": "postgresql://etl@db.internal:5432/atspro",
-        "schema_version": "007", "server_version": "16.4", "mapping_version": "3", "batch_size": 500,
-        "estimated_seconds": None, "error": None,
+        "report_schema_version": 1,
+        "etl_version": "0.1.0",
+        "operator": "ops@etl-night-1",
+        "run_id": "20261124T010003Z-7f3a",
+        "command": "migrate",
+        "dry_run": False,
+        "state": "finished",
+        "started_at": "2026-11-24T01:00:03.120000+00:00",
+        "finished_at": "2026-11-24T01:01:01.480000+00:00",
+        "source": "dump:dumps/atspro-2026-11-23",
+        "target": "postgresql://etl@db.internal:5432/atspro",
+        "schema_version": "007",
+        "server_version": "16.4",
+        "mapping_version": "3",
+        "batch_size": 500,
+        "estimated_seconds": None,
+        "error": None,
         "collections": [resumes, jobs, documents, task_results],
     }
 
@@ -100,50 +177,121 @@ def migrate_summary() -> dict:
 def reconcile_summary() -> dict:
     """Shaped like ReconcileSummary.asdict(): one match, one collection with missing, extra and 130
     differing rows (one a wrong parent), one unmapped."""
-    def item(key, dt="job", table="jobs", **kw):
-        return {"key": key, "id": f"{zlib.crc32(key.encode()):08x}-0000-5000-8000-000000000000",
-                "document_type": dt, "table": table, **kw}
 
-    differing = [item(f"j{i:05d}", fields=["parsed_data"], paths=[f"parsed_data.skills[{i % 7}]"])
-                 for i in range(128)]
+    def item(key, dt="job", table="jobs", **kw):
+        return {
+            "key": key,
+            "id": f"{zlib.crc32(key.encode()):08x}-0000-5000-8000-000000000000",
+            "document_type": dt,
+            "table": table,
+            **kw,
+        }
+
+    differing = [
+        item(f"j{i:05d}", fields=["parsed_data"], paths=[f"parsed_data.skills[{i % 7}]"])
+        for i in range(128)
+    ]
     differing.insert(3, item(HOSTILE_KEY, fields=["title", "company"], paths=["title", "company"]))
-    differing.append(item("o00042", dt="optimization", table="optimizations", fields=["resume_id"],
-                          paths=["resume_id"]))
+    differing.append(
+        item(
+            "o00042",
+            dt="optimization",
+            table="optimizations",
+            fields=["resume_id"],
+            paths=["resume_id"],
+        )
+    )
     cols = [
-        {"collection": "resumes", "kind": "document", "status": "match", "source_count": 12000,
-         "checked": 12000, "counts": {"loaded": 11950, "rejected": 50, "unmapped": 0}, "balanced": True,
-         "differences": 0, "by_type": {"resume": {"source_rows": 12000, "loaded": 11950, "rejected": 50,
-                                                  "matched": 11950, "missing": 0, "extra": 0, "differing": 0,
-                                                  "buckets": 64, "buckets_differing": 0}},
-         "missing": [], "extra": [], "differing": [], "dangling_references": {},
-         "rejects_by_reason": {"nul_in_string": 30, "bad_email": 20}, "seconds": 4.2},
-        {"collection": "jobs", "kind": "document", "status": "differences", "source_count": 8000,
-         "checked": 8000, "counts": {"loaded": 8000, "rejected": 0, "unmapped": 0}, "balanced": True,
-         "differences": 134, "by_type": {},
-         "missing": [item("j07001"), item("j07002"), item("j07003")],
-         "extra": [item("j99999", source="no such key in the source", arango_collection="jobs")],
-         "differing": differing, "dangling_references": {"resume_id": 12}, "rejects_by_reason": {},
-         "seconds": 3.1},
-        {"collection": "task_results", "kind": "unmapped", "status": "unmapped", "source_count": 734,
-         "checked": 734, "counts": {"loaded": 0, "rejected": 0, "unmapped": 734}, "balanced": True,
-         "differences": 0, "by_type": {}, "missing": [], "extra": [], "differing": [],
-         "dangling_references": {}, "rejects_by_reason": {}, "seconds": 0.1},
+        {
+            "collection": "resumes",
+            "kind": "document",
+            "status": "match",
+            "source_count": 12000,
+            "checked": 12000,
+            "counts": {"loaded": 11950, "rejected": 50, "unmapped": 0},
+            "balanced": True,
+            "differences": 0,
+            "by_type": {
+                "resume": {
+                    "source_rows": 12000,
+                    "loaded": 11950,
+                    "rejected": 50,
+                    "matched": 11950,
+                    "missing": 0,
+                    "extra": 0,
+                    "differing": 0,
+                    "buckets": 64,
+                    "buckets_differing": 0,
+                }
+            },
+            "missing": [],
+            "extra": [],
+            "differing": [],
+            "dangling_references": {},
+            "rejects_by_reason": {"nul_in_string": 30, "bad_email": 20},
+            "seconds": 4.2,
+        },
+        {
+            "collection": "jobs",
+            "kind": "document",
+            "status": "differences",
+            "source_count": 8000,
+            "checked": 8000,
+            "counts": {"loaded": 8000, "rejected": 0, "unmapped": 0},
+            "balanced": True,
+            "differences": 134,
+            "by_type": {},
+            "missing": [item("j07001"), item("j07002"), item("j07003")],
+            "extra": [item("j99999", source="no such key in the source", arango_collection="jobs")],
+            "differing": differing,
+            "dangling_references": {"resume_id": 12},
+            "rejects_by_reason": {},
+            "seconds": 3.1,
+        },
+        {
+            "collection": "task_results",
+            "kind": "unmapped",
+            "status": "unmapped",
+            "source_count": 734,
+            "checked": 734,
+            "counts": {"loaded": 0, "rejected": 0, "unmapped": 734},
+            "balanced": True,
+            "differences": 0,
+            "by_type": {},
+            "missing": [],
+            "extra": [],
+            "differing": [],
+            "dangling_references": {},
+            "rejects_by_reason": {},
+            "seconds": 0.1,
+        },
     ]
     return {
-        "report_schema_version": 1, "etl_version": "0.1.0", "operator": "ops@etl-night-1",
-        "run_id": "20261124T020000Z-rc01", "command": "reconcile", "dry_run": False, "state": "finished",
-        "started_at": "2026-11-24T02:00:00+00:00", "finished_at": "2026-11-24T02:00:08+00:00",
+        "report_schema_version": 1,
+        "etl_version": "0.1.0",
+        "operator": "ops@etl-night-1",
+        "run_id": "20261124T020000Z-rc01",
+        "command": "reconcile",
+        "dry_run": False,
+        "state": "finished",
+        "started_at": "2026-11-24T02:00:00+00:00",
+        "finished_at": "2026-11-24T02:00:08+00:00",
         "source": "arangodb http://arango.internal:8529 db atspro",
-        "target": "postgresql://etl@db.internal:5432/atspro", "schema_version": "007",
-        "server_version": "16.4", "mapping_version": "3", "sample": None, "has_differences": True,
-        "error": None, "collections": cols,
+        "target": "postgresql://etl@db.internal:5432/atspro",
+        "schema_version": "007",
+        "server_version": "16.4",
+        "mapping_version": "3",
+        "sample": None,
+        "has_differences": True,
+        "error": None,
+        "collections": cols,
     }
 
 
 def _section(page: str, index: int) -> str:
     start = page.index(f'id="c{index}"')
     end = page.find("<section", start)
-    return page[start:end if end > 0 else None]
+    return page[start : end if end > 0 else None]
 
 
 def _assert_self_contained(page: str) -> None:
@@ -155,11 +303,15 @@ def _assert_self_contained(page: str) -> None:
 
 # -- content ----------------------------------------------------------------------------------
 
+
 def test_migrate_page_statuses_counts_and_sections():
     page = render_html(migrate_summary())
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert "20261124T010003Z-7f3a" in page
-    assert "dump:dumps/atspro-2026-11-23" in page and "postgresql://etl@db.internal:5432/atspro" in page
+    assert (
+        "dump:dumps/atspro-2026-11-23" in page
+        and "postgresql://etl@db.internal:5432/atspro" in page
+    )
     assert "58 s" in page  # duration from started_at/finished_at
     # status per collection: green, green, red (unbalanced), grey (unmapped)
     assert 'class="coll st-ok" id="c0"' in page and 'class="coll st-ok" id="c1"' in page
@@ -185,7 +337,7 @@ def test_migrate_page_statuses_counts_and_sections():
 
 def test_migrate_page_throughput_chart():
     page = render_html(migrate_summary())
-    svg = page[page.index("<svg"):page.index("</svg>")]
+    svg = page[page.index("<svg") : page.index("</svg>")]
     bars = re.findall(r"<rect [^>]*><title>", svg)
     assert len(bars) == 50  # one bar per batch, across the 3 collections that have batches
     assert "batch (in run order, across collections)" in svg and "documents / second" in svg
@@ -193,8 +345,13 @@ def test_migrate_page_throughput_chart():
     assert svg.count("median") == 3  # a median line per collection
     # three colours, and a legend naming each collection
     assert len(set(re.findall(r'<rect [^>]*fill="(#[0-9a-f]{6})"><title>', svg))) == 3
-    legend = page[page.index('class="legend"'):page.index("<svg")]
-    assert "resumes" in legend and "jobs" in legend and "documents" in legend and "task_results" not in legend
+    legend = page[page.index('class="legend"') : page.index("<svg")]
+    assert (
+        "resumes" in legend
+        and "jobs" in legend
+        and "documents" in legend
+        and "task_results" not in legend
+    )
     # docs/s per batch = docs / seconds: the first resumes batch
     b = migrate_summary()["collections"][0]["batch_stats"][0]
     assert f"{b['docs'] / b['seconds']:,.0f} docs/s" in svg
@@ -236,14 +393,34 @@ def test_hostile_strings_are_escaped():
 
 
 def test_partial_and_unknown_shapes_render():
-    for doc in ({}, {"run_id": "x", "command": "migrate", "collections": [{"collection": "a"}]},
-                {"run_id": "y", "command": "reconcile", "state": "failed", "error": "connection refused",
-                 "collections": [{"collection": "b", "status": "failed", "missing": ["k1", "<k2>"],
-                                  "batch_stats": [{"seq": 1, "docs": 10, "seconds": 0}]}]}):
+    for doc in (
+        {},
+        {"run_id": "x", "command": "migrate", "collections": [{"collection": "a"}]},
+        {
+            "run_id": "y",
+            "command": "reconcile",
+            "state": "failed",
+            "error": "connection refused",
+            "collections": [
+                {
+                    "collection": "b",
+                    "status": "failed",
+                    "missing": ["k1", "<k2>"],
+                    "batch_stats": [{"seq": 1, "docs": 10, "seconds": 0}],
+                }
+            ],
+        },
+    ):
         page = render_html(doc)
         assert "</html>" in page
-    page = render_html({"run_id": "y", "state": "failed", "error": "connection <refused>",
-                        "collections": [{"collection": "b", "status": "failed"}]})
+    page = render_html(
+        {
+            "run_id": "y",
+            "state": "failed",
+            "error": "connection <refused>",
+            "collections": [{"collection": "b", "status": "failed"}],
+        }
+    )
     assert "Run failed" in page and "connection &lt;refused&gt;" in page and "st-bad" in page
 
 
@@ -270,16 +447,32 @@ def test_write_reports_adds_private_html(tmp_path):
 # -- headless chromium ------------------------------------------------------------------------
 
 CHROMIUM = shutil.which("chromium")
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH (apt-get install chromium)")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="no chromium binary on PATH (apt-get install chromium)"
+)
 
 
 def _screenshot(html_path: Path, png: Path, tmp: Path) -> None:
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp / 'chromium-profile'}", f"--screenshot={png}", "--window-size=1280,2000",
-           "--hide-scrollbars", html_path.resolve().as_uri()]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp / 'chromium-profile'}",
+        f"--screenshot={png}",
+        "--window-size=1280,2000",
+        "--hide-scrollbars",
+        html_path.resolve().as_uri(),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-    assert png.exists(), f"chromium wrote no screenshot (exit {proc.returncode}): {proc.stderr[-2000:]}"
+    assert png.exists(), (
+        f"chromium wrote no screenshot (exit {proc.returncode}): {proc.stderr[-2000:]}"
+    )
 
 
 def decode_png(data: bytes) -> tuple[int, int, list[bytes]]:
@@ -287,8 +480,8 @@ def decode_png(data: bytes) -> tuple[int, int, list[bytes]]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
     pos, idat, width = 8, [], 0
     while pos < len(data):
-        length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
+        length, ctype = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
         if ctype == b"IHDR":
             width, height, depth, colour, _c, _f, interlace = struct.unpack(">IIBBBBB", body)
             assert depth == 8 and colour in (2, 6) and interlace == 0, (depth, colour, interlace)
@@ -300,7 +493,10 @@ def decode_png(data: bytes) -> tuple[int, int, list[bytes]]:
     stride = width * bpp
     rows, prev = [], bytearray(stride)
     for y in range(height):
-        ftype, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        ftype, line = (
+            raw[y * (stride + 1)],
+            bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)]),
+        )
         if ftype == 1:
             for i in range(bpp, stride):
                 line[i] = (line[i] + line[i - bpp]) & 0xFF
@@ -319,8 +515,11 @@ def decode_png(data: bytes) -> tuple[int, int, list[bytes]]:
                 line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 0xFF
         rows.append(bytes(line))
         prev = line
-    return width, height, [bytes(r) if bpp == 3 else bytes(b for k, b in enumerate(r) if k % 4 != 3)
-                           for r in rows]
+    return (
+        width,
+        height,
+        [bytes(r) if bpp == 3 else bytes(b for k, b in enumerate(r) if k % 4 != 3) for r in rows],
+    )
 
 
 def _pixels(rows: list[bytes], step: int = 3):
@@ -350,14 +549,14 @@ def test_screenshot_shows_a_real_page(tmp_path):
     assert (width, height) == (1280, 2000)
     pixels = list(_pixels(rows))
     colours = {p for p in pixels}
-    assert len(colours) > 200, len(colours)          # text, chart, tiles: not a flat page
+    assert len(colours) > 200, len(colours)  # text, chart, tiles: not a flat page
     background = max(colours, key=pixels.count)
     assert sum(p != background for p in pixels) > len(pixels) // 10
     # the status blocks: green (#1e8e3e) and red (#c5221f) are on screen
     assert sum(_near(p, (0x1E, 0x8E, 0x3E)) for p in pixels) > 500
     assert sum(_near(p, (0xC5, 0x22, 0x1F)) for p in pixels) > 500
     _, _, blank_rows = decode_png(blank_png.read_bytes())
-    assert len(set(_pixels(blank_rows))) <= 2        # the comparison page really is blank
+    assert len(set(_pixels(blank_rows))) <= 2  # the comparison page really is blank
 
 
 @needs_chromium
@@ -365,13 +564,26 @@ def test_screenshot_script(tmp_path):
     page = tmp_path / "reconcile.html"
     page.write_text(render_html(reconcile_summary()), encoding="utf-8")
     png = tmp_path / "out" / "reconcile.png"
-    proc = subprocess.run(["bash", str(REPO / "scripts" / "report_screenshot.sh"), str(page), str(png)],
-                          capture_output=True, text=True, timeout=180, env={**os.environ})
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts" / "report_screenshot.sh"), str(page), str(png)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert png.exists() and png.stat().st_size > 50_000
     width, _h, rows = decode_png(png.read_bytes())
     assert width == 1280 and len(set(_pixels(rows, step=6))) > 100
-    missing = subprocess.run(["bash", str(REPO / "scripts" / "report_screenshot.sh"),
-                              str(tmp_path / "nope.html"), str(tmp_path / "x.png")],
-                             capture_output=True, text=True, timeout=60)
+    missing = subprocess.run(
+        [
+            "bash",
+            str(REPO / "scripts" / "report_screenshot.sh"),
+            str(tmp_path / "nope.html"),
+            str(tmp_path / "x.png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert missing.returncode != 0 and "nope.html" in missing.stderr

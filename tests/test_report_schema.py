@@ -1,5 +1,6 @@
 """The JSON reports follow docs/report.schema.json: migrate, dry run and reconcile, as written
 by real runs, including a failed one. A report that drifts from its documented schema fails here."""
+
 import json
 from pathlib import Path
 
@@ -12,7 +13,9 @@ from etl.reconcile import Reconciliation
 from etl.settings import load_settings
 from tests.datagen import generate, write_dump
 
-SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "docs" / "report.schema.json").read_text())
+SCHEMA = json.loads(
+    (Path(__file__).resolve().parent.parent / "docs" / "report.schema.json").read_text()
+)
 
 
 def validate(path):
@@ -28,15 +31,26 @@ def test_report_schema_itself_is_valid():
 def test_report_schema_matches_migrate_dry_run_and_reconcile(schema_db, tmp_path):
     path = tmp_path / "dump"
     write_dump(path, generate(30, seed=2, bad=True))
-    settings = load_settings(None, env={}, overrides={
-        "postgres": {"dsn": schema_db}, "migrate": {"reports_dir": str(tmp_path / "reports")}})
+    settings = load_settings(
+        None,
+        env={},
+        overrides={
+            "postgres": {"dsn": schema_db},
+            "migrate": {"reports_dir": str(tmp_path / "reports")},
+        },
+    )
     dry = Migration(settings, source=f"dump:{path}", all_=True, dry_run=True)
     dry.run()
     assert validate(dry.report_paths["json"])["dry_run"] is True
     real = Migration(settings, source=f"dump:{path}", all_=True)
     real.run()
     doc = validate(real.report_paths["json"])
-    assert {c["collection"] for c in doc["collections"]} >= {"resumes", "jobs", "documents", "job_research"}
+    assert {c["collection"] for c in doc["collections"]} >= {
+        "resumes",
+        "jobs",
+        "documents",
+        "job_research",
+    }
     rec = Reconciliation(settings, all_=True, source=f"dump:{path}")
     rec.run()
     assert validate(rec.report_paths["json"])["has_differences"] is False
@@ -45,8 +59,14 @@ def test_report_schema_matches_migrate_dry_run_and_reconcile(schema_db, tmp_path
 def test_report_schema_rejects_a_drifted_report(schema_db, tmp_path):
     path = tmp_path / "dump"
     write_dump(path, generate(5, seed=2))
-    settings = load_settings(None, env={}, overrides={
-        "postgres": {"dsn": schema_db}, "migrate": {"reports_dir": str(tmp_path / "reports")}})
+    settings = load_settings(
+        None,
+        env={},
+        overrides={
+            "postgres": {"dsn": schema_db},
+            "migrate": {"reports_dir": str(tmp_path / "reports")},
+        },
+    )
     m = Migration(settings, source=f"dump:{path}", all_=True)
     m.run()
     doc = json.loads(Path(m.report_paths["json"]).read_text())
@@ -58,10 +78,21 @@ def test_report_schema_rejects_a_drifted_report(schema_db, tmp_path):
 def test_report_schema_failed_run_still_reports(schema_db, tmp_path):
     path = tmp_path / "dump"
     write_dump(path, generate(5, seed=2))
-    settings = load_settings(None, env={}, overrides={
-        "postgres": {"dsn": schema_db}, "migrate": {"reports_dir": str(tmp_path / "reports")}})
-    m = Migration(settings, source=f"dump:{path}", collections=["resumes"], batch_size=2,
-                  should_stop=lambda: True)
+    settings = load_settings(
+        None,
+        env={},
+        overrides={
+            "postgres": {"dsn": schema_db},
+            "migrate": {"reports_dir": str(tmp_path / "reports")},
+        },
+    )
+    m = Migration(
+        settings,
+        source=f"dump:{path}",
+        collections=["resumes"],
+        batch_size=2,
+        should_stop=lambda: True,
+    )
     with pytest.raises(EtlError):
         m.run()
     doc = validate(m.report_paths["json"])

@@ -1,5 +1,6 @@
 """apply-schema runner on a real PostgreSQL: history, idempotence, dry run, target, baseline,
 checksums and --repair, failing files, the advisory lock, extensions, rollback."""
+
 from __future__ import annotations
 
 import shutil
@@ -10,8 +11,16 @@ import psycopg
 import pytest
 
 from etl.errors import PermanentError, TransientError
-from etl.schema import (ADVISORY_LOCK_KEY, apply_schema, applied, load_migrations, pending, rollback,
-                        schema_status, split_statements)
+from etl.schema import (
+    ADVISORY_LOCK_KEY,
+    applied,
+    apply_schema,
+    load_migrations,
+    pending,
+    rollback,
+    schema_status,
+    split_statements,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 SQL = REPO / "sql"
@@ -49,14 +58,20 @@ def _not_ok(dsn) -> list[dict]:
         return rows
     absent = {f"migration {v}" for v in ("004", "005") if not any(f.startswith(v) for f in FILES)}
     owed_to_005 = "005" not in {f[:3] for f in FILES}
-    return [r for r in rows if r["detail"] not in absent
-            and not (owed_to_005 and r["check"] in ("extension pg_trgm", "extension bloom"))]
+    return [
+        r
+        for r in rows
+        if r["detail"] not in absent
+        and not (owed_to_005 and r["check"] in ("extension pg_trgm", "extension bloom"))
+    ]
 
 
 def test_split_statements_keeps_bodies_and_strings_whole():
-    text = ("-- a comment; with a semicolon\nCREATE TABLE a (x text DEFAULT 'a;b''c');\n"
-            "DO $$ BEGIN PERFORM 1; END $$;\n/* block ; /* nested ; */ */ SELECT $tag$ ; $tag$, E'\\'; ';\n"
-            "SELECT \"odd;name\" FROM t")
+    text = (
+        "-- a comment; with a semicolon\nCREATE TABLE a (x text DEFAULT 'a;b''c');\n"
+        "DO $$ BEGIN PERFORM 1; END $$;\n/* block ; /* nested ; */ */ SELECT $tag$ ; $tag$, E'\\'; ';\n"
+        'SELECT "odd;name" FROM t'
+    )
     stmts = split_statements(text)
     assert [line for line, _ in stmts] == [2, 3, 4, 5]
     assert stmts[0][1] == "CREATE TABLE a (x text DEFAULT 'a;b''c');"
@@ -71,10 +86,14 @@ def test_apply_fresh_database_applies_every_file_and_integrity_is_ok(empty_db):
     assert result.skipped == () and result.pending == ()
     history = applied(empty_db)
     assert [h["version"] for h in history] == [f[:3] for f in FILES]
-    assert all(h["success"] and len(h["checksum"]) == 64 and h["duration_ms"] is not None for h in history)
+    assert all(
+        h["success"] and len(h["checksum"]) == 64 and h["duration_ms"] is not None for h in history
+    )
     status = schema_status(empty_db)
     assert _not_ok(empty_db) == []
-    assert [m["applied"] for m in status.migrations if m["version"] in {f[:3] for f in FILES}] == [True] * len(FILES)
+    assert [m["applied"] for m in status.migrations if m["version"] in {f[:3] for f in FILES}] == [
+        True
+    ] * len(FILES)
     assert result.asdict()["applied"] == FILES
 
 
@@ -100,8 +119,14 @@ def test_every_file_run_again_by_hand_changes_nothing(schema_db):
 def test_dry_run_touches_nothing(empty_db):
     result = apply_schema(empty_db, SQL, dry_run=True, verbose=True)
     assert result.dry_run and list(result.pending) == FILES and result.applied == ()
-    assert set(result.sql) == set(FILES) and "CREATE TABLE IF NOT EXISTS tasks" in result.sql["001_tasks.sql"]
-    assert _one(empty_db, "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace") == 0
+    assert (
+        set(result.sql) == set(FILES)
+        and "CREATE TABLE IF NOT EXISTS tasks" in result.sql["001_tasks.sql"]
+    )
+    assert (
+        _one(empty_db, "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace")
+        == 0
+    )
     assert [m.filename for m in pending(empty_db, SQL)] == FILES
 
 
@@ -134,9 +159,18 @@ def test_baseline_records_hand_applied_files_without_running_them(empty_db):
     notes = {h["version"]: h["execution_notes"] for h in applied(empty_db)}
     assert "baseline" in notes["001"] and "baseline" in notes["002"]
     # Not run: the hand version's gaps are still there (no bio column, no status check).
-    assert _one(empty_db, "SELECT count(*) FROM pg_attribute WHERE attrelid = 'user_profiles'::regclass "
-                          "AND attname = 'bio'") == 0
-    assert _one(empty_db, "SELECT count(*) FROM pg_constraint WHERE conname = 'tasks_status_check'") == 0
+    assert (
+        _one(
+            empty_db,
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = 'user_profiles'::regclass "
+            "AND attname = 'bio'",
+        )
+        == 0
+    )
+    assert (
+        _one(empty_db, "SELECT count(*) FROM pg_constraint WHERE conname = 'tasks_status_check'")
+        == 0
+    )
     assert _one(empty_db, "SELECT count(*) FROM tasks") == 1
 
 
@@ -144,14 +178,28 @@ def test_apply_over_hand_applied_version_completes_it_and_keeps_data(empty_db):
     _hand_apply(empty_db)
     result = apply_schema(empty_db, SQL)
     assert list(result.applied) == FILES
-    assert _one(empty_db, "SELECT count(*) FROM pg_constraint WHERE conrelid = 'tasks'::regclass "
-                          "AND conname IN ('tasks_status_check', 'tasks_progress_check')") == 2
+    assert (
+        _one(
+            empty_db,
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'tasks'::regclass "
+            "AND conname IN ('tasks_status_check', 'tasks_progress_check')",
+        )
+        == 2
+    )
     assert _one(empty_db, "SELECT max_retries FROM tasks") == 3
     assert _one(empty_db, "SELECT phone FROM user_profiles") == "+1 555 0100"
     # The hand-made trigger is recognised (same function): no second trigger.
-    assert _one(empty_db, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'user_profiles'::regclass "
-                          "AND NOT tgisinternal") == 1
-    assert [r for r in _not_ok(empty_db) if "tasks" in r["check"] or "user_profiles" in r["check"]] == []
+    assert (
+        _one(
+            empty_db,
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'user_profiles'::regclass "
+            "AND NOT tgisinternal",
+        )
+        == 1
+    )
+    assert [
+        r for r in _not_ok(empty_db) if "tasks" in r["check"] or "user_profiles" in r["check"]
+    ] == []
 
 
 @pytest.fixture
@@ -186,7 +234,8 @@ def test_failing_file_leaves_previous_version_and_names_file_and_statement(empty
         shutil.copy(SQL / f, d / f)
     (d / "003_broken.sql").write_text(
         "-- header\nCREATE TABLE half_done (x int);\n\nINSERT INTO half_done VALUES (1);\n"
-        "CREATE TABLE broken (x int REFERENCES no_such_table (id));\n")
+        "CREATE TABLE broken (x int REFERENCES no_such_table (id));\n"
+    )
     with pytest.raises(PermanentError) as err:
         apply_schema(empty_db, d)
     msg = str(err.value)
@@ -202,7 +251,9 @@ def test_error_inside_a_do_block_names_the_block(empty_db, tmp_path):
     (d / "001_bad.sql").write_text("SELECT 1;\nDO $$\nBEGIN\n  PERFORM 1 / 0;\nEND\n$$;\n")
     with pytest.raises(PermanentError) as err:
         apply_schema(empty_db, d)
-    assert "001_bad.sql at statement 2 (line 2: DO $$ BEGIN PERFORM 1 / 0; END $$;)" in str(err.value)
+    assert "001_bad.sql at statement 2 (line 2: DO $$ BEGIN PERFORM 1 / 0; END $$;)" in str(
+        err.value
+    )
     assert "division by zero" in str(err.value) and "PL/pgSQL" in str(err.value)
 
 
@@ -246,11 +297,16 @@ def test_second_apply_fails_clearly_when_the_lock_stays_taken(empty_db):
 
 
 CHECKS = {
-    "validation": ("SELECT to_regprocedure('validate_document_data(text,text,jsonb,jsonb)') IS NULL", ["006"]),
+    "validation": (
+        "SELECT to_regprocedure('validate_document_data(text,text,jsonb,jsonb)') IS NULL",
+        ["006"],
+    ),
     "helpers": ("SELECT to_regprocedure('extract_skills(jsonb)') IS NULL", ["004", "005"]),
     "tables": ("SELECT to_regclass('resume_documents') IS NULL", ["003", "004", "005", "006"]),
-    "all": ("SELECT to_regclass('etl_runs') IS NULL AND to_regclass('resume_documents') IS NULL",
-            ["003", "004", "005", "006", "007"]),
+    "all": (
+        "SELECT to_regclass('etl_runs') IS NULL AND to_regclass('resume_documents') IS NULL",
+        ["003", "004", "005", "006", "007"],
+    ),
 }
 
 
@@ -267,7 +323,9 @@ def test_rollback_component_then_reapply(schema_db, component):
     assert {"001", "002"} <= left
     assert rollback(schema_db, component).actions == ()  # idempotent: nothing left to do
     again = apply_schema(schema_db, SQL)
-    assert sorted(f[:3] for f in again.applied) == [v for v in versions if any(f.startswith(v) for f in FILES)]
+    assert sorted(f[:3] for f in again.applied) == [
+        v for v in versions if any(f.startswith(v) for f in FILES)
+    ]
     assert _not_ok(schema_db) == []
     if component in ("validation", "helpers"):
         assert _one(schema_db, "SELECT count(*) FROM resume_documents") == 1
@@ -291,7 +349,9 @@ def test_rollback_all_with_production_tables_empties_history(schema_db):
     with psycopg.connect(schema_db, autocommit=True) as conn:
         conn.execute("SELECT * FROM rollback.rollback_all_migrations(true)")
     assert _one(schema_db, "SELECT count(*) FROM migration_history") == 0
-    assert _one(schema_db, "SELECT to_regclass('tasks') IS NULL AND to_regclass('user_profiles') IS NULL")
+    assert _one(
+        schema_db, "SELECT to_regclass('tasks') IS NULL AND to_regclass('user_profiles') IS NULL"
+    )
     assert list(apply_schema(schema_db, SQL).applied) == FILES
     assert _not_ok(schema_db) == []
 
@@ -303,7 +363,9 @@ def test_dry_run_refuses_an_edited_file_too(schema_db, sql_copy):
         apply_schema(schema_db, sql_copy, dry_run=True)
     result = apply_schema(schema_db, sql_copy, dry_run=True, repair=True)
     assert result.repaired == ("002_user_profiles.sql",) and result.pending == ()
-    assert applied(schema_db)[1]["checksum"] != load_migrations(sql_copy)[1].checksum  # dry run: not recorded
+    assert (
+        applied(schema_db)[1]["checksum"] != load_migrations(sql_copy)[1].checksum
+    )  # dry run: not recorded
 
 
 def test_schema_status_before_007_says_what_to_run(empty_db):

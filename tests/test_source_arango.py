@@ -1,4 +1,5 @@
 """ArangoSource against the fake ArangoDB server over real HTTP (python-arango is the client)."""
+
 from __future__ import annotations
 
 import gc
@@ -23,9 +24,13 @@ from tests.fakearango.fixtures import (  # fixtures come from the plugin registe
 FAST = {"backoff_initial": 0.005, "backoff_max": 0.05}
 
 
-def make_source(server: FakeArango, *, cursor_batch_size: int | None = None, **settings) -> ArangoSource:
+def make_source(
+    server: FakeArango, *, cursor_batch_size: int | None = None, **settings
+) -> ArangoSource:
     settings.setdefault("retry_attempts", 8)
-    return ArangoSource(arango_settings(server, **settings), cursor_batch_size=cursor_batch_size, **FAST)
+    return ArangoSource(
+        arango_settings(server, **settings), cursor_batch_size=cursor_batch_size, **FAST
+    )
 
 
 def server_order(server: FakeArango, collection: str) -> list[str]:
@@ -33,14 +38,21 @@ def server_order(server: FakeArango, collection: str) -> list[str]:
     return sorted(server.documents(DATABASE, collection), key=COLLATIONS[server.collation])
 
 
-def read_all(src: ArangoSource, collection: str, batch_size: int, after: str | None = None) -> tuple[list[str], list[Batch]]:
+def read_all(
+    src: ArangoSource, collection: str, batch_size: int, after: str | None = None
+) -> tuple[list[str], list[Batch]]:
     batches = list(src.batches(collection, batch_size, after=after))
     return [d["_key"] for b in batches for d in b.docs], batches
 
 
 @pytest.fixture
 def resumes(arango_server: FakeArango) -> FakeArango:
-    seed(arango_server, DATABASE, "resumes", [{"_key": f"r{i:03d}", "i": i, "text": "x" * (i % 7)} for i in range(103)])
+    seed(
+        arango_server,
+        DATABASE,
+        "resumes",
+        [{"_key": f"r{i:03d}", "i": i, "text": "x" * (i % 7)} for i in range(103)],
+    )
     return arango_server
 
 
@@ -48,13 +60,21 @@ def resumes(arango_server: FakeArango) -> FakeArango:
 
 
 def test_protocol_collections_and_description(resumes):
-    seed(resumes, DATABASE, "job_research", [{"_key": "e1", "_from": "jobs/1", "_to": "research/2"}], edge=True)
+    seed(
+        resumes,
+        DATABASE,
+        "job_research",
+        [{"_key": "e1", "_from": "jobs/1", "_to": "research/2"}],
+        edge=True,
+    )
     resumes.create_collection(DATABASE, "empty")
     src = make_source(resumes)
     assert isinstance(src, Source)
-    assert src.collections() == [CollectionInfo("empty", "document", 0),
-                                 CollectionInfo("job_research", "edge", 1),
-                                 CollectionInfo("resumes", "document", 103)]
+    assert src.collections() == [
+        CollectionInfo("empty", "document", 0),
+        CollectionInfo("job_research", "edge", 1),
+        CollectionInfo("resumes", "document", 103),
+    ]
     assert src.collection("resumes") == CollectionInfo("resumes", "document", 103)
     assert ROOT_PASSWORD not in src.description and ROOT_PASSWORD not in repr(src)
     assert resumes.url in src.description and DATABASE in src.description
@@ -70,7 +90,9 @@ def test_reads_everything_once_in_server_order_with_positions(resumes):
     assert all(b.nbytes > 0 for b in batches)
     assert batches[0].nbytes > batches[-1].nbytes  # bytes follow the amount read
     sent = [r for r in resumes.requests if r.route == "cursor_create"]
-    assert len(sent) == 11  # a fresh query per batch (the last page is short, so no empty page is asked for)
+    assert (
+        len(sent) == 11
+    )  # a fresh query per batch (the last page is short, so no empty page is asked for)
     assert resumes.cursors == {}  # every cursor closed
 
 
@@ -83,7 +105,9 @@ def test_query_warnings_reach_the_batch(resumes):
 def test_exact_multiple_of_batch_size_ends_with_no_empty_batch(arango_server):
     seed(arango_server, DATABASE, "c", [{"_key": f"k{i}"} for i in range(20)])
     keys, batches = read_all(make_source(arango_server), "c", 5)
-    assert len(keys) == 20 and len(set(keys)) == 20 and [len(b.docs) for b in batches] == [5, 5, 5, 5]
+    assert (
+        len(keys) == 20 and len(set(keys)) == 20 and [len(b.docs) for b in batches] == [5, 5, 5, 5]
+    )
 
 
 def test_query_is_keyset_with_bind_variables_only(resumes):
@@ -102,7 +126,7 @@ def test_resume_from_every_batch_boundary(resumes):
     keys, batches = read_all(src, "resumes", 7)
     for i, b in enumerate(batches):
         rest, _ = read_all(src, "resumes", 7, after=b.position)
-        assert rest == keys[(i + 1) * 7:], f"after batch {i}"
+        assert rest == keys[(i + 1) * 7 :], f"after batch {i}"
         assert src.remaining("resumes", b.position) == len(rest)
     assert src.remaining("resumes") == len(keys) == 103
     assert COUNT_AFTER_QUERY.startswith("FOR d IN @@c FILTER d._key > @last")
@@ -116,7 +140,9 @@ def test_empty_collection(arango_server):
 
 
 def test_edge_collection(arango_server):
-    edges = [{"_key": f"e{i}", "_from": f"research/{i}", "_to": f"jobs/{i}", "w": i} for i in range(9)]
+    edges = [
+        {"_key": f"e{i}", "_from": f"research/{i}", "_to": f"jobs/{i}", "w": i} for i in range(9)
+    ]
     seed(arango_server, DATABASE, "job_research", edges, edge=True)
     src = make_source(arango_server)
     assert src.collection("job_research").type == "edge"
@@ -127,8 +153,15 @@ def test_edge_collection(arango_server):
 
 
 def test_values_are_exact(arango_server):
-    doc = {"_key": "v", "big": 2**63 - 1, "neg": -(2**63), "beyond": 2**80 + 3, "nul": "a\u0000b",
-           "_future": [1, {"_x": None}], "f": 1.5}
+    doc = {
+        "_key": "v",
+        "big": 2**63 - 1,
+        "neg": -(2**63),
+        "beyond": 2**80 + 3,
+        "nul": "a\u0000b",
+        "_future": [1, {"_x": None}],
+        "f": 1.5,
+    }
     seed(arango_server, DATABASE, "values", [doc])
     [got] = [d for b in make_source(arango_server).batches("values", 10) for d in b.docs]
     for k, v in doc.items():
@@ -141,9 +174,42 @@ ALLOWED_PUNCT = "_-:.@()+,=;$!*'%"
 
 
 def odd_keys() -> list[str]:
-    keys = {c for c in ALLOWED_PUNCT} | {f"a{c}b" for c in ALLOWED_PUNCT} | {f"{c}z" for c in ALLOWED_PUNCT}
-    keys |= {"a", "A", "b", "B", "z", "Z", "0", "9", "10", "100", "99", "aB", "Ab", "ab", "AB", "a0", "a_",
-             "A_", "_A", "_a", "x" * 254, "%41", "a%2Fb", "(x)", "'q'", "$1", "!", "*", "mixed-Case_01:x.y@z"}
+    keys = (
+        {c for c in ALLOWED_PUNCT}
+        | {f"a{c}b" for c in ALLOWED_PUNCT}
+        | {f"{c}z" for c in ALLOWED_PUNCT}
+    )
+    keys |= {
+        "a",
+        "A",
+        "b",
+        "B",
+        "z",
+        "Z",
+        "0",
+        "9",
+        "10",
+        "100",
+        "99",
+        "aB",
+        "Ab",
+        "ab",
+        "AB",
+        "a0",
+        "a_",
+        "A_",
+        "_A",
+        "_a",
+        "x" * 254,
+        "%41",
+        "a%2Fb",
+        "(x)",
+        "'q'",
+        "$1",
+        "!",
+        "*",
+        "mixed-Case_01:x.y@z",
+    }
     return sorted(keys)
 
 
@@ -163,7 +229,7 @@ def test_every_allowed_key_character_read_once(collation, batch_size):
         mid = batches[len(batches) // 2].position
         assert src.remaining("odd", mid) == len(got) - got.index(mid) - 1
         rest, _ = read_all(src, "odd", batch_size, after=mid)
-        assert rest == got[got.index(mid) + 1:]
+        assert rest == got[got.index(mid) + 1 :]
 
 
 # ------------------------------------------------------------------ faults
@@ -176,7 +242,9 @@ FAULTS = {
     "slow response past timeout": lambda s: s.slow(0.8, 1, routes=["cursor_batch"], skip=1),
     "expired cursor": lambda s: s.expire_cursor_on(1, skip=2),
     "429 from a proxy": lambda s: s.proxy_429(2, skip=1),
-    "412 queue time": lambda s: s.fail(2, status=412, error_num=21004, message="queue time violated", skip=1),
+    "412 queue time": lambda s: s.fail(
+        2, status=412, error_num=21004, message="queue time violated", skip=1
+    ),
 }
 
 
@@ -188,9 +256,13 @@ def test_every_document_exactly_once_under_fault(resumes, name, caplog):
         keys, _ = read_all(src, "resumes", 10)
     assert fault.count == 0 and fault.fired >= 1, "the fault was injected"
     assert keys == server_order(resumes, "resumes")
-    retries = [r for r in caplog.records if r.name == "etl.sources.arango" and "attempt" in r.getMessage()]
+    retries = [
+        r for r in caplog.records if r.name == "etl.sources.arango" and "attempt" in r.getMessage()
+    ]
     if name == "dropped connection after advancing":
-        assert not retries  # python-arango's resend + allowRetry absorb it: the same batch is sent again
+        assert (
+            not retries
+        )  # python-arango's resend + allowRetry absorb it: the same batch is sent again
         assert any(r.status is None for r in resumes.requests)
     else:
         assert retries and "attempt 1 of 8" in retries[0].getMessage()
@@ -200,7 +272,9 @@ def test_metadata_reads_retry_too(resumes):
     src = make_source(resumes)
     get_routes = ["collection_list", "collection_properties", "collection_count"]
     a = resumes.fail(2, routes=get_routes)  # GET + 503: requests' RetryError
-    b = resumes.fail_unavailable(4, routes=get_routes)  # 503/503: python-arango's resends, then ConnectionAbortedError
+    b = resumes.fail_unavailable(
+        4, routes=get_routes
+    )  # 503/503: python-arango's resends, then ConnectionAbortedError
     c = resumes.proxy_429(1, routes=get_routes)
     assert [c.name for c in src.collections()] == ["resumes"]
     assert src.remaining("resumes") == 103
@@ -210,7 +284,10 @@ def test_metadata_reads_retry_too(resumes):
 def test_retries_logged_with_attempt_numbers_then_transient_error(resumes, caplog):
     src = make_source(resumes, retry_attempts=3)
     resumes.fail(10)
-    with caplog.at_level(logging.WARNING, logger="etl.sources.arango"), pytest.raises(TransientError) as ei:
+    with (
+        caplog.at_level(logging.WARNING, logger="etl.sources.arango"),
+        pytest.raises(TransientError) as ei,
+    ):
         list(src.batches("resumes", 10))
     msgs = [r.getMessage() for r in caplog.records if r.name == "etl.sources.arango"]
     assert len(msgs) == 2 and "attempt 1 of 3" in msgs[0] and "attempt 2 of 3" in msgs[1]
@@ -219,7 +296,9 @@ def test_retries_logged_with_attempt_numbers_then_transient_error(resumes, caplo
 
 def test_retry_after_from_a_proxy_is_honoured(resumes):
     slept: list[float] = []
-    src = ArangoSource(arango_settings(resumes), backoff_initial=0.001, backoff_max=0.2, sleep=slept.append)
+    src = ArangoSource(
+        arango_settings(resumes), backoff_initial=0.001, backoff_max=0.2, sleep=slept.append
+    )
     resumes.proxy_429(1, retry_after="0.15")
     keys, _ = read_all(src, "resumes", 50)
     assert len(keys) == 103 and slept and slept[0] >= 0.15
@@ -256,15 +335,21 @@ def test_unknown_database(arango_server):
     msg = _one_line_permanent(lambda: make_source(arango_server, database="nodb"))
     assert "database 'nodb' does not exist" in msg
     arango_server.add_user("reader", "pw", databases=[DATABASE])
-    msg = _one_line_permanent(lambda: make_source(arango_server, database="nodb", username="reader", password="pw"))
+    msg = _one_line_permanent(
+        lambda: make_source(arango_server, database="nodb", username="reader", password="pw")
+    )
     assert "wrong username or password" in msg and "nodb" in msg  # the server does not say which
 
 
 def test_unknown_collection_lists_existing(resumes):
     resumes.create_collection(DATABASE, "jobs")
     src = make_source(resumes)
-    for call in (lambda: src.collection("nope"), lambda: list(src.batches("nope", 10)),
-                 lambda: src.remaining("nope", "x"), lambda: src.remaining("nope")):
+    for call in (
+        lambda: src.collection("nope"),
+        lambda: list(src.batches("nope", 10)),
+        lambda: src.remaining("nope", "x"),
+        lambda: src.remaining("nope"),
+    ):
         msg = _one_line_permanent(call)
         assert "'nope' does not exist" in msg and "existing collections: jobs, resumes" in msg
         assert "_graphs" not in msg
@@ -278,7 +363,9 @@ def test_unreachable_port_gives_up_after_retries(caplog):
         port = s.getsockname()[1]
     from etl.settings import ArangoSettings
 
-    st = ArangoSettings(url=f"http://127.0.0.1:{port}", database=DATABASE, password=ROOT_PASSWORD, retry_attempts=3)
+    st = ArangoSettings(
+        url=f"http://127.0.0.1:{port}", database=DATABASE, password=ROOT_PASSWORD, retry_attempts=3
+    )
     t0 = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="etl.sources.arango"):
         msg = _one_line_permanent(lambda: ArangoSource(st, **FAST))
@@ -387,7 +474,9 @@ def tls_server(tmp_path):
 def test_tls_ca_file_verify_off_and_untrusted(tls_server):
     server, cert = tls_server
     assert server.url.startswith("https://")
-    server.create_collection(DATABASE, "c").docs.update({"a": {"_key": "a", "_id": "c/a", "_rev": "_1"}})
+    server.create_collection(DATABASE, "c").docs.update(
+        {"a": {"_key": "a", "_id": "c/a", "_rev": "_1"}}
+    )
     src = make_source(server, ca_file=cert)
     assert [d["_key"] for b in src.batches("c", 10) for d in b.docs] == ["a"]
     src = make_source(server, verify_tls=False)

@@ -1,4 +1,5 @@
 """DumpSource against the arangodump reader spec's checklist (numbers in the test names)."""
+
 from __future__ import annotations
 
 import gzip
@@ -32,29 +33,46 @@ def keys(src, collection: str, **kw) -> list[str]:
     return [d["_key"] for d in read_all(src, collection, **kw)]
 
 
-def make_dump(tmp_path: Path, data: bytes | str, *, name: str = "c", ctype: int = 2, fname: str | None = None,
-              encryption: str | None = "none", dump_json: str | None = None) -> Path:
+def make_dump(
+    tmp_path: Path,
+    data: bytes | str,
+    *,
+    name: str = "c",
+    ctype: int = 2,
+    fname: str | None = None,
+    encryption: str | None = "none",
+    dump_json: str | None = None,
+) -> Path:
     """A one-collection dump with the given data file content (bytes are written as is)."""
     d = tmp_path / "dump"
     d.mkdir(parents=True, exist_ok=True)
     if encryption is not None:
         (d / "ENCRYPTION").write_text(encryption)
-    (d / "dump.json").write_text(dump_json or '{"database":"db","lastTickAtDumpStart":"1","useEnvelope":false}')
+    (d / "dump.json").write_text(
+        dump_json or '{"database":"db","lastTickAtDumpStart":"1","useEnvelope":false}'
+    )
     (d / f"{name}_{H(name)}.structure.json").write_text(
-        f'{{"indexes":[],"parameters":{{"name":"{name}","type":{ctype},"id":"9","isSystem":false}}}}')
+        f'{{"indexes":[],"parameters":{{"name":"{name}","type":{ctype},"id":"9","isSystem":false}}}}'
+    )
     if data is not None:
-        (d / (fname or f"{name}_{H(name)}.data.json")).write_bytes(data.encode() if isinstance(data, str) else data)
+        (d / (fname or f"{name}_{H(name)}.data.json")).write_bytes(
+            data.encode() if isinstance(data, str) else data
+        )
     return d
 
 
 # ---------------------------------------------------------------------------- 1. ENCRYPTION
+
 
 def test_01_encrypted_dump_is_refused_before_reading_anything():
     with pytest.raises(PermanentError) as e:
         DumpSource(CASES / "encrypted")
     msg = str(e.value)
     assert "is encrypted (aes-256-ctr); this tool cannot decrypt it" in msg
-    assert "arangorestore --encryption.keyfile into a scratch ArangoDB and re-dump without a key" in msg
+    assert (
+        "arangorestore --encryption.keyfile into a scratch ArangoDB and re-dump without a key"
+        in msg
+    )
 
 
 def test_01_encryption_none_without_newline_and_missing_file(tmp_path):
@@ -82,6 +100,7 @@ def test_01_encrypted_metadata_without_encryption_file(tmp_path):
 
 # ---------------------------------------------------------------------------- 2. dump.json
 
+
 def test_02_dump_json_unknown_keys_ignored_and_tick_kept_as_string():
     src = DumpSource(CASES / "v38_envelope")
     assert src.meta["lastTickAtDumpStart"] == "1790012345"
@@ -91,15 +110,21 @@ def test_02_dump_json_unknown_keys_ignored_and_tick_kept_as_string():
 
 
 def test_02_dump_json_without_use_envelope_or_properties(tmp_path):
-    d = make_dump(tmp_path, '{"type":2300,"data":{"_key":"a","_id":"c/a","_rev":"_x"}}\n',
-                  dump_json='{"database":"db","lastTickAtDumpStart":"5"}')
+    d = make_dump(
+        tmp_path,
+        '{"type":2300,"data":{"_key":"a","_id":"c/a","_rev":"_x"}}\n',
+        dump_json='{"database":"db","lastTickAtDumpStart":"5"}',
+    )
     src = DumpSource(d)
-    assert src.database == "db" and keys(src, "c") == ["a"]  # envelopes found per line, not via useEnvelope
+    assert src.database == "db" and keys(src, "c") == [
+        "a"
+    ]  # envelopes found per line, not via useEnvelope
     (d / "dump.json").unlink()  # hand-made dump without dump.json
     assert keys(DumpSource(d), "c") == ["a"]
 
 
 # ---------------------------------------------------------------------------- 3-5. structure and data files
+
 
 def test_03_name_and_type_only_from_parameters_legacy_indexes(tmp_path):
     src = DumpSource(CASES / "split_files")  # plain structure name, indexes inside parameters
@@ -109,9 +134,11 @@ def test_03_name_and_type_only_from_parameters_legacy_indexes(tmp_path):
     d.mkdir()
     (d / "ENCRYPTION").write_text("none")
     (d / f"4711_{H('Lebensläufe')}.structure.json").write_text(
-        '{"indexes":[],"parameters":{"name":"Lebensläufe","type":3,"id":"4711"}}')
+        '{"indexes":[],"parameters":{"name":"Lebensläufe","type":3,"id":"4711"}}'
+    )
     (d / f"4711_{H('Lebensläufe')}.data.json").write_text(
-        '{"_key":"x","_id":"4711/x","_rev":"_r","_from":"a/1","_to":"b/2"}\n')
+        '{"_key":"x","_id":"4711/x","_rev":"_r","_from":"a/1","_to":"b/2"}\n'
+    )
     src = DumpSource(d)
     assert src.collections()[0].name == "Lebensläufe" and src.collections()[0].type == "edge"
     assert keys(src, "Lebensläufe") == ["x"]
@@ -128,7 +155,10 @@ def test_03_missing_or_bad_parameters(tmp_path):
 
 
 def test_04_hashed_and_plain_structure_names():
-    assert {c.name for c in DumpSource(CASES / "v38_envelope").collections()} == {"resumes", "job_research"}
+    assert {c.name for c in DumpSource(CASES / "v38_envelope").collections()} == {
+        "resumes",
+        "job_research",
+    }
     assert {c.name for c in DumpSource(CASES / "split_files").collections()} == {"resumes"}
 
 
@@ -140,14 +170,17 @@ def test_04_system_collections_views_and_unknown_files_skipped():
     assert len(DumpSource(CASES / "v38_envelope", include_system=True).collections()) == 3
 
 
-@pytest.mark.parametrize("present,chosen", [
-    (["c_H.data.json", "c_H.data.json.gz.x", "c.data.json"], "c_H.data.json"),
-    (["c_H.data.json.gz", "c.data.json.gz.x", "c.data.json"], "c_H.data.json.gz"),
-    (["c.data.json.gz", "c_H.0.data.json.gz", "c.data.json.x"], "c.data.json.gz"),
-    (["c_H.0.data.json.gz", "c_H.0.data.json.x", "c.data.json"], "c_H.0.data.json.gz"),
-    (["c_H.0.data.json", "c.data.json"], "c_H.0.data.json"),
-    (["c.data.json"], "c.data.json"),
-])
+@pytest.mark.parametrize(
+    "present,chosen",
+    [
+        (["c_H.data.json", "c_H.data.json.gz.x", "c.data.json"], "c_H.data.json"),
+        (["c_H.data.json.gz", "c.data.json.gz.x", "c.data.json"], "c_H.data.json.gz"),
+        (["c.data.json.gz", "c_H.0.data.json.gz", "c.data.json.x"], "c.data.json.gz"),
+        (["c_H.0.data.json.gz", "c_H.0.data.json.x", "c.data.json"], "c_H.0.data.json.gz"),
+        (["c_H.0.data.json", "c.data.json"], "c_H.0.data.json"),
+        (["c.data.json"], "c.data.json"),
+    ],
+)
 def test_05_data_file_lookup_order(tmp_path, present, chosen):
     d = make_dump(tmp_path, None)
     for f in present:
@@ -158,7 +191,13 @@ def test_05_data_file_lookup_order(tmp_path, present, chosen):
 
 def test_05_split_files_in_order_until_a_gap():
     src = DumpSource(CASES / "split_files")
-    assert keys(src, "resumes", batch_size=2) == ["r1", "r2", "r3", "r4", "r5"]  # .4. after the gap unread
+    assert keys(src, "resumes", batch_size=2) == [
+        "r1",
+        "r2",
+        "r3",
+        "r4",
+        "r5",
+    ]  # .4. after the gap unread
     batches = list(src.batches("resumes", 2))
     assert [b.position for b in batches] == ["2", "4", "5"]
     assert keys(src, "resumes", after="3") == ["r4", "r5"]
@@ -167,22 +206,27 @@ def test_05_split_files_in_order_until_a_gap():
 
 # ---------------------------------------------------------------------------- 6. gzip
 
+
 def test_06_gzip_multi_member_and_magic_bytes(tmp_path):
     src = DumpSource(CASES / "v311_gzip")
     docs = read_all(src, "jobs")
     assert [d["_key"] for d in docs] == ["2001", "2002", "2003"]  # 2 members
     assert docs[0]["big"] == 9007199254740993 and docs[0]["price"] == 19.90
-    assert docs[1]["note"] == "Böb / \U0001F600"
+    assert docs[1]["note"] == "Böb / \U0001f600"
     # detected by magic bytes, not the name: gzip in a .data.json, plain text in a .data.json.gz
     d = make_dump(tmp_path, gzip.compress(b'{"_key":"z","_id":"c/z","_rev":"_r"}\n'))
     assert keys(DumpSource(d), "c") == ["z"]
-    d2 = make_dump(tmp_path / "2", '{"_key":"p","_id":"c/p","_rev":"_r"}\n', fname=f"c_{H('c')}.data.json.gz")
+    d2 = make_dump(
+        tmp_path / "2", '{"_key":"p","_id":"c/p","_rev":"_r"}\n', fname=f"c_{H('c')}.data.json.gz"
+    )
     assert keys(DumpSource(d2), "c") == ["p"]
 
 
 def test_06_truncated_gzip(tmp_path, caplog):
-    lines = b"".join(b'{"_key":"%d","_id":"c/%d","_rev":"_r","pad":"%s"}\n' % (i, i, b"x" * (i % 50))
-                     for i in range(2000))
+    lines = b"".join(
+        b'{"_key":"%d","_id":"c/%d","_rev":"_r","pad":"%s"}\n' % (i, i, b"x" * (i % 50))
+        for i in range(2000)
+    )
     blob = gzip.compress(lines)
     d = make_dump(tmp_path, blob[: len(blob) // 2], fname=f"c_{H('c')}.data.json.gz")
     with pytest.raises(PermanentError, match=r"truncated.*byte offset \d+.*after \d+ good records"):
@@ -206,6 +250,7 @@ def test_06_corrupt_gzip(tmp_path):
 
 # ---------------------------------------------------------------------------- 7-10. lines
 
+
 def test_07_08_09_envelopes_plain_lines_removals_duplicates(caplog):
     caplog.set_level(logging.WARNING, "etl.sources.dump")
     src = DumpSource(CASES / "v38_envelope")
@@ -216,8 +261,16 @@ def test_07_08_09_envelopes_plain_lines_removals_duplicates(caplog):
     by_key = {d["_key"]: d for d in docs}
     assert by_key["1001"]["resume_data"]["summary"] == "second version wins"
     assert by_key["1006"]["note"] == "re-created after its removal"
-    assert "1002" not in by_key and "1004" not in by_key  # 2302 with data._key and with top-level key
-    assert set(by_key["1003"]) == {"_key", "_id", "_rev", "user_id", "content"}  # envelope keys not leaked
+    assert (
+        "1002" not in by_key and "1004" not in by_key
+    )  # 2302 with data._key and with top-level key
+    assert set(by_key["1003"]) == {
+        "_key",
+        "_id",
+        "_rev",
+        "user_id",
+        "content",
+    }  # envelope keys not leaked
     warned = " ".join(r.message for r in caplog.records)
     assert "'1001'" in warned and "'1006'" in warned and "last" in warned
     assert "'1002'" not in warned  # a removal is not a duplicate
@@ -237,7 +290,7 @@ def test_09_resume_at_every_record_position_with_removals_and_duplicates():
     for pos in range(records + 1):
         rest = keys(src, "resumes", after=str(pos), batch_size=2)
         assert src.remaining("resumes", str(pos)) == len(rest)
-        assert rest == full[len(full) - len(rest):]  # a suffix of the full read
+        assert rest == full[len(full) - len(rest) :]  # a suffix of the full read
     assert src.remaining("resumes") == 4 and src.remaining("resumes", "11") == 0
     with pytest.raises(PermanentError, match="outside"):
         src.remaining("resumes", "12")
@@ -246,13 +299,17 @@ def test_09_resume_at_every_record_position_with_removals_and_duplicates():
 
 
 def test_07_unknown_marker_and_shapeless_lines(tmp_path):
-    d = make_dump(tmp_path, '{"_key":"a","_id":"c/a","_rev":"_r"}\n{"type":2400,"data":{"_key":"b"}}\n')
+    d = make_dump(
+        tmp_path, '{"_key":"a","_id":"c/a","_rev":"_r"}\n{"type":2400,"data":{"_key":"b"}}\n'
+    )
     with pytest.raises(PermanentError, match="line 2.*unknown marker type 2400"):
         DumpSource(d).collections()
     d = make_dump(tmp_path / "2", '{"_key":"a","_id":"c/a","_rev":"_r"}\n{"name":"no key"}\n')
     with pytest.raises(PermanentError, match="line 2.*neither a document"):
         DumpSource(d).collections()
-    d = make_dump(tmp_path / "3", '{"_key":"a","_id":"c/a","_rev":"_r"}\n{"_key":"b",\n{"_key":"c"}\n')
+    d = make_dump(
+        tmp_path / "3", '{"_key":"a","_id":"c/a","_rev":"_r"}\n{"_key":"b",\n{"_key":"c"}\n'
+    )
     with pytest.raises(PermanentError, match=r"line 2 \(byte offset 37\): invalid JSON"):
         DumpSource(d).collections()
 
@@ -261,7 +318,10 @@ def test_10_edges_id_not_trusted_rev_opaque():
     src = DumpSource(CASES / "v38_envelope")
     assert src.collection("job_research").type == "edge"
     edges = read_all(src, "job_research")
-    assert [(e["_from"], e["_to"]) for e in edges] == [("jobs/2001", "documents/3001"), ("jobs/2002", "documents/3002")]
+    assert [(e["_from"], e["_to"]) for e in edges] == [
+        ("jobs/2001", "documents/3001"),
+        ("jobs/2002", "documents/3002"),
+    ]
     assert edges[1]["_id"] == "WRONG/e2"  # passed through untouched; the name comes from parameters
     assert all(isinstance(e["_rev"], str) for e in edges)
 
@@ -273,11 +333,16 @@ def test_11_repeated_attribute_name_last_wins_as_in_arangodb(tmp_path):
 
 # ---------------------------------------------------------------------------- 12-15. robustness
 
+
 def test_12_truncated_last_line_error_then_flag(caplog):
     with pytest.raises(PermanentError) as e:
         DumpSource(CASES / "truncated").collections()
     msg = str(e.value)
-    assert f"jobs_{H('jobs')}.data.json" in msg and "byte offset 118" in msg and "after 2 good records" in msg
+    assert (
+        f"jobs_{H('jobs')}.data.json" in msg
+        and "byte offset 118" in msg
+        and "after 2 good records" in msg
+    )
     assert "allow-truncated" in msg
     caplog.set_level(logging.WARNING, "etl.sources.dump")
     src = DumpSource(CASES / "truncated", allow_truncated=True)
@@ -291,21 +356,28 @@ def test_12_truncated_last_line_error_then_flag(caplog):
 def test_13_empty_inputs():
     src = DumpSource(CASES / "v311_gzip")
     assert src.collection("task_results").count == 0  # empty gzip (20 bytes)
-    assert src.collection("documents").count == 0     # no data file at all
+    assert src.collection("documents").count == 0  # no data file at all
     assert list(src.batches("documents", 10)) == [] and src.remaining("task_results") == 0
-    assert (CASES / "v311_gzip" / f"task_results_{H('task_results')}.data.json.gz").stat().st_size == 20
+    assert (
+        CASES / "v311_gzip" / f"task_results_{H('task_results')}.data.json.gz"
+    ).stat().st_size == 20
 
 
 def test_13_zero_byte_file_and_blank_lines(tmp_path):
     d = make_dump(tmp_path, b"")
     assert DumpSource(d).collection("c").count == 0
-    d = make_dump(tmp_path / "2", '\n\n{"_key":"a","_id":"c/a","_rev":"_r"}\n \n\r\n{"_key":"b","_id":"c/b","_rev":"_r"}\n\n')
+    d = make_dump(
+        tmp_path / "2",
+        '\n\n{"_key":"a","_id":"c/a","_rev":"_r"}\n \n\r\n{"_key":"b","_id":"c/b","_rev":"_r"}\n\n',
+    )
     assert keys(DumpSource(d), "c") == ["a", "b"]
 
 
 def test_14_bom_crlf_and_u2028_inside_strings(tmp_path):
-    data = ('\ufeff{"_key":"a","_id":"c/a","_rev":"_r","s":"line\u2028sep\u2029par\u0085nel"}\r\n'
-            '{"_key":"b","_id":"c/b","_rev":"_r","t":"tab\\tok"}\r\n').encode("utf-8")
+    data = (
+        '\ufeff{"_key":"a","_id":"c/a","_rev":"_r","s":"line\u2028sep\u2029par\u0085nel"}\r\n'
+        '{"_key":"b","_id":"c/b","_rev":"_r","t":"tab\\tok"}\r\n'
+    ).encode("utf-8")
     d = make_dump(tmp_path, data)
     docs = read_all(DumpSource(d), "c")
     assert [x["_key"] for x in docs] == ["a", "b"]
@@ -314,8 +386,12 @@ def test_14_bom_crlf_and_u2028_inside_strings(tmp_path):
 
 def test_15_line_over_16_mib_is_streamed_and_cap_is_configurable(tmp_path):
     big = "x" * (17 * 1024 * 1024)
-    d = make_dump(tmp_path, '{"_key":"s","_id":"c/s","_rev":"_r"}\n{"_key":"big","_id":"c/big","_rev":"_r","blob":"'
-                  + big + '"}\n{"_key":"t","_id":"c/t","_rev":"_r"}\n')
+    d = make_dump(
+        tmp_path,
+        '{"_key":"s","_id":"c/s","_rev":"_r"}\n{"_key":"big","_id":"c/big","_rev":"_r","blob":"'
+        + big
+        + '"}\n{"_key":"t","_id":"c/t","_rev":"_r"}\n',
+    )
     src = DumpSource(d, chunk_size=1 << 16)
     docs = read_all(src, "c")
     assert [x["_key"] for x in docs] == ["s", "big", "t"] and len(docs[1]["blob"]) == len(big)
@@ -326,8 +402,11 @@ def test_15_line_over_16_mib_is_streamed_and_cap_is_configurable(tmp_path):
 
 
 def test_16_numbers_nan_nul_and_lone_surrogates(tmp_path):
-    d = make_dump(tmp_path, '{"_key":"a","_id":"c/a","_rev":"_r","i":123456789012345678901234567890,'
-                  '"j":18446744073709551621,"z":-0.0,"m":1e308,"n":"a\\u0000b","s":"x\\ud800y"}\n')
+    d = make_dump(
+        tmp_path,
+        '{"_key":"a","_id":"c/a","_rev":"_r","i":123456789012345678901234567890,'
+        '"j":18446744073709551621,"z":-0.0,"m":1e308,"n":"a\\u0000b","s":"x\\ud800y"}\n',
+    )
     doc = read_all(DumpSource(d), "c")[0]
     assert doc["i"] == 123456789012345678901234567890 and doc["j"] == 2**64 + 5
     assert str(doc["z"]) == "-0.0" and doc["m"] == 1e308
@@ -335,12 +414,16 @@ def test_16_numbers_nan_nul_and_lone_surrogates(tmp_path):
     d = make_dump(tmp_path / "2", '{"_key":"a","_id":"c/a","_rev":"_r","v":NaN}\n')
     with pytest.raises(PermanentError, match="invalid JSON"):
         DumpSource(d).collections()
-    d = make_dump(tmp_path / "3", b'{"_key":"a","_id":"c/a","_rev":"_r"}\n{"_key":"b","_id":"c/b","_rev":"_r","v":"\xff\xfe"}\n')
+    d = make_dump(
+        tmp_path / "3",
+        b'{"_key":"a","_id":"c/a","_rev":"_r"}\n{"_key":"b","_id":"c/b","_rev":"_r","v":"\xff\xfe"}\n',
+    )
     with pytest.raises(PermanentError, match="line 2.*utf-8"):
         read_all(DumpSource(d), "c")  # strict UTF-8 (the scan skips values; the read decodes them)
 
 
 # ---------------------------------------------------------------------------- 17, 19. layouts
+
 
 def test_17_all_databases():
     with pytest.raises(PermanentError) as e:
@@ -348,7 +431,10 @@ def test_17_all_databases():
     assert "atspro" in str(e.value) and "staging" in str(e.value)
     src = DumpSource(CASES / "all_databases", database="staging")
     assert src.database == "staging" and read_all(src, "resumes")[0]["db"] == "staging"
-    assert read_all(DumpSource(CASES / "all_databases", database="atspro"), "resumes")[0]["db"] == "atspro"
+    assert (
+        read_all(DumpSource(CASES / "all_databases", database="atspro"), "resumes")[0]["db"]
+        == "atspro"
+    )
     with pytest.raises(PermanentError, match="no database 'prod'.*atspro, staging"):
         DumpSource(CASES / "all_databases", database="prod")
     with pytest.raises(PermanentError, match="holds database 'atspro', not 'x'"):
@@ -416,11 +502,16 @@ def dataset():
 LAYOUTS = {
     "dump-gzip": lambda ds, d: DumpSource(write_dump(d, ds, gzip=True)),
     "dump-plain": lambda ds, d: DumpSource(write_dump(d, ds, gzip=False)),
-    "dump-envelope-3.8": lambda ds, d: DumpSource(write_dump(d, ds, gzip=False, envelope=True, version_style="3.8")),
-    "dump-envelope-gzip": lambda ds, d: DumpSource(write_dump(d, ds, gzip=True, envelope=True, version_style="3.8")),
+    "dump-envelope-3.8": lambda ds, d: DumpSource(
+        write_dump(d, ds, gzip=False, envelope=True, version_style="3.8")
+    ),
+    "dump-envelope-gzip": lambda ds, d: DumpSource(
+        write_dump(d, ds, gzip=True, envelope=True, version_style="3.8")
+    ),
     "dump-split": lambda ds, d: DumpSource(write_dump(d, ds, gzip=True, split_files=400)),
-    "dump-plain-names-legacy": lambda ds, d: DumpSource(write_dump(d, ds, gzip=False, plain_names=True,
-                                                                   version_style="legacy")),
+    "dump-plain-names-legacy": lambda ds, d: DumpSource(
+        write_dump(d, ds, gzip=False, plain_names=True, version_style="legacy")
+    ),
     "dump-3.12": lambda ds, d: DumpSource(write_dump(d, ds, version_style="3.12")),
     "jsonl": lambda ds, d: JsonlSource(write_jsonl(d, ds)),
     "jsonl-gz": lambda ds, d: JsonlSource(write_jsonl(d, ds, gzip=True)),
@@ -450,20 +541,26 @@ def test_resume_from_every_batch_boundary(dataset, tmp_path):
         assert sum(len(b.docs) for b in batches) == len(exp)
         for b in batches:
             rest = [encode(d) for d in read_all(src, name, batch_size=250, after=b.position)]
-            assert rest == exp[int(b.position):]
+            assert rest == exp[int(b.position) :]
             assert src.remaining(name, b.position) == len(rest)
             assert len({d["_key"] for d in b.docs}) == len(b.docs)
 
 
 # ---------------------------------------------------------------------------- flat memory
 
+
 def _synthetic_dump(d: Path, n: int) -> Path:
     pad = "lorem ipsum dolor sit amet " * 40
 
     def docs():
         for i in range(n):
-            yield {"_key": str(10_000 + i), "_id": f"resumes/{10_000 + i}", "_rev": f"_r{i}",
-                   "user_id": f"user_{i % 977}", "resume_data": {"summary": pad + str(i), "n": i}}
+            yield {
+                "_key": str(10_000 + i),
+                "_id": f"resumes/{10_000 + i}",
+                "_rev": f"_r{i}",
+                "user_id": f"user_{i % 977}",
+                "resume_data": {"summary": pad + str(i), "n": i},
+            }
 
     return write_dump(d, {"resumes": docs()}, gzip=True)
 

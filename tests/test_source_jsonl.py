@@ -1,4 +1,5 @@
 """JsonlSource: arangoexport jsonl/json output (spec section 4, checklist item 18)."""
+
 from __future__ import annotations
 
 import gzip
@@ -12,15 +13,21 @@ from etl.sources import open_source
 from etl.sources.base import Source
 from etl.sources.jsonl import JsonlSource
 
-JOBS = ['{"_key":"j1","_id":"jobs/j1","_rev":"_a","job_title":"A"}',
-        '{"_key":"j2","_id":"jobs/j2","_rev":"_b","job_title":"B","n":123456789012345678901}',
-        '{"_key":"j3","_id":"jobs/j3","_rev":"_c","job_title":"C\u2028D"}']
-EDGES = ['{"_key":"e1","_id":"job_research/e1","_rev":"_e","_from":"jobs/j1","_to":"documents/d1"}',
-         '{"_key":"e2","_id":"job_research/e2","_rev":"_f","_from":"jobs/j2","_to":"documents/d2"}']
+JOBS = [
+    '{"_key":"j1","_id":"jobs/j1","_rev":"_a","job_title":"A"}',
+    '{"_key":"j2","_id":"jobs/j2","_rev":"_b","job_title":"B","n":123456789012345678901}',
+    '{"_key":"j3","_id":"jobs/j3","_rev":"_c","job_title":"C\u2028D"}',
+]
+EDGES = [
+    '{"_key":"e1","_id":"job_research/e1","_rev":"_e","_from":"jobs/j1","_to":"documents/d1"}',
+    '{"_key":"e2","_id":"job_research/e2","_rev":"_f","_from":"jobs/j2","_to":"documents/d2"}',
+]
 
 
 def keys(src, collection, **kw):
-    return [d["_key"] for b in src.batches(collection, kw.pop("batch_size", 2), **kw) for d in b.docs]
+    return [
+        d["_key"] for b in src.batches(collection, kw.pop("batch_size", 2), **kw) for d in b.docs
+    ]
 
 
 def jsonl(lines) -> bytes:
@@ -52,8 +59,13 @@ def test_directory_of_every_export_kind(export_dir):
     src = JsonlSource(export_dir)
     assert isinstance(src, Source)
     infos = {c.name: (c.type, c.count) for c in src.collections()}
-    assert infos == {"jobs": ("document", 3), "job_research": ("edge", 2), "empty": ("document", 0),
-                     "query": ("document", 1), "mixed": ("document", 2)}  # edge only if every row is one
+    assert infos == {
+        "jobs": ("document", 3),
+        "job_research": ("edge", 2),
+        "empty": ("document", 0),
+        "query": ("document", 1),
+        "mixed": ("document", 2),
+    }  # edge only if every row is one
     assert keys(src, "jobs") == ["j1", "j2", "j3"]
     assert keys(src, "job_research") == ["e1", "e2"]
     assert keys(src, "empty") == [] and keys(src, "query") == ["j1"]
@@ -85,7 +97,9 @@ def test_positions_and_remaining(export_dir):
 def test_non_object_row_names_file_and_line(tmp_path):
     f = tmp_path / "query.jsonl"
     f.write_bytes(jsonl([JOBS[0], "42"]))
-    with pytest.raises(PermanentError, match=r"query.jsonl: line 2: expected a JSON object, found int"):
+    with pytest.raises(
+        PermanentError, match=r"query.jsonl: line 2: expected a JSON object, found int"
+    ):
         JsonlSource(f).collections()
     f.write_bytes(jsonl(['"just a string"']))
     with pytest.raises(PermanentError, match=r"line 1: expected a JSON object, found str"):
@@ -102,7 +116,9 @@ def test_non_object_row_names_file_and_line(tmp_path):
 def test_single_line_array_is_not_the_export_layout(tmp_path):
     f = tmp_path / "jobs.json"
     f.write_text("[" + ",".join(JOBS) + "]")
-    with pytest.raises(PermanentError, match="jobs.json: line 1: expected a JSON object, found list"):
+    with pytest.raises(
+        PermanentError, match="jobs.json: line 1: expected a JSON object, found list"
+    ):
         JsonlSource(f).collections()
 
 
@@ -142,5 +158,7 @@ def test_truncated_tail_bom_crlf_duplicates(tmp_path, caplog):
 
 
 def test_unknown_collection(export_dir):
-    with pytest.raises(PermanentError, match="'resumes' is not in arangoexport.*empty, job_research, jobs"):
+    with pytest.raises(
+        PermanentError, match="'resumes' is not in arangoexport.*empty, job_research, jobs"
+    ):
         JsonlSource(export_dir).collection("resumes")

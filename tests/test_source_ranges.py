@@ -1,5 +1,6 @@
 """Key ranges for parallel workers: boundaries come from the server's own order, and the ranges
 (after, until] read back every document exactly once, in ICU-like and bytewise collation."""
+
 from __future__ import annotations
 
 import pytest
@@ -22,7 +23,9 @@ def test_ranges_cover_the_collection_exactly_once(request, server_fixture, parts
         bounds = [None, *points, None]
         seen: list[str] = []
         for lo, hi in zip(bounds, bounds[1:]):
-            got = [d["_key"] for b in src.batches("resumes", 37, after=lo, until=hi) for d in b.docs]
+            got = [
+                d["_key"] for b in src.batches("resumes", 37, after=lo, until=hi) for d in b.docs
+            ]
             assert src.remaining("resumes", after=lo, until=hi) == len(got)
             if hi is not None:
                 assert got and got[-1] == hi  # a boundary is the last key of its range

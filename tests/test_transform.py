@@ -1,11 +1,13 @@
 """The transform: real shapes -> canonical rows, identity, every bad input's documented outcome,
 lossless rebuild and determinism. Pure: no database."""
+
 from __future__ import annotations
 
 import copy
 import time
 import tomllib
 import uuid
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -13,8 +15,16 @@ import pytest
 from etl import jsonutil
 from etl.mapping import load_mapping, mapping_from_dict
 from etl.transform import (
-    ETL_NAMESPACE, EdgeLink, Reject, Row, Transformer, Unmapped, parse_timestamp, rebuild_edge,
-    rebuild_source, row_id,
+    ETL_NAMESPACE,
+    EdgeLink,
+    Reject,
+    Row,
+    Transformer,
+    Unmapped,
+    parse_timestamp,
+    rebuild_edge,
+    rebuild_source,
+    row_id,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -79,9 +89,15 @@ def assert_lossless(out: Row, doc: dict, t: Transformer = T) -> None:
 
 
 def resume(**attrs) -> dict:
-    doc = {"_key": "k1", "_id": "resumes/k1", "_rev": "_r", "user_id": "u1",
-           "file_metadata": {"filename": "cv.pdf", "size": 10},
-           "resume_data": {"summary": "s", "skills": ["a"]}, "status": "completed"}
+    doc = {
+        "_key": "k1",
+        "_id": "resumes/k1",
+        "_rev": "_r",
+        "user_id": "u1",
+        "file_metadata": {"filename": "cv.pdf", "size": 10},
+        "resume_data": {"summary": "s", "skills": ["a"]},
+        "status": "completed",
+    }
     doc.update(attrs)
     return {k: v for k, v in doc.items() if v is not DROP}
 
@@ -90,6 +106,7 @@ DROP = object()
 
 
 # -- identity -------------------------------------------------------------------------------------
+
 
 def test_row_id_is_uuid5_of_collection_and_key():
     assert ETL_NAMESPACE == uuid.UUID("5b0e4f4a-7c1d-4e8a-9a3b-2f6d8c1e0a57")
@@ -100,6 +117,7 @@ def test_row_id_is_uuid5_of_collection_and_key():
 
 
 # -- real shapes -> canonical rows -------------------------------------------------------------------
+
 
 def test_transform_resume_current_shape_gives_expected_row():
     c = case("resume_current")
@@ -127,8 +145,11 @@ def test_transform_resume_older_shape_parsed_data():
     assert v["filename"] == "resume.docx"
     assert v["created_at"] == "2024-01-02T03:04:05+00:00"
     assert v["updated_at"] == "2024-01-02T03:04:05+00:00"
-    assert v["metadata"]["mapped_from"] == {"filename": "filename", "updated_at": "created_at",
-                                            "parsed_data": "parsed_data"}
+    assert v["metadata"]["mapped_from"] == {
+        "filename": "filename",
+        "updated_at": "created_at",
+        "parsed_data": "parsed_data",
+    }
     assert v["metadata"]["extra"] == {}
     assert "file" not in v["metadata"]
 
@@ -148,9 +169,12 @@ def test_transform_resume_oldest_shape_gathers_top_level_sections():
     doc = case("resume_oldest")["document"]
     v = row("resumes", doc).values
     assert v["parsed_data"] == {
-        "contact_info": {"full_name": "Alan Turing", "email": ""}, "summary": None,
+        "contact_info": {"full_name": "Alan Turing", "email": ""},
+        "summary": None,
         "experience": [{"company": "Bletchley Park", "skills": ["cryptanalysis"]}],
-        "education": [{"school": "King's College"}], "skills": ["logic"]}
+        "education": [{"school": "King's College"}],
+        "skills": ["logic"],
+    }
     assert v["user_id"] == "4242"  # a numeric user_id becomes its decimal string
     assert v["metadata"]["original"]["user_id"] == 4242
     assert v["created_at"] == "2019-01-01T00:00:00+00:00"  # "2019": start of the year
@@ -168,18 +192,31 @@ def test_transform_job_current_shape_keeps_empty_strings():
     assert v["is_active"] is True and v["status"] == "pending"
     assert v["remote_type"] is None
     # a null attribute is not a value: kept as it is in extra, so the rebuild has it
-    assert v["metadata"]["extra"] == {"type": "job", "source_type": "document",
-                                      "source_filename": "job.md", "remote_type": None}
+    assert v["metadata"]["extra"] == {
+        "type": "job",
+        "source_type": "document",
+        "source_filename": "job.md",
+        "remote_type": None,
+    }
 
 
 def test_transform_job_older_shape_fallback_paths():
     doc = case("job_old")["document"]
     v = row("jobs", doc).values
-    assert (v["title"], v["company"], v["job_url"], v["remote_type"]) == \
-        ("Engineer", "Initech", "https://initech.example/jobs/9", "hybrid")
+    assert (v["title"], v["company"], v["job_url"], v["remote_type"]) == (
+        "Engineer",
+        "Initech",
+        "https://initech.example/jobs/9",
+        "hybrid",
+    )
     assert v["created_at"] == "2023-05-01T08:00:00+00:00"  # +02:00 converted to UTC
-    assert v["metadata"]["mapped_from"] == {"title": "title", "company": "company", "job_url": "url",
-                                            "remote_type": "work_type", "updated_at": "created_at"}
+    assert v["metadata"]["mapped_from"] == {
+        "title": "title",
+        "company": "company",
+        "job_url": "url",
+        "remote_type": "work_type",
+        "updated_at": "created_at",
+    }
 
 
 def test_transform_research_parsed_data_is_source_metadata():
@@ -187,9 +224,17 @@ def test_transform_research_parsed_data_is_source_metadata():
     out = row("documents", doc)
     v = out.values
     assert out.document_type == "research"
-    assert v["parsed_data"] == {"content_type": "markdown", "report_type": "company_research", "word_count": 812}
+    assert v["parsed_data"] == {
+        "content_type": "markdown",
+        "report_type": "company_research",
+        "word_count": 812,
+    }
     assert v["report_type"] == "company_research"
-    assert (v["company"], v["job_title"], v["content"]) == ("Initech", "Engineer", "## Initech\nA company.")
+    assert (v["company"], v["job_title"], v["content"]) == (
+        "Initech",
+        "Engineer",
+        "## Initech\nA company.",
+    )
     assert v["job_id"] == row_id("jobs", "j1") and v["resume_id"] == row_id("resumes", "8123")
     # the raw keys stay, so a dangling reference loses nothing
     assert v["metadata"]["extra"] == {"type": "research", "resume_id": "8123", "job_id": "j1"}
@@ -203,13 +248,19 @@ def test_transform_edge_gives_link():
     assert rebuild_edge(out.edge) == doc
 
 
-@pytest.mark.parametrize("attrs,code", [
-    ({"_from": "companies/c1"}, "edge_bad_from: _from \"companies/c1\" is not in collection 'jobs'"),
-    ({"_from": "j1"}, "edge_bad_from: _from is \"j1\", not '<collection>/<key>'"),
-    ({"_from": None}, "edge_bad_from"),
-    ({"_to": "resumes/x"}, "edge_bad_to: _to \"resumes/x\" is not in collection 'documents'"),
-    ({"_to": "documents/"}, "edge_bad_to"),
-])
+@pytest.mark.parametrize(
+    "attrs,code",
+    [
+        (
+            {"_from": "companies/c1"},
+            "edge_bad_from: _from \"companies/c1\" is not in collection 'jobs'",
+        ),
+        ({"_from": "j1"}, "edge_bad_from: _from is \"j1\", not '<collection>/<key>'"),
+        ({"_from": None}, "edge_bad_from"),
+        ({"_to": "resumes/x"}, "edge_bad_to: _to \"resumes/x\" is not in collection 'documents'"),
+        ({"_to": "documents/"}, "edge_bad_to"),
+    ],
+)
 def test_transform_edge_with_unknown_end_is_rejected(attrs, code):
     doc = {**case("job_research_edge")["document"], **attrs}
     out = T.transform("job_research", doc)
@@ -220,24 +271,32 @@ def test_transform_edge_with_unknown_end_is_rejected(attrs, code):
 def test_transform_unmapped_collection_and_type():
     out = T.transform("task_results", case("task_result")["document"])
     assert out == Unmapped("task_results", "tr1", "not migrated (no mapping)")
-    assert T.transform("photos", {"_key": "p"}) == Unmapped("photos", "p", "not migrated (no mapping)")
+    assert T.transform("photos", {"_key": "p"}) == Unmapped(
+        "photos", "p", "not migrated (no mapping)"
+    )
     note = {"_key": "n1", "type": "note", "user_id": "u"}
-    assert T.transform("documents", note) == Unmapped("documents", "n1", 'unmapped_type: type="note" has no mapping')
+    assert T.transform("documents", note) == Unmapped(
+        "documents", "n1", 'unmapped_type: type="note" has no mapping'
+    )
     out = T.transform("documents", {"_key": "n2", "user_id": "u"})
     assert isinstance(out, Unmapped) and out.reason == "unmapped_type: type=null has no mapping"
 
 
 # -- bad input ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("user_id,reason", [
-    (DROP, "missing_user_id: none of user_id, userId is present"),
-    (None, "missing_user_id"),
-    ("", 'bad_user_id: user_id is "" (a string)'),
-    ("   ", "bad_user_id"),
-    (True, "bad_user_id: user_id is true (a boolean)"),
-    (1.5, "bad_user_id: user_id is 1.5 (a number)"),
-    ({"id": "u"}, "bad_user_id"),
-])
+
+@pytest.mark.parametrize(
+    "user_id,reason",
+    [
+        (DROP, "missing_user_id: none of user_id, userId is present"),
+        (None, "missing_user_id"),
+        ("", 'bad_user_id: user_id is "" (a string)'),
+        ("   ", "bad_user_id"),
+        (True, "bad_user_id: user_id is true (a boolean)"),
+        (1.5, "bad_user_id: user_id is 1.5 (a number)"),
+        ({"id": "u"}, "bad_user_id"),
+    ],
+)
 def test_transform_bad_user_id_is_rejected(user_id, reason):
     doc = resume(user_id=user_id)
     out = T.transform("resumes", doc)
@@ -271,7 +330,9 @@ def test_transform_nul_rejected_by_default_with_path():
 
 def test_transform_nul_in_key_and_column_rejected():
     out = T.transform("resumes", resume(extra={"a\x00b": 1}))
-    assert isinstance(out, Reject) and out.reason.startswith("nul_in_string: extra (key \"a\\u0000b\")")
+    assert isinstance(out, Reject) and out.reason.startswith(
+        'nul_in_string: extra (key "a\\u0000b")'
+    )
     out = T.transform("resumes", resume(status="done\x00"))
     assert isinstance(out, Reject) and out.reason == "nul_in_string: status contains \\u0000"
 
@@ -329,14 +390,26 @@ def test_transform_file_size_beyond_bigint_kept_in_metadata_file():
     doc = resume(file_metadata=DROP, filename="cv.pdf", file_size=2**63)
     out = row("resumes", doc)
     assert out.values["file_size"] is None and out.values["metadata"]["extra"]["file_size"] == 2**63
-    assert row("resumes", resume(file_size=2**63 - 1, file_metadata=DROP)).values["file_size"] == 2**63 - 1
+    assert (
+        row("resumes", resume(file_size=2**63 - 1, file_metadata=DROP)).values["file_size"]
+        == 2**63 - 1
+    )
     assert row("resumes", resume(file_size=2048.0, file_metadata=DROP)).values["file_size"] == 2048
 
 
-@pytest.mark.parametrize("score,column,in_extra", [
-    (250, None, True), (-1, None, True), (100, 100, False), (0, 0, False), (99.5, 99.5, False),
-    (1e308, None, True), ("85", None, True), (True, None, True),
-])
+@pytest.mark.parametrize(
+    "score,column,in_extra",
+    [
+        (250, None, True),
+        (-1, None, True),
+        (100, 100, False),
+        (0, 0, False),
+        (99.5, 99.5, False),
+        (1e308, None, True),
+        ("85", None, True),
+        (True, None, True),
+    ],
+)
 def test_transform_score_outside_percentage_kept_in_extra(score, column, in_extra):
     doc = {**case("optimization")["document"], "ats_score": score}
     out = row("documents", doc)
@@ -364,22 +437,34 @@ def test_transform_big_numbers_in_parsed_data_kept_exactly():
     assert_lossless(out, doc)
 
 
-@pytest.mark.parametrize("value,iso", [
-    ("2025-08-16T21:54:43.160344", "2025-08-16T21:54:43.160344+00:00"),   # no zone = UTC
-    ("2025-08-16T21:54:43.160344Z", "2025-08-16T21:54:43.160344+00:00"),
-    ("2025-08-16T23:54:43+02:00", "2025-08-16T21:54:43+00:00"),
-    ("2025-08-16 21:54:43", "2025-08-16T21:54:43+00:00"),
-    ("2025-08-16", "2025-08-16T00:00:00+00:00"),
-    ("2025-08-16T21:54:43.160344789", "2025-08-16T21:54:43.160344+00:00"),  # beyond microseconds
-    ("2019", "2019-01-01T00:00:00+00:00"),
-    ("2019-03", "2019-03-01T00:00:00+00:00"),
-    (1755381283160, "2025-08-16T21:54:43.160000+00:00"),                  # epoch milliseconds
-    (1755381283160.5, "2025-08-16T21:54:43.160500+00:00"),
-    ("1755381283160", "2025-08-16T21:54:43.160000+00:00"),
-    (0, "1970-01-01T00:00:00+00:00"),
-    ("garbage", None), ("", None), ("2019-13", None), ("2025-02-30", None), (True, None),
-    ({"$date": 1}, None), (10**20, None), (float("inf"), None),
-])
+@pytest.mark.parametrize(
+    "value,iso",
+    [
+        ("2025-08-16T21:54:43.160344", "2025-08-16T21:54:43.160344+00:00"),  # no zone = UTC
+        ("2025-08-16T21:54:43.160344Z", "2025-08-16T21:54:43.160344+00:00"),
+        ("2025-08-16T23:54:43+02:00", "2025-08-16T21:54:43+00:00"),
+        ("2025-08-16 21:54:43", "2025-08-16T21:54:43+00:00"),
+        ("2025-08-16", "2025-08-16T00:00:00+00:00"),
+        (
+            "2025-08-16T21:54:43.160344789",
+            "2025-08-16T21:54:43.160344+00:00",
+        ),  # beyond microseconds
+        ("2019", "2019-01-01T00:00:00+00:00"),
+        ("2019-03", "2019-03-01T00:00:00+00:00"),
+        (1755381283160, "2025-08-16T21:54:43.160000+00:00"),  # epoch milliseconds
+        (1755381283160.5, "2025-08-16T21:54:43.160500+00:00"),
+        ("1755381283160", "2025-08-16T21:54:43.160000+00:00"),
+        (0, "1970-01-01T00:00:00+00:00"),
+        ("garbage", None),
+        ("", None),
+        ("2019-13", None),
+        ("2025-02-30", None),
+        (True, None),
+        ({"$date": 1}, None),
+        (10**20, None),
+        (float("inf"), None),
+    ],
+)
 def test_parse_timestamp_forms(value, iso):
     assert parse_timestamp(value) == iso
 
@@ -394,7 +479,9 @@ def test_transform_garbage_timestamp_column_null_value_kept():
     assert_lossless(out, doc)
     # updated_at falls back to created_at only when that is usable
     out = row("resumes", resume(created_at="nonsense"))
-    assert out.values["updated_at"] is None and out.values["metadata"]["extra"] == {"created_at": "nonsense"}
+    assert out.values["updated_at"] is None and out.values["metadata"]["extra"] == {
+        "created_at": "nonsense"
+    }
 
 
 def test_transform_long_filename_truncated_full_name_kept():
@@ -407,7 +494,10 @@ def test_transform_long_filename_truncated_full_name_kept():
     assert_lossless(out, doc)
     doc = resume(file_metadata=DROP, filename=name)
     out = row("resumes", doc)
-    assert out.values["filename"] == name[:255] and out.values["metadata"]["original"]["filename"] == name
+    assert (
+        out.values["filename"] == name[:255]
+        and out.values["metadata"]["original"]["filename"] == name
+    )
     assert_lossless(out, doc)
 
 
@@ -419,28 +509,45 @@ def test_transform_missing_filename_defaults_to_unknown():
     assert_lossless(out, doc)
 
 
-@pytest.mark.parametrize("parsed,reason", [
-    ({"skills": {"python": 5}}, "not_a_list: parsed_data.skills is an object; the database requires an array"),
-    ({"work_experience": [{"skills": ["a"]}, {"skills": "b"}]},
-     "not_a_list: parsed_data.work_experience[1].skills is a string"),
-    ({"experience": {"company": "x"}}, "not_a_list: parsed_data.experience is an object"),
-    ({"contact_info": {"links": {"a": 1}}}, "not_a_list: parsed_data.contact_info.links is an object"),
-    ({"contact_info": "Ada"}, "not_an_object: parsed_data.contact_info is a string"),
-    ({"contact_info": {"email": "not-an-address"}}, 'bad_email: parsed_data.contact_info.email is "not-an-address"'),
-    ({"contact_info": {"email": 5}}, "bad_email"),
-    ({"contact_info": {"email": "a@b.co\n"}}, "bad_email"),
-])
+@pytest.mark.parametrize(
+    "parsed,reason",
+    [
+        (
+            {"skills": {"python": 5}},
+            "not_a_list: parsed_data.skills is an object; the database requires an array",
+        ),
+        (
+            {"work_experience": [{"skills": ["a"]}, {"skills": "b"}]},
+            "not_a_list: parsed_data.work_experience[1].skills is a string",
+        ),
+        ({"experience": {"company": "x"}}, "not_a_list: parsed_data.experience is an object"),
+        (
+            {"contact_info": {"links": {"a": 1}}},
+            "not_a_list: parsed_data.contact_info.links is an object",
+        ),
+        ({"contact_info": "Ada"}, "not_an_object: parsed_data.contact_info is a string"),
+        (
+            {"contact_info": {"email": "not-an-address"}},
+            'bad_email: parsed_data.contact_info.email is "not-an-address"',
+        ),
+        ({"contact_info": {"email": 5}}, "bad_email"),
+        ({"contact_info": {"email": "a@b.co\n"}}, "bad_email"),
+    ],
+)
 def test_transform_invalid_parsed_data_rejected_naming_field(parsed, reason):
     out = T.transform("resumes", resume(resume_data=parsed))
     assert isinstance(out, Reject) and out.reason.startswith(reason), out
 
 
-@pytest.mark.parametrize("parsed", [
-    {"skills": None, "contact_info": None},
-    {"contact_info": {"email": "", "links": None}},
-    {"contact_info": {"email": "first.last+tag@sub.example.org"}},
-    {"work_experience": [{"skills": None, "responsibilities": []}, "not an object"]},
-])
+@pytest.mark.parametrize(
+    "parsed",
+    [
+        {"skills": None, "contact_info": None},
+        {"contact_info": {"email": "", "links": None}},
+        {"contact_info": {"email": "first.last+tag@sub.example.org"}},
+        {"work_experience": [{"skills": None, "responsibilities": []}, "not an object"]},
+    ],
+)
 def test_transform_valid_parsed_data_accepted(parsed):
     assert isinstance(T.transform("resumes", resume(resume_data=parsed)), Row)
 
@@ -449,7 +556,10 @@ def test_transform_job_salary_and_empty_completed():
     job = case("job_old")["document"]
     bad = {**job, "parsed_data": {"salary_range": {"min": 200, "max": 100}}}
     out = T.transform("jobs", bad)
-    assert isinstance(out, Reject) and out.reason == "bad_range: parsed_data.salary_range has min 200 > max 100"
+    assert (
+        isinstance(out, Reject)
+        and out.reason == "bad_range: parsed_data.salary_range has min 200 > max 100"
+    )
     bad = {**job, "parsed_data": {"salary_min": 5, "salary_max": 1}}
     assert T.transform("jobs", bad).reason.startswith("bad_range: parsed_data.salary_min")
     out = T.transform("jobs", {**job, "parsed_data": {}})  # status completed
@@ -460,12 +570,18 @@ def test_transform_job_salary_and_empty_completed():
 def test_transform_optimization_score_inside_parsed_data_checked():
     doc = {**case("optimization")["document"], "optimized_data": {"atsScore": 250}}
     out = T.transform("documents", doc)
-    assert isinstance(out, Reject) and out.reason.startswith("bad_score: parsed_data.atsScore = 250")
+    assert isinstance(out, Reject) and out.reason.startswith(
+        "bad_score: parsed_data.atsScore = 250"
+    )
 
 
 def test_transform_multi_megabyte_document():
-    doc = resume(resume_data={"summary": "s" * 3_000_000,
-                              "work_experience": [{"description": "d" * 1000, "skills": ["x"]}] * 3000})
+    doc = resume(
+        resume_data={
+            "summary": "s" * 3_000_000,
+            "work_experience": [{"description": "d" * 1000, "skills": ["x"]}] * 3000,
+        }
+    )
     t0 = time.perf_counter()
     out = row("resumes", doc)
     assert time.perf_counter() - t0 < 2.0
@@ -481,7 +597,7 @@ def test_transform_deep_nesting():
     out = row("resumes", doc)
     assert_lossless(out, doc)
     # far deeper than any encoder can walk: rejected, the document still kept as text
-    for i in range(5000):
+    for _ in range(5000):
         deep = {"c": deep}
     out = T.transform("resumes", resume(resume_data={"deep": deep}))
     assert isinstance(out, Reject) and out.reason.startswith("too_deep")
@@ -510,9 +626,17 @@ def test_transform_not_an_object_or_no_key_rejected():
     out = T.transform("resumes", ["not", "a", "document"])
     assert isinstance(out, Reject) and out.reason == "not_an_object: the document is an array"
     out = T.transform("resumes", {"user_id": "u"})
-    assert isinstance(out, Reject) and out.key is None and out.reason.startswith("missing_key: _key is null")
+    assert (
+        isinstance(out, Reject)
+        and out.key is None
+        and out.reason.startswith("missing_key: _key is null")
+    )
     out = T.transform("resumes", {"_key": 5, "user_id": "u"})
-    assert isinstance(out, Reject) and out.key == "5" and out.reason.startswith("missing_key: _key is a number")
+    assert (
+        isinstance(out, Reject)
+        and out.key == "5"
+        and out.reason.startswith("missing_key: _key is a number")
+    )
 
 
 def test_transform_reference_values():
@@ -546,8 +670,18 @@ def test_transform_does_not_modify_its_input():
 
 # -- lossless and deterministic --------------------------------------------------------------------
 
-LOADABLE = ["resume_current", "resume_parsed_data", "resume_content", "resume_oldest", "job_current",
-            "job_old", "optimization", "research", "bad_duplicate_keys", "bad_numbers"]
+LOADABLE = [
+    "resume_current",
+    "resume_parsed_data",
+    "resume_content",
+    "resume_oldest",
+    "job_current",
+    "job_old",
+    "optimization",
+    "research",
+    "bad_duplicate_keys",
+    "bad_numbers",
+]
 
 
 @pytest.mark.parametrize("name", LOADABLE)
@@ -571,18 +705,26 @@ def test_transform_is_deterministic():
         a = T.transform(c["collection"], c["document"])
         b = transformer().transform(c["collection"], case(name)["document"])
         assert a == b
-        assert jsonutil.dumps_sorted(a.values if isinstance(a, Row) else a.edge) == \
-            jsonutil.dumps_sorted(b.values if isinstance(b, Row) else b.edge)
+        assert jsonutil.dumps_sorted(
+            a.values if isinstance(a, Row) else a.edge
+        ) == jsonutil.dumps_sorted(b.values if isinstance(b, Row) else b.edge)
 
 
 def test_transform_run_id_and_time_only_in_metadata_etl():
     c = case("resume_current")
     a = row("resumes", c["document"]).values
-    from datetime import datetime, timezone
-    b = Transformer(MAPPING, "other-run", datetime(2030, 1, 1, tzinfo=timezone.utc)).transform(
-        "resumes", c["document"]).values
-    assert b["metadata"]["etl"] == {"run_id": "other-run", "migrated_at": "2030-01-01T00:00:00+00:00",
-                                    "mapping_version": "atspro-1"}
+    from datetime import datetime
+
+    b = (
+        Transformer(MAPPING, "other-run", datetime(2030, 1, 1, tzinfo=UTC))
+        .transform("resumes", c["document"])
+        .values
+    )
+    assert b["metadata"]["etl"] == {
+        "run_id": "other-run",
+        "migrated_at": "2030-01-01T00:00:00+00:00",
+        "mapping_version": "atspro-1",
+    }
     strip = lambda v: {**v, "metadata": {k: x for k, x in v["metadata"].items() if k != "etl"}}  # noqa: E731
     assert strip(a) == strip(b)
 

@@ -1,4 +1,5 @@
 """Sources: ArangoDB over HTTP, arangodump directories, arangoexport JSONL files."""
+
 from __future__ import annotations
 
 from etl.errors import ConfigError

@@ -16,12 +16,14 @@ Transport: DefaultHTTPClient-style sessions without urllib3 status retries (retr
 tenacity is the one retry layer, so every retry is logged with its attempt number. JSON bodies
 are decoded with etl.jsonutil (msgspec; big integers exact).
 """
+
 from __future__ import annotations
 
 import logging
 import re
 import time
-from typing import Any, Callable, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -41,9 +43,12 @@ log = logging.getLogger("etl.sources.arango")
 KEYSET_QUERY = "FOR d IN @@c FILTER d._key > @last SORT d._key LIMIT @n RETURN d"
 COUNT_AFTER_QUERY = "FOR d IN @@c FILTER d._key > @last COLLECT WITH COUNT INTO n RETURN n"
 # Key ranges (after, until]: both bounds are compared by the server, in its own collation.
-RANGE_QUERY = "FOR d IN @@c FILTER d._key > @last AND d._key <= @until SORT d._key LIMIT @n RETURN d"
-COUNT_RANGE_QUERY = ("FOR d IN @@c FILTER d._key > @last AND d._key <= @until"
-                     " COLLECT WITH COUNT INTO n RETURN n")
+RANGE_QUERY = (
+    "FOR d IN @@c FILTER d._key > @last AND d._key <= @until SORT d._key LIMIT @n RETURN d"
+)
+COUNT_RANGE_QUERY = (
+    "FOR d IN @@c FILTER d._key > @last AND d._key <= @until COLLECT WITH COUNT INTO n RETURN n"
+)
 # The key at a position of the primary index: the boundaries of key ranges for parallel workers.
 KEY_AT_QUERY = "FOR d IN @@c SORT d._key LIMIT @offset, 1 RETURN d._key"
 
@@ -58,8 +63,13 @@ class _HTTPClient(DefaultHTTPClient):
     """
 
     def __init__(self, request_timeout: float, verify: bool | str, pool_maxsize: int = 4):
-        super().__init__(request_timeout=request_timeout, retry_attempts=0, backoff_factor=0,
-                         pool_connections=1, pool_maxsize=pool_maxsize)
+        super().__init__(
+            request_timeout=request_timeout,
+            retry_attempts=0,
+            backoff_factor=0,
+            pool_connections=1,
+            pool_maxsize=pool_maxsize,
+        )
         self.verify = verify
         self.bytes_read = 0
         self.last_transport_error: BaseException | None = None
@@ -69,11 +79,21 @@ class _HTTPClient(DefaultHTTPClient):
         session.verify = self.verify
         return session
 
-    def send_request(self, session, method, url, headers=None, params=None, data=None, auth=None) -> Response:  # type: ignore[override]
+    def send_request(
+        self, session, method, url, headers=None, params=None, data=None, auth=None
+    ) -> Response:  # type: ignore[override]
         try:
             # verify per request: requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE override session.verify
-            response = session.request(method=method, url=url, params=params, data=data, headers=headers,
-                                       auth=auth, timeout=self.request_timeout, verify=self.verify)
+            response = session.request(
+                method=method,
+                url=url,
+                params=params,
+                data=data,
+                headers=headers,
+                auth=auth,
+                timeout=self.request_timeout,
+                verify=self.verify,
+            )
             content = response.content
         except requests.exceptions.SSLError as exc:
             # Not a ConnectionError for python-arango's resend loop: a certificate does not heal.
@@ -82,9 +102,14 @@ class _HTTPClient(DefaultHTTPClient):
             self.last_transport_error = exc
             raise
         self.bytes_read += len(content)
-        return Response(method=method, url=response.url, headers=response.headers,
-                        status_code=response.status_code, status_text=response.reason,
-                        raw_body=content.decode("utf-8", errors="replace"))
+        return Response(
+            method=method,
+            url=response.url,
+            headers=response.headers,
+            status_code=response.status_code,
+            status_text=response.reason,
+            raw_body=content.decode("utf-8", errors="replace"),
+        )
 
 
 class _TLSFailure(Exception):
@@ -97,8 +122,14 @@ def _deserialize(text: str) -> Any:
 
 
 def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError,
-                        ConnectionAbortedError)):
+    if isinstance(
+        exc,
+        (
+            requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.ContentDecodingError,
+            ConnectionAbortedError,
+        ),
+    ):
         return True  # a response cut off mid-body; python-arango does not catch these
     return is_transient(exc)
 
@@ -114,18 +145,31 @@ CURSOR_BATCH_MAX = 1000
 class ArangoSource:
     """Source protocol over a live ArangoDB (see etl/sources/base.py)."""
 
-    def __init__(self, settings: ArangoSettings, *, backoff_initial: float = 0.5, backoff_max: float = 30.0,
-                 cursor_batch_size: int | None = None, sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        settings: ArangoSettings,
+        *,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        cursor_batch_size: int | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.settings = settings
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.cursor_batch_size = cursor_batch_size
         self._sleep = sleep
         parts = urlsplit(settings.url)
-        self.hostport = parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname else parts.netloc
+        self.hostport = (
+            parts.hostname + (f":{parts.port}" if parts.port else "")
+            if parts.hostname
+            else parts.netloc
+        )
         self.safe_url = f"{parts.scheme}://{self.hostport}{parts.path}"
-        self.description = (f"arangodb {self.safe_url} database {settings.database} "
-                            f"as {settings.username} ({settings.auth} auth)")
+        self.description = (
+            f"arangodb {self.safe_url} database {settings.database} "
+            f"as {settings.username} ({settings.auth} auth)"
+        )
         verify: bool | str = settings.ca_file if settings.ca_file else settings.verify_tls
         if verify is False and parts.scheme == "https":
             import urllib3
@@ -133,8 +177,11 @@ class ArangoSource:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
             log.warning("ArangoDB %s: TLS certificate verification is off", self.hostport)
         self._http = _HTTPClient(settings.request_timeout, verify)
-        self._client = ArangoClient(hosts=f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}",
-                                    http_client=self._http, deserializer=_deserialize)
+        self._client = ArangoClient(
+            hosts=f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}",
+            http_client=self._http,
+            deserializer=_deserialize,
+        )
         self._db: Any = None
         self._names: list[str] | None = None
         self._retry("connect", self._connect)
@@ -143,15 +190,22 @@ class ArangoSource:
     def _connect(self) -> None:
         s = self.settings
         try:
-            db = self._client.db(s.database, username=s.username, password=s.password.get_secret_value(),
-                                 auth_method=s.auth, verify=False)
+            db = self._client.db(
+                s.database,
+                username=s.username,
+                password=s.password.get_secret_value(),
+                auth_method=s.auth,
+                verify=False,
+            )
         except JWTAuthError as exc:
             if _is_transient(exc):
                 raise  # retried by _retry
             raise self._server_error(exc, "authenticate") from None
         except JWTExpiredError as exc:  # clock skew between client and server
-            raise PermanentError(f"ArangoDB at {self.safe_url}: the JWT token it issued is already expired "
-                                 f"(check the clocks): {exc}") from None
+            raise PermanentError(
+                f"ArangoDB at {self.safe_url}: the JWT token it issued is already expired "
+                f"(check the clocks): {exc}"
+            ) from None
         try:
             cols = db.collections()  # GET /_api/collection: checks credentials and the database
         except ArangoServerError as exc:
@@ -187,9 +241,16 @@ class ArangoSource:
     def _before_sleep(self, what: str) -> Callable[[RetryCallState], None]:
         def log_it(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
-            log.warning("ArangoDB %s: %s failed (attempt %d of %d): %s; retrying in %.2fs", self.hostport, what,
-                        state.attempt_number, self.settings.retry_attempts, self._describe(exc),
-                        state.next_action.sleep if state.next_action else 0.0)
+            log.warning(
+                "ArangoDB %s: %s failed (attempt %d of %d): %s; retrying in %.2fs",
+                self.hostport,
+                what,
+                state.attempt_number,
+                self.settings.retry_attempts,
+                self._describe(exc),
+                state.next_action.sleep if state.next_action else 0.0,
+            )
+
         return log_it
 
     def _retry(self, what: str, fn: Callable[[], T]) -> T:
@@ -200,17 +261,27 @@ class ArangoSource:
             try:
                 return fn()
             except ArangoServerError as exc:
-                if exc.http_code == 401 and exc.error_code == 11 and self.settings.auth == "jwt" \
-                        and self._db is not None and not reauth["done"]:
+                if (
+                    exc.http_code == 401
+                    and exc.error_code == 11
+                    and self.settings.auth == "jwt"
+                    and self._db is not None
+                    and not reauth["done"]
+                ):
                     reauth["done"] = True
                     self._reconnect_after_401()
                     return fn()
                 raise
 
         try:
-            for att in Retrying(stop=stop_after_attempt(attempts), wait=self._wait,
-                                retry=retry_if_exception(_is_transient), before_sleep=self._before_sleep(what),
-                                sleep=self._sleep, reraise=True):
+            for att in Retrying(
+                stop=stop_after_attempt(attempts),
+                wait=self._wait,
+                retry=retry_if_exception(_is_transient),
+                before_sleep=self._before_sleep(what),
+                sleep=self._sleep,
+                reraise=True,
+            ):
                 with att:
                     return attempt()
         except EtlError:
@@ -218,22 +289,32 @@ class ArangoSource:
         except _TLSFailure as exc:
             m = re.search(r"\[SSL[^\]]*\] ([^(']+)", str(exc.__cause__ or exc))
             reason = m.group(1).strip() if m else _one_line(str(exc.__cause__ or exc), 160)
-            raise PermanentError(f"ArangoDB at {self.safe_url}: TLS failed: {reason} (check ca_file or "
-                                 f"verify_tls in the [arango] settings)") from None
+            raise PermanentError(
+                f"ArangoDB at {self.safe_url}: TLS failed: {reason} (check ca_file or "
+                f"verify_tls in the [arango] settings)"
+            ) from None
         except ArangoServerError as exc:
             if _is_transient(exc):
                 cls = PermanentError if what == "connect" else TransientError
-                raise cls(f"ArangoDB at {self.safe_url}: {what} failed after {attempts} attempts: "
-                          f"{self._describe(exc)}") from None
+                raise cls(
+                    f"ArangoDB at {self.safe_url}: {what} failed after {attempts} attempts: "
+                    f"{self._describe(exc)}"
+                ) from None
             raise self._server_error(exc, what) from None
         except Exception as exc:
             if _is_transient(exc):
                 cls = PermanentError if what == "connect" else TransientError
-                raise cls(f"cannot reach ArangoDB at {self.hostport}: {what} failed after {attempts} attempts: "
-                          f"{self._describe(exc)}") from None
-            if isinstance(exc, (ArangoClientError, KeyError)):  # e.g. a 2xx body without result/hasMore
-                raise PermanentError(f"ArangoDB at {self.safe_url}: {what} failed: unexpected answer: "
-                                     f"{self._describe(exc)}") from None
+                raise cls(
+                    f"cannot reach ArangoDB at {self.hostport}: {what} failed after {attempts} attempts: "
+                    f"{self._describe(exc)}"
+                ) from None
+            if isinstance(
+                exc, (ArangoClientError, KeyError)
+            ):  # e.g. a 2xx body without result/hasMore
+                raise PermanentError(
+                    f"ArangoDB at {self.safe_url}: {what} failed: unexpected answer: "
+                    f"{self._describe(exc)}"
+                ) from None
             raise
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -270,11 +351,15 @@ class ArangoSource:
         code, num = exc.http_code, exc.error_code
         where = f"ArangoDB at {self.safe_url}"
         if code == 401 or num in (11, 401):
-            return PermanentError(f"{where}: wrong username or password for user '{self.settings.username}' "
-                                  f"(or no access to database '{self.settings.database}')")
+            return PermanentError(
+                f"{where}: wrong username or password for user '{self.settings.username}' "
+                f"(or no access to database '{self.settings.database}')"
+            )
         if code == 403:
-            return PermanentError(f"{where}: user '{self.settings.username}' may not access database "
-                                  f"'{self.settings.database}'")
+            return PermanentError(
+                f"{where}: user '{self.settings.username}' may not access database "
+                f"'{self.settings.database}'"
+            )
         if num == 1228:
             return PermanentError(f"{where}: database '{self.settings.database}' does not exist")
         if _is_transient(exc):
@@ -287,8 +372,10 @@ class ArangoSource:
         except EtlError:
             names = self._names or []
         listing = ", ".join(names) if names else "none"
-        return PermanentError(f"ArangoDB at {self.safe_url}: collection '{name}' does not exist in database "
-                              f"'{self.settings.database}' (existing collections: {listing})")
+        return PermanentError(
+            f"ArangoDB at {self.safe_url}: collection '{name}' does not exist in database "
+            f"'{self.settings.database}' (existing collections: {listing})"
+        )
 
     def _list_names(self) -> list[str]:
         return sorted(c["name"] for c in self._db.collections() if not c.get("system"))
@@ -301,29 +388,42 @@ class ArangoSource:
             if c.get("system") or c["name"].startswith("_"):
                 continue
             name = c["name"]
-            count = self._with_collection_check(name, f"count '{name}'", lambda: int(self._db.collection(name).count()))
-            out.append(CollectionInfo(name, "edge" if c.get("type") == "edge" else "document", count))
+            count = self._with_collection_check(
+                name, f"count '{name}'", lambda name=name: int(self._db.collection(name).count())
+            )
+            out.append(
+                CollectionInfo(name, "edge" if c.get("type") == "edge" else "document", count)
+            )
         return out
 
     def collection(self, name: str) -> CollectionInfo:
         def get() -> CollectionInfo:
             col = self._db.collection(name)
             props = col.properties()
-            return CollectionInfo(name, "edge" if props.get("edge") or props.get("type") in (3, "edge") else "document", int(col.count()))
+            return CollectionInfo(
+                name,
+                "edge" if props.get("edge") or props.get("type") in (3, "edge") else "document",
+                int(col.count()),
+            )
 
         return self._with_collection_check(name, f"read collection '{name}'", get)
 
     def remaining(self, collection: str, after: str | None = None, until: str | None = None) -> int:
         if after is None and until is None:
             return self.collection(collection).count
-        query, bind = ((COUNT_AFTER_QUERY, {"@c": collection, "last": after}) if until is None else
-                       (COUNT_RANGE_QUERY, {"@c": collection, "last": after, "until": until}))
+        query, bind = (
+            (COUNT_AFTER_QUERY, {"@c": collection, "last": after})
+            if until is None
+            else (COUNT_RANGE_QUERY, {"@c": collection, "last": after, "until": until})
+        )
 
         def count() -> int:
             with self._db.aql.execute(query, bind_vars=bind) as cursor:
                 return int(next(iter(cursor)))
 
-        return self._with_collection_check(collection, f"count '{collection}' after key {after!r}", count)
+        return self._with_collection_check(
+            collection, f"count '{collection}' after key {after!r}", count
+        )
 
     def split_points(self, collection: str, parts: int) -> list[str]:
         """Keys that cut the collection into `parts` ranges of about equal size, in the server's
@@ -336,16 +436,21 @@ class ArangoSource:
                 continue
 
             def key_at(offset: int = offset) -> list[str]:
-                with self._db.aql.execute(KEY_AT_QUERY, bind_vars={"@c": collection, "offset": offset}) as cursor:
+                with self._db.aql.execute(
+                    KEY_AT_QUERY, bind_vars={"@c": collection, "offset": offset}
+                ) as cursor:
                     return list(cursor)
 
-            got = self._with_collection_check(collection, f"find a range boundary of '{collection}'", key_at)
+            got = self._with_collection_check(
+                collection, f"find a range boundary of '{collection}'", key_at
+            )
             if got and (not points or got[0] != points[-1]):
                 points.append(got[0])
         return points
 
-    def batches(self, collection: str, batch_size: int, after: str | None = None,
-                until: str | None = None) -> Iterator[Batch]:
+    def batches(
+        self, collection: str, batch_size: int, after: str | None = None, until: str | None = None
+    ) -> Iterator[Batch]:
         """Documents with after < _key (<= until when given), in the server's key order."""
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -355,13 +460,14 @@ class ArangoSource:
         while True:
             last = after
 
-            def page() -> tuple[list[dict], tuple[str, ...], int]:
+            def page(last=last) -> tuple[list[dict], tuple[str, ...], int]:
                 start = self._http.bytes_read
                 docs, warnings = self._read_page(collection, last, until, batch_size, cursor_batch)
                 return docs, warnings, self._http.bytes_read - start
 
             docs, warnings, nbytes = self._with_collection_check(
-                collection, f"read '{collection}' after key {last!r}", page)
+                collection, f"read '{collection}' after key {last!r}", page
+            )
             if not docs:
                 return
             after = docs[-1]["_key"]
@@ -369,11 +475,17 @@ class ArangoSource:
             if len(docs) < batch_size:
                 return
 
-    def _read_page(self, collection: str, after: str | None, until: str | None, n: int,
-                   cursor_batch: int) -> tuple[list[dict], tuple[str, ...]]:
-        query, bind = ((KEYSET_QUERY, {"@c": collection, "last": after, "n": n}) if until is None else
-                       (RANGE_QUERY, {"@c": collection, "last": after, "until": until, "n": n}))
-        cursor = self._db.aql.execute(query, bind_vars=bind, batch_size=cursor_batch, allow_retry=True, count=False)
+    def _read_page(
+        self, collection: str, after: str | None, until: str | None, n: int, cursor_batch: int
+    ) -> tuple[list[dict], tuple[str, ...]]:
+        query, bind = (
+            (KEYSET_QUERY, {"@c": collection, "last": after, "n": n})
+            if until is None
+            else (RANGE_QUERY, {"@c": collection, "last": after, "until": until, "n": n})
+        )
+        cursor = self._db.aql.execute(
+            query, bind_vars=bind, batch_size=cursor_batch, allow_retry=True, count=False
+        )
         try:
             docs = list(cursor)
         finally:
@@ -382,16 +494,21 @@ class ArangoSource:
                     cursor.close(ignore_missing=True)
                 except Exception as exc:  # the server drops it after its ttl anyway
                     log.debug("closing cursor %s failed: %s", cursor.id, exc)
-        warnings = tuple(f"AQL warning {w.get('code')}: {w.get('message')}" for w in (cursor.warnings() or ())
-                         if isinstance(w, dict))
+        warnings = tuple(
+            f"AQL warning {w.get('code')}: {w.get('message')}"
+            for w in (cursor.warnings() or ())
+            if isinstance(w, dict)
+        )
         return docs, warnings
 
     def _with_collection_check(self, collection: str, what: str, fn: Callable[[], T]) -> T:
         from etl.settings import arango_name_problem
 
         if (problem := arango_name_problem(collection, 256)) is not None:
-            raise PermanentError(f"collection {collection!r} does not exist in database '{self.settings.database}'"
-                                 f" (not a valid ArangoDB collection name: {problem})")
+            raise PermanentError(
+                f"collection {collection!r} does not exist in database '{self.settings.database}'"
+                f" (not a valid ArangoDB collection name: {problem})"
+            )
         try:
             return self._retry(what, fn)
         except PermanentError as exc:
@@ -405,7 +522,7 @@ class ArangoSource:
         except Exception:  # pragma: no cover
             pass
 
-    def __enter__(self) -> "ArangoSource":
+    def __enter__(self) -> ArangoSource:
         return self
 
     def __exit__(self, *exc: Any) -> None:

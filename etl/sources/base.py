@@ -7,10 +7,12 @@ loader has committed a batch it stores that token in the checkpoint; passing it 
 `_key` (the server decides what follows it; keys are never compared in Python). For files it is
 the count of records consumed, in file order.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator, Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 CollectionType = Literal["document", "edge"]
 
@@ -26,8 +28,8 @@ class CollectionInfo:
 class Batch:
     collection: str
     docs: list[dict]
-    position: str          # resume token after this batch
-    nbytes: int = 0        # bytes read for this batch (throughput in MB/s)
+    position: str  # resume token after this batch
+    nbytes: int = 0  # bytes read for this batch (throughput in MB/s)
     warnings: tuple[str, ...] = field(default=())
 
 
@@ -41,7 +43,9 @@ class Source(Protocol):
     def collection(self, name: str) -> CollectionInfo:
         """One collection; PermanentError naming the existing ones when it does not exist."""
 
-    def batches(self, collection: str, batch_size: int, after: str | None = None) -> Iterator[Batch]:
+    def batches(
+        self, collection: str, batch_size: int, after: str | None = None
+    ) -> Iterator[Batch]:
         """Documents after `after` (None = from the start) in batches of at most batch_size."""
 
     def remaining(self, collection: str, after: str | None = None) -> int:

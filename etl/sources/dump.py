@@ -46,14 +46,16 @@ repeated attribute name inside one object keeps the last value, as ArangoDB does
 Warnings (duplicates, a dropped truncated tail) go to the `etl.sources.dump` logger and into
 `Batch.warnings`.
 """
+
 from __future__ import annotations
 
 import bisect
 import hashlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import msgspec
 
@@ -102,7 +104,9 @@ def classify(obj: Any, where: str, envelopes: bool = True) -> tuple[int, str, di
         data = obj.get("data")
         if t in (2300, 2301):
             if not isinstance(data, dict) or not isinstance(data.get("_key"), str):
-                raise PermanentError(f"{where}: envelope of type {t} without a document with a string _key in 'data'")
+                raise PermanentError(
+                    f"{where}: envelope of type {t} without a document with a string _key in 'data'"
+                )
             return DOC, data["_key"], data
         if t == 2302:
             k = data.get("_key") if isinstance(data, dict) else None
@@ -112,7 +116,9 @@ def classify(obj: Any, where: str, envelopes: bool = True) -> tuple[int, str, di
                 raise PermanentError(f"{where}: removal marker (type 2302) without a key")
             return REMOVE, k, None
         raise PermanentError(f"{where}: unknown marker type {t} (expected 2300, 2301 or 2302)")
-    raise PermanentError(f"{where}: neither a document (no string _key) nor an envelope (no numeric type)")
+    raise PermanentError(
+        f"{where}: neither a document (no string _key) nor an envelope (no numeric type)"
+    )
 
 
 def _edge_like(d: Any) -> bool:
@@ -172,13 +178,13 @@ class _Bloom:
 class _Scan:
     records: int = 0
     per_file: list[int] = field(default_factory=list)
-    last: dict[str, int] = field(default_factory=dict)   # keys with several markers or a removal
-    dead: list[int] = field(default_factory=list)        # sorted indexes of records not yielded
-    removed: set[str] = field(default_factory=set)      # keys whose last marker is a removal
+    last: dict[str, int] = field(default_factory=dict)  # keys with several markers or a removal
+    dead: list[int] = field(default_factory=list)  # sorted indexes of records not yielded
+    removed: set[str] = field(default_factory=set)  # keys whose last marker is a removal
     duplicates: int = 0
     removals: int = 0
     warnings: list[str] = field(default_factory=list)
-    all_edge_like: bool = True   # every document has string _from and _to (jsonl type inference)
+    all_edge_like: bool = True  # every document has string _from and _to (jsonl type inference)
 
     @property
     def live(self) -> int:
@@ -188,7 +194,7 @@ class _Scan:
 @dataclass
 class _Collection:
     name: str
-    type: str | None          # None: inferred from the rows (jsonl)
+    type: str | None  # None: inferred from the rows (jsonl)
     files: list[Path]
     structure: Path
     scan: _Scan | None = None
@@ -202,8 +208,8 @@ class FileSource:
     """
 
     _log = log
-    envelopes = True    # 2300/2301/2302 envelopes allowed
-    expect = b"{"       # what a data file's first content byte may be
+    envelopes = True  # 2300/2301/2302 envelopes allowed
+    expect = b"{"  # what a data file's first content byte may be
     path: Path
     description: str
     allow_truncated: bool = False
@@ -234,7 +240,9 @@ class FileSource:
         dead_after = len(scan.dead) - bisect.bisect_left(scan.dead, start)
         return (scan.records - start) - dead_after
 
-    def batches(self, collection: str, batch_size: int, after: str | None = None) -> Iterator[Batch]:
+    def batches(
+        self, collection: str, batch_size: int, after: str | None = None
+    ) -> Iterator[Batch]:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         c = self._get(collection)
@@ -263,24 +271,38 @@ class FileSource:
                     if kind == REMOVE:
                         continue
                     if last[key] != i:
-                        if key in scan.removed:  # deleted by a later 2302 marker: what the server does
-                            self._log.debug("%s: _key %r at record %d removed by record %d", c.name, key, i, last[key])
+                        if (
+                            key in scan.removed
+                        ):  # deleted by a later 2302 marker: what the server does
+                            self._log.debug(
+                                "%s: _key %r at record %d removed by record %d",
+                                c.name,
+                                key,
+                                i,
+                                last[key],
+                            )
                         else:
-                            msg = (f"{c.name}: duplicate _key {key!r}: record {i} ({path.name} line {lineno}) "
-                                   f"superseded by record {last[key]} (last wins)")
+                            msg = (
+                                f"{c.name}: duplicate _key {key!r}: record {i} ({path.name} line {lineno}) "
+                                f"superseded by record {last[key]} (last wins)"
+                            )
                             self._log.warning(msg)
                             pending_warnings.append(msg)
                         continue
                 if key in keys_in_batch:  # cannot happen after the scan; a guard, not a policy
-                    raise PermanentError(f"{c.name}: _key {key!r} read twice; the dump changed since it was scanned")
+                    raise PermanentError(
+                        f"{c.name}: _key {key!r} read twice; the dump changed since it was scanned"
+                    )
                 keys_in_batch.add(key)
                 docs.append(doc)  # type: ignore[arg-type]
                 if len(docs) >= batch_size:
                     yield Batch(c.name, docs, str(index), nbytes, tuple(pending_warnings))
                     docs, keys_in_batch, nbytes, pending_warnings = [], set(), 0, []
         if index != scan.records and index > start:
-            raise PermanentError(f"{c.name}: read {index} records, the scan counted {scan.records}; "
-                                 "the dump changed while it was read")
+            raise PermanentError(
+                f"{c.name}: read {index} records, the scan counted {scan.records}; "
+                "the dump changed while it was read"
+            )
         if docs or pending_warnings:
             yield Batch(c.name, docs, str(max(index, start)), nbytes, tuple(pending_warnings))
 
@@ -299,8 +321,10 @@ class FileSource:
         try:
             return self._collections[name]
         except KeyError:
-            raise PermanentError(f"collection {name!r} is not in {self.description}; it holds: "
-                                 f"{', '.join(sorted(self._collections)) or '(none)'}") from None
+            raise PermanentError(
+                f"collection {name!r} is not in {self.description}; it holds: "
+                f"{', '.join(sorted(self._collections)) or '(none)'}"
+            ) from None
 
     @staticmethod
     def _start(scan: _Scan, after: str | None) -> int:
@@ -309,15 +333,27 @@ class FileSource:
         try:
             start = int(after)
         except ValueError:
-            raise PermanentError(f"position {after!r} is not a record count (a dump position is a number)") from None
+            raise PermanentError(
+                f"position {after!r} is not a record count (a dump position is a number)"
+            ) from None
         if not 0 <= start <= scan.records:
-            raise PermanentError(f"position {after} is outside the collection ({scan.records} records)")
+            raise PermanentError(
+                f"position {after} is outside the collection ({scan.records} records)"
+            )
         return start
 
     def _records(self, path: Path, skip: int, warn, decode=jsonutil.loads):
-        return iter_records(path, self._line_decoder(path, decode), allow_truncated=self.allow_truncated,
-                            warn=warn, skip=skip, chunk_size=self.chunk_size, expect=self.expect,
-                            max_line_bytes=self.max_line_bytes, structural=self._structural(path))
+        return iter_records(
+            path,
+            self._line_decoder(path, decode),
+            allow_truncated=self.allow_truncated,
+            warn=warn,
+            skip=skip,
+            chunk_size=self.chunk_size,
+            expect=self.expect,
+            max_line_bytes=self.max_line_bytes,
+            structural=self._structural(path),
+        )
 
     def _heads(self, c: _Collection, warn) -> Iterator[tuple[int, str, bool]]:
         for path in c.files:
@@ -329,7 +365,9 @@ class FileSource:
         scan = _Scan()
         warnings: list[str] = []
         total = sum(p.stat().st_size for p in c.files)
-        bloom = _Bloom(max(16, min(27, (total * 8).bit_length())))  # ~8 bits per byte of input, <= 16 MiB
+        bloom = _Bloom(
+            max(16, min(27, (total * 8).bit_length()))
+        )  # ~8 bits per byte of input, <= 16 MiB
         candidates: set[str] = set()
         for path in c.files:
             n = 0
@@ -367,9 +405,15 @@ class FileSource:
             scan.dead = sorted(dead)
             if dup_keys:
                 shown = ", ".join(repr(k) for k in dup_keys[:_MAX_LISTED_WARNINGS])
-                more = f" and {len(dup_keys) - _MAX_LISTED_WARNINGS} more" if len(dup_keys) > _MAX_LISTED_WARNINGS else ""
-                warnings.append(f"{c.name}: {len(dup_keys)} _keys appear more than once ({shown}{more}); "
-                                "the last marker of each wins (a 3.8+ dump should have none)")
+                more = (
+                    f" and {len(dup_keys) - _MAX_LISTED_WARNINGS} more"
+                    if len(dup_keys) > _MAX_LISTED_WARNINGS
+                    else ""
+                )
+                warnings.append(
+                    f"{c.name}: {len(dup_keys)} _keys appear more than once ({shown}{more}); "
+                    "the last marker of each wins (a 3.8+ dump should have none)"
+                )
             if scan.removals:
                 self._log.info("%s: %d removal markers (2302) applied", c.name, scan.removals)
         for w in warnings:
@@ -391,9 +435,16 @@ class FileSource:
 class DumpSource(FileSource):
     """Source over an arangodump directory (see the module docstring)."""
 
-    def __init__(self, path, *, database: str | None = None, allow_truncated: bool = False,
-                 include_system: bool = False, max_line_bytes: int | None = None,
-                 chunk_size: int = CHUNK_SIZE):
+    def __init__(
+        self,
+        path,
+        *,
+        database: str | None = None,
+        allow_truncated: bool = False,
+        include_system: bool = False,
+        max_line_bytes: int | None = None,
+        chunk_size: int = CHUNK_SIZE,
+    ):
         self.path = Path(path)
         self.allow_truncated = allow_truncated
         self.include_system = include_system
@@ -406,7 +457,9 @@ class DumpSource(FileSource):
         if self.dir != self.path:
             _check_encryption(self.dir)
         self.meta = self._read_dump_json()
-        self.description = f"arangodump {self.path}" + (f" (database {self.database})" if self.database else "")
+        self.description = f"arangodump {self.path}" + (
+            f" (database {self.database})" if self.database else ""
+        )
         self._collections = self._read_structures()
 
     # ------------------------------------------------------------------ layout
@@ -426,31 +479,42 @@ class DumpSource(FileSource):
                 meta = _read_json_file(sub / "dump.json") if (sub / "dump.json").exists() else {}
                 dbs[_db_name(meta) or sub.name] = sub
         if not dbs:
-            raise PermanentError(f"{root} is not an arangodump directory (no dump.json, no *.structure.json)")
+            raise PermanentError(
+                f"{root} is not an arangodump directory (no dump.json, no *.structure.json)"
+            )
         if wanted is None:
             if len(dbs) == 1:
                 name, sub = next(iter(dbs.items()))
                 return sub, name
-            raise PermanentError(f"dump {root} holds several databases ({', '.join(sorted(dbs))}); choose one",
-                                 hint="--database NAME")
+            raise PermanentError(
+                f"dump {root} holds several databases ({', '.join(sorted(dbs))}); choose one",
+                hint="--database NAME",
+            )
         for name, sub in dbs.items():
             if wanted in (name, sub.name):
                 return sub, name
-        raise PermanentError(f"dump {root} has no database {wanted!r}; it holds {', '.join(sorted(dbs))}")
+        raise PermanentError(
+            f"dump {root} has no database {wanted!r}; it holds {', '.join(sorted(dbs))}"
+        )
 
     def _read_dump_json(self) -> dict:
         p = self.dir / "dump.json"
         meta = _read_json_file(p) if p.exists() else {}
         if meta.get("useVPack") is True:
-            raise PermanentError(f"dump {self.dir} was written with --dump-vpack (useVPack: true); VPack data is "
-                                 "not supported", hint="re-dump without --dump-vpack")
+            raise PermanentError(
+                f"dump {self.dir} was written with --dump-vpack (useVPack: true); VPack data is "
+                "not supported",
+                hint="re-dump without --dump-vpack",
+            )
         return meta
 
     def _read_structures(self) -> dict[str, _Collection]:
         vpack = sorted(p.name for p in self.dir.iterdir() if ".data.vpack" in p.name)
         if vpack:
-            raise PermanentError(f"dump {self.dir} holds VPack data files ({vpack[0]}); VPack is not supported",
-                                 hint="re-dump without --dump-vpack")
+            raise PermanentError(
+                f"dump {self.dir} holds VPack data files ({vpack[0]}); VPack is not supported",
+                hint="re-dump without --dump-vpack",
+            )
         out: dict[str, _Collection] = {}
         for sp in sorted(self.dir.glob("*.structure.json")):
             st = _read_json_file(sp)
@@ -462,10 +526,14 @@ class DumpSource(FileSource):
                 continue
             ctype = _TYPES.get(params.get("type"))
             if ctype is None:
-                raise PermanentError(f"{sp}: parameters.type is {params.get('type')!r}, expected 2 (document) or 3 (edge)")
+                raise PermanentError(
+                    f"{sp}: parameters.type is {params.get('type')!r}, expected 2 (document) or 3 (edge)"
+                )
             if name in out:
-                raise PermanentError(f"dump {self.dir}: collection {name!r} is described twice "
-                                     f"({out[name].structure.name}, {sp.name})")
+                raise PermanentError(
+                    f"dump {self.dir}: collection {name!r} is described twice "
+                    f"({out[name].structure.name}, {sp.name})"
+                )
             out[name] = _Collection(name, ctype, self._data_files(sp, name), sp)
         return out
 
@@ -475,8 +543,14 @@ class DumpSource(FileSource):
         file_e = stem[: -len(h) - 1] if stem.endswith("_" + h) else stem
         names = [name] + ([file_e] if file_e != name else [])
         for e in names:
-            for cand in (f"{e}_{h}.data.json", f"{e}_{h}.data.json.gz", f"{e}.data.json.gz",
-                         f"{e}_{h}.0.data.json.gz", f"{e}_{h}.0.data.json", f"{e}.data.json"):
+            for cand in (
+                f"{e}_{h}.data.json",
+                f"{e}_{h}.data.json.gz",
+                f"{e}.data.json.gz",
+                f"{e}_{h}.0.data.json.gz",
+                f"{e}_{h}.0.data.json",
+                f"{e}.data.json",
+            ):
                 p = self.dir / cand
                 if not p.is_file():
                     continue
@@ -484,7 +558,7 @@ class DumpSource(FileSource):
                 if ".0.data.json" not in cand:
                     return [p]
                 files, n = [p], 1
-                suffix = cand[cand.index(".0.data.json") + 3:]  # "data.json" or "data.json.gz"
+                suffix = cand[cand.index(".0.data.json") + 3 :]  # "data.json" or "data.json.gz"
                 base = cand[: cand.index(".0.data.json")]
                 while (nxt := self.dir / f"{base}.{n}.{suffix}").is_file():
                     self._refuse_pair(nxt)
@@ -497,12 +571,16 @@ class DumpSource(FileSource):
     def _refuse_pair(p: Path) -> None:
         other = p.with_name(p.name[:-3]) if p.name.endswith(".gz") else p.with_name(p.name + ".gz")
         if other.is_file():
-            raise PermanentError(f"dump {p.parent} holds both {min(p.name, other.name)} and {max(p.name, other.name)}"
-                                 " (arangodump --overwrite with different compression?); which one is current is"
-                                 " ambiguous", hint="delete the stale one")
+            raise PermanentError(
+                f"dump {p.parent} holds both {min(p.name, other.name)} and {max(p.name, other.name)}"
+                " (arangodump --overwrite with different compression?); which one is current is"
+                " ambiguous",
+                hint="delete the stale one",
+            )
 
 
 # ---------------------------------------------------------------------- helpers
+
 
 def _ignore(_msg: str) -> None:
     pass  # the scan already reported it
@@ -516,7 +594,8 @@ def _check_encryption(d: Path) -> None:
     if value != "none":
         raise PermanentError(
             f"Dump {d} is encrypted ({value}); this tool cannot decrypt it. Restore it with arangorestore "
-            "--encryption.keyfile into a scratch ArangoDB and re-dump without a key.")
+            "--encryption.keyfile into a scratch ArangoDB and re-dump without a key."
+        )
 
 
 def _read_json_file(p: Path) -> dict:

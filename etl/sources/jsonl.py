@@ -14,6 +14,7 @@ name without `.jsonl`/`.json` and `.gz` (a `--custom-query` export is the collec
 - gzip by magic bytes, streaming, BOM/CRLF, truncated tails, positions, duplicates (last wins),
   counts: all shared with the dump source (etl.sources.dump.FileSource, etl.sources.lines).
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,18 +35,28 @@ class JsonlSource(FileSource):
     envelopes = False
     expect = b'{["-0123456789tfn'  # any JSON value: a non-object row gets a precise error, not "encrypted"
 
-    def __init__(self, path, *, allow_truncated: bool = False, max_line_bytes: int | None = None,
-                 chunk_size: int = CHUNK_SIZE):
+    def __init__(
+        self,
+        path,
+        *,
+        allow_truncated: bool = False,
+        max_line_bytes: int | None = None,
+        chunk_size: int = CHUNK_SIZE,
+    ):
         self.path = Path(path)
         self.allow_truncated = allow_truncated
         self.max_line_bytes = max_line_bytes
         self.chunk_size = chunk_size
         if self.path.is_dir():
             _check_encryption(self.path)
-            files = sorted(p for p in self.path.iterdir() if p.is_file() and p.name.endswith(_SUFFIXES))
+            files = sorted(
+                p for p in self.path.iterdir() if p.is_file() and p.name.endswith(_SUFFIXES)
+            )
         elif self.path.is_file():
             if not self.path.name.endswith(_SUFFIXES):
-                raise PermanentError(f"{self.path}: expected a .jsonl, .jsonl.gz, .json or .json.gz file")
+                raise PermanentError(
+                    f"{self.path}: expected a .jsonl, .jsonl.gz, .json or .json.gz file"
+                )
             files = [self.path]
         else:
             raise PermanentError(f"{self.path} does not exist")
@@ -54,8 +65,11 @@ class JsonlSource(FileSource):
             name = _collection_name(f.name)
             if name in self._collections:
                 other = self._collections[name].files[0].name
-                raise PermanentError(f"{self.path}: both {other} and {f.name} hold collection {name!r}; "
-                                     "which one is current is ambiguous", hint="delete the stale one")
+                raise PermanentError(
+                    f"{self.path}: both {other} and {f.name} hold collection {name!r}; "
+                    "which one is current is ambiguous",
+                    hint="delete the stale one",
+                )
             self._collections[name] = _Collection(name, None, [f], f)
         if not self._collections:
             raise PermanentError(f"{self.path} holds no .jsonl/.json export files")

@@ -11,19 +11,21 @@
   (in the decompressed stream) and the number of good records, unless `allow_truncated`, which
   drops the tail with a warning.
 """
+
 from __future__ import annotations
 
 import gzip
 import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from etl.errors import PermanentError
 
 GZIP_MAGIC = b"\x1f\x8b"
 BOM = b"\xef\xbb\xbf"
 CHUNK_SIZE = 1 << 20
-SKIP = object()     # a decode function returns SKIP for a line that holds no record (e.g. "[" or "]")
+SKIP = object()  # a decode function returns SKIP for a line that holds no record (e.g. "[" or "]")
 SKIPPED = object()  # iter_records yields it in place of a record it was asked to skip undecoded
 
 
@@ -44,12 +46,19 @@ def _open(path: Path):
         return gzip.GzipFile(fileobj=f, mode="rb"), f
     f.seek(0)
     return f, f
+
+
 # read1(): a chunk as soon as it is decompressed, so a truncated gzip stream gives up every
 # complete line before the EOFError (read(n) would drop the partial chunk it was assembling).
 
 
-def iter_lines(path: Path, *, chunk_size: int = CHUNK_SIZE, expect: bytes = b"{",
-               max_line_bytes: int | None = None) -> Iterator[tuple[int, int, bytes, bool]]:
+def iter_lines(
+    path: Path,
+    *,
+    chunk_size: int = CHUNK_SIZE,
+    expect: bytes = b"{",
+    max_line_bytes: int | None = None,
+) -> Iterator[tuple[int, int, bytes, bool]]:
     """(byte offset, line number, line, complete) for every non-blank line.
 
     `complete` is False only for a last line without b"\\n". Raises _Truncated(offset) when a
@@ -61,7 +70,7 @@ def iter_lines(path: Path, *, chunk_size: int = CHUNK_SIZE, expect: bytes = b"{"
     try:
         pending: list[bytes] = []
         pending_len = 0
-        offset = 0          # decompressed offset of the current line's first byte
+        offset = 0  # decompressed offset of the current line's first byte
         lineno = 1
         first = True
         checked = False
@@ -98,7 +107,8 @@ def iter_lines(path: Path, *, chunk_size: int = CHUNK_SIZE, expect: bytes = b"{"
                     if max_line_bytes is not None and len(line) > max_line_bytes:
                         raise PermanentError(
                             f"{path}: line {lineno} (byte offset {offset}) is {len(line)} bytes, over the "
-                            f"limit of {max_line_bytes}")
+                            f"limit of {max_line_bytes}"
+                        )
                     yield offset, lineno, line, True
                 offset += n
                 lineno += 1
@@ -107,7 +117,8 @@ def iter_lines(path: Path, *, chunk_size: int = CHUNK_SIZE, expect: bytes = b"{"
                 pending_len += len(tail)
                 if max_line_bytes is not None and pending_len > max_line_bytes:
                     raise PermanentError(
-                        f"{path}: line {lineno} (byte offset {offset}) is over the limit of {max_line_bytes} bytes")
+                        f"{path}: line {lineno} (byte offset {offset}) is over the limit of {max_line_bytes} bytes"
+                    )
         if pending:
             line = b"".join(pending)
             if line.endswith(b"\r"):
@@ -124,15 +135,23 @@ def iter_lines(path: Path, *, chunk_size: int = CHUNK_SIZE, expect: bytes = b"{"
 def _check_first(path: Path, line: bytes, expect: bytes) -> None:
     c = line.lstrip()[:1]
     if c and c not in expect:
-        raise PermanentError(f"{path} is unreadable, possibly encrypted (it starts with {line[:8]!r}, "
-                             f"expected JSON)")
+        raise PermanentError(
+            f"{path} is unreadable, possibly encrypted (it starts with {line[:8]!r}, expected JSON)"
+        )
 
 
-def iter_records(path: Path, decode: Callable[[bytes], Any], *, allow_truncated: bool = False,
-                 warn: Callable[[str], None] | None = None, skip: int = 0,
-                 chunk_size: int = CHUNK_SIZE, expect: bytes = b"{",
-                 max_line_bytes: int | None = None,
-                 structural: Callable[[bytes], bool] | None = None) -> Iterator[tuple[int, int, int, Any]]:
+def iter_records(
+    path: Path,
+    decode: Callable[[bytes], Any],
+    *,
+    allow_truncated: bool = False,
+    warn: Callable[[str], None] | None = None,
+    skip: int = 0,
+    chunk_size: int = CHUNK_SIZE,
+    expect: bytes = b"{",
+    max_line_bytes: int | None = None,
+    structural: Callable[[bytes], bool] | None = None,
+) -> Iterator[tuple[int, int, int, Any]]:
     """(byte offset, line number, bytes consumed, decoded record) for every record of a file.
 
     Lines for which `structural(line)` is true (e.g. the "[" and "]" of a JSON array export) are
@@ -144,8 +163,9 @@ def iter_records(path: Path, decode: Callable[[bytes], Any], *, allow_truncated:
     """
     good = 0
     try:
-        for offset, lineno, line, complete in iter_lines(path, chunk_size=chunk_size, expect=expect,
-                                                         max_line_bytes=max_line_bytes):
+        for offset, lineno, line, complete in iter_lines(
+            path, chunk_size=chunk_size, expect=expect, max_line_bytes=max_line_bytes
+        ):
             if structural is not None and structural(line):
                 continue
             if complete and good < skip:
@@ -156,17 +176,29 @@ def iter_records(path: Path, decode: Callable[[bytes], Any], *, allow_truncated:
                 obj = decode(line)
             except (ValueError, RecursionError) as e:  # msgspec.DecodeError is a ValueError
                 if complete:
-                    raise PermanentError(f"{path}: line {lineno} (byte offset {offset}): invalid JSON: {e}") from None
+                    raise PermanentError(
+                        f"{path}: line {lineno} (byte offset {offset}): invalid JSON: {e}"
+                    ) from None
                 raise _Truncated(offset) from None
             if obj is SKIP:
                 continue
             good += 1
-            yield offset, lineno, len(line) + (1 if complete else 0), (SKIPPED if good <= skip else obj)
+            yield (
+                offset,
+                lineno,
+                len(line) + (1 if complete else 0),
+                (SKIPPED if good <= skip else obj),
+            )
     except _Truncated as t:
-        msg = (f"{path} is truncated: the data ends in the middle of a record at byte offset {t.offset}"
-               f" (decompressed) after {good} good records; the dump was probably interrupted")
+        msg = (
+            f"{path} is truncated: the data ends in the middle of a record at byte offset {t.offset}"
+            f" (decompressed) after {good} good records; the dump was probably interrupted"
+        )
         if not allow_truncated:
-            raise PermanentError(msg, hint="re-run arangodump, or pass allow_truncated / --allow-truncated "
-                                           "to drop the incomplete tail") from None
+            raise PermanentError(
+                msg,
+                hint="re-run arangodump, or pass allow_truncated / --allow-truncated "
+                "to drop the incomplete tail",
+            ) from None
         if warn is not None:
             warn(msg + "; the incomplete tail was dropped")

@@ -2,6 +2,7 @@
 mapping files, unknown collections, wrong credentials, an unreachable server, a schema that is
 missing or of another version. Each ends in exactly one line on stderr starting with "error:",
 no traceback, exit status 2. (test_cli_errors.py holds the first cases of the same contract.)"""
+
 from __future__ import annotations
 
 import os
@@ -51,8 +52,14 @@ SETTINGS_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(SETTINGS_CASES))
-@pytest.mark.parametrize("command", [["migrate", "--all", "--source", "dump:/nonexistent"],
-                                     ["reconcile", "--all", "--source", "dump:/nonexistent"], ["status"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["migrate", "--all", "--source", "dump:/nonexistent"],
+        ["reconcile", "--all", "--source", "dump:/nonexistent"],
+        ["status"],
+    ],
+)
 def test_cli_malformed_settings_file(tmp_path, case, command):
     text, needles = SETTINGS_CASES[case]
     bad = tmp_path / "etl.toml"
@@ -89,11 +96,18 @@ def _drop_line(raw: str, line: str) -> str:
 
 MAPPING_CASES = {
     "syntax": (lambda raw: raw + "\n[collections.broken\n", ["cannot be read"]),
-    "unknown_kind": (lambda raw: raw.replace('kind = "document"', 'kind = "graph"', 1), ["collections.resumes", "kind"]),
-    "missing_document_type": (lambda raw: _drop_line(raw, 'document_type = "resume"\n'),
-                              ["collections.resumes.document_type", "required"]),
-    "unknown_document_type": (lambda raw: raw.replace('document_type = "resume"', 'document_type = "cv"', 1),
-                              ["collections.resumes.document_type"]),
+    "unknown_kind": (
+        lambda raw: raw.replace('kind = "document"', 'kind = "graph"', 1),
+        ["collections.resumes", "kind"],
+    ),
+    "missing_document_type": (
+        lambda raw: _drop_line(raw, 'document_type = "resume"\n'),
+        ["collections.resumes.document_type", "required"],
+    ),
+    "unknown_document_type": (
+        lambda raw: raw.replace('document_type = "resume"', 'document_type = "cv"', 1),
+        ["collections.resumes.document_type"],
+    ),
 }
 
 
@@ -104,14 +118,26 @@ def test_cli_malformed_mapping_file(schema_db, tmp_path, dump, case, command):
     mapping = _mapping(tmp_path, mutate)
     if case != "syntax":  # the mutation must leave valid TOML: the error is the mapping's own
         tomllib.loads(mapping.read_text())
-    proc = etl(command, "--all", "--source", f"dump:{dump}", "--mapping", str(mapping),
-               env=pg_env(schema_db, tmp_path))
+    proc = etl(
+        command,
+        "--all",
+        "--source",
+        f"dump:{dump}",
+        "--mapping",
+        str(mapping),
+        env=pg_env(schema_db, tmp_path),
+    )
     assert_error(proc, "mapping.toml", *needles)
 
 
 def test_cli_missing_mapping_file(schema_db, tmp_path, dump):
-    proc = etl("migrate", "--all", "--source", f"dump:{dump}", env=pg_env(schema_db, tmp_path,
-                                                                          ETL_MAPPING=str(tmp_path / "none.toml")))
+    proc = etl(
+        "migrate",
+        "--all",
+        "--source",
+        f"dump:{dump}",
+        env=pg_env(schema_db, tmp_path, ETL_MAPPING=str(tmp_path / "none.toml")),
+    )
     assert_error(proc, "none.toml", "does not exist")
 
 
@@ -119,28 +145,49 @@ def test_cli_missing_mapping_file(schema_db, tmp_path, dump):
 
 
 def arango_env(server, dsn, tmp_path, password=ROOT_PASSWORD, **extra):
-    return pg_env(dsn, tmp_path, **{"ETL_ARANGO_URL": server.url, "ETL_ARANGO_DB": DATABASE,
-                                    "ETL_ARANGO_USER": "root", "ETL_ARANGO_PASSWORD": password,
-                                    "ETL_ARANGO_TIMEOUT": "5", **extra})
+    return pg_env(
+        dsn,
+        tmp_path,
+        **{
+            "ETL_ARANGO_URL": server.url,
+            "ETL_ARANGO_DB": DATABASE,
+            "ETL_ARANGO_USER": "root",
+            "ETL_ARANGO_PASSWORD": password,
+            "ETL_ARANGO_TIMEOUT": "5",
+            **extra,
+        },
+    )
 
 
 @pytest.mark.parametrize("command", ["migrate", "reconcile"])
-def test_cli_unknown_collection_lists_the_existing_ones(arango_server, schema_db, tmp_path, command):
+def test_cli_unknown_collection_lists_the_existing_ones(
+    arango_server, schema_db, tmp_path, command
+):
     seed(arango_server, DATABASE, "resumes", [{"_key": "1", "user_id": "u"}])
-    proc = etl(command, "--collection", "resumez", env=arango_env(arango_server, schema_db, tmp_path))
+    proc = etl(
+        command, "--collection", "resumez", env=arango_env(arango_server, schema_db, tmp_path)
+    )
     assert_error(proc, "collection 'resumez' does not exist", "resumes")
 
 
 @pytest.mark.parametrize("command", ["migrate", "reconcile"])
 def test_cli_wrong_arango_password(arango_server, schema_db, tmp_path, command):
-    proc = etl(command, "--collection", "resumes",
-               env=arango_env(arango_server, schema_db, tmp_path, password="not-the-password-42"))
+    proc = etl(
+        command,
+        "--collection",
+        "resumes",
+        env=arango_env(arango_server, schema_db, tmp_path, password="not-the-password-42"),
+    )
     assert_error(proc, "wrong username or password")
     assert "not-the-password-42" not in proc.stdout + proc.stderr
 
 
 def test_cli_unknown_arango_database(arango_server, schema_db, tmp_path):
-    proc = etl("migrate", "--all", env=arango_env(arango_server, schema_db, tmp_path, ETL_ARANGO_DB="atsprox"))
+    proc = etl(
+        "migrate",
+        "--all",
+        env=arango_env(arango_server, schema_db, tmp_path, ETL_ARANGO_DB="atsprox"),
+    )
     assert_error(proc, "atsprox")
 
 
@@ -166,8 +213,10 @@ def pg_role(pg_admin_dsn, schema_db):
         conn.execute(f"create role {role} login password 'right-password-1'")
         if not os.environ.get("ETL_TEST_PG_DSN"):  # the suite's own server: make it check this role
             hba = Path(conn.execute("show hba_file").fetchone()[0])
-            rules = "".join(f"{kind} all {role} {addr} scram-sha-256\n" for kind, addr in
-                            (("local", ""), ("host", "127.0.0.1/32"), ("host", "::1/128")))
+            rules = "".join(
+                f"{kind} all {role} {addr} scram-sha-256\n"
+                for kind, addr in (("local", ""), ("host", "127.0.0.1/32"), ("host", "::1/128"))
+            )
             if rules not in hba.read_text():
                 hba.write_text(rules + hba.read_text())
             conn.execute("select pg_reload_conf()")
@@ -177,8 +226,14 @@ def pg_role(pg_admin_dsn, schema_db):
         conn.execute(f"drop role if exists {role}")
 
 
-@pytest.mark.parametrize("command", [["migrate", "--all", "--source", "dump:DUMP"],
-                                     ["reconcile", "--all", "--source", "dump:DUMP"], ["status"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["migrate", "--all", "--source", "dump:DUMP"],
+        ["reconcile", "--all", "--source", "dump:DUMP"],
+        ["status"],
+    ],
+)
 def test_cli_wrong_postgres_password(pg_role, schema_db, tmp_path, dump, command):
     dsn = make_conninfo(schema_db, user=pg_role, password="wrong-password-9")
     try:
@@ -191,9 +246,16 @@ def test_cli_wrong_postgres_password(pg_role, schema_db, tmp_path, dump, command
     assert "wrong-password-9" not in proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("command", [["migrate", "--all", "--source", "dump:DUMP"],
-                                     ["reconcile", "--all", "--source", "dump:DUMP"], ["status"],
-                                     ["purge-rejects", "--run", "x"], ["schema-status"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["migrate", "--all", "--source", "dump:DUMP"],
+        ["reconcile", "--all", "--source", "dump:DUMP"],
+        ["status"],
+        ["purge-rejects", "--run", "x"],
+        ["schema-status"],
+    ],
+)
 def test_cli_unreachable_postgres_port(tmp_path, dump, command):
     dsn = "postgresql://postgres:pw-unreachable-3@127.0.0.1:1/postgres"
     proc = etl(*[c.replace("DUMP", str(dump)) for c in command], env=pg_env(dsn, tmp_path))
@@ -204,9 +266,16 @@ def test_cli_unreachable_postgres_port(tmp_path, dump, command):
 # -- the schema ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", [["migrate", "--all", "--source", "dump:DUMP"],
-                                     ["reconcile", "--all", "--source", "dump:DUMP"], ["status"],
-                                     ["purge-rejects", "--run", "x"], ["schema-status"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["migrate", "--all", "--source", "dump:DUMP"],
+        ["reconcile", "--all", "--source", "dump:DUMP"],
+        ["status"],
+        ["purge-rejects", "--run", "x"],
+        ["schema-status"],
+    ],
+)
 def test_cli_schema_not_applied(empty_db, tmp_path, dump, command):
     proc = etl(*[c.replace("DUMP", str(dump)) for c in command], env=pg_env(empty_db, tmp_path))
     assert_error(proc, "etl apply-schema")
@@ -218,18 +287,30 @@ def _history(dsn: str, sql: str, *args) -> None:
 
 
 SCHEMA_CASES = {
-    "edited_file": ("update migration_history set checksum = repeat('0', 64) where version = '005'",
-                    ["another version", "005_", "etl apply-schema"]),
-    "newer_version": ("insert into migration_history (version, name, checksum) values ('008', 'future', 'x')",
-                      ["008", "newer than this etl", "upgrade etl"]),
-    "older_version": ("delete from migration_history where version = '006'",
-                      ["older than this etl", "006", "etl apply-schema"]),
+    "edited_file": (
+        "update migration_history set checksum = repeat('0', 64) where version = '005'",
+        ["another version", "005_", "etl apply-schema"],
+    ),
+    "newer_version": (
+        "insert into migration_history (version, name, checksum) values ('008', 'future', 'x')",
+        ["008", "newer than this etl", "upgrade etl"],
+    ),
+    "older_version": (
+        "delete from migration_history where version = '006'",
+        ["older than this etl", "006", "etl apply-schema"],
+    ),
 }
 
 
 @pytest.mark.parametrize("case", sorted(SCHEMA_CASES))
-@pytest.mark.parametrize("command", [["migrate", "--all", "--source", "dump:DUMP"],
-                                     ["reconcile", "--all", "--source", "dump:DUMP"], ["status"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["migrate", "--all", "--source", "dump:DUMP"],
+        ["reconcile", "--all", "--source", "dump:DUMP"],
+        ["status"],
+    ],
+)
 def test_cli_schema_of_another_version(schema_db, tmp_path, dump, case, command):
     change, needles = SCHEMA_CASES[case]
     _history(schema_db, change)

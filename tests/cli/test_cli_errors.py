@@ -1,5 +1,6 @@
 """Errors an operator can cause end in one line on stderr and exit status 2, never a traceback.
 The CLI runs as a real process: what the operator sees is what is tested."""
+
 import os
 import subprocess
 import sys
@@ -11,8 +12,14 @@ REPO = Path(__file__).resolve().parents[2]
 def etl(*args, env=None, cwd=None):
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "etl", *args], capture_output=True, text=True,
-                          env=full_env, cwd=cwd or REPO, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "etl", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd or REPO,
+        timeout=120,
+    )
 
 
 def assert_one_line_error(proc, *needles):

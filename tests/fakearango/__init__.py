@@ -1,4 +1,5 @@
 """An ArangoDB-compatible HTTP server for tests; see server.FakeArango and fixtures.py."""
+
 from .server import ALL_ROUTES, CURSOR_ROUTES, FakeArango, Fault
 
 __all__ = ["FakeArango", "Fault", "CURSOR_ROUTES", "ALL_ROUTES"]

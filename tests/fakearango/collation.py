@@ -7,9 +7,11 @@ case (lower before upper). Bytewise is plain UTF-8 byte order (= code point orde
 uses ONE comparator for FILTER and SORT, so a client that compares keys itself is caught by
 switching between the two.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 # DUCET-like primary order of ASCII punctuation and symbols (root collation, non-ignorable).
 _PUNCT = "_-,;:!?.'\"()[]{}@*/\\&#%`^+<=>|~$"
@@ -71,4 +73,3 @@ def type_rank(v: Any) -> int:
     if isinstance(v, list):
         return 4
     return 5
-

@@ -12,9 +12,11 @@ Helpers: seed(server, db, collection, docs, edge=False) creates the collection (
 and imports the documents over HTTP with python-arango's import_bulk; arango_settings(server,
 **overrides) gives etl's ArangoSettings for the server.
 """
+
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import pytest
 
@@ -24,17 +26,29 @@ ROOT_PASSWORD = "rootpw"
 DATABASE = "atspro"
 
 
-def client_db(server: FakeArango, db: str = DATABASE, username: str = "root", password: str = ROOT_PASSWORD):
+def client_db(
+    server: FakeArango, db: str = DATABASE, username: str = "root", password: str = ROOT_PASSWORD
+):
     """A python-arango StandardDatabase on the server (no transport retries)."""
     from arango import ArangoClient
     from arango.http import DefaultHTTPClient
 
-    client = ArangoClient(hosts=server.url, http_client=DefaultHTTPClient(request_timeout=10, retry_attempts=0))
+    client = ArangoClient(
+        hosts=server.url, http_client=DefaultHTTPClient(request_timeout=10, retry_attempts=0)
+    )
     return client.db(db, username=username, password=password)
 
 
-def seed(server: FakeArango, db: str, collection: str, docs: Iterable[dict], *, edge: bool = False,
-         chunk: int = 10000, password: str = ROOT_PASSWORD) -> int:
+def seed(
+    server: FakeArango,
+    db: str,
+    collection: str,
+    docs: Iterable[dict],
+    *,
+    edge: bool = False,
+    chunk: int = 10000,
+    password: str = ROOT_PASSWORD,
+) -> int:
     """Create `collection` and import `docs` through POST /_api/import (python-arango import_bulk)."""
     server.create_database(db)
     server.create_collection(db, collection, edge=edge)
@@ -61,8 +75,14 @@ def seed(server: FakeArango, db: str, collection: str, docs: Iterable[dict], *, 
 def arango_settings(server: FakeArango, database: str = DATABASE, **overrides: Any):
     from etl.settings import ArangoSettings
 
-    values: dict[str, Any] = {"url": server.url, "database": database, "username": "root",
-                              "password": ROOT_PASSWORD, "request_timeout": 5.0, "retry_attempts": 4}
+    values: dict[str, Any] = {
+        "url": server.url,
+        "database": database,
+        "username": "root",
+        "password": ROOT_PASSWORD,
+        "request_timeout": 5.0,
+        "retry_attempts": 4,
+    }
     values.update(overrides)
     return ArangoSettings(**values)
 

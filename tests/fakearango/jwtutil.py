@@ -1,4 +1,5 @@
 """HS256 JSON Web Tokens with the standard library (what arangod issues from /_open/auth)."""
+
 from __future__ import annotations
 
 import base64
@@ -28,8 +29,15 @@ def encode(claims: dict[str, Any], secret: bytes) -> str:
 def issue(username: str, secret: bytes, lifetime: float, now: float | None = None) -> str:
     now = time.time() if now is None else now
     iat = int(now)
-    return encode({"iss": "arangodb", "preferred_username": username, "iat": iat,
-                   "exp": iat + max(1, int(round(lifetime)))}, secret)
+    return encode(
+        {
+            "iss": "arangodb",
+            "preferred_username": username,
+            "iat": iat,
+            "exp": iat + max(1, int(round(lifetime))),
+        },
+        secret,
+    )
 
 
 def decode(token: str, secret: bytes, now: float | None = None) -> dict[str, Any] | None:
@@ -39,7 +47,9 @@ def decode(token: str, secret: bytes, now: float | None = None) -> dict[str, Any
         header = json.loads(_unb64(header_b64))
         if header.get("alg") != "HS256":
             return None
-        expected = hmac.new(secret, f"{header_b64}.{payload_b64}".encode("ascii"), hashlib.sha256).digest()
+        expected = hmac.new(
+            secret, f"{header_b64}.{payload_b64}".encode("ascii"), hashlib.sha256
+        ).digest()
         if not hmac.compare_digest(expected, _unb64(sig_b64)):
             return None
         claims = json.loads(_unb64(payload_b64))

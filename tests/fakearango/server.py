@@ -10,6 +10,7 @@ expire_cursors, expire_cursor_on, proxy_429, hold, clear_faults), restart (a new
 same port, the data kept, the cursors lost, as after an arangod restart), `requests` (a log of
 served requests).
 """
+
 from __future__ import annotations
 
 import base64
@@ -21,9 +22,10 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterable
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from etl import jsonutil
@@ -31,8 +33,16 @@ from etl import jsonutil
 from . import aql, jwtutil
 from .collation import COLLATIONS, type_rank
 
-SYSTEM_COLLECTIONS = ("_analyzers", "_appbundles", "_apps", "_aqlfunctions", "_frontend", "_graphs",
-                      "_jobs", "_queues")
+SYSTEM_COLLECTIONS = (
+    "_analyzers",
+    "_appbundles",
+    "_apps",
+    "_aqlfunctions",
+    "_frontend",
+    "_graphs",
+    "_jobs",
+    "_queues",
+)
 SYSTEM_DB_ONLY = ("_users", "_statistics", "_statistics15", "_statisticsRaw")
 KEY_RE = re.compile(r"^[A-Za-z0-9_\-:.@()+,=;$!*'%]{1,254}$")
 CURSOR_ROUTES = frozenset({"cursor_create", "cursor_next", "cursor_batch"})
@@ -52,7 +62,9 @@ class Reply:
 
 
 def error(status: int, num: int, message: str, headers: dict[str, str] | None = None) -> Reply:
-    return Reply(status, {"error": True, "errorNum": num, "errorMessage": message, "code": status}, headers)
+    return Reply(
+        status, {"error": True, "errorNum": num, "errorMessage": message, "code": status}, headers
+    )
 
 
 class ApiError(Exception):
@@ -74,7 +86,7 @@ class Generated:
 
 
 class Collection:
-    def __init__(self, db: "Database", name: str, cid: int, ctype: int, is_system: bool):
+    def __init__(self, db: Database, name: str, cid: int, ctype: int, is_system: bool):
         self.db, self.name, self.id, self.type, self.is_system = db, name, cid, ctype, is_system
         self.docs: dict[str, dict] = {}
         self.generated: Generated | None = None
@@ -102,7 +114,9 @@ class Collection:
 
             return None, _Keys()
         cached = self._order.get(collation)
-        if cached is None or len(cached[0]) != len(self.docs):  # also catches tests adding to .docs directly
+        if cached is None or len(cached[0]) != len(
+            self.docs
+        ):  # also catches tests adding to .docs directly
             keys = sorted(self.docs, key=skey)
             cached = self._order[collation] = (keys, [skey(k) for k in keys])
         return cached
@@ -139,14 +153,32 @@ class Collection:
         return self.docs[keys[i]]
 
     def info(self) -> dict:
-        return {"id": str(self.id), "name": self.name, "status": 3, "type": self.type,
-                "isSystem": self.is_system, "globallyUniqueId": f"h{self.db.id:X}/{self.id}"}
+        return {
+            "id": str(self.id),
+            "name": self.name,
+            "status": 3,
+            "type": self.type,
+            "isSystem": self.is_system,
+            "globallyUniqueId": f"h{self.db.id:X}/{self.id}",
+        }
 
     def properties(self) -> dict:
         body = self.info()
-        body.update({"statusString": "loaded", "waitForSync": False,
-                     "keyOptions": {"type": "traditional", "allowUserKeys": True, "lastValue": self.last_value},
-                     "schema": None, "computedValues": None, "cacheEnabled": False, "syncByRevision": True})
+        body.update(
+            {
+                "statusString": "loaded",
+                "waitForSync": False,
+                "keyOptions": {
+                    "type": "traditional",
+                    "allowUserKeys": True,
+                    "lastValue": self.last_value,
+                },
+                "schema": None,
+                "computedValues": None,
+                "cacheEnabled": False,
+                "syncByRevision": True,
+            }
+        )
         return body
 
 
@@ -173,7 +205,7 @@ class ResultSet:
         self.length, self.getter = length, getter
 
     @classmethod
-    def of(cls, items: list) -> "ResultSet":
+    def of(cls, items: list) -> ResultSet:
         return cls(len(items), items.__getitem__)
 
     def slice(self, start: int, stop: int) -> list:
@@ -241,9 +273,17 @@ class RequestLog:
 class FakeArango:
     """The test server. `start()` binds a random port on 127.0.0.1; `url` is its base URL."""
 
-    def __init__(self, root_password: str = "", *, collation: str = "icu", auth: bool = True,
-                 session_timeout: float = 3600.0, version: str = "3.12.4", host: str = "127.0.0.1",
-                 ssl_context: Any = None):
+    def __init__(
+        self,
+        root_password: str = "",
+        *,
+        collation: str = "icu",
+        auth: bool = True,
+        session_timeout: float = 3600.0,
+        version: str = "3.12.4",
+        host: str = "127.0.0.1",
+        ssl_context: Any = None,
+    ):
         if collation not in COLLATIONS:
             raise ValueError(f"collation must be one of {sorted(COLLATIONS)}")
         self.collation = collation
@@ -251,7 +291,9 @@ class FakeArango:
         self.session_timeout = session_timeout
         self.version = version
         self.queue_time = 0.0  # what x-arango-queue-time-seconds reports
-        self.query_warnings: list[dict] = []  # extra.warnings of every query, e.g. [{"code": 1562, "message": ...}]
+        self.query_warnings: list[
+            dict
+        ] = []  # extra.warnings of every query, e.g. [{"code": 1562, "message": ...}]
         self.jwt_secret = os.urandom(32)
         self.lock = threading.RLock()
         self.users: dict[str, User] = {"root": User("root", root_password, "*")}
@@ -269,15 +311,19 @@ class FakeArango:
         self.create_database("_system")
 
     # lifecycle -------------------------------------------------------------
-    def start(self, port: int = 0) -> "FakeArango":
+    def start(self, port: int = 0) -> FakeArango:
         """Listen on `port` (0 = a free one)."""
         httpd = _HTTPServer((self._host, port), _Handler)
         if self._ssl is not None:
             httpd.socket = self._ssl.wrap_socket(httpd.socket, server_side=True)
         httpd.app = self
         self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fakearango", daemon=True)
+        self._thread = threading.Thread(
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fakearango",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -316,7 +362,7 @@ class FakeArango:
                     raise
                 time.sleep(0.1)
 
-    def __enter__(self) -> "FakeArango":
+    def __enter__(self) -> FakeArango:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -350,16 +396,25 @@ class FakeArango:
         with self.lock:
             d = self.databases[db]
             if name not in d.collections:
-                d.collections[name] = Collection(d, name, next(self._ids), 3 if edge else 2, name.startswith("_"))
+                d.collections[name] = Collection(
+                    d, name, next(self._ids), 3 if edge else 2, name.startswith("_")
+                )
             return d.collections[name]
 
     def drop_collection(self, db: str, name: str) -> None:
         with self.lock:
             self.databases[db].collections.pop(name, None)
 
-    def add_generated_collection(self, db: str, name: str, count: int,
-                                 make_doc: Callable[[int, str], dict] | None = None, *, edge: bool = False,
-                                 key_width: int = 12) -> Collection:
+    def add_generated_collection(
+        self,
+        db: str,
+        name: str,
+        count: int,
+        make_doc: Callable[[int, str], dict] | None = None,
+        *,
+        edge: bool = False,
+        key_width: int = 12,
+    ) -> Collection:
         """A collection of `count` documents with keys 000000000000.. made on demand, never stored."""
         col = self.create_collection(db, name, edge=edge)
         col.generated = Generated(count, make_doc or (lambda i, key: {"n": i}), key_width)
@@ -367,7 +422,9 @@ class FakeArango:
 
     def add_user(self, name: str, password: str, databases: Iterable[str] | str = "*") -> None:
         with self.lock:
-            self.users[name] = User(name, password, databases if databases == "*" else set(databases))
+            self.users[name] = User(
+                name, password, databases if databases == "*" else set(databases)
+            )
 
     def documents(self, db: str, collection: str) -> dict[str, dict]:
         return self.databases[db].collections[collection].docs
@@ -386,55 +443,124 @@ class FakeArango:
 
     def superuser_token(self, lifetime: float = 3600) -> str:
         now = int(time.time())
-        return jwtutil.encode({"iss": "arangodb", "server_id": "fake", "iat": now, "exp": now + int(lifetime)},
-                              self.jwt_secret)
+        return jwtutil.encode(
+            {"iss": "arangodb", "server_id": "fake", "iat": now, "exp": now + int(lifetime)},
+            self.jwt_secret,
+        )
 
     # fault injection -------------------------------------------------------
-    def inject(self, kind: str, *, routes: Iterable[str] | None = CURSOR_ROUTES, count: int = 1, skip: int = 0,
-               **kw: Any) -> Fault:
+    def inject(
+        self,
+        kind: str,
+        *,
+        routes: Iterable[str] | None = CURSOR_ROUTES,
+        count: int = 1,
+        skip: int = 0,
+        **kw: Any,
+    ) -> Fault:
         fault = Fault(kind, None if routes is None else frozenset(routes), count, skip, **kw)
         with self.lock:
             self.faults.append(fault)
         return fault
 
-    def fail(self, count: int = 1, *, status: int = 503, error_num: int = 21003, message: str = "queue is full",
-             routes: Iterable[str] | None = CURSOR_ROUTES, skip: int = 0) -> Fault:
+    def fail(
+        self,
+        count: int = 1,
+        *,
+        status: int = 503,
+        error_num: int = 21003,
+        message: str = "queue is full",
+        routes: Iterable[str] | None = CURSOR_ROUTES,
+        skip: int = 0,
+    ) -> Fault:
         """The next `count` matching requests get an error without being executed."""
-        return self.inject("error", routes=routes, count=count, skip=skip, status=status, error_num=error_num,
-                           message=message)
+        return self.inject(
+            "error",
+            routes=routes,
+            count=count,
+            skip=skip,
+            status=status,
+            error_num=error_num,
+            message=message,
+        )
 
     def fail_unavailable(self, count: int = 1, **kw: Any) -> Fault:
         """503 with errorNum 503 (startup/maintenance); python-arango treats it as a lost connection."""
-        return self.fail(count, status=503, error_num=503, message="service unavailable due to startup", **kw)
+        return self.fail(
+            count, status=503, error_num=503, message="service unavailable due to startup", **kw
+        )
 
-    def drop_connection(self, count: int = 1, *, routes: Iterable[str] | None = ("cursor_next", "cursor_batch"),
-                        skip: int = 0, mid_body: bool = False) -> Fault:
+    def drop_connection(
+        self,
+        count: int = 1,
+        *,
+        routes: Iterable[str] | None = ("cursor_next", "cursor_batch"),
+        skip: int = 0,
+        mid_body: bool = False,
+    ) -> Fault:
         """Execute the request (a cursor advances), then close the socket: before any response byte,
         or with mid_body=True after the headers and half of the body."""
-        return self.inject("truncate" if mid_body else "drop", routes=routes, count=count, skip=skip)
+        return self.inject(
+            "truncate" if mid_body else "drop", routes=routes, count=count, skip=skip
+        )
 
-    def slow(self, seconds: float, count: int = 1, *, routes: Iterable[str] | None = CURSOR_ROUTES,
-             skip: int = 0, before: bool = False) -> Fault:
+    def slow(
+        self,
+        seconds: float,
+        count: int = 1,
+        *,
+        routes: Iterable[str] | None = CURSOR_ROUTES,
+        skip: int = 0,
+        before: bool = False,
+    ) -> Fault:
         """Sleep `seconds` after executing (or before, with before=True), then answer."""
-        return self.inject("delay", routes=routes, count=count, skip=skip, seconds=seconds, before=before)
+        return self.inject(
+            "delay", routes=routes, count=count, skip=skip, seconds=seconds, before=before
+        )
 
-    def expire_cursor_on(self, count: int = 1, *, routes: Iterable[str] | None = ("cursor_next", "cursor_batch"),
-                         skip: int = 0) -> Fault:
+    def expire_cursor_on(
+        self,
+        count: int = 1,
+        *,
+        routes: Iterable[str] | None = ("cursor_next", "cursor_batch"),
+        skip: int = 0,
+    ) -> Fault:
         """Expire every cursor just before the matching request is executed (as after a ttl)."""
         return self.inject("expire", routes=routes, count=count, skip=skip)
 
-    def proxy_429(self, count: int = 1, *, retry_after: str | None = "0",
-                  routes: Iterable[str] | None = CURSOR_ROUTES, skip: int = 0) -> Fault:
+    def proxy_429(
+        self,
+        count: int = 1,
+        *,
+        retry_after: str | None = "0",
+        routes: Iterable[str] | None = CURSOR_ROUTES,
+        skip: int = 0,
+    ) -> Fault:
         """A 429 with an HTML body, as a proxy or load balancer in front of arangod sends it."""
-        return self.inject("proxy429", routes=routes, count=count, skip=skip, status=429, retry_after=retry_after)
+        return self.inject(
+            "proxy429", routes=routes, count=count, skip=skip, status=429, retry_after=retry_after
+        )
 
-    def hold(self, count: int = 1, *, routes: Iterable[str] | None = ("cursor_create",), skip: int = 0,
-             timeout: float = 60.0) -> Fault:
+    def hold(
+        self,
+        count: int = 1,
+        *,
+        routes: Iterable[str] | None = ("cursor_create",),
+        skip: int = 0,
+        timeout: float = 60.0,
+    ) -> Fault:
         """The next matching request waits, before it is executed, until `fault.release()` (or
         `timeout` seconds). `fault.arrived` is set when it is waiting; `fault.body` is its body
         (e.g. an AQL query's bind variables: where a keyset reader stands)."""
-        return self.inject("hold", routes=routes, count=count, skip=skip, seconds=timeout,
-                           arrived=threading.Event(), released=threading.Event())
+        return self.inject(
+            "hold",
+            routes=routes,
+            count=count,
+            skip=skip,
+            seconds=timeout,
+            arrived=threading.Event(),
+            released=threading.Event(),
+        )
 
     def clear_faults(self) -> None:
         with self.lock:
@@ -463,13 +589,15 @@ class FakeArango:
         return None
 
     # request handling ------------------------------------------------------
-    def handle(self, method: str, raw_path: str, headers: Any, body: bytes) -> tuple[Reply | None, Fault | None, str]:
+    def handle(
+        self, method: str, raw_path: str, headers: Any, body: bytes
+    ) -> tuple[Reply | None, Fault | None, str]:
         split = urlsplit(raw_path)
         path = split.path
         query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         db_name = "_system"
         if path.startswith("/_db/"):
-            rest = path[len("/_db/"):]
+            rest = path[len("/_db/") :]
             seg, _, tail = rest.partition("/")
             db_name = unquote(seg)
             path = "/" + tail
@@ -481,7 +609,11 @@ class FakeArango:
             hdrs = {"content-type": "text/html", "x-proxy": "1"}
             if fault.retry_after is not None:
                 hdrs["retry-after"] = fault.retry_after
-            return Reply(429, b"<html><body><h1>429 Too Many Requests</h1></body></html>", hdrs), fault, route
+            return (
+                Reply(429, b"<html><body><h1>429 Too Many Requests</h1></body></html>", hdrs),
+                fault,
+                route,
+            )
         if fault and fault.kind == "expire":
             self.expire_cursors()
         if fault and fault.kind == "hold":
@@ -490,7 +622,11 @@ class FakeArango:
             fault.released.wait(fault.seconds)
         if fault and fault.kind == "delay" and fault.before:
             # a request that waits on a cursor holds it: concurrent use answers 409/1601
-            cur = self.cursors.get((db_name, args[0])) if route in ("cursor_next", "cursor_batch") else None
+            cur = (
+                self.cursors.get((db_name, args[0]))
+                if route in ("cursor_next", "cursor_batch")
+                else None
+            )
             if cur is not None:
                 cur.busy = True
             try:
@@ -538,14 +674,30 @@ class FakeArango:
             return self.users.get(name) if isinstance(name, str) else None
         return None
 
-    def _dispatch(self, method: str, route: str, args: list[str], db_name: str, headers: Any,
-                  query: dict[str, str], body: bytes) -> Reply:
+    def _dispatch(
+        self,
+        method: str,
+        route: str,
+        args: list[str],
+        db_name: str,
+        headers: Any,
+        query: dict[str, str],
+        body: bytes,
+    ) -> Reply:
         if route == "open_auth":
             return self._open_auth(body)
         user = self._authenticate(headers)
         db = self.databases.get(db_name)
-        if user is None or (db is None and user.databases != "*") or (db is not None and not user.may_access(db_name)):
-            hdrs = {} if headers.get("x-omit-www-authenticate") else {"www-authenticate": 'Basic, realm="ArangoDB"'}
+        if (
+            user is None
+            or (db is None and user.databases != "*")
+            or (db is not None and not user.may_access(db_name))
+        ):
+            hdrs = (
+                {}
+                if headers.get("x-omit-www-authenticate")
+                else {"www-authenticate": 'Basic, realm="ArangoDB"'}
+            )
             return error(401, 11, "not authorized to execute this request", hdrs)
         if db is None:
             return error(404, 1228, "database not found")
@@ -574,14 +726,31 @@ class FakeArango:
     def _r_version(self, db: Database, args: list[str], query: dict, body: bytes) -> Reply:
         out: dict[str, Any] = {"server": "arango", "version": self.version, "license": "community"}
         if _bool(query.get("details")):
-            out["details"] = {"architecture": "64bit", "mode": "single", "role": "SINGLE", "host": "fakearango",
-                              "icu-version": "64.2", "server-version": self.version, "asan": "false"}
+            out["details"] = {
+                "architecture": "64bit",
+                "mode": "single",
+                "role": "SINGLE",
+                "host": "fakearango",
+                "icu-version": "64.2",
+                "server-version": self.version,
+                "asan": "false",
+            }
         return Reply(200, out)
 
     def _r_database_current(self, db: Database, args: list[str], query: dict, body: bytes) -> Reply:
-        return Reply(200, {"error": False, "code": 200, "result": {
-            "id": str(db.id), "name": db.name, "isSystem": db.name == "_system",
-            "path": f"/var/lib/arangodb3/databases/database-{db.id}"}})
+        return Reply(
+            200,
+            {
+                "error": False,
+                "code": 200,
+                "result": {
+                    "id": str(db.id),
+                    "name": db.name,
+                    "isSystem": db.name == "_system",
+                    "path": f"/var/lib/arangodb3/databases/database-{db.id}",
+                },
+            },
+        )
 
     # collections
     def _col(self, db: Database, name: str) -> Collection:
@@ -595,7 +764,9 @@ class FakeArango:
         result = [c.info() for c in db.collections.values() if not (exclude and c.is_system)]
         return Reply(200, {"error": False, "code": 200, "result": result})
 
-    def _r_collection_create(self, db: Database, args: list[str], query: dict, body: bytes) -> Reply:
+    def _r_collection_create(
+        self, db: Database, args: list[str], query: dict, body: bytes
+    ) -> Reply:
         data = _json_object(body)
         name = data.get("name")
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]{0,255}", name):
@@ -612,7 +783,9 @@ class FakeArango:
         out.update({"error": False, "code": 200})
         return Reply(200, out)
 
-    def _r_collection_properties(self, db: Database, args: list[str], query: dict, body: bytes) -> Reply:
+    def _r_collection_properties(
+        self, db: Database, args: list[str], query: dict, body: bytes
+    ) -> Reply:
         out = self._col(db, args[0]).properties()
         out.update({"error": False, "code": 200})
         return Reply(200, out)
@@ -640,7 +813,11 @@ class FakeArango:
         if not isinstance(bind, dict):
             return error(400, 17, "expecting object for <bindVars>")
         batch_size = data.get("batchSize", 1000)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, float)) or batch_size <= 0:
+        if (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, (int, float))
+            or batch_size <= 0
+        ):
             return error(400, 17, "expecting non-zero value for <batchSize>")
         ttl = data.get("ttl", 30)
         if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0:
@@ -655,15 +832,27 @@ class FakeArango:
         missing = [p for p in sorted(parsed.declared) if p not in bind]
         if missing:
             name = missing[0]
-            return error(400, 1551, f"no value specified for declared bind parameter '{name}' (while parsing)")
+            return error(
+                400,
+                1551,
+                f"no value specified for declared bind parameter '{name}' (while parsing)",
+            )
         unused = [p for p in bind if p not in parsed.declared]
         if unused:
-            return error(400, 1552, f"bind parameter '{unused[0]}' was not declared in the query (while parsing)")
+            return error(
+                400,
+                1552,
+                f"bind parameter '{unused[0]}' was not declared in the query (while parsing)",
+            )
         if parsed.collection_param is not None:
             cname = bind["@" + parsed.collection_param]
             if not isinstance(cname, str):
-                return error(400, 1553, f"bind parameter '@{parsed.collection_param}' has an invalid value or type "
-                                        "(while parsing)")
+                return error(
+                    400,
+                    1553,
+                    f"bind parameter '@{parsed.collection_param}' has an invalid value or type "
+                    "(while parsing)",
+                )
         else:
             cname = parsed.collection_name
         col = db.collections.get(cname)
@@ -673,33 +862,64 @@ class FakeArango:
         if parsed.limit_param is not None:
             limit = bind[parsed.limit_param]
             if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-                return error(400, 1553, f"bind parameter '{parsed.limit_param}' has an invalid value or type "
-                                        "(while parsing)")
+                return error(
+                    400,
+                    1553,
+                    f"bind parameter '{parsed.limit_param}' has an invalid value or type "
+                    "(while parsing)",
+                )
         elif parsed.limit_literal is not None:
             limit = parsed.limit_literal
 
         t0 = time.perf_counter()
         total = col.count()
-        stats: dict[str, Any] = {"writesExecuted": 0, "writesIgnored": 0, "scannedFull": 0, "scannedIndex": 0,
-                                 "filtered": 0, "httpRequests": 0, "executionTime": 0.0, "peakMemoryUsage": 0,
-                                 "cursorsCreated": 0, "cursorsRearmed": 0, "cacheHits": 0, "cacheMisses": 0,
-                                 "intermediateCommits": 0, "documentLookups": 0, "seeks": 0}
+        stats: dict[str, Any] = {
+            "writesExecuted": 0,
+            "writesIgnored": 0,
+            "scannedFull": 0,
+            "scannedIndex": 0,
+            "filtered": 0,
+            "httpRequests": 0,
+            "executionTime": 0.0,
+            "peakMemoryUsage": 0,
+            "cursorsCreated": 0,
+            "cursorsRearmed": 0,
+            "cacheHits": 0,
+            "cacheMisses": 0,
+            "intermediateCommits": 0,
+            "documentLookups": 0,
+            "seeks": 0,
+        }
         if parsed.kind == "key_at":
             offset = bind[parsed.offset_param]
             if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-                return error(400, 1553, f"bind parameter '{parsed.offset_param}' has an invalid value or type "
-                                        "(while parsing)")
+                return error(
+                    400,
+                    1553,
+                    f"bind parameter '{parsed.offset_param}' has an invalid value or type "
+                    "(while parsing)",
+                )
             key = col.doc_at(offset, self.collation)["_key"] if offset < total else None
             results = ResultSet.of([] if key is None else [key])
             stats["scannedIndex"] = min(offset + 1, total)
         elif parsed.kind in ("keyset", "keyset_range", "scan"):
-            start = col.start_index(bind[parsed.last_param], self.collation) if parsed.kind != "scan" else 0
-            end = col.end_index(bind[parsed.until_param], self.collation) if parsed.kind == "keyset_range" else total
+            start = (
+                col.start_index(bind[parsed.last_param], self.collation)
+                if parsed.kind != "scan"
+                else 0
+            )
+            end = (
+                col.end_index(bind[parsed.until_param], self.collation)
+                if parsed.kind == "keyset_range"
+                else total
+            )
             end = max(start, end)
             stop = end if limit is None else min(end, start + limit)
             coll_name = self.collation
             if col.generated:
-                results = ResultSet(max(0, stop - start), lambda i, s=start: col.doc_at(s + i, coll_name))
+                results = ResultSet(
+                    max(0, stop - start), lambda i, s=start: col.doc_at(s + i, coll_name)
+                )
             else:
                 results = ResultSet.of([col.doc_at(i, coll_name) for i in range(start, stop)])
             stats["scannedIndex"] = results.length
@@ -708,14 +928,31 @@ class FakeArango:
             if full_count and limit is not None:
                 stats["fullCount"] = end - start
         else:  # count_after / count_range / count_all
-            start = col.start_index(bind[parsed.last_param], self.collation) if parsed.kind != "count_all" else 0
-            end = col.end_index(bind[parsed.until_param], self.collation) if parsed.kind == "count_range" else total
+            start = (
+                col.start_index(bind[parsed.last_param], self.collation)
+                if parsed.kind != "count_all"
+                else 0
+            )
+            end = (
+                col.end_index(bind[parsed.until_param], self.collation)
+                if parsed.kind == "count_range"
+                else total
+            )
             results = ResultSet.of([max(0, end - start)])
             stats["scannedIndex"] = max(0, end - start)
         stats["executionTime"] = time.perf_counter() - t0
         extra = {"warnings": [dict(w) for w in self.query_warnings], "stats": stats}
-        cursor = Cursor(str(next(self._ticks) * 1000 + 7), db.name, results, int(batch_size), float(ttl),
-                        allow_retry, results.length if want_count else None, stream, extra)
+        cursor = Cursor(
+            str(next(self._ticks) * 1000 + 7),
+            db.name,
+            results,
+            int(batch_size),
+            float(ttl),
+            allow_retry,
+            results.length if want_count else None,
+            stream,
+            extra,
+        )
         body_out = self._next_batch(cursor, first=True)
         if body_out["hasMore"]:
             stats["cursorsCreated"] = 1
@@ -792,7 +1029,9 @@ class FakeArango:
     def _r_import(self, db: Database, args: list[str], query: dict, body: bytes) -> Reply:
         cname = query.get("collection")
         if not cname:
-            return error(400, 1204, "'collection' is missing, expecting /_api/import?collection=<identifier>")
+            return error(
+                400, 1204, "'collection' is missing, expecting /_api/import?collection=<identifier>"
+            )
         col = self._col(db, cname)
         itype = query.get("type", "")
         complete = _bool(query.get("complete"), False)
@@ -832,7 +1071,11 @@ class FakeArango:
                 names = jsonutil.loads(lines[0]) if lines and lines[0].strip() else None
             except ValueError:
                 names = None
-            if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            if (
+                not isinstance(names, list)
+                or not names
+                or not all(isinstance(n, str) for n in names)
+            ):
                 return error(400, 400, "no JSON array found in second line")
             for line in lines[1:]:
                 if not line.strip():
@@ -900,13 +1143,21 @@ class FakeArango:
                     return error(status, num, msg)
                 errors += 1
                 if details:
-                    msgs.append(f"at position {pos}: creating document failed with error '{msg}', "
-                                f"offending document: {offending}")
+                    msgs.append(
+                        f"at position {pos}: creating document failed with error '{msg}', "
+                        f"offending document: {offending}"
+                    )
         col.docs = staged
         col.last_value = last_value
         col.invalidate()
-        out: dict[str, Any] = {"error": False, "created": created, "errors": errors, "empty": max(empty, 0),
-                               "updated": updated, "ignored": ignored}
+        out: dict[str, Any] = {
+            "error": False,
+            "created": created,
+            "errors": errors,
+            "empty": max(empty, 0),
+            "updated": updated,
+            "ignored": ignored,
+        }
         if details:
             out["details"] = msgs
         return Reply(201, out)
@@ -1043,8 +1294,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._abort()
             return
         payload = reply.body if isinstance(reply.body, bytes) else jsonutil.dumps(reply.body)
-        app.requests.append(RequestLog(method, self.path, route, reply.status, kind,
-                                       isinstance(reply.body, dict) and reply.body.get("hasMore") is False))
+        app.requests.append(
+            RequestLog(
+                method,
+                self.path,
+                route,
+                reply.status,
+                kind,
+                isinstance(reply.body, dict) and reply.body.get("hasMore") is False,
+            )
+        )
         try:
             self.send_response(reply.status)
             headers = {"content-type": "application/json; charset=utf-8", "server": "ArangoDB"}
