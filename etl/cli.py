@@ -226,9 +226,10 @@ def migrate_cmd(
     from etl.progress import Progress
     from etl.report import render_table
 
+    # --batch reaches the run one way only (Migration's batch_size): on --resume it replaces
+    # the interrupted run's batch size, which a settings value must not
     settings = _settings(
-        postgres={"dsn": dsn},
-        migrate={"batch_size": batch, "mapping": mapping, "reports_dir": reports_dir},
+        postgres={"dsn": dsn}, migrate={"mapping": mapping, "reports_dir": reports_dir}
     )
     stopper = GracefulStop()
     progress = Progress()
@@ -246,24 +247,24 @@ def migrate_cmd(
         on_collection=progress.start,
         should_stop=stopper.requested,
     )
+    if workers > 1:
+        from etl.parallel import ParallelMigration
+
+        job = ParallelMigration(migration, workers, lease_seconds)
+    else:
+        job = migration
     exit_code = 0
     try:
         with stopper:
-            if workers > 1:
-                from etl.parallel import run_parallel
-
-                summary = run_parallel(migration, workers, lease_seconds)
-            else:
-                summary = migration.run()
+            summary = job.run()
         exit_code = 1 if summary.has_findings else 0
     finally:
         progress.close()
-        summary = getattr(migration, "summary", None)
-        paths = getattr(migration, "report_paths", None)
-        if summary is not None and paths:
-            typer.echo(render_table(summary.asdict()))
+        if job.summary is not None and job.report_paths:
+            typer.echo(render_table(job.summary.asdict()))
             typer.echo(
-                f"run {summary.run_id}: {summary.state}; report {paths['md']} and {paths['json']}"
+                f"run {job.summary.run_id}: {job.summary.state}; report {job.report_paths['md']}"
+                f" and {job.report_paths['json']}"
             )
     raise typer.Exit(exit_code)
 
@@ -290,52 +291,32 @@ def worker_cmd(
 
     Example: etl worker --run migrate-20261124-0300-ab12cd --workers 2
     """
-    from etl import parallel, pg, units
+    from etl import parallel
 
     settings = _settings(postgres={"dsn": dsn}, migrate={"reports_dir": reports_dir})
     stopper = GracefulStop()
     with stopper:
-        if workers == 1:
-            done = parallel.Worker(
-                settings, run, lease_seconds=lease_seconds, should_stop=stopper.requested
-            ).run()
-        else:
-            resolved = pg.resolve_dsn(settings)
-            coord = parallel.Coordination(resolved, settings.postgres.retry_attempts)
-            settings = settings.model_copy(
-                update={"postgres": settings.postgres.model_copy(update={"dsn": _secret(resolved)})}
-            )
-            try:
-                prog = parallel.Supervisor(
-                    settings, run, workers, lease_seconds, stopper.requested, lambda p: None
-                ).run(coord)
-            finally:
-                coord.close()
-            done = prog.done
+        joined = parallel.join(
+            settings,
+            run,
+            workers=workers,
+            lease_seconds=lease_seconds,
+            should_stop=stopper.requested,
+        )
     if stopper.requested():
         raise Interrupted(
             f"worker stopped; run {run} goes on with the other workers",
             hint=f"join again with `etl worker --run {run}`",
         )
-    with pg.connect(pg.resolve_dsn(settings), autocommit=True) as conn:
-        prog = units.progress(conn, run)
-        row = conn.execute(
-            "select state, report_path from etl_runs where run_id = %s", (run,)
-        ).fetchone()
+    prog = joined.progress
     typer.echo(
-        f"run {run}: {row[0] if row else '?'}; units done {prog.done}, running {prog.running}, "
+        f"run {run}: {joined.state}; units done {prog.done}, running {prog.running}, "
         f"pending {prog.pending}, failed {prog.failed}"
-        + (f"; report {row[1]}" if row and row[1] else "")
-        + (f" (this process: {done})" if workers == 1 else "")
+        + (f"; report {joined.report_path}" if joined.report_path else "")
+        + (f" (this process: {joined.done})" if workers == 1 else "")
     )
     if prog.failed:
         raise EtlError(f"run {run} stopped: {prog.errors[0] if prog.errors else 'a unit failed'}")
-
-
-def _secret(value: str):
-    from pydantic import SecretStr
-
-    return SecretStr(value)
 
 
 # -- reconcile -------------------------------------------------------------------------------

@@ -22,26 +22,28 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psycopg
 from psycopg.types.json import Jsonb
 from pydantic import SecretStr
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import wait_random_exponential
 
 from etl import indexes, pg, state, units
-from etl.errors import EtlError, Interrupted, PermanentError, is_transient
-from etl.migrate import (
+from etl.errors import EtlError, Interrupted, PermanentError
+from etl.mapping import load_mapping
+from etl.migrate import Migration, writers
+from etl.pipeline import Pipeline, retry_policy
+from etl.results import (
     EXAMPLES_PER_REASON,
     CollectionResult,
-    Migration,
     RunSummary,
-    _log_retry,
-    _now,
-    _summary_counts,
     count_relinked,
+    now_iso,
+    summary_counts,
 )
+from etl.runs import Run, select_collections
 from etl.signals import GracefulStop
 from etl.sources import open_source
 from etl.state import Checkpoint, Counts
@@ -106,8 +108,8 @@ def plan_units(
             len(bounds) - 1,
             f", after {', '.join(needs)}" if needs else "",
         )
-    for table, writers in deferred_tables.items():
-        planned.append(units.PlannedUnit(table, "index", needs=sorted(writers)))
+    for table, written_by in deferred_tables.items():
+        planned.append(units.PlannedUnit(table, "index", needs=sorted(written_by)))
     planned.append(units.PlannedUnit("*", "final"))
     return planned
 
@@ -123,13 +125,7 @@ class Coordination:
         self.conn: psycopg.Connection | None = None
 
     def call(self, fn, *args):
-        for attempt in Retrying(
-            retry=retry_if_exception(is_transient),
-            stop=stop_after_attempt(self.attempts),
-            wait=wait_random_exponential(multiplier=0.5, max=10),
-            reraise=True,
-            before_sleep=_log_retry,
-        ):
+        for attempt in retry_policy(self.attempts, wait_random_exponential(multiplier=0.5, max=10)):
             with attempt:
                 if self.conn is None or self.conn.closed or self.conn.broken:
                     self.conn = pg.connect(
@@ -161,44 +157,33 @@ class Worker:
         self.poll = poll_seconds
         self.should_stop = should_stop
         self.name = name or units.worker_name()
+        self.mapping = load_mapping(settings.migrate.mapping)
         self.done = 0
+        self.source = None
+        self.pipeline: Pipeline | None = None
 
     def run(self) -> int:
         """Returns how many units this worker completed."""
-        dsn = pg.resolve_dsn(self.settings)
-        coord = Coordination(dsn, self.settings.postgres.retry_attempts)
+        for attempt in retry_policy(self.settings.postgres.retry_attempts):
+            with attempt:  # a worker may start while the server restarts
+                run = Run.join(self.settings, self.run_id)
+        self.source_spec = run.options.get("source_spec", "arangodb")
+        self.pipeline = Pipeline(
+            self.settings,
+            self.mapping,
+            self.run_id,
+            run.dsn,
+            batch_size=run.options.get("batch_size") or self.settings.migrate.batch_size,
+            should_stop=self.should_stop,
+        )
+        coord = Coordination(run.dsn, self.settings.postgres.retry_attempts)
         try:
-            coord.call(state.require_schema)
-            row = coord.call(
-                lambda c: c.execute(
-                    "select state, options from etl_runs where run_id = %s and command = 'migrate'",
-                    (self.run_id,),
-                ).fetchone()
-            )
-            if row is None or not coord.call(units.has_units, self.run_id):
-                raise PermanentError(
-                    f"no parallel migrate run {self.run_id!r}",
-                    hint="start one with `etl migrate --workers N`; `etl status` lists runs",
-                )
-            opts = row[1] or {}
-            self.migration = Migration(
-                self.settings,
-                source=opts.get("source_spec", "arangodb"),
-                batch_size=opts.get("batch_size"),
-                should_stop=self.should_stop,
-            )
-            self.migration.run_id, self.migration.dsn = self.run_id, dsn
-            self.source = None
-            try:
-                self._loop(coord)
-            finally:
-                if self.source is not None:
-                    self.source.close()
-                conn = getattr(self.migration, "_conn", None)
-                if conn is not None:
-                    conn.close()
+            self._loop(coord)
         finally:
             coord.close()
+            self.pipeline.close()
+            if self.source is not None:
+                self.source.close()
         return self.done
 
     def _loop(self, coord: Coordination) -> None:
@@ -233,58 +218,40 @@ class Worker:
                 coord.call(units.fail, unit, self.name, f"{type(exc).__name__}: {exc}")
                 raise
 
-    def _conn(self) -> psycopg.Connection:
-        conn = getattr(self.migration, "_conn", None)
-        if conn is None or conn.closed or conn.broken:
-            conn = self.migration._conn = self.migration._connect()
-        return conn
-
-    def _checkpoint(self, unit: units.Unit, **kw) -> units.UnitCheckpoint:
-        return units.UnitCheckpoint(
-            unit.collection,
-            unit.position or unit.key_after,
-            False,
-            unit.batches,
-            unit.counts,
-            unit_id=unit.unit_id,
-            until=unit.key_until,
-            worker=self.name,
-            lease_seconds=self.lease,
-            **kw,
-        )
-
     def _execute(self, unit: units.Unit) -> None:
-        m = self.migration
+        store = units.UnitCheckpoints(unit, self.name, self.lease)
         if unit.kind == "range":
             if self.source is None:
-                self.source = open_source(m.source_spec, self.settings)
-            result = CollectionResult(unit.collection)
-            if m.mapping.for_collection(unit.collection) is None:  # counted, not read
-                cp = self._checkpoint(unit)
-                cp.done, cp.counts = (
-                    True,
-                    Counts(unmapped=self.source.collection(unit.collection).count),
-                )
-                m._retrying(lambda c: _in_tx(c, lambda: m._save_checkpoint(c, cp)), self._conn())
-                return
-            m._migrate_collection(
-                self._conn(), self.source, unit.collection, self._checkpoint(unit), result
-            )
+                self.source = open_source(self.source_spec, self.settings)
+            self._range(unit, store)
         elif unit.kind == "finish":
-            m._retrying(lambda c: _in_tx(c, lambda: self._finish_collection(c, unit)), self._conn())
+            self.pipeline.in_transaction(lambda c: self._finish_collection(c, unit, store))
         elif unit.kind == "index":
-            m._retrying(lambda c: _in_tx(c, lambda: self._build_indexes(c, unit)), self._conn())
+            self.pipeline.in_transaction(lambda c: self._build_indexes(c, unit, store))
         else:
-            self._final(unit)
+            self._final(store)
 
-    def _build_indexes(self, c, unit: units.Unit) -> None:
+    def _range(self, unit: units.Unit, store: units.UnitCheckpoints) -> None:
+        cp = store.checkpoint()
+        if self.mapping.for_collection(unit.collection) is None:  # counted, not read
+            cp.done = True
+            cp.counts = Counts(unmapped=self.source.collection(unit.collection).count)
+
+            def save(c):
+                store.take(c)
+                store.save(c, cp)
+
+            self.pipeline.in_transaction(save)
+            return
+        result = CollectionResult(unit.collection)
+        self.pipeline.load_range(self.source, unit.collection, store, cp, result)
+
+    def _build_indexes(self, c, unit: units.Unit, store: units.UnitCheckpoints) -> None:
         """A table's deferred indexes, built while other collections still load. The unit row
         stays locked for the build, so no other worker starts the same build."""
-        cp = self._checkpoint(unit)
-        units.hold(c, cp, self.run_id)
+        store.take(c)
         built = indexes.rebuild(c, [unit.collection])
-        cp.done = True
-        units.save(c, self.run_id, cp)
+        store.save(c, replace(store.checkpoint(), done=True))
         c.execute(
             "update etl_work_units set counts = counts || jsonb_build_object('index_builds', %s::jsonb)"
             " where run_id = %s and unit_id = %s",
@@ -295,60 +262,42 @@ class Worker:
             ),
         )
 
-    def _finish_collection(self, c, unit: units.Unit) -> None:
-        """One transaction: the parent links that crossed ranges, the unit, the collection's checkpoint."""
-        m = self.migration
-        cp = self._checkpoint(unit)
-        units.hold(c, cp, self.run_id)
+    def _finish_collection(self, c, unit: units.Unit, store: units.UnitCheckpoints) -> None:
+        """One transaction: the parent links that crossed ranges, the unit, the collection's
+        checkpoint."""
+        store.take(c)
         result = CollectionResult(unit.collection)
-        count_relinked(result, m.relink_pending(c, unit.collection))
-        cp.done, cp.counts = True, result.counts
-        units.save(c, self.run_id, cp)
+        count_relinked(result, self.pipeline.relink_pending(c, unit.collection))
+        store.save(c, replace(store.checkpoint(), done=True, counts=result.counts))
         total, batches = units.collection_counts(c, self.run_id).get(unit.collection, (Counts(), 0))
         state.save_checkpoint(
             c, self.run_id, Checkpoint(unit.collection, None, True, batches, total)
         )
 
-    def _final(self, unit: units.Unit) -> None:
+    def _final(self, store: units.UnitCheckpoints) -> None:
         """Deferred indexes, the report, the run's end: one transaction that holds the unit."""
-        conn = self._conn()
-        cp = self._checkpoint(unit)
+        conn = self.pipeline.conn
+        run = Run(self.settings, "migrate", self.run_id, self.pipeline.dsn)
         with conn.transaction():
-            units.hold(conn, cp, self.run_id)
+            store.take(conn)
             built = indexes.rebuild(conn)  # normally none left: the 'index' units built them
-            summary = summary_from_db(conn, self.migration, self.run_id)
+            summary = summary_from_db(conn, self.mapping, self.run_id)
             summary.index_builds += [{"index": n, "seconds": round(t, 3)} for n, t in built]
-            paths = _write_reports(summary, self.settings)
+            paths = run.write_reports(summary.asdict())
             state.finish_run(
                 conn,
                 self.run_id,
                 "finished",
-                summary=_summary_counts(summary),
+                summary=summary_counts(summary),
                 report_path=str(paths["json"]) if paths else None,
             )
-            cp.done = True
-            units.save(conn, self.run_id, cp)
+            store.save(conn, replace(store.checkpoint(), done=True))
         log.info(
             "run %s finished; report %s", self.run_id, paths["json"] if paths else "(not written)"
         )
 
 
-def _in_tx(c, fn):
-    with c.transaction():
-        return fn()
-
-
-def _write_reports(summary: RunSummary, settings) -> dict | None:
-    from etl.report import write_reports
-
-    try:
-        return write_reports(summary.asdict(), settings.migrate.reports_dir)
-    except OSError as exc:  # the run's record in etl_runs still says what happened
-        log.warning("could not write the report of run %s: %s", summary.run_id, exc)
-        return None
-
-
-def summary_from_db(conn, migration: Migration, run_id: str) -> RunSummary:
+def summary_from_db(conn, mapping, run_id: str) -> RunSummary:
     """The run's summary from what the workers committed (units, batches, rejects): the same
     shape as a single-process run's, without its in-memory extras (field coverage, per-type
     counts, batch timings per batch), which no single worker sees whole."""
@@ -389,7 +338,7 @@ def summary_from_db(conn, migration: Migration, run_id: str) -> RunSummary:
         r.counts, r.batches = per_collection.get(name, (Counts(), 0))
         r.seconds = timing.get(name, (0.0, 0))[0]
         r.nbytes = int(nbytes.get(name) or 0)
-        if migration.mapping.for_collection(name) is None:
+        if mapping.for_collection(name) is None:
             r.status = "unmapped"
             r.unmapped_reasons["not migrated (no mapping)"] = r.counts.unmapped
         else:
@@ -417,7 +366,7 @@ def summary_from_db(conn, migration: Migration, run_id: str) -> RunSummary:
     ):
         if name in by_name:
             by_name[name].unmapped_keys = keys
-    batch_size = opts.get("batch_size") or migration.batch_size
+    batch_size = opts.get("batch_size")
     index_builds = [
         b
         for (builds,) in conn.execute(
@@ -433,12 +382,12 @@ def summary_from_db(conn, migration: Migration, run_id: str) -> RunSummary:
         dry_run=False,
         state=run[0],
         started_at=run[1].isoformat(),
-        finished_at=_now(),
+        finished_at=now_iso(),
         source=run[2],
         target=run[3],
         schema_version=pg.schema_version(conn),
         server_version=pg.server_version(conn),
-        mapping_version=str(migration.mapping.version),
+        mapping_version=str(mapping.version),
         batch_size=batch_size,
         collections=collections,
         error=run[5],
@@ -535,114 +484,207 @@ class Supervisor:
                 return coord.call(units.progress, self.run_id)
 
 
-# -- the coordinator -------------------------------------------------------------------------
-def run_parallel(m: Migration, workers: int, lease_seconds: float) -> RunSummary:
-    """`etl migrate --workers N` (m is the Migration the CLI built)."""
-    if m.dry_run:
-        raise PermanentError(
-            "--dry-run is one transaction rolled back at the end; it cannot be split "
-            "across workers",
-            hint="run the dry run without --workers",
-        )
-    if m.limit is not None or m.since_key is not None:
-        raise PermanentError(
-            "--limit and --since-key are for single-process trials",
-            hint="drop --workers, or drop --limit/--since-key",
-        )
-    m.dsn = pg.resolve_dsn(m.settings)
-    conn = pg.connect(m.dsn, autocommit=True, application_name="etl-coordinator")
-    lock_conn = None
-    try:
-        state.require_schema(conn)
-        run_id, _ = m._run_identity(conn)
-        m.run_id = run_id
-        source = open_source(m.source_spec, m.settings)
+def with_dsn(settings, dsn: str):
+    """The settings with the DSN this process resolved: worker processes then reach the same
+    server (an embedded one included) without resolving it again."""
+    postgres = settings.postgres.model_copy(update={"dsn": SecretStr(dsn)})
+    return settings.model_copy(update={"postgres": postgres})
+
+
+@dataclass
+class Joined:
+    """What `etl worker` reports when its workers stop."""
+
+    state: str
+    report_path: str | None
+    progress: units.RunProgress
+    done: int  # units this process completed (one worker in this process)
+
+
+def join(settings, run_id: str, *, workers: int, lease_seconds: float, should_stop) -> Joined:
+    """`etl worker --run ID`: work on a parallel run from this machine, in this process
+    (workers=1) or in `workers` processes, until no unit is left for it."""
+    dsn = pg.resolve_dsn(settings)
+    done = 0
+    if workers == 1:
+        done = Worker(settings, run_id, lease_seconds=lease_seconds, should_stop=should_stop).run()
+    else:
+        Run.join(settings, run_id)  # one line now for a wrong run id, not one per process
+        coord = Coordination(dsn, settings.postgres.retry_attempts)
         try:
-            names = m._collections(source)
-            lock_conn = m._lock_collections(names)
-            target = pg.target_label(m.settings, m.dsn)
-            if m.resume:
-                if not units.has_units(conn, run_id):
-                    raise PermanentError(
-                        f"run {run_id} was started without --workers",
-                        hint="resume it without --workers",
-                    )
-                units.retry_failed(conn, run_id)
-                # not a run that finished meanwhile: its workers (orphans of a coordinator that
-                # died, or on other machines) may complete it between the lookup and this update
-                conn.execute(
-                    "update etl_runs set state = 'running', finished_at = null, error = null"
-                    " where run_id = %s and state <> 'finished'",
-                    (run_id,),
-                )
-            else:
-                counts = {n: source.collection(n).count for n in names}
-                options = {**m._options(names), "workers": workers, "source_counts": counts}
-                with conn.transaction():
-                    state.start_run(
-                        conn,
-                        run_id,
-                        "migrate",
-                        source=source.description,
-                        target=target,
-                        options=options,
-                    )
-                indexes.rebuild(conn)  # what a crashed run left behind, before anything else
-                writers = _all_writers(m, names)
-                m._deferred = m._defer_indexes(conn, list(writers))
-                deferred_tables = {t: writers[t] for t in _tables_of(conn, m._deferred)}
-                planned = plan_units(m.mapping, source, names, workers, deferred_tables)
-                with conn.transaction():
-                    units.plan(conn, run_id, planned)
-            total = sum(
-                (
-                    conn.execute(
-                        "select options -> 'source_counts' from etl_runs where run_id = %s",
-                        (run_id,),
-                    ).fetchone()[0]
-                    or {}
-                ).values()
-            )
-        finally:
-            source.close()
-        label = f"{len(names)} collection(s), {workers} workers"
-        m.on_collection(label, total)
-        worker_settings = m.settings.model_copy(
-            update={"postgres": m.settings.postgres.model_copy(update={"dsn": SecretStr(m.dsn)})}
-        )
-        sup = Supervisor(
-            worker_settings,
-            run_id,
-            workers,
-            lease_seconds,
-            m.should_stop,
-            lambda prog: m.on_progress(label, prog.read, total),
-        )
-        coord = Coordination(m.dsn, m.settings.postgres.retry_attempts, "etl-coordinator")
-        try:
-            prog = sup.run(coord)
-            return coord.call(lambda c: _outcome(m, c, run_id, prog))
+            Supervisor(
+                with_dsn(settings, dsn), run_id, workers, lease_seconds, should_stop, lambda p: None
+            ).run(coord)
         finally:
             coord.close()
+    coord = Coordination(dsn, settings.postgres.retry_attempts)
+    try:
+        prog = coord.call(units.progress, run_id)
+        row = coord.call(
+            lambda c: c.execute(
+                "select state, report_path from etl_runs where run_id = %s", (run_id,)
+            ).fetchone()
+        )
     finally:
-        if lock_conn is not None:
-            lock_conn.close()
-        conn.close()
+        coord.close()
+    return Joined(row[0] if row else "?", row[1] if row else None, prog, done)
 
 
-def _all_writers(m: Migration, names: list[str]) -> dict[str, list[str]]:
-    """table -> every collection of the run that writes it (rows, or edges updating rows)."""
-    out: dict[str, list[str]] = {}
-    for name in names:
-        cm = m.mapping.for_collection(name)
-        if cm is None:
-            continue
-        tables = {t.table for t in cm.targets()}
-        if cm.edge is not None:
-            tables.add(m.mapping.table(cm.edge.to_document_type))
-        for t in tables:
-            out.setdefault(t, []).append(name)
-    return out
+# -- the coordinator -------------------------------------------------------------------------
+class ParallelMigration:
+    """`etl migrate --workers N`: plans the run (or resumes it), starts N local workers, and
+    reports the outcome. The Migration the CLI built gives the options, the hooks and the set-up
+    a single run would use."""
+
+    def __init__(self, migration: Migration, workers: int, lease_seconds: float):
+        self.m = migration
+        self.workers = workers
+        self.lease_seconds = lease_seconds
+        self.summary: RunSummary | None = None
+        self.report_paths: dict | None = None
+
+    def run(self) -> RunSummary:
+        m = self.m
+        if m.dry_run:
+            raise PermanentError(
+                "--dry-run is one transaction rolled back at the end; it cannot be split "
+                "across workers",
+                hint="run the dry run without --workers",
+            )
+        if m.limit is not None or m.since_key is not None:
+            raise PermanentError(
+                "--limit and --since-key are for single-process trials",
+                hint="drop --workers, or drop --limit/--since-key",
+            )
+        run = m.open_run()
+        try:
+            total, label = self._plan(run)
+            m.on_collection(label, total)
+            sup = Supervisor(
+                with_dsn(m.settings, run.dsn),
+                run.run_id,
+                self.workers,
+                self.lease_seconds,
+                m.should_stop,
+                lambda prog: m.on_progress(label, prog.read, total),
+            )
+            coord = Coordination(run.dsn, m.settings.postgres.retry_attempts, "etl-coordinator")
+            try:
+                prog = sup.run(coord)
+                self.summary = coord.call(lambda c: self._record_outcome(c, run, prog))
+            finally:
+                coord.close()
+        finally:
+            run.close()
+        return self._outcome(run.run_id, prog)
+
+    def _plan(self, run: Run) -> tuple[int, str]:
+        """Lock the collections, then plan the units (a new run) or reopen them (--resume).
+        Returns the documents to read and the progress label."""
+        m = self.m
+        source = open_source(m.source_spec, m.settings)
+        try:
+            names = select_collections(m.mapping, source, m.requested, m.all)
+            run.lock(names)
+            with pg.connect(run.dsn, autocommit=True, application_name="etl-coordinator") as conn:
+                if m.resume:
+                    self._reopen(conn, run)
+                else:
+                    self._start(conn, run, source, names)
+                counts = conn.execute(
+                    "select options -> 'source_counts' from etl_runs where run_id = %s",
+                    (run.run_id,),
+                ).fetchone()[0]
+        finally:
+            source.close()
+        return sum((counts or {}).values()), f"{len(names)} collection(s), {self.workers} workers"
+
+    def _reopen(self, conn, run: Run) -> None:
+        if not units.has_units(conn, run.run_id):
+            raise PermanentError(
+                f"run {run.run_id} was started without --workers",
+                hint="resume it without --workers",
+            )
+        units.retry_failed(conn, run.run_id)
+        # not a run that finished meanwhile: its workers (orphans of a coordinator that died,
+        # or on other machines) may complete it between the lookup and this update
+        conn.execute(
+            "update etl_runs set state = 'running', finished_at = null, error = null"
+            " where run_id = %s and state <> 'finished'",
+            (run.run_id,),
+        )
+
+    def _start(self, conn, run: Run, source, names: list[str]) -> None:
+        m = self.m
+        counts = {n: source.collection(n).count for n in names}
+        options = {**m.options(names), "workers": self.workers, "source_counts": counts}
+        with conn.transaction():
+            run.start(
+                conn,
+                source=source.description,
+                target=pg.target_label(m.settings, run.dsn),
+                options=options,
+            )
+        indexes.rebuild(conn)  # what a crashed run left behind, before anything else
+        by_table = writers(m.mapping, names)
+        deferred = m.defer_indexes(conn, run.run_id, list(by_table))
+        deferred_tables = {t: by_table[t] for t in _tables_of(conn, deferred)}
+        planned = plan_units(m.mapping, source, names, self.workers, deferred_tables)
+        with conn.transaction():
+            units.plan(conn, run.run_id, planned)
+
+    def _record_outcome(self, conn, run: Run, prog: units.RunProgress) -> RunSummary:
+        """After the local workers stopped: the run's state if they did not finish it, the
+        summary, and the report (the final unit wrote it if it ran on this machine)."""
+        with conn.transaction():
+            if not prog.finished:
+                st = "failed" if prog.failed else "interrupted"
+                error = (
+                    prog.errors[0]
+                    if prog.errors
+                    else (
+                        None
+                        if st == "interrupted"
+                        else "the workers stopped before the run was complete"
+                    )
+                )
+                conn.execute(
+                    "update etl_runs set state = %s, finished_at = now(), error = %s"
+                    " where run_id = %s and state = 'running'",
+                    (st, error, run.run_id),
+                )
+            summary = summary_from_db(conn, self.m.mapping, run.run_id)
+            report_path = conn.execute(
+                "select report_path from etl_runs where run_id = %s", (run.run_id,)
+            ).fetchone()[0]
+        if report_path and Path(report_path).exists():
+            p = Path(report_path)
+            self.report_paths = {
+                "json": p,
+                "md": p.with_suffix(".md"),
+                "html": p.with_suffix(".html"),
+            }
+        else:
+            self.report_paths = run.write_reports(summary.asdict())
+        return summary
+
+    def _outcome(self, run_id: str, prog: units.RunProgress) -> RunSummary:
+        if prog.finished:
+            return self.summary
+        if prog.failed:
+            raise PermanentError(
+                f"run {run_id} stopped: {prog.errors[0] if prog.errors else 'a unit failed'}",
+                hint="fix the cause, then `etl migrate --resume --workers N`",
+            )
+        if self.m.should_stop():
+            raise Interrupted(
+                f"run {run_id} stopped; its units keep their positions",
+                hint="continue with `etl migrate --resume --workers N`",
+            )
+        raise PermanentError(
+            f"run {run_id}: the worker processes ended before the run was complete",
+            hint="see their messages above; continue with `etl migrate --resume --workers N`",
+        )
 
 
 def _tables_of(conn, index_names: list[str]) -> list[str]:
@@ -656,50 +698,3 @@ def _tables_of(conn, index_names: list[str]) -> list[str]:
             (index_names,),
         )
     ]
-
-
-def _outcome(m: Migration, conn, run_id: str, prog: units.RunProgress) -> RunSummary:
-    """After the local workers stopped: the summary, the report, and the error if any."""
-    with conn.transaction():
-        if not prog.finished:
-            st = "failed" if prog.failed else "interrupted"
-            error = (
-                prog.errors[0]
-                if prog.errors
-                else (
-                    None
-                    if st == "interrupted"
-                    else "the workers stopped before the run was complete"
-                )
-            )
-            conn.execute(
-                "update etl_runs set state = %s, finished_at = now(), error = %s"
-                " where run_id = %s and state = 'running'",
-                (st, error, run_id),
-            )
-        summary = summary_from_db(conn, m, run_id)
-        report_path = conn.execute(
-            "select report_path from etl_runs where run_id = %s", (run_id,)
-        ).fetchone()[0]
-    m.summary = summary
-    if report_path and Path(report_path).exists():  # the final unit wrote it on this machine
-        p = Path(report_path)
-        m.report_paths = {"json": p, "md": p.with_suffix(".md"), "html": p.with_suffix(".html")}
-    else:
-        m.report_paths = _write_reports(summary, m.settings)
-    if prog.finished:
-        return summary
-    if prog.failed:
-        raise PermanentError(
-            f"run {run_id} stopped: {prog.errors[0] if prog.errors else 'a unit failed'}",
-            hint="fix the cause, then `etl migrate --resume --workers N`",
-        )
-    if m.should_stop():
-        raise Interrupted(
-            f"run {run_id} stopped; its units keep their positions",
-            hint="continue with `etl migrate --resume --workers N`",
-        )
-    raise PermanentError(
-        f"run {run_id}: the worker processes ended before the run was complete",
-        hint="see their messages above; continue with `etl migrate --resume --workers N`",
-    )

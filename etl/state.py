@@ -61,6 +61,24 @@ class Checkpoint:
     counts: Counts = field(default_factory=Counts)
 
 
+class CollectionCheckpoints:
+    """The checkpoint store of a single-process run: one etl_checkpoints row per collection,
+    the whole collection one range (pipeline.CheckpointStore)."""
+
+    until = None
+    unit_id = None
+    ends_collection = True
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+
+    def take(self, conn) -> None:
+        pass  # the collection's advisory lock (runs.Run.lock) keeps other runs away
+
+    def save(self, conn, cp: Checkpoint) -> None:
+        save_checkpoint(conn, self.run_id, cp)
+
+
 def require_schema(conn: psycopg.Connection) -> None:
     """Stop with one line when the target schema (with the run tables of 007) is missing."""
     row = conn.execute(
@@ -88,7 +106,8 @@ def start_run(conn, run_id: str, command: str, *, source: str, target: str, opti
         "insert into etl_runs (run_id, command, state, started_at, heartbeat_at, source, target,"
         " options, host, pid) values (%s, %s, 'running', now(), now(), %s, %s, %s, %s, %s)"
         " on conflict (run_id) do update set state = 'running', heartbeat_at = now(),"
-        " finished_at = null, error = null, host = excluded.host, pid = excluded.pid",
+        " finished_at = null, error = null, host = excluded.host, pid = excluded.pid,"
+        " options = excluded.options",
         (run_id, command, source, target, Jsonb(options), socket.gethostname(), os.getpid()),
     )
 

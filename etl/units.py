@@ -46,14 +46,57 @@ class Unit:
     attempts: int = 0
 
 
-@dataclass
-class UnitCheckpoint(Checkpoint):
-    """A range unit's checkpoint: saved into its etl_work_units row, guarded by the lease."""
+class UnitCheckpoints:
+    """The checkpoint store of one claimed unit (pipeline.CheckpointStore): its position and
+    counts live in its etl_work_units row, and every write first re-takes the lease."""
 
-    unit_id: int = 0
-    until: str | None = None
-    worker: str = ""
-    lease_seconds: float = LEASE_SECONDS
+    ends_collection = False  # the collection's 'finish' unit sets the links across ranges
+
+    def __init__(self, unit: Unit, worker: str, lease_seconds: float = LEASE_SECONDS):
+        self.unit = unit
+        self.run_id = unit.run_id
+        self.unit_id = unit.unit_id
+        self.until = unit.key_until
+        self.worker = worker
+        self.lease_seconds = lease_seconds
+
+    def checkpoint(self) -> Checkpoint:
+        """Where the unit stands: its saved position, or the start of its range."""
+        u = self.unit
+        return Checkpoint(u.collection, u.position or u.key_after, False, u.batches, u.counts)
+
+    def take(self, conn: psycopg.Connection) -> None:
+        """In the batch's transaction: lock the unit row and extend the lease, or raise LeaseLost."""
+        row = conn.execute(
+            "update etl_work_units set lease_until = clock_timestamp() + make_interval(secs => %s)"
+            " where run_id = %s and unit_id = %s and worker = %s and state = 'running' returning 1",
+            (self.lease_seconds, self.run_id, self.unit_id, self.worker),
+        ).fetchone()
+        if row is None:
+            raise LeaseLost(
+                f"unit {self.unit_id} of run {self.run_id} was taken over by another worker"
+                " (lease expired)"
+            )
+
+    def save(self, conn: psycopg.Connection, cp: Checkpoint) -> None:
+        """The unit's checkpoint, in the batch's transaction (after take())."""
+        conn.execute(
+            "update etl_work_units set position = %s, batches = %s, counts = %s,"
+            " state = case when %s then 'done' else state end,"
+            " finished_at = case when %s then clock_timestamp() else finished_at end"
+            " where run_id = %s and unit_id = %s and worker = %s",
+            (
+                cp.position,
+                cp.batches,
+                Jsonb(cp.counts.asdict()),
+                cp.done,
+                cp.done,
+                self.run_id,
+                self.unit_id,
+                self.worker,
+            ),
+        )
+        conn.execute("update etl_runs set heartbeat_at = now() where run_id = %s", (self.run_id,))
 
 
 @dataclass
@@ -117,40 +160,6 @@ def claim(conn: psycopg.Connection, run_id: str, worker: str, lease_seconds: flo
             {"w": worker, "lease": lease_seconds, "run": run_id},
         ).fetchone()
     return _unit(row) if row else None
-
-
-def hold(conn: psycopg.Connection, cp: UnitCheckpoint, run_id: str) -> None:
-    """In the batch's transaction: lock the unit row and extend the lease, or raise LeaseLost."""
-    row = conn.execute(
-        "update etl_work_units set lease_until = clock_timestamp() + make_interval(secs => %s)"
-        " where run_id = %s and unit_id = %s and worker = %s and state = 'running' returning 1",
-        (cp.lease_seconds, run_id, cp.unit_id, cp.worker),
-    ).fetchone()
-    if row is None:
-        raise LeaseLost(
-            f"unit {cp.unit_id} of run {run_id} was taken over by another worker (lease expired)"
-        )
-
-
-def save(conn: psycopg.Connection, run_id: str, cp: UnitCheckpoint) -> None:
-    """The unit's checkpoint, in the batch's transaction (after hold())."""
-    conn.execute(
-        "update etl_work_units set position = %s, batches = %s, counts = %s,"
-        " state = case when %s then 'done' else state end,"
-        " finished_at = case when %s then clock_timestamp() else finished_at end"
-        " where run_id = %s and unit_id = %s and worker = %s",
-        (
-            cp.position,
-            cp.batches,
-            Jsonb(cp.counts.asdict()),
-            cp.done,
-            cp.done,
-            run_id,
-            cp.unit_id,
-            cp.worker,
-        ),
-    )
-    conn.execute("update etl_runs set heartbeat_at = now() where run_id = %s", (run_id,))
 
 
 def release(conn: psycopg.Connection, unit: Unit, worker: str) -> None:

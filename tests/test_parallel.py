@@ -16,7 +16,7 @@ import pytest
 
 from etl import units
 from etl.migrate import Migration
-from etl.parallel import needs_of, run_parallel
+from etl.parallel import ParallelMigration, needs_of
 from etl.reconcile import Reconciliation
 from etl.settings import load_settings
 from tests.datagen import generate
@@ -80,7 +80,7 @@ def test_three_workers_give_the_rows_of_one_process(
         load_settings(None, env=env1), all_=True, batch_size=20, retry_wait=lambda rs: 0
     ).run()
     m = Migration(load_settings(None, env=env3), all_=True, batch_size=20, retry_wait=lambda rs: 0)
-    summary = run_parallel(m, workers=3, lease_seconds=30)
+    summary = ParallelMigration(m, workers=3, lease_seconds=30).run()
     assert summary.state == "finished"
     assert rows(one) == rows(three)
     by_name = {c.collection: c for c in summary.collections}
@@ -307,10 +307,10 @@ def test_an_expired_lease_is_taken_over_and_the_old_holder_cannot_commit(schema_
         time.sleep(0.3)
         second = units.claim(conn, "r2", "new", 60)
         assert second is not None and second.unit_id == first.unit_id and second.attempts == 2
-        cp = units.UnitCheckpoint("c", None, unit_id=first.unit_id, worker="old")
+        old = units.UnitCheckpoints(first, worker="old")
         with pytest.raises(units.LeaseLost):
             with conn.transaction():
-                units.hold(conn, cp, "r2")
+                old.take(conn)
 
 
 def test_a_parent_link_waiting_for_a_later_parent_survives_a_stop_and_resume(schema_db, tmp_path):

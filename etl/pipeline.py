@@ -1,0 +1,399 @@
+"""The engine every run uses: read a key range, transform, load, checkpoint; one committed
+transaction per batch, and the one place where a batch's counts are made.
+
+A single migrate, a parallel worker's range unit and (later) change capture all call
+`Pipeline.load_range()` with a checkpoint store that says where the range's position lives.
+See docs/design.md ("The pipeline") for the transaction and crash guarantees.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import psycopg
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from etl import pg, state
+from etl.errors import Interrupted, is_transient
+from etl.load import LinkOutcome, Loader, LoadOutcome
+from etl.mapping import Mapping
+from etl.results import CollectionResult, count_relinked, now_iso, record_findings
+from etl.sources.prefetch import prefetch
+from etl.state import Checkpoint, Counts
+from etl.transform import EdgeLink, Reject, Row, Transformer, Unmapped
+
+log = logging.getLogger("etl.pipeline")
+
+
+class CheckpointStore(Protocol):
+    """Where one range's position and counts are kept: a collection's etl_checkpoints row
+    (state.CollectionCheckpoints) or a parallel run's unit row (units.UnitCheckpoints)."""
+
+    until: str | None  # the range's last key, None: to the end of the collection
+    unit_id: int | None  # recorded with each batch of a parallel run
+    ends_collection: bool  # the end of this range is the end of its collection
+
+    def take(self, conn: psycopg.Connection) -> None:
+        """First statement of every batch transaction (a unit re-takes its lease here)."""
+
+    def save(self, conn: psycopg.Connection, cp: Checkpoint) -> None:
+        """The range's checkpoint, in the batch's transaction."""
+
+
+@dataclass
+class Transformed:
+    """One batch after the transform: rows per document type, edges, and the documents that
+    are not rows (collection, key, document, reason, stage transform|unmapped)."""
+
+    rows: dict[str, list[Row]] = field(default_factory=lambda: defaultdict(list))
+    edges: list[EdgeLink] = field(default_factory=list)
+    not_rows: list[tuple] = field(default_factory=list)
+
+    @property
+    def ndocs(self) -> int:
+        return sum(map(len, self.rows.values())) + len(self.edges) + len(self.not_rows)
+
+
+def batch_counts(
+    t: Transformed, loads: dict[str, LoadOutcome], link: LinkOutcome | None
+) -> tuple[Counts, dict[str, Counts]]:
+    """The counts of one committed batch, total and per document type ('edge' for edges).
+
+    Every document read is exactly one of inserted, updated, unchanged (a row already
+    identical, or an earlier copy of a key the same batch repeats), rejected (by the transform,
+    by PostgreSQL, or an edge whose ends are missing) or unmapped; this is checked here."""
+    by_type: dict[str, Counts] = {}
+    for document_type, lo in loads.items():
+        by_type[document_type] = Counts(
+            read=len(t.rows[document_type]),
+            inserted=lo.inserted,
+            updated=lo.updated,
+            unchanged=lo.unchanged,  # the loader's count already leaves out its rejects
+            rejected=len(lo.rejected),
+            dangling=lo.dangling,
+        )
+    if link is not None:
+        by_type["edge"] = Counts(
+            read=len(t.edges),
+            updated=link.linked,
+            unchanged=link.unchanged,
+            rejected=len(link.dangling),
+        )
+    total = Counts()
+    for c in by_type.values():
+        total.add(c)
+    n_unmapped = sum(1 for r in t.not_rows if r[4] == "unmapped")
+    total.add(
+        Counts(read=len(t.not_rows), rejected=len(t.not_rows) - n_unmapped, unmapped=n_unmapped)
+    )
+    for what, c in [("batch", total), *by_type.items()]:
+        if c.read != c.loaded + c.rejected + c.unmapped or min(vars(c).values()) < 0:
+            raise AssertionError(f"unbalanced counts for {what}: {c.asdict()}")
+    if total.read != t.ndocs:
+        raise AssertionError(f"batch counts read {total.read} of {t.ndocs} documents")
+    return total, by_type
+
+
+def _log_retry(retry_state) -> None:
+    exc = retry_state.outcome.exception()
+    log.warning(
+        "transient error, attempt %d failed, retrying in %.1fs: %s",
+        retry_state.attempt_number,
+        retry_state.next_action.sleep if retry_state.next_action else 0,
+        str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+    )
+
+
+def retry_policy(attempts: int, wait=None) -> Retrying:
+    """Transient errors (connection lost, server restarting, serialization) are retried with
+    backoff and jitter; anything else goes up at once."""
+    return Retrying(
+        retry=retry_if_exception(is_transient),
+        stop=stop_after_attempt(attempts),
+        wait=wait or wait_random_exponential(multiplier=0.5, max=20),
+        reraise=True,
+        before_sleep=_log_retry,
+    )
+
+
+class Pipeline:
+    """Loads key ranges of collections into the target through one working connection."""
+
+    def __init__(
+        self,
+        settings,
+        mapping: Mapping,
+        run_id: str,
+        dsn: str,
+        *,
+        batch_size: int,
+        dry_run: bool = False,
+        on_progress: Callable[[str, int, int | None], None] | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+        retry_wait: Callable | None = None,
+    ):
+        self.settings = settings
+        self.mapping = mapping
+        self.run_id = run_id
+        self.dsn = dsn
+        self.batch_size = batch_size
+        self.dry_run = dry_run
+        self.on_progress = on_progress or (lambda c, n, total: None)
+        self.should_stop = should_stop
+        self.retry_wait = retry_wait
+        self._conn: psycopg.Connection | None = None
+
+    # -- the working connection --------------------------------------------------------------
+    @property
+    def conn(self) -> psycopg.Connection:
+        """The connection batches commit on; a new one when the last was lost."""
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            # synchronous_commit stays on: with it off, a server crash loses the last commits
+            # while this process, which saw them succeed, goes on after them (a checkpoint ahead
+            # of its data: the soak's PostgreSQL restart -m immediate trial lost 2 batches).
+            self._conn = pg.connect(self.dsn)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def retrying(self, fn: Callable[[psycopg.Connection], Any]) -> Any:
+        """fn(conn), again on a new connection after a transient error. A dry run is one
+        transaction on one connection: it is not retried."""
+        attempts = 1 if self.dry_run else self.settings.postgres.retry_attempts
+        for attempt in retry_policy(attempts, self.retry_wait):
+            with attempt:
+                # no probe statement before fn: on this non-autocommit connection it would open
+                # a transaction, and fn's transaction() would be a savepoint never committed
+                return fn(self.conn)
+
+    def in_transaction(self, fn: Callable[[psycopg.Connection], Any]) -> Any:
+        """fn(conn) inside one transaction, retried as a whole."""
+
+        def attempt(c):
+            with c.transaction():
+                return fn(c)
+
+        return self.retrying(attempt)
+
+    # -- one key range -----------------------------------------------------------------------
+    def load_range(
+        self,
+        source,
+        collection: str,
+        store: CheckpointStore,
+        cp: Checkpoint,
+        result: CollectionResult,
+        *,
+        limit: int | None = None,
+    ) -> None:
+        """Read (cp.position, store.until] of `collection` in batches and load them; each
+        batch commits its rows, rejects, timing and new checkpoint together. At the end the
+        range is marked done (with the collection's late parent links when the store ends
+        the collection). Ctrl-C stops after the batch in flight (Interrupted)."""
+        transformer = Transformer(self.mapping, self.run_id, now_iso())
+        result.counts = Counts(**vars(cp.counts))
+        result.batches = cp.batches
+        self.on_progress(collection, result.counts.read, result.source_count)
+        remaining = limit
+        until = {"until": store.until} if store.until is not None else {}
+        batches = source.batches(collection, self.batch_size, after=cp.position, **until)
+        t_range = last_done = time.perf_counter()
+        # Batch N+1 is transformed here while one committer thread loads batch N: psycopg
+        # releases the GIL while PostgreSQL works. One committer keeps checkpoints in order; a
+        # transformed batch that was never submitted is simply read again on resume.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="etl-commit") as committer:
+            in_flight = None
+            for batch in prefetch(batches):
+                docs = batch.docs
+                if remaining is not None:
+                    docs = docs[:remaining]
+                    remaining -= len(docs)
+                started = datetime.now(UTC)
+                t0 = time.perf_counter()
+                transformed = self._transform(transformer, collection, docs, result)
+                if in_flight is not None:
+                    last_done = self._absorb(in_flight, collection, result, last_done)
+                    in_flight = None
+                    self._stop_if_requested(collection, cp, result)
+                future = committer.submit(
+                    self._commit_batch, collection, batch, docs, store, cp, transformed, started, t0
+                )
+                in_flight = (future, batch, len(docs))
+                if remaining is not None and remaining <= 0:
+                    break
+            if in_flight is not None:
+                last_done = self._absorb(in_flight, collection, result, last_done)
+                self._stop_if_requested(collection, cp, result)
+        result.seconds += time.perf_counter() - t_range
+        # cut short by --limit: the range stays open (a later run goes on from its position)
+        self._complete(collection, store, cp, result, done=remaining is None or remaining > 0)
+        result.status = "migrated"
+
+    def _complete(self, collection, store: CheckpointStore, cp: Checkpoint, result, done: bool):
+        """One transaction: the collection's late parent links (when this range ends it) and
+        the range marked done, so that a crash in between cannot lose the links."""
+
+        def attempt(c):
+            linked = self.relink_pending(c, collection) if store.ends_collection else {}
+            if done and not self.dry_run:
+                store.take(c)
+                final = replace(cp, done=True, counts=Counts(**vars(result.counts)))
+                final.counts.dangling -= sum(linked.values())
+                store.save(c, final)
+            return linked
+
+        count_relinked(result, self.in_transaction(attempt))
+        if done:
+            cp.done, cp.counts = True, result.counts
+
+    def relink_pending(self, c: psycopg.Connection, collection: str) -> dict[str, int]:
+        """In the caller's transaction: set the references to a parent that was not loaded yet
+        when its child was (later in the stream, or in another worker's range), as the batches
+        kept them in etl_pending_links; then forget them. Returns links set per document type."""
+        cm = self.mapping.for_collection(collection)
+        linked: dict[str, int] = {}
+        for document_type in sorted({t.document_type for t in cm.targets()} if cm else ()):
+            table = self.mapping.table(document_type)
+            refs = c.execute(
+                "select child_id::text, parent_id::text from etl_pending_links"
+                " where run_id = %s and table_name = %s",
+                (self.run_id, table),
+            ).fetchall()
+            if not refs:
+                continue
+            linked[document_type] = Loader(c, self.run_id).relink_parents(table, refs)
+            c.execute(
+                "delete from etl_pending_links where run_id = %s and table_name = %s",
+                (self.run_id, table),
+            )
+            log.info(
+                "%s: linked %d of %d references to parents that came later",
+                collection,
+                linked[document_type],
+                len(refs),
+            )
+        return linked
+
+    # -- one batch ---------------------------------------------------------------------------
+    def _transform(self, transformer, collection, docs, result: CollectionResult) -> Transformed:
+        out = Transformed()
+        for doc in docs:
+            t = transformer.transform(collection, doc)
+            if isinstance(t, Row):
+                out.rows[t.document_type].append(t)
+                # field coverage: which columns got a value, which attributes went to extra
+                result.columns_filled.update(k for k, v in t.values.items() if v is not None)
+                extra = (t.values.get("metadata") or {}).get("extra") or {}
+                result.extra_fields.update(extra.keys())
+            elif isinstance(t, EdgeLink):
+                out.edges.append(t)
+            elif isinstance(t, Reject):
+                out.not_rows.append((collection, t.key, doc, t.reason, "transform"))
+            elif isinstance(t, Unmapped):
+                out.not_rows.append((collection, t.key, doc, t.reason, "unmapped"))
+        return out
+
+    def _commit_batch(self, collection, batch, docs, store, cp: Checkpoint, t, started, t0):
+        """Load one batch and its bookkeeping in one transaction, retried as a whole.
+        Returns (counts, per-type counts, rejects) once committed; cp then holds the new
+        position."""
+        docs_by_key = {d.get("_key"): d for d in docs if isinstance(d, dict)}
+
+        def attempt(c):
+            loader = Loader(c, self.run_id)
+            rejects = list(t.not_rows)
+            loads: dict[str, LoadOutcome] = {}
+            link = None
+            if not self.dry_run:
+                store.take(c)  # first: a unit's row stays locked until the commit
+            c.execute("select set_config('etl.run_id', %s, true)", (self.run_id,))
+            for document_type, rows in t.rows.items():
+                lo = loads[document_type] = loader.load(document_type, rows)
+                for row, reason in lo.rejected:
+                    doc = docs_by_key.get(row.key, row.values)
+                    rejects.append((collection, row.key, doc, reason, "load"))
+                if lo.forward_refs:
+                    table = self.mapping.table(document_type)
+                    _keep_pending_links(c, self.run_id, table, lo.forward_refs)
+            if t.edges:
+                link = loader.link_edges(t.edges)
+                for e in link.dangling:
+                    reason = "dangling_edge: an end of the edge is not in the target"
+                    rejects.append(
+                        (collection, e.key, docs_by_key.get(e.key, e.edge), reason, "link")
+                    )
+            counts, by_type = batch_counts(t, loads, link)
+            state.write_rejects(c, self.run_id, rejects)
+            new_cp = replace(cp, position=batch.position, done=False, batches=cp.batches + 1)
+            new_cp.counts = Counts(**vars(cp.counts))
+            new_cp.counts.add(counts)
+            if not self.dry_run:
+                store.save(c, new_cp)
+                state.record_batch(
+                    c,
+                    self.run_id,
+                    collection,
+                    new_cp.batches,
+                    counts.read,
+                    batch.nbytes,
+                    started,
+                    time.perf_counter() - t0,
+                    unit=store.unit_id,
+                )
+            return counts, by_type, rejects, new_cp
+
+        counts, by_type, rejects, new_cp = self.in_transaction(attempt)
+        cp.position, cp.batches, cp.counts = new_cp.position, new_cp.batches, new_cp.counts
+        return counts, by_type, rejects
+
+    def _absorb(self, in_flight, collection: str, result: CollectionResult, last_done: float):
+        """Wait for the batch being committed; fold its counts and findings into the result."""
+        future, batch, ndocs = in_flight
+        counts, by_type, rejects = future.result()  # re-raises the commit's error here
+        now = time.perf_counter()
+        result.counts.add(counts)
+        for document_type, c in by_type.items():
+            result.by_type[document_type].add(c)
+        record_findings(result, rejects)
+        result.batches += 1
+        result.nbytes += batch.nbytes
+        result.warnings.extend(batch.warnings)
+        # seconds between two committed batches: the pipeline's throughput, as the chart shows it
+        result.batch_stats.append(
+            {
+                "seq": result.batches,
+                "docs": ndocs,
+                "bytes": batch.nbytes,
+                "seconds": round(now - last_done, 4),
+            }
+        )
+        self.on_progress(collection, result.counts.read, result.source_count)
+        return now
+
+    def _stop_if_requested(self, collection: str, cp: Checkpoint, result) -> None:
+        if self.should_stop():
+            result.status = "interrupted"
+            raise Interrupted(
+                f"stopped after batch {cp.batches} of {collection}; run {self.run_id} is resumable",
+                hint="continue with `etl migrate --resume`",
+            )
+
+
+def _keep_pending_links(c, run_id: str, table: str, refs) -> None:
+    with c.cursor() as cur:
+        cur.executemany(
+            "insert into etl_pending_links (run_id, table_name, child_id, parent_id)"
+            " values (%s, %s, %s, %s) on conflict (run_id, table_name, child_id)"
+            " do update set parent_id = excluded.parent_id",
+            [(run_id, table, child, parent) for child, parent in refs],
+        )

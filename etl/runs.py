@@ -1,0 +1,182 @@
+"""A run's life in etl_runs, the same for every command: its identity (new, resumed or joined),
+its collection locks, its start and end rows, and its reports."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+
+from etl import pg, state, units
+from etl.errors import PermanentError
+from etl.report import write_reports
+from etl.state import Checkpoint
+
+log = logging.getLogger("etl.runs")
+
+
+def select_collections(mapping, source, requested: list[str], all_: bool) -> list[str]:
+    """The collections a run works on, in dependency order whatever order the flags came in.
+    --all adds the collections the source has and the mapping does not name (reported as
+    unmapped); a named collection the source lacks stops with the list of what exists."""
+    order = list(mapping.collections_in_order())
+    if all_:
+        known = {c.name for c in source.collections()}
+        return [c for c in order if c in known] + sorted(known - set(order))
+    if not requested:
+        raise PermanentError("name a collection (--collection NAME) or use --all")
+    for name in requested:
+        source.collection(name)  # PermanentError listing what exists
+    rank = {c: i for i, c in enumerate(order)}
+    return sorted(dict.fromkeys(requested), key=lambda c: rank.get(c, len(rank)))
+
+
+class Run:
+    """One run of `command`. Make it with Run.new(), Run.resume() or Run.join(); then lock()
+    its collections, start(), and finish() it once, whatever happened; close() at the end."""
+
+    def __init__(
+        self,
+        settings,
+        command: str,
+        run_id: str,
+        dsn: str,
+        *,
+        previous: dict | None = None,
+        checkpoints: dict[str, Checkpoint] | None = None,
+    ):
+        self.settings = settings
+        self.command = command
+        self.run_id = run_id
+        self.dsn = dsn
+        # what the resumed or joined run recorded: state and options (collections, source_spec,
+        # batch_size, ...); empty for a new run
+        self.previous = previous or {}
+        self.checkpoints = checkpoints or {}
+        self.report_paths: dict[str, Path] | None = None
+        self._lock_conn: psycopg.Connection | None = None
+
+    @property
+    def options(self) -> dict:
+        return self.previous.get("options") or {}
+
+    # -- identity ----------------------------------------------------------------------------
+    @classmethod
+    def new(cls, settings, command: str, *, dry_run: bool = False) -> Run:
+        dsn = _checked_dsn(settings)
+        return cls(settings, command, state.new_run_id("dryrun" if dry_run else command), dsn)
+
+    @classmethod
+    def resume(cls, settings, command: str = "migrate") -> Run:
+        """The newest run of `command` that did not finish, with its checkpoints."""
+        dsn = _checked_dsn(settings)
+        with pg.connect(dsn) as conn:
+            prev = state.latest_resumable_run(conn, command)
+            if prev is None:
+                raise PermanentError(
+                    f"nothing to resume: no interrupted or failed {command} run",
+                    hint="start a new run without --resume",
+                )
+            checkpoints = state.load_checkpoints(conn, prev["run_id"])
+        log.info("resuming run %s (%s)", prev["run_id"], prev["state"])
+        return cls(settings, command, prev["run_id"], dsn, previous=prev, checkpoints=checkpoints)
+
+    @classmethod
+    def join(cls, settings, run_id: str) -> Run:
+        """A parallel migrate run that workers on any machine share."""
+        dsn = _checked_dsn(settings)
+        with pg.connect(dsn, autocommit=True) as conn:
+            row = conn.execute(
+                "select state, options from etl_runs where run_id = %s and command = 'migrate'",
+                (run_id,),
+            ).fetchone()
+            if row is None or not units.has_units(conn, run_id):
+                raise PermanentError(
+                    f"no parallel migrate run {run_id!r}",
+                    hint="start one with `etl migrate --workers N`; `etl status` lists runs",
+                )
+        previous = {"run_id": run_id, "state": row[0], "options": row[1]}
+        return cls(settings, "migrate", run_id, dsn, previous=previous)
+
+    # -- locks -------------------------------------------------------------------------------
+    def lock(self, names: list[str]) -> None:
+        """A session advisory lock per collection, held until close(): a second run of the
+        same command on a collection refuses at once instead of interleaving checkpoints."""
+        conn = pg.connect(self.dsn, autocommit=True, application_name=f"etl-{self.command}-lock")
+        for name in names:
+            got = conn.execute(
+                "select pg_try_advisory_lock(hashtextextended(%s, 0))",
+                (f"etl.{self.command}:{name}",),
+            ).fetchone()[0]
+            if not got:
+                conn.close()
+                raise PermanentError(
+                    f"another etl {self.command} is running on collection {name!r}",
+                    hint="wait for it to finish (etl status shows it)",
+                )
+        self._lock_conn = conn
+
+    @property
+    def locked(self) -> bool:
+        return self._lock_conn is not None
+
+    # -- start and end -----------------------------------------------------------------------
+    def start(self, conn: psycopg.Connection, *, source: str, target: str, options: dict) -> None:
+        """The run's etl_runs row (state running), in the caller's transaction."""
+        state.start_run(
+            conn, self.run_id, self.command, source=source, target=target, options=options
+        )
+
+    def write_reports(self, summary: dict, *, markdown=None) -> dict[str, Path] | None:
+        """reports/<run id>.{json,md,html}; a disk problem is a warning (etl_runs keeps the
+        outcome), never the reason a run fails."""
+        try:
+            self.report_paths = write_reports(
+                summary, self.settings.migrate.reports_dir, markdown=markdown
+            )
+        except OSError as exc:
+            log.warning("could not write the report of run %s: %s", self.run_id, exc)
+            self.report_paths = None
+        return self.report_paths
+
+    def finish(
+        self,
+        run_state: str,
+        *,
+        summary: dict,
+        error: str | None = None,
+        also: Callable[[psycopg.Connection], None] | None = None,
+    ) -> None:
+        """The run's end row (and `also`, e.g. audit entries) in one transaction on a fresh
+        connection: the working one may be broken. A failure here is logged, not raised: the
+        report is written and a migrate run stays resumable."""
+        paths = self.report_paths
+        try:
+            with pg.connect(self.dsn) as conn, conn.transaction():
+                if also is not None:
+                    also(conn)
+                state.finish_run(
+                    conn,
+                    self.run_id,
+                    run_state,
+                    summary=summary,
+                    error=error,
+                    report_path=str(paths["json"]) if paths else None,
+                )
+        except psycopg.Error as exc:
+            log.warning("could not record the end of %s run %s: %s", self.command, self.run_id, exc)
+
+    def close(self) -> None:
+        if self._lock_conn is not None:
+            self._lock_conn.close()
+            self._lock_conn = None
+
+
+def _checked_dsn(settings) -> str:
+    """The target's DSN, once its schema is known to be the one this etl applies."""
+    dsn = pg.resolve_dsn(settings)
+    with pg.connect(dsn) as conn:
+        state.require_schema(conn)
+    return dsn
