@@ -2,11 +2,8 @@
 
 A unit is a key range (key_after, key_until] of one collection, a collection's 'finish' step,
 the index builds of one table ('index', its table name in `collection`), or the run's 'final'
-step. Workers on any machine claim the first claimable unit with
-FOR UPDATE SKIP LOCKED; a unit is claimable when it is pending, or running with an expired
-lease, and everything it needs is done. Every batch a worker commits first re-takes its unit
-(`hold`): the row lock then covers the whole batch transaction, and a worker whose lease was
-taken over fails that batch (LeaseLost) instead of committing it, so no unit is done twice.
+step. Workers claim units with FOR UPDATE SKIP LOCKED and a lease; UnitCheckpoints is the
+pipeline's checkpoint store for a claimed unit (docs/design.md, "Parallel workers").
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import pytest
 
 from etl.load import LoadOutcome
 from etl.pipeline import Transformed, batch_counts
-from tests.datagen import _resume, generate, write_dump, write_jsonl
+from tests.datagen import generate, write_dump, write_jsonl
 from tests.test_migrate import run, scalar
 
 
@@ -24,10 +24,9 @@ def resumes_with_one_postgresql_refuses(n_good: int) -> tuple[dict[str, list[dic
     """n_good ordinary resumes and one whose user_id PostgreSQL cannot index: 40 kB that do
     not compress ("index row requires 40024 bytes, maximum size is 8191"). The transform
     accepts it (user_id is text); only the database refuses it."""
-    docs = [_resume(5, i) for i in range(n_good)]
-    bad = _resume(5, n_good)
+    docs = list(generate(n_good + 1, seed=5)["resumes"])
+    bad = docs[2]
     bad["user_id"] = secrets.token_hex(20_000)
-    docs.insert(2, bad)
     return {"resumes": docs}, bad["_key"]
 
 
