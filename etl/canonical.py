@@ -1,26 +1,6 @@
-"""The text PostgreSQL prints for a jsonb value, computed in Python, and its 64-bit digest.
-
-`canonical(v)` is byte-identical to `(<msgspec text of v>)::jsonb::text` on the server, that is
-to what `SELECT col::text` returns for a value our loader stored (etl/load.py writes jsonb with
-msgspec, jsonutil.dumps_str). The rules, each pinned against a real server by
-tests/test_canonical.py:
-
-- object keys in jsonb order: shorter keys first (length in UTF-8 bytes), then bytewise on
-  UTF-8, which for valid strings is code point order; a duplicate key keeps the last value;
-- separators ", " and ": ", no other white space; "{}" and "[]" for empty containers;
-- strings escaped as PostgreSQL's escape_json does: \\" \\\\ \\b \\f \\n \\r \\t, any other
-  character below U+0020 as \\u00xx (lower-case hex), everything else raw (DEL, U+2028,
-  astral characters);
-- integers exact at any size; floats as jsonb's numeric prints the literal msgspec wrote: the
-  decimal digits of that literal without exponent (1e308 -> "1" and 308 zeros, 1e-7 ->
-  "0.0000001", 2.0 -> "2.0"); numeric has no negative zero, so -0.0 -> "0.0"; NaN and the
-  infinities are written by msgspec as null, so they are "null" here too;
-- decimal.Decimal values (what `loads_exact` returns for the server's own numbers) print as
-  numeric does (format "f"), which makes canonical(loads_exact(t)) == t for any server text t;
-- true, false, null.
-
-`digest(v)` is the first 8 bytes of md5(canonical text) as a signed big-endian int64; its SQL
-twin is `digest_sql("<text expression>")`. Both sides of `etl reconcile` compute it.
+"""The text PostgreSQL prints for a jsonb value, computed in Python, and its 64-bit digest:
+both sides of `etl reconcile` hash the same text. The rules, each pinned against a real server
+by tests/test_canonical.py, are in docs/design.md ("Canonical JSON text").
 """
 
 from __future__ import annotations

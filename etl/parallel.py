@@ -1,16 +1,6 @@
-"""Parallel runs: `etl migrate --workers N` and `etl worker --run ID`.
-
-The coordinator (`etl migrate --workers N`) plans the run into work units (etl/units.py): per
-collection, key ranges whose boundaries the source finds in its own key order (ArangoDB:
-AQL over the primary index; a dump or jsonl source is read whole, one unit per collection),
-then a 'finish' unit per collection and a 'final' unit. It then starts N local worker
-processes and watches them. `etl worker --run ID` on other machines joins the same run through
-the same PostgreSQL. Any worker may execute any unit; the unit table decides who does what.
-
-Dependencies: a range of a collection that references others (optimizations -> resumes, jobs;
-job_research edges -> jobs, research) is claimable only once every unit of those collections is
-done. References to a parent in the same collection that another range loads later are kept in
-etl_pending_links and set by the collection's 'finish' unit.
+"""Parallel runs: `etl migrate --workers N` plans the run into work units (etl/units.py) and
+starts N local worker processes; `etl worker --run ID` joins from any machine. Every unit goes
+through the same pipeline as a single run (docs/design.md, "Parallel workers").
 """
 
 from __future__ import annotations
