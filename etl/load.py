@@ -18,14 +18,13 @@ from psycopg import sql
 
 from etl import jsonutil
 from etl.errors import is_transient
+from etl.target import JSONB_COLUMNS
 
 # SQLSTATE classes that mean "this row's data is not acceptable": data exceptions (22),
 # integrity violations (23), RAISE from a validation trigger (P0001), program limits such as a
 # too-large or too-deep jsonb value (54). Anything else is a bug or a schema problem and must
 # not be turned into thousands of rejects.
 _ROW_LEVEL_SQLSTATE = ("22", "23", "P0001", "54")
-
-JSONB_COLUMNS = ("parsed_data", "metadata")
 
 
 @dataclass
