@@ -9,6 +9,7 @@ import bisect
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -190,20 +191,23 @@ class FileSource:
         ctype = c.type or ("edge" if scan.all_edge_like and scan.live > 0 else "document")
         return CollectionInfo(c.name, ctype, scan.live)  # type: ignore[arg-type]
 
-    def remaining(self, collection: str, after: str | None = None) -> int:
+    def remaining(self, collection: str, after: str | None = None, until: str | None = None) -> int:
         scan = self._scan(self._get(collection))
         start = self._start(scan, after)
-        dead_after = len(scan.dead) - bisect.bisect_left(scan.dead, start)
-        return (scan.records - start) - dead_after
+        end = self._end(scan, start, until)
+        dead = bisect.bisect_left(scan.dead, end) - bisect.bisect_left(scan.dead, start)
+        return (end - start) - dead
 
     def batches(
-        self, collection: str, batch_size: int, after: str | None = None
+        self, collection: str, batch_size: int, after: str | None = None, until: str | None = None
     ) -> Iterator[Batch]:
+        """Documents after position `after` up to position `until` (record counts), in file order."""
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         c = self._get(collection)
         scan = self._scan(c)
         start = self._start(scan, after)
+        end = self._end(scan, start, until)
         last = scan.last
         pending_warnings: list[str] = list(scan.warnings)
         docs: list[dict] = []
@@ -211,11 +215,16 @@ class FileSource:
         nbytes = 0
         index = 0  # index of the next record
         for path, n_in_file in zip(c.files, scan.per_file):
+            if until is not None and index >= end:
+                break
             if index + n_in_file <= start:
                 index += n_in_file
                 continue
             skip = start - index if start > index else 0
-            for _off, lineno, n, obj in self._records(path, skip, _ignore):
+            in_file = self._records(path, skip, _ignore)
+            # with `until`, no line after it is decoded (nor can fail)
+            records = in_file if until is None else islice(in_file, end - index)
+            for _off, lineno, n, obj in records:
                 if obj is SKIPPED:  # before `after`
                     index += 1
                     continue
@@ -254,7 +263,8 @@ class FileSource:
                 if len(docs) >= batch_size:
                     yield Batch(c.name, docs, str(index), nbytes, tuple(pending_warnings))
                     docs, keys_in_batch, nbytes, pending_warnings = [], set(), 0, []
-        if index != scan.records and index > start:
+            in_file.close()  # the file, when `until` stopped the reading inside it
+        if index != end and index > start:
             raise PermanentError(
                 f"{c.name}: read {index} records, the scan counted {scan.records}; "
                 "the dump changed while it was read"
@@ -281,6 +291,15 @@ class FileSource:
                 f"collection {name!r} is not in {self.description}; it holds: "
                 f"{', '.join(sorted(self._collections)) or '(none)'}"
             ) from None
+
+    @classmethod
+    def _end(cls, scan: _Scan, start: int, until: str | None) -> int:
+        if until is None:
+            return scan.records
+        end = cls._start(scan, until)
+        if end < start:
+            raise PermanentError(f"position {until} (until) is before position {start} (after)")
+        return end
 
     @staticmethod
     def _start(scan: _Scan, after: str | None) -> int:
