@@ -1,6 +1,6 @@
 """Ranges for parallel workers: ArangoDB's boundaries come from the server's own order, and the
 ranges (after, until] read back every document exactly once, in ICU-like and bytewise collation.
-File sources honour (after, until] in their own positions (record counts)."""
+File sources are one range, but honour (after, until] in their own positions (record counts)."""
 
 from __future__ import annotations
 
@@ -58,10 +58,11 @@ def _read(src, name, batch_size=1000, **kw) -> tuple[list[str], list[str]]:
 
 
 @pytest.mark.parametrize("case", ["v38_envelope", "split_files", "v311_gzip"])
-def test_a_file_source_reads_any_range_of_positions(case):
+def test_a_file_source_is_one_range_and_reads_any_range_of_positions(case):
     src = DumpSource(DUMPS / case)
     for info in src.collections():
         name = info.name
+        assert src.split_points(name, 4) == []
         everything, positions = _read(src, name)
         records = int(positions[-1]) if positions else 0
         for lo in range(records + 1):
@@ -86,6 +87,9 @@ def test_a_file_source_refuses_a_range_it_cannot_read(tmp_path):
         list(src.batches("resumes", 10, until="r1003"))
     with pytest.raises(PermanentError, match="outside"):
         list(src.batches("resumes", 10, until="12"))
+    with pytest.raises(PermanentError, match="not in"):
+        src.split_points("nope", 2)
     (tmp_path / "jobs.jsonl").write_text('{"_key":"a"}\n{"_key":"b"}\n{"_key":"c"}\n')
     jsonl = JsonlSource(tmp_path)
+    assert jsonl.split_points("jobs", 3) == []
     assert _read(jsonl, "jobs", after="1", until="2") == (["b"], ["2"])

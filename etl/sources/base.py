@@ -1,7 +1,7 @@
 """The Source protocol every kind of source is read through: its collections, then one collection
 in batches in a stable order. A batch's `position` is an opaque resume token (ArangoDB: the last
-`_key`; files: records consumed): `after=` it yields what follows, and `until=` ends a range
-(after, until].
+`_key`; files: records consumed): `after=` it yields what follows, and `split_points` gives the
+bounds of ranges (after, until] that read the collection exactly once, for parallel workers.
 """
 
 from __future__ import annotations
@@ -39,6 +39,10 @@ class Source(Protocol):
     def collection(self, name: str) -> CollectionInfo:
         """One collection; PermanentError naming the existing ones when it does not exist."""
 
+    def split_points(self, collection: str, parts: int) -> list[str]:
+        """At most parts - 1 positions cutting the collection into ranges of about equal size:
+        range i is (points[i-1], points[i]]. [] = one range (a source that cannot seek)."""
+
     def batches(
         self,
         collection: str,
@@ -51,9 +55,5 @@ class Source(Protocol):
 
     def remaining(self, collection: str, after: str | None = None, until: str | None = None) -> int:
         """How many documents batches(collection, n, after, until) yields."""
-
-    # Sources that can be split (ArangoDB) also have
-    #   split_points(collection, parts) -> list[str]   range bounds in the source's own order
-    # Parallel workers split a collection only when the source has split_points.
 
     def close(self) -> None: ...

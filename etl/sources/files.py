@@ -191,6 +191,11 @@ class FileSource:
         ctype = c.type or ("edge" if scan.all_edge_like and scan.live > 0 else "document")
         return CollectionInfo(c.name, ctype, scan.live)  # type: ignore[arg-type]
 
+    def split_points(self, collection: str, parts: int) -> list[str]:
+        """[]: one range, since a file cannot be read from a key (only counted up to a position)."""
+        self._get(collection)
+        return []
+
     def remaining(self, collection: str, after: str | None = None, until: str | None = None) -> int:
         scan = self._scan(self._get(collection))
         start = self._start(scan, after)
