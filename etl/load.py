@@ -1,11 +1,6 @@
 """Load: COPY a batch of canonical rows into the session's staging table, then upsert them with
-the set-based core `etl_merge_stage()` (sql/007) that `migrate_arango_document()` also uses.
-
-Runs inside the caller's transaction. Each attempt is a savepoint; when COPY or the merge
-fails on data (a validation trigger, a constraint, a value PostgreSQL cannot store), the rows
-are split in halves and retried, so a bad row ends as one reject with the database's message
-and every other row of the batch loads. Transient errors (connection lost, serialization) are
-not bisected: they go up to the batch retry, which re-runs the whole batch transaction.
+etl_merge_stage() (sql/007). Rows the database refuses on data are bisected down to one reject
+each; transient errors go up to the batch retry.
 """
 
 from __future__ import annotations

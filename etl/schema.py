@@ -1,21 +1,6 @@
-"""apply-schema: run sql/NNN_*.sql in order and record each run in migration_history.
-
-Rules (schema.md, commands.md "etl apply-schema"):
-- migration_history is created by the runner before anything else.
-- Each file runs in ONE transaction together with its migration_history row, statement by
-  statement, so a failure names the file, the statement (number, line, first words) and the
-  server's message, and leaves the database at the previous version.
-- Applied and unchanged: skipped. Applied but changed since: refused with both checksums
-  unless repair=True, which records the new checksum (after a human reviewed the change).
-- baseline="002" records 001..002 as applied without running them (production databases
-  that got them by hand).
-- A session advisory lock serialises concurrent runs: the second waits up to lock_timeout_s
-  and then fails with a message naming the holder. After the lock is taken the history is read
-  again, so a file is never applied twice.
-- pending() and applied() only read; dry_run only reads.
-- A pending file with a lower version than applied ones is still applied (in version order):
-  that is what re-applying after `rollback --component tables` needs (003..006 pending, 007
-  applied). Files are written to be idempotent, so this is safe.
+"""apply-schema: run sql/NNN_*.sql in version order, each file in one transaction with its
+migration_history row (checksums, baseline, repair, an advisory lock against concurrent runs);
+also schema status and rollback.
 """
 
 from __future__ import annotations

@@ -1,65 +1,8 @@
 """Pure transform: one source document -> Row | Reject | Unmapped | EdgeLink. No I/O.
 
-Identity: a row's id is uuid5(ETL_NAMESPACE, "<collection>/<_key>"); a reference (an
-optimization's resume_id "123") is the same function of the referenced collection and key, so no
-lookup table is needed and a re-run yields the same ids.
-
-The canonical row (design.md) has every column of the target table, in table order, None where
-the source has nothing (the merge core then applies the table default), plus parsed_data and
-metadata:
-
-    metadata = {"source": "arangodb",
-                "arango": {"collection", "_key", "_id", "_rev"},
-                "etl": {"run_id", "migrated_at", "mapping_version"},
-                "extra": {every top-level source attribute not consumed},
-                <named entries from the mapping, e.g. "file" (file_metadata), "parser_version">,
-                "original": {attr: source value}   only when a column holds a normalised form,
-                "mapped_from": {field: path|null}  only when a field was not fed by its first path,
-                "escaped": [...]                   only under the "escape" string policies}
-
-Lossless by construction: a top-level attribute is "consumed" (left out of extra) only when a
-column, a metadata entry or parsed_data reproduces it exactly, with `original` holding the source
-value whenever the column's form differs (a naive timestamp made UTC, a numeric user_id made text,
-a truncated filename). `rebuild_source()` inverts the transform and the tests check it rebuilds
-every source document exactly. References never consume their attribute: the raw key stays in
-metadata.extra, so a dangling reference loses nothing.
-
-Decisions on bad input (each has a test in tests/test_transform.py):
-
-- `_key` missing or not a string, or the document is not an object: Reject `missing_key` /
-  `not_an_object`. A `_key` holding U+0000 or a lone surrogate (never made by ArangoDB, possible
-  in a file): Reject `bad_key` whatever the string policies, since the identity must be text.
-- user_id missing or null: Reject `missing_user_id`; empty/blank string, bool, float, object:
-  Reject `bad_user_id`; an integer: its decimal string (source value kept in metadata.original).
-- U+0000 in any string or key: policy `nul_in_strings` (default reject: `nul_in_string: <path>
-  contains \\u0000`). Lone surrogates: policy `lone_surrogates` (default reject:
-  `lone_surrogate: <path> ...`). "strip" is lossy and warns; "escape" writes backslash escapes
-  and records each escaped string in metadata.escaped (rebuild undoes it exactly).
-- A value a column cannot hold (file_size 1e20 or beyond bigint, a score outside 0..100, a
-  non-boolean is_active, a non-string text, an unparsable timestamp): that path is skipped, the
-  next path is tried, else the column is NULL (table default); the attribute stays in
-  metadata.extra (or in its container, e.g. metadata.file) and the Row carries a warning.
-- A string longer than a varchar(n) column (filename > 255): the column holds the first n
-  characters, the full value stays in metadata.original / its container; warning.
-- Timestamps: ISO 8601 with a zone -> converted to UTC; without a zone -> taken as UTC; a number
-  (or a string of 11+ digits) -> epoch milliseconds; "2019" / "2019-03" (reduced-precision ISO
-  dates) -> the start of that year/month, UTC; anything else is garbage (see above). Output:
-  `datetime.isoformat()` in UTC ("2025-08-16T21:54:43.160344+00:00"). Digits beyond microseconds
-  are dropped from the column (the source text is kept in metadata.original).
-- Integers of any size, -0.0 and 1e308 inside parsed_data/extra: kept as the Python values the
-  decoder produced (the loader writes them with msgspec, exact digits). Note that PostgreSQL's
-  jsonb numeric has no negative zero: -0.0 is stored as 0.0.
-- A list-valued field (mapping `list_fields`) holding anything but an array (null allowed): Reject
-  `not_a_list: parsed_data.<path> is <type>`; wrapping it would change the document's shape.
-- An email field that is present, non-empty and not an address: Reject `bad_email`. A range
-  (`range_fields`) with numeric min > max: Reject `bad_range`.
-- Nesting deeper than Python can walk (far beyond 200 levels, which is fine): Reject `too_deep`.
-- Duplicate keys: resolved by the JSON decoder (last wins, as in ArangoDB). Any `_key`
-  characters: used verbatim in the id and metadata.
-- A routing value with no route (documents.type = "note", or no type): Unmapped
-  `unmapped_type: ...`. A collection the mapping does not migrate: Unmapped with its reason.
-- An edge whose `_from`/`_to` is malformed or in another collection than the mapping names:
-  Reject `edge_bad_from`/`edge_bad_to`.
+A Row holds the canonical row of its table (every column, None where the source has nothing,
+plus parsed_data and metadata) under the id uuid5("<collection>/<_key>"). Lossless:
+rebuild_source() gives the source document back. Bad inputs: see tests/test_transform.py.
 """
 
 from __future__ import annotations
