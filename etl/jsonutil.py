@@ -49,3 +49,20 @@ def dumps_sorted(obj: Any) -> bytes:
         return _sorted_encoder.encode(obj)
     except UnicodeEncodeError:
         return json.dumps(obj, ensure_ascii=True, separators=(",", ":"), sort_keys=True).encode()
+
+
+def type_name(v: Any) -> str:
+    """A JSON value's type in words, for messages ("null", "a number", "an object", ...)."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, (int, float)):
+        return "a number"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, dict):
+        return "an object"
+    if isinstance(v, list):
+        return "an array"
+    return type(v).__name__

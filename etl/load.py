@@ -1,11 +1,6 @@
 """Load: COPY a batch of canonical rows into the session's staging table, then upsert them with
-the set-based core `etl_merge_stage()` (sql/007) that `migrate_arango_document()` also uses.
-
-Runs inside the caller's transaction. Each attempt is a savepoint; when COPY or the merge
-fails on data (a validation trigger, a constraint, a value PostgreSQL cannot store), the rows
-are split in halves and retried, so a bad row ends as one reject with the database's message
-and every other row of the batch loads. Transient errors (connection lost, serialization) are
-not bisected: they go up to the batch retry, which re-runs the whole batch transaction.
+etl_merge_stage() (sql/007). Rows the database refuses on data are bisected down to one reject
+each; transient errors go up to the batch retry.
 """
 
 from __future__ import annotations
@@ -18,14 +13,13 @@ from psycopg import sql
 
 from etl import jsonutil
 from etl.errors import is_transient
+from etl.target import JSONB_COLUMNS
 
 # SQLSTATE classes that mean "this row's data is not acceptable": data exceptions (22),
 # integrity violations (23), RAISE from a validation trigger (P0001), program limits such as a
 # too-large or too-deep jsonb value (54). Anything else is a bug or a schema problem and must
 # not be turned into thousands of rejects.
 _ROW_LEVEL_SQLSTATE = ("22", "23", "P0001", "54")
-
-JSONB_COLUMNS = ("parsed_data", "metadata")
 
 
 @dataclass

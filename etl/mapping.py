@@ -1,17 +1,8 @@
 """The collection mapping file (configs/atspro.toml) -> a validated, precompiled Mapping.
 
-The mapping is data: which source collection feeds which document type (table), which source
-paths feed which column (tried in order), which attribute becomes parsed_data, which attributes
-are kept in metadata under a name, which attributes are references to other collections, which
-edge collection links what, and the bad-input policies. See configs/atspro.toml for the format.
-
-Validation happens in two steps, both before any work: pydantic checks the structure
-(`extra="forbid"`: a misspelt key is an error), then `_check` checks the meaning (known document
-types, columns that exist in the target table, path syntax, references to mapped collections,
-dependency order). Every error is one ConfigError: "mapping file <file>: key '<path>': <problem>".
-
-The target tables' columns live here (`TABLES`), mirroring sql/003: the transform needs each
-column's type to refuse, before the database does, a value the column cannot hold.
+pydantic checks the structure (an unknown key is an error), then _Compiler checks the meaning
+against the target schema (etl.target). Every error is one ConfigError naming the file, the key
+path and the problem, before any work starts.
 """
 
 from __future__ import annotations
@@ -25,112 +16,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from etl import target
 from etl.errors import ConfigError
-
-# -- the target schema (sql/003) -------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ColumnType:
-    kind: Literal[
-        "text", "varchar", "bigint", "percentage", "bool", "timestamptz", "uuid", "user_id"
-    ]
-    length: int | None = None  # varchar(n)
-    reference: bool = False  # a uuid column filled by a reference (computed id), not a path
-
-
-def _v(n: int) -> ColumnType:
-    return ColumnType("varchar", n)
-
-
-_TEXT = ColumnType("text")
-_TS = ColumnType("timestamptz")
-_REF = ColumnType("uuid", reference=True)
-
-# Per document type: (table, extracted columns in table order). id/user_id/common columns and
-# parsed_data/metadata are added around them by columns().
-TABLES: dict[str, tuple[str, dict[str, ColumnType]]] = {
-    "resume": (
-        "resume_documents",
-        {
-            "filename": _v(255),
-            "content_type": _v(100),
-            "file_size": ColumnType("bigint"),
-            "file_hash": _TEXT,
-            "status": _v(50),
-            "source": _v(50),
-            "task_id": _TEXT,
-            "error_message": _TEXT,
-        },
-    ),
-    "job": (
-        "job_documents",
-        {
-            "title": _v(500),
-            "company": _v(255),
-            "location": _v(255),
-            "remote_type": _v(50),
-            "job_url": _TEXT,
-            "source_url": _TEXT,
-            "status": _v(50),
-        },
-    ),
-    "optimization": (
-        "optimization_results",
-        {
-            "resume_id": _REF,
-            "job_id": _REF,
-            "parent_optimization_id": _REF,
-            "optimization_type": _v(50),
-            "status": _v(50),
-            "content": _TEXT,
-            "ats_score": ColumnType("percentage"),
-            "keyword_match_score": ColumnType("percentage"),
-            "task_id": _TEXT,
-        },
-    ),
-    "research": (
-        "research_results",
-        {
-            "job_id": _REF,
-            "resume_id": _REF,
-            "company": _v(255),
-            "job_title": _v(500),
-            "report_type": _v(50),
-            "content": _TEXT,
-            "status": _v(50),
-            "task_id": _TEXT,
-        },
-    ),
-}
-COMMON_HEAD: dict[str, ColumnType] = {"user_id": ColumnType("user_id")}
-COMMON_TAIL: dict[str, ColumnType] = {
-    "created_at": _TS,
-    "updated_at": _TS,
-    "is_active": ColumnType("bool"),
-    "expires_at": _TS,
-    "deleted_at": _TS,
-}
-DOCUMENT_TYPES = tuple(TABLES)
+from etl.target import table as table  # re-export: etl/reconcile.py imports it from here
 
 # metadata keys the transform writes itself; a mapping's metadata entries may not use them
 RESERVED_METADATA = frozenset(
     {"source", "arango", "etl", "extra", "original", "mapped_from", "escaped", "edges", "warnings"}
 )
-
-
-def column_types(document_type: str) -> dict[str, ColumnType]:
-    """Every column a mapping can fill for this document type (references included)."""
-    return {**COMMON_HEAD, **TABLES[document_type][1], **COMMON_TAIL}
-
-
-def columns(document_type: str) -> tuple[str, ...]:
-    """The canonical row's keys, in order: id, user_id, table columns, common, jsonb."""
-    return ("id", *column_types(document_type), "parsed_data", "metadata")
-
-
-def table(document_type: str) -> str:
-    return TABLES[document_type][0]
 
 
 # -- paths --------------------------------------------------------------------------------------
@@ -239,7 +132,7 @@ class Field_:
 
     name: str
     paths: tuple[tuple[str, ...], ...]  # precompiled: each path as a tuple of attribute names
-    type: ColumnType | None = None  # None for metadata entries (any JSON value)
+    type: target.ColumnType | None = None  # None for metadata entries (any JSON value)
     default: Any = None
     collection: str | None = None  # references: the collection the key belongs to
 
@@ -269,10 +162,10 @@ class Target:
 
     @property
     def table(self) -> str:
-        return TABLES[self.document_type][0]
+        return target.table(self.document_type)
 
     def columns_list(self) -> tuple[str, ...]:
-        return columns(self.document_type)
+        return target.columns(self.document_type)
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,11 +228,11 @@ class Mapping:
 
     @staticmethod
     def columns(document_type: str) -> tuple[str, ...]:
-        return columns(document_type)
+        return target.columns(document_type)
 
     @staticmethod
     def table(document_type: str) -> str:
-        return table(document_type)
+        return target.table(document_type)
 
 
 # -- loading ---------------------------------------------------------------------------------
@@ -483,21 +376,20 @@ class _Compiler:
                 raise self.fail(
                     f"{key}.{f}", f"{getattr(c, f)!r} is not a mapped document collection"
                 )
-        if c.to_document_type not in TABLES:
+        if c.to_document_type not in target.DOCUMENT_TYPES:
             raise self.fail(f"{key}.to_document_type", self._unknown_type(c.to_document_type))
-        ctype = TABLES[c.to_document_type][1].get(c.sets)
-        if ctype is None or not ctype.reference:
-            refs = [n for n, t in TABLES[c.to_document_type][1].items() if t.reference]
+        refs = list(target.reference_columns(c.to_document_type))
+        if c.sets not in refs:
             raise self.fail(
                 f"{key}.sets",
                 f"{c.sets!r} is not a reference column of "
-                f"{TABLES[c.to_document_type][0]} (one of {refs})",
+                f"{target.table(c.to_document_type)} (one of {refs})",
             )
         return EdgeSpec(name, c.from_collection, c.to_collection, c.to_document_type, c.sets)
 
     @staticmethod
     def _unknown_type(t: str | None) -> str:
-        return f"unknown document type {t!r} (known: {', '.join(DOCUMENT_TYPES)})"
+        return f"unknown document type {t!r} (known: {', '.join(target.DOCUMENT_TYPES)})"
 
     def _paths(
         self, key: str, paths: list[str], pattern: re.Pattern = PATH_RE
@@ -514,12 +406,12 @@ class _Compiler:
     def _target(self, key: str, collection: str, t: TargetSpec) -> Target:
         if t.document_type is None:
             raise self.fail(
-                f"{key}.document_type", "required (one of " + ", ".join(DOCUMENT_TYPES) + ")"
+                f"{key}.document_type", "required (one of " + ", ".join(target.DOCUMENT_TYPES) + ")"
             )
-        if t.document_type not in TABLES:
+        if t.document_type not in target.DOCUMENT_TYPES:
             raise self.fail(f"{key}.document_type", self._unknown_type(t.document_type))
-        ctypes = column_types(t.document_type)
-        tbl = TABLES[t.document_type][0]
+        ctypes = target.column_types(t.document_type)
+        tbl = target.table(t.document_type)
         cols: dict[str, Field_] = {}
         for name, cs in t.columns.items():
             ck = f"{key}.columns.{name}"
@@ -534,9 +426,7 @@ class _Compiler:
             if ct.reference:
                 raise self.fail(ck, f"{name} is a reference column: map it under references")
             if cs.default is not None:
-                from etl.transform import coerce  # the same rule the transform applies
-
-                ok, _ = coerce(ct, cs.default)
+                ok, _ = target.coerce(ct, cs.default)  # the same rule the transform applies
                 if not ok:
                     raise self.fail(f"{ck}.default", f"{cs.default!r} does not fit column {name}")
             cols[name] = Field_(name, self._paths(f"{ck}.paths", cs.paths), ct, cs.default)

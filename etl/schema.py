@@ -1,21 +1,6 @@
-"""apply-schema: run sql/NNN_*.sql in order and record each run in migration_history.
-
-Rules (schema.md, commands.md "etl apply-schema"):
-- migration_history is created by the runner before anything else.
-- Each file runs in ONE transaction together with its migration_history row, statement by
-  statement, so a failure names the file, the statement (number, line, first words) and the
-  server's message, and leaves the database at the previous version.
-- Applied and unchanged: skipped. Applied but changed since: refused with both checksums
-  unless repair=True, which records the new checksum (after a human reviewed the change).
-- baseline="002" records 001..002 as applied without running them (production databases
-  that got them by hand).
-- A session advisory lock serialises concurrent runs: the second waits up to lock_timeout_s
-  and then fails with a message naming the holder. After the lock is taken the history is read
-  again, so a file is never applied twice.
-- pending() and applied() only read; dry_run only reads.
-- A pending file with a lower version than applied ones is still applied (in version order):
-  that is what re-applying after `rollback --component tables` needs (003..006 pending, 007
-  applied). Files are written to be idempotent, so this is safe.
+"""apply-schema: run sql/NNN_*.sql in version order, each file in one transaction with its
+migration_history row (checksums, baseline, repair, an advisory lock against concurrent runs);
+also schema status and rollback.
 """
 
 from __future__ import annotations
@@ -66,7 +51,9 @@ CREATE TABLE IF NOT EXISTS migration_history (
 
 
 @dataclass(frozen=True)
-class Migration:
+class SchemaFile:
+    """One sql/NNN_name.sql file: its version, name, checksum and text."""
+
     version: str
     name: str
     path: Path
@@ -133,14 +120,14 @@ class RollbackResult:
 # files
 
 
-def load_migrations(sql_dir: str | Path) -> list[Migration]:
+def load_migrations(sql_dir: str | Path) -> list[SchemaFile]:
     """Every sql/NNN_name.sql, ordered by version. Two files with one version are an error."""
     d = Path(sql_dir)
     if not d.is_dir():
         raise PermanentError(
             f"schema directory {d} does not exist", hint="pass the repository's sql/ directory"
         )
-    out: dict[str, Migration] = {}
+    out: dict[str, SchemaFile] = {}
     for p in sorted(d.iterdir()):
         m = _FILE_RE.match(p.name)
         if not m:
@@ -151,7 +138,7 @@ def load_migrations(sql_dir: str | Path) -> list[Migration]:
                 f"two migration files with version {m.group(1)}: "
                 f"{out[m.group(1)].filename} and {p.name}"
             )
-        out[m.group(1)] = Migration(
+        out[m.group(1)] = SchemaFile(
             m.group(1), m.group(2), p, hashlib.sha256(data).hexdigest(), data.decode("utf-8")
         )
     return [out[k] for k in sorted(out)]
@@ -266,7 +253,7 @@ def applied(dsn: str) -> list[dict[str, Any]]:
         return list(_read_history(conn).values())
 
 
-def pending(dsn: str, sql_dir: str | Path) -> list[Migration]:
+def pending(dsn: str, sql_dir: str | Path) -> list[SchemaFile]:
     """Files not yet recorded in migration_history. Read-only."""
     migrations = load_migrations(sql_dir)
     with connect(dsn, autocommit=True) as conn:
@@ -381,7 +368,7 @@ def _os_user() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def _version_arg(value: str | None, flag: str, migrations: list[Migration]) -> str | None:
+def _version_arg(value: str | None, flag: str, migrations: list[SchemaFile]) -> str | None:
     if value is None:
         return None
     v = str(value).strip()
@@ -397,8 +384,8 @@ def _version_arg(value: str | None, flag: str, migrations: list[Migration]) -> s
 
 
 def _check_checksums(
-    wanted: list[Migration], done: dict[str, dict[str, Any]], *, repair: bool, dry_run: bool
-) -> list[Migration]:
+    wanted: list[SchemaFile], done: dict[str, dict[str, Any]], *, repair: bool, dry_run: bool
+) -> list[SchemaFile]:
     changed = [m for m in wanted if m.version in done and done[m.version]["checksum"] != m.checksum]
     if changed and not repair:
         parts = [
@@ -446,7 +433,7 @@ def _unlock(conn: psycopg.Connection) -> None:
 
 
 def _apply_one(
-    conn: psycopg.Connection, m: Migration, who: str, lock_timeout_s: float, verbose: bool
+    conn: psycopg.Connection, m: SchemaFile, who: str, lock_timeout_s: float, verbose: bool
 ) -> int:
     statements = split_statements(m.sql)
     t0 = time.monotonic()
@@ -484,7 +471,7 @@ def _apply_one(
 
 
 def _file_error(
-    m: Migration, current: tuple[int, int, str] | None, exc: psycopg.Error
+    m: SchemaFile, current: tuple[int, int, str] | None, exc: psycopg.Error
 ) -> Exception:
     diag = exc.diag
     primary = diag.message_primary or str(exc).strip().splitlines()[0]

@@ -1,65 +1,8 @@
 """Pure transform: one source document -> Row | Reject | Unmapped | EdgeLink. No I/O.
 
-Identity: a row's id is uuid5(ETL_NAMESPACE, "<collection>/<_key>"); a reference (an
-optimization's resume_id "123") is the same function of the referenced collection and key, so no
-lookup table is needed and a re-run yields the same ids.
-
-The canonical row (design.md) has every column of the target table, in table order, None where
-the source has nothing (the merge core then applies the table default), plus parsed_data and
-metadata:
-
-    metadata = {"source": "arangodb",
-                "arango": {"collection", "_key", "_id", "_rev"},
-                "etl": {"run_id", "migrated_at", "mapping_version"},
-                "extra": {every top-level source attribute not consumed},
-                <named entries from the mapping, e.g. "file" (file_metadata), "parser_version">,
-                "original": {attr: source value}   only when a column holds a normalised form,
-                "mapped_from": {field: path|null}  only when a field was not fed by its first path,
-                "escaped": [...]                   only under the "escape" string policies}
-
-Lossless by construction: a top-level attribute is "consumed" (left out of extra) only when a
-column, a metadata entry or parsed_data reproduces it exactly, with `original` holding the source
-value whenever the column's form differs (a naive timestamp made UTC, a numeric user_id made text,
-a truncated filename). `rebuild_source()` inverts the transform and the tests check it rebuilds
-every source document exactly. References never consume their attribute: the raw key stays in
-metadata.extra, so a dangling reference loses nothing.
-
-Decisions on bad input (each has a test in tests/test_transform.py):
-
-- `_key` missing or not a string, or the document is not an object: Reject `missing_key` /
-  `not_an_object`. A `_key` holding U+0000 or a lone surrogate (never made by ArangoDB, possible
-  in a file): Reject `bad_key` whatever the string policies, since the identity must be text.
-- user_id missing or null: Reject `missing_user_id`; empty/blank string, bool, float, object:
-  Reject `bad_user_id`; an integer: its decimal string (source value kept in metadata.original).
-- U+0000 in any string or key: policy `nul_in_strings` (default reject: `nul_in_string: <path>
-  contains \\u0000`). Lone surrogates: policy `lone_surrogates` (default reject:
-  `lone_surrogate: <path> ...`). "strip" is lossy and warns; "escape" writes backslash escapes
-  and records each escaped string in metadata.escaped (rebuild undoes it exactly).
-- A value a column cannot hold (file_size 1e20 or beyond bigint, a score outside 0..100, a
-  non-boolean is_active, a non-string text, an unparsable timestamp): that path is skipped, the
-  next path is tried, else the column is NULL (table default); the attribute stays in
-  metadata.extra (or in its container, e.g. metadata.file) and the Row carries a warning.
-- A string longer than a varchar(n) column (filename > 255): the column holds the first n
-  characters, the full value stays in metadata.original / its container; warning.
-- Timestamps: ISO 8601 with a zone -> converted to UTC; without a zone -> taken as UTC; a number
-  (or a string of 11+ digits) -> epoch milliseconds; "2019" / "2019-03" (reduced-precision ISO
-  dates) -> the start of that year/month, UTC; anything else is garbage (see above). Output:
-  `datetime.isoformat()` in UTC ("2025-08-16T21:54:43.160344+00:00"). Digits beyond microseconds
-  are dropped from the column (the source text is kept in metadata.original).
-- Integers of any size, -0.0 and 1e308 inside parsed_data/extra: kept as the Python values the
-  decoder produced (the loader writes them with msgspec, exact digits). Note that PostgreSQL's
-  jsonb numeric has no negative zero: -0.0 is stored as 0.0.
-- A list-valued field (mapping `list_fields`) holding anything but an array (null allowed): Reject
-  `not_a_list: parsed_data.<path> is <type>`; wrapping it would change the document's shape.
-- An email field that is present, non-empty and not an address: Reject `bad_email`. A range
-  (`range_fields`) with numeric min > max: Reject `bad_range`.
-- Nesting deeper than Python can walk (far beyond 200 levels, which is fine): Reject `too_deep`.
-- Duplicate keys: resolved by the JSON decoder (last wins, as in ArangoDB). Any `_key`
-  characters: used verbatim in the id and metadata.
-- A routing value with no route (documents.type = "note", or no type): Unmapped
-  `unmapped_type: ...`. A collection the mapping does not migrate: Unmapped with its reason.
-- An edge whose `_from`/`_to` is malformed or in another collection than the mapping names:
-  Reject `edge_bad_from`/`edge_bad_to`.
+A Row holds the canonical row of its table (every column, None where the source has nothing,
+plus parsed_data and metadata) under the id uuid5("<collection>/<_key>"). Lossless:
+rebuild_source() gives the source document back. Bad inputs: see tests/test_transform.py.
 """
 
 from __future__ import annotations
@@ -69,30 +12,27 @@ import math
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
 from etl import jsonutil
+from etl.jsonutil import type_name
 from etl.mapping import (
     SECTIONS,
     CollectionMapping,
-    ColumnType,
     EdgeSpec,
     Field_,
     Mapping,
     Target,
-    columns,
     split_path,
 )
+from etl.target import PERCENTAGE_MAX, PERCENTAGE_MIN, coerce, columns, is_valid_email
 
 ETL_NAMESPACE = uuid.UUID("5b0e4f4a-7c1d-4e8a-9a3b-2f6d8c1e0a57")
 
-BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 SYSTEM_ATTRS = ("_key", "_id", "_rev")
-_UTC = UTC
-_EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
 
 
 def row_id(collection: str, key: str) -> str:
@@ -147,101 +87,6 @@ def _short(v: Any, n: int = 60) -> str:
     except Exception:  # noqa: BLE001 - only for a message
         s = repr(v)
     return s if len(s) <= n else s[: n - 3] + "..."
-
-
-def _typename(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "a boolean"
-    if isinstance(v, (int, float)):
-        return "a number"
-    if isinstance(v, str):
-        return "a string"
-    if isinstance(v, dict):
-        return "an object"
-    if isinstance(v, list):
-        return "an array"
-    return type(v).__name__
-
-
-_YEAR = re.compile(r"^(\d{4})(?:-(\d{2}))?$")
-_DIGITS = re.compile(r"^-?\d{11,}$")
-
-
-def parse_timestamp(v: Any) -> str | None:
-    """A timestamp in any accepted form -> UTC ISO string; None when it is not one."""
-    try:
-        if isinstance(v, bool):
-            return None
-        if isinstance(v, int):
-            dt = _EPOCH + timedelta(milliseconds=v)
-        elif isinstance(v, float):
-            if not math.isfinite(v):
-                return None
-            dt = _EPOCH + timedelta(milliseconds=v)
-        elif isinstance(v, str):
-            s = v.strip()
-            m = _YEAR.match(s)
-            if m:
-                dt = datetime(int(m.group(1)), int(m.group(2) or 1), 1, tzinfo=_UTC)
-            elif _DIGITS.match(s):
-                dt = _EPOCH + timedelta(milliseconds=int(s))
-            else:
-                dt = datetime.fromisoformat(s)
-                dt = dt.replace(tzinfo=_UTC) if dt.tzinfo is None else dt.astimezone(_UTC)
-        else:
-            return None
-        if dt.year < 1:  # pragma: no cover - datetime cannot go below year 1 anyway
-            return None
-        return dt.isoformat()
-    except (ValueError, OverflowError, OSError):
-        return None
-
-
-def coerce(ct: ColumnType, v: Any) -> tuple[bool, Any]:
-    """(True, column value) when column type `ct` can hold source value v, else (False, reason)."""
-    kind = ct.kind
-    if v is None:
-        return False, "null"
-    if kind == "varchar" or kind == "text":
-        if not isinstance(v, str):
-            return False, f"{_typename(v)}, the column is text"
-        if ct.length is not None and len(v) > ct.length:
-            return True, v[: ct.length]
-        return True, v
-    if kind == "timestamptz":
-        ts = parse_timestamp(v)
-        return (True, ts) if ts is not None else (False, "not a timestamp")
-    if kind == "user_id":
-        if isinstance(v, str):
-            return (True, v) if v.strip() else (False, "empty")
-        if isinstance(v, int) and not isinstance(v, bool):
-            return True, str(v)
-        return False, _typename(v)
-    if kind == "bool":
-        return (
-            (True, v) if isinstance(v, bool) else (False, f"{_typename(v)}, the column is boolean")
-        )
-    if kind == "bigint":
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            return False, f"{_typename(v)}, the column is bigint"
-        if isinstance(v, float):
-            if not math.isfinite(v) or v != int(v):
-                return False, "not an integer, the column is bigint"
-            v = int(v)
-        if BIGINT_MIN <= v <= BIGINT_MAX:
-            return True, v
-        return False, "out of the bigint range"
-    if kind == "percentage":
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            return False, f"{_typename(v)}, the column is a percentage"
-        if not (0 <= v <= 100):  # also false for NaN
-            return False, "out of the percentage range 0..100"
-        if v == 0:
-            v = 0 if isinstance(v, int) else 0.0  # numeric has no negative zero
-        return True, v
-    return False, f"column kind {kind}"  # pragma: no cover - uuid columns are references
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -390,9 +235,9 @@ class Transformer:
         self.run_id = run_id
         if isinstance(migrated_at, datetime):
             migrated_at = (
-                migrated_at.replace(tzinfo=_UTC)
+                migrated_at.replace(tzinfo=UTC)
                 if migrated_at.tzinfo is None
-                else migrated_at.astimezone(_UTC)
+                else migrated_at.astimezone(UTC)
             ).isoformat()
         self.migrated_at = migrated_at
         self._templates: dict[str, dict] = {}
@@ -402,14 +247,14 @@ class Transformer:
     def transform(self, collection: str, doc: Any) -> Row | Reject | Unmapped | EdgeLink:
         if not isinstance(doc, dict):
             return Reject(
-                collection, None, f"not_an_object: the document is {_typename(doc)}", _dump(doc)
+                collection, None, f"not_an_object: the document is {type_name(doc)}", _dump(doc)
             )
         key = doc.get("_key")
         if not isinstance(key, str) or not key:
             return Reject(
                 collection,
                 None if key is None else str(key),
-                f"missing_key: _key is {_typename(key)}, not a non-empty string",
+                f"missing_key: _key is {type_name(key)}, not a non-empty string",
                 _dump(doc),
             )
         if "\x00" in key or _SURROGATE.search(key):
@@ -538,7 +383,7 @@ class Transformer:
                     values[f.name] = row_id(f.collection, raw)
                 else:
                     warnings.append(
-                        f"bad_reference: {f.path_strings[i]} is {_typename(raw)}; "
+                        f"bad_reference: {f.path_strings[i]} is {type_name(raw)}; "
                         f"{f.name} left null (value kept in metadata.extra)"
                     )
                 break
@@ -630,7 +475,7 @@ class Transformer:
             raw = _get(doc, p)
             if raw is not None:
                 raise _Bad(
-                    f"bad_user_id: {s} is {_short(raw, 40)} ({_typename(raw)}); "
+                    f"bad_user_id: {s} is {_short(raw, 40)} ({type_name(raw)}); "
                     "a non-empty string or an integer is required"
                 )
         raise _Bad(f"missing_user_id: none of {', '.join(f.path_strings)} is present")
@@ -649,14 +494,14 @@ class Transformer:
             v = _get(parsed, path)
             if v is not None and not isinstance(v, dict):
                 raise _Bad(
-                    f"not_an_object: parsed_data.{'.'.join(path)} is {_typename(v)}; "
+                    f"not_an_object: parsed_data.{'.'.join(path)} is {type_name(v)}; "
                     "the database requires an object"
                 )
         for path in target.email_fields:
             v = _get(parsed, path)
             if v is None or v == "":
                 continue
-            if not isinstance(v, str) or len(v) > 254 or not _EMAIL.fullmatch(v):
+            if not isinstance(v, str) or not is_valid_email(v):
                 raise _Bad(
                     f"bad_email: parsed_data.{'.'.join(path)} is {_short(v, 60)}, not an email address"
                 )
@@ -679,7 +524,7 @@ class Transformer:
                 raise _Bad(f"bad_range: parsed_data.{where} has min {lo} > max {hi}")
         for path in target.score_fields:
             v = _get(parsed, path)
-            if _is_number(v) and not (0 <= v <= 100):
+            if _is_number(v) and not (PERCENTAGE_MIN <= v <= PERCENTAGE_MAX):
                 raise _Bad(
                     f"bad_score: parsed_data.{'.'.join(path)} = {_short(v)} is outside 0..100"
                 )
@@ -687,13 +532,6 @@ class Transformer:
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-# the database's is_valid_email() pattern (sql/006), so both agree on what an address is
-_EMAIL = re.compile(
-    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+"
-)
 
 
 def _check_lists(v: Any, path: tuple[tuple[str, bool], ...], i: int, where: str) -> None:
@@ -707,13 +545,13 @@ def _check_lists(v: Any, path: tuple[tuple[str, bool], ...], i: int, where: str)
     last = i == len(path) - 1
     if last or each:
         if not isinstance(x, list):
-            raise _Bad(f"not_a_list: {here} is {_typename(x)}; the database requires an array")
+            raise _Bad(f"not_a_list: {here} is {type_name(x)}; the database requires an array")
     if last:
         if each:
             for j, el in enumerate(x):
                 if el is not None and not isinstance(el, list):
                     raise _Bad(
-                        f"not_a_list: {here}[{j}] is {_typename(el)}; the database requires an array"
+                        f"not_a_list: {here}[{j}] is {type_name(el)}; the database requires an array"
                     )
         return
     if each:

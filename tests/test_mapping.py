@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from etl.errors import ConfigError
-from etl.mapping import columns, load_mapping
+from etl.mapping import load_mapping
+from etl.target import columns
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT = REPO / "configs" / "atspro.toml"

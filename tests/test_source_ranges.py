@@ -1,11 +1,17 @@
-"""Key ranges for parallel workers: boundaries come from the server's own order, and the ranges
-(after, until] read back every document exactly once, in ICU-like and bytewise collation."""
+"""Ranges for parallel workers: ArangoDB's boundaries come from the server's own order, and the
+ranges (after, until] read back every document exactly once, in ICU-like and bytewise collation.
+File sources are one range, but honour (after, until] in their own positions (record counts)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from etl.errors import PermanentError
 from etl.sources.arango import ArangoSource
+from etl.sources.dump import DumpSource
+from etl.sources.jsonl import JsonlSource
 from tests.fakearango.fixtures import DATABASE, arango_settings, seed
 
 # mixed case, digits and punctuation: ICU-like and bytewise orders differ on these
@@ -41,3 +47,49 @@ def test_split_points_of_an_empty_collection(arango_server):
     seed(arango_server, DATABASE, "jobs", [])
     with ArangoSource(arango_settings(arango_server)) as src:
         assert src.split_points("jobs", 4) == []
+
+
+DUMPS = Path(__file__).parent / "cases" / "dumps"
+
+
+def _read(src, name, batch_size=1000, **kw) -> tuple[list[str], list[str]]:
+    batches = list(src.batches(name, batch_size, **kw))
+    return [d["_key"] for b in batches for d in b.docs], [b.position for b in batches]
+
+
+@pytest.mark.parametrize("case", ["v38_envelope", "split_files", "v311_gzip"])
+def test_a_file_source_is_one_range_and_reads_any_range_of_positions(case):
+    src = DumpSource(DUMPS / case)
+    for info in src.collections():
+        name = info.name
+        assert src.split_points(name, 4) == []
+        everything, positions = _read(src, name)
+        records = int(positions[-1]) if positions else 0
+        for lo in range(records + 1):
+            for hi in range(lo, records + 1):
+                got, pos = _read(src, name, after=str(lo), until=str(hi))
+                rest, _ = _read(src, name, 2, after=str(hi))
+                assert got + rest == _read(src, name, after=str(lo))[0], (name, lo, hi)
+                assert src.remaining(name, after=str(lo), until=str(hi)) == len(got)
+                assert not pos or pos[-1] == str(hi)
+                small, _ = _read(src, name, 1, after=str(lo), until=str(hi))
+                assert small == got
+        assert _read(src, name, until=str(records))[0] == everything
+
+
+def test_a_file_source_refuses_a_range_it_cannot_read(tmp_path):
+    src = DumpSource(DUMPS / "v38_envelope")
+    with pytest.raises(PermanentError, match="before"):
+        list(src.batches("resumes", 10, after="5", until="4"))
+    with pytest.raises(PermanentError, match="before"):
+        src.remaining("resumes", after="5", until="4")
+    with pytest.raises(PermanentError, match="not a record count"):
+        list(src.batches("resumes", 10, until="r1003"))
+    with pytest.raises(PermanentError, match="outside"):
+        list(src.batches("resumes", 10, until="12"))
+    with pytest.raises(PermanentError, match="not in"):
+        src.split_points("nope", 2)
+    (tmp_path / "jobs.jsonl").write_text('{"_key":"a"}\n{"_key":"b"}\n{"_key":"c"}\n')
+    jsonl = JsonlSource(tmp_path)
+    assert jsonl.split_points("jobs", 3) == []
+    assert _read(jsonl, "jobs", after="1", until="2") == (["b"], ["2"])

@@ -14,6 +14,7 @@ import pytest
 
 from etl import jsonutil
 from etl.mapping import load_mapping, mapping_from_dict
+from etl.target import parse_timestamp
 from etl.transform import (
     ETL_NAMESPACE,
     EdgeLink,
@@ -21,7 +22,6 @@ from etl.transform import (
     Row,
     Transformer,
     Unmapped,
-    parse_timestamp,
     rebuild_edge,
     rebuild_source,
     row_id,

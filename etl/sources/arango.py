@@ -1,20 +1,6 @@
-"""The live ArangoDB source: python-arango, keyset pagination on `_key`, retries with tenacity.
-
-Every batch is a FRESH AQL query with bind variables only (docs: arangodb-http.md section 6):
-
-    FOR d IN @@c FILTER d._key > @last SORT d._key LIMIT @n RETURN d
-
-with `last` = null for the first page and then the final `_key` the server returned. Keys are
-never compared in Python: ArangoDB orders strings by ICU collation, so only the server knows
-what follows a key. A page is read completely through a cursor opened with `allowRetry`
-(python-arango silently resends a batch request whose connection dropped; with allowRetry the
-server answers the resend with the same batch instead of skipping one), then the cursor is
-closed. Retrying a failed page re-runs the same query from the same `after`, so nothing is
-lost or read twice. The batch's `position` is its last `_key`.
-
-Transport: DefaultHTTPClient-style sessions without urllib3 status retries (retry_attempts=0);
-tenacity is the one retry layer, so every retry is logged with its attempt number. JSON bodies
-are decoded with etl.jsonutil (msgspec; big integers exact).
+"""The live ArangoDB source: python-arango, keyset pagination on `_key` (a fresh AQL query per
+batch; keys are compared only by the server), cursors opened with allowRetry, tenacity the one
+retry layer.
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
-"""The one interface the pipeline reads every kind of source through.
-
-A source lists its collections (name, document/edge, count) and streams one collection in
-batches in a stable order. Each batch carries `position`: an opaque resume token. After the
-loader has committed a batch it stores that token in the checkpoint; passing it back as
-`after=` yields exactly the documents that follow. For ArangoDB the token is the batch's last
-`_key` (the server decides what follows it; keys are never compared in Python). For files it is
-the count of records consumed, in file order.
+"""The Source protocol every kind of source is read through: its collections, then one collection
+in batches in a stable order. A batch's `position` is an opaque resume token (ArangoDB: the last
+`_key`; files: records consumed): `after=` it yields what follows, and `split_points` gives the
+bounds of ranges (after, until] that read the collection exactly once, for parallel workers.
 """
 
 from __future__ import annotations
@@ -43,17 +39,21 @@ class Source(Protocol):
     def collection(self, name: str) -> CollectionInfo:
         """One collection; PermanentError naming the existing ones when it does not exist."""
 
+    def split_points(self, collection: str, parts: int) -> list[str]:
+        """At most parts - 1 positions cutting the collection into ranges of about equal size:
+        range i is (points[i-1], points[i]]. [] = one range (a source that cannot seek)."""
+
     def batches(
-        self, collection: str, batch_size: int, after: str | None = None
+        self,
+        collection: str,
+        batch_size: int,
+        after: str | None = None,
+        until: str | None = None,
     ) -> Iterator[Batch]:
-        """Documents after `after` (None = from the start) in batches of at most batch_size."""
+        """Documents after `after` (None: from the start) up to and including `until` (None: to
+        the end), in batches of at most batch_size."""
 
-    def remaining(self, collection: str, after: str | None = None) -> int:
-        """How many documents follow `after`."""
-
-    # Sources that can be read in key ranges (ArangoDB) also have
-    #   split_points(collection, parts) -> list[str]   boundaries in the server's own key order
-    #   batches(..., until=KEY) and remaining(..., until=KEY)   the range (after, until]
-    # Parallel workers split a collection only when the source has split_points.
+    def remaining(self, collection: str, after: str | None = None, until: str | None = None) -> int:
+        """How many documents batches(collection, n, after, until) yields."""
 
     def close(self) -> None: ...

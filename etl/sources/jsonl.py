@@ -1,18 +1,6 @@
-"""arangoexport output as a Source: `<collection>.jsonl[.gz]` or `<collection>.json[.gz]` files.
-
-`JsonlSource(path)` takes a directory of such files (arangoexport's `export/`; `ENCRYPTION` is
-honoured as in a dump, other files are ignored) or one file. The collection name is the file
-name without `.jsonl`/`.json` and `.gz` (a `--custom-query` export is the collection `query`).
-
-- `jsonl`: one document per line. `json`: arangoexport's array layout, `[`, then each document on
-  its own line followed by `,`, then `]` (an empty export is `[\\n]`); a whole array on one line is
-  not that layout and is refused.
-- The collection type is not recorded by arangoexport: a collection is `edge` only if every row
-  has string `_from` and `_to`.
-- Every row must be an object with a string `_key`; anything else (a custom query can return
-  numbers or strings) is a PermanentError naming the file and line.
-- gzip by magic bytes, streaming, BOM/CRLF, truncated tails, positions, duplicates (last wins),
-  counts: all shared with the dump source (etl.sources.dump.FileSource, etl.sources.lines).
+"""arangoexport output as a Source: a directory of `<collection>.jsonl[.gz]` / `.json[.gz]` files
+(`json` = arangoexport's array layout, one document per line) or one such file. A collection is
+`edge` only if every row has string `_from` and `_to`. Reading and positions: etl.sources.files.
 """
 
 from __future__ import annotations
@@ -21,7 +9,7 @@ import logging
 from pathlib import Path
 
 from etl.errors import PermanentError
-from etl.sources.dump import FileSource, _check_encryption, _Collection
+from etl.sources.files import FileCollection, FileSource, check_encryption
 from etl.sources.lines import CHUNK_SIZE, SKIP
 
 log = logging.getLogger("etl.sources.jsonl")
@@ -48,7 +36,7 @@ class JsonlSource(FileSource):
         self.max_line_bytes = max_line_bytes
         self.chunk_size = chunk_size
         if self.path.is_dir():
-            _check_encryption(self.path)
+            check_encryption(self.path)
             files = sorted(
                 p for p in self.path.iterdir() if p.is_file() and p.name.endswith(_SUFFIXES)
             )
@@ -60,7 +48,7 @@ class JsonlSource(FileSource):
             files = [self.path]
         else:
             raise PermanentError(f"{self.path} does not exist")
-        self._collections: dict[str, _Collection] = {}
+        self._collections: dict[str, FileCollection] = {}
         for f in files:
             name = _collection_name(f.name)
             if name in self._collections:
@@ -70,7 +58,7 @@ class JsonlSource(FileSource):
                     "which one is current is ambiguous",
                     hint="delete the stale one",
                 )
-            self._collections[name] = _Collection(name, None, [f], f)
+            self._collections[name] = FileCollection(name, None, [f], f)
         if not self._collections:
             raise PermanentError(f"{self.path} holds no .jsonl/.json export files")
         self.description = f"arangoexport {self.path}"

@@ -1,15 +1,5 @@
-"""Reading newline-delimited JSON files in bounded memory: shared by the dump and jsonl sources.
-
-- gzip is detected by its magic bytes (never the file name); multi-member streams are read whole;
-  a gzip stream that ends early is a truncated file.
-- The input is read in chunks and split only on b"\\n" (never `str.splitlines()`: raw U+2028,
-  U+2029 and U+0085 are legal inside JSON strings). A trailing b"\\r" is stripped (CRLF), a
-  leading UTF-8 BOM is dropped, blank lines are skipped. A line has no size limit unless the
-  caller sets `max_line_bytes`; only the current line is ever held in memory.
-- The last line may lack its b"\\n": if it parses it is a record (arangorestore sends it as is);
-  if it does not, the file is truncated. That is a PermanentError naming the file, the byte offset
-  (in the decompressed stream) and the number of good records, unless `allow_truncated`, which
-  drops the tail with a warning.
+"""Newline-delimited JSON files read in bounded memory, for the file sources: gzip by magic bytes,
+lines split only on b"\\n", BOM and CRLF handled, a truncated tail an error (or dropped).
 """
 
 from __future__ import annotations
