@@ -80,11 +80,7 @@ def plan_units(
         info = source.collection(name)
         points: list[str] = []
         parts = ranges_for(info.count, workers)
-        if (
-            mapping.for_collection(name) is not None
-            and parts > 1
-            and hasattr(source, "split_points")
-        ):
+        if mapping.for_collection(name) is not None and parts > 1:
             points = source.split_points(name, parts)
         bounds = [None, *points, None]
         planned += [

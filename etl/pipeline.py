@@ -205,8 +205,7 @@ class Pipeline:
         result.batches = cp.batches
         self.on_progress(collection, result.counts.read, result.source_count)
         remaining = limit
-        until = {"until": store.until} if store.until is not None else {}
-        batches = source.batches(collection, self.batch_size, after=cp.position, **until)
+        batches = source.batches(collection, self.batch_size, after=cp.position, until=store.until)
         t_range = last_done = time.perf_counter()
         # Batch N+1 is transformed here while one committer thread loads batch N: psycopg
         # releases the GIL while PostgreSQL works. One committer keeps checkpoints in order; a
