@@ -1,25 +1,25 @@
 """`etl reconcile`: prove the target holds exactly what the source says, and name every difference."""
 
+from etl.reconcile.audit import NIL_UUID
+from etl.reconcile.report import (
+    TERMINAL_FINDINGS,
+    findings,
+    render_markdown,
+    render_table,
+    write_reports,
+)
+from etl.reconcile.results import CollectionReconcile, ReconcileSummary, TypeCounts
 from etl.reconcile.run import (
     BUCKET_HEX,
     DEFAULT_MARK,
     MAX_PATHS,
     N_BUCKETS,
-    NIL_UUID,
     RANGE_MIN_DOCS,
-    TERMINAL_FINDINGS,
-    CollectionReconcile,
-    ReconcileSummary,
     Reconciliation,
-    TypeCounts,
     bucket_of,
     bucket_ranges,
     diff_paths,
-    findings,
-    render_markdown,
-    render_table,
     ts_text,
-    write_reports,
 )
 
 __all__ = [

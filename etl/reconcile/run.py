@@ -92,16 +92,18 @@ from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from etl import jsonutil, pg, state
+from etl import pg, state
 from etl.canonical import canonical, digest, digest_sql, jsonb_key_order, loads_exact
 from etl.errors import ConfigError, EtlError, PermanentError, TransientError
 from etl.mapping import CollectionMapping, Target, load_mapping
 from etl.mapping import table as table_of
+from etl.reconcile.audit import run_summary, write_audit
+from etl.reconcile.report import write_reports
+from etl.reconcile.results import CollectionReconcile, ReconcileSummary, TypeCounts, utc_now
 from etl.settings import Settings
 from etl.sources import open_source
 from etl.sources.prefetch import prefetch
@@ -111,10 +113,8 @@ log = logging.getLogger("etl.reconcile")
 
 BUCKET_HEX = 3
 N_BUCKETS = 16**BUCKET_HEX
-NIL_UUID = "00000000-0000-0000-0000-000000000000"
 DEFAULT_MARK = "(table default)"
 MAX_PATHS = 50  # JSON paths listed per differing row
-TERMINAL_FINDINGS = 100  # findings printed in the terminal; the report files hold all
 _MOD = 1 << 64
 _TS_FORMAT = """'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'"""
 _BUCKET_SQL = f"(('x' || left({{}}::text, {BUCKET_HEX}))::bit({BUCKET_HEX * 4})::int)"
@@ -175,69 +175,7 @@ def diff_paths(a: Any, b: Any, path: str, out: list[str]) -> None:
         out.append(path)
 
 
-# -- results ------------------------------------------------------------------------------------
-
-
-@dataclass
-class TypeCounts:
-    source_rows: int = 0  # source documents that become a row of this type (checked ones)
-    loaded: int = 0  # rows the target holds for them (same buckets)
-    rejected: int = 0  # refused by the database at load time (etl_rejects stage 'load')
-    matched: int = 0
-    missing: int = 0
-    extra: int = 0
-    differing: int = 0
-    buckets: int = 0
-    buckets_differing: int = 0
-
-    def asdict(self) -> dict:
-        return dict(vars(self))
-
-
-@dataclass
-class CollectionReconcile:
-    collection: str
-    kind: str = "document"  # document | edge | unmapped
-    status: str = "pending"  # match | differences | unmapped | failed | pending
-    source_count: int = 0
-    checked: int = 0  # source documents examined (all, or the sampled keys)
-    loaded: int = 0
-    rejected: int = 0
-    unmapped: int = 0
-    by_type: dict[str, TypeCounts] = field(default_factory=lambda: defaultdict(TypeCounts))
-    missing: list[dict] = field(default_factory=list)
-    extra: list[dict] = field(default_factory=list)
-    differing: list[dict] = field(default_factory=list)
-    dangling: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    reject_reasons: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    seconds: float = 0.0
-
-    @property
-    def balanced(self) -> bool:
-        return self.checked == self.loaded + self.rejected + self.unmapped
-
-    @property
-    def differences(self) -> int:
-        return len(self.missing) + len(self.extra) + len(self.differing)
-
-    def asdict(self) -> dict:
-        return {
-            "collection": self.collection,
-            "kind": self.kind,
-            "status": self.status,
-            "source_count": self.source_count,
-            "checked": self.checked,
-            "counts": {"loaded": self.loaded, "rejected": self.rejected, "unmapped": self.unmapped},
-            "balanced": self.balanced,
-            "differences": self.differences,
-            "by_type": {k: v.asdict() for k, v in self.by_type.items()},
-            "missing": self.missing,
-            "extra": self.extra,
-            "differing": self.differing,
-            "dangling_references": dict(self.dangling),
-            "rejects_by_reason": dict(sorted(self.reject_reasons.items(), key=lambda kv: -kv[1])),
-            "seconds": round(self.seconds, 3),
-        }
+# -- pass 1 ------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -303,62 +241,6 @@ class _Pass1:
                 d_to[k] += n
         self.missing += other.missing
         self.deferred += other.deferred
-
-
-@dataclass
-class ReconcileSummary:
-    run_id: str
-    state: str
-    started_at: str
-    finished_at: str | None
-    source: str
-    target: str
-    schema_version: str | None
-    server_version: str | None
-    mapping_version: str | None
-    sample_percent: float | None
-    sample_seed: int | None
-    buckets_total: int
-    buckets_checked: int
-    collections: list[CollectionReconcile]
-    command: str = "reconcile"
-    error: str | None = None
-
-    @property
-    def has_differences(self) -> bool:
-        return any(c.differences or not c.balanced for c in self.collections)
-
-    def asdict(self) -> dict:
-        return {
-            "run_id": self.run_id,
-            "command": self.command,
-            "dry_run": False,
-            "state": self.state,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "source": self.source,
-            "target": self.target,
-            "schema_version": self.schema_version,
-            "server_version": self.server_version,
-            "mapping_version": self.mapping_version,
-            "sample": (
-                {
-                    "percent": self.sample_percent,
-                    "seed": self.sample_seed,
-                    "buckets_checked": self.buckets_checked,
-                    "buckets_total": self.buckets_total,
-                }
-                if self.sample_percent is not None
-                else None
-            ),
-            "has_differences": self.has_differences,
-            "error": self.error,
-            "collections": [c.asdict() for c in self.collections],
-        }
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
 
 
 # -- the compare object -------------------------------------------------------------------------
@@ -594,7 +476,7 @@ class Reconciliation:
         summary = ReconcileSummary(
             run_id=self.run_id,
             state="running",
-            started_at=_now(),
+            started_at=utc_now(),
             finished_at=None,
             source=source.description,
             target=target,
@@ -650,7 +532,7 @@ class Reconciliation:
             summary.error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            summary.finished_at = _now()
+            summary.finished_at = utc_now()
             self.report_paths = None
             if summary.collections or summary.state == "finished":  # not for a usage error
                 try:
@@ -671,13 +553,13 @@ class Reconciliation:
             conn.rollback()
             with conn.transaction():
                 if summary.state == "finished":
-                    _write_audit(conn, self.run_id, summary, self.mapping)
+                    write_audit(conn, self.run_id, summary)
                 paths = getattr(self, "report_paths", None)
                 state.finish_run(
                     conn,
                     self.run_id,
                     summary.state,
-                    summary=_run_summary(summary),
+                    summary=run_summary(summary),
                     error=summary.error,
                     report_path=str(paths["json"]) if paths else None,
                 )
@@ -831,7 +713,7 @@ class Reconciliation:
 
         def ids_of(docs: Iterator[Any]) -> _Pass1:  # per key range, in worker processes too
             part = _Pass1()
-            transformer = Transformer(self.mapping, self.run_id, _now())
+            transformer = Transformer(self.mapping, self.run_id, utc_now())
             for doc in docs:
                 part.read += 1
                 out = transformer.transform(name, doc)
@@ -922,7 +804,7 @@ class Reconciliation:
         """Pass 1 over `docs` (the collection, or one key range of it). Reads self (exists, specs,
         sampled, mapping) and writes only the returned _Pass1: it runs in forked workers too."""
         part = _Pass1()
-        transformer = Transformer(self.mapping, self.run_id, _now())
+        transformer = Transformer(self.mapping, self.run_id, utc_now())
         types = [t.document_type for t in cm.targets()]
         part.counts = {dt: [0] * N_BUCKETS for dt in types}
         part.sums = {dt: [0] * N_BUCKETS for dt in types}
@@ -1117,7 +999,7 @@ class Reconciliation:
             self.conn.commit()
         # pass 2 over the source, only the mismatching buckets
         any_bad = set().union(*mismatched.values())
-        transformer = Transformer(self.mapping, self.run_id, _now())
+        transformer = Transformer(self.mapping, self.run_id, utc_now())
         seen: set[str] = set()
         differing: dict[str, tuple[str, str, dict]] = {}  # id -> (type, key, compare object)
         not_rows: dict[str, str] = {}  # key -> why the source document is not a row
@@ -1209,7 +1091,7 @@ class Reconciliation:
         dt = spec.to_document_type
         table = table_of(dt)
         from_type = self.mapping.for_collection(spec.from_collection).targets()[0].document_type
-        transformer = Transformer(self.mapping, self.run_id, _now())
+        transformer = Transformer(self.mapping, self.run_id, utc_now())
         counts = [0] * N_BUCKETS
         sums = [0] * N_BUCKETS
         links: dict[str, tuple[str, str]] = {}  # research id -> (job id, edge key): last read wins
@@ -1456,226 +1338,3 @@ def _edge_items_sql(table: str) -> str:
         f" jsonb_build_object('research_id', r.id, 'job_id', r.job_id)::text"
         f" from {table} r where {edges} <> '{{}}'::jsonb"
     )
-
-
-# -- bookkeeping ----------------------------------------------------------------------------------
-
-
-def _run_summary(summary: ReconcileSummary) -> dict:
-    out = {}
-    for c in summary.collections:
-        out[c.collection] = {
-            "status": c.status,
-            "differences": c.differences,
-            "missing": len(c.missing),
-            "extra": len(c.extra),
-            "differing": len(c.differing),
-            "balanced": c.balanced,
-            "source_count": c.source_count,
-            "checked": c.checked,
-            "loaded": c.loaded,
-            "rejected": c.rejected,
-            "unmapped": c.unmapped,
-            "sample_percent": summary.sample_percent,
-        }
-    return out
-
-
-def _write_audit(conn, run_id: str, summary: ReconcileSummary, mapping) -> None:
-    rows = []
-    for c in summary.collections:
-        if c.kind == "unmapped":
-            continue  # no document type, no table: reported in etl_runs and the report only
-        for dt, tc in c.by_type.items():
-            rows.append(
-                (
-                    dt,
-                    NIL_UUID,
-                    "reconcile",
-                    jsonutil.dumps_str(
-                        {
-                            "summary": True,
-                            "collection": c.collection,
-                            "status": c.status,
-                            "differences": c.differences,
-                            "sample_percent": summary.sample_percent,
-                            "balanced": c.balanced,
-                            **tc.asdict(),
-                        }
-                    ),
-                    run_id,
-                )
-            )
-        for kind, items in (("missing", c.missing), ("extra", c.extra), ("differing", c.differing)):
-            for it in items:
-                rows.append(
-                    (
-                        it["document_type"],
-                        it["id"],
-                        "reconcile",
-                        jsonutil.dumps_str(
-                            {
-                                "finding": kind,
-                                "collection": c.collection,
-                                **{k: v for k, v in it.items() if k != "id"},
-                            }
-                        ),
-                        run_id,
-                    )
-                )
-    if not rows:
-        return
-    with conn.cursor().copy(
-        "copy document_audit_log (document_type, document_id, action, changes, run_id) from stdin"
-    ) as copy:
-        for r in rows:
-            copy.write_row(r)
-
-
-# -- reports ------------------------------------------------------------------------------------
-
-
-def findings(doc: dict) -> list[str]:
-    """One line per finding, in collection order."""
-    out = []
-    for c in doc["collections"]:
-        for kind in ("missing", "extra", "differing"):
-            for it in c.get(kind) or []:
-                what = f" ({it['what']})" if it.get("what") else ""
-                line = f"{kind:9} {c['collection']}/{it.get('key')}{what} id {it['id']}"
-                if kind == "differing":
-                    line += (
-                        ": "
-                        + ", ".join(it["paths"][:10])
-                        + (" ..." if len(it["paths"]) > 10 else "")
-                    )
-                elif it.get("source"):
-                    line += f": {it['source']}"
-                out.append(line)
-    return out
-
-
-def render_table(doc: dict) -> str:
-    header = [
-        "collection",
-        "status",
-        "source_count",
-        "checked",
-        "loaded",
-        "rejected",
-        "unmapped",
-        "missing",
-        "extra",
-        "differing",
-        "balanced",
-    ]
-    rows = [
-        [
-            c["collection"],
-            c["status"],
-            str(c["source_count"]),
-            str(c["checked"]),
-            str(c["counts"]["loaded"]),
-            str(c["counts"]["rejected"]),
-            str(c["counts"]["unmapped"]),
-            str(len(c["missing"])),
-            str(len(c["extra"])),
-            str(len(c["differing"])),
-            "ok" if c["balanced"] else "NO",
-        ]
-        for c in doc["collections"]
-    ]
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
-    ]
-
-    def line(cells):
-        return "  ".join(x.ljust(w) for x, w in zip(cells, widths)).rstrip()
-
-    out = [line(header), line(["-" * w for w in widths]), *map(line, rows)]
-    if doc.get("sample"):
-        s = doc["sample"]
-        out.append(
-            f"sample: {s['percent']}% of the keys ({s['buckets_checked']} of {s['buckets_total']}"
-            f" key ranges, seed {s['seed']})"
-        )
-    lines = findings(doc)
-    if lines:
-        out += [
-            "",
-            f"{len(lines)} finding(s)"
-            + (f", the first {TERMINAL_FINDINGS}:" if len(lines) > TERMINAL_FINDINGS else ":"),
-        ]
-        out += lines[:TERMINAL_FINDINGS]
-    return "\n".join(out)
-
-
-def render_markdown(doc: dict) -> str:
-    out = [
-        f"# Reconcile report: {doc['run_id']}",
-        "",
-        f"- state: **{doc['state']}**, result: **{'differences' if doc['has_differences'] else 'everything matches'}**",
-        f"- started: {doc['started_at']}, finished: {doc.get('finished_at')}",
-        f"- operator: {doc.get('operator')}",
-        f"- source: {doc['source']}",
-        f"- target: {doc['target']}",
-        f"- schema version: {doc.get('schema_version')}, PostgreSQL {doc.get('server_version')}, "
-        f"mapping version {doc.get('mapping_version')}",
-    ]
-    if doc.get("sample"):
-        s = doc["sample"]
-        out.append(
-            f"- SAMPLE: only {s['percent']}% of the keys were checked ({s['buckets_checked']} of "
-            f"{s['buckets_total']} key ranges, seed {s['seed']}); counts are for those keys"
-        )
-    if doc.get("error"):
-        out.append(f"- error: `{doc['error']}`")
-    out += [
-        "",
-        "## Counts",
-        "",
-        "```",
-        render_table({**doc, "collections": doc["collections"], "sample": None}).split("\n\n")[0],
-        "```",
-    ]
-    for c in doc["collections"]:
-        out += [
-            "",
-            f"## {c['collection']} ({c['status']})",
-            "",
-            f"source {c['source_count']}, checked {c['checked']}: loaded {c['counts']['loaded']} + "
-            f"rejected {c['counts']['rejected']} + unmapped {c['counts']['unmapped']} "
-            f"({'balanced' if c['balanced'] else 'NOT balanced'}); {c['seconds']} s.",
-        ]
-        if c["by_type"]:
-            out += [
-                "",
-                "| document type | source rows | loaded | rejected | matched | missing | extra | differing | key ranges differing |",
-                "|---|---|---|---|---|---|---|---|---|",
-            ]
-            for t, n in c["by_type"].items():
-                out.append(
-                    f"| {t} | {n['source_rows']} | {n['loaded']} | {n['rejected']} | {n['matched']} | "
-                    f"{n['missing']} | {n['extra']} | {n['differing']} | {n['buckets_differing']} of {n['buckets']} |"
-                )
-        if c.get("dangling_references"):
-            out += [
-                "",
-                f"Dangling references (the referenced document is not in the target): {c['dangling_references']}",
-            ]
-        if c.get("rejects_by_reason"):
-            out += [
-                "",
-                "Rejected: " + ", ".join(f"`{r}` ({n})" for r, n in c["rejects_by_reason"].items()),
-            ]
-        lines = findings({"collections": [c]})
-        if lines:
-            out += ["", "Findings:", ""] + [f"- `{ln}`" for ln in lines]
-    return "\n".join(out) + "\n"
-
-
-def write_reports(summary: dict, reports_dir: str | Path) -> dict[str, Path]:
-    """reports/<run id>.json, .md and .html with this module's markdown layout."""
-    from etl import report
-
-    return report.write_reports(summary, reports_dir, markdown=render_markdown)
