@@ -14,13 +14,13 @@ from etl.reconcile.run import (
     DEFAULT_MARK,
     MAX_PATHS,
     N_BUCKETS,
-    RANGE_MIN_DOCS,
     Reconciliation,
     bucket_of,
     bucket_ranges,
     diff_paths,
     ts_text,
 )
+from etl.reconcile.workers import RANGE_MIN_DOCS
 
 __all__ = [
     "BUCKET_HEX",

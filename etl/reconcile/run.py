@@ -79,17 +79,12 @@ and the finding in `changes`. Reports reports/<run id>.{json,md} list every find
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import pickle
 import random
 import re
-import signal
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -98,15 +93,15 @@ import psycopg
 
 from etl import pg, state
 from etl.canonical import canonical, digest, digest_sql, jsonb_key_order, loads_exact
-from etl.errors import ConfigError, EtlError, PermanentError, TransientError
+from etl.errors import EtlError, PermanentError
 from etl.mapping import CollectionMapping, Target, load_mapping
 from etl.mapping import table as table_of
 from etl.reconcile.audit import run_summary, write_audit
 from etl.reconcile.report import write_reports
 from etl.reconcile.results import CollectionReconcile, ReconcileSummary, TypeCounts, utc_now
+from etl.reconcile.workers import CollectionReader
 from etl.settings import Settings
 from etl.sources import open_source
-from etl.sources.prefetch import prefetch
 from etl.transform import EdgeLink, Reject, Row, Transformer, Unmapped, row_id
 
 log = logging.getLogger("etl.reconcile")
@@ -118,7 +113,6 @@ MAX_PATHS = 50  # JSON paths listed per differing row
 _MOD = 1 << 64
 _TS_FORMAT = """'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'"""
 _BUCKET_SQL = f"(('x' || left({{}}::text, {BUCKET_HEX}))::bit({BUCKET_HEX * 4})::int)"
-RANGE_MIN_DOCS = 250  # a collection is split into key ranges of at least this many documents
 _REFERENCE_TABLES = {
     "resume_id": "resume",
     "job_id": "job",
@@ -427,7 +421,6 @@ class Reconciliation:
         if not isinstance(workers, int) or workers < 1:
             raise PermanentError(f"--workers {workers}: expected a whole number >= 1")
         self.workers = workers
-        self._said_no_ranges = False
         self.settings = settings
         self.requested = collections or []
         self.all = all_
@@ -472,6 +465,14 @@ class Reconciliation:
         self.run_id = state.new_run_id("reconcile")
         source = open_source(self.source_spec, self.settings)
         self.source = source
+        self.reader = CollectionReader(
+            source,
+            source_spec=self.source_spec,
+            settings=self.settings,
+            batch_size=self.batch_size,
+            workers=self.workers,
+            on_progress=self.on_progress,
+        )
         target = pg.target_label(self.settings, self.dsn)
         summary = ReconcileSummary(
             run_id=self.run_id,
@@ -592,14 +593,6 @@ class Reconciliation:
             self._documents(name, cm, result)
         result.status = "match" if (result.differences == 0 and result.balanced) else "differences"
 
-    def _docs(self, name: str) -> Iterator[dict]:
-        n = 0
-        total = self.source.collection(name).count
-        for batch in prefetch(iter(self.source.batches(name, self.batch_size))):
-            yield from batch.docs
-            n += len(batch.docs)
-            self.on_progress(name, n, total)
-
     def _in_sample(self, name: str, doc: Any) -> bool:
         if self.sampled is None:
             return True
@@ -609,7 +602,7 @@ class Reconciliation:
         return bucket_of(row_id(name, key)) in self.sampled
 
     def _count_sampled(self, name: str) -> int:
-        return sum(1 for d in self._docs(name) if self._in_sample(name, d))
+        return sum(1 for d in self.reader.docs(name) if self._in_sample(name, d))
 
     def _recorded(self, name: str) -> set[str]:
         """Keys of the collection in the reject store (any stage, any run)."""
@@ -721,7 +714,7 @@ class Reconciliation:
                     part.ids[out.document_type] += uuid.UUID(out.values["id"]).bytes
             return part
 
-        for part in self._over_ranges(name, ids_of):
+        for part in self.reader.over_ranges(name, ids_of):
             self._add_exists(part)
         self._exists_done.add(name)
 
@@ -739,7 +732,7 @@ class Reconciliation:
 
         # pass 1: digests per bucket (and the ids of this collection's rows), per key range
         total = _Pass1()
-        for part in self._over_ranges(
+        for part in self.reader.over_ranges(
             name, lambda docs: self._pass1(name, cm, docs, load_rejected, recorded, exists_before)
         ):
             total.merge(part)  # in key order: lists and dicts keep the order of one pass
@@ -863,77 +856,6 @@ class Reconciliation:
         part.counts[dt][b] += 1
         part.sums[dt][b] += digest(cmp)
 
-    # -- key ranges in worker processes ----------------------------------------------------
-    def _ranges(self, name: str) -> list[tuple[str | None, str | None]]:
-        """(after, until] key ranges for pass 1 of a collection: one unless workers > 1, the
-        source can split (ArangoDB) and the collection is large enough."""
-        whole: list[tuple[str | None, str | None]] = [(None, None)]
-        if self.workers <= 1:
-            return whole
-        if not hasattr(self.source, "split_points"):
-            if not self._said_no_ranges:
-                log.info(
-                    "--workers %d: the source (%s) cannot be read in key ranges; each collection is"
-                    " reconciled in one process",
-                    self.workers,
-                    self.source.description,
-                )
-                self._said_no_ranges = True
-            return whole
-        parts = min(self.workers * 2, self.source.collection(name).count // RANGE_MIN_DOCS)
-        if parts <= 1:
-            return whole
-        bounds = [None, *self.source.split_points(name, parts), None]
-        return list(zip(bounds, bounds[1:]))
-
-    def _over_ranges(self, name: str, work: Callable[[Iterator[Any]], _Pass1]) -> list[_Pass1]:
-        """work(documents) for every key range of the collection, in key order. Several ranges run
-        in forked worker processes (at most self.workers at a time); one runs here."""
-        ranges = self._ranges(name)
-        if len(ranges) == 1:
-            return [work(self._docs(name))]
-        global _FORKED
-        total = self.source.collection(name).count
-        log.info(
-            "%s: read in %d key ranges by %d worker processes",
-            name,
-            len(ranges),
-            min(self.workers, len(ranges)),
-        )
-        ctx = multiprocessing.get_context("fork")
-        progress = ctx.RawArray("q", len(ranges))  # documents read per range (one writer each)
-        _FORKED = _Forked(self, name, work, ranges, progress)
-        pool = ProcessPoolExecutor(
-            max_workers=min(self.workers, len(ranges)), mp_context=ctx, initializer=_worker_init
-        )
-        ok = False
-        try:
-            # the fork context forks every worker at the first submit, so they all see _FORKED
-            futures = [pool.submit(_range_task, i) for i in range(len(ranges))]
-            pending, reported = set(futures), -1
-            while pending:
-                done, pending = wait(pending, timeout=0.25, return_when=FIRST_EXCEPTION)
-                for f in done:
-                    exc = f.exception()
-                    if isinstance(exc, BrokenProcessPool):
-                        raise EtlError(
-                            f"reconcile of {name!r}: a worker process ended unexpectedly"
-                            f" (killed, or out of memory?)"
-                        ) from None
-                    if exc is not None:
-                        raise exc
-                n = sum(progress)
-                if n != reported:
-                    self.on_progress(name, n, total)
-                    reported = n
-            ok = True
-            return [f.result() for f in futures]
-        finally:
-            _FORKED = None
-            if not ok:  # a failure or Ctrl-C: the other ranges are not wanted
-                _kill_workers(pool)
-            pool.shutdown(wait=True, cancel_futures=True)
-
     def _store_masks(self, masks: list[tuple[str, str]]) -> None:
         if not masks:
             return
@@ -1003,7 +925,7 @@ class Reconciliation:
         seen: set[str] = set()
         differing: dict[str, tuple[str, str, dict]] = {}  # id -> (type, key, compare object)
         not_rows: dict[str, str] = {}  # key -> why the source document is not a row
-        for doc in self._docs(name):
+        for doc in self.reader.docs(name):
             key = doc.get("_key") if isinstance(doc, dict) else None
             if not isinstance(key, str) or not key or bucket_of(row_id(name, key)) not in any_bad:
                 continue
@@ -1103,7 +1025,7 @@ class Reconciliation:
 
         def edges_pass(keep: set[int] | None) -> dict[tuple, tuple[str, dict]]:
             kept: dict[tuple, tuple[str, dict]] = {}
-            for doc in self._docs(name):
+            for doc in self.reader.docs(name):
                 out = transformer.transform(name, doc)
                 if isinstance(out, EdgeLink):
                     if not wanted(out.target_id):
@@ -1243,70 +1165,6 @@ class Reconciliation:
                     )
                     tc.extra += 1
         tc.matched = tc.source_rows - tc.missing - tc.differing
-
-
-@dataclass
-class _Forked:
-    """What a forked pass-1 worker reads from the parent's memory (set just before the fork)."""
-
-    rec: Reconciliation
-    name: str
-    work: Callable[[Iterator[Any]], _Pass1]
-    ranges: list[tuple[str | None, str | None]]
-    progress: Any  # multiprocessing RawArray of int64, documents read per range
-
-
-_FORKED: _Forked | None = None
-
-
-def _worker_init() -> None:
-    # Ctrl-C goes to the whole process group: the parent handles it and kills the workers
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _range_task(i: int) -> _Pass1:
-    """In a forked worker: pass 1 over key range i, read through a source of its own."""
-    f = _FORKED
-    assert f is not None, "a reconcile worker must be forked by Reconciliation._over_ranges"
-    rec = f.rec
-    after, until = f.ranges[i]
-    try:
-        source = open_source(rec.source_spec, rec.settings)
-        try:
-
-            def docs() -> Iterator[Any]:
-                for batch in prefetch(
-                    iter(source.batches(f.name, rec.batch_size, after=after, until=until))
-                ):
-                    yield from batch.docs
-                    f.progress[i] += len(batch.docs)
-
-            return f.work(docs())
-        finally:
-            source.close()
-    except BaseException as exc:
-        try:  # the exception crosses the process boundary pickled (concurrent.futures)
-            pickle.loads(pickle.dumps(exc))
-        except Exception:  # what cannot is sent as the nearest class and its one-line text
-            if isinstance(exc, EtlError):
-                cls = next(
-                    c
-                    for c in (ConfigError, PermanentError, TransientError, EtlError)
-                    if isinstance(exc, c)
-                )
-                raise cls(str(exc)) from None
-            raise RuntimeError(f"{type(exc).__name__}: {exc}") from None
-        raise
-
-
-def _kill_workers(pool: ProcessPoolExecutor) -> None:
-    """SIGKILL the pool's processes (Python 3.14 has pool.kill_workers(); before, only _processes)."""
-    if hasattr(pool, "kill_workers"):
-        pool.kill_workers()
-        return
-    for proc in list((getattr(pool, "_processes", None) or {}).values()):
-        if proc.is_alive():
-            proc.kill()
 
 
 def _bucket_join(buckets) -> tuple[str, list]:
