@@ -1,6 +1,8 @@
 """`etl reconcile`: prove the target holds exactly what the source says, and name every difference."""
 
 from etl.reconcile.audit import NIL_UUID
+from etl.reconcile.buckets import BUCKET_HEX, N_BUCKETS, bucket_of, bucket_ranges
+from etl.reconcile.compare import DEFAULT_MARK, MAX_PATHS, diff_paths, ts_text
 from etl.reconcile.report import (
     TERMINAL_FINDINGS,
     findings,
@@ -9,17 +11,7 @@ from etl.reconcile.report import (
     write_reports,
 )
 from etl.reconcile.results import CollectionReconcile, ReconcileSummary, TypeCounts
-from etl.reconcile.run import (
-    BUCKET_HEX,
-    DEFAULT_MARK,
-    MAX_PATHS,
-    N_BUCKETS,
-    Reconciliation,
-    bucket_of,
-    bucket_ranges,
-    diff_paths,
-    ts_text,
-)
+from etl.reconcile.run import Reconciliation
 from etl.reconcile.workers import RANGE_MIN_DOCS
 
 __all__ = [

@@ -86,17 +86,46 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from etl import pg, state
-from etl.canonical import canonical, digest, digest_sql, jsonb_key_order, loads_exact
+from etl.canonical import canonical, digest, loads_exact
 from etl.errors import EtlError, PermanentError
-from etl.mapping import CollectionMapping, Target, load_mapping
+from etl.mapping import CollectionMapping, load_mapping
 from etl.mapping import table as table_of
 from etl.reconcile.audit import run_summary, write_audit
+from etl.reconcile.buckets import (
+    MOD,
+    N_BUCKETS,
+    bucket_join,
+    bucket_of,
+    bucket_sql,
+    collection_scope,
+    differing_buckets,
+    in_sample,
+    sample_buckets,
+    server_buckets,
+    server_compare_texts,
+    server_row_digests,
+)
+from etl.reconcile.compare import (
+    create_mask_table,
+    diff_paths,
+    digest_of,
+    store_masks,
+    type_specs,
+)
+from etl.reconcile.rejects import (
+    LOAD_REFUSED,
+    count_not_a_row,
+    load_rejected_keys,
+    recorded_keys,
+    target_of,
+    unrecorded,
+)
 from etl.reconcile.report import write_reports
 from etl.reconcile.results import CollectionReconcile, ReconcileSummary, TypeCounts, utc_now
 from etl.reconcile.workers import CollectionReader
@@ -105,69 +134,6 @@ from etl.sources import open_source
 from etl.transform import EdgeLink, Reject, Row, Transformer, Unmapped, row_id
 
 log = logging.getLogger("etl.reconcile")
-
-BUCKET_HEX = 3
-N_BUCKETS = 16**BUCKET_HEX
-DEFAULT_MARK = "(table default)"
-MAX_PATHS = 50  # JSON paths listed per differing row
-_MOD = 1 << 64
-_TS_FORMAT = """'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'"""
-_BUCKET_SQL = f"(('x' || left({{}}::text, {BUCKET_HEX}))::bit({BUCKET_HEX * 4})::int)"
-_REFERENCE_TABLES = {
-    "resume_id": "resume",
-    "job_id": "job",
-    "parent_optimization_id": "optimization",
-}
-
-
-def bucket_of(id_str: str) -> int:
-    return int(id_str[:BUCKET_HEX], 16)
-
-
-def bucket_ranges(buckets) -> list[tuple[str, str]]:
-    """Contiguous runs of buckets as inclusive uuid ranges (for index range scans on id)."""
-    out: list[tuple[str, str]] = []
-    for b in sorted(buckets):
-        lo = f"{b:0{BUCKET_HEX}x}" + "0" * (8 - BUCKET_HEX) + "-0000-0000-0000-000000000000"
-        hi = f"{b:0{BUCKET_HEX}x}" + "f" * (8 - BUCKET_HEX) + "-ffff-ffff-ffff-ffffffffffff"
-        if out and bucket_of(out[-1][1]) == b - 1:
-            out[-1] = (out[-1][0], hi)
-        else:
-            out.append((lo, hi))
-    return out
-
-
-def ts_text(iso: str) -> str:
-    """A canonical row's timestamp as the server's to_char(... at time zone 'UTC', _TS_FORMAT)."""
-    dt = datetime.fromisoformat(iso)
-    dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-    return (
-        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:"
-        f"{dt.second:02d}.{dt.microsecond:06d}Z"
-    )
-
-
-def diff_paths(a: Any, b: Any, path: str, out: list[str]) -> None:
-    """JSON paths where a and b differ (as the server would print them), at most MAX_PATHS."""
-    if len(out) >= MAX_PATHS:
-        return
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b), key=jsonb_key_order):
-            p = f"{path}.{k}" if path else k
-            if k not in a or k not in b:
-                out.append(p)
-            else:
-                diff_paths(a[k], b[k], p, out)
-    elif isinstance(a, list) and isinstance(b, list):
-        for i in range(max(len(a), len(b))):
-            p = f"{path}[{i}]"
-            if i >= len(a) or i >= len(b):
-                out.append(p)
-            else:
-                diff_paths(a[i], b[i], p, out)
-    elif canonical(a) != canonical(b):
-        out.append(path)
-
 
 # -- pass 1 ------------------------------------------------------------------------------------
 
@@ -221,7 +187,7 @@ class _Pass1:
             for b in range(N_BUCKETS):
                 if counts[b]:
                     mc[b] += counts[b]
-                    ms[b] = (ms[b] + os_[b]) % _MOD
+                    ms[b] = (ms[b] + os_[b]) % MOD
         for dt, ids in other.ids.items():
             self.ids[dt] += ids
         self.masks += other.masks
@@ -235,166 +201,6 @@ class _Pass1:
                 d_to[k] += n
         self.missing += other.missing
         self.deferred += other.deferred
-
-
-# -- the compare object -------------------------------------------------------------------------
-
-
-@dataclass
-class _Column:
-    name: str
-    kind: str  # ts | json | other
-    default: Any = None  # python value of a constant default
-    has_default: bool = False
-    volatile: bool = False
-
-
-class _TypeSpec:
-    """How one document type's rows are compared, on both sides."""
-
-    def __init__(
-        self,
-        document_type: str,
-        columns: list[_Column],
-        conditional: dict[str, tuple[str, ...]],
-        references: dict[str, str],
-    ):
-        self.document_type = document_type
-        self.table = table_of(document_type)
-        self.columns = columns
-        self.conditional = conditional  # column -> metadata.extra attributes that make it "own"
-        self.references = references  # column -> referenced document type
-
-    # python side
-    def compare(
-        self,
-        values: dict,
-        exists: dict[str, set],
-        masks: list[str] | None,
-        dangling: dict[str, int] | None,
-    ) -> dict:
-        out: dict[str, Any] = {}
-        md = values.get("metadata")
-        extra = (md or {}).get("extra") or {}
-        for c in self.columns:
-            name = c.name
-            v = values.get(name)
-            if name == "metadata":
-                v = {k: x for k, x in (v or {}).items() if k != "etl" and k != "edges"}
-            elif name in self.references and v is not None:
-                if uuid.UUID(v).bytes not in exists[self.references[name]]:
-                    if dangling is not None:
-                        dangling[name] += 1
-                    v = None
-            if name in self.conditional and not any(
-                extra.get(a) is not None for a in self.conditional[name]
-            ):
-                v = None
-            elif v is None:
-                if c.volatile:
-                    v = DEFAULT_MARK
-                    if masks is not None:
-                        masks.append(name)
-                elif c.has_default:
-                    v = c.default
-            elif c.kind == "ts":
-                v = ts_text(v)
-            out[name] = v
-        return out
-
-    # server side
-    def compare_sql(self, masked: set[str]) -> str:
-        parts = []
-        for c in self.columns:
-            col = f"t.{_ident(c.name)}"
-            if c.name == "metadata":
-                expr = "(t.metadata - 'etl' - 'edges')"
-            elif c.kind == "ts":
-                expr = f"to_char({col} at time zone 'UTC', {_TS_FORMAT})"
-            else:
-                expr = col
-            if c.name in self.conditional:
-                # own reference: compared; none and an edge set it: the edge check compares it;
-                # none and no edge: must be NULL (Python's side says None)
-                own = (
-                    " or ".join(
-                        f"coalesce(jsonb_typeof(t.metadata -> 'extra' -> {_lit(a)}), 'null') <> 'null'"
-                        for a in self.conditional[c.name]
-                    )
-                    or "false"
-                )
-                expr = (
-                    f"case when ({own}) or coalesce(t.metadata -> 'edges', '{{}}'::jsonb) = '{{}}'::jsonb"
-                    f" then {expr} end"
-                )
-            elif c.volatile and c.name in masked:
-                expr = (
-                    f"case when exists (select 1 from pg_temp.etl_reconcile_mask m where m.id = t.id"
-                    f" and m.col = {_lit(c.name)}) then {_lit(DEFAULT_MARK)}::text else {expr} end"
-                )
-            parts.append(f"{_lit(c.name)}, {expr}")
-        return "jsonb_build_object(" + ", ".join(parts) + ")::text"
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
-
-
-_STRING_LITERAL = re.compile(r"'(?:[^']|'')*'")
-
-
-def _type_specs(conn, mapping) -> dict[str, _TypeSpec]:
-    """Columns and the core's defaults from the catalog (sql/007 builds its merge the same way)."""
-    edge_sets: dict[str, set[str]] = defaultdict(set)
-    for cm in mapping.collections.values():
-        if cm.edge is not None:
-            edge_sets[cm.edge.to_document_type].add(cm.edge.sets)
-    specs = {}
-    for dt in mapping.document_types():
-        rows = conn.execute(
-            "select a.attname, format_type(a.atttypid, a.atttypmod), pg_get_expr(d.adbin, d.adrelid)"
-            " from pg_attribute a left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum"
-            " where a.attrelid = %s::regclass and a.attnum > 0 and not a.attisdropped order by a.attnum",
-            (f"public.{table_of(dt)}",),
-        ).fetchall()
-        cols = []
-        for name, typ, dflt in rows:
-            kind = "ts" if typ.startswith("timestamp") else "json" if typ == "jsonb" else "other"
-            col = _Column(name, kind)
-            if name == "filename" and dt == "resume":
-                col.has_default, col.default = (
-                    True,
-                    "unknown",
-                )  # as the core: coalesce(..., 'unknown')
-            elif dflt is not None and name != "id":
-                if "(" in _STRING_LITERAL.sub(
-                    "", dflt
-                ):  # a function call: now(), gen_random_uuid()
-                    col.volatile = True
-                else:
-                    text = conn.execute(f"select to_jsonb({dflt})::text").fetchone()[0]
-                    col.has_default, col.default = True, loads_exact(text)
-            cols.append(col)
-        refs: dict[str, str] = {}
-        conditional: dict[str, tuple[str, ...]] = {}
-        for cm in mapping.collections.values():
-            for t in cm.targets():
-                if t.document_type != dt:
-                    continue
-                for f in t.references:
-                    refs[f.name] = (
-                        _REFERENCE_TABLES.get(f.name)
-                        or mapping.for_collection(f.collection).targets()[0].document_type
-                    )
-                    if f.name in edge_sets.get(dt, ()):
-                        conditional[f.name] = tuple(p[0] for p in f.paths if len(p) == 1)
-        specs[dt] = _TypeSpec(dt, cols, conditional, refs)
-    conn.commit()
-    return specs
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -436,8 +242,7 @@ class Reconciliation:
         self.mapping = load_mapping(settings.migrate.mapping)
         self.sampled: set[int] | None = None
         if sample is not None:
-            k = max(1, round(N_BUCKETS * sample / 100))
-            self.sampled = set(random.Random(self.seed).sample(range(N_BUCKETS), k))
+            self.sampled = sample_buckets(sample, self.seed)
         # ids (16 bytes) of the source documents that are rows in the target, per document type
         self.exists: dict[str, set[bytes]] = defaultdict(set)
         self._exists_done: set[str] = set()
@@ -508,10 +313,8 @@ class Reconciliation:
                 },
             )
             conn.commit()
-            self.specs = _type_specs(conn, self.mapping)
-            conn.execute(
-                "create temp table if not exists etl_reconcile_mask (id uuid, col text, primary key (id, col))"
-            )
+            self.specs = type_specs(conn, self.mapping)
+            create_mask_table(conn)
             conn.commit()
             for name in names:
                 result = CollectionReconcile(name)
@@ -593,106 +396,8 @@ class Reconciliation:
             self._documents(name, cm, result)
         result.status = "match" if (result.differences == 0 and result.balanced) else "differences"
 
-    def _in_sample(self, name: str, doc: Any) -> bool:
-        if self.sampled is None:
-            return True
-        key = doc.get("_key") if isinstance(doc, dict) else None
-        if not isinstance(key, str) or not key:
-            return True  # no id to bucket: always checked (it is a reject)
-        return bucket_of(row_id(name, key)) in self.sampled
-
     def _count_sampled(self, name: str) -> int:
-        return sum(1 for d in self.reader.docs(name) if self._in_sample(name, d))
-
-    def _recorded(self, name: str) -> set[str]:
-        """Keys of the collection in the reject store (any stage, any run)."""
-        keys = {
-            k
-            for (k,) in self.conn.execute(
-                "select distinct key from etl_rejects where collection = %s and key is not null",
-                (name,),
-            )
-        }
-        self.conn.commit()
-        return keys
-
-    def _not_a_row(
-        self,
-        name: str,
-        cm: CollectionMapping,
-        doc: Any,
-        out: Reject | Unmapped,
-        recorded: set[str],
-        into: _Pass1 | CollectionReconcile,
-    ) -> None:
-        """Count a rejected or unmapped source document in `into`; it must be in etl_rejects."""
-        if isinstance(out, Reject):
-            reason = out.reason.split(":", 1)[0]
-            into.rejected += 1
-            into.reject_reasons[reason] += 1
-            what = f"rejected ({reason})"
-        else:
-            into.unmapped += 1
-            what = "unmapped"
-        self._unrecorded(name, cm, doc, out.key, what, recorded, into.missing)
-
-    def _unrecorded(
-        self,
-        name: str,
-        cm: CollectionMapping,
-        doc: Any,
-        key: str | None,
-        what: str,
-        recorded: set[str],
-        missing: list[dict],
-    ) -> None:
-        """A source document that is not a row must be in etl_rejects; else it was lost."""
-        if key is None or state.db_text(key) in recorded:  # a key with U+0000 is stored escaped
-            return
-        if cm.edge is not None:
-            dt = cm.edge.to_document_type
-        else:
-            t = self._target_of(cm, doc) if isinstance(doc, dict) else None
-            dt = t.document_type if t is not None else cm.targets()[0].document_type
-        missing.append(
-            {
-                "key": key,
-                "id": row_id(name, key),
-                "document_type": dt,
-                "table": table_of(dt),
-                "source": f"{what}, and not in etl_rejects: neither loaded nor kept",
-            }
-        )
-
-    def _load_rejected(self, name: str, cm: CollectionMapping) -> set[str]:
-        """Keys of the collection the database refused at load time and that are not in the target."""
-        tables = sorted({t.table for t in cm.targets()})
-        cond = (
-            " and ".join(
-                f"not exists (select 1 from {t} x where x.metadata -> 'arango' ->> 'collection' = r.collection"
-                f" and x.metadata -> 'arango' ->> '_key' = r.key)"
-                for t in tables
-            )
-            or "true"
-        )
-        keys = {
-            k
-            for (k,) in self.conn.execute(
-                f"select distinct r.key from etl_rejects r where r.collection = %s and r.stage = 'load'"
-                f" and r.key is not null and {cond}",
-                (name,),
-            )
-        }
-        self.conn.commit()
-        return keys
-
-    def _target_of(self, cm: CollectionMapping, doc: dict) -> Target | None:
-        if cm.target is not None:
-            return cm.target
-        v: Any = doc
-        for seg in cm.route_on or ():
-            v = v.get(seg) if isinstance(v, dict) else None
-        return (cm.routes or {}).get(v) if isinstance(v, str) else None
+        return sum(1 for d in self.reader.docs(name) if in_sample(self.sampled, name, d))
 
     def _ensure_exists(self, name: str) -> None:
         """The ids of a referenced collection's rows, when that collection is not reconciled
@@ -702,7 +407,7 @@ class Reconciliation:
         cm = self.mapping.for_collection(name)
         if cm is None or cm.edge is not None:
             return
-        load_rejected = self._load_rejected(name, cm)
+        load_rejected = load_rejected_keys(self.conn, name, cm)
 
         def ids_of(docs: Iterator[Any]) -> _Pass1:  # per key range, in worker processes too
             part = _Pass1()
@@ -725,8 +430,8 @@ class Reconciliation:
 
     # -- documents --------------------------------------------------------------------------
     def _documents(self, name: str, cm: CollectionMapping, result: CollectionReconcile) -> None:
-        load_rejected = self._load_rejected(name, cm)
-        recorded = self._recorded(name)
+        load_rejected = load_rejected_keys(self.conn, name, cm)
+        recorded = recorded_keys(self.conn, name)
         types = [t.document_type for t in cm.targets()]
         exists_before = name in self._exists_done
 
@@ -760,21 +465,22 @@ class Reconciliation:
         counts, sums, masks = total.counts, total.sums, total.masks
 
         # the server's side, per document type
-        self._store_masks(masks)
+        store_masks(self.conn, masks)
         mismatched: dict[str, set[int]] = {}
         for dt in types:
             spec = self.specs[dt]
             tc = result.by_type[dt]
-            srv = self._server_buckets(spec, name, cm)
+            srv = server_buckets(
+                self.conn,
+                spec,
+                collection_scope(self.mapping, spec, name),
+                self._masked[spec.table],
+                self.sampled,
+            )
             tc.loaded = sum(n for n, _ in srv.values())
             result.loaded += tc.loaded
             checked = self.sampled if self.sampled is not None else range(N_BUCKETS)
-            bad = {
-                b
-                for b in checked
-                if (counts[dt][b], sums[dt][b] % _MOD)
-                != (srv.get(b, (0, 0))[0], srv.get(b, (0, 0))[1] % _MOD)
-            }
+            bad = differing_buckets(counts[dt], sums[dt], srv, checked)
             tc.buckets = len(self.sampled) if self.sampled is not None else N_BUCKETS
             tc.buckets_differing = len(bad)
             if bad:
@@ -811,9 +517,9 @@ class Reconciliation:
         }
         for doc in docs:
             part.read += 1
-            if not self._in_sample(name, doc):
+            if not in_sample(self.sampled, name, doc):
                 if not exists_before and isinstance(doc, dict):  # existence without a transform
-                    t = self._target_of(cm, doc)
+                    t = target_of(cm, doc)
                     if t is not None and doc.get("_key") not in load_rejected:
                         part.ids[t.document_type] += uuid.UUID(row_id(name, doc["_key"])).bytes
                 continue
@@ -825,7 +531,7 @@ class Reconciliation:
                 if out.key in load_rejected:
                     part.rejected += 1
                     tc.rejected += 1
-                    part.reject_reasons["refused by the database at load time (etl_rejects)"] += 1
+                    part.reject_reasons[LOAD_REFUSED] += 1
                     continue
                 tc.source_rows += 1
                 rid = out.values["id"]
@@ -836,15 +542,15 @@ class Reconciliation:
                     continue
                 self._add(part, dt, out.values, b)
             elif isinstance(out, (Reject, Unmapped)):
-                self._not_a_row(name, cm, doc, out, recorded, part)
+                count_not_a_row(name, cm, doc, out, recorded, part)
             else:  # an EdgeLink from a document collection: a mapping error
                 raise PermanentError(
                     f"collection {name!r} yielded an edge; its mapping kind is wrong"
                 )
         for sums in part.sums.values():
             for b, v in enumerate(sums):
-                if v >= _MOD:
-                    sums[b] = v % _MOD
+                if v >= MOD:
+                    sums[b] = v % MOD
         return part
 
     def _add(self, part: _Pass1, dt: str, values: dict, b: int) -> None:
@@ -856,54 +562,6 @@ class Reconciliation:
         part.counts[dt][b] += 1
         part.sums[dt][b] += digest(cmp)
 
-    def _store_masks(self, masks: list[tuple[str, str]]) -> None:
-        if not masks:
-            return
-        with self.conn.cursor().copy("copy etl_reconcile_mask (id, col) from stdin") as copy:
-            for m in dict.fromkeys(masks):
-                copy.write_row(m)
-        self.conn.commit()
-
-    def _scope_sql(self, spec: _TypeSpec, name: str, cm: CollectionMapping) -> str:
-        """The rows of spec.table that belong to collection `name` (owner also gets the orphans)."""
-        feeding = [
-            c
-            for c in self.mapping.collections_in_order()
-            if (m := self.mapping.for_collection(c)) is not None
-            and m.edge is None
-            and any(t.document_type == spec.document_type for t in m.targets())
-        ]
-        own = f"t.metadata -> 'arango' ->> 'collection' = {_lit(name)}"
-        if feeding and feeding[0] == name:
-            others = ", ".join(_lit(c) for c in feeding)
-            return (
-                f"({own} or t.metadata -> 'arango' ->> 'collection' is null"
-                f" or t.metadata -> 'arango' ->> 'collection' not in ({others}))"
-            )
-        return f"({own})"
-
-    def _range_join(self, buckets) -> tuple[str, list]:
-        if buckets is None:
-            return "", []
-        ranges = bucket_ranges(buckets)
-        return (
-            " join (select unnest(%s::uuid[]) lo, unnest(%s::uuid[]) hi) rg on t.id between rg.lo and rg.hi",
-            [[r[0] for r in ranges], [r[1] for r in ranges]],
-        )
-
-    def _server_buckets(
-        self, spec: _TypeSpec, name: str, cm: CollectionMapping
-    ) -> dict[int, tuple[int, int]]:
-        join, params = self._range_join(self.sampled)
-        cmp = spec.compare_sql(self._masked[spec.table])
-        q = (
-            f"select b, count(*), sum(d) from (select {_BUCKET_SQL.format('t.id')} b, {digest_sql(cmp)} d"
-            f" from {spec.table} t{join} where {self._scope_sql(spec, name, cm)}) s group by b"
-        )
-        out = {b: (n, int(s)) for b, n, s in self.conn.execute(q, params)}
-        self.conn.commit()
-        return out
-
     def _drill(
         self, name, cm, result: CollectionReconcile, load_rejected, mismatched: dict[str, set[int]]
     ) -> None:
@@ -911,14 +569,13 @@ class Reconciliation:
         server: dict[str, dict[str, tuple[int, str | None, str | None]]] = {}
         for dt, bad in mismatched.items():
             spec = self.specs[dt]
-            join, params = self._range_join(bad)
-            q = (
-                f"select t.id::text, {digest_sql(spec.compare_sql(self._masked[spec.table]))},"
-                f" t.metadata -> 'arango' ->> '_key', t.metadata -> 'arango' ->> 'collection'"
-                f" from {spec.table} t{join} where {self._scope_sql(spec, name, cm)}"
+            server[dt] = server_row_digests(
+                self.conn,
+                spec,
+                collection_scope(self.mapping, spec, name),
+                self._masked[spec.table],
+                bad,
             )
-            server[dt] = {r[0]: (r[1], r[2], r[3]) for r in self.conn.execute(q, params)}
-            self.conn.commit()
         # pass 2 over the source, only the mismatching buckets
         any_bad = set().union(*mismatched.values())
         transformer = Transformer(self.mapping, self.run_id, utc_now())
@@ -976,15 +633,7 @@ class Reconciliation:
             by_type[dt].append(rid)
         for dt, ids in by_type.items():
             spec = self.specs[dt]
-            stored = {
-                r[0]: r[1]
-                for r in self.conn.execute(
-                    f"select t.id::text, {spec.compare_sql(self._masked[spec.table])} from {spec.table} t"
-                    f" where t.id = any(%s::uuid[])",
-                    (ids,),
-                )
-            }
-            self.conn.commit()
+            stored = server_compare_texts(self.conn, spec, self._masked[spec.table], ids)
             for rid in ids:
                 _dt, key, cmp = differing[rid]
                 got = loads_exact(stored[rid])
@@ -1018,7 +667,7 @@ class Reconciliation:
         sums = [0] * N_BUCKETS
         links: dict[str, tuple[str, str]] = {}  # research id -> (job id, edge key): last read wins
         tc = result.by_type[dt]
-        recorded = self._recorded(name)
+        recorded = recorded_keys(self.conn, name)
 
         def wanted(target_id: str) -> bool:
             return self.sampled is None or bucket_of(target_id) in self.sampled
@@ -1040,7 +689,7 @@ class Reconciliation:
                         if not ok:
                             result.rejected += 1
                             result.reject_reasons["dangling_edge"] += 1
-                            self._unrecorded(
+                            unrecorded(
                                 name, cm, doc, out.key, "a dangling edge", recorded, result.missing
                             )
                             continue
@@ -1053,10 +702,10 @@ class Reconciliation:
                             out.key,
                             _edge_obj(out.key, out.target_id, out.edge),
                         )
-                elif keep is None and self._in_sample(name, doc):
+                elif keep is None and in_sample(self.sampled, name, doc):
                     result.checked += 1
                     if isinstance(out, (Reject, Unmapped)):
-                        self._not_a_row(name, cm, doc, out, recorded, result)
+                        count_not_a_row(name, cm, doc, out, recorded, result)
             return kept
 
         edges_pass(None)
@@ -1065,13 +714,14 @@ class Reconciliation:
             counts[b] += 1
             sums[b] += digest(_link_obj(target_id, job_id))
 
-        join, params = _bucket_join(self.sampled)
+        join, params = bucket_join(self.sampled)
         items_sql = _edge_items_sql(table)
         srv = {}
         n_loaded = 0
         for b, kind, n, s in self.conn.execute(
-            f"select t.b, kind, count(*), sum({digest_sql('cmp')}) from ({items_sql}) t{join}"
-            f" group by t.b, kind",
+            sql.SQL("select t.b, kind, count(*), sum({}) from ({}) t{} group by t.b, kind").format(
+                digest_of(sql.SQL("cmp")), items_sql, join
+            ),
             params,
         ):
             c0, s0 = srv.get(b, (0, 0))
@@ -1081,11 +731,7 @@ class Reconciliation:
         self.conn.commit()
         tc.loaded = result.loaded = n_loaded
         checked = self.sampled if self.sampled is not None else range(N_BUCKETS)
-        bad = {
-            b
-            for b in checked
-            if (counts[b], sums[b] % _MOD) != (srv.get(b, (0, 0))[0], srv.get(b, (0, 0))[1] % _MOD)
-        }
+        bad = differing_buckets(counts, sums, srv, checked)
         tc.buckets = len(self.sampled) if self.sampled is not None else N_BUCKETS
         tc.buckets_differing = len(bad)
         if bad:
@@ -1093,10 +739,12 @@ class Reconciliation:
             for target_id, (job_id, key) in links.items():
                 if bucket_of(target_id) in bad:
                     expected[("link", target_id)] = (key, _link_obj(target_id, job_id))
-            join, params = _bucket_join(bad)
+            join, params = bucket_join(bad)
             stored: dict[tuple, tuple[str, str]] = {}
             for kind, rid, ekey, rkey, cmp in self.conn.execute(
-                f"select kind, id::text, edge_key, arango_key, cmp from ({items_sql}) t{join}",
+                sql.SQL("select kind, id::text, edge_key, arango_key, cmp from ({}) t{}").format(
+                    items_sql, join
+                ),
                 params,
             ):
                 stored[("edge", rid, ekey) if kind == "edge" else ("link", rid)] = (rkey, cmp)
@@ -1167,13 +815,6 @@ class Reconciliation:
         tc.matched = tc.source_rows - tc.missing - tc.differing
 
 
-def _bucket_join(buckets) -> tuple[str, list]:
-    """A hash join on the bucket number, for a derived table (no index on a range to use)."""
-    if buckets is None:
-        return "", []
-    return " join unnest(%s::int[]) sb(b) on sb.b = t.b", [sorted(buckets)]
-
-
 def _edge_obj(key: str, target_id: str, edge: dict) -> dict:
     return {"edge_key": key, "research_id": target_id, "edge": edge}
 
@@ -1182,17 +823,19 @@ def _link_obj(target_id: str, job_id: str) -> dict:
     return {"research_id": target_id, "job_id": job_id}
 
 
-def _edge_items_sql(table: str) -> str:
+def _edge_items_sql(table: str) -> sql.Composed:
     """Every edge kept in the table's metadata.edges, and every row's edge-set job_id, with the
     compare text of each (the same objects as _edge_obj / _link_obj)."""
-    edges = "case when jsonb_typeof(r.metadata -> 'edges') = 'object' then r.metadata -> 'edges' else '{}'::jsonb end"
-    b = _BUCKET_SQL.format("r.id")
-    return (
-        f"select {b} b, 'edge' kind, r.id, e.key edge_key, r.metadata -> 'arango' ->> '_key' arango_key,"
-        f" jsonb_build_object('edge_key', e.key, 'research_id', r.id, 'edge', e.value)::text cmp"
-        f" from {table} r cross join lateral jsonb_each({edges}) e"
-        f" union all"
-        f" select {b}, 'link', r.id, null, r.metadata -> 'arango' ->> '_key',"
-        f" jsonb_build_object('research_id', r.id, 'job_id', r.job_id)::text"
-        f" from {table} r where {edges} <> '{{}}'::jsonb"
+    edges = sql.SQL(
+        "case when jsonb_typeof(r.metadata -> 'edges') = 'object' then r.metadata -> 'edges' else '{}'::jsonb end"
     )
+    b = bucket_sql(sql.SQL("r.id"))
+    return sql.SQL(
+        "select {b} b, 'edge' kind, r.id, e.key edge_key, r.metadata -> 'arango' ->> '_key' arango_key,"
+        " jsonb_build_object('edge_key', e.key, 'research_id', r.id, 'edge', e.value)::text cmp"
+        " from {t} r cross join lateral jsonb_each({edges}) e"
+        " union all"
+        " select {b}, 'link', r.id, null, r.metadata -> 'arango' ->> '_key',"
+        " jsonb_build_object('research_id', r.id, 'job_id', r.job_id)::text"
+        " from {t} r where {edges} <> '{{}}'::jsonb"
+    ).format(b=b, t=sql.Identifier(table), edges=edges)
