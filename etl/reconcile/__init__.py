@@ -1,4 +1,17 @@
-"""`etl reconcile`: prove the target holds exactly what the source says, and name every difference."""
+"""`etl reconcile`: prove the target holds exactly what the source says, and name every difference.
+
+Per collection, source count = loaded + rejected + unmapped; every source document is
+transformed again and its compare object digested, and the server digests the stored row the
+same way; (count, digest sum) per bucket of row ids settles equal buckets, and a drill-down
+names the missing, extra and differing keys in the others (fields and JSON paths).
+
+  run.py        Reconciliation: the run's lifecycle, collection by collection
+  documents.py  document collections    edges.py     the job_research edges
+  compare.py    the compare object      buckets.py   bucket sums and drill-down SQL
+  workers.py    key ranges, forked      rejects.py   documents that are not rows
+  context.py    state the checks share  results.py   the result data
+  audit.py      etl_runs summary, document_audit_log    report.py  the reports
+"""
 
 from etl.reconcile.audit import NIL_UUID
 from etl.reconcile.buckets import BUCKET_HEX, N_BUCKETS, bucket_of, bucket_ranges

@@ -186,15 +186,10 @@ def type_specs(conn, mapping) -> dict[str, TypeSpec]:
         for name, typ, dflt in rows:
             kind = "ts" if typ.startswith("timestamp") else "json" if typ == "jsonb" else "other"
             col = Column(name, kind)
-            if name == "filename" and dt == "resume":
-                col.has_default, col.default = (
-                    True,
-                    "unknown",
-                )  # as the core: coalesce(..., 'unknown')
+            if name == "filename" and dt == "resume":  # as the core: coalesce(..., 'unknown')
+                col.has_default, col.default = True, "unknown"
             elif dflt is not None and name != "id":
-                if "(" in _STRING_LITERAL.sub(
-                    "", dflt
-                ):  # a function call: now(), gen_random_uuid()
+                if "(" in _STRING_LITERAL.sub("", dflt):  # a call: now(), gen_random_uuid()
                     col.volatile = True
                 else:  # a constant from the catalog (pg_get_expr): the server evaluates it
                     text = conn.execute(
