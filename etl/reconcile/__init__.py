@@ -1,16 +1,12 @@
 """`etl reconcile`: prove the target holds exactly what the source says, and name every difference.
 
-Per collection, source count = loaded + rejected + unmapped; every source document is
-transformed again and its compare object digested, and the server digests the stored row the
-same way; (count, digest sum) per bucket of row ids settles equal buckets, and a drill-down
-names the missing, extra and differing keys in the others (fields and JSON paths).
-
-  run.py        Reconciliation: the run's lifecycle, collection by collection
-  documents.py  document collections    edges.py     the job_research edges
-  compare.py    the compare object      buckets.py   bucket sums and drill-down SQL
-  workers.py    key ranges, forked      rejects.py   documents that are not rows
-  context.py    state the checks share  results.py   the result data
-  audit.py      etl_runs summary, document_audit_log    report.py  the reports
+Source count = loaded + rejected + unmapped per collection; each row's compare object is digested
+on both sides and summed per bucket of row ids; mismatching buckets are drilled into, down to
+missing, extra and differing keys with their fields and JSON paths. Modules: run (Reconciliation,
+the run's lifecycle), documents and edges (the two checks), compare (the compare object),
+buckets (bucket sums, drill-down SQL), workers (key ranges in forked processes), rejects
+(documents that are not rows), context (what checks share), results, audit (etl_runs summary,
+document_audit_log), report. This module re-exports the public API.
 """
 
 from etl.reconcile.audit import NIL_UUID

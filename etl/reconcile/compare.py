@@ -75,7 +75,11 @@ class Column:
 
 
 class TypeSpec:
-    """How one document type's rows are compared, on both sides."""
+    """How one document type's rows are compared, on both sides. The compare object is the
+    canonical row with: metadata without 'etl' and 'edges'; timestamps as ts_text(); the core's
+    constant defaults for NULL columns, and DEFAULT_MARK for a NULL column with a volatile
+    default (masked rows); a reference NULL when the referenced row does not exist (dangling);
+    a column an edge sets only when the document has its own reference attribute."""
 
     def __init__(
         self,

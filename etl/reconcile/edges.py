@@ -63,7 +63,9 @@ def check_edges(
     transformer = ctx.transformer()
     counts = [0] * N_BUCKETS
     sums = [0] * N_BUCKETS
-    links: dict[str, tuple[str, str]] = {}  # research id -> (job id, edge key): last read wins
+    # research id -> (job id, edge key): the last edge read wins (the loader's greatest key per
+    # batch: they differ only for several edges to one row in one batch in descending key order)
+    links: dict[str, tuple[str, str]] = {}
     tc = result.by_type[dt]
     recorded = recorded_keys(ctx.conn, name)
 
