@@ -1,0 +1,126 @@
+"""What a reconcile run finds: counts per document type, per collection, and the run's summary
+(the shape of the .json report). Plain data; nothing here reads the source or the database."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+@dataclass
+class TypeCounts:
+    source_rows: int = 0  # source documents that become a row of this type (checked ones)
+    loaded: int = 0  # rows the target holds for them (same buckets)
+    rejected: int = 0  # refused by the database at load time (etl_rejects stage 'load')
+    matched: int = 0
+    missing: int = 0
+    extra: int = 0
+    differing: int = 0
+    buckets: int = 0
+    buckets_differing: int = 0
+
+    def asdict(self) -> dict:
+        return dict(vars(self))
+
+
+@dataclass
+class CollectionReconcile:
+    collection: str
+    kind: str = "document"  # document | edge | unmapped
+    status: str = "pending"  # match | differences | unmapped | failed | pending
+    source_count: int = 0
+    checked: int = 0  # source documents examined (all, or the sampled keys)
+    loaded: int = 0
+    rejected: int = 0
+    unmapped: int = 0
+    by_type: dict[str, TypeCounts] = field(default_factory=lambda: defaultdict(TypeCounts))
+    missing: list[dict] = field(default_factory=list)
+    extra: list[dict] = field(default_factory=list)
+    differing: list[dict] = field(default_factory=list)
+    dangling: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    reject_reasons: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    seconds: float = 0.0
+
+    @property
+    def balanced(self) -> bool:
+        return self.checked == self.loaded + self.rejected + self.unmapped
+
+    @property
+    def differences(self) -> int:
+        return len(self.missing) + len(self.extra) + len(self.differing)
+
+    def asdict(self) -> dict:
+        return {
+            "collection": self.collection,
+            "kind": self.kind,
+            "status": self.status,
+            "source_count": self.source_count,
+            "checked": self.checked,
+            "counts": {"loaded": self.loaded, "rejected": self.rejected, "unmapped": self.unmapped},
+            "balanced": self.balanced,
+            "differences": self.differences,
+            "by_type": {k: v.asdict() for k, v in self.by_type.items()},
+            "missing": self.missing,
+            "extra": self.extra,
+            "differing": self.differing,
+            "dangling_references": dict(self.dangling),
+            "rejects_by_reason": dict(sorted(self.reject_reasons.items(), key=lambda kv: -kv[1])),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass
+class ReconcileSummary:
+    run_id: str
+    state: str
+    started_at: str
+    finished_at: str | None
+    source: str
+    target: str
+    schema_version: str | None
+    server_version: str | None
+    mapping_version: str | None
+    sample_percent: float | None
+    sample_seed: int | None
+    buckets_total: int
+    buckets_checked: int
+    collections: list[CollectionReconcile]
+    command: str = "reconcile"
+    error: str | None = None
+
+    @property
+    def has_differences(self) -> bool:
+        return any(c.differences or not c.balanced for c in self.collections)
+
+    def asdict(self) -> dict:
+        return {
+            "run_id": self.run_id,
+            "command": self.command,
+            "dry_run": False,
+            "state": self.state,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "source": self.source,
+            "target": self.target,
+            "schema_version": self.schema_version,
+            "server_version": self.server_version,
+            "mapping_version": self.mapping_version,
+            "sample": (
+                {
+                    "percent": self.sample_percent,
+                    "seed": self.sample_seed,
+                    "buckets_checked": self.buckets_checked,
+                    "buckets_total": self.buckets_total,
+                }
+                if self.sample_percent is not None
+                else None
+            ),
+            "has_differences": self.has_differences,
+            "error": self.error,
+            "collections": [c.asdict() for c in self.collections],
+        }

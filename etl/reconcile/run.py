@@ -1,0 +1,248 @@
+"""One `etl reconcile` run: its lifecycle (run id, etl_runs start and finish, report files, the
+audit entries) and the check of each collection, in dependency order (referenced collections
+first)."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+import psycopg
+
+from etl import pg, state
+from etl.errors import EtlError, PermanentError
+from etl.mapping import load_mapping
+from etl.reconcile.audit import run_summary, write_audit
+from etl.reconcile.buckets import N_BUCKETS, in_sample, sample_buckets
+from etl.reconcile.compare import create_mask_table, type_specs
+from etl.reconcile.context import CheckContext
+from etl.reconcile.documents import check_documents, ensure_exists
+from etl.reconcile.edges import check_edges
+from etl.reconcile.report import write_reports
+from etl.reconcile.results import CollectionReconcile, ReconcileSummary, utc_now
+from etl.reconcile.workers import CollectionReader
+from etl.settings import Settings
+from etl.sources import open_source
+
+log = logging.getLogger("etl.reconcile")
+
+
+class Reconciliation:
+    """One `etl reconcile` run. Use run() once."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        collections: list[str] | None = None,
+        all_: bool = False,
+        source: str = "arangodb",
+        sample: float | None = None,
+        seed: int | None = None,
+        batch_size: int | None = None,
+        on_progress: Callable[[str, int, int | None], None] | None = None,
+        workers: int = 1,
+    ):
+        if sample is not None and not (0 < sample <= 100):
+            raise PermanentError(f"--sample {sample}: expected a percentage in (0, 100]")
+        if not isinstance(workers, int) or workers < 1:
+            raise PermanentError(f"--workers {workers}: expected a whole number >= 1")
+        self.workers = workers
+        self.settings = settings
+        self.requested = collections or []
+        self.all = all_
+        self.source_spec = source
+        self.sample = sample
+        self.seed = (
+            seed
+            if seed is not None
+            else (random.SystemRandom().getrandbits(32) if sample else None)
+        )
+        self.batch_size = batch_size or settings.migrate.batch_size
+        self.on_progress = on_progress or (lambda c, n, total: None)
+        self.mapping = load_mapping(settings.migrate.mapping)
+        self.sampled: set[int] | None = (
+            sample_buckets(sample, self.seed) if sample is not None else None
+        )
+        # ids (16 bytes) of the source documents that are rows in the target, per document type
+        self.exists: dict[str, set[bytes]] = defaultdict(set)
+        self.report_paths = None
+
+    def run(self) -> ReconcileSummary:
+        summary = self._open()
+        try:
+            names = self._collections(self.source)
+            self._start(names)
+            self._check(names, summary)
+            summary.state = "finished"
+        except EtlError as exc:
+            summary.state = "failed"
+            summary.error = str(exc)
+            raise
+        except KeyboardInterrupt:
+            summary.state = "interrupted"
+            summary.error = "interrupted by the user"
+            raise
+        except BaseException as exc:
+            summary.state = "failed"
+            summary.error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            summary.finished_at = utc_now()
+            self._write_reports(summary)
+            self._finish(summary)
+            self.source.close()
+        return summary
+
+    # -- the run's lifecycle ----------------------------------------------------------------
+    def _open(self) -> ReconcileSummary:
+        """Connect, check the schema, take a run id, open the source; the summary, running."""
+        self.dsn = pg.resolve_dsn(self.settings)
+        conn = pg.connect(self.dsn)
+        self.conn = conn
+        state.require_schema(conn)
+        self.run_id = state.new_run_id("reconcile")
+        self.source = open_source(self.source_spec, self.settings)
+        self.summary = ReconcileSummary(
+            run_id=self.run_id,
+            state="running",
+            started_at=utc_now(),
+            finished_at=None,
+            source=self.source.description,
+            target=pg.target_label(self.settings, self.dsn),
+            schema_version=pg.schema_version(conn),
+            server_version=pg.server_version(conn),
+            mapping_version=str(self.mapping.version),
+            sample_percent=self.sample,
+            sample_seed=self.seed,
+            buckets_total=N_BUCKETS,
+            buckets_checked=len(self.sampled) if self.sampled is not None else N_BUCKETS,
+            collections=[],
+        )
+        conn.commit()
+        return self.summary
+
+    def _start(self, names: list[str]) -> None:
+        """The etl_runs row of this run (command 'reconcile')."""
+        state.start_run(
+            self.conn,
+            self.run_id,
+            "reconcile",
+            source=self.summary.source,
+            target=self.summary.target,
+            options={
+                "collections": names,
+                "source_spec": self.source_spec,
+                "sample": self.sample,
+                "seed": self.seed,
+            },
+        )
+        self.conn.commit()
+
+    def _write_reports(self, summary: ReconcileSummary) -> None:
+        """reports/<run id>.{json,md,html}; not for a usage error (no collection was started)."""
+        self.report_paths = None
+        if summary.collections or summary.state == "finished":
+            try:
+                self.report_paths = write_reports(
+                    summary.asdict(), self.settings.migrate.reports_dir
+                )
+            except OSError as exc:  # the database record still gets written
+                log.warning("could not write the reconcile report: %s", exc)
+
+    def _finish(self, summary: ReconcileSummary) -> None:
+        """The audit entries (a finished run) and the end of the etl_runs row, in one transaction,
+        on a new connection if the run's broke; a database error here is only a warning."""
+        conn = self.conn
+        try:
+            if conn.broken or conn.closed:
+                conn = pg.connect(self.dsn)
+            conn.rollback()
+            with conn.transaction():
+                if summary.state == "finished":
+                    write_audit(conn, self.run_id, summary)
+                paths = self.report_paths
+                state.finish_run(
+                    conn,
+                    self.run_id,
+                    summary.state,
+                    summary=run_summary(summary),
+                    error=summary.error,
+                    report_path=str(paths["json"]) if paths else None,
+                )
+        except psycopg.Error as exc:
+            log.warning("could not record the end of reconcile run %s: %s", self.run_id, exc)
+        finally:
+            conn.close()
+
+    # -- the collections --------------------------------------------------------------------
+    def _collections(self, source) -> list[str]:
+        order = list(self.mapping.collections_in_order())
+        known = {c.name for c in source.collections()}
+        if self.all:
+            names = [c for c in order if c in known]
+            return names + sorted(known - set(order))
+        if not self.requested:
+            raise PermanentError("name a collection (--collection NAME) or use --all")
+        for name in self.requested:
+            source.collection(name)
+        rank = {c: i for i, c in enumerate(order)}
+        return sorted(dict.fromkeys(self.requested), key=lambda c: rank.get(c, len(rank)))
+
+    def _check(self, names: list[str], summary: ReconcileSummary) -> None:
+        """Check every collection in `names`, in order, appending its result to the summary."""
+        self.specs = type_specs(self.conn, self.mapping)
+        create_mask_table(self.conn)
+        self.conn.commit()
+        self.ctx = CheckContext(
+            mapping=self.mapping,
+            run_id=self.run_id,
+            conn=self.conn,
+            reader=CollectionReader(
+                self.source,
+                source_spec=self.source_spec,
+                settings=self.settings,
+                batch_size=self.batch_size,
+                workers=self.workers,
+                on_progress=self.on_progress,
+            ),
+            specs=self.specs,
+            sampled=self.sampled,
+            exists=self.exists,
+        )
+        for name in names:
+            result = CollectionReconcile(name)
+            summary.collections.append(result)
+            t0 = time.perf_counter()
+            self._collection(name, result)
+            result.seconds = time.perf_counter() - t0
+
+    def _collection(self, name: str, result: CollectionReconcile) -> None:
+        ctx = self.ctx
+        info = self.source.collection(name)
+        result.source_count = info.count
+        cm = self.mapping.for_collection(name)
+        if cm is None:
+            result.kind = result.status = "unmapped"
+            result.unmapped = result.checked = (
+                self._count_sampled(name) if self.sampled is not None else info.count
+            )
+            return
+        if cm.edge is not None:
+            result.kind = "edge"
+            for dep in (cm.edge.from_collection, cm.edge.to_collection):
+                ensure_exists(ctx, dep)
+            check_edges(ctx, name, cm, result)
+        else:
+            for t in cm.targets():
+                for f in t.references:
+                    if f.collection != name:
+                        ensure_exists(ctx, f.collection)
+            check_documents(ctx, name, cm, result)
+        result.status = "match" if (result.differences == 0 and result.balanced) else "differences"
+
+    def _count_sampled(self, name: str) -> int:
+        return sum(1 for d in self.ctx.reader.docs(name) if in_sample(self.sampled, name, d))
