@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from etl import target
 from etl.errors import ConfigError
-from etl.target import table as table  # re-export: etl/reconcile.py imports it from here
 
 # metadata keys the transform writes itself; a mapping's metadata entries may not use them
 RESERVED_METADATA = frozenset(

@@ -301,7 +301,11 @@ def test_a_dump_source_falls_back_to_one_range(schema_db, tmp_path, caplog):
     check_clean(one, docs)
     with caplog.at_level(logging.INFO, logger="etl.reconcile"):
         three, p3 = reconcile(settings, f"dump:{path}", 3)
-    # a file source's split_points() is []: one range, read here
+    # a file source's split_points() is []: one range, read here, and said once
+    said = [
+        r.getMessage() for r in caplog.records if "cannot be read in key ranges" in r.getMessage()
+    ]
+    assert len(said) == 1 and said[0].startswith("--workers 3: the source")
     assert not any("worker processes" in r.getMessage() for r in caplog.records)
     assert comparable(three) == comparable(one)
     assert p3["documents"] == len(docs["documents"])

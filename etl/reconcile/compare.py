@@ -14,17 +14,13 @@ from typing import Any
 from psycopg import sql
 
 from etl.canonical import canonical, digest_sql, jsonb_key_order, loads_exact
-from etl.mapping import table as table_of
+from etl.target import referenced_type
+from etl.target import table as table_of
 
 DEFAULT_MARK = "(table default)"  # a NULL column whose default is volatile, on both sides
 MAX_PATHS = 50  # JSON paths listed per differing row
 TS_FORMAT = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'  # to_char() pattern of timestamps, as ts_text()
 MASK_TABLE = "etl_reconcile_mask"  # (row id, column) pairs compared as DEFAULT_MARK (pg_temp)
-REFERENCE_TABLES = {
-    "resume_id": "resume",
-    "job_id": "job",
-    "parent_optimization_id": "optimization",
-}
 _STRING_LITERAL = re.compile(r"'(?:[^']|'')*'")
 
 
@@ -209,7 +205,7 @@ def type_specs(conn, mapping) -> dict[str, TypeSpec]:
                     continue
                 for f in t.references:
                     refs[f.name] = (
-                        REFERENCE_TABLES.get(f.name)
+                        referenced_type(f.name)
                         or mapping.for_collection(f.collection).targets()[0].document_type
                     )
                     if f.name in edge_sets.get(dt, ()):

@@ -11,7 +11,6 @@ from psycopg import sql
 
 from etl.canonical import canonical, digest, loads_exact
 from etl.mapping import CollectionMapping
-from etl.mapping import table as table_of
 from etl.reconcile.buckets import (
     N_BUCKETS,
     bucket_join,
@@ -24,6 +23,7 @@ from etl.reconcile.compare import diff_paths, digest_of
 from etl.reconcile.context import CheckContext
 from etl.reconcile.rejects import count_not_a_row, recorded_keys, unrecorded
 from etl.reconcile.results import CollectionReconcile
+from etl.target import table as table_of
 from etl.transform import EdgeLink, Reject, Unmapped
 
 

@@ -9,7 +9,7 @@ from psycopg import sql
 
 from etl import state
 from etl.mapping import CollectionMapping, Target
-from etl.mapping import table as table_of
+from etl.target import table as table_of
 from etl.transform import Reject, Unmapped, row_id
 
 LOAD_REFUSED = "refused by the database at load time (etl_rejects)"  # the reject reason counted

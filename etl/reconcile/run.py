@@ -10,9 +10,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 
-import psycopg
-
-from etl import pg, state
+from etl import pg
 from etl.errors import EtlError, PermanentError
 from etl.mapping import load_mapping
 from etl.reconcile.audit import run_summary, write_audit
@@ -21,9 +19,10 @@ from etl.reconcile.compare import create_mask_table, type_specs
 from etl.reconcile.context import CheckContext
 from etl.reconcile.documents import check_documents, ensure_exists
 from etl.reconcile.edges import check_edges
-from etl.reconcile.report import write_reports
+from etl.reconcile.report import render_markdown
 from etl.reconcile.results import CollectionReconcile, ReconcileSummary, utc_now
 from etl.reconcile.workers import CollectionReader
+from etl.runs import Run, select_collections
 from etl.settings import Settings
 from etl.sources import open_source
 
@@ -72,49 +71,62 @@ class Reconciliation:
         self.report_paths = None
 
     def run(self) -> ReconcileSummary:
-        summary = self._open()
+        run = Run.new(self.settings, "reconcile")
+        self.run_id = run.run_id
+        self.conn = pg.connect(run.dsn)
+        self.source = open_source(self.source_spec, self.settings)
+        summary = self._summary(run)
         try:
-            names = self._collections(self.source)
-            self._start(names)
+            names = select_collections(self.mapping, self.source, self.requested, self.all)
+            run.start(
+                self.conn,
+                source=summary.source,
+                target=summary.target,
+                options={
+                    "collections": names,
+                    "source_spec": self.source_spec,
+                    "sample": self.sample,
+                    "seed": self.seed,
+                },
+            )
+            self.conn.commit()
             self._check(names, summary)
             summary.state = "finished"
         except EtlError as exc:
-            summary.state = "failed"
-            summary.error = str(exc)
+            summary.state, summary.error = "failed", str(exc)
             raise
         except KeyboardInterrupt:
-            summary.state = "interrupted"
-            summary.error = "interrupted by the user"
+            summary.state, summary.error = "interrupted", "interrupted by the user"
             raise
         except BaseException as exc:
-            summary.state = "failed"
-            summary.error = f"{type(exc).__name__}: {exc}"
+            summary.state, summary.error = "failed", f"{type(exc).__name__}: {exc}"
             raise
         finally:
+            self.conn.close()
             summary.finished_at = utc_now()
-            self._write_reports(summary)
-            self._finish(summary)
+            if summary.collections or summary.state == "finished":  # not for a usage error
+                self.report_paths = run.write_reports(summary.asdict(), markdown=render_markdown)
+
+            def audit(conn):
+                if summary.state == "finished":
+                    write_audit(conn, run.run_id, summary)
+
+            run.finish(summary.state, summary=run_summary(summary), error=summary.error, also=audit)
             self.source.close()
+            run.close()
         return summary
 
-    # -- the run's lifecycle ----------------------------------------------------------------
-    def _open(self) -> ReconcileSummary:
-        """Connect, check the schema, take a run id, open the source; the summary, running."""
-        self.dsn = pg.resolve_dsn(self.settings)
-        conn = pg.connect(self.dsn)
-        self.conn = conn
-        state.require_schema(conn)
-        self.run_id = state.new_run_id("reconcile")
-        self.source = open_source(self.source_spec, self.settings)
+    def _summary(self, run: Run) -> ReconcileSummary:
+        """The run's summary, state running."""
         self.summary = ReconcileSummary(
-            run_id=self.run_id,
+            run_id=run.run_id,
             state="running",
             started_at=utc_now(),
             finished_at=None,
             source=self.source.description,
-            target=pg.target_label(self.settings, self.dsn),
-            schema_version=pg.schema_version(conn),
-            server_version=pg.server_version(conn),
+            target=pg.target_label(self.settings, run.dsn),
+            schema_version=pg.schema_version(self.conn),
+            server_version=pg.server_version(self.conn),
             mapping_version=str(self.mapping.version),
             sample_percent=self.sample,
             sample_seed=self.seed,
@@ -122,76 +134,10 @@ class Reconciliation:
             buckets_checked=len(self.sampled) if self.sampled is not None else N_BUCKETS,
             collections=[],
         )
-        conn.commit()
+        self.conn.commit()
         return self.summary
 
-    def _start(self, names: list[str]) -> None:
-        """The etl_runs row of this run (command 'reconcile')."""
-        state.start_run(
-            self.conn,
-            self.run_id,
-            "reconcile",
-            source=self.summary.source,
-            target=self.summary.target,
-            options={
-                "collections": names,
-                "source_spec": self.source_spec,
-                "sample": self.sample,
-                "seed": self.seed,
-            },
-        )
-        self.conn.commit()
-
-    def _write_reports(self, summary: ReconcileSummary) -> None:
-        """reports/<run id>.{json,md,html}; not for a usage error (no collection was started)."""
-        self.report_paths = None
-        if summary.collections or summary.state == "finished":
-            try:
-                self.report_paths = write_reports(
-                    summary.asdict(), self.settings.migrate.reports_dir
-                )
-            except OSError as exc:  # the database record still gets written
-                log.warning("could not write the reconcile report: %s", exc)
-
-    def _finish(self, summary: ReconcileSummary) -> None:
-        """The audit entries (a finished run) and the end of the etl_runs row, in one transaction,
-        on a new connection if the run's broke; a database error here is only a warning."""
-        conn = self.conn
-        try:
-            if conn.broken or conn.closed:
-                conn = pg.connect(self.dsn)
-            conn.rollback()
-            with conn.transaction():
-                if summary.state == "finished":
-                    write_audit(conn, self.run_id, summary)
-                paths = self.report_paths
-                state.finish_run(
-                    conn,
-                    self.run_id,
-                    summary.state,
-                    summary=run_summary(summary),
-                    error=summary.error,
-                    report_path=str(paths["json"]) if paths else None,
-                )
-        except psycopg.Error as exc:
-            log.warning("could not record the end of reconcile run %s: %s", self.run_id, exc)
-        finally:
-            conn.close()
-
     # -- the collections --------------------------------------------------------------------
-    def _collections(self, source) -> list[str]:
-        order = list(self.mapping.collections_in_order())
-        known = {c.name for c in source.collections()}
-        if self.all:
-            names = [c for c in order if c in known]
-            return names + sorted(known - set(order))
-        if not self.requested:
-            raise PermanentError("name a collection (--collection NAME) or use --all")
-        for name in self.requested:
-            source.collection(name)
-        rank = {c: i for i, c in enumerate(order)}
-        return sorted(dict.fromkeys(self.requested), key=lambda c: rank.get(c, len(rank)))
-
     def _check(self, names: list[str], summary: ReconcileSummary) -> None:
         """Check every collection in `names`, in order, appending its result to the summary."""
         self.specs = type_specs(self.conn, self.mapping)

@@ -67,20 +67,19 @@ class CollectionReader:
         whole: list[KeyRange] = [(None, None)]
         if self.workers <= 1:
             return whole
-        if not hasattr(self.source, "split_points"):
-            if not self._said_no_ranges:
-                log.info(
-                    "--workers %d: the source (%s) cannot be read in key ranges; each collection is"
-                    " reconciled in one process",
-                    self.workers,
-                    self.source.description,
-                )
-                self._said_no_ranges = True
-            return whole
         parts = min(self.workers * 2, self.source.collection(name).count // RANGE_MIN_DOCS)
         if parts <= 1:
             return whole
-        bounds = [None, *self.source.split_points(name, parts), None]
+        points = self.source.split_points(name, parts)
+        if not points and not self._said_no_ranges:
+            log.info(
+                "--workers %d: the source (%s) cannot be read in key ranges; each collection is"
+                " reconciled in one process",
+                self.workers,
+                self.source.description,
+            )
+            self._said_no_ranges = True
+        bounds = [None, *points, None]
         return list(zip(bounds, bounds[1:]))
 
     def over_ranges(self, name: str, work: Callable[[Iterator[Any]], T]) -> list[T]:
