@@ -68,7 +68,15 @@ class Reconciliation:
         )
         # ids (16 bytes) of the source documents that are rows in the target, per document type
         self.exists: dict[str, set[bytes]] = defaultdict(set)
+        # set by run(): the run's id, its working connection and source, the summary, the
+        # report files, the compare specs and the context the checks share
+        self.run_id: str | None = None
+        self.conn = None
+        self.source = None
+        self.summary: ReconcileSummary | None = None
         self.report_paths = None
+        self.specs: dict = {}
+        self.ctx: CheckContext | None = None
 
     def run(self) -> ReconcileSummary:
         run = Run.new(self.settings, "reconcile")
