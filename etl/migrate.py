@@ -1,6 +1,6 @@
 """`etl migrate` in one process: the run's collections one after another through the pipeline,
 with the deferred index builds around them and the report at the end (or a dry run of all of
-it inside one transaction rolled back). `etl migrate --workers N` is etl/parallel.py."""
+it inside one transaction rolled back). `etl migrate --workers N` is etl/parallel/."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def writers(mapping, names: list[str]) -> dict[str, list[str]]:
 
 class Migration:
     """One `etl migrate` run (or dry run). Use run() once; or, for a parallel run, open_run()
-    and the options it settles (etl/parallel.py)."""
+    and the options it settles (etl/parallel/)."""
 
     def __init__(
         self,

@@ -69,7 +69,7 @@ def test_three_workers_give_the_rows_of_one_process(
     make_db, tmp_path, arango_server, dataset, monkeypatch
 ):
     monkeypatch.setattr(
-        "etl.parallel.MIN_RANGE_DOCS", 20
+        "etl.parallel.plan.MIN_RANGE_DOCS", 20
     )  # several ranges even for this small data set
     one, three = make_db(schema=True), make_db(schema=True)
     env1, env3 = (
