@@ -427,14 +427,19 @@ class Transformer:
         self._validate(target, parsed, values.get("status"))
         values["parsed_data"] = parsed
 
-        extra = {k: v for k, v in doc.items() if k not in consumed and k not in SYSTEM_ATTRS}
+        # _id and _rev are provenance when they are what ArangoDB writes (strings); a file can
+        # hold anything there (null, a number): that stays in extra, so nothing is lost
+        system = {k: doc[k] for k in ("_id", "_rev") if isinstance(doc.get(k), str)}
+        extra = {
+            k: v for k, v in doc.items() if k not in consumed and k != "_key" and k not in system
+        }
         metadata: dict[str, Any] = {
             "source": "arangodb",
             "arango": {
                 "collection": target.collection,
                 "_key": key,
-                "_id": doc.get("_id"),
-                "_rev": doc.get("_rev"),
+                "_id": system.get("_id"),
+                "_rev": system.get("_rev"),
             },
             "etl": {
                 "run_id": self.run_id,

@@ -752,3 +752,18 @@ def test_transform_edge_string_policies():
     assert isinstance(link, EdgeLink) and link.edge["relationship"] == "has\\u0000research"
     assert "\x00" not in jsonutil.dumps_str(link.edge)
     assert rebuild_edge(link.edge) == doc
+
+
+def test_a_system_attribute_that_is_not_a_string_is_kept_in_extra():
+    """ArangoDB writes _id and _rev as strings; a file can hold null or a number there. Such a
+    value is not provenance: it stays in metadata.extra and comes back exactly (hypothesis found
+    `_id: null` rebuilt as absent)."""
+    for odd in ({"_id": None}, {"_rev": 5}, {"_id": None, "_rev": None}):
+        doc = {"_key": "k1", "user_id": "u1", "resume_data": {"summary": "s"}, **odd}
+        out = row("resumes", doc)
+        assert out.values["metadata"]["extra"] == odd
+        assert_lossless(out, doc)
+    doc = {"_key": "k1", "_id": "resumes/k1", "_rev": "_r1", "user_id": "u1", "resume_data": {}}
+    md = row("resumes", doc).values["metadata"]
+    assert md["arango"]["_id"] == "resumes/k1" and md["arango"]["_rev"] == "_r1"
+    assert "_id" not in md["extra"] and "_rev" not in md["extra"]
