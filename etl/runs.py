@@ -102,20 +102,28 @@ class Run:
 
     # -- locks -------------------------------------------------------------------------------
     def lock(self, names: list[str]) -> None:
-        """A session advisory lock per collection, held until close(): a second run of the
-        same command on a collection refuses at once instead of interleaving checkpoints."""
-        conn = pg.connect(self.dsn, autocommit=True, application_name=f"etl-{self.command}-lock")
-        for name in names:
-            got = conn.execute(
-                "select pg_try_advisory_lock(hashtextextended(%s, 0))",
-                (f"etl.{self.command}:{name}",),
-            ).fetchone()[0]
-            if not got:
-                conn.close()
-                raise PermanentError(
-                    f"another etl {self.command} is running on collection {name!r}",
-                    hint="wait for it to finish (etl status shows it)",
-                )
+        """A transaction-level advisory lock per collection, held until close() by a dedicated
+        connection whose transaction stays open: a second run of the same command on a
+        collection refuses at once instead of interleaving checkpoints. A lock that lives in a
+        transaction (not a session) also holds through PgBouncer in transaction pooling, and
+        is released by the server whenever this process goes away."""
+        conn = pg.connect(self.dsn, application_name=f"etl-{self.command}-lock")
+        try:
+            # the open transaction is this lock's whole purpose: no server timeout may end it
+            conn.execute("set local idle_in_transaction_session_timeout = 0")
+            for name in names:
+                got = conn.execute(
+                    "select pg_try_advisory_xact_lock(hashtextextended(%s, 0))",
+                    (f"etl.{self.command}:{name}",),
+                ).fetchone()[0]
+                if not got:
+                    raise PermanentError(
+                        f"another etl {self.command} is running on collection {name!r}",
+                        hint="wait for it to finish (etl status shows it)",
+                    )
+        except BaseException:
+            conn.close()
+            raise
         self._lock_conn = conn
 
     @property
@@ -170,7 +178,7 @@ class Run:
 
     def close(self) -> None:
         if self._lock_conn is not None:
-            self._lock_conn.close()
+            self._lock_conn.close()  # ends the lock's transaction: the locks go with it
             self._lock_conn = None
 
 

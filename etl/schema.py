@@ -12,6 +12,7 @@ import logging
 import re
 import socket
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -286,8 +287,9 @@ def apply_schema(
     if dry_run:
         with connect(dsn, autocommit=True) as conn:
             done = _read_history(conn)
-        changed = _check_checksums(wanted, done, repair=repair, dry_run=True)
-        todo = [m for m in wanted if m.version not in done]
+            changed = _check_checksums(wanted, done, repair=repair, dry_run=True)
+            todo = [m for m in wanted if m.version not in done]
+            check_extensions(conn, _to_run(todo, baseline))
         return ApplyResult(
             applied=(),
             skipped=tuple(m.filename for m in wanted if m.version in done),
@@ -300,55 +302,50 @@ def apply_schema(
             sql={m.filename: m.sql for m in todo} if verbose else {},
         )
 
-    with connect(dsn, autocommit=True) as conn:
+    with _schema_lock(dsn, lock_timeout_s), connect(dsn, autocommit=True) as conn:
         who = f"{_os_user()} as {conn.execute('SELECT current_user').fetchone()[0]}"
-        _lock(conn, lock_timeout_s)
-        try:
-            conn.execute(_HISTORY_DDL)
-            done = _read_history(conn)
-            repaired = _check_checksums(wanted, done, repair=repair, dry_run=False)
-            for m in repaired:
-                old = done[m.version]["checksum"]
-                conn.execute(
-                    "UPDATE migration_history SET checksum = %s, execution_notes = concat_ws(E'\\n', "
-                    "execution_notes, %s::text) WHERE version = %s",
-                    (
-                        m.checksum,
-                        f"repair {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} by {who}: "
-                        f"checksum {old} -> {m.checksum}",
-                        m.version,
-                    ),
-                )
-                log.info("repaired checksum of %s", m.filename)
-            baselined: list[str] = []
-            if baseline is not None:
-                for m in wanted:
-                    if m.version <= baseline and m.version not in done:
-                        conn.execute(
-                            "INSERT INTO migration_history (version, name, checksum, applied_by, duration_ms, "
-                            "success, execution_notes) VALUES (%s, %s, %s, %s, 0, true, %s)",
-                            (
-                                m.version,
-                                m.name,
-                                m.checksum,
-                                who,
-                                f"baseline: recorded as applied without running (--baseline {baseline})",
-                            ),
-                        )
-                        baselined.append(m.filename)
-                        done[m.version] = {"checksum": m.checksum}
-            ran: list[str] = []
-            durations: dict[str, int] = {}
-            skipped = [
-                m.filename for m in wanted if m.version in done and m.filename not in baselined
-            ]
+        conn.execute(_HISTORY_DDL)
+        done = _read_history(conn)
+        repaired = _check_checksums(wanted, done, repair=repair, dry_run=False)
+        for m in repaired:
+            old = done[m.version]["checksum"]
+            conn.execute(
+                "UPDATE migration_history SET checksum = %s, execution_notes = concat_ws(E'\\n', "
+                "execution_notes, %s::text) WHERE version = %s",
+                (
+                    m.checksum,
+                    f"repair {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} by {who}: "
+                    f"checksum {old} -> {m.checksum}",
+                    m.version,
+                ),
+            )
+            log.info("repaired checksum of %s", m.filename)
+        baselined: list[str] = []
+        if baseline is not None:
             for m in wanted:
-                if m.version in done:
-                    continue
-                durations[m.filename] = _apply_one(conn, m, who, lock_timeout_s, verbose)
-                ran.append(m.filename)
-        finally:
-            _unlock(conn)
+                if m.version <= baseline and m.version not in done:
+                    conn.execute(
+                        "INSERT INTO migration_history (version, name, checksum, applied_by, duration_ms, "
+                        "success, execution_notes) VALUES (%s, %s, %s, %s, 0, true, %s)",
+                        (
+                            m.version,
+                            m.name,
+                            m.checksum,
+                            who,
+                            f"baseline: recorded as applied without running (--baseline {baseline})",
+                        ),
+                    )
+                    baselined.append(m.filename)
+                    done[m.version] = {"checksum": m.checksum}
+        check_extensions(conn, [m for m in wanted if m.version not in done])
+        ran: list[str] = []
+        durations: dict[str, int] = {}
+        skipped = [m.filename for m in wanted if m.version in done and m.filename not in baselined]
+        for m in wanted:
+            if m.version in done:
+                continue
+            durations[m.filename] = _apply_one(conn, m, who, lock_timeout_s, verbose)
+            ran.append(m.filename)
     left = [m.filename for m in migrations if m.version not in done and m.filename not in ran]
     return ApplyResult(
         applied=tuple(ran),
@@ -358,6 +355,69 @@ def apply_schema(
         repaired=tuple(m.filename for m in repaired),
         durations_ms=durations,
     )
+
+
+_CREATE_EXTENSION = re.compile(
+    r'^\s*CREATE\s+EXTENSION\s+(?:IF\s+NOT\s+EXISTS\s+)?"?([\w-]+)"?', re.IGNORECASE
+)
+
+
+def _to_run(todo: list[SchemaFile], baseline: str | None) -> list[SchemaFile]:
+    return [m for m in todo if baseline is None or m.version > baseline]
+
+
+def required_extensions(files: list[SchemaFile]) -> dict[str, str]:
+    """extension -> the first file whose top-level CREATE EXTENSION needs it (an extension
+    created inside a DO block with its own fallback is optional and not listed)."""
+    out: dict[str, str] = {}
+    for f in files:
+        for _line, stmt in split_statements(f.sql):
+            m = _CREATE_EXTENSION.match(_strip_leading_comments(stmt))
+            if m:
+                out.setdefault(m.group(1), f.filename)
+    return out
+
+
+def check_extensions(conn: psycopg.Connection, files: list[SchemaFile]) -> None:
+    """Before any file runs: every extension the files create exists, or this role can create
+    it. Otherwise one line naming each missing extension and whom to ask (nothing applied)."""
+    needed = required_extensions(files)
+    if not needed:
+        return
+    rows = conn.execute(
+        "SELECT a.name, e.extname IS NOT NULL,"
+        " coalesce((SELECT bool_or(v.trusted) FROM pg_available_extension_versions v"
+        "           WHERE v.name = a.name), false)"
+        " FROM unnest(%s::text[]) AS a(name) LEFT JOIN pg_extension e ON e.extname = a.name"
+        " WHERE a.name IN (SELECT name FROM pg_available_extensions) OR e.extname IS NOT NULL",
+        (list(needed),),
+    ).fetchall()
+    role, db, superuser, can_create = conn.execute(
+        "SELECT current_user, current_database(), (SELECT rolsuper FROM pg_roles"
+        " WHERE rolname = current_user), has_database_privilege(current_database(), 'CREATE')"
+    ).fetchone()
+    known = {name: (installed, trusted) for name, installed, trusted in rows}
+    problems = []
+    for ext, filename in needed.items():
+        if ext not in known:
+            problems.append(f'"{ext}" ({filename}) is not available on this server')
+        elif not known[ext][0] and not superuser:
+            installed, trusted = known[ext]
+            if not trusted:
+                problems.append(
+                    f'"{ext}" ({filename}) is available but only a superuser can create it'
+                )
+            elif not can_create:
+                problems.append(
+                    f'"{ext}" ({filename}) needs CREATE on database {db}, which {role} lacks'
+                )
+    if problems:
+        names = ", ".join(f"CREATE EXTENSION {p.split(chr(34))[1]}" for p in problems)
+        raise PermanentError(
+            f"PostgreSQL extensions: {'; '.join(problems)}; nothing was applied",
+            hint=f"ask your provider or DBA to run {names} in database {db} (managed services:"
+            " enable them in the parameter/extension settings), then run apply-schema again",
+        )
 
 
 def _os_user() -> str:
@@ -401,35 +461,43 @@ def _check_checksums(
     return changed
 
 
-def _lock(conn: psycopg.Connection, timeout_s: float) -> None:
-    conn.execute(f"SET lock_timeout = '{int(max(timeout_s, 0) * 1000)}ms'")
+@contextmanager
+def _schema_lock(dsn: str, timeout_s: float):
+    """Serialise apply-schema runs: a transaction-level advisory lock held, for the whole run,
+    by a connection whose transaction stays open (so it also holds through PgBouncer in
+    transaction pooling). The second run waits up to timeout_s, then fails naming the holder."""
+    conn = connect(dsn, application_name="etl-apply-schema-lock")
     try:
-        conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
-    except psycopg.errors.LockNotAvailable:
-        holder = conn.execute(
-            "SELECT a.pid, a.application_name, a.client_addr::text, a.backend_start FROM pg_locks l "
-            "JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory' AND l.granted "
-            "AND l.objid = (%s::bigint & 4294967295)::oid AND l.database = "
-            "(SELECT oid FROM pg_database WHERE datname = current_database()) LIMIT 1",
-            (ADVISORY_LOCK_KEY,),
-        ).fetchone()
-        who = (
-            f"pid {holder[0]} ({holder[1] or 'no application name'}, from {holder[2] or 'local socket'}, "
-            f"since {holder[3]:%Y-%m-%d %H:%M:%S})"
-            if holder
-            else "another session"
-        )
-        raise TransientError(
-            f"another apply-schema is running on this database ({who}); waited {timeout_s:g}s for its lock",
-            hint="wait for it to finish and run apply-schema again",
-        ) from None
+        conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
+        conn.execute(f"SET LOCAL lock_timeout = '{int(max(timeout_s, 0) * 1000)}ms'")
+        try:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
+        except psycopg.errors.LockNotAvailable:
+            conn.rollback()
+            raise _lock_held(conn, timeout_s) from None
+        yield
     finally:
-        conn.execute("RESET lock_timeout")
+        conn.close()  # ends the transaction, and the lock with it
 
 
-def _unlock(conn: psycopg.Connection) -> None:
-    if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-        conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+def _lock_held(conn: psycopg.Connection, timeout_s: float) -> TransientError:
+    holder = conn.execute(
+        "SELECT a.pid, a.application_name, a.client_addr::text, a.backend_start FROM pg_locks l "
+        "JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory' AND l.granted "
+        "AND l.objid = (%s::bigint & 4294967295)::oid AND l.database = "
+        "(SELECT oid FROM pg_database WHERE datname = current_database()) LIMIT 1",
+        (ADVISORY_LOCK_KEY,),
+    ).fetchone()
+    who = (
+        f"pid {holder[0]} ({holder[1] or 'no application name'}, from {holder[2] or 'local socket'}, "
+        f"since {holder[3]:%Y-%m-%d %H:%M:%S})"
+        if holder
+        else "another session"
+    )
+    return TransientError(
+        f"another apply-schema is running on this database ({who}); waited {timeout_s:g}s for its lock",
+        hint="wait for it to finish and run apply-schema again",
+    )
 
 
 def _apply_one(
