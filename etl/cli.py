@@ -150,6 +150,34 @@ def schema_status_cmd(dsn: str | None = typer.Option(None, "--dsn", help="Postgr
         raise typer.Exit(1)
 
 
+@app.command("grants")
+def grants_cmd(
+    role: str = typer.Option(..., "--role", help="The loader role (it must exist)."),
+    apply: bool = typer.Option(False, "--apply", help="Run the statements (as the owner)."),
+    dsn: str | None = typer.Option(None, "--dsn", help="PostgreSQL DSN (the schema owner's)."),
+):
+    """Print the GRANT statements a loader role needs to migrate, reconcile and see status,
+    read from the applied schema (or run them with --apply).
+
+    Example: etl grants --role etl_loader | psql "$OWNER_DSN"
+    """
+    from etl import pg
+    from etl.grants import apply_grants, grant_statements
+
+    with pg.connect(_dsn(_settings(postgres={"dsn": dsn}))) as conn:
+        exists = conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone()
+        if exists is None:
+            raise EtlError(
+                f"role {role!r} does not exist",
+                hint=f"create it first: CREATE ROLE {role} LOGIN PASSWORD '...'",
+            )
+        statements = apply_grants(conn, role) if apply else grant_statements(conn, role)
+    for stmt in statements:
+        typer.echo(stmt)
+    if apply:
+        typer.echo(f"applied {len(statements)} statements for role {role}", err=True)
+
+
 @app.command("rollback")
 def rollback_cmd(
     component: str = typer.Option("all", "--component", help="validation | helpers | tables | all"),

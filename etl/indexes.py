@@ -30,7 +30,7 @@ def defer(conn: psycopg.Connection, run_id: str, tables: list[str]) -> list[str]
     Runs in the caller's transaction (a dry run rolls it back)."""
     dropped: list[str] = []
     with conn.transaction():
-        for table in tables:
+        for table in _owned(conn, tables, "kept its indexes for the load (slower)"):
             if conn.execute(
                 sql.SQL("select exists (select 1 from {})").format(sql.Identifier(table))
             ).fetchone()[0]:
@@ -59,17 +59,54 @@ def defer(conn: psycopg.Connection, run_id: str, tables: list[str]) -> list[str]
     return dropped
 
 
+def _owned(conn: psycopg.Connection, tables: list[str], otherwise: str) -> list[str]:
+    """The tables whose indexes this role may drop and create (it owns them, or is a member
+    of their owner). For the others one warning line: a loader role keeps every default
+    working, only without the speed-up (the owner runs `etl migrate` for that)."""
+    if not tables:
+        return []
+    owned = [
+        t
+        for (t,) in conn.execute(
+            "select t from unnest(%s::text[]) with ordinality as u(t, n)"
+            " where pg_has_role(current_user, (select relowner from pg_class"
+            "                                   where oid = u.t::regclass), 'USAGE')"
+            " order by n",
+            (tables,),
+        )
+    ]
+    others = [t for t in tables if t not in owned]
+    if others:
+        who = conn.execute("select current_user").fetchone()[0]
+        log.warning(
+            "role %s does not own %s: %s (index builds need the owner: run etl migrate as the"
+            " owner for them, or set migrate.defer_indexes = false to silence this)",
+            who,
+            ", ".join(others),
+            otherwise,
+        )
+    return owned
+
+
 def rebuild(conn: psycopg.Connection, tables: list[str] | None = None) -> list[tuple[str, float]]:
     """Build the indexes etl_deferred_indexes lists (of `tables`, or all); each build commits
     with the removal of its row (a failure leaves the row for the next attempt).
     Returns (name, seconds) per index."""
     built = []
     with conn.transaction():  # never leave an implicit transaction open: see migrate.py
+        listed = [
+            t
+            for (t,) in conn.execute(
+                "select distinct table_name from etl_deferred_indexes"
+                " where %s::text[] is null or table_name = any(%s::text[]) order by 1",
+                (tables, tables),
+            )
+        ]
+        owned = _owned(conn, listed, "its deferred indexes stay listed in etl_deferred_indexes")
         todo = conn.execute(
             "select index_name, definition from etl_deferred_indexes"
-            " where %s::text[] is null or table_name = any(%s::text[])"
-            " order by table_name, index_name",
-            (tables, tables),
+            " where table_name = any(%s::text[]) order by table_name, index_name",
+            (owned,),
         ).fetchall()
     for name, definition in todo:
         t0 = time.perf_counter()

@@ -128,6 +128,7 @@ COMMON_TAIL: dict[str, ColumnType] = {
     "expires_at": _TS,
     "deleted_at": _TS,
 }
+AUDIT_TABLE = "document_audit_log"  # sql/006: the audit triggers and reconcile write it
 JSONB_COLUMNS = ("parsed_data", "metadata")
 
 # sql/006: is_valid_email() and the percentage domain / parsed_data score range

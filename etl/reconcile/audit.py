@@ -5,8 +5,11 @@ document_audit_log entries (action 'reconcile'): one per collection and document
 
 from __future__ import annotations
 
+from psycopg import sql
+
 from etl import jsonutil
 from etl.reconcile.results import ReconcileSummary
+from etl.target import AUDIT_TABLE
 
 NIL_UUID = "00000000-0000-0000-0000-000000000000"
 
@@ -75,8 +78,9 @@ def write_audit(conn, run_id: str, summary: ReconcileSummary) -> None:
                 )
     if not rows:
         return
-    with conn.cursor().copy(
-        "copy document_audit_log (document_type, document_id, action, changes, run_id) from stdin"
-    ) as copy:
+    copy_sql = sql.SQL(
+        "copy {} (document_type, document_id, action, changes, run_id) from stdin"
+    ).format(sql.Identifier(AUDIT_TABLE))
+    with conn.cursor().copy(copy_sql) as copy:
         for r in rows:
             copy.write_row(r)
