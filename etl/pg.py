@@ -76,9 +76,14 @@ def connect(
 ) -> psycopg.Connection:
     """Open a connection; every failure becomes one operator-readable line."""
     try:
-        return psycopg.connect(
+        conn = psycopg.connect(
             dsn, autocommit=autocommit, application_name=application_name, connect_timeout=10
         )
+        # No server-side prepared statements: behind PgBouncer in transaction pooling the next
+        # transaction may run on another server connection, where "_pg3_5" does not exist.
+        # etl's statements are few and large (COPY, the merge), so preparing saves nothing.
+        conn.prepare_threshold = None
+        return conn
     except psycopg.ProgrammingError as exc:  # malformed DSN
         raise PermanentError(
             f"invalid PostgreSQL DSN: {exc}", hint="check ETL_PG_DSN or postgres.dsn"

@@ -215,21 +215,22 @@ def type_specs(conn, mapping) -> dict[str, TypeSpec]:
     return specs
 
 
-def create_mask_table(conn) -> None:
+def load_masks(conn, masks: set[tuple[str, str]]) -> None:
+    """(row id, column) pairs whose volatile default both sides compare as DEFAULT_MARK, into
+    a temp table of the current transaction (emptied at its commit). Loaded again for every
+    query that reads it: behind PgBouncer in transaction pooling the next transaction may run
+    on another server session, which has no such table, or one left by another client."""
     conn.execute(
         sql.SQL(
             "create temp table if not exists {} (id uuid, col text, primary key (id, col))"
+            " on commit delete rows"
         ).format(sql.Identifier(MASK_TABLE))
     )
-
-
-def store_masks(conn, masks: list[tuple[str, str]]) -> None:
-    """(row id, column) pairs whose volatile default both sides compare as DEFAULT_MARK."""
+    conn.execute(sql.SQL("truncate pg_temp.{}").format(sql.Identifier(MASK_TABLE)))
     if not masks:
         return
     with conn.cursor().copy(
-        sql.SQL("copy {} (id, col) from stdin").format(sql.Identifier(MASK_TABLE))
+        sql.SQL("copy pg_temp.{} (id, col) from stdin").format(sql.Identifier(MASK_TABLE))
     ) as copy:
-        for m in dict.fromkeys(masks):
+        for m in masks:
             copy.write_row(m)
-    conn.commit()

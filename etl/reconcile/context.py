@@ -31,6 +31,9 @@ class CheckContext:
     exists_done: set[str] = field(default_factory=set)  # collections whose ids are in exists
     # table -> columns compared as DEFAULT_MARK for some rows
     masked: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    # (row id, column) pairs behind `masked`, loaded by compare.load_masks() into each
+    # transaction that needs them
+    masks: set[tuple[str, str]] = field(default_factory=set)
 
     @property
     def checked_buckets(self) -> Iterable[int]:

@@ -26,7 +26,7 @@ from etl.reconcile.buckets import (
     server_compare_texts,
     server_row_digests,
 )
-from etl.reconcile.compare import TypeSpec, diff_paths, store_masks
+from etl.reconcile.compare import TypeSpec, diff_paths, load_masks
 from etl.reconcile.context import CheckContext
 from etl.reconcile.rejects import (
     LOAD_REFUSED,
@@ -276,11 +276,12 @@ def check_documents(
     counts, sums, masks = total.counts, total.sums, total.masks
 
     # the server's side, per document type
-    store_masks(ctx.conn, masks)
+    ctx.masks.update(masks)
     mismatched: dict[str, set[int]] = {}
     for dt in types:
         spec = ctx.specs[dt]
         tc = result.by_type[dt]
+        load_masks(ctx.conn, ctx.masks)  # same transaction as the query
         srv = server_buckets(
             ctx.conn,
             spec,
@@ -314,6 +315,7 @@ def drill(
     server: dict[str, dict[str, tuple[int, str | None, str | None]]] = {}
     for dt, bad in mismatched.items():
         spec = ctx.specs[dt]
+        load_masks(ctx.conn, ctx.masks)  # same transaction as the query
         server[dt] = server_row_digests(
             ctx.conn, spec, collection_scope(ctx.mapping, spec, name), ctx.masked[spec.table], bad
         )
@@ -370,6 +372,7 @@ def drill(
         by_type[dt].append(rid)
     for dt, ids in by_type.items():
         spec = ctx.specs[dt]
+        load_masks(ctx.conn, ctx.masks)  # same transaction as the query
         stored = server_compare_texts(ctx.conn, spec, ctx.masked[spec.table], ids)
         for rid in ids:
             _dt, key, cmp = differing[rid]

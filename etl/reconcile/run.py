@@ -15,7 +15,7 @@ from etl.errors import EtlError, PermanentError
 from etl.mapping import load_mapping
 from etl.reconcile.audit import run_summary, write_audit
 from etl.reconcile.buckets import N_BUCKETS, in_sample, sample_buckets
-from etl.reconcile.compare import create_mask_table, type_specs
+from etl.reconcile.compare import type_specs
 from etl.reconcile.context import CheckContext
 from etl.reconcile.documents import check_documents, ensure_exists
 from etl.reconcile.edges import check_edges
@@ -149,7 +149,6 @@ class Reconciliation:
     def _check(self, names: list[str], summary: ReconcileSummary) -> None:
         """Check every collection in `names`, in order, appending its result to the summary."""
         self.specs = type_specs(self.conn, self.mapping)
-        create_mask_table(self.conn)
         self.conn.commit()
         self.ctx = CheckContext(
             mapping=self.mapping,
