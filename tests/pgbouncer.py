@@ -67,7 +67,11 @@ def pgbouncer(admin_dsn: str, pool_mode: str, **settings):
     )
     cmd = [binary, str(work / "pgbouncer.ini")]
     if os.geteuid() == 0:  # PgBouncer refuses to run as root
-        user = "postgres" if _user_exists("postgres") else "nobody"
+        host = server.get("host") or ""
+        if host.startswith("/"):  # a unix socket: run as its owner, who may reach it
+            user = pwd.getpwuid(os.stat(host).st_uid).pw_name
+        else:
+            user = "postgres" if _user_exists("postgres") else "nobody"
         cmd[1:1] = ["-u", user]
         shutil.chown(work, user)
         for f in work.iterdir():
