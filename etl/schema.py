@@ -591,9 +591,9 @@ def _missing_extension(message: str, stmt: str) -> str | None:
 
 def shipped_sql_dir() -> Path:
     """The sql/ directory this etl was installed with (ETL_SQL_DIR overrides it, as for the CLI)."""
-    import os
+    from etl.resources import sql_dir
 
-    return Path(os.environ.get("ETL_SQL_DIR") or Path(__file__).resolve().parent.parent / "sql")
+    return sql_dir()
 
 
 def check_schema_version(conn: psycopg.Connection, sql_dir: str | Path | None = None) -> None:

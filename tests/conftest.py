@@ -9,6 +9,7 @@ which the schema was applied once per session, so tests stay fast and independen
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -17,6 +18,24 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Never the operator's embedded server: etl's default data directory is per user
+# ($XDG_DATA_HOME/etl/pgdata), so the suite and every etl process it starts get a private
+# XDG_DATA_HOME. Tests use their own servers (pg_admin_dsn); one started there by a test that
+# relied on the default is stopped at the end of the session.
+_XDG_DATA_HOME = Path(tempfile.mkdtemp(prefix="etl-test-xdg-"))
+os.environ["XDG_DATA_HOME"] = str(_XDG_DATA_HOME)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import shutil
+
+    data = _XDG_DATA_HOME / "etl" / "pgdata"
+    if (data / "postmaster.pid").exists():
+        from etl.pg import stop_embedded
+
+        stop_embedded(data)
+    shutil.rmtree(_XDG_DATA_HOME, ignore_errors=True)
 
 
 def kill_after_batches(proc, dsn: str, batches: int, timeout: float = 60.0) -> None:

@@ -1,5 +1,6 @@
 """The operator's HTML report: content, escaping, self-containment, and (when a chromium binary is
-installed) a headless screenshot that must show a real, coloured page."""
+installed; ETL_REQUIRE_BROWSER=1, as in CI, requires one) a headless screenshot that must show a
+real, coloured page."""
 
 from __future__ import annotations
 
@@ -447,9 +448,20 @@ def test_write_reports_adds_private_html(tmp_path):
 # -- headless chromium ------------------------------------------------------------------------
 
 CHROMIUM = shutil.which("chromium")
+# .ci/run installs chromium and sets ETL_REQUIRE_BROWSER=1: there a missing browser is a failure,
+# so that CI cannot pass without rendering a page.
+REQUIRE_BROWSER = os.environ.get("ETL_REQUIRE_BROWSER") == "1"
 needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="no chromium binary on PATH (apt-get install chromium)"
+    CHROMIUM is None and not REQUIRE_BROWSER,
+    reason="no chromium binary on PATH (apt-get install chromium)",
 )
+
+
+def _require_chromium() -> None:
+    if CHROMIUM is None:
+        pytest.fail(
+            "ETL_REQUIRE_BROWSER=1 but no chromium binary on PATH (apt-get install chromium)"
+        )
 
 
 def _screenshot(html_path: Path, png: Path, tmp: Path) -> None:
@@ -534,6 +546,7 @@ def _near(px, rgb, tol=12) -> bool:
 
 @needs_chromium
 def test_screenshot_shows_a_real_page(tmp_path):
+    _require_chromium()
     page = tmp_path / "report.html"
     page.write_text(render_html(migrate_summary()), encoding="utf-8")
     png = tmp_path / "report.png"
@@ -561,6 +574,7 @@ def test_screenshot_shows_a_real_page(tmp_path):
 
 @needs_chromium
 def test_screenshot_script(tmp_path):
+    _require_chromium()
     page = tmp_path / "reconcile.html"
     page.write_text(render_html(reconcile_summary()), encoding="utf-8")
     png = tmp_path / "out" / "reconcile.png"
