@@ -400,21 +400,23 @@ def check_extensions(conn: psycopg.Connection, files: list[SchemaFile]) -> None:
     problems = []
     for ext, filename in needed.items():
         if ext not in known:
-            problems.append(f'"{ext}" ({filename}) is not available on this server')
+            problems.append(f'extension "{ext}" ({filename}) is not available on this server')
         elif not known[ext][0] and not superuser:
             installed, trusted = known[ext]
             if not trusted:
                 problems.append(
-                    f'"{ext}" ({filename}) is available but only a superuser can create it'
+                    f'extension "{ext}" ({filename}) is available but only a superuser can'
+                    " create it"
                 )
             elif not can_create:
                 problems.append(
-                    f'"{ext}" ({filename}) needs CREATE on database {db}, which {role} lacks'
+                    f'extension "{ext}" ({filename}) needs CREATE on database {db},'
+                    f" which {role} lacks"
                 )
     if problems:
         names = ", ".join(f"CREATE EXTENSION {p.split(chr(34))[1]}" for p in problems)
         raise PermanentError(
-            f"PostgreSQL extensions: {'; '.join(problems)}; nothing was applied",
+            f"PostgreSQL {'; '.join(problems)}; nothing was applied",
             hint=f"ask your provider or DBA to run {names} in database {db} (managed services:"
             " enable them in the parameter/extension settings), then run apply-schema again",
         )

@@ -120,7 +120,7 @@ def test_an_extension_the_role_cannot_create_stops_apply_schema_before_anything(
         proc = etl({"ETL_PG_DSN": make_conninfo(db, user=owner)}, "apply-schema")
         assert proc.returncode == 2, proc.stdout + proc.stderr
         lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: PostgreSQL extensions:"), lines
+        assert len(lines) == 1 and lines[0].startswith("error: PostgreSQL extension "), lines
         assert (
             '"bloom"' in lines[0] and "superuser" in lines[0] and "nothing was applied" in lines[0]
         )
