@@ -121,6 +121,43 @@ def _echo_table(rows: list[dict]) -> None:
         typer.echo("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip())
 
 
+# -- preflight -------------------------------------------------------------------------------
+@app.command("preflight")
+def preflight_cmd(
+    source: str = typer.Option("arangodb", "--source", help="arangodb | dump:PATH | jsonl:PATH"),
+    dsn: str | None = typer.Option(None, "--dsn", help="PostgreSQL DSN (overrides ETL_PG_DSN)."),
+    mapping: str | None = typer.Option(
+        None, "--mapping", help="Mapping file (default configs/atspro.toml)."
+    ),
+    reports_dir: str | None = typer.Option(
+        None, "--reports-dir", help="Where the report goes (default reports/)."
+    ),
+):
+    """Go/no-go before a night's run: PostgreSQL version, extensions, schema, privileges, pooler,
+    server settings, the source and its collections, the estimated size and duration. Changes
+    nothing. Exit 0 = ready, 1 = warnings, 2 = blocked.
+
+    Example: etl preflight --source arangodb
+    """
+    from etl.preflight import Preflight
+    from etl.preflight_report import render_table, summary_line, write_reports
+
+    settings = _settings(
+        postgres={"dsn": dsn}, migrate={"mapping": mapping, "reports_dir": reports_dir}
+    )
+    result = Preflight(settings, source).run()  # the shipped sql files (ETL_SQL_DIR overrides)
+    doc = result.asdict()
+    typer.echo(render_table(doc))
+    line = summary_line(doc)
+    try:
+        paths = write_reports(doc, settings.migrate.reports_dir)
+        line += f"; report {paths['md']}, {paths['json']} and {paths['html']}"
+    except OSError as exc:
+        typer.echo(f"warning: could not write the preflight report: {exc}", err=True)
+    typer.echo(line)
+    raise typer.Exit(result.exit_code)
+
+
 # -- schema ----------------------------------------------------------------------------------
 @app.command("apply-schema")
 def apply_schema_cmd(

@@ -9,6 +9,7 @@ running so that `etl pg-url` and psql can reach it afterwards. `etl pg-stop` sto
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -176,3 +177,92 @@ def stop_embedded(data_dir: str | Path) -> str:
     except subprocess.CalledProcessError as exc:
         raise PermanentError(f"could not stop the embedded PostgreSQL in {path}: {exc}") from None
     return f"stopped the embedded PostgreSQL in {path}"
+
+
+@dataclass(frozen=True)
+class PoolerEvidence:
+    """Whether something (a pooler such as PgBouncer, or a proxy) stands between this
+    connection and the server, and the one-line reason for the verdict."""
+
+    detected: bool
+    reason: str
+
+
+def detect_pooler(conn: psycopg.Connection) -> PoolerEvidence:
+    """Compare where this client connected with where the server says the connection arrived,
+    in one statement (so that through transaction pooling every value is from one server
+    connection). A direct connection arrives at the address and port the DSN names (a unix
+    socket: on the server's own port, and not over TCP), from this client's own port. A pooler
+    forwards from its own connection, usually to another port or address. A NAT or a TCP proxy
+    in between also counts as detected: the reason says what differs."""
+    server_addr, server_port, client_port, port = conn.execute(
+        "select host(inet_server_addr()), inet_server_port(), inet_client_port(),"
+        " current_setting('port')::int"
+    ).fetchone()
+    info = conn.info
+    dsn_port = int(info.port)
+    if not info.hostaddr and (info.host or "").startswith("/"):  # a unix socket
+        if server_port is not None:
+            return PoolerEvidence(
+                True,
+                f"the DSN names a unix socket but the server sees a TCP connection"
+                f" (to {server_addr} port {server_port})",
+            )
+        if dsn_port != port:
+            return PoolerEvidence(
+                True, f"the DSN names socket port {dsn_port}, the server listens on port {port}"
+            )
+        return PoolerEvidence(False, f"unix socket {info.host} of the server (port {port})")
+    if server_port is None:
+        return PoolerEvidence(
+            True, f"the DSN names {info.host}:{dsn_port} but the server sees a unix-socket client"
+        )
+    if server_port != dsn_port:
+        return PoolerEvidence(
+            True,
+            f"the DSN names port {dsn_port}, the server answers on {server_addr}:{server_port}",
+        )
+    if info.hostaddr and not _same_address(info.hostaddr, server_addr):
+        return PoolerEvidence(
+            True, f"connected to {info.hostaddr}, the server answers on {server_addr}"
+        )
+    mine = _local_port(conn)
+    if mine is not None and client_port is not None and mine != client_port:
+        return PoolerEvidence(
+            True,
+            f"this client's port is {mine}, the server sees the connection from port {client_port}",
+        )
+    return PoolerEvidence(False, f"the server answers on {server_addr}:{server_port} directly")
+
+
+def _same_address(a: str, b: str | None) -> bool:
+    import ipaddress
+
+    if b is None:
+        return False
+    try:
+        x, y = ipaddress.ip_address(a), ipaddress.ip_address(b)
+    except ValueError:
+        return a == b
+    # an IPv4 client on a dual-stack socket may be seen as ::ffff:a.b.c.d
+    x = getattr(x, "ipv4_mapped", None) or x
+    y = getattr(y, "ipv4_mapped", None) or y
+    return x == y
+
+
+def _local_port(conn: psycopg.Connection) -> int | None:
+    """This end's TCP port of the connection (None when it cannot be told)."""
+    import os
+    import socket
+
+    try:
+        sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+    except OSError:
+        return None
+    try:
+        name = sock.getsockname()
+        return name[1] if isinstance(name, tuple) else None
+    except OSError:
+        return None
+    finally:
+        sock.close()

@@ -378,12 +378,26 @@ def required_extensions(files: list[SchemaFile]) -> dict[str, str]:
     return out
 
 
-def check_extensions(conn: psycopg.Connection, files: list[SchemaFile]) -> None:
-    """Before any file runs: every extension the files create exists, or this role can create
-    it. Otherwise one line naming each missing extension and whom to ask (nothing applied)."""
+@dataclass(frozen=True)
+class ExtensionState:
+    """One extension the schema files create, as this role on this database sees it."""
+
+    name: str
+    file: str  # the first file that creates it
+    installed: bool
+    problem: str | None  # why this role cannot create it; None: installed, or it can
+
+    @property
+    def creatable(self) -> bool:
+        return not self.installed and self.problem is None
+
+
+def extension_states(conn: psycopg.Connection, files: list[SchemaFile]) -> list[ExtensionState]:
+    """For every extension the files create: installed, creatable by this role (superuser, or
+    a trusted extension and CREATE on the database), or why not. Read-only."""
     needed = required_extensions(files)
     if not needed:
-        return
+        return []
     rows = conn.execute(
         "SELECT a.name, e.extname IS NOT NULL,"
         " coalesce((SELECT bool_or(v.trusted) FROM pg_available_extension_versions v"
@@ -397,28 +411,45 @@ def check_extensions(conn: psycopg.Connection, files: list[SchemaFile]) -> None:
         " WHERE rolname = current_user), has_database_privilege(current_database(), 'CREATE')"
     ).fetchone()
     known = {name: (installed, trusted) for name, installed, trusted in rows}
-    problems = []
+    out = []
     for ext, filename in needed.items():
+        problem = None
+        installed = ext in known and known[ext][0]
         if ext not in known:
-            problems.append(f'extension "{ext}" ({filename}) is not available on this server')
-        elif not known[ext][0] and not superuser:
-            installed, trusted = known[ext]
-            if not trusted:
-                problems.append(
+            problem = f'extension "{ext}" ({filename}) is not available on this server'
+        elif not installed and not superuser:
+            if not known[ext][1]:
+                problem = (
                     f'extension "{ext}" ({filename}) is available but only a superuser can'
                     " create it"
                 )
             elif not can_create:
-                problems.append(
+                problem = (
                     f'extension "{ext}" ({filename}) needs CREATE on database {db},'
                     f" which {role} lacks"
                 )
+        out.append(ExtensionState(ext, filename, installed, problem))
+    return out
+
+
+def extensions_hint(names: list[str], db: str) -> str:
+    """Whom to ask for extensions this role cannot create."""
+    statements = ", ".join(f"CREATE EXTENSION {n}" for n in names)
+    return (
+        f"ask your provider or DBA to run {statements} in database {db} (managed services:"
+        " enable them in the parameter/extension settings), then run apply-schema again"
+    )
+
+
+def check_extensions(conn: psycopg.Connection, files: list[SchemaFile]) -> None:
+    """Before any file runs: every extension the files create exists, or this role can create
+    it. Otherwise one line naming each missing extension and whom to ask (nothing applied)."""
+    problems = [s for s in extension_states(conn, files) if s.problem]
     if problems:
-        names = ", ".join(f"CREATE EXTENSION {p.split(chr(34))[1]}" for p in problems)
+        db = conn.execute("SELECT current_database()").fetchone()[0]
         raise PermanentError(
-            f"PostgreSQL {'; '.join(problems)}; nothing was applied",
-            hint=f"ask your provider or DBA to run {names} in database {db} (managed services:"
-            " enable them in the parameter/extension settings), then run apply-schema again",
+            f"PostgreSQL {'; '.join(s.problem for s in problems)}; nothing was applied",
+            hint=extensions_hint([s.name for s in problems], db),
         )
 
 
