@@ -5,15 +5,14 @@ PreflightResult.asdict(), whose shape docs/preflight.md describes."""
 
 from __future__ import annotations
 
-import getpass
 import html
 import json
-import os
 import shutil
-import socket
 import sys
 import textwrap
 from pathlib import Path
+
+from etl.report import operator_name, write_private
 
 VERDICT = {
     "ready": "ready: every check passed",
@@ -26,26 +25,12 @@ def write_reports(doc: dict, reports_dir: str | Path) -> dict[str, Path]:
     """<id>.json, .md and .html in reports_dir (created when missing); returns their paths."""
     out = Path(reports_dir)
     out.mkdir(parents=True, exist_ok=True)
-    doc = {**doc, "operator": _operator()}
+    doc = {**doc, "operator": operator_name()}
     paths = {kind: out / f"{doc['id']}.{kind}" for kind in ("json", "md", "html")}
-    _write_private(paths["json"], json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
-    _write_private(paths["md"], render_markdown(doc))
-    _write_private(paths["html"], render_html(doc))
+    write_private(paths["json"], json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
+    write_private(paths["md"], render_markdown(doc))
+    write_private(paths["html"], render_html(doc))
     return paths
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
-        fh.write(text)
-
-
-def _operator() -> str:
-    try:
-        user = getpass.getuser()
-    except Exception:  # noqa: BLE001 (no passwd entry in a container)
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
 
 
 def counts(doc: dict) -> dict[str, int]:

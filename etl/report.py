@@ -23,7 +23,7 @@ def write_reports(summary: dict, reports_dir: str | Path, *, markdown=None) -> d
     doc = {
         "report_schema_version": REPORT_SCHEMA_VERSION,
         "etl_version": __version__,
-        "operator": _operator(),
+        "operator": operator_name(),
         **summary,
     }
     paths = {
@@ -31,12 +31,12 @@ def write_reports(summary: dict, reports_dir: str | Path, *, markdown=None) -> d
         "md": out / f"{summary['run_id']}.md",
         "html": out / f"{summary['run_id']}.html",
     }
-    _write_private(paths["json"], json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
-    _write_private(paths["md"], (markdown or render_markdown)(doc))
+    write_private(paths["json"], json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
+    write_private(paths["md"], (markdown or render_markdown)(doc))
     try:  # the page is a convenience: a bug in it must not cost the run its json and md reports
         from etl.report_html import render_html
 
-        _write_private(paths["html"], render_html(doc))
+        write_private(paths["html"], render_html(doc))
     except Exception as exc:  # noqa: BLE001
         import logging
 
@@ -44,7 +44,7 @@ def write_reports(summary: dict, reports_dir: str | Path, *, markdown=None) -> d
     return paths
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     # A lone surrogate (a source key or value can hold one) is not UTF-8: written as \udXXX,
     # which inside a JSON string is the same character's escape, so the .json stays valid.
@@ -52,7 +52,7 @@ def _write_private(path: Path, text: str) -> None:
         fh.write(text)
 
 
-def _operator() -> str:
+def operator_name() -> str:
     try:
         user = getpass.getuser()
     except Exception:
