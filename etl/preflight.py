@@ -23,6 +23,7 @@ from psycopg.conninfo import make_conninfo
 
 from etl import __version__, pg, target
 from etl.errors import EtlError
+from etl.report_html import duration
 from etl.settings import Settings, safe_dsn
 
 log = logging.getLogger("etl.preflight")
@@ -534,7 +535,7 @@ class Preflight:
             per_doc = measured["bytes"] / measured["docs"] if measured["bytes"] else None
             basis = (
                 f"measured by the last finished migrate here ({measured['run_id']}:"
-                f" {measured['docs']:,} documents in {_duration(measured['seconds'])} of batches,"
+                f" {measured['docs']:,} documents in {duration(measured['seconds'])} of batches,"
                 f" {rate:,.0f} docs/s; index builds not included)"
             )
         else:
@@ -555,7 +556,7 @@ class Preflight:
             "estimate.load",
             "info",
             f"{docs:,} documents in the mapped collections; about {_bytes(nbytes)} of JSON"
-            f" ({size_basis}); about {_duration(seconds)} in one process; basis: {basis}",
+            f" ({size_basis}); about {duration(seconds, '?')} in one process; basis: {basis}",
             documents=docs,
             bytes=nbytes,
             bytes_per_document=round(per_doc, 1),
@@ -723,17 +724,6 @@ def _bytes(n: float | None) -> str:
             return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
         n /= 1024
     return f"{n:,.1f} TB"  # pragma: no cover
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    s = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds:.1f} s" if seconds < 10 else f"{s} s"
-    h, rem = divmod(s, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s"
 
 
 def _one_line(exc: BaseException) -> str:

@@ -87,9 +87,10 @@ def _when(value: Any) -> str:
     return e(t.strftime("%Y-%m-%d %H:%M:%S") + (f" {zone}" if zone else ""))
 
 
-def _duration(seconds: float | None) -> str:
+def duration(seconds: float | None, missing: str = "–") -> str:
+    """12.3 s, 45 s, 3 min 07 s, 1 h 02 min 05 s: how every report writes a duration."""
     if seconds is None:
-        return "–"
+        return missing
     s = int(round(seconds))
     if seconds < 60:
         return f"{seconds:.1f} s" if seconds < 10 else f"{s} s"
@@ -196,10 +197,10 @@ def _meta(doc: dict) -> str:
         ),
         ("started", _when(doc.get("started_at"))),
         ("finished", _when(doc.get("finished_at"))),
-        ("duration", e(_duration(took))),
+        ("duration", e(duration(took))),
     ]
     if doc.get("estimated_seconds") is not None:
-        rows.append(("estimated real run", e(_duration(_float(doc["estimated_seconds"])))))
+        rows.append(("estimated real run", e(duration(_float(doc["estimated_seconds"])))))
     rows += [
         ("source", f"<code>{e(doc.get('source'))}</code>"),
         ("target", f"<code>{e(doc.get('target'))}</code>"),
@@ -338,7 +339,7 @@ def _timing(c: dict) -> str:
     if c.get("batches") is not None:
         bits.append(_plural(_int(c.get("batches")), "batch"))
     if c.get("seconds") is not None:
-        bits.append(e(_duration(_float(c.get("seconds")))))
+        bits.append(e(duration(_float(c.get("seconds")))))
     if c.get("docs_per_second") is not None:
         bits.append(f"{num(c.get('docs_per_second'))} docs/s")
     if c.get("bytes"):
@@ -729,7 +730,7 @@ def throughput_svg(cols: list[dict]) -> str:
     overall = f"{total_docs / total_secs:,.0f} docs/s overall" if total_secs else ""
     return (
         f'<section class="panel"><h2>Throughput per batch <small>{_plural(n, "batch")} · {num(int(total_docs))} docs · '
-        f"{e(_duration(total_secs))} in batches{' · ' + overall if overall else ''}</small></h2>"
+        f"{e(duration(total_secs))} in batches{' · ' + overall if overall else ''}</small></h2>"
         f'<div class="legend">{legend}</div>{"".join(out)}</section>'
     )
 
