@@ -308,6 +308,13 @@ def migrate_cmd(
     since_key: str | None = typer.Option(
         None, "--since-key", help="Start after this _key (trials)."
     ),
+    from_tick: int | None = typer.Option(
+        None,
+        "--from-tick",
+        min=1,
+        help="The WAL tick this copy starts at, for `etl sync` (a dump source; default: the "
+        "latest `etl sync mark`).",
+    ),
     dsn: str | None = typer.Option(None, "--dsn", help="PostgreSQL DSN (overrides ETL_PG_DSN)."),
     mapping: str | None = typer.Option(
         None, "--mapping", help="Mapping file (default: the ATSPro mapping shipped with etl)."
@@ -354,6 +361,7 @@ def migrate_cmd(
         dry_run=dry_run,
         limit=limit,
         since_key=since_key,
+        from_tick=from_tick,
         on_progress=progress.update,
         on_collection=progress.start,
         should_stop=stopper.requested,
@@ -429,6 +437,171 @@ def worker_cmd(
     )
     if prog.failed:
         raise EtlError(f"run {run} stopped: {prog.errors[0] if prog.errors else 'a unit failed'}")
+
+
+# -- change capture ---------------------------------------------------------------------------
+sync_app = typer.Typer(
+    help="Follow ArangoDB's write-ahead log after the bulk copy (zero-downtime migration)."
+)
+app.add_typer(sync_app, name="sync")
+
+
+@sync_app.callback(invoke_without_command=True)
+def sync_cmd(
+    ctx: typer.Context,
+    until_current: bool = typer.Option(
+        False,
+        "--until-current",
+        help="Apply everything up to the server's tick at start, then exit 0 (scripts, tests).",
+    ),
+    metrics_port: int | None = typer.Option(
+        None, "--metrics-port", min=1, max=65535, help="Serve Prometheus metrics on this port."
+    ),
+    dsn: str | None = typer.Option(None, "--dsn", help="PostgreSQL DSN (overrides ETL_PG_DSN)."),
+    mapping: str | None = typer.Option(
+        None, "--mapping", help="Mapping file (the one the copy was made with)."
+    ),
+    reports_dir: str | None = typer.Option(
+        None, "--reports-dir", help="Where reports go (default reports/)."
+    ),
+):
+    """Apply every change committed in ArangoDB since the copy started, then keep following
+    until Ctrl-C or SIGTERM (exit 130; `etl sync` goes on from there).
+
+    Example: etl sync --metrics-port 9108
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from etl.sync.run import SyncJob
+
+    settings = _settings(
+        postgres={"dsn": dsn}, migrate={"mapping": mapping, "reports_dir": reports_dir}
+    )
+    stopper = GracefulStop()
+    job = SyncJob(settings, metrics_port=metrics_port, should_stop=stopper.requested)
+    try:
+        with stopper:
+            doc = job.execute(until_current=until_current)
+    finally:
+        _echo_sync(job)
+    raise typer.Exit(0 if doc["state"] == "finished" else 1)
+
+
+def _echo_sync(job) -> None:
+    s = job.doc.get("sync")
+    if s:
+        typer.echo(
+            f"sync: position tick {s['position_tick']}, server tick {s['server_tick']} "
+            f"(lag {s['lag_ticks']} ticks); {s['changes_read']} changes read"
+        )
+        for collection, ops in s["applied"].items():
+            typer.echo(f"  {collection}: " + ", ".join(f"{op} {n}" for op, n in ops.items()))
+    if job.report_paths:
+        typer.echo(f"run {job.doc['run_id']}: {job.doc['state']}; report {job.report_paths['md']}")
+
+
+@sync_app.command("mark")
+def sync_mark_cmd(
+    dsn: str | None = typer.Option(None, "--dsn", help="PostgreSQL DSN (overrides ETL_PG_DSN)."),
+):
+    """Record ArangoDB's WAL position now and pin it, BEFORE arangodump: `etl migrate --source
+    dump:...` links to it and `etl sync` follows from it. The pin lasts 2 h (renew it with
+    `etl sync renew` for a longer dump).
+
+    Example: etl sync mark && arangodump ... && etl migrate --all --source dump:./dump
+    """
+    from etl import pg
+    from etl.sources.arango import ArangoSource
+    from etl.state import new_run_id
+    from etl.sync import positions
+    from etl.sync.start import mark
+
+    settings = _settings(postgres={"dsn": dsn})
+    target = pg.resolve_dsn(settings)
+    with pg.connect(target) as conn:
+        from etl.state import require_schema
+
+        require_schema(conn)
+        positions.require_tables(conn)
+        with ArangoSource(settings.arango) as source:
+            p = mark(source, new_run_id("mark"))
+        positions.record(conn, p)
+        conn.commit()
+    typer.echo(
+        f"marked tick {p.start_tick} of ArangoDB server {p.server_id} (mark {p.run_id}, "
+        f"syncer {p.syncer_id}); the server keeps its log from here for 2 h: start arangodump now"
+    )
+
+
+@sync_app.command("renew")
+def sync_renew_cmd(
+    dsn: str | None = typer.Option(None, "--dsn", help="PostgreSQL DSN (overrides ETL_PG_DSN)."),
+):
+    """Renew the latest mark's WAL registration for another 2 h (while a long dump runs)."""
+    from etl import pg
+    from etl.errors import PermanentError
+    from etl.sources.arango import ArangoSource
+    from etl.sources.wal import WalReader
+    from etl.sync import positions
+
+    settings = _settings(postgres={"dsn": dsn})
+    with pg.connect(pg.resolve_dsn(settings)) as conn:
+        positions.require_tables(conn)
+        p = positions.latest(conn, "mark")
+    if p is None:
+        raise PermanentError("no mark to renew", hint="run `etl sync mark` first")
+    with ArangoSource(settings.arango) as source:
+        WalReader(source).pin(p.start_tick, p.syncer_id)
+    typer.echo(f"renewed mark {p.run_id} at tick {p.start_tick} for 2 h")
+
+
+@app.command("cutover")
+def cutover_cmd(
+    assume_frozen: bool = typer.Option(
+        False, "--assume-frozen", help="Do not ask: writes to ArangoDB are already frozen."
+    ),
+    sample: float | None = typer.Option(
+        None,
+        "--sample",
+        min=0.01,
+        max=100,
+        help="Reconcile a random P% of the keys inside the freeze (default: all of them).",
+    ),
+    dsn: str | None = typer.Option(None, "--dsn", help="PostgreSQL DSN (overrides ETL_PG_DSN)."),
+    mapping: str | None = typer.Option(None, "--mapping", help="Mapping file."),
+    reports_dir: str | None = typer.Option(
+        None, "--reports-dir", help="Where reports go (default reports/)."
+    ),
+):
+    """Switch over: catch up, ask for the write freeze, apply the last changes, reconcile, and
+    say go (exit 0) or no-go (exit 1). The report gives the final tick and the freeze's length.
+
+    Example: etl cutover --sample 10
+    """
+    from etl.sync.cutover import Cutover
+
+    settings = _settings(
+        postgres={"dsn": dsn}, migrate={"mapping": mapping, "reports_dir": reports_dir}
+    )
+
+    def confirm() -> bool:
+        if assume_frozen:
+            return True
+        return typer.confirm("Are writes to ArangoDB frozen (application stopped or read-only)?")
+
+    stopper = GracefulStop()
+    cut = Cutover(settings, confirm_freeze=confirm, sample=sample, say=typer.echo)
+    try:
+        with stopper:
+            cut.job.should_stop = stopper.requested
+            doc = cut.run()
+    finally:
+        _echo_sync(cut.job)
+    typer.echo(
+        f"cutover: {doc['verdict'].upper()}; final tick {doc.get('final_tick')}, writes frozen "
+        f"for {doc.get('freeze_seconds')} s; reconcile: {doc.get('reconcile_result')}"
+    )
+    raise typer.Exit(0 if cut.go else 1)
 
 
 # -- reconcile -------------------------------------------------------------------------------
@@ -534,6 +707,11 @@ def status_cmd(
         _echo_table(info["work_units"])
     typer.echo("\nLatest reconcile per collection")
     _echo_table(info["reconciles"])
+    if info.get("sync"):
+        typer.echo("\nChange capture (etl sync)")
+        _echo_table(info["sync"])
+        if info.get("sync_applied"):
+            _echo_table(info["sync_applied"])
 
 
 @app.command("purge-rejects")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from etl import jsonutil
+from etl import jsonutil, target
 from etl.errors import is_transient
 from etl.target import JSONB_COLUMNS
 
@@ -149,12 +149,17 @@ class Loader:
         out.unchanged = len(rows) - out.inserted - out.updated
         return out
 
-    def relink_parents(self, table: str, refs: Sequence[tuple[str, str]]) -> int:
-        """Set parent_optimization_id where the parent arrived after its child; returns how many.
-        A link the validation refuses (another user or resume) stays null and counted dangling."""
+    def relink_parents(
+        self, table: str, refs: Sequence[tuple[str, str]], column: str = "parent_optimization_id"
+    ) -> int:
+        """Set a reference (by default parent_optimization_id) where the parent arrived after
+        its child; returns how many. A link the validation refuses (another user or resume)
+        stays null and counted dangling."""
         if not refs:
             return 0
         linked = 0
+        referenced = target.referenced_type(column)
+        parent = sql.Identifier(target.table(referenced) if referenced else table)
         with self.conn.transaction():
             self.conn.execute("select set_config('etl.run_id', %s, true)", (self.run_id,))
             for chunk in _chunks(list(refs), 1000):
@@ -162,11 +167,11 @@ class Loader:
                     with self.conn.transaction():
                         cur = self.conn.execute(
                             sql.SQL(
-                                "update {t} o set parent_optimization_id = v.parent"
+                                "update {t} o set {c} = v.parent"
                                 " from unnest(%s::uuid[], %s::uuid[]) as v(id, parent)"
-                                " where o.id = v.id and o.parent_optimization_id is null"
-                                " and exists (select 1 from {t} p where p.id = v.parent)"
-                            ).format(t=sql.Identifier(table)),
+                                " where o.id = v.id and o.{c} is null"
+                                " and exists (select 1 from {p} p where p.id = v.parent)"
+                            ).format(t=sql.Identifier(table), c=sql.Identifier(column), p=parent),
                             ([c for c, _ in chunk], [p for _, p in chunk]),
                         )
                         linked += cur.rowcount
@@ -181,10 +186,12 @@ class Loader:
                             with self.conn.transaction():
                                 linked += self.conn.execute(
                                     sql.SQL(
-                                        "update {t} o set parent_optimization_id = %s where o.id = %s"
-                                        " and o.parent_optimization_id is null"
-                                        " and exists (select 1 from {t} p where p.id = %s)"
-                                    ).format(t=sql.Identifier(table)),
+                                        "update {t} o set {c} = %s where o.id = %s"
+                                        " and o.{c} is null"
+                                        " and exists (select 1 from {p} p where p.id = %s)"
+                                    ).format(
+                                        t=sql.Identifier(table), c=sql.Identifier(column), p=parent
+                                    ),
                                     (parent, child, parent),
                                 ).rowcount
                         except psycopg.Error as exc2:

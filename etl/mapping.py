@@ -114,6 +114,11 @@ class PolicySpec(_Strict):
     nul_in_strings: Literal["reject", "strip", "escape"] = "reject"
     lone_surrogates: Literal["reject", "strip", "escape"] = "reject"
     order: list[str] = []
+    # etl sync: a document removed in ArangoDB is deleted ("delete") or kept with is_active =
+    # false and deleted_at set ("soft"); a collection truncated or dropped stops the follower
+    # ("stop") or removes its rows ("apply").
+    on_remove: Literal["delete", "soft"] = "delete"
+    on_collection_ddl: Literal["stop", "apply"] = "stop"
 
 
 class MappingSpec(_Strict):
@@ -201,6 +206,8 @@ class Mapping:
     order: tuple[str, ...]
     collections: dict[str, CollectionMapping]
     unmapped: dict[str, str]  # collection -> reason
+    on_remove: str = "delete"
+    on_collection_ddl: str = "stop"
 
     @property
     def mapping_version(self) -> str:
@@ -354,6 +361,8 @@ class _Compiler:
             tuple(order),
             collections,
             unmapped,
+            spec.policy.on_remove,
+            spec.policy.on_collection_ddl,
         )
 
     def _only(self, key: str, c: CollectionSpec, allowed: set[str]) -> None:

@@ -17,7 +17,9 @@ from etl.results import CollectionResult, RunSummary, now_iso, rate, summary_cou
 from etl.runs import Run, select_collections
 from etl.settings import Settings
 from etl.sources import open_source
+from etl.sources.arango import ArangoSource
 from etl.state import Checkpoint, CollectionCheckpoints
+from etl.sync import start as sync_start
 
 log = logging.getLogger("etl.migrate")
 
@@ -54,6 +56,7 @@ class Migration:
         dry_run: bool = False,
         limit: int | None = None,
         since_key: str | None = None,
+        from_tick: int | None = None,
         on_progress: Callable[[str, int, int | None], None] | None = None,
         on_collection: Callable[[str, int], None] | None = None,
         should_stop: Callable[[], bool] = lambda: False,
@@ -69,6 +72,7 @@ class Migration:
         self.dry_run = dry_run
         self.limit = limit
         self.since_key = since_key
+        self.from_tick = from_tick  # --from-tick: the WAL position of a dump source
         self.on_progress = on_progress or (lambda c, n, total: None)
         self.on_collection = on_collection or (lambda c, total: None)
         self.should_stop = should_stop
@@ -103,6 +107,21 @@ class Migration:
             "since_key": self.since_key,
             "mapping": self.settings.migrate.mapping,
         }
+
+    def record_wal_start(self, conn, run_id: str, source):
+        """The run's WAL position for `etl sync` (etl/sync/start.py), in the caller's
+        transaction; a Pinner renewing it while the copy runs, or None. Without WAL access
+        (a non-admin user, a cluster) the copy goes on: sync will say it cannot follow it."""
+        try:
+            p = sync_start.record_migrate_start(conn, run_id, source, from_tick=self.from_tick)
+        except EtlError as exc:
+            if self.from_tick is not None:
+                raise
+            log.warning("no WAL position recorded, `etl sync` cannot follow this copy: %s", exc)
+            return None
+        if p is None or not isinstance(source, ArangoSource):
+            return None
+        return sync_start.Pinner(self.settings.arango, p).start()
 
     def defer_indexes(self, conn, run_id: str, tables: list[str]) -> list[str]:
         """Drop the secondary indexes of the EMPTY tables among `tables` (kept to be rebuilt)."""
@@ -143,7 +162,7 @@ class Migration:
             collections=[],
         )
         conn.commit()
-        builder = None
+        builder = pinner = None
         try:
             names = select_collections(self.mapping, source, self.requested, self.all)
             run.lock(names)
@@ -162,6 +181,7 @@ class Migration:
                     target=summary.target,
                     options=self.options(names),
                 )
+                pinner = self.record_wal_start(conn, run.run_id, source)
                 conn.commit()
                 indexes.rebuild(conn)  # what a crashed run left behind, before anything else
                 if self.defer_indexes(conn, run.run_id, list(by_table)):
@@ -183,6 +203,8 @@ class Migration:
             if run.locked and not self.dry_run:
                 self._build_deferred_indexes(pipeline, builder, summary)
             pipeline.close()
+            if pinner is not None:
+                pinner.stop()
             summary.finished_at = now_iso()
             if self.dry_run:
                 docs_per_second = rate(summary)

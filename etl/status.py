@@ -47,7 +47,30 @@ def status(dsn: str, *, limit: int = 10) -> dict[str, list[dict]]:
                 " order by c.key, r.started_at desc"
             )
         )
+        sync, sync_applied = [], []
+        if conn.execute("select to_regclass('etl_wal_positions') is not null").fetchone()[0]:
+            # lag in seconds: since the follower last read everything there was
+            sync = _dicts(
+                conn.execute(
+                    "select kind, run_id, base_run_id as follows, from_tick as position,"
+                    " server_tick, server_tick - from_tick as lag_ticks,"
+                    " round(extract(epoch from now() - coalesce(caught_up_at, created_at)))"
+                    " as lag_seconds, caught_up_at, applied_at, updated_at"
+                    " from etl_wal_positions where kind = 'follow'"
+                    " union all (select kind, run_id, base_run_id, start_tick, server_tick, null,"
+                    " null, null, null, updated_at from etl_wal_positions where kind <> 'follow'"
+                    " order by created_at desc limit 3)"
+                )
+            )
+            sync_applied = _dicts(
+                conn.execute(
+                    "select collection, operation, changes from etl_sync_applied"
+                    " order by collection, operation"
+                )
+            )
     return {
+        "sync": sync,
+        "sync_applied": sync_applied,
         "runs": runs,
         "checkpoints": checkpoints,
         "work_units": work_units,

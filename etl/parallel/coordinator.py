@@ -83,6 +83,7 @@ class ParallelMigration:
         self.lease_seconds = lease_seconds
         self.summary: RunSummary | None = None
         self.report_paths: dict | None = None
+        self.pinner = None  # renews the run's WAL registration while it copies
 
     def run(self) -> RunSummary:
         m = self.m
@@ -116,6 +117,8 @@ class ParallelMigration:
             finally:
                 coord.close()
         finally:
+            if self.pinner is not None:
+                self.pinner.stop()
             run.close()
         return self._outcome(run.run_id, prog)
 
@@ -166,6 +169,7 @@ class ParallelMigration:
                 target=pg.target_label(m.settings, run.dsn),
                 options=options,
             )
+            self.pinner = m.record_wal_start(conn, run.run_id, source)
         indexes.rebuild(conn)  # what a crashed run left behind, before anything else
         by_table = writers(m.mapping, names)
         deferred = m.defer_indexes(conn, run.run_id, list(by_table))

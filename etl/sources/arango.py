@@ -366,6 +366,15 @@ class ArangoSource:
     def _list_names(self) -> list[str]:
         return sorted(c["name"] for c in self._db.collections() if not c.get("system"))
 
+    # for other readers of this server (etl/sources/wal.py) ------------------
+    def database(self) -> Any:
+        """The python-arango database, connected and authenticated."""
+        return self._db
+
+    def retry(self, what: str, fn: Callable[[], T]) -> T:
+        """fn() with this source's retries; errors become one-line EtlErrors."""
+        return self._retry(what, fn)
+
     # Source protocol -------------------------------------------------------
     def collections(self) -> list[CollectionInfo]:
         cols = self._retry("list collections", lambda: self._db.collections())

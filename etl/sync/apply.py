@@ -1,0 +1,485 @@
+"""Apply committed WAL changes to the target in the caller's transaction, so that the tables
+end as a fresh `etl migrate` of the source's current state would leave them:
+
+- the last change of a key wins (each 2300 is the whole document, each 2302 a removal);
+- removed documents, and documents that are now rejects, unmapped or routed to another table,
+  lose their rows; the rows that referenced them stay, with the reference NULL (the raw key is
+  in metadata.extra), never deleted by the schema's ON DELETE CASCADE;
+- upserts go through the transform and the merge core as in migrate, in dependency order, with
+  "the source has no value" meaning the column's default (the merge core alone would keep the
+  old value);
+- a parent that arrives after its children is linked to them; edges re-link or unlink their
+  research rows, and an edge whose end is missing is a reject until that end arrives.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from etl import jsonutil, state, target
+from etl.load import Loader
+from etl.mapping import CollectionMapping, Mapping
+from etl.results import now_iso
+from etl.sync.changes import Change
+from etl.transform import EdgeLink, Row, Transformer, Unmapped, row_id
+
+DANGLING_EDGE = "dangling_edge: an end of the edge is not in the target"
+
+
+@dataclass
+class Applied:
+    """What one apply did, per (collection, operation)."""
+
+    counts: Counter = field(default_factory=Counter)
+    rejects: list[tuple] = field(default_factory=list)
+
+    def add(self, collection: str, operation: str, n: int = 1) -> None:
+        if n:
+            self.counts[(collection, operation)] += n
+
+
+class Applier:
+    def __init__(self, mapping: Mapping, run_id: str):
+        self.mapping = mapping
+        self.run_id = run_id
+        self._defaults: dict[str, dict[str, object]] | None = None
+
+    # -- entry point ---------------------------------------------------------------------
+    def apply(self, c: psycopg.Connection, changes: list[Change]) -> Applied:
+        out = Applied()
+        if self._defaults is None:
+            self.load_defaults(c)
+        c.execute("select set_config('etl.run_id', %s, true)", (self.run_id,))
+        last: dict[tuple[str, str], Change] = {}
+        for ch in changes:
+            last.pop((ch.collection, ch.key), None)  # re-insert: keep commit order of last change
+            last[(ch.collection, ch.key)] = ch
+        out.add("*", "superseded", len(changes) - len(last))
+        by_collection: dict[str, list[Change]] = defaultdict(list)
+        for ch in last.values():
+            by_collection[ch.collection].append(ch)
+
+        transformer = Transformer(self.mapping, self.run_id, now_iso())
+        rows: dict[str, list[Row]] = defaultdict(list)
+        gone: dict[str, set[str]] = defaultdict(set)  # table -> ids to delete
+        edge_upserts: dict[str, list[EdgeLink]] = defaultdict(list)
+        edge_touched: dict[str, set[str]] = defaultdict(set)  # edge collection -> keys
+        docs: dict[tuple[str, str], dict] = {}
+        for name in self._order(by_collection):
+            cm = self.mapping.for_collection(name)
+            for ch in by_collection[name]:
+                if cm is None:
+                    out.add(name, "skipped")
+                    continue
+                if cm.edge is not None:
+                    edge_touched[name].add(ch.key)
+                    if ch.doc is None:
+                        out.add(name, "remove")
+                        continue
+                t = None if ch.doc is None else transformer.transform(name, ch.doc)
+                if ch.doc is not None:
+                    docs[(name, ch.key)] = ch.doc
+                if isinstance(t, EdgeLink):
+                    edge_upserts[name].append(t)
+                    continue
+                tables = {tg.table for tg in cm.targets()}
+                if isinstance(t, Row):
+                    rows[t.document_type].append(t)
+                    tables.discard(target.table(t.document_type))  # routed elsewhere before?
+                elif t is None:
+                    out.add(name, "remove")
+                else:  # Reject / Unmapped: a fresh migrate would keep it in etl_rejects
+                    stage = "unmapped" if isinstance(t, Unmapped) else "transform"
+                    out.rejects.append((name, ch.key, ch.doc, t.reason, stage))
+                    out.add(name, "unmapped" if isinstance(t, Unmapped) else "reject")
+                for table in tables:
+                    gone[table].add(row_id(name, ch.key))
+
+        self._remove(c, gone, out)
+        upserted = self._upsert(c, rows, docs, out)
+        self._link_late_parents(c, upserted)
+        for name, keys in edge_touched.items():
+            self._edges(c, self.mapping.for_collection(name), keys, edge_upserts[name], out)
+        if upserted:
+            self._retry_dangling_edges(c, upserted, out)
+        state.write_rejects(c, self.run_id, out.rejects)
+        return out
+
+    def _order(self, names) -> list[str]:
+        rank = {n: i for i, n in enumerate(self.mapping.collections_in_order())}
+        return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
+
+    # -- removals ------------------------------------------------------------------------
+    def _remove(self, c, gone: dict[str, set[str]], out: Applied) -> None:
+        soft = self.mapping.on_remove == "soft"
+        for table, ids in gone.items():
+            ids_list = sorted(ids)
+            if soft:
+                c.execute(
+                    sql.SQL(
+                        "update {} set is_active = false, deleted_at = coalesce(deleted_at, now())"
+                        " where id = any(%s::uuid[])"
+                    ).format(sql.Identifier(table)),
+                    (ids_list,),
+                )
+                continue
+            self._detach_children(c, table, ids_list, out)
+            c.execute(
+                sql.SQL("delete from {} where id = any(%s::uuid[])").format(sql.Identifier(table)),
+                (ids_list,),
+            )
+
+    def _detach_children(self, c, table: str, ids: list[str], out: Applied) -> None:
+        """Before rows of `table` go: what references them keeps its row, reference NULL (as a
+        fresh migrate leaves a dangling reference), and edges into them become rejects."""
+        dt = next(d for d in target.DOCUMENT_TYPES if target.table(d) == table)
+        for child_dt in target.DOCUMENT_TYPES:
+            for column, to in target.reference_columns(child_dt).items():
+                if to == dt:
+                    c.execute(
+                        sql.SQL("update {t} set {c} = null where {c} = any(%s::uuid[])").format(
+                            t=sql.Identifier(target.table(child_dt)), c=sql.Identifier(column)
+                        ),
+                        (ids,),
+                    )
+        for cm in self.mapping.collections.values():
+            spec = cm.edge
+            if spec is None:
+                continue
+            to_table = target.table(spec.to_document_type)
+            if table == to_table:  # the research rows themselves go, with their edges
+                cur = c.execute(
+                    sql.SQL(
+                        "select e.key, e.value::text from {} r,"
+                        " jsonb_each(case when jsonb_typeof(r.metadata -> 'edges') = 'object'"
+                        " then r.metadata -> 'edges' else '{{}}' end) e where r.id = any(%s::uuid[])"
+                    ).format(sql.Identifier(to_table)),
+                    (ids,),
+                )
+                for key, text in cur.fetchall():
+                    self._dangling(cm.name, key, jsonutil.loads(text), out)
+            from_tables = {
+                t.table for t in self.mapping.for_collection(spec.from_collection).targets()
+            }
+            if table in from_tables:  # edges from removed jobs dangle now
+                keys = self._keys_of(c, table, ids)
+                froms = [f"{spec.from_collection}/{k}" for k in keys]
+                self._unlink(c, cm, to_table, "value ->> '_from' = any(%s)", froms, out, True)
+
+    @staticmethod
+    def _keys_of(c, table: str, ids: list[str]) -> list[str]:
+        return [
+            k
+            for (k,) in c.execute(
+                sql.SQL(
+                    "select metadata -> 'arango' ->> '_key' from {} where id = any(%s::uuid[])"
+                ).format(sql.Identifier(table)),
+                (ids,),
+            )
+            if k is not None
+        ]
+
+    def _dangling(self, collection: str, key: str, edge: dict, out: Applied) -> None:
+        edge = dict(edge)
+        edge.pop("_etl_escaped", None)
+        out.rejects.append((collection, key, edge, DANGLING_EDGE, "link"))
+        out.add(collection, "reject")
+
+    # -- upserts -------------------------------------------------------------------------
+    def _upsert(self, c, rows: dict[str, list[Row]], docs, out: Applied) -> dict[str, list[Row]]:
+        """Load rows per document type in dependency order; returns the rows now stored."""
+        stored: dict[str, list[Row]] = {}
+        loader = Loader(c, self.run_id)
+        order = self.mapping.document_types()
+        for dt in sorted(rows, key=lambda d: order.index(d) if d in order else len(order)):
+            batch = [self._with_defaults(r) for r in rows[dt]]
+            lo = loader.load(dt, batch)
+            collection = batch[0].values["metadata"]["arango"]["collection"]
+            out.add(collection, "insert", lo.inserted)
+            out.add(collection, "update", lo.updated)
+            out.add(collection, "unchanged", lo.unchanged)
+            refused = {r.key for r, _ in lo.rejected}
+            for row, reason in lo.rejected:
+                doc = docs.get((collection, row.key), row.values)
+                out.rejects.append((collection, row.key, doc, reason, "load"))
+                out.add(collection, "reject")
+            if refused:  # a fresh migrate would have no row for them
+                self._remove(c, {target.table(dt): {row_id(collection, k) for k in refused}}, out)
+            if lo.forward_refs:
+                loader.relink_parents(target.table(dt), lo.forward_refs)
+            stored[dt] = [r for r in batch if r.key not in refused]
+            if dt in self._edge_target_types():
+                self._own_job_reference(c, dt, stored[dt])
+        return stored
+
+    def _with_defaults(self, row: Row) -> Row:
+        """A column the document has no value for gets its default: the merge core would
+        otherwise keep the stored value, and the update would not replace the whole row."""
+        defaults = self._column_defaults(row.document_type)
+        missing = {k: v for k, v in defaults.items() if row.values.get(k) is None}
+        if not missing:
+            return row
+        return Row(row.document_type, row.key, {**row.values, **missing}, row.warnings)
+
+    def _column_defaults(self, document_type: str) -> dict[str, object]:
+        return (self._defaults or {}).get(document_type, {})
+
+    def load_defaults(self, c) -> None:
+        """The constant column defaults of every document table (not now() and the like)."""
+        self._defaults = {}
+        for dt in target.DOCUMENT_TYPES:
+            found: dict[str, object] = {}
+            for name, expr in c.execute(
+                "select a.attname, pg_get_expr(d.adbin, d.adrelid) from pg_attrdef d"
+                " join pg_attribute a on a.attrelid = d.adrelid and a.attnum = d.adnum"
+                " where d.adrelid = to_regclass(%s)",
+                (target.table(dt),),
+            ):
+                value = _constant(expr)
+                if value is not _NOT_CONSTANT and name not in target.JSONB_COLUMNS:
+                    found[name] = value
+            self._defaults[dt] = found
+
+    def _edge_target_types(self) -> set[str]:
+        return {cm.edge.to_document_type for cm in self.mapping.collections.values() if cm.edge}
+
+    def _own_job_reference(self, c, dt: str, rows: list[Row]) -> None:
+        """A research row without edges takes its job from its own document, NULL included (the
+        merge core keeps an edge-set job_id when the staged one is NULL)."""
+        for cm in self.mapping.collections.values():
+            if cm.edge is None or cm.edge.to_document_type != dt:
+                continue
+            column = cm.edge.sets
+            ids = [r.values["id"] for r in rows if r.values.get(column) is None]
+            if ids:
+                c.execute(
+                    sql.SQL(
+                        "update {t} set {c} = null where id = any(%s::uuid[]) and {c} is not null"
+                        " and coalesce(metadata -> 'edges', '{{}}') = '{{}}'"
+                    ).format(t=sql.Identifier(target.table(dt)), c=sql.Identifier(column)),
+                    (ids,),
+                )
+
+    # -- late parents --------------------------------------------------------------------
+    def _link_late_parents(self, c, upserted: dict[str, list[Row]]) -> None:
+        """Rows whose reference was NULL because its parent was missing, and whose parent is
+        among the rows just stored, get the reference (as a fresh migrate would set it)."""
+        keys_by_collection: dict[str, set[str]] = defaultdict(set)
+        for rows in upserted.values():
+            for r in rows:
+                keys_by_collection[r.values["metadata"]["arango"]["collection"]].add(r.key)
+        if not keys_by_collection:
+            return
+        loader = Loader(c, self.run_id)
+        for cm in self.mapping.collections.values():
+            for tg in cm.targets():
+                for ref in tg.references:
+                    keys = keys_by_collection.get(ref.collection or "")
+                    if not keys:
+                        continue
+                    refs = self._children_of(c, tg.table, ref, keys)
+                    if refs:
+                        loader.relink_parents(tg.table, refs, ref.name)
+
+    @staticmethod
+    def _children_of(c, table: str, ref, keys: set[str]) -> list[tuple[str, str]]:
+        """(child id, parent id) for rows of `table` whose reference `ref` is NULL and whose
+        document names one of `keys` at the first of ref's paths it has."""
+        extra = sql.SQL("metadata -> 'extra'")
+        candidates = sql.SQL(" or ").join(
+            sql.SQL("({} #>> %s) = any(%s)").format(extra) for _ in ref.paths
+        )
+        params: list = []
+        for p in ref.paths:
+            params += [list(p), sorted(keys)]
+        found = c.execute(
+            sql.SQL("select id::text, {e} from {t} where {c} is null and ({cand})").format(
+                e=extra, t=sql.Identifier(table), c=sql.Identifier(ref.name), cand=candidates
+            ),
+            params,
+        ).fetchall()
+        out = []
+        for child_id, extra_value in found:
+            for p in ref.paths:  # the first path with a value decides, as in the transform
+                v = extra_value
+                for seg in p:
+                    v = v.get(seg) if isinstance(v, dict) else None
+                if v is None:
+                    continue
+                if isinstance(v, int) and not isinstance(v, bool):
+                    v = str(v)
+                if isinstance(v, str) and v in keys:
+                    out.append((child_id, row_id(ref.collection, v)))
+                break
+        return out
+
+    # -- edges ---------------------------------------------------------------------------
+    def _edges(self, c, cm: CollectionMapping, keys: set[str], links: list[EdgeLink], out):
+        """Touched edge keys leave every research row that records them; then the edges
+        still in the source link again (a fresh migrate's outcome whatever moved)."""
+        spec = cm.edge
+        table = target.table(spec.to_document_type)
+        c.execute(
+            "delete from etl_rejects where collection = %s and stage = 'link' and key = any(%s)",
+            (cm.name, sorted(keys)),
+        )
+        self._unlink(c, cm, table, "key = any(%s)", sorted(keys), out, False)
+        if not links:
+            return
+        result = Loader(c, self.run_id).link_edges(links)
+        out.add(cm.name, "link", result.linked)
+        out.add(cm.name, "unchanged", result.unchanged)
+        for e in result.dangling:
+            self._dangling(cm.name, e.key, e.edge, out)
+        self._recompute_sets(c, cm, [link.target_id for link in links])
+
+    def _unlink(self, c, cm, table: str, where: str, values: list, out, reject: bool) -> None:
+        """Remove the matching entries of metadata.edges (each as jsonb_each's key/value);
+        with reject, they become dangling-edge rejects. The rows' job_id is recomputed."""
+        if not values:
+            return
+        found = c.execute(
+            sql.SQL(
+                "select r.id::text, e.key, e.value::text from {} r,"
+                " jsonb_each(case when jsonb_typeof(r.metadata -> 'edges') = 'object'"
+                " then r.metadata -> 'edges' else '{{}}' end) e where e." + where
+            ).format(sql.Identifier(table)),
+            (values,),
+        ).fetchall()
+        if not found:
+            return
+        by_row: dict[str, list[str]] = defaultdict(list)
+        for rid, key, text in found:
+            by_row[rid].append(key)
+            if reject:
+                self._dangling(cm.name, key, jsonutil.loads(text), out)
+        for rid, ekeys in by_row.items():
+            c.execute(
+                sql.SQL(
+                    "update {} set metadata = jsonb_set(metadata, '{{edges}}',"
+                    " (metadata -> 'edges') - %s::text[]) where id = %s"
+                ).format(sql.Identifier(table)),
+                (ekeys, rid),
+            )
+        if not reject:
+            out.add(cm.name, "unlink", len(found))
+        self._recompute_sets(c, cm, list(by_row))
+
+    def _recompute_sets(self, c, cm: CollectionMapping, ids: list[str]) -> None:
+        """The column an edge sets (job_id) = the job of the row's greatest edge key (the last
+        one a migrate reads); without edges, the reference of the row's own document."""
+        spec = cm.edge
+        dt = spec.to_document_type
+        table = target.table(dt)
+        from_table = self.mapping.for_collection(spec.from_collection).targets()[0].table
+        refs = [
+            r
+            for tg in self.mapping.collections[spec.to_collection].targets()
+            if tg.document_type == dt
+            for r in tg.references
+            if r.name == spec.sets
+        ]
+        rows = c.execute(
+            sql.SQL(
+                "select id::text, {c}::text, metadata from {t} where id = any(%s::uuid[])"
+            ).format(c=sql.Identifier(spec.sets), t=sql.Identifier(table)),
+            (sorted(set(ids)),),
+        ).fetchall()
+        for rid, current, metadata in rows:
+            edges = metadata.get("edges") if isinstance(metadata.get("edges"), dict) else {}
+            want = None
+            if edges:
+                frm = edges[max(edges)].get("_from", "")
+                want = row_id(spec.from_collection, frm.partition("/")[2])
+            elif refs:
+                v = _first_value(metadata.get("extra") or {}, refs[0].paths)
+                if isinstance(v, int) and not isinstance(v, bool):
+                    v = str(v)
+                if isinstance(v, str) and v:
+                    want = row_id(refs[0].collection, v)
+            if want is not None:
+                exists = c.execute(
+                    sql.SQL("select 1 from {} where id = %s").format(sql.Identifier(from_table)),
+                    (want,),
+                ).fetchone()
+                want = want if exists else None
+            if (want or None) != (current or None):
+                c.execute(
+                    sql.SQL("update {t} set {c} = %s where id = %s").format(
+                        t=sql.Identifier(table), c=sql.Identifier(spec.sets)
+                    ),
+                    (want, rid),
+                )
+
+    def _retry_dangling_edges(self, c, upserted: dict[str, list[Row]], out: Applied) -> None:
+        """An edge kept as a dangling reject links once both its ends exist."""
+        for cm in self.mapping.collections.values():
+            spec = cm.edge
+            if spec is None:
+                continue
+            from_types = {
+                t.document_type for t in self.mapping.collections[spec.from_collection].targets()
+            }
+            if not (set(upserted) & (from_types | {spec.to_document_type})):
+                continue
+            pending = c.execute(
+                "select distinct on (key) id, key, document from etl_rejects"
+                " where collection = %s and stage = 'link' and key is not null"
+                " order by key, id desc",
+                (cm.name,),
+            ).fetchall()
+            if not pending:
+                continue
+            transformer = Transformer(self.mapping, self.run_id, now_iso())
+            links = []
+            for _id, _key, text in pending:
+                t = transformer.transform(cm.name, jsonutil.loads(text))
+                if isinstance(t, EdgeLink):
+                    links.append(t)
+            if not links:
+                continue
+            result = Loader(c, self.run_id).link_edges(links)
+            still = {e.key for e in result.dangling}
+            done = [link.key for link in links if link.key not in still]
+            if done:
+                c.execute(
+                    "delete from etl_rejects where collection = %s and stage = 'link'"
+                    " and key = any(%s)",
+                    (cm.name, done),
+                )
+                out.add(cm.name, "link", len(done))
+                self._recompute_sets(c, cm, [e.target_id for e in links if e.key not in still])
+
+
+_NOT_CONSTANT = object()
+_STRING = re.compile(r"^'((?:[^']|'')*)'(?:::[\w ]+(?:\(\d+\))?)?$")
+
+
+def _constant(expr: str | None):
+    """The value of a constant default expression, or _NOT_CONSTANT."""
+    if expr is None:
+        return _NOT_CONSTANT
+    e = expr.strip()
+    if e in ("true", "false"):
+        return e == "true"
+    m = _STRING.match(e)
+    if m:
+        return m.group(1).replace("''", "'")
+    if re.fullmatch(r"-?\d+", e):
+        return int(e)
+    return _NOT_CONSTANT
+
+
+def _first_value(doc: dict, paths) -> object:
+    for p in paths:
+        v = doc
+        for seg in p:
+            v = v.get(seg) if isinstance(v, dict) else None
+        if v is not None:
+            return v
+    return None

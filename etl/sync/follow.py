@@ -1,0 +1,283 @@
+"""`etl sync`: follow ArangoDB's write-ahead log from where the bulk copy started, apply each
+committed change through the transform and the merge core, and keep the position in the same
+PostgreSQL transaction as the changes it covers (arangodb-wal.md §2.4, §4.2-§4.5)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from etl import pg
+from etl.errors import Interrupted, PermanentError
+from etl.mapping import Mapping
+from etl.pipeline import Pipeline
+from etl.sources import wal
+from etl.sources.arango import ArangoSource
+from etl.sync import positions
+from etl.sync.apply import Applier
+from etl.sync.changes import Change, ChangeStream, CollectionEvent
+from etl.sync.positions import Position
+
+log = logging.getLogger("etl.sync")
+
+REGISTRATION_CHECK_SECONDS = 600
+
+
+@dataclass
+class SyncOutcome:
+    from_tick: int = 0
+    last_scanned: int = 0
+    server_tick: int = 0
+    caught_up: bool = False
+    polls: int = 0
+    changes: int = 0  # committed changes read (before "last change of a key wins")
+    applied: Counter = field(default_factory=Counter)  # (collection, operation) -> n
+    transactions_aborted: int = 0
+    seconds: float = 0.0
+
+    @property
+    def lag_ticks(self) -> int:
+        return max(0, self.server_tick - self.from_tick)
+
+
+class Follower:
+    def __init__(
+        self,
+        settings,
+        mapping: Mapping,
+        dsn: str,
+        source: ArangoSource,
+        *,
+        run_id: str,
+        should_stop: Callable[[], bool] = lambda: False,
+        metrics=None,
+        idle_wait: tuple[float, float] = (0.2, 5.0),
+        max_pending: int = 20000,
+        retry_wait=None,
+    ):
+        self.settings = settings
+        self.mapping = mapping
+        self.dsn = dsn
+        self.source = source
+        self.reader = wal.WalReader(source)
+        self.run_id = run_id
+        self.should_stop = should_stop
+        self.metrics = metrics
+        self.idle_wait = idle_wait
+        self.max_pending = max_pending
+        self.pipeline = Pipeline(
+            settings, mapping, run_id, dsn, batch_size=1, retry_wait=retry_wait
+        )
+        self.applier = Applier(mapping, run_id)
+        self.position: Position | None = None
+        self.outcome: SyncOutcome | None = None  # the last run()'s, also when it raised
+
+    # -- where to start --------------------------------------------------------------------
+    def prepare(self) -> Position:
+        """The follower's position: its saved cursor, or a new one at the start of the copy
+        it follows. Refuses another server, a log that went backwards or another database."""
+        database = self.source.settings.database
+        with pg.connect(self.dsn) as conn:
+            positions.require_tables(conn)
+            base = positions.migrate_base(conn)
+            if base is None:
+                raise PermanentError(
+                    "no finished migrate run has a WAL position to follow from",
+                    hint="run `etl migrate --all` from the live ArangoDB (or `etl sync mark` "
+                    "before arangodump, then migrate the dump)",
+                )
+            newest, start = base
+            fol = positions.follower(conn)
+            if fol is None or fol.base_run_id != newest:
+                if fol is not None:
+                    log.info("following the copy of migrate run %s from now on", newest)
+                fol = Position(
+                    run_id=positions.FOLLOWER,
+                    kind="follow",
+                    database=start.database or database,
+                    server_id=start.server_id,
+                    server_version=start.server_version,
+                    syncer_id=start.syncer_id or wal.new_syncer_id(),
+                    start_tick=start.start_tick,
+                    from_tick=start.start_tick,
+                    base_run_id=newest,
+                )
+                positions.record(conn, fol)
+                conn.execute("delete from etl_sync_applied where run_id = %s", (fol.run_id,))
+            conn.commit()
+        if fol.database and fol.database != database:
+            raise PermanentError(
+                f"the copy was made from ArangoDB database {fol.database!r}, not {database!r}",
+                hint="set [arango] database to the database that was migrated",
+            )
+        now = self.reader.last_tick()
+        if fol.server_id and now.server_id and now.server_id != fol.server_id:
+            raise self._gone(
+                fol, f"ArangoDB now has server id {now.server_id}, the copy was made from "
+                f"server {fol.server_id} (another server: its ticks are unrelated)"
+            )  # fmt: skip
+        if now.tick < fol.from_tick:
+            raise self._gone(fol, f"the server's last tick {now.tick} is behind the position")
+        self._check_registration(fol)
+        self.position = fol
+        return fol
+
+    def _gone(self, p: Position, why: str) -> PermanentError:
+        return PermanentError(
+            f"ArangoDB's write-ahead log no longer covers the sync position (tick {p.from_tick}): "
+            f"{why}; changes after the copy cannot be followed",
+            hint="a new `etl migrate --all` is needed (then `etl sync` follows the new copy)",
+        )
+
+    def _check_registration(self, p: Position) -> None:
+        """Our syncerId keeps the server from pruning the WAL we still need (spec §4.4); it
+        lapses after 2 h without a tail call and is lost when ArangoDB restarts."""
+        try:
+            body = self.reader.logger_state()
+        except Exception as exc:  # noqa: BLE001 - only a warning depends on it
+            log.debug("logger-state not readable: %s", exc)
+            return
+        ids = {str(c.get("syncerId")) for c in body.get("clients") or []}
+        if p.syncer_id not in ids:
+            log.warning(
+                "the WAL registration of syncer %s had lapsed (ArangoDB restarted, or no sync "
+                "for 2 h): re-registered now; if the server pruned the log meanwhile, sync "
+                "stops and says so",
+                p.syncer_id,
+            )
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self, *, until_tick: int | None = None) -> SyncOutcome:
+        """Follow until stopped (Interrupted), or with until_tick until everything up to it is
+        applied: a 204 with nothing buffered whose position reaches until_tick - 1 (§4.6)."""
+        p = self.position or self.prepare()
+        out = self.outcome = SyncOutcome(from_tick=p.from_tick, last_scanned=p.last_scanned)
+        stream = ChangeStream(
+            p.database or "", self.reader.collection_ids(), self.reader.collection_ids
+        )
+        pending: list[Change | CollectionEvent] = []
+        F, L = p.from_tick, p.last_scanned
+        saved = (F, L)
+        wait = self.idle_wait[0]
+        t0 = time.perf_counter()
+        last_check = time.monotonic()
+        last_save = 0.0
+        try:
+            while True:
+                if self.should_stop():
+                    if self._flush(stream, pending, F, L, out, caught_up=False, force=True):
+                        saved = (F, L)
+                    raise Interrupted(
+                        f"sync stopped at tick {F if not stream.buffered else saved[0]}; "
+                        "`etl sync` goes on from there"
+                    )
+                resp = self.reader.tail(F, L, p.syncer_id)
+                out.polls += 1
+                out.server_tick = resp.last_tick
+                if not resp.from_present and F > 0:
+                    if resp.last_tick < F:
+                        raise self._gone(
+                            p, f"the server's last tick {resp.last_tick} is behind it "
+                            "(a restore, or another server)"
+                        )  # fmt: skip
+                    raise self._gone(p, "the server pruned it (frompresent=false)")
+                items = stream.feed(resp.markers)
+                out.changes += sum(1 for i in items if isinstance(i, Change))
+                pending.extend(items)
+                moved = False
+                if resp.last_included == 0 and resp.last_scanned > F:
+                    F = resp.last_scanned - 1
+                if resp.last_included > F:
+                    F, moved = resp.last_included, True
+                L = resp.last_scanned
+                caught_up = resp.status == 204 and not stream.buffered
+                now = time.monotonic()
+                if not stream.buffered and (
+                    pending or (F, L) != saved or caught_up and now - last_save > 10
+                ):
+                    self._flush(stream, pending, F, L, out, caught_up=caught_up)
+                    saved, last_save = (F, L), now
+                elif stream.buffered and len(pending) > self.max_pending:
+                    pass  # committed changes wait for the open transaction's commit marker
+                out.from_tick, out.last_scanned = F, L
+                out.caught_up = caught_up
+                if self.metrics is not None:
+                    self.metrics.observe(out, caught_up)
+                if until_tick is not None and caught_up and max(F, L) >= until_tick - 1:
+                    break
+                if now - last_check > REGISTRATION_CHECK_SECONDS:
+                    self._check_registration(p)
+                    last_check = now
+                if resp.check_more and moved:
+                    wait = self.idle_wait[0]
+                    continue
+                time.sleep(0 if moved else wait)
+                wait = self.idle_wait[0] if moved else min(wait * 2, self.idle_wait[1])
+        finally:
+            p.from_tick, p.last_scanned = saved  # where the next run() goes on
+            out.transactions_aborted = stream.aborted
+            out.seconds = time.perf_counter() - t0
+            self.pipeline.close()
+        return out
+
+    def _flush(self, stream, pending, F, L, out: SyncOutcome, *, caught_up: bool, force=False):
+        """Apply the pending changes and save (F, L) in one transaction; only between
+        transactions (nothing buffered), else the open one is read again next time."""
+        if stream.buffered:
+            if force:
+                stream.reset()
+            return False
+        items = list(pending)
+
+        def attempt(c):
+            applied = Counter()
+            chunk: list[Change] = []
+            for item in items + [None]:
+                if isinstance(item, Change):
+                    chunk.append(item)
+                    continue
+                if chunk:
+                    applied.update(self.applier.apply(c, chunk).counts)
+                    chunk = []
+                if isinstance(item, CollectionEvent):
+                    applied.update(self._collection_event(c, item))
+            positions.add_applied(c, applied)
+            positions.save_cursor(
+                c, F, L, out.server_tick, caught_up=caught_up, applied=bool(items)
+            )
+            return applied
+
+        applied = self.pipeline.in_transaction(attempt)
+        pending.clear()
+        out.applied.update(applied)
+        if self.metrics is not None:
+            self.metrics.applied(applied)
+        return True
+
+    def _collection_event(self, c, ev: CollectionEvent) -> Counter:
+        """A mapped collection dropped, truncated or renamed: stop, unless the mapping says
+        on_collection_ddl = "apply" (drop and truncate remove its rows; a rename always stops:
+        the mapping names collections)."""
+        if self.mapping.for_collection(ev.collection) is None:
+            return Counter({(ev.collection, "skipped"): 1})
+        if ev.type == wal.COLLECTION_RENAME or self.mapping.on_collection_ddl != "apply":
+            raise PermanentError(
+                f"collection {ev.collection!r} was {ev.what} in ArangoDB (tick {ev.tick}); "
+                "sync stopped before it",
+                hint='edit the mapping (policy.on_collection_ddl = "apply" removes the rows of a '
+                "dropped or truncated collection) or migrate again",
+            )
+        keys = [
+            k
+            for tg in self.mapping.for_collection(ev.collection).targets()
+            for (k,) in c.execute(
+                f"select metadata -> 'arango' ->> '_key' from {tg.table}"
+                " where metadata -> 'arango' ->> 'collection' = %s",
+                (ev.collection,),
+            )
+        ]
+        removes = [Change(ev.tick, ev.collection, k, None) for k in dict.fromkeys(keys) if k]
+        return self.applier.apply(c, removes).counts if removes else Counter()

@@ -1,0 +1,173 @@
+"""WAL positions in etl_wal_positions (sql/008): a mark, a migrate run's start, the follower's
+cursor; and the changes the follower applied (etl_sync_applied)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+
+from etl.errors import PermanentError
+
+FOLLOWER = "follow"
+
+
+@dataclass
+class Position:
+    run_id: str
+    kind: str
+    database: str | None
+    server_id: str | None
+    server_version: str | None
+    syncer_id: str | None
+    start_tick: int
+    from_tick: int
+    last_scanned: int = 0
+    base_run_id: str | None = None
+    server_tick: int | None = None
+    caught_up_at: datetime | None = None
+    applied_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+_COLUMNS = (
+    "run_id, kind, database_name, server_id, server_version, syncer_id, start_tick, from_tick,"
+    " last_scanned, base_run_id, server_tick, caught_up_at, applied_at, updated_at"
+)
+
+
+def _position(row) -> Position:
+    (run_id, kind, db, sid, ver, syncer, start, from_, ls, base, st, cu, ap, up) = row
+    return Position(
+        run_id, kind, db, sid, ver, syncer, int(start), int(from_), int(ls), base,
+        None if st is None else int(st), cu, ap, up,
+    )  # fmt: skip
+
+
+def require_tables(conn: psycopg.Connection) -> None:
+    if conn.execute("select to_regclass('etl_wal_positions') is null").fetchone()[0]:
+        raise PermanentError(
+            "the target schema has no etl_wal_positions (sql/008 not applied)",
+            hint="run `etl apply-schema`",
+        )
+
+
+def record(conn: psycopg.Connection, p: Position) -> None:
+    """Insert or replace a position row (a mark, a migrate start, the follower's start)."""
+    conn.execute(
+        f"insert into etl_wal_positions ({_COLUMNS}) values"
+        " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())"
+        " on conflict (run_id) do update set kind = excluded.kind,"
+        " database_name = excluded.database_name, server_id = excluded.server_id,"
+        " server_version = excluded.server_version, syncer_id = excluded.syncer_id,"
+        " start_tick = excluded.start_tick, from_tick = excluded.from_tick,"
+        " last_scanned = excluded.last_scanned, base_run_id = excluded.base_run_id,"
+        " server_tick = excluded.server_tick, updated_at = now()",
+        (
+            p.run_id, p.kind, p.database, p.server_id, p.server_version, p.syncer_id,
+            p.start_tick, p.from_tick, p.last_scanned, p.base_run_id, p.server_tick,
+            p.caught_up_at, p.applied_at,
+        ),
+    )  # fmt: skip
+
+
+def get(conn: psycopg.Connection, run_id: str) -> Position | None:
+    row = conn.execute(
+        f"select {_COLUMNS} from etl_wal_positions where run_id = %s", (run_id,)
+    ).fetchone()
+    return _position(row) if row else None
+
+
+def latest(conn: psycopg.Connection, kind: str) -> Position | None:
+    row = conn.execute(
+        f"select {_COLUMNS} from etl_wal_positions where kind = %s"
+        " order by created_at desc, run_id desc limit 1",
+        (kind,),
+    ).fetchone()
+    return _position(row) if row else None
+
+
+def follower(conn: psycopg.Connection) -> Position | None:
+    return get(conn, FOLLOWER)
+
+
+def save_cursor(
+    conn: psycopg.Connection,
+    from_tick: int,
+    last_scanned: int,
+    server_tick: int,
+    *,
+    caught_up: bool,
+    applied: bool,
+) -> None:
+    """The follower's cursor, in the transaction of the changes it covers."""
+    conn.execute(
+        "update etl_wal_positions set from_tick = %s, last_scanned = %s, server_tick = %s,"
+        " caught_up_at = case when %s then now() else caught_up_at end,"
+        " applied_at = case when %s then now() else applied_at end, updated_at = now()"
+        " where run_id = %s",
+        (from_tick, last_scanned, server_tick, caught_up, applied, FOLLOWER),
+    )
+
+
+def add_applied(conn: psycopg.Connection, counts: dict[tuple[str, str], int]) -> None:
+    rows = [(FOLLOWER, c, op, n) for (c, op), n in counts.items() if n]
+    if not rows:
+        return
+    with conn.cursor() as cur:
+        cur.executemany(
+            "insert into etl_sync_applied (run_id, collection, operation, changes)"
+            " values (%s, %s, %s, %s) on conflict (run_id, collection, operation)"
+            " do update set changes = etl_sync_applied.changes + excluded.changes",
+            rows,
+        )
+
+
+def applied(conn: psycopg.Connection) -> dict[tuple[str, str], int]:
+    return {
+        (c, op): int(n)
+        for c, op, n in conn.execute(
+            "select collection, operation, changes from etl_sync_applied where run_id = %s",
+            (FOLLOWER,),
+        )
+    }
+
+
+def migrate_base(conn: psycopg.Connection) -> tuple[str, Position] | None:
+    """The copy the follower follows: the newest finished migrate run with a WAL position,
+    and that position. Several runs may have copied different collections: the follower then
+    starts at the oldest of their positions (re-delivered changes are idempotent)."""
+    rows = conn.execute(
+        "select r.run_id from etl_runs r join etl_wal_positions p on p.run_id = r.run_id"
+        " where r.command = 'migrate' and r.state = 'finished' and p.kind = 'migrate'"
+        " order by r.started_at desc"
+    ).fetchall()
+    if not rows:
+        return None
+    newest = rows[0][0]
+    # the newest copy of each collection: its run's position counts
+    runs = {
+        run_id
+        for (run_id,) in conn.execute(
+            "select distinct on (c.collection) c.run_id from etl_checkpoints c"
+            " join etl_runs r on r.run_id = c.run_id"
+            " where r.command = 'migrate' and r.state = 'finished' and c.done"
+            " order by c.collection, r.started_at desc"
+        )
+    }
+    runs.add(newest)
+    oldest: Position | None = None
+    for run_id in sorted(runs):
+        p = get(conn, run_id)
+        if p is None:
+            raise PermanentError(
+                f"migrate run {run_id} has no WAL position: the follower cannot know which "
+                "changes its copy already holds",
+                hint="run `etl sync mark` before the dump and migrate again "
+                "(or pass `etl migrate --from-tick T`)",
+            )
+        if oldest is None or p.start_tick < oldest.start_tick:
+            oldest = p
+    assert oldest is not None
+    return newest, oldest

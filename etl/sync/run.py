@@ -1,0 +1,173 @@
+"""An `etl sync` run: its etl_runs row, its lock (one follower at a time), the follower, its
+metrics endpoint and its report."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from etl import pg
+from etl.errors import EtlError, Interrupted
+from etl.mapping import load_mapping
+from etl.results import now_iso
+from etl.runs import Run
+from etl.sources.arango import ArangoSource
+from etl.sources.wal import WalReader
+from etl.sync.follow import Follower, SyncOutcome
+
+log = logging.getLogger("etl.sync")
+
+
+def outcome_summary(out: SyncOutcome) -> dict:
+    applied: dict[str, dict[str, int]] = {}
+    for (collection, operation), n in sorted(out.applied.items()):
+        applied.setdefault(collection, {})[operation] = n
+    return {
+        "position_tick": out.from_tick,
+        "last_scanned": out.last_scanned,
+        "server_tick": out.server_tick,
+        "lag_ticks": out.lag_ticks,
+        "caught_up": out.caught_up,
+        "polls": out.polls,
+        "changes_read": out.changes,
+        "changes_per_second": round(out.changes / out.seconds, 1) if out.seconds else None,
+        "transactions_aborted": out.transactions_aborted,
+        "seconds": round(out.seconds, 3),
+        "applied": applied,
+    }
+
+
+def render_markdown(doc: dict) -> str:
+    lines = [
+        f"# etl {doc['command']} {doc['run_id']}",
+        "",
+        f"- state: **{doc['state']}**" + (f" ({doc['error']})" if doc.get("error") else ""),
+        f"- started {doc['started_at']}, finished {doc.get('finished_at')}",
+        f"- source: {doc.get('source')}",
+        f"- target: {doc.get('target')}",
+    ]
+    for key in ("verdict", "freeze_seconds", "final_tick", "reconcile_run", "reconcile_result"):
+        if doc.get(key) is not None:
+            lines.append(f"- {key.replace('_', ' ')}: {doc[key]}")
+    s = doc.get("sync") or {}
+    if s:
+        lines += [
+            "",
+            "## Write-ahead log",
+            "",
+            f"- position: tick {s['position_tick']} (server's last tick {s['server_tick']}, "
+            f"lag {s['lag_ticks']} ticks); caught up: {s['caught_up']}",
+            f"- {s['changes_read']} changes read in {s['polls']} polls, {s['seconds']} s "
+            f"({s['changes_per_second']} changes/s); aborted transactions: "
+            f"{s['transactions_aborted']}",
+            "",
+            "| collection | operation | changes |",
+            "|---|---|---:|",
+        ]
+        for collection, ops in s["applied"].items():
+            for op, n in ops.items():
+                lines.append(f"| {collection} | {op} | {n} |")
+    return "\n".join(lines) + "\n"
+
+
+class SyncJob:
+    """`etl sync` (follow until stopped) and `etl sync --until-current`."""
+
+    def __init__(
+        self,
+        settings,
+        *,
+        command: str = "sync",
+        metrics_port: int | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ):
+        self.settings = settings
+        self.command = command
+        self.metrics_port = metrics_port
+        self.should_stop = should_stop
+        self.mapping = load_mapping(settings.migrate.mapping)
+        self.run: Run | None = None
+        self.source: ArangoSource | None = None
+        self.follower: Follower | None = None
+        self.metrics = None
+        self.doc: dict = {}
+        self.report_paths = None
+
+    def open(self) -> Follower:
+        """The run, its lock and a prepared follower."""
+        self.run = run = Run.new(self.settings, self.command)
+        self.source = ArangoSource(self.settings.arango)
+        run.lock(["follower"])
+        if self.metrics_port is not None:
+            from etl.sync.metrics import SyncMetrics
+
+            self.metrics = SyncMetrics(self.metrics_port)
+        self.follower = Follower(
+            self.settings,
+            self.mapping,
+            run.dsn,
+            self.source,
+            run_id=run.run_id,
+            should_stop=self.should_stop,
+            metrics=self.metrics,
+        )
+        p = self.follower.prepare()
+        self.doc = {
+            "run_id": run.run_id,
+            "command": self.command,
+            "state": "running",
+            "started_at": now_iso(),
+            "source": self.source.description,
+            "target": pg.target_label(self.settings, run.dsn),
+            "start": {"tick": p.from_tick, "base_run": p.base_run_id, "syncer_id": p.syncer_id},
+        }
+        with pg.connect(run.dsn) as conn:
+            run.start(
+                conn,
+                source=self.source.description,
+                target=self.doc["target"],
+                options={"base_run": p.base_run_id, "from_tick": p.from_tick},
+            )
+            conn.commit()
+        return self.follower
+
+    def server_tick(self) -> int:
+        return WalReader(self.source).last_tick().tick
+
+    def follow(self, *, until_current: bool) -> SyncOutcome:
+        until = self.server_tick() if until_current else None
+        return self.follower.run(until_tick=until)
+
+    def close(self, state: str, error: str | None = None, also=None) -> None:
+        if self.run is None:
+            return
+        self.doc.update(state=state, finished_at=now_iso(), error=error)
+        if self.follower is not None and self.follower.outcome is not None:
+            self.doc["sync"] = outcome_summary(self.follower.outcome)
+        if self.run.locked:
+            self.report_paths = self.run.write_reports(self.doc, markdown=render_markdown)
+            self.run.finish(state, summary=self.doc, error=error, also=also)
+        if self.metrics is not None:
+            self.metrics.close()
+        if self.source is not None:
+            self.source.close()
+        self.run.close()
+
+    def execute(self, *, until_current: bool) -> dict:
+        state, error = "failed", None
+        try:
+            self.open()
+            self.follow(until_current=until_current)
+            state = "finished"
+        except Interrupted as exc:
+            state, error = "interrupted", str(exc)
+            raise
+        except EtlError as exc:
+            error = str(exc)
+            raise
+        except BaseException as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self.close(state, error)
+        return self.doc

@@ -1,0 +1,114 @@
+"""Where a copy starts in the WAL: `etl sync mark` before arangodump, and every migrate run
+(arangodb-wal.md §4.2: read lastTick, pin it with our syncerId, then copy)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import psycopg
+
+from etl.errors import PermanentError
+from etl.sources import wal
+from etl.sources.arango import ArangoSource
+from etl.sync import positions
+from etl.sync.positions import Position
+
+log = logging.getLogger("etl.sync")
+
+PIN_EVERY_SECONDS = 1800  # the registration lasts 2 h (spec §4.4); renew well before
+
+
+def mark(source: ArangoSource, run_id: str) -> Position:
+    """Read the last tick and pin it: the WAL from here on is kept for the follower."""
+    reader = wal.WalReader(source)
+    now = reader.last_tick()
+    syncer = wal.new_syncer_id()
+    reader.pin(now.tick, syncer)
+    return Position(
+        run_id=run_id,
+        kind="mark",
+        database=source.settings.database,
+        server_id=now.server_id,
+        server_version=now.version,
+        syncer_id=syncer,
+        start_tick=now.tick,
+        from_tick=now.tick,
+        server_tick=now.tick,
+    )
+
+
+def record_migrate_start(
+    conn: psycopg.Connection, run_id: str, source, *, from_tick: int | None = None
+) -> Position | None:
+    """In the caller's transaction: the migrate run's WAL position. A live source is marked
+    now (before the first read); a dump takes --from-tick or the latest `etl sync mark`.
+    A resumed run keeps the position it recorded first. None: no position (sync refuses)."""
+    positions.require_tables(conn)
+    kept = positions.get(conn, run_id)
+    if kept is not None:
+        return kept
+    if isinstance(source, ArangoSource) and from_tick is None:
+        p = mark(source, run_id)
+        p.kind = "migrate"
+    else:
+        base = positions.latest(conn, "mark")
+        if from_tick is None and base is None:
+            log.warning(
+                "no WAL position for this copy (no `etl sync mark` before the dump): "
+                "`etl sync` cannot follow it"
+            )
+            return None
+        if from_tick is not None:
+            if base is None or base.start_tick != from_tick:
+                base = Position(run_id, "migrate", None, None, None, None, from_tick, from_tick)
+        p = Position(
+            run_id=run_id,
+            kind="migrate",
+            database=base.database,
+            server_id=base.server_id,
+            server_version=base.server_version,
+            syncer_id=base.syncer_id,
+            start_tick=base.start_tick,
+            from_tick=base.start_tick,
+            base_run_id=None if base.kind != "mark" else base.run_id,
+        )
+        if base.kind == "mark":
+            log.info("this copy follows from mark %s (tick %d)", base.run_id, base.start_tick)
+    positions.record(conn, p)
+    return p
+
+
+class Pinner:
+    """Renews a position's WAL registration while a long copy runs (a daemon thread with its
+    own connection to ArangoDB)."""
+
+    def __init__(self, arango_settings, p: Position):
+        self._settings = arango_settings
+        self._p = p
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="etl-wal-pin", daemon=True)
+
+    def start(self) -> Pinner:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(PIN_EVERY_SECONDS):
+            try:
+                with ArangoSource(self._settings) as source:
+                    wal.WalReader(source).pin(self._p.start_tick, self._p.syncer_id)
+            except Exception as exc:  # noqa: BLE001 - a warning; sync will say if the log is gone
+                log.warning("could not renew the WAL registration: %s", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def require_live(source) -> ArangoSource:
+    if not isinstance(source, ArangoSource):
+        raise PermanentError(
+            "this command reads ArangoDB's write-ahead log: it needs the live server",
+            hint="set [arango] url/database/username/password (or ETL_ARANGO_*)",
+        )
+    return source
