@@ -128,15 +128,19 @@ class Applier:
                     (ids_list,),
                 )
                 continue
-            self._detach_children(c, table, ids_list, out)
+            dangling = self._detach_children(c, table, ids_list, out)
             c.execute(
                 sql.SQL("delete from {} where id = any(%s::uuid[])").format(sql.Identifier(table)),
                 (ids_list,),
             )
+            for cm, to_table, froms in dangling:  # once the rows are gone: recomputed links
+                self._unlink(c, cm, to_table, "value ->> '_from' = any(%s)", froms, out, True)
 
-    def _detach_children(self, c, table: str, ids: list[str], out: Applied) -> None:
+    def _detach_children(self, c, table: str, ids: list[str], out: Applied) -> list[tuple]:
         """Before rows of `table` go: what references them keeps its row, reference NULL (as a
-        fresh migrate leaves a dangling reference), and edges into them become rejects."""
+        fresh migrate leaves a dangling reference), and edges into them become rejects.
+        Returns the edges from them to unlink once they are gone: (edge mapping, table, _from)."""
+        dangling = []
         dt = next(d for d in target.DOCUMENT_TYPES if target.table(d) == table)
         for child_dt in target.DOCUMENT_TYPES:
             for column, to in target.reference_columns(child_dt).items():
@@ -169,7 +173,8 @@ class Applier:
             if table in from_tables:  # edges from removed jobs dangle now
                 keys = self._keys_of(c, table, ids)
                 froms = [f"{spec.from_collection}/{k}" for k in keys]
-                self._unlink(c, cm, to_table, "value ->> '_from' = any(%s)", froms, out, True)
+                dangling.append((cm, to_table, froms))
+        return dangling
 
     @staticmethod
     def _keys_of(c, table: str, ids: list[str]) -> list[str]:
@@ -361,10 +366,11 @@ class Applier:
         for rid, ekeys in by_row.items():
             c.execute(
                 sql.SQL(
-                    "update {} set metadata = jsonb_set(metadata, '{{edges}}',"
-                    " (metadata -> 'edges') - %s::text[]) where id = %s"
+                    "update {} set metadata = case when (metadata -> 'edges') - %s::text[]"
+                    " = '{{}}' then metadata - 'edges' else jsonb_set(metadata, '{{edges}}',"
+                    " (metadata -> 'edges') - %s::text[]) end where id = %s"
                 ).format(sql.Identifier(table)),
-                (ekeys, rid),
+                (ekeys, ekeys, rid),
             )
         if not reject:
             out.add(cm.name, "unlink", len(found))
