@@ -12,7 +12,8 @@ from psycopg import sql
 
 from etl import target
 
-WRITE = ("SELECT", "INSERT", "UPDATE")  # the document tables: the merge core upserts
+# the document tables: the merge core upserts; etl sync deletes the rows of removed documents
+WRITE = ("SELECT", "INSERT", "UPDATE", "DELETE")
 BOOKKEEPING = ("SELECT", "INSERT", "UPDATE", "DELETE")  # etl_* run tables
 READ = ("SELECT",)
 
@@ -56,7 +57,7 @@ def loader_grants(conn: psycopg.Connection) -> list[Grant]:
             why.setdefault(table, reason)
 
     for document_type in target.DOCUMENT_TYPES:
-        need(target.table(document_type), WRITE, "loaded by the merge core")
+        need(target.table(document_type), WRITE, "loaded by the merge core; etl sync removes")
     for name in tables:
         if name.startswith("etl_"):
             need(name, BOOKKEEPING, "run bookkeeping")

@@ -704,7 +704,15 @@ def rollback(dsn: str, component: str) -> RollbackResult:
             )
         conn.execute(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_KEY})")
         try:
-            rows = conn.execute(f"SELECT * FROM {fn}").fetchall()
+            rows = []
+            if (
+                component == "all"
+                and conn.execute(
+                    "SELECT to_regprocedure('rollback.rollback_change_capture()') IS NOT NULL"
+                ).fetchone()[0]
+            ):  # 008 first: newest to oldest
+                rows += conn.execute("SELECT * FROM rollback.rollback_change_capture()").fetchall()
+            rows += conn.execute(f"SELECT * FROM {fn}").fetchall()
         except psycopg.Error as exc:
             raise PermanentError(
                 f"{fn} failed: {exc.diag.message_primary or exc} [SQLSTATE {exc.sqlstate}]",

@@ -292,8 +292,8 @@ SCHEMA_CASES = {
         ["another version", "005_", "etl apply-schema"],
     ),
     "newer_version": (
-        "insert into migration_history (version, name, checksum) values ('008', 'future', 'x')",
-        ["008", "newer than this etl", "upgrade etl"],
+        "insert into migration_history (version, name, checksum) values ('099', 'future', 'x')",
+        ["099", "newer than this etl", "upgrade etl"],
     ),
     "older_version": (
         "delete from migration_history where version = '006'",
