@@ -43,6 +43,7 @@ PROFILES = {
         arango_restarts=6,
         source_rounds=3,
         parallel_rounds=2,
+        sync_faults=9,
         kill_window=(0.5, 10.0),
     ),
     "quick": dict(
@@ -56,6 +57,7 @@ PROFILES = {
         arango_restarts=2,
         source_rounds=1,
         parallel_rounds=1,
+        sync_faults=3,
         kill_window=(0.3, 3.0),
     ),
 }
@@ -136,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             run(f"parallel-kills-{r + 1}", T.trial_parallel_kills, rng)
         for r in range(prof["source_rounds"]):
             run(f"source-changes-{r + 1}", T.trial_source_changes, rng)
+        run("sync-under-faults", T.trial_sync, rng, faults=prof["sync_faults"])
         h.scan_reports()
         h.scan()  # what is left of the outputs
     finally:

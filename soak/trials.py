@@ -30,6 +30,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -1490,3 +1491,138 @@ def _expect(expected: dict, ahead: Counter, where: str, kind: str, col: str, key
         expected[kind].add((col, key))
     else:
         ahead[{"differing": "updated", "extra": "removed", "missing": "inserted"}[kind]] += 1
+
+
+class ChangeWriter:
+    """The application: ATSPro-like changes at a steady rate to a FakeArango through its HTTP
+    API (inserts, updates, replaces, removes, now and then a stream transaction committed or
+    aborted), in a thread; it rides out the server's restarts."""
+
+    def __init__(self, server: FakeArango, password: str, rng: random.Random, rate: float = 50):
+        from tests.fakearango.fixtures import client_db
+
+        self.db = client_db(server, DATABASE, password=password)
+        self.rng = rng
+        self.rate = rate
+        self.keys = {
+            c: [d["_key"] for d in self.db.collection(c).all()] for c in ("resumes", "jobs")
+        }
+        self.written = Counter()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="soak-writer", daemon=True)
+
+    def start(self) -> ChangeWriter:
+        self._thread.start()
+        return self
+
+    def stop(self) -> Counter:
+        self._stop = True
+        self._thread.join(30)
+        return self.written
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop:
+            n += 1
+            try:
+                self._one(n)
+            except Exception:  # noqa: BLE001 - the server restarting: the application retries later
+                self.written["failed"] += 1
+                time.sleep(0.2)
+            time.sleep(1 / self.rate)
+
+    def _one(self, n: int) -> None:
+        rng, db = self.rng, self.db
+        c = rng.choice(("resumes", "resumes", "jobs"))
+        keys = self.keys[c]
+        op = rng.random()
+        if op < 0.3 or len(keys) < 10:
+            key = f"w{n}"
+            doc = {"_key": key, "user_id": f"user-{n % 50}", "filename": f"f{n}.pdf"}
+            if c == "jobs":
+                doc = {"_key": key, "user_id": f"user-{n % 50}", "title": f"Job {n}"}
+            db.collection(c).insert(doc)
+            keys.append(key)
+            self.written["insert"] += 1
+        elif op < 0.6:
+            db.collection(c).update({"_key": rng.choice(keys), "status": f"s{n % 7}"})
+            self.written["update"] += 1
+        elif op < 0.75:
+            key = rng.choice(keys)
+            db.collection(c).replace({"_key": key, "user_id": f"user-{n % 50}", "note": n})
+            self.written["replace"] += 1
+        elif op < 0.9:
+            key = keys.pop(rng.randrange(len(keys)))
+            db.collection(c).delete(key, ignore_missing=True)
+            self.written["remove"] += 1
+        else:
+            txn = db.begin_transaction(write=["resumes", "jobs"])
+            for i in range(3):
+                txn.collection("resumes").insert(
+                    {"_key": f"t{n}-{i}", "user_id": f"user-{n % 50}", "filename": "t"}
+                )
+            if rng.random() < 0.3:
+                txn.abort_transaction()
+                self.written["aborted transaction"] += 1
+            else:
+                txn.commit_transaction()
+                self.keys["resumes"] += [f"t{n}-{i}" for i in range(3)]
+                self.written["committed transaction"] += 1
+
+
+def trial_sync(h: Harness, rng: random.Random, faults: int = 6, rate: float = 50) -> str:
+    """Zero downtime: a writer changes the source at a steady rate while `etl migrate` copies it
+    and `etl sync` follows, under SIGKILLs of sync, PostgreSQL restarts and ArangoDB restarts;
+    after the writer stops, `etl sync --until-current` and reconcile --all are green (every
+    source key exactly its final state)."""
+    server = FakeArango(h.arango_password)
+    server.start()
+    server.create_database(DATABASE)
+    try:
+        ds = generate(max(200, h.n_resumes // 10), seed=h.data_seed + 1)
+        for c in ds:
+            seed(server, DATABASE, c, ds[c], edge=ds.types[c] == "edge", password=h.arango_password)
+        db = h.new_db("sync")
+        env = h.env(db, ETL_ARANGO_URL=server.url)
+        writer = ChangeWriter(server, h.arango_password, rng, rate).start()
+        res = h.etl(db, *h.migrate_args(), env=env)
+        check(_finished(res), f"{db.label}: migrate failed: {res.stderr[-800:]}")
+        done = Counter()
+        for i in range(faults):
+            proc = h.start(db, "sync", env=env)
+            time.sleep(rng.uniform(1.0, 3.0))
+            kind = ("sigkill", "pg-restart", "arango-restart")[i % 3]
+            if kind == "pg-restart" and not h.pg.can_restart:
+                kind = "sigkill"
+            if kind == "sigkill":
+                _kill(proc)
+                h.collect(proc)
+            elif kind == "pg-restart":
+                h.pg.restart("fast")
+                time.sleep(1)
+                proc.send_signal(signal.SIGTERM)
+                r = h.collect(proc)
+                check(r.returncode == 130, f"{db.label}: sync after a PostgreSQL restart: "
+                      f"exit {r.returncode}: {r.stderr[-800:]}")  # fmt: skip
+            else:
+                server.restart(downtime=rng.uniform(0.3, 1.5))
+                time.sleep(1)
+                proc.send_signal(signal.SIGTERM)
+                r = h.collect(proc)
+                check(r.returncode == 130, f"{db.label}: sync after an ArangoDB restart: "
+                      f"exit {r.returncode}: {r.stderr[-800:]}")  # fmt: skip
+            done[kind] += 1
+            h.tally.faults[f"etl sync: {kind}"] += 1
+        written = writer.stop()
+        res = h.etl(db, "sync", "--until-current", env=env)
+        check(res.returncode == 0, f"{db.label}: sync --until-current: {res.stderr[-800:]}")
+        rec = h.etl(db, "reconcile", "--all", env=env)
+        check(rec.returncode == 0, f"{db.label}: reconcile after sync: {rec.stdout[-1500:]}")
+        h.drop_db(db)
+        changes = sum(v for k, v in written.items() if k != "failed")
+        return (
+            f"{changes} changes written during copy and follow ({dict(written)}); "
+            f"faults {dict(done)}; reconcile green"
+        )
+    finally:
+        server.stop()

@@ -1,0 +1,267 @@
+"""etl sync against the ArangoDB test server's write-ahead log, over real HTTP: a migrate while
+the application writes (behind and ahead of the cursor, a committed stream transaction, an
+aborted one), then `etl sync --until-current` as a process; a pruned log, a truncated
+collection and another server end in one line and exit 2; SIGTERM stops cleanly (130) and the
+next run goes on; the metrics endpoint; the cutover's go with its audit entry and report."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from etl.migrate import Migration
+from etl.settings import load_settings
+from etl.transform import row_id
+from tests.datagen import generate
+from tests.fakearango.fixtures import client_db
+from tests.test_migrate_arango import arango_env, scalar, seed_dataset
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def etl(env: dict, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "etl", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
+
+
+def key_row(dsn: str, table: str, collection: str, key: str):
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            f"select to_jsonb(t) from {table} t where id = %s", (row_id(collection, key),)
+        ).fetchone()
+
+
+class App:
+    """The application writing to ArangoDB through its HTTP API (python-arango)."""
+
+    def __init__(self, server):
+        self.db = client_db(server)
+
+    def col(self, name: str):
+        return self.db.collection(name)
+
+
+def migrate_while_writing(server, dsn, tmp_path, ds, writes) -> dict:
+    """etl migrate --all, with `writes(app)` run once after the first committed batch."""
+    seed_dataset(server, ds)
+    env = arango_env(server, dsn, tmp_path)
+    settings = load_settings(None, env=env)
+    app = App(server)
+    done = {"n": 0}
+
+    def on_progress(collection, n, total):
+        if collection == "resumes" and n > 0 and not done["n"]:
+            done["n"] = 1
+            writes(app)
+
+    Migration(
+        settings, all_=True, batch_size=20, on_progress=on_progress, retry_wait=lambda rs: 0
+    ).run()
+    assert done["n"], "the writes ran during the copy"
+    return env
+
+
+def test_sync_until_current_after_a_migrate_under_writes(schema_db, tmp_path, arango_server):
+    ds = generate(60, seed=31)
+    resumes = sorted(d["_key"] for d in ds["resumes"])
+    opts = [d for d in ds["documents"] if d.get("type") == "optimization"]
+    touched = {}
+
+    def writes(app: App):
+        r = app.col("resumes")
+        # behind the cursor (already copied) and ahead of it
+        r.update({"_key": resumes[0], "filename": "behind.pdf"})
+        r.update({"_key": resumes[-1], "filename": "ahead.pdf"})
+        r.replace({"_key": resumes[1], "user_id": "user-replaced", "status": "uploaded"})
+        r.delete(resumes[2])  # behind: copied, then removed
+        r.delete(resumes[-2])  # ahead: never copied
+        r.insert({"_key": "new-resume", "user_id": "user-new", "filename": "new.pdf"})
+        app.col("documents").delete(opts[0]["_key"])
+        # one committed multi-document stream transaction, one aborted
+        txn = app.db.begin_transaction(write=["resumes", "jobs"])
+        txn.collection("resumes").insert({"_key": "txn-a", "user_id": "u-t", "filename": "a"})
+        txn.collection("jobs").insert({"_key": "txn-job", "user_id": "u-t", "title": "T"})
+        txn.collection("resumes").update({"_key": resumes[3], "filename": "in-txn.pdf"})
+        txn.commit_transaction()
+        bad = app.db.begin_transaction(write=["resumes"])
+        bad.collection("resumes").insert({"_key": "aborted", "user_id": "u-x", "filename": "x"})
+        bad.collection("resumes").delete(resumes[4])
+        bad.abort_transaction()
+        touched.update(resumes=resumes)
+
+    env = migrate_while_writing(arango_server, schema_db, tmp_path, ds, writes)
+    # more writes after the copy: the follower must apply them too
+    app = App(arango_server)
+    app.col("resumes").update({"_key": resumes[5], "filename": "after.pdf"})
+    app.col("jobs").insert({"_key": "late-job", "user_id": "u-l", "title": "Late"})
+
+    r = etl(env, "sync", "--until-current")
+    assert r.returncode == 0, r.stderr
+    assert "changes read" in r.stdout
+
+    def filename(key):
+        row = key_row(schema_db, "resume_documents", "resumes", key)
+        return row[0]["filename"] if row else None
+
+    assert filename(resumes[0]) == "behind.pdf"
+    assert filename(resumes[-1]) == "ahead.pdf"
+    assert filename(resumes[3]) == "in-txn.pdf"
+    assert filename(resumes[5]) == "after.pdf"
+    assert filename("new-resume") == "new.pdf" and filename("txn-a") == "a"
+    assert filename(resumes[2]) is None and filename(resumes[-2]) is None
+    assert filename("aborted") is None and filename(resumes[4]) is not None
+    assert key_row(schema_db, "resume_documents", "resumes", resumes[1])[0]["user_id"] == (
+        "user-replaced"
+    )
+    assert key_row(schema_db, "job_documents", "jobs", "late-job") is not None
+    assert key_row(schema_db, "optimization_results", "documents", opts[0]["_key"]) is None
+
+    rec = etl(env, "reconcile", "--all")
+    assert rec.returncode == 0, rec.stdout[-3000:] + rec.stderr
+
+    # idempotent: a second follower run finds nothing to do and changes nothing
+    before = scalar(schema_db, "select count(*) from document_audit_log")
+    r2 = etl(env, "sync", "--until-current")
+    assert r2.returncode == 0, r2.stderr
+    assert scalar(schema_db, "select count(*) from document_audit_log") == before
+    status = etl(env, "status")
+    assert "Change capture" in status.stdout and "lag_ticks" in status.stdout
+
+
+def migrated(server, dsn, tmp_path, n=20, seed=32) -> dict:
+    return migrate_while_writing(server, dsn, tmp_path, generate(n, seed=seed), lambda app: None)
+
+
+def test_a_pruned_log_ends_in_one_line_naming_a_new_migrate(schema_db, tmp_path, arango_server):
+    env = migrated(arango_server, schema_db, tmp_path)
+    app = App(arango_server)
+    for i in range(5):
+        app.col("resumes").insert({"_key": f"p{i}", "user_id": "u", "filename": "f"})
+    arango_server.prune_wal(force=True)
+    app.col("resumes").insert({"_key": "after-prune", "user_id": "u", "filename": "f"})
+    r = etl(env, "sync", "--until-current")
+    assert r.returncode == 2, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
+    assert "no longer covers" in lines[0] and "etl migrate" in lines[0]
+    assert "Traceback" not in r.stderr
+
+
+def test_a_truncated_collection_stops_sync_with_one_line(schema_db, tmp_path, arango_server):
+    env = migrated(arango_server, schema_db, tmp_path, seed=33)
+    App(arango_server).col("jobs").truncate()
+    r = etl(env, "sync", "--until-current")
+    # a small truncate may arrive as one removal per document (spec §3.2, 2004): either way
+    # nothing passes silently
+    if r.returncode == 2:
+        assert "'jobs' was truncated" in r.stderr and "Traceback" not in r.stderr
+    else:
+        assert r.returncode == 0, r.stderr
+        assert scalar(schema_db, "select count(*) from job_documents") == 0
+
+
+def test_sigterm_stops_cleanly_and_the_next_run_goes_on(schema_db, tmp_path, arango_server):
+    env = migrated(arango_server, schema_db, tmp_path, seed=34)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "etl", "sync", "--metrics-port", "0"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    app = App(arango_server)
+    deadline = time.time() + 30
+    while time.time() < deadline:  # the follower is up once it recorded a poll
+        if scalar(schema_db, "select count(*) from etl_runs where command = 'sync'"):
+            break
+        time.sleep(0.2)
+    for i in range(30):
+        app.col("resumes").insert({"_key": f"s{i}", "user_id": "u", "filename": f"f{i}"})
+    time.sleep(2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    for i in range(30, 40):
+        app.col("resumes").insert({"_key": f"s{i}", "user_id": "u", "filename": f"f{i}"})
+    r = etl(env, "sync", "--until-current")
+    assert r.returncode == 0, r.stderr
+    assert (
+        scalar(
+            schema_db,
+            "select count(*) from resume_documents where metadata->'arango'->>'_key' like 's%%'",
+        )
+        == 40
+    )
+
+
+def test_metrics_endpoint_serves_lag_and_applied_changes(schema_db, tmp_path, arango_server):
+    migrated(arango_server, schema_db, tmp_path, seed=35)
+    from etl.sync.metrics import SyncMetrics
+    from etl.sync.run import SyncJob
+
+    settings = load_settings(None, env=arango_env(arango_server, schema_db, tmp_path))
+    App(arango_server).col("resumes").insert({"_key": "m1", "user_id": "u", "filename": "f"})
+    job = SyncJob(settings)
+    job.metrics_port = None
+    job.open()
+    job.metrics = job.follower.metrics = SyncMetrics(0)
+    try:
+        job.follow(until_current=True)
+        port = job.metrics.server.server_port
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        text = text.decode()
+    finally:
+        job.close("finished")
+    assert "etl_sync_lag_ticks 0.0" in text
+    assert 'etl_sync_applied_changes_total{collection="resumes",operation="insert"} 1.0' in text
+    assert "etl_sync_last_applied_timestamp_seconds" in text
+
+
+def test_cutover_go_writes_its_audit_entry_and_report(schema_db, tmp_path, arango_server):
+    env = migrated(arango_server, schema_db, tmp_path, seed=36)
+    App(arango_server).col("jobs").insert({"_key": "cut-job", "user_id": "u", "title": "C"})
+    r = etl(env, "cutover", "--assume-frozen", "--sample", "100")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr
+    assert "cutover: GO" in r.stdout
+    audit = scalar(
+        schema_db,
+        "select changes from document_audit_log where action = 'cutover' order by id desc limit 1",
+    )
+    assert audit["verdict"] == "go" and audit["final_tick"] > 0
+    assert audit["reconcile_result"] == "everything matches"
+    reports = list((tmp_path / "reports").glob("cutover-*.json"))
+    doc = json.loads(reports[0].read_text())
+    assert doc["verdict"] == "go" and doc["freeze_seconds"] >= 0
+    assert key_row(schema_db, "job_documents", "jobs", "cut-job") is not None
+
+
+@pytest.mark.parametrize("answer", ["n"])
+def test_cutover_cancelled_at_the_freeze_question(schema_db, tmp_path, arango_server, answer):
+    env = migrated(arango_server, schema_db, tmp_path, seed=37)
+    r = subprocess.run(
+        [sys.executable, "-m", "etl", "cutover"],
+        env=env,
+        cwd=REPO,
+        input=answer + "\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2 and "cancelled before the freeze" in r.stderr, r.stderr
+    assert os.environ.get("ETL_ARANGO_PASSWORD", "rootpw") not in r.stdout
