@@ -101,7 +101,7 @@ class Applier:
                     gone[table].add(row_id(name, ch.key))
 
         self._remove(c, gone, out)
-        upserted = self._upsert(c, rows, docs, out)
+        upserted = self._upsert(c, rows, docs, out)  # only the rows that were not there before
         self._link_late_parents(c, upserted)
         for name, keys in edge_touched.items():
             self._edges(c, self.mapping.for_collection(name), keys, edge_upserts[name], out)
@@ -197,12 +197,22 @@ class Applier:
 
     # -- upserts -------------------------------------------------------------------------
     def _upsert(self, c, rows: dict[str, list[Row]], docs, out: Applied) -> dict[str, list[Row]]:
-        """Load rows per document type in dependency order; returns the rows now stored."""
+        """Load rows per document type in dependency order; returns the new rows stored (only
+        a new row can be the late parent of a row or the missing end of an edge)."""
         stored: dict[str, list[Row]] = {}
         loader = Loader(c, self.run_id)
         order = self.mapping.document_types()
         for dt in sorted(rows, key=lambda d: order.index(d) if d in order else len(order)):
             batch = [self._with_defaults(r) for r in rows[dt]]
+            existing = {
+                rid
+                for (rid,) in c.execute(
+                    sql.SQL("select id::text from {} where id = any(%s::uuid[])").format(
+                        sql.Identifier(target.table(dt))
+                    ),
+                    ([r.values["id"] for r in batch],),
+                )
+            }
             lo = loader.load(dt, batch)
             collection = batch[0].values["metadata"]["arango"]["collection"]
             out.add(collection, "insert", lo.inserted)
@@ -217,10 +227,11 @@ class Applier:
                 self._remove(c, {target.table(dt): {row_id(collection, k) for k in refused}}, out)
             if lo.forward_refs:
                 loader.relink_parents(target.table(dt), lo.forward_refs)
-            stored[dt] = [r for r in batch if r.key not in refused]
+            kept = [r for r in batch if r.key not in refused]
             if dt in self._edge_target_types():
-                self._own_job_reference(c, dt, stored[dt])
-        return stored
+                self._own_job_reference(c, dt, kept)
+            stored[dt] = [r for r in kept if r.values["id"] not in existing]
+        return {dt: new for dt, new in stored.items() if new}
 
     def _with_defaults(self, row: Row) -> Row:
         """A column the document has no value for gets its default: the merge core would
@@ -441,11 +452,12 @@ class Applier:
             ).fetchall()
             if not pending:
                 continue
+            arrived = {r.values["id"] for dt, rows in upserted.items() for r in rows}
             transformer = Transformer(self.mapping, self.run_id, now_iso())
             links = []
             for _id, _key, text in pending:
                 t = transformer.transform(cm.name, jsonutil.loads(text))
-                if isinstance(t, EdgeLink):
+                if isinstance(t, EdgeLink) and (t.target_id in arrived or t.job_id in arrived):
                     links.append(t)
             if not links:
                 continue
