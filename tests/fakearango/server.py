@@ -1,14 +1,35 @@
-"""An ArangoDB-compatible HTTP server for tests (the subset in docs: arangodb-http.md).
+"""An ArangoDB-compatible HTTP server for tests (docs: arangodb-http.md, arangodb-wal.md).
 
 Real sockets on 127.0.0.1, one thread per connection, HTTP/1.1 keep-alive, so python-arango
 talks to it exactly as to arangod. State lives in Python objects; documents are stored as
 parsed JSON values (big integers exact, "\\u0000" kept) and serialised with etl.jsonutil.
 
-Python-side API (tests): create_database, create_collection, add_user, add_generated_collection,
-documents, keys_in_order, fault injection (fail, fail_unavailable, drop_connection, slow,
-expire_cursors, expire_cursor_on, proxy_429, hold, clear_faults), restart (a new listener on the
-same port, the data kept, the cursors lost, as after an arangod restart), `requests` (a log of
-served requests).
+Python-side API (tests):
+
+- setup: create_database(name), drop_database(name), create_collection(db, name, edge=False,
+  wait_for_sync=False), drop_collection(db, name), add_user(name, password, databases="*",
+  admin=None), add_generated_collection(...), documents(db, c), keys_in_order(db, c);
+- writes that reach the write-ahead log (documents.py): insert(db, c, doc, overwrite_mode=None),
+  insert_many(db, c, docs), update(db, c, key, patch, keep_null=True, merge_objects=True),
+  replace(db, c, key, doc), remove(db, c, key), transaction(db, intermediate_commit_count=None)
+  (a context manager: t.insert/update/replace/remove/truncate, t.abort(write_abort_marker=...)),
+  rename_collection(db, name, new), truncate_collection(db, name), configure_collection(db,
+  name, wait_for_sync=...), create_index(db, c, fields, unique=, sparse=, name=),
+  drop_index(db, c, id); settings: truncate_threshold, intermediate_commit_count,
+  trx_idle_timeout, wal_imports;
+- the WAL (replication.py, wal.py): last_tick(), wal_range(), wal_batches(db), wal_markers(db,
+  from_tick=, include_system=, collection=), prune_wal(upto=None, force=False), wal_clients(),
+  expire_wal_clients(), wal_client_ttl, set_coordinator(on), background_write();
+- faults (fail, fail_unavailable, drop_connection, slow, expire_cursors, expire_cursor_on,
+  proxy_429, hold, clear_faults; keyed by route names, see _route and WAL_ROUTES,
+  DOCUMENT_ROUTES, TRANSACTION_ROUTES), restart (a new listener on the same port: data and WAL
+  kept; cursors, stream transactions, dump batches and WAL registrations lost, as after an
+  arangod restart), `requests` (a log of served requests).
+
+What does *not* reach the WAL: documents put into collections "before the bulk copy" by the
+fixture helpers, i.e. generated collections, POST /_api/import (seed(), import_bulk) unless
+`wal_imports = True`, and direct changes to `documents(db, c)`. Creating databases and
+collections does log (1100, 2000), which tails of user collections never show.
 """
 
 from __future__ import annotations
@@ -17,6 +38,7 @@ import base64
 import bisect
 import itertools
 import os
+import random
 import re
 import socket
 import threading
@@ -32,6 +54,16 @@ from etl import jsonutil
 
 from . import aql, jwtutil
 from .collation import COLLATIONS, type_rank
+from .common import KEY_RE, ApiError, Reply, error
+from .common import parse_bool as _bool
+from .documents import (
+    INTERMEDIATE_COMMIT_COUNT,
+    STREAM_IDLE_TIMEOUT,
+    TRUNCATE_RANGE_DELETE_MIN,
+    DocumentApi,
+)
+from .replication import ReplicationApi
+from .wal import L_COLL_CREATE, L_DB_CREATE, L_DB_DROP, R_DEF_PUT, BatchWriter, WriteAheadLog
 
 SYSTEM_COLLECTIONS = (
     "_analyzers",
@@ -44,33 +76,30 @@ SYSTEM_COLLECTIONS = (
     "_queues",
 )
 SYSTEM_DB_ONLY = ("_users", "_statistics", "_statistics15", "_statisticsRaw")
-KEY_RE = re.compile(r"^[A-Za-z0-9_\-:.@()+,=;$!*'%]{1,254}$")
 CURSOR_ROUTES = frozenset({"cursor_create", "cursor_next", "cursor_batch"})
+WAL_ROUTES = frozenset(
+    {"wal_tail", "wal_last_tick", "wal_range", "wal_open_transactions", "wal_invalid"}
+)
+DOCUMENT_ROUTES = frozenset(
+    {
+        "document_insert",
+        "document_get",
+        "document_head",
+        "document_update",
+        "document_replace",
+        "document_delete",
+        "document_update_many",
+        "document_replace_many",
+        "document_delete_many",
+    }
+)
+TRANSACTION_ROUTES = frozenset(
+    {"transaction_begin", "transaction_status", "transaction_commit", "transaction_abort"}
+)
 ALL_ROUTES = None
 
 
 # --------------------------------------------------------------------------- state
-
-
-class Reply:
-    __slots__ = ("status", "body", "headers")
-
-    def __init__(self, status: int, body: Any, headers: dict[str, str] | None = None):
-        self.status = status
-        self.body = body
-        self.headers = headers or {}
-
-
-def error(status: int, num: int, message: str, headers: dict[str, str] | None = None) -> Reply:
-    return Reply(
-        status, {"error": True, "errorNum": num, "errorMessage": message, "code": status}, headers
-    )
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, num: int, message: str):
-        super().__init__(message)
-        self.reply = error(status, num, message)
 
 
 @dataclass
@@ -86,12 +115,70 @@ class Generated:
 
 
 class Collection:
-    def __init__(self, db: Database, name: str, cid: int, ctype: int, is_system: bool):
+    def __init__(
+        self, db: Database, name: str, cid: int, ctype: int, is_system: bool, server_id: int = 0
+    ):
         self.db, self.name, self.id, self.type, self.is_system = db, name, cid, ctype, is_system
+        self.guid = f"h{server_id:X}/{cid}"  # globallyUniqueId: "h" + hex server id + "/" + cid
         self.docs: dict[str, dict] = {}
         self.generated: Generated | None = None
         self._order: dict[str, tuple[list[str], list[Any]]] = {}  # collation -> (keys, sort keys)
         self.last_value = 0
+        self.wait_for_sync = False
+        self.indexes: list[dict] = []  # secondary (persistent) indexes; ids without the prefix
+
+    def other_index_entries(self) -> int:
+        """Index entries a document write makes besides the primary one (RocksDB keeps the edge
+        index as two indexes, _from and _to)."""
+        return (2 if self.type == 3 else 0) + len(self.indexes)
+
+    def index_definitions(self) -> list[dict]:
+        out = [
+            {
+                "id": "0",
+                "type": "primary",
+                "name": "primary",
+                "fields": ["_key"],
+                "unique": True,
+                "sparse": False,
+            }
+        ]
+        if self.type == 3:
+            out.append(
+                {
+                    "id": "1",
+                    "type": "edge",
+                    "name": "edge",
+                    "fields": ["_from", "_to"],
+                    "unique": False,
+                    "sparse": False,
+                }
+            )
+        return out + [dict(i) for i in self.indexes]
+
+    def definition(self) -> dict:
+        """The stored definition, as a 2000/2003 marker carries it (objectIds left out)."""
+        return {
+            "cid": str(self.id),
+            "id": str(self.id),
+            "name": self.name,
+            "type": self.type,
+            "status": 3,
+            "deleted": False,
+            "isSystem": self.is_system,
+            "waitForSync": self.wait_for_sync,
+            "keyOptions": {
+                "type": "traditional",
+                "allowUserKeys": True,
+                "lastValue": self.last_value,
+            },
+            "globallyUniqueId": self.guid,
+            "indexes": self.index_definitions(),
+            "cacheEnabled": False,
+            "schema": None,
+            "computedValues": None,
+            "syncByRevision": True,
+        }
 
     # order ------------------------------------------------------------------
     def invalidate(self) -> None:
@@ -159,7 +246,7 @@ class Collection:
             "status": 3,
             "type": self.type,
             "isSystem": self.is_system,
-            "globallyUniqueId": f"h{self.db.id:X}/{self.id}",
+            "globallyUniqueId": self.guid,
         }
 
     def properties(self) -> dict:
@@ -167,7 +254,7 @@ class Collection:
         body.update(
             {
                 "statusString": "loaded",
-                "waitForSync": False,
+                "waitForSync": self.wait_for_sync,
                 "keyOptions": {
                     "type": "traditional",
                     "allowUserKeys": True,
@@ -193,9 +280,14 @@ class User:
     name: str
     password: str
     databases: set[str] | str  # "*" = every database (root)
+    admin: bool | None = None  # None: read-write on _system iff it may access _system
 
     def may_access(self, db: str) -> bool:
         return self.databases == "*" or db in self.databases
+
+    def is_admin(self) -> bool:
+        """isAdminUser(): the configured access level on _system is read-write."""
+        return self.may_access("_system") if self.admin is None else self.admin
 
 
 class ResultSet:
@@ -270,7 +362,7 @@ class RequestLog:
 # --------------------------------------------------------------------------- the server
 
 
-class FakeArango:
+class FakeArango(DocumentApi, ReplicationApi):
     """The test server. `start()` binds a random port on 127.0.0.1; `url` is its base URL."""
 
     def __init__(
@@ -283,6 +375,7 @@ class FakeArango:
         version: str = "3.12.4",
         host: str = "127.0.0.1",
         ssl_context: Any = None,
+        server_id: int | None = None,
     ):
         if collation not in COLLATIONS:
             raise ValueError(f"collation must be one of {sorted(COLLATIONS)}")
@@ -308,6 +401,19 @@ class FakeArango:
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._conns: set[socket.socket] = set()
+        self._tls = threading.local()  # the request being handled (method, headers, user)
+        # the write-ahead log and what hangs on it (wal.py, replication.py, documents.py)
+        self.server_id = server_id if server_id is not None else random.randrange(2**40, 2**47)
+        self.wal = WriteAheadLog()
+        self.coordinator = False
+        self.dump_batches: dict[str, Any] = {}
+        self._batch_clients: dict[str, tuple[int, int]] = {}
+        self.transactions: dict[str, Any] = {}  # stream transactions (and their tombstones)
+        self._open_txns: set[Any] = set()  # Python-side transaction() blocks
+        self.trx_idle_timeout = STREAM_IDLE_TIMEOUT
+        self.intermediate_commit_count = INTERMEDIATE_COMMIT_COUNT
+        self.truncate_threshold = TRUNCATE_RANGE_DELETE_MIN
+        self.wal_imports = False  # True: each /_api/import request is logged as a transaction
         self.create_database("_system")
 
     # lifecycle -------------------------------------------------------------
@@ -345,12 +451,18 @@ class FakeArango:
 
     def restart(self, downtime: float = 0.0) -> None:
         """Stop listening (open connections are cut), wait `downtime` seconds, listen again on the
-        same port. Databases, documents, users and the JWT secret stay; cursors are lost, as after
-        an arangod restart. Requests in the downtime are refused (connection refused)."""
+        same port. Databases, documents, users, the JWT secret and the WAL (it is on disk) stay;
+        cursors, stream transactions, dump batches and WAL client registrations (all in memory)
+        are lost, as after an arangod restart. Requests in the downtime are refused."""
         port = self.port
         self.stop()
         with self.lock:
             self.cursors.clear()
+            self.transactions.clear()
+            self._open_txns.clear()
+            self.dump_batches.clear()
+            self._batch_clients.clear()
+            self.wal.clients.clear()
         if downtime > 0:
             time.sleep(downtime)
         for attempt in range(50):  # the port can stay busy for a moment after the close
@@ -379,31 +491,61 @@ class FakeArango:
 
     # python-side administration ---------------------------------------------
     def create_database(self, name: str) -> Database:
+        """Create a database and its system collections; the WAL gets a 1100 and a 2000 per
+        system collection (seen only with global=true and includeSystem=true)."""
         with self.lock:
             if name in self.databases:
                 return self.databases[name]
             db = Database(name, next(self._ids))
             self.databases[name] = db
+            w = BatchWriter("create-database", db.id)
+            w.log(L_DB_CREATE, db.id)
+            definition = {
+                "database": db.id,
+                "id": str(db.id),
+                "name": name,
+                "deleted": False,
+                "isSystem": name == "_system",
+            }
+            w.rec(R_DEF_PUT, db.id, 0, definition)
+            self.wal.append(w)
             for c in SYSTEM_COLLECTIONS + (SYSTEM_DB_ONLY if name == "_system" else ()):
-                db.collections[c] = Collection(db, c, next(self._ids), 2, True)
+                col = Collection(db, c, next(self._ids), 2, True, self.server_id)
+                db.collections[c] = col
+                self._log_collection(L_COLL_CREATE, "create", db, col)
             return db
 
     def drop_database(self, name: str) -> None:
         with self.lock:
-            self.databases.pop(name, None)
+            db = self.databases.pop(name, None)
+            if db is not None:
+                w = BatchWriter("drop-database", db.id)
+                w.log(L_DB_DROP, db.id)
+                w.rec(R_DEF_PUT, db.id, 0, {"id": str(db.id), "name": name, "deleted": True})
+                self.wal.append(w)
 
-    def create_collection(self, db: str, name: str, *, edge: bool = False) -> Collection:
+    def create_collection(
+        self, db: str, name: str, *, edge: bool = False, wait_for_sync: bool = False
+    ) -> Collection:
+        """Create a collection (a 2000 in the WAL); an existing one is returned as it is."""
         with self.lock:
             d = self.databases[db]
             if name not in d.collections:
-                d.collections[name] = Collection(
-                    d, name, next(self._ids), 3 if edge else 2, name.startswith("_")
+                col = Collection(
+                    d, name, next(self._ids), 3 if edge else 2, name.startswith("_"), self.server_id
                 )
+                col.wait_for_sync = wait_for_sync
+                d.collections[name] = col
+                self._log_collection(L_COLL_CREATE, "create", d, col)
             return d.collections[name]
 
     def drop_collection(self, db: str, name: str) -> None:
+        """Drop a collection (a 2001 in the WAL; its earlier markers are no longer delivered)."""
         with self.lock:
-            self.databases[db].collections.pop(name, None)
+            d = self.databases[db]
+            col = d.collections.pop(name, None)
+            if col is not None:
+                self._log_collection_drop(d, col)
 
     def add_generated_collection(
         self,
@@ -420,10 +562,19 @@ class FakeArango:
         col.generated = Generated(count, make_doc or (lambda i, key: {"n": i}), key_width)
         return col
 
-    def add_user(self, name: str, password: str, databases: Iterable[str] | str = "*") -> None:
+    def add_user(
+        self,
+        name: str,
+        password: str,
+        databases: Iterable[str] | str = "*",
+        *,
+        admin: bool | None = None,
+    ) -> None:
+        """`databases`: the ones the user may use ("*" = all). `admin` (the WAL API's "admin
+        user", read-write on _system) defaults to whether `_system` is among them."""
         with self.lock:
             self.users[name] = User(
-                name, password, databases if databases == "*" else set(databases)
+                name, password, databases if databases == "*" else set(databases), admin
             )
 
     def documents(self, db: str, collection: str) -> dict[str, dict]:
@@ -707,7 +858,21 @@ class FakeArango:
                 if route == "method_not_allowed":
                     return error(405, 405, "method not supported")
                 return error(404, 404, f"unknown path '{urlsplit(args[0]).path if args else ''}'")
-            return handler(db, args, query, body)
+            self._tls.method, self._tls.headers, self._tls.user = method, headers, user
+            try:
+                return handler(db, args, query, body)
+            finally:
+                self._tls.method = self._tls.headers = self._tls.user = None
+
+    # the request being handled (routes that need more than db, args, query and body)
+    def _request_method(self) -> str | None:
+        return getattr(self._tls, "method", None)
+
+    def _request_headers(self) -> Any:
+        return getattr(self._tls, "headers", None) or {}
+
+    def _request_user(self) -> User | None:
+        return getattr(self._tls, "user", None)
 
     # /_open/auth
     def _open_auth(self, body: bytes) -> Reply:
@@ -728,8 +893,8 @@ class FakeArango:
         if _bool(query.get("details")):
             out["details"] = {
                 "architecture": "64bit",
-                "mode": "single",
-                "role": "SINGLE",
+                "mode": "cluster" if self.coordinator else "single",
+                "role": "COORDINATOR" if self.coordinator else "SINGLE",
                 "host": "fakearango",
                 "icu-version": "64.2",
                 "server-version": self.version,
@@ -773,7 +938,9 @@ class FakeArango:
             return error(400, 1208, "illegal name")
         if name in db.collections:
             return error(409, 1207, "duplicate name")
-        col = self.create_collection(db.name, name, edge=data.get("type") == 3)
+        col = self.create_collection(
+            db.name, name, edge=data.get("type") == 3, wait_for_sync=data.get("waitForSync") is True
+        )
         body_out = col.properties()
         body_out.update({"error": False, "code": 200})
         return Reply(200, body_out)
@@ -1147,7 +1314,17 @@ class FakeArango:
                         f"at position {pos}: creating document failed with error '{msg}', "
                         f"offending document: {offending}"
                     )
-        col.docs = staged
+        if self.wal_imports:  # one transaction: removals (overwrite) first, then the writes
+            txn = self._implicit(db, single=False, label="import")
+            for key, doc in col.docs.items():
+                if key not in staged:
+                    txn.write(col, key, None, doc)
+            for key, doc in staged.items():
+                if col.docs.get(key) is not doc:
+                    txn.write(col, key, doc, col.docs.get(key))
+            txn.commit()
+        else:
+            col.docs = staged
         col.last_value = last_value
         col.invalidate()
         out: dict[str, Any] = {
@@ -1177,12 +1354,6 @@ class _Unparsable:
         self.text = line.decode("utf-8", errors="replace")
 
 
-def _bool(value: str | None, default: bool = True) -> bool:
-    if value is None:
-        return default
-    return value.strip().lower() in ("", "1", "true", "yes", "on")
-
-
 def _json_object(body: bytes) -> dict:
     try:
         data = jsonutil.loads(body) if body else None
@@ -1201,15 +1372,59 @@ def _route(method: str, path: str) -> tuple[str, list[str]]:
     if len(parts) < 2 or parts[0] != "_api":
         return "unknown", [path]
     api, rest = parts[1], parts[2:]
+    if api == "wal":  # RestWalAccessHandler: any other suffix or method is a 400
+        wal = {
+            "tail": ("wal_tail", ("GET", "PUT")),
+            "lastTick": ("wal_last_tick", ("GET",)),
+            "range": ("wal_range", ("GET",)),
+            "open-transactions": ("wal_open_transactions", ("GET",)),
+        }.get(rest[0] if len(rest) == 1 else "")
+        return (wal[0] if wal and m in wal[1] else "wal_invalid"), []
+    if api == "replication":
+        if rest == ["logger-state"]:
+            return ("logger_state" if m == "GET" else "method_not_allowed"), []
+        if rest == ["batch"]:
+            return ("replication_batch_create" if m == "POST" else "method_not_allowed"), []
+        if len(rest) == 2 and rest[0] == "batch":
+            route = {"PUT": "replication_batch_extend", "DELETE": "replication_batch_delete"}
+            return route.get(m, "method_not_allowed"), rest[1:]
+        return "replication_unsupported", rest
+    if api == "transaction" and rest == ["begin"]:
+        return ("transaction_begin" if m == "POST" else "method_not_allowed"), []
+    if api == "collection" and len(rest) == 2 and rest[1] in ("rename", "truncate"):
+        return ("collection_" + rest[1]) if m == "PUT" else "method_not_allowed", rest[:1]
+    if api == "collection" and len(rest) == 2 and rest[1] == "properties" and m == "PUT":
+        return "collection_configure", rest[:1]
     table: dict[tuple[str, int], dict[str, str]] = {
         ("version", 0): {"GET": "version"},
         ("database", 1): {"GET": "database_current"} if rest[:1] == ["current"] else {},
         ("collection", 0): {"GET": "collection_list", "POST": "collection_create"},
-        ("collection", 1): {"GET": "collection_info"},
+        ("collection", 1): {"GET": "collection_info", "DELETE": "collection_drop"},
         ("cursor", 0): {"POST": "cursor_create"},
         ("cursor", 1): {"POST": "cursor_next", "PUT": "cursor_next", "DELETE": "cursor_delete"},
         ("cursor", 2): {"POST": "cursor_batch"},
         ("import", 0): {"POST": "import"},
+        ("document", 1): {
+            "POST": "document_insert",
+            "PATCH": "document_update_many",
+            "PUT": "document_replace_many",  # also PUT ?onlyget=true: read many
+            "DELETE": "document_delete_many",
+        },
+        ("document", 2): {
+            "GET": "document_get",
+            "HEAD": "document_head",
+            "PATCH": "document_update",
+            "PUT": "document_replace",
+            "DELETE": "document_delete",
+        },
+        ("transaction", 0): {"GET": "transaction_list", "POST": "transaction_js"},
+        ("transaction", 1): {
+            "GET": "transaction_status",
+            "PUT": "transaction_commit",
+            "DELETE": "transaction_abort",
+        },
+        ("index", 0): {"GET": "index_list", "POST": "index_create"},
+        ("index", 2): {"GET": "index_get", "DELETE": "index_drop"},
     }
     if api == "collection" and len(rest) == 2 and rest[1] in ("properties", "count"):
         return ("collection_" + rest[1]) if m == "GET" else "method_not_allowed", rest[:1]
@@ -1277,6 +1492,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_PATCH(self) -> None:
         self._handle("PATCH")
 
+    def do_HEAD(self) -> None:
+        self._handle("HEAD")
+
     def _handle(self, method: str) -> None:
         app = self.server.app
         length = int(self.headers.get("content-length") or 0)
@@ -1322,7 +1540,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 self._abort()
                 return
-            self.wfile.write(head + payload)
+            self.wfile.write(head if method == "HEAD" else head + payload)
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError, ssl_errors()):
             self.close_connection = True
