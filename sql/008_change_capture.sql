@@ -10,7 +10,10 @@
 --    Ticks are numeric(20,0): WAL ticks are unsigned 64-bit integers (bigint would overflow).
 --  * etl_sync_applied: changes applied by the follower per collection and operation
 --    (insert, update, unchanged, remove, reject, skipped), for `etl status` and the reports.
---  * rollback.rollback_change_capture(): drops both and forgets 008 in migration_history.
+--  * document_audit_log_action_check also allows 'cutover' (etl cutover's entries: one per
+--    document type, document_id the nil uuid, the verdict, final tick and freeze in `changes`).
+--  * rollback.rollback_change_capture(): drops both tables, deletes the cutover entries, puts
+--    the action check of 003 back and forgets 008 in migration_history.
 -- No foreign key to etl_runs: rollback.rollback_all_migrations() (007) drops etl_runs without
 -- CASCADE, and these rows outlive the runs that made them anyway.
 -- Undone by: rollback.rollback_change_capture().
@@ -43,6 +46,10 @@ CREATE TABLE IF NOT EXISTS etl_sync_applied (
     PRIMARY KEY (run_id, collection, operation)
 );
 
+ALTER TABLE document_audit_log DROP CONSTRAINT IF EXISTS document_audit_log_action_check;
+ALTER TABLE document_audit_log ADD CONSTRAINT document_audit_log_action_check
+    CHECK (action IN ('insert', 'update', 'delete', 'migrate', 'reconcile', 'rollback', 'cutover'));
+
 CREATE OR REPLACE FUNCTION rollback.rollback_change_capture()
 RETURNS SETOF text LANGUAGE plpgsql AS $$
 DECLARE
@@ -54,6 +61,13 @@ BEGIN
             RETURN NEXT 'dropped table ' || t;
         END IF;
     END LOOP;
+    IF to_regclass('public.document_audit_log') IS NOT NULL THEN
+        DELETE FROM public.document_audit_log WHERE action = 'cutover';
+        ALTER TABLE public.document_audit_log DROP CONSTRAINT IF EXISTS document_audit_log_action_check;
+        ALTER TABLE public.document_audit_log ADD CONSTRAINT document_audit_log_action_check
+            CHECK (action IN ('insert', 'update', 'delete', 'migrate', 'reconcile', 'rollback'));
+        RETURN NEXT 'document_audit_log: cutover entries deleted, action check of 003 restored';
+    END IF;
     IF to_regclass('public.migration_history') IS NOT NULL THEN
         DELETE FROM public.migration_history WHERE version = '008';
         IF FOUND THEN

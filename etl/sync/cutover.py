@@ -11,7 +11,7 @@ from etl import jsonutil
 from etl.errors import PermanentError
 from etl.reconcile import Reconciliation
 from etl.sync.run import SyncJob
-from etl.target import AUDIT_TABLE
+from etl.target import AUDIT_TABLE, DOCUMENT_TYPES
 
 log = logging.getLogger("etl.sync")
 
@@ -90,25 +90,24 @@ class Cutover:
         )
 
     def _audit(self, c, doc: dict) -> None:
-        c.execute(
-            f"insert into {AUDIT_TABLE} (document_type, document_id, action, changes, run_id)"
-            " values ('cutover', %s, 'cutover', %s::jsonb, %s)",
-            (
-                NIL_UUID,
-                jsonutil.dumps_str(
-                    {
-                        k: doc.get(k)
-                        for k in (
-                            "verdict",
-                            "final_tick",
-                            "freeze_seconds",
-                            "reconcile_run",
-                            "reconcile_result",
-                            "reconcile_sample_percent",
-                            "error",
-                        )
-                    }
-                ),
-                doc.get("run_id"),
-            ),
+        """One entry per document type (the audit log's types), action 'cutover'."""
+        changes = jsonutil.dumps_str(
+            {
+                k: doc.get(k)
+                for k in (
+                    "verdict",
+                    "final_tick",
+                    "freeze_seconds",
+                    "reconcile_run",
+                    "reconcile_result",
+                    "reconcile_sample_percent",
+                    "error",
+                )
+            }
         )
+        with c.cursor() as cur:
+            cur.executemany(
+                f"insert into {AUDIT_TABLE} (document_type, document_id, action, changes, run_id)"
+                " values (%s, %s, 'cutover', %s::jsonb, %s)",
+                [(dt, NIL_UUID, changes, doc.get("run_id")) for dt in DOCUMENT_TYPES],
+            )

@@ -40,7 +40,9 @@ class SyncOutcome:
 
     @property
     def lag_ticks(self) -> int:
-        return max(0, self.server_tick - self.from_tick)
+        """Ticks not read yet: 0 once caught up (the server's ticks past the position were
+        index entries or filtered writes), else the server's tick minus the position."""
+        return 0 if self.caught_up else max(0, self.server_tick - self.from_tick)
 
 
 class Follower:
