@@ -149,6 +149,21 @@ def test_edges_multi_document_calls_and_raw_statuses(server):
     assert [d["_key"] for d in many] == ["x", "y"]
     out = db.collection("resumes").delete_many([{"_key": "x"}, {"_key": "y"}])
     assert [d["_key"] for d in out] == ["x", "y"]
+    rs = db.collection("resumes")
+    rs.insert_many([{"_key": "p", "v": 1}, {"_key": "q", "v": 1}])
+    upd = rs.update_many([{"_key": "p", "v": 2}, {"_key": "missing", "v": 2}])
+    assert upd[0]["_key"] == "p" and "_old_rev" in upd[0] and upd[1].error_code == 1202
+    rep = rs.replace_many([{"_key": "q", "w": 3}])
+    assert rep[0]["_key"] == "q" and rs.get("q")["w"] == 3 and "v" not in rs.get("q")
+    t0 = server.last_tick()
+    rs.update_many([{"_key": "p", "v": 3}, {"_key": "q", "v": 3}])
+    tid = server.wal_markers(DB, from_tick=t0)[0]["tid"]
+    assert shape(server.wal_markers(DB, from_tick=t0)) == [
+        (2200, tid, None),
+        (2300, tid, "p"),
+        (2300, tid, "q"),
+        (2201, tid, None),
+    ]
 
 
 # ------------------------------------------------------------------ stream transactions
@@ -669,6 +684,14 @@ def test_dump_batches_register_and_pin(server):
         http(server, "POST", "/_api/replication/batch", params={"syncerId": "0"}, json={}), 400, 10
     )
     assert_error(http(server, "GET", "/_api/replication/batch"), 405, 405)
+    inv = db.replication.inventory(made.json()["id"], include_system=False)
+    (params,) = [c["parameters"] for c in inv["collections"]]
+    assert (params["name"], params["global_id"]) == (
+        "resumes",
+        db.collection("resumes").properties()["global_id"],
+    )
+    assert inv["state"]["last_log_tick"] == str(server.last_tick())
+    assert_error(http(server, "GET", "/_api/replication/inventory"), 404, 1600)
 
 
 # ------------------------------------------------------------------ other endpoints, errors

@@ -4,6 +4,7 @@ from .server import (
     ALL_ROUTES,
     CURSOR_ROUTES,
     DOCUMENT_ROUTES,
+    REPLICATION_ROUTES,
     TRANSACTION_ROUTES,
     WAL_ROUTES,
     FakeArango,
@@ -17,5 +18,6 @@ __all__ = [
     "ALL_ROUTES",
     "WAL_ROUTES",
     "DOCUMENT_ROUTES",
+    "REPLICATION_ROUTES",
     "TRANSACTION_ROUTES",
 ]

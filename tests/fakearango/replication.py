@@ -10,6 +10,7 @@ Mixed into server.FakeArango; the log itself is wal.py. Routes (their names key 
     logger_state           GET  /_api/replication/logger-state
     replication_batch_create / replication_batch_extend / replication_batch_delete
                            POST /_api/replication/batch, PUT and DELETE .../batch/{id}
+    replication_inventory  GET  /_api/replication/inventory?batchId= (collections, cuids)
     replication_unsupported  other /_api/replication commands: 501/9 (not implemented here)
 
 Permissions (spec §1.1): /_api/wal/* needs an admin user, i.e. one whose configured access to
@@ -35,6 +36,7 @@ from .wal import (
     DumpBatch,
     TailFilter,
     WalBatch,
+    excluded_from_replication,
     parse_uint,
     scan,
     truthy,
@@ -335,6 +337,49 @@ class ReplicationApi:
         del self.dump_batches[args[0]]
         self._batch_clients.pop(args[0], None)  # the registration lapses on its own
         return Reply(204, b"")
+
+    def _inventory_collections(self, db: Any, include_system: bool) -> list[dict]:
+        out = []
+        for col in db.collections.values():
+            if excluded_from_replication(col.name, include_system, False):
+                continue
+            parameters = col.definition()
+            del parameters["indexes"]
+            out.append({"indexes": [dict(i) for i in col.indexes], "parameters": parameters})
+        return out
+
+    def _r_replication_inventory(self, db: Any, args: list[str], query: dict, body: bytes):
+        """The collections with their globallyUniqueId (cuid -> name); `tick` is the server's
+        id counter, not a WAL sequence number, as in arangod (spec §4.1)."""
+        if self.coordinator and "DBserver" not in query:
+            return error(400, 400, 'need "DBserver" parameter')
+        batch_id = query.get("batchId")
+        if batch_id is None:
+            return error(404, 1600, "batchId not specified")
+        if self._dump_batch(batch_id) is None:
+            return error(404, 1600, "context is busy or nullptr")
+        include_system = query.get("includeSystem") is None or truthy(query["includeSystem"])
+        out: dict[str, Any] = {}
+        if truthy(query.get("global")):
+            if db.name != "_system":
+                return error(
+                    403, 11, "global inventory can only be created from within _system database"
+                )
+            out["databases"] = {
+                str(d.id): {
+                    "id": str(d.id),
+                    "name": d.name,
+                    "collections": self._inventory_collections(d, include_system),
+                    "views": [],
+                }
+                for d in self.databases.values()
+            }
+        else:
+            out["collections"] = self._inventory_collections(db, include_system)
+            out["views"] = []
+        out["state"] = self._logger_state_json()
+        out["tick"] = str(next(self._ids))
+        return Reply(200, out)
 
     def _r_replication_unsupported(self, db: Any, args: list[str], query: dict, body: bytes):
         return error(501, 9, f"replication command not implemented by the test server: {args}")

@@ -22,7 +22,7 @@ Python-side API (tests):
   expire_wal_clients(), wal_client_ttl, set_coordinator(on), background_write();
 - faults (fail, fail_unavailable, drop_connection, slow, expire_cursors, expire_cursor_on,
   proxy_429, hold, clear_faults; keyed by route names, see _route and WAL_ROUTES,
-  DOCUMENT_ROUTES, TRANSACTION_ROUTES), restart (a new listener on the same port: data and WAL
+  REPLICATION_ROUTES, DOCUMENT_ROUTES, TRANSACTION_ROUTES), restart (a new listener on the same port: data and WAL
   kept; cursors, stream transactions, dump batches and WAL registrations lost, as after an
   arangod restart), `requests` (a log of served requests).
 
@@ -94,7 +94,22 @@ DOCUMENT_ROUTES = frozenset(
     }
 )
 TRANSACTION_ROUTES = frozenset(
-    {"transaction_begin", "transaction_status", "transaction_commit", "transaction_abort"}
+    {
+        "transaction_begin",
+        "transaction_status",
+        "transaction_commit",
+        "transaction_abort",
+        "transaction_list",
+    }
+)
+REPLICATION_ROUTES = frozenset(
+    {
+        "logger_state",
+        "replication_batch_create",
+        "replication_batch_extend",
+        "replication_batch_delete",
+        "replication_inventory",
+    }
 )
 ALL_ROUTES = None
 
@@ -1385,6 +1400,8 @@ def _route(method: str, path: str) -> tuple[str, list[str]]:
             return ("logger_state" if m == "GET" else "method_not_allowed"), []
         if rest == ["batch"]:
             return ("replication_batch_create" if m == "POST" else "method_not_allowed"), []
+        if rest == ["inventory"]:
+            return ("replication_inventory" if m == "GET" else "method_not_allowed"), []
         if len(rest) == 2 and rest[0] == "batch":
             route = {"PUT": "replication_batch_extend", "DELETE": "replication_batch_delete"}
             return route.get(m, "method_not_allowed"), rest[1:]
