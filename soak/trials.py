@@ -1504,9 +1504,7 @@ class ChangeWriter:
         self.db = client_db(server, DATABASE, password=password)
         self.rng = rng
         self.rate = rate
-        self.keys = {
-            c: [d["_key"] for d in self.db.collection(c).all()] for c in ("resumes", "jobs")
-        }
+        self.keys = {c: list(server.documents(DATABASE, c)) for c in ("resumes", "jobs")}
         self.written = Counter()
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="soak-writer", daemon=True)
