@@ -25,6 +25,7 @@ from etl.transform import row_id
 from tests.datagen import generate
 from tests.fakearango.fixtures import client_db
 from tests.test_migrate_arango import arango_env, scalar, seed_dataset
+from tests.test_roles import new_role  # noqa: F401, F811 - a fixture
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -273,3 +274,33 @@ def test_cutover_cancelled_at_the_freeze_question(schema_db, tmp_path, arango_se
     )
     assert r.returncode == 2 and "cancelled before the freeze" in r.stderr, r.stderr
     assert os.environ.get("ETL_ARANGO_PASSWORD", "rootpw") not in r.stdout
+
+
+def test_a_loader_role_with_the_printed_grants_follows_and_cuts_over(
+    schema_db,
+    tmp_path,
+    arango_server,
+    new_role,  # noqa: F811
+):
+    from psycopg.conninfo import make_conninfo
+
+    loader = new_role(schema_db)
+    printed = etl({**os.environ, "ETL_PG_DSN": schema_db}, "grants", "--role", loader)
+    assert printed.returncode == 0, printed.stderr
+    with psycopg.connect(schema_db, autocommit=True) as conn:
+        for s in printed.stdout.splitlines():
+            if s.strip():
+                conn.execute(s)
+    ds = generate(20, seed=38)
+    seed_dataset(arango_server, ds)
+    env = arango_env(arango_server, make_conninfo(schema_db, user=loader), tmp_path)
+    assert etl(env, "migrate", "--all").returncode == 0
+    app = App(arango_server)
+    victim = sorted(d["_key"] for d in ds["resumes"])[0]
+    app.col("resumes").delete(victim)  # its optimizations stay, unlinked
+    app.col("jobs").insert({"_key": "loader-job", "user_id": "u", "title": "L"})
+    r = etl(env, "sync", "--until-current")
+    assert r.returncode == 0, r.stderr
+    assert key_row(schema_db, "resume_documents", "resumes", victim) is None
+    cut = etl(env, "cutover", "--assume-frozen")
+    assert cut.returncode == 0, cut.stdout[-2000:] + cut.stderr
