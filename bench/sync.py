@@ -3,8 +3,8 @@
 - the apply rate of `etl sync --until-current` (changes/s) for a backlog of mixed changes
   (updates, replaces, inserts, removes, stream transactions) written after the copy, against
   the bulk rate of the `etl migrate` that made the copy, measured in the same run;
-- the write freeze of `etl cutover --assume-frozen`: from the freeze to the go, with the
-  reconcile inside it sampled (--sample 10) and in full.
+- the write freeze of `etl cutover --assume-frozen --workers 2`: from the freeze to the go,
+  with the reconcile inside it sampled (--sample 10) and in full.
 
 Medians of --runs, each on a fresh copy of the schema. Usage:
     .venv/bin/python bench/sync.py --docs 100000 --changes 20000 --runs 3 --pg-dsn DSN
@@ -147,7 +147,9 @@ def main() -> int:
                 rows["ratio"].append(apply_rate / migrate_rate)
                 for label, sample in (("sample 10", 10.0), ("full reconcile", None)):
                     write_changes(server, 500, rng, f"c{run}{label[0]}")
-                    cut = Cutover(settings, confirm_freeze=lambda: True, sample=sample, say=log)
+                    cut = Cutover(
+                        settings, confirm_freeze=lambda: True, sample=sample, workers=2, say=log
+                    )
                     doc = cut.run()
                     if doc["verdict"] != "go":
                         log(f"cutover said {doc['verdict']}: {doc.get('reconcile_result')}")

@@ -567,6 +567,9 @@ def cutover_cmd(
         max=100,
         help="Reconcile a random P% of the keys inside the freeze (default: all of them).",
     ),
+    workers: int = typer.Option(
+        1, "--workers", min=1, help="Processes of the reconcile inside the freeze."
+    ),
     dsn: str | None = typer.Option(None, "--dsn", help="PostgreSQL DSN (overrides ETL_PG_DSN)."),
     mapping: str | None = typer.Option(None, "--mapping", help="Mapping file."),
     reports_dir: str | None = typer.Option(
@@ -590,7 +593,7 @@ def cutover_cmd(
         return typer.confirm("Are writes to ArangoDB frozen (application stopped or read-only)?")
 
     stopper = GracefulStop()
-    cut = Cutover(settings, confirm_freeze=confirm, sample=sample, say=typer.echo)
+    cut = Cutover(settings, confirm_freeze=confirm, sample=sample, workers=workers, say=typer.echo)
     try:
         with stopper:
             cut.job.should_stop = stopper.requested

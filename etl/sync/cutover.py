@@ -26,12 +26,14 @@ class Cutover:
         *,
         confirm_freeze: Callable[[], bool],
         sample: float | None = None,
+        workers: int = 1,
         should_stop: Callable[[], bool] = lambda: False,
         say: Callable[[str], None] = print,
     ):
         self.settings = settings
         self.confirm_freeze = confirm_freeze
         self.sample = sample
+        self.workers = workers
         self.say = say
         self.job = SyncJob(settings, command="cutover", should_stop=should_stop)
         self.go = False
@@ -54,7 +56,13 @@ class Cutover:
             final = self._drain()
             doc["final_tick"] = final
             self.say(f"every change up to tick {final} applied; reconciling")
-            rec = Reconciliation(self.settings, all_=True, source="arangodb", sample=self.sample)
+            rec = Reconciliation(
+                self.settings,
+                all_=True,
+                source="arangodb",
+                sample=self.sample,
+                workers=self.workers,
+            )
             summary = rec.run()
             doc["reconcile_run"] = summary.run_id
             doc["reconcile_result"] = (
