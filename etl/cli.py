@@ -174,8 +174,15 @@ def apply_schema_cmd(
         help="Record the current checksum of files edited after they were applied.",
     ),
     dsn: str | None = typer.Option(None, "--dsn", help="PostgreSQL DSN (overrides ETL_PG_DSN)."),
+    mapping: str | None = typer.Option(
+        None,
+        "--mapping",
+        help="Also create the mapping's generic tables (generated migrations), e.g. the file"
+        " etl discover wrote.",
+    ),
 ):
-    """Apply sql/NNN_*.sql in order, recorded in migration_history.
+    """Apply sql/NNN_*.sql in order, recorded in migration_history; with --mapping, then the
+    mapping's generic tables.
 
     Example: etl apply-schema --dry-run -v
     """
@@ -183,6 +190,11 @@ def apply_schema_cmd(
     from etl.schema import apply_schema
 
     settings = _settings(postgres={"dsn": dsn})
+    loaded = None
+    if mapping is not None:
+        from etl.mapping import load_mapping
+
+        loaded = load_mapping(mapping)  # a bad mapping stops before anything is applied
     result = apply_schema(
         _dsn(settings),
         sql_dir(),
@@ -212,6 +224,30 @@ def apply_schema_cmd(
         typer.echo(f"\n-- {name}\n{text}")
     if not any(d.get(k) for k in ("applied", "baselined", "repaired", "pending")):
         typer.echo("schema is up to date; nothing to apply")
+    if loaded is not None and (not dry_run or not d.get("pending")):
+        _apply_mapping(settings, loaded, dry_run)
+
+
+def _apply_mapping(settings: Settings, mapping, dry_run: bool) -> None:
+    from etl.generic.apply import apply_mapping
+
+    targets = mapping.generic_targets()
+    if not targets:
+        typer.echo(f"mapping {mapping.path} has no generic tables")
+        return
+    result = apply_mapping(_dsn(settings), targets, mapping.path, dry_run=dry_run)
+    verb = "would " if dry_run else ""
+    for label, tables in (
+        (f"{verb}create", result.created),
+        (f"{verb}add columns or indexes to", result.altered),
+        (f"{verb}recreate (empty)", result.recreated),
+        ("unchanged", result.unchanged),
+    ):
+        if tables:
+            typer.echo(f"generic tables {label}: {', '.join(tables)}")
+    if CTX.verbose:
+        for version, stmts in result.sql.items():
+            typer.echo(f"\n-- {version}\n" + ";\n".join(stmts) + ";")
 
 
 @app.command("schema-status")
