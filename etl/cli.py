@@ -250,6 +250,57 @@ def _apply_mapping(settings: Settings, mapping, dry_run: bool) -> None:
             typer.echo(f"\n-- {version}\n" + ";\n".join(stmts) + ";")
 
 
+@app.command("discover")
+def discover_cmd(
+    source: str = typer.Option("arangodb", "--source", help="arangodb | dump:PATH | jsonl:PATH"),
+    out: Path = typer.Option(..., "--out", help="The mapping file to write."),
+    sample: int = typer.Option(
+        10_000, "--sample", min=1, help="Documents sampled per collection (reservoir)."
+    ),
+    schema: str = typer.Option("arango", "--schema", help="PostgreSQL schema of the tables."),
+    include_system: bool = typer.Option(
+        False, "--include-system", help="Also map system collections (names starting with _)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sample."),
+    force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
+):
+    """Write a mapping for any ArangoDB database: one generic JSONB table per collection, with
+    typed columns and indexes chosen from its indexes and a sample, commented for review.
+
+    Example: etl discover --source dump:/backups/shop --out shop.toml
+    """
+    from etl.generic.discover import discover, open_source
+    from etl.generic.names import IDENT_RE
+    from etl.generic.render import render
+    from etl.mapping import load_mapping
+
+    if not IDENT_RE.match(schema):
+        raise EtlError(f"--schema {schema!r}: not a plain lower-case identifier (a-z, 0-9, _)")
+    if out.exists() and not force:
+        raise EtlError(f"{out} exists; not overwritten", hint="choose another --out, or --force")
+    settings = _settings()
+    src = open_source(source, settings)
+    try:
+        found = discover(
+            src, sample=sample, schema=schema, include_system=include_system, seed=seed
+        )
+    finally:
+        src.close()
+    text = render(found)
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise EtlError(f"cannot write {out}: {exc.strerror or exc}") from None
+    load_mapping(out)  # what was written must load: a bug here is not the operator's
+    n_typed = sum(1 for c in found.collections for a in c.attributes.values() if a.typed)
+    typer.echo(
+        f"wrote {out}: {len(found.collections)} collections, {n_typed} typed columns, "
+        f"{sum(len([i for i in c.indexes if i.translated]) for c in found.collections)}"
+        " indexes translated; review it, then `etl apply-schema --mapping "
+        f"{out}`"
+    )
+
+
 @app.command("schema-status")
 def schema_status_cmd(dsn: str | None = typer.Option(None, "--dsn", help="PostgreSQL DSN.")):
     """Show check_migration_status() and verify_schema_integrity() as tables."""

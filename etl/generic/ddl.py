@@ -85,6 +85,9 @@ def column_definition(schema: str, col: TypedColumn) -> str:
 
 
 def _field(target: GenericTarget, f: str) -> sql.Composable:
+    system = {"_key": "key", "_from": "from_ref", "_to": "to_ref"}
+    if f in system and (f == "_key" or target.edge):
+        return sql.Identifier(system[f])
     for c in target.typed:
         if f in (c.name, c.attribute):
             return sql.Identifier(c.name)

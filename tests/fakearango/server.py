@@ -92,6 +92,16 @@ class Collection:
         self.generated: Generated | None = None
         self._order: dict[str, tuple[list[str], list[Any]]] = {}  # collation -> (keys, sort keys)
         self.last_value = 0
+        # GET /_api/index: the primary index (and the edge index), plus what a test adds
+        self.indexes: list[dict] = [
+            {"id": f"{name}/0", "type": "primary", "name": "primary", "fields": ["_key"],
+             "unique": True, "sparse": False},
+        ]  # fmt: skip
+        if ctype == 3:
+            self.indexes.append(
+                {"id": f"{name}/1", "type": "edge", "name": "edge", "fields": ["_from", "_to"],
+                 "unique": False, "sparse": False}
+            )  # fmt: skip
 
     # order ------------------------------------------------------------------
     def invalidate(self) -> None:
@@ -392,14 +402,21 @@ class FakeArango:
         with self.lock:
             self.databases.pop(name, None)
 
-    def create_collection(self, db: str, name: str, *, edge: bool = False) -> Collection:
+    def create_collection(
+        self, db: str, name: str, *, edge: bool = False, indexes: list[dict] | None = None
+    ) -> Collection:
+        """indexes: more index descriptions as GET /_api/index shows them (type, fields, ...)."""
         with self.lock:
             d = self.databases[db]
             if name not in d.collections:
                 d.collections[name] = Collection(
                     d, name, next(self._ids), 3 if edge else 2, name.startswith("_")
                 )
-            return d.collections[name]
+            col = d.collections[name]
+            for ix in indexes or ():
+                n = len(col.indexes)
+                col.indexes.append({"id": f"{name}/{n}", "name": f"idx_{n}", **ix})
+            return col
 
     def drop_collection(self, db: str, name: str) -> None:
         with self.lock:
@@ -782,6 +799,13 @@ class FakeArango:
         out = self._col(db, args[0]).info()
         out.update({"error": False, "code": 200})
         return Reply(200, out)
+
+    def _r_index_list(self, db: Database, args: list[str], query: dict, body: bytes) -> Reply:
+        col = self._col(db, query.get("collection", ""))
+        ids = {ix["id"]: ix for ix in col.indexes}
+        return Reply(
+            200, {"error": False, "code": 200, "indexes": col.indexes, "identifiers": ids}
+        )
 
     def _r_collection_properties(
         self, db: Database, args: list[str], query: dict, body: bytes
@@ -1210,6 +1234,7 @@ def _route(method: str, path: str) -> tuple[str, list[str]]:
         ("cursor", 1): {"POST": "cursor_next", "PUT": "cursor_next", "DELETE": "cursor_delete"},
         ("cursor", 2): {"POST": "cursor_batch"},
         ("import", 0): {"POST": "import"},
+        ("index", 0): {"GET": "index_list"},
     }
     if api == "collection" and len(rest) == 2 and rest[1] in ("properties", "count"):
         return ("collection_" + rest[1]) if m == "GET" else "method_not_allowed", rest[:1]
