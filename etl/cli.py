@@ -177,8 +177,8 @@ def apply_schema_cmd(
     mapping: str | None = typer.Option(
         None,
         "--mapping",
-        help="Also create the mapping's generic tables (generated migrations), e.g. the file"
-        " etl discover wrote.",
+        help="The mapping whose generic tables to create after the sql files (generated"
+        " migrations), e.g. what etl discover wrote; default migrate.mapping (the ATSPro one).",
     ),
 ):
     """Apply sql/NNN_*.sql in order, recorded in migration_history; with --mapping, then the
@@ -189,12 +189,12 @@ def apply_schema_cmd(
     from etl.resources import sql_dir
     from etl.schema import apply_schema
 
-    settings = _settings(postgres={"dsn": dsn})
-    loaded = None
-    if mapping is not None:
-        from etl.mapping import load_mapping
+    from etl.mapping import load_mapping
 
-        loaded = load_mapping(mapping)  # a bad mapping stops before anything is applied
+    # the generic tables of --mapping, else of the configured mapping (the shipped ATSPro one
+    # has task_results); a bad mapping stops before anything is applied
+    settings = _settings(postgres={"dsn": dsn}, migrate={"mapping": mapping})
+    loaded = load_mapping(settings.migrate.mapping) if target is None else None
     result = apply_schema(
         _dsn(settings),
         sql_dir(),
@@ -224,7 +224,7 @@ def apply_schema_cmd(
         typer.echo(f"\n-- {name}\n{text}")
     if not any(d.get(k) for k in ("applied", "baselined", "repaired", "pending")):
         typer.echo("schema is up to date; nothing to apply")
-    if loaded is not None and (not dry_run or not d.get("pending")):
+    if loaded is not None and loaded.generic_targets() and (not dry_run or not d.get("pending")):
         _apply_mapping(settings, loaded, dry_run)
 
 
@@ -232,9 +232,6 @@ def _apply_mapping(settings: Settings, mapping, dry_run: bool) -> None:
     from etl.generic.apply import apply_mapping
 
     targets = mapping.generic_targets()
-    if not targets:
-        typer.echo(f"mapping {mapping.path} has no generic tables")
-        return
     result = apply_mapping(_dsn(settings), targets, mapping.path, dry_run=dry_run)
     verb = "would " if dry_run else ""
     for label, tables in (

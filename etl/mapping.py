@@ -395,6 +395,12 @@ class _Compiler:
                             f"collections.{name}.references.{ref.name}.collection",
                             f"unknown or unmapped collection {ref.collection!r}",
                         )
+                    if collections[ref.collection].generic is not None:
+                        raise self.fail(
+                            f"collections.{name}.references.{ref.name}.collection",
+                            f"{ref.collection!r} is a generic collection (references point at"
+                            " curated tables)",
+                        )
                     if collections[ref.collection].kind != "document":
                         raise self.fail(
                             f"collections.{name}.references.{ref.name}.collection",

@@ -161,6 +161,15 @@ def _record(result: MappingApplied, action: str, t: GenericTarget, stmts: list[s
         result.sql[version(t)] = stmts
 
 
+def apply_mapping_file(dsn: str, path=None) -> MappingApplied:
+    """The generic tables of a mapping file (default: the shipped ATSPro mapping)."""
+    from etl.mapping import load_mapping
+    from etl.resources import default_mapping
+
+    file = str(path or default_mapping())
+    return apply_mapping(dsn, load_mapping(file).generic_targets(), file)
+
+
 def require_applied(conn, targets: list[GenericTarget], mapping_file: str) -> None:
     """Stop with one line when a generic table of the mapping is missing or was applied from
     another version of the mapping."""

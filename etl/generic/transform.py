@@ -30,13 +30,17 @@ def values(
     row_id,
 ) -> dict[str, Any]:
     """The row's column values (jsonb columns as Python objects)."""
+    # _id and _rev are provenance when they are what ArangoDB writes (strings); _from and _to
+    # are system attributes of edges only. Anything else stays in data, so nothing is lost.
+    system = {k: doc[k] for k in ("_id", "_rev") if isinstance(doc.get(k), str)}
+    drop = {"_key", *system, *(("_from", "_to") if target.edge else ())}
     metadata: dict[str, Any] = {
         "source": "arangodb",
         "arango": {
             "collection": target.collection,
             "_key": key,
-            "_id": doc.get("_id"),
-            "_rev": doc.get("_rev"),
+            "_id": system.get("_id"),
+            "_rev": system.get("_rev"),
         },
         "etl": etl,
     }
@@ -45,7 +49,7 @@ def values(
     out: dict[str, Any] = {
         "id": row_id(target.collection, key),
         "key": key,
-        "data": {k: v for k, v in doc.items() if k not in SYSTEM_ATTRS},
+        "data": {k: v for k, v in doc.items() if k not in drop},
         "metadata": metadata,
     }
     if target.edge:

@@ -803,9 +803,7 @@ class FakeArango:
     def _r_index_list(self, db: Database, args: list[str], query: dict, body: bytes) -> Reply:
         col = self._col(db, query.get("collection", ""))
         ids = {ix["id"]: ix for ix in col.indexes}
-        return Reply(
-            200, {"error": False, "code": 200, "indexes": col.indexes, "identifiers": ids}
-        )
+        return Reply(200, {"error": False, "code": 200, "indexes": col.indexes, "identifiers": ids})
 
     def _r_collection_properties(
         self, db: Database, args: list[str], query: dict, body: bytes
