@@ -186,10 +186,9 @@ def apply_schema_cmd(
 
     Example: etl apply-schema --dry-run -v
     """
+    from etl.mapping import load_mapping
     from etl.resources import sql_dir
     from etl.schema import apply_schema
-
-    from etl.mapping import load_mapping
 
     # the generic tables of --mapping, else of the configured mapping (the shipped ATSPro one
     # has task_results); a bad mapping stops before anything is applied
