@@ -90,7 +90,11 @@ def _json_type(v: Any) -> str:
         return "integer"
     if isinstance(v, float):
         return "number"
-    return type_name(v) if not isinstance(v, str) else "string"
+    if isinstance(v, dict):
+        return "object"
+    if isinstance(v, list):
+        return "array"
+    return "string" if isinstance(v, str) else type_name(v)
 
 
 def reservoir(docs, n: int, rng: random.Random) -> tuple[list, int]:
@@ -203,7 +207,7 @@ def translate_indexes(c: Collection, raw: list[dict], sample: list) -> None:
                 "geo2": "PostGIS is not assumed; the coordinates stay in data",
                 "ttl": f"PostgreSQL does not expire rows (expireAfter {ix.get('expireAfter', ix.get('expiry_time', '?'))} s)",
             }.get(kind, "no PostgreSQL counterpart chosen")
-            i.note = f"not translated: {what}"
+            i.note = what
             c.not_translated.append(f"{shown}: {what}")
 
 
