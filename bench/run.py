@@ -68,6 +68,9 @@ class Databases:
         self.made: list[str] = [self.template]
         self._exec(f'create database "{self.template}"')
         apply_schema(make_conninfo(admin_dsn, dbname=self.template), REPO / "sql")
+        from etl.generic.apply import apply_mapping_file
+
+        apply_mapping_file(make_conninfo(admin_dsn, dbname=self.template))
 
     def _exec(self, q: str) -> None:
         with psycopg.connect(self.admin, autocommit=True) as c:

@@ -174,15 +174,26 @@ def apply_schema_cmd(
         help="Record the current checksum of files edited after they were applied.",
     ),
     dsn: str | None = typer.Option(None, "--dsn", help="PostgreSQL DSN (overrides ETL_PG_DSN)."),
+    mapping: str | None = typer.Option(
+        None,
+        "--mapping",
+        help="The mapping whose generic tables to create after the sql files (generated"
+        " migrations), e.g. what etl discover wrote; default migrate.mapping (the ATSPro one).",
+    ),
 ):
-    """Apply sql/NNN_*.sql in order, recorded in migration_history.
+    """Apply sql/NNN_*.sql in order, recorded in migration_history; with --mapping, then the
+    mapping's generic tables.
 
     Example: etl apply-schema --dry-run -v
     """
+    from etl.mapping import load_mapping
     from etl.resources import sql_dir
     from etl.schema import apply_schema
 
-    settings = _settings(postgres={"dsn": dsn})
+    # the generic tables of --mapping, else of the configured mapping (the shipped ATSPro one
+    # has task_results); a bad mapping stops before anything is applied
+    settings = _settings(postgres={"dsn": dsn}, migrate={"mapping": mapping})
+    loaded = load_mapping(settings.migrate.mapping) if target is None else None
     result = apply_schema(
         _dsn(settings),
         sql_dir(),
@@ -212,6 +223,78 @@ def apply_schema_cmd(
         typer.echo(f"\n-- {name}\n{text}")
     if not any(d.get(k) for k in ("applied", "baselined", "repaired", "pending")):
         typer.echo("schema is up to date; nothing to apply")
+    if loaded is not None and loaded.generic_targets() and (not dry_run or not d.get("pending")):
+        _apply_mapping(settings, loaded, dry_run)
+
+
+def _apply_mapping(settings: Settings, mapping, dry_run: bool) -> None:
+    from etl.generic.apply import apply_mapping
+
+    targets = mapping.generic_targets()
+    result = apply_mapping(_dsn(settings), targets, mapping.path, dry_run=dry_run)
+    verb = "would " if dry_run else ""
+    for label, tables in (
+        (f"{verb}create", result.created),
+        (f"{verb}add columns or indexes to", result.altered),
+        (f"{verb}recreate (empty)", result.recreated),
+        ("unchanged", result.unchanged),
+    ):
+        if tables:
+            typer.echo(f"generic tables {label}: {', '.join(tables)}")
+    if CTX.verbose:
+        for version, stmts in result.sql.items():
+            typer.echo(f"\n-- {version}\n" + ";\n".join(stmts) + ";")
+
+
+@app.command("discover")
+def discover_cmd(
+    source: str = typer.Option("arangodb", "--source", help="arangodb | dump:PATH | jsonl:PATH"),
+    out: Path = typer.Option(..., "--out", help="The mapping file to write."),
+    sample: int = typer.Option(
+        10_000, "--sample", min=1, help="Documents sampled per collection (reservoir)."
+    ),
+    schema: str = typer.Option("arango", "--schema", help="PostgreSQL schema of the tables."),
+    include_system: bool = typer.Option(
+        False, "--include-system", help="Also map system collections (names starting with _)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sample."),
+    force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
+):
+    """Write a mapping for any ArangoDB database: one generic JSONB table per collection, with
+    typed columns and indexes chosen from its indexes and a sample, commented for review.
+
+    Example: etl discover --source dump:/backups/shop --out shop.toml
+    """
+    from etl.generic.discover import discover, open_source
+    from etl.generic.names import IDENT_RE
+    from etl.generic.render import render
+    from etl.mapping import load_mapping
+
+    if not IDENT_RE.match(schema):
+        raise EtlError(f"--schema {schema!r}: not a plain lower-case identifier (a-z, 0-9, _)")
+    if out.exists() and not force:
+        raise EtlError(f"{out} exists; not overwritten", hint="choose another --out, or --force")
+    settings = _settings()
+    src = open_source(source, settings)
+    try:
+        found = discover(
+            src, sample=sample, schema=schema, include_system=include_system, seed=seed
+        )
+    finally:
+        src.close()
+    text = render(found)
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise EtlError(f"cannot write {out}: {exc.strerror or exc}") from None
+    load_mapping(out)  # what was written must load: a bug here is not the operator's
+    n_typed = sum(1 for c in found.collections for a in c.attributes.values() if a.typed)
+    typer.echo(
+        f"wrote {out}: {len(found.collections)} collections, {n_typed} typed columns, "
+        f"{sum(len([i for i in c.indexes if i.translated]) for c in found.collections)}"
+        " indexes translated; review it, then `etl apply-schema --mapping "
+        f"{out}`"
+    )
 
 
 @app.command("schema-status")

@@ -79,7 +79,29 @@ def loader_grants(conn: psycopg.Connection) -> list[Grant]:
         out.append(Grant("SEQUENCE", seq, ("USAGE", "SELECT"), "ids of inserted rows"))
     for fn in _functions(conn, schema):
         out.append(Grant("FUNCTION", fn, ("EXECUTE",), "merge core, helpers and triggers"))
+    out += _generic_grants(conn)
     return sorted(out, key=lambda g: (order[g.kind], g.name))
+
+
+def _generic_grants(conn: psycopg.Connection) -> list[Grant]:
+    """The generic tables (etl apply-schema --mapping), their schemas and helper functions."""
+    if conn.execute("select to_regclass('migration_history') is null").fetchone()[0]:
+        return []
+    rows = conn.execute(
+        "select n.nspname, format('%%I', n.nspname), format('%%I.%%I', n.nspname, c.relname)"
+        " from migration_history h join pg_class c on c.oid = to_regclass(substr(h.version, 9))"
+        " join pg_namespace n on n.oid = c.relnamespace"
+        " where h.version like %s and h.success order by 3",
+        ("generic:%",),
+    ).fetchall()
+    out = []
+    for nsp, quoted in sorted({(r[0], r[1]) for r in rows}):
+        out.append(Grant("SCHEMA", quoted, ("USAGE",), "reach the generic tables"))
+        for fn in _functions(conn, nsp):
+            out.append(Grant("FUNCTION", fn, ("EXECUTE",), "typed columns of generic tables"))
+    for *_, table in rows:
+        out.append(Grant("TABLE", table, WRITE, "a generic table, loaded by the merge"))
+    return out
 
 
 def grant_statements(conn: psycopg.Connection, role: str) -> list[str]:

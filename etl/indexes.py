@@ -18,6 +18,8 @@ import time
 import psycopg
 from psycopg import sql
 
+from etl.target import ident
+
 log = logging.getLogger("etl.indexes")
 
 # Enough memory for one sort-based GIN/btree build of a few million rows; the session setting
@@ -32,23 +34,27 @@ def defer(conn: psycopg.Connection, run_id: str, tables: list[str]) -> list[str]
     with conn.transaction():
         for table in _owned(conn, tables, "kept its indexes for the load (slower)"):
             if conn.execute(
-                sql.SQL("select exists (select 1 from {})").format(sql.Identifier(table))
+                sql.SQL("select exists (select 1 from {})").format(ident(table))
             ).fetchone()[0]:
                 continue
             rows = conn.execute(
-                "select i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) from pg_index i"
+                "select i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid),"
+                " (select nspname from pg_namespace n join pg_class c on c.relnamespace = n.oid"
+                "  where c.oid = i.indexrelid), i.indexrelid::regclass::text from pg_index i"
                 " where i.indrelid = %s::regclass and not i.indisprimary and not i.indisunique"
                 " and not i.indisexclusion and i.indisvalid"
                 " and not exists (select 1 from pg_constraint c where c.conindid = i.indexrelid)",
                 (table,),
             ).fetchall()
-            for name, definition in rows:
+            for name, definition, schema, _ in rows:
                 conn.execute(
                     "insert into etl_deferred_indexes (index_name, table_name, definition, run_id)"
                     " values (%s, %s, %s, %s) on conflict (index_name) do nothing",
                     (name, table, definition, run_id),
                 )
-                conn.execute(sql.SQL("drop index {}").format(sql.Identifier(name)))
+                # a generic table's index is schema-qualified ("arango.users_data_gin")
+                bare = name.rpartition(".")[2]
+                conn.execute(sql.SQL("drop index {}").format(sql.Identifier(schema, bare)))
                 dropped.append(name)
     if dropped:
         log.info(

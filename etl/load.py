@@ -13,6 +13,8 @@ from psycopg import sql
 
 from etl import jsonutil, target
 from etl.errors import is_transient
+from etl.generic import load as generic_load
+from etl.generic.names import is_generic
 from etl.target import JSONB_COLUMNS
 
 # SQLSTATE classes that mean "this row's data is not acceptable": data exceptions (22),
@@ -85,8 +87,10 @@ class Loader:
             self._columns[document_type] = [c[0] for c in cols]
         return stage, self._columns[document_type]
 
-    def load(self, document_type: str, rows: Sequence) -> LoadOutcome:
-        """Upsert rows (transform.Row) of one document type; bad rows come back as rejects."""
+    def load(self, document_type, rows: Sequence) -> LoadOutcome:
+        """Upsert rows (transform.Row) of one document type (or generic target: its
+        schema-qualified table, or the GenericTarget); bad rows come back as rejects."""
+        document_type = getattr(document_type, "document_type", document_type)
         if not rows:
             return LoadOutcome()
         try:
@@ -108,6 +112,12 @@ class Loader:
             return out
 
     def _copy_and_merge(self, document_type: str, rows: Sequence) -> LoadOutcome:
+        if is_generic(document_type):  # a generic table (etl/generic/load.py)
+            actions = generic_load.copy_and_merge(self.conn, document_type, rows)
+            out = LoadOutcome(inserted=sum(a == "inserted" for _, a in actions))
+            out.updated = sum(a == "updated" for _, a in actions)
+            out.unchanged = len(rows) - out.inserted - out.updated
+            return out
         stage, columns = self._stage_columns(document_type)
         copy_sql = sql.SQL("copy {} ({}) from stdin").format(
             sql.Identifier(*stage.split(".")) if "." in stage else sql.Identifier(stage),

@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from etl import target
 from etl.errors import ConfigError
+from etl.generic.names import IDENT_RE
+from etl.generic.spec import GenericSettings, GenericTarget, IndexSpec, TypedSpec, compile_target
 
 # metadata keys the transform writes itself; a mapping's metadata entries may not use them
 RESERVED_METADATA = frozenset(
@@ -99,7 +101,7 @@ class TargetSpec(_Strict):
 
 
 class CollectionSpec(TargetSpec):
-    kind: Literal["document", "edge", "unmapped"]
+    kind: Literal["document", "edge", "unmapped", "generic"]
     route_on: str | None = None
     routes: dict[str, TargetSpec] = {}
     from_collection: str | None = None
@@ -107,6 +109,20 @@ class CollectionSpec(TargetSpec):
     to_document_type: str | None = None
     sets: str | None = None
     reason: str | None = None
+    # kind = "generic" (etl/generic/spec.py)
+    table: str | None = None
+    edge: bool = False
+    typed: dict[str, TypedSpec] = {}
+    indexes: list[IndexSpec] = []
+    not_translated: list[str] = []
+    from_collections: list[str] = []
+    to_collections: list[str] = []
+
+
+_GENERIC_KEYS = {
+    "kind", "table", "edge", "typed", "indexes", "not_translated", "from_collections",
+    "to_collections",
+}  # fmt: skip
 
 
 class PolicySpec(_Strict):
@@ -124,6 +140,7 @@ class PolicySpec(_Strict):
 class MappingSpec(_Strict):
     mapping_version: str = Field(min_length=1)
     policy: PolicySpec = PolicySpec()
+    generic: GenericSettings = GenericSettings()
     collections: dict[str, CollectionSpec] = Field(min_length=1)
 
 
@@ -189,8 +206,11 @@ class CollectionMapping:
     route_on: tuple[str, ...] | None = None
     routes: dict[str, Target] | None = None  # routed on the value at route_on
     edge: EdgeSpec | None = None
+    generic: GenericTarget | None = None  # a generic table (kind "document" or "edge")
 
-    def targets(self) -> list[Target]:
+    def targets(self) -> list[Target | GenericTarget]:
+        if self.generic is not None:
+            return [self.generic]
         if self.target is not None:
             return [self.target]
         return list((self.routes or {}).values())
@@ -206,6 +226,7 @@ class Mapping:
     order: tuple[str, ...]
     collections: dict[str, CollectionMapping]
     unmapped: dict[str, str]  # collection -> reason
+    generic_schema: str = "arango"
     on_remove: str = "delete"
     on_collection_ddl: str = "stop"
 
@@ -225,6 +246,25 @@ class Mapping:
     def unmapped_reason(self, name: str) -> str:
         return self.unmapped.get(name, "not migrated (no mapping)")
 
+    def target_tables(self, collection: str) -> list[TableRef]:
+        """Where a collection's documents live: schema-qualified table, key column, generic or
+        not (empty when the collection is not migrated). For every table a document's row id
+        is transform.row_id(collection, key); a generic table also has the key in `key`."""
+        cm = self.collections.get(collection)
+        if cm is None:
+            return []
+        if cm.edge is not None:  # job_research: the edge is kept in its research row
+            return [TableRef(f"public.{target.table(cm.edge.to_document_type)}", "id", False)]
+        return [
+            TableRef(t.table, "key", True)
+            if isinstance(t, GenericTarget)
+            else TableRef(f"public.{t.table}", "id", False)
+            for t in cm.targets()
+        ]
+
+    def generic_targets(self) -> list[GenericTarget]:
+        return [cm.generic for cm in self.collections.values() if cm.generic is not None]
+
     def document_types(self) -> list[str]:
         seen: dict[str, None] = {}
         for c in self.collections.values():
@@ -239,6 +279,16 @@ class Mapping:
     @staticmethod
     def table(document_type: str) -> str:
         return target.table(document_type)
+
+
+@dataclass(frozen=True, slots=True)
+class TableRef:
+    """A collection's target table: `table` schema-qualified, `key_column` the column to find a
+    document by ("key" holds the _key; "id" holds transform.row_id(collection, _key))."""
+
+    table: str
+    key_column: str
+    generic: bool
 
 
 # -- loading ---------------------------------------------------------------------------------
@@ -282,9 +332,19 @@ class _Compiler:
         spec = self.spec
         collections: dict[str, CollectionMapping] = {}
         unmapped: dict[str, str] = {}
+        schema = spec.generic.schema_
+        if not IDENT_RE.match(schema):
+            raise self.fail("generic.schema", f"{schema!r} is not a plain lower-case identifier")
+        tables: dict[str, str] = {}
         for name, c in spec.collections.items():
             key = f"collections.{name}"
-            if c.kind == "unmapped":
+            if c.kind == "generic":
+                self._only(key, c, _GENERIC_KEYS)
+                g = compile_target(self.fail, key, name, schema, c, tables)
+                collections[name] = CollectionMapping(
+                    name, "edge" if g.edge else "document", generic=g
+                )
+            elif c.kind == "unmapped":
                 self._only(key, c, {"kind", "reason"})
                 unmapped[name] = c.reason or "not migrated (no mapping)"
             elif c.kind == "edge":
@@ -312,7 +372,7 @@ class _Compiler:
                     name, "document", target=self._target(key, name, c)
                 )
 
-        # dependency order
+        # dependency order (generic collections the order leaves out come last)
         order = list(spec.policy.order)
         for i, name in enumerate(order):
             if name not in spec.collections:
@@ -321,6 +381,7 @@ class _Compiler:
                 raise self.fail(f"policy.order[{i}]", f"collection {name!r} is declared unmapped")
             if name in order[:i]:
                 raise self.fail(f"policy.order[{i}]", f"collection {name!r} is listed twice")
+        order += [n for n, cm in collections.items() if cm.generic is not None and n not in order]
         for name in collections:
             if name not in order:
                 raise self.fail(
@@ -340,6 +401,12 @@ class _Compiler:
                         raise self.fail(
                             f"collections.{name}.references.{ref.name}.collection",
                             f"unknown or unmapped collection {ref.collection!r}",
+                        )
+                    if collections[ref.collection].generic is not None:
+                        raise self.fail(
+                            f"collections.{name}.references.{ref.name}.collection",
+                            f"{ref.collection!r} is a generic collection (references point at"
+                            " curated tables)",
                         )
                     if collections[ref.collection].kind != "document":
                         raise self.fail(
@@ -361,6 +428,7 @@ class _Compiler:
             tuple(order),
             collections,
             unmapped,
+            schema,
             spec.policy.on_remove,
             spec.policy.on_collection_ddl,
         )

@@ -11,6 +11,8 @@ import psycopg
 
 from etl import pg, state, units
 from etl.errors import PermanentError
+from etl.generic.apply import require_applied
+from etl.mapping import load_mapping
 from etl.report import write_reports
 from etl.state import Checkpoint
 
@@ -187,4 +189,6 @@ def _checked_dsn(settings) -> str:
     dsn = pg.resolve_dsn(settings)
     with pg.connect(dsn) as conn:
         state.require_schema(conn)
+        mapping = load_mapping(settings.migrate.mapping)
+        require_applied(conn, mapping.generic_targets(), mapping.path)
     return dsn

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 # Arbitrary but fixed: every etl process must agree on it. (ASCII "etlschem".)
 ADVISORY_LOCK_KEY = 0x65746C736368656D & 0x7FFFFFFFFFFFFFFF
 
+GENERATED_PREFIX = "generic:"  # migration_history versions of generated migrations
+
 _FILE_RE = re.compile(r"^(\d{3})_([A-Za-z0-9_]+)\.sql$")
 
 COMPONENTS = {
@@ -494,6 +496,15 @@ def _check_checksums(
     return changed
 
 
+def schema_lock(dsn: str, timeout_s: float = 60.0):
+    """The lock apply-schema holds (for the generated migrations of etl.generic.apply)."""
+    return _schema_lock(dsn, timeout_s)
+
+
+def os_user() -> str:
+    return _os_user()
+
+
 @contextmanager
 def _schema_lock(dsn: str, timeout_s: float):
     """Serialise apply-schema runs: a transaction-level advisory lock held, for the whole run,
@@ -640,7 +651,8 @@ def check_schema_version(conn: psycopg.Connection, sql_dir: str | Path | None = 
         return
     if not _history_exists(conn):
         return
-    done = _read_history(conn)
+    # the generated migrations of generic tables (etl.generic.apply) are not sql/ files
+    done = {v: r for v, r in _read_history(conn).items() if not v.startswith(GENERATED_PREFIX)}
     shipped = {m.version: m for m in load_migrations(d)}
     if not done or not shipped:
         return

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from psycopg import sql
+
+from etl.generic.names import is_generic
 from etl.jsonutil import type_name
 
 Kind = Literal[
@@ -142,7 +145,21 @@ BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 
 
 def table(document_type: str) -> str:
+    """The table of a document type; a generic target's document type is its table."""
+    if is_generic(document_type):
+        return document_type
     return TABLES[document_type][0]
+
+
+def qualified(document_type: str) -> str:
+    """The schema-qualified table of a document type ("public.resume_documents")."""
+    name = table(document_type)
+    return name if "." in name else f"public.{name}"
+
+
+def ident(table_name: str) -> sql.Identifier:
+    """A table name as SQL: "arango.users" -> "arango"."users" (generic names hold no dots)."""
+    return sql.Identifier(*table_name.split("."))
 
 
 def column_types(document_type: str) -> dict[str, ColumnType]:

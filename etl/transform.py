@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from etl import jsonutil
+from etl.generic import transform as generic
 from etl.jsonutil import type_name
 from etl.mapping import (
     SECTIONS,
@@ -269,6 +270,8 @@ class Transformer:
             return Unmapped(collection, key, self.mapping.unmapped_reason(collection))
         try:
             clean, escaped, warnings = self._strings(doc)
+            if cm.generic is not None:
+                return self._generic(cm, key, clean, escaped, warnings, doc)
             if cm.edge is not None:
                 return self._edge(cm.edge, key, clean, escaped)
             target = cm.target
@@ -297,6 +300,19 @@ class Transformer:
         return rebuild_source(row.values, self.mapping, row.document_type)
 
     # steps -------------------------------------------------------------------------------
+    def _generic(self, cm, key, clean, escaped, warnings, doc) -> Row | Reject:
+        g = cm.generic
+        problem = generic.edge_problem(clean) if g.edge else None
+        if problem:
+            return Reject(cm.name, key, problem, _dump(doc))
+        etl = {
+            "run_id": self.run_id,
+            "migrated_at": self.migrated_at,
+            "mapping_version": self.mapping.version,
+        }
+        values = generic.values(g, key, clean, escaped, etl, row_id)
+        return Row(g.document_type, key, values, tuple(dict.fromkeys(warnings)))
+
     def _strings(self, doc: dict) -> tuple[dict, list | None, list[str]]:
         try:
             enc = _encode(doc)
@@ -623,6 +639,12 @@ def rebuild_source(values: dict, mapping: Mapping, document_type: str) -> dict:
 
     Exact for every document except under the lossy "strip" policies."""
     md = values["metadata"]
+    if "data" in values and "parsed_data" not in values:  # a generic table's row
+        doc = generic.rebuild(values)
+        if md.get("escaped"):
+            doc = _deepish_copy(doc)
+            _unescape_doc(doc, md["escaped"])
+        return doc
     arango = md["arango"]
     cm: CollectionMapping = mapping.for_collection(arango["collection"])
     target = next(t for t in cm.targets() if t.document_type == document_type)

@@ -354,6 +354,9 @@ class Harness:
         with psycopg.connect(self.pg.admin_dsn, autocommit=True) as c:
             c.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
         apply_schema(make_conninfo(self.pg.admin_dsn, dbname=name), REPO / "sql")
+        from etl.generic.apply import apply_mapping_file
+
+        apply_mapping_file(make_conninfo(self.pg.admin_dsn, dbname=name))
         self._template = name
 
     def new_db(self, label: str) -> Db:

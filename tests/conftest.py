@@ -123,6 +123,9 @@ def _schema_template(admin_dsn: str) -> str:
 
         name, dsn = _create_db(admin_dsn)
         apply_schema(dsn, REPO / "sql")
+        from etl.generic.apply import apply_mapping_file
+
+        apply_mapping_file(dsn)  # the ATSPro mapping's generic table (task_results)
         _TEMPLATE[admin_dsn] = name
         import atexit
 

@@ -30,12 +30,13 @@ def test_mapping_default_loads():
         "job_research",
         "task_results",
     ]
-    assert m.order == ("resumes", "jobs", "documents", "job_research")
+    assert m.order == ("resumes", "jobs", "documents", "job_research", "task_results")
     assert m.on_dangling_reference == "null"
     assert m.nul_in_strings == "reject" and m.lone_surrogates == "reject"
-    # task_results is declared unmapped: the pipeline sees None and reports the reason
-    assert m.for_collection("task_results") is None
-    assert m.unmapped_reason("task_results") == "not migrated (no mapping)"
+    # task_results is a generic table: arango.task_results
+    tr = m.for_collection("task_results").generic
+    assert (tr.table, tr.edge) == ("arango.task_results", False)
+    assert m.target_tables("task_results")[0].key_column == "key"
     assert m.for_collection("no_such_collection") is None
     assert m.for_collection("resumes").target.document_type == "resume"
     docs = m.for_collection("documents")
@@ -48,7 +49,9 @@ def test_mapping_default_loads():
         "research",
         "job_id",
     )
-    assert sorted(m.document_types()) == ["job", "optimization", "research", "resume"]
+    assert sorted(m.document_types()) == [
+        "arango.task_results", "job", "optimization", "research", "resume"
+    ]  # fmt: skip
 
 
 def test_mapping_paths_are_precompiled_in_order():
@@ -99,7 +102,7 @@ def _edit(text: str, old: str, new: str) -> str:
 # (old text, new text, expected key path, expected words of the problem)
 BROKEN = [
     pytest.param(
-        'kind = "unmapped"',
+        'kind = "generic"',
         'kind = "table"',
         "collections.task_results.kind",
         "'document'",
@@ -172,8 +175,8 @@ BROKEN = [
         'resume_id = { paths = ["resume_id"], collection = "resumes" }',
         'resume_id = { paths = ["resume_id"], collection = "task_results" }',
         "collections.documents.references.resume_id.collection",
-        "unknown or unmapped",
-        id="reference-to-unmapped-collection",
+        "'task_results' is a generic collection",
+        id="reference-to-generic-collection",
     ),
     pytest.param(
         'from_collection = "jobs"',
@@ -267,11 +270,11 @@ BROKEN = [
         id="route-and-document-type",
     ),
     pytest.param(
-        'kind = "unmapped"\nreason',
-        'kind = "unmapped"\ndocument_type = "resume"\nreason',
+        'kind = "generic"\ntable',
+        'kind = "generic"\ndocument_type = "resume"\ntable',
         "collections.task_results.document_type",
         "not allowed",
-        id="unmapped-with-target",
+        id="generic-with-target",
     ),
     pytest.param(
         'list_fields = [\n  "requirements"',

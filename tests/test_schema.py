@@ -350,7 +350,11 @@ def test_rollback_all_with_production_tables_empties_history(schema_db):
     with psycopg.connect(schema_db, autocommit=True) as conn:
         conn.execute("SELECT * FROM rollback.rollback_change_capture()")  # 008 has its own
         conn.execute("SELECT * FROM rollback.rollback_all_migrations(true)")
-    assert _one(schema_db, "SELECT count(*) FROM migration_history") == 0
+    # the generated migrations of generic tables (arango.task_results) are not sql/ files:
+    # rollback leaves them (docs/generic.md)
+    assert _one(
+        schema_db, "SELECT count(*) FROM migration_history WHERE version NOT LIKE 'generic:%'"
+    ) == 0  # fmt: skip
     assert _one(
         schema_db, "SELECT to_regclass('tasks') IS NULL AND to_regclass('user_profiles') IS NULL"
     )

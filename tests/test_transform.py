@@ -268,9 +268,20 @@ def test_transform_edge_with_unknown_end_is_rejected(attrs, code):
     assert out.key == "e1" and jsonutil.loads(out.document) == doc
 
 
+def test_transform_task_results_is_a_generic_row_and_rebuilds():
+    doc = case("task_result")["document"]
+    out = T.transform("task_results", doc)
+    assert isinstance(out, Row) and out.document_type == "arango.task_results"
+    v = out.values
+    assert (v["id"], v["key"]) == (row_id("task_results", "tr1"), "tr1")
+    assert v["data"] == {k: x for k, x in doc.items() if not k.startswith("_")}
+    assert v["metadata"]["arango"] == {
+        "collection": "task_results", "_key": "tr1", "_id": "task_results/tr1", "_rev": "_t"
+    }  # fmt: skip
+    assert T.rebuild(out) == doc
+
+
 def test_transform_unmapped_collection_and_type():
-    out = T.transform("task_results", case("task_result")["document"])
-    assert out == Unmapped("task_results", "tr1", "not migrated (no mapping)")
     assert T.transform("photos", {"_key": "p"}) == Unmapped(
         "photos", "p", "not migrated (no mapping)"
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 from psycopg import sql
 
 from etl import jsonutil
+from etl.generic.names import is_generic
 from etl.reconcile.results import ReconcileSummary
 from etl.target import AUDIT_TABLE
 
@@ -76,6 +77,8 @@ def write_audit(conn, run_id: str, summary: ReconcileSummary) -> None:
                         run_id,
                     )
                 )
+    # generic tables have no audit log: their findings are in etl_runs and the report
+    rows = [r for r in rows if not is_generic(r[0])]
     if not rows:
         return
     copy_sql = sql.SQL(

@@ -13,6 +13,7 @@ from psycopg import sql
 
 from etl.mapping import Mapping
 from etl.reconcile.compare import TypeSpec, digest_of
+from etl.target import ident
 from etl.transform import row_id
 
 BUCKET_HEX = 3
@@ -122,7 +123,7 @@ def server_buckets(
     ).format(
         bucket_sql(sql.SQL("t.id")),
         digest_of(spec.compare_sql(masked)),
-        sql.Identifier(spec.table),
+        ident(spec.table),
         join,
         scope,
     )
@@ -139,7 +140,7 @@ def server_row_digests(
     q = sql.SQL(
         "select t.id::text, {}, t.metadata -> 'arango' ->> '_key', t.metadata -> 'arango' ->> 'collection'"
         " from {} t{} where {}"
-    ).format(digest_of(spec.compare_sql(masked)), sql.Identifier(spec.table), join, scope)
+    ).format(digest_of(spec.compare_sql(masked)), ident(spec.table), join, scope)
     out = {r[0]: (r[1], r[2], r[3]) for r in conn.execute(q, params)}
     conn.commit()
     return out
@@ -148,7 +149,7 @@ def server_row_digests(
 def server_compare_texts(conn, spec: TypeSpec, masked: set[str], ids: list[str]) -> dict[str, str]:
     """row id -> the server's compare object text, for the rows whose digests differ."""
     q = sql.SQL("select t.id::text, {} from {} t where t.id = any(%s::uuid[])").format(
-        spec.compare_sql(masked), sql.Identifier(spec.table)
+        spec.compare_sql(masked), ident(spec.table)
     )
     out = {r[0]: r[1] for r in conn.execute(q, (ids,))}
     conn.commit()

@@ -14,7 +14,7 @@ from typing import Any
 from psycopg import sql
 
 from etl.canonical import canonical, digest_sql, jsonb_key_order, loads_exact
-from etl.target import referenced_type
+from etl.target import qualified, referenced_type
 from etl.target import table as table_of
 
 DEFAULT_MARK = "(table default)"  # a NULL column whose default is volatile, on both sides
@@ -179,8 +179,9 @@ def type_specs(conn, mapping) -> dict[str, TypeSpec]:
         rows = conn.execute(
             "select a.attname, format_type(a.atttypid, a.atttypmod), pg_get_expr(d.adbin, d.adrelid)"
             " from pg_attribute a left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum"
-            " where a.attrelid = %s::regclass and a.attnum > 0 and not a.attisdropped order by a.attnum",
-            (f"public.{table_of(dt)}",),
+            " where a.attrelid = %s::regclass and a.attnum > 0 and not a.attisdropped"
+            " and a.attgenerated = '' order by a.attnum",  # generic tables' typed columns
+            (qualified(dt),),
         ).fetchall()
         cols = []
         for name, typ, dflt in rows:

@@ -9,6 +9,7 @@ from psycopg import sql
 
 from etl import state
 from etl.mapping import CollectionMapping, Target
+from etl.target import ident
 from etl.target import table as table_of
 from etl.transform import Reject, Unmapped, row_id
 
@@ -36,7 +37,7 @@ def load_rejected_keys(conn, collection: str, cm: CollectionMapping) -> set[str]
             sql.SQL(
                 "not exists (select 1 from {} x where x.metadata -> 'arango' ->> 'collection' = r.collection"
                 " and x.metadata -> 'arango' ->> '_key' = r.key)"
-            ).format(sql.Identifier(t))
+            ).format(ident(t))
             for t in tables
         )
         if tables

@@ -391,6 +391,18 @@ class ArangoSource:
             )
         return out
 
+    def system_collections(self) -> list[str]:
+        """The names of the database's system collections (`_graphs`, ...)."""
+        cols = self._retry("list collections", lambda: self._db.collections())
+        return sorted(c["name"] for c in cols if c.get("system") or c["name"].startswith("_"))
+
+    def indexes(self, name: str) -> list[dict]:
+        """GET /_api/index?collection=name, as python-arango formats them (type, fields,
+        unique, sparse, name, ...)."""
+        return self._with_collection_check(
+            name, f"read the indexes of '{name}'", lambda: self._db.collection(name).indexes()
+        )
+
     def collection(self, name: str) -> CollectionInfo:
         def get() -> CollectionInfo:
             col = self._db.collection(name)

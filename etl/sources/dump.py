@@ -128,6 +128,14 @@ class DumpSource(FileSource):
             out[name] = FileCollection(name, ctype, self._data_files(sp, name), sp)
         return out
 
+    def structure(self, name: str) -> dict:
+        """The collection's `*.structure.json`, with `indexes` at the top level (legacy dumps
+        keep them inside `parameters`)."""
+        st = _read_json_file(self._get(name).structure)
+        params = st.get("parameters") if isinstance(st.get("parameters"), dict) else {}
+        indexes = st.get("indexes", params.get("indexes"))
+        return {**st, "indexes": indexes if isinstance(indexes, list) else []}
+
     def _data_files(self, structure: Path, name: str) -> list[Path]:
         h = hashlib.md5(name.encode("utf-8")).hexdigest()
         stem = structure.name[: -len(".structure.json")]

@@ -10,6 +10,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from psycopg import sql
+
 from etl import pg
 from etl.errors import Interrupted, PermanentError
 from etl.mapping import Mapping
@@ -274,12 +276,26 @@ class Follower:
             )
         keys = [
             k
-            for tg in self.mapping.for_collection(ev.collection).targets()
+            for ref in self.mapping.target_tables(ev.collection)
             for (k,) in c.execute(
-                f"select metadata -> 'arango' ->> '_key' from {tg.table}"
-                " where metadata -> 'arango' ->> 'collection' = %s",
+                sql.SQL(
+                    "select metadata -> 'arango' ->> '_key' from {}"
+                    " where metadata -> 'arango' ->> 'collection' = %s"
+                ).format(sql.Identifier(*ref.table.split("."))),
                 (ev.collection,),
             )
         ]
+        if self.mapping.for_collection(ev.collection).edge is not None:
+            keys = [  # edges live in their research rows' metadata.edges
+                k
+                for ref in self.mapping.target_tables(ev.collection)
+                for (k,) in c.execute(
+                    sql.SQL(
+                        "select e.key from {} r, jsonb_each(case when jsonb_typeof("
+                        "r.metadata -> 'edges') = 'object' then r.metadata -> 'edges'"
+                        " else '{{}}' end) e"
+                    ).format(sql.Identifier(*ref.table.split(".")))
+                )
+            ]
         removes = [Change(ev.tick, ev.collection, k, None) for k in dict.fromkeys(keys) if k]
         return self.applier.apply(c, removes).counts if removes else Counter()

@@ -540,9 +540,16 @@ class FakeArango(DocumentApi, ReplicationApi):
                 self.wal.append(w)
 
     def create_collection(
-        self, db: str, name: str, *, edge: bool = False, wait_for_sync: bool = False
+        self,
+        db: str,
+        name: str,
+        *,
+        edge: bool = False,
+        wait_for_sync: bool = False,
+        indexes: list[dict] | None = None,
     ) -> Collection:
-        """Create a collection (a 2000 in the WAL); an existing one is returned as it is."""
+        """Create a collection (a 2000 in the WAL); an existing one is returned as it is.
+        indexes: persistent indexes to give it at once (as GET /_api/index shows them)."""
         with self.lock:
             d = self.databases[db]
             if name not in d.collections:
@@ -552,7 +559,11 @@ class FakeArango(DocumentApi, ReplicationApi):
                 col.wait_for_sync = wait_for_sync
                 d.collections[name] = col
                 self._log_collection(L_COLL_CREATE, "create", d, col)
-            return d.collections[name]
+            col = d.collections[name]
+            for ix in indexes or ():
+                n = len(col.indexes) + 2
+                col.indexes.append({"id": str(n), "name": f"idx_{n}", **ix})
+            return col
 
     def drop_collection(self, db: str, name: str) -> None:
         """Drop a collection (a 2001 in the WAL; its earlier markers are no longer delivered)."""
