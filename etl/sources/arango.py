@@ -367,7 +367,7 @@ class ArangoSource:
         return sorted(c["name"] for c in self._db.collections() if not c.get("system"))
 
     # for other readers of this server (etl/sources/wal.py) ------------------
-    def database(self) -> Any:
+    def arango_db(self) -> Any:
         """The python-arango database, connected and authenticated."""
         return self._db
 

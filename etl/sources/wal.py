@@ -59,7 +59,7 @@ class WalReader:
 
     def _get(self, what: str, endpoint: str, params: dict | None = None, raw: bool = False):
         def call():
-            db = self.source.database()
+            db = self.source.arango_db()
             request = Request(
                 method="get",
                 endpoint=endpoint,
@@ -133,7 +133,7 @@ class WalReader:
         """cuid (globallyUniqueId) -> current name, for every collection of the database."""
         out = {}
         for c in self.source.retry(
-            "list collections", lambda: self.source.database().collections()
+            "list collections", lambda: self.source.arango_db().collections()
         ):
             props = self._get(
                 f"read collection '{c['name']}'", f"/_api/collection/{c['name']}/properties"
