@@ -304,3 +304,36 @@ def test_a_loader_role_with_the_printed_grants_follows_and_cuts_over(
     assert key_row(schema_db, "resume_documents", "resumes", victim) is None
     cut = etl(env, "cutover", "--assume-frozen")
     assert cut.returncode == 0, cut.stdout[-2000:] + cut.stderr
+
+
+def test_sync_and_cutover_through_pgbouncer_in_transaction_pooling(
+    pg_admin_dsn, make_db, tmp_path, arango_server
+):
+    from psycopg.conninfo import conninfo_to_dict
+
+    from tests.pgbouncer import pgbouncer
+
+    direct = make_db(schema=True)
+    with pgbouncer(pg_admin_dsn, "transaction") as via:
+        pooled = via(conninfo_to_dict(direct)["dbname"])
+        ds = generate(20, seed=39)
+        seed_dataset(arango_server, ds)
+        env = arango_env(arango_server, pooled, tmp_path)
+        assert etl(env, "migrate", "--all", "--batch", "7").returncode == 0
+        app = App(arango_server)
+        for i in range(12):
+            app.col("jobs").insert({"_key": f"pb{i}", "user_id": "u", "title": f"J{i}"})
+        txn = app.db.begin_transaction(write=["jobs"])
+        txn.collection("jobs").delete("pb0")
+        txn.commit_transaction()
+        r = etl(env, "sync", "--until-current")
+        assert r.returncode == 0, r.stderr
+        assert "Traceback" not in r.stderr
+        cut = etl(env, "cutover", "--assume-frozen", "--sample", "50")
+        assert cut.returncode == 0, cut.stdout[-2000:] + cut.stderr
+    keys = scalar(
+        direct,
+        "select array_agg(metadata->'arango'->>'_key' order by 1) from job_documents"
+        " where metadata->'arango'->>'_key' like 'pb%%'",
+    )
+    assert sorted(keys) == sorted(f"pb{i}" for i in range(1, 12))
