@@ -217,7 +217,15 @@ def test_shell_completion(tmp_path):
     assert proc.returncode == 0 and proc.stdout.split() == ["migrate"], proc
     env = {"_ETL_COMPLETE": "complete_bash", "COMP_WORDS": "etl migrate --sour", "COMP_CWORD": "2"}
     assert etl(env=env).stdout.split() == ["--source"]
-    proc = etl("--show-completion", "bash")
+    # typer takes the shell from the process tree (shellingham), not from an argument: run it
+    # from bash, as an operator would, whatever started this test
+    proc = subprocess.run(
+        ["bash", "-c", f"'{sys.executable}' -m etl --show-completion"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert proc.returncode == 0 and "complete" in proc.stdout and "_ETL_COMPLETE" in proc.stdout
 
 
