@@ -220,7 +220,7 @@ def test_shell_completion(tmp_path):
     # typer takes the shell from the process tree (shellingham), not from an argument: run it
     # from bash, as an operator would, whatever started this test
     proc = subprocess.run(
-        ["bash", "-c", f"'{sys.executable}' -m etl --show-completion"],
+        ["bash", "-c", f"'{sys.executable}' -m etl --show-completion; exit $?"],
         capture_output=True,
         text=True,
         cwd=REPO,
