@@ -11,9 +11,12 @@
 --  * etl_sync_applied: changes applied by the follower per collection and operation
 --    (insert, update, unchanged, remove, reject, skipped), for `etl status` and the reports.
 --  * document_audit_log_action_check also allows 'cutover' (etl cutover's entries: one per
---    document type, document_id the nil uuid, the verdict, final tick and freeze in `changes`).
---  * rollback.rollback_change_capture(): drops both tables, deletes the cutover entries, puts
---    the action check of 003 back and forgets 008 in migration_history.
+--    document type, document_id the nil uuid, the verdict, final tick and freeze in `changes`);
+--    document_audit_log_document_type_check also allows a generic table's document type, its
+--    schema-qualified name ("arango.task_results"), so reconcile audits generic tables too.
+--  * rollback.rollback_change_capture(): drops both tables, deletes the cutover entries and
+--    the generic tables' entries, puts both checks of 003 back and forgets 008 in
+--    migration_history.
 -- No foreign key to etl_runs: rollback.rollback_all_migrations() (007) drops etl_runs without
 -- CASCADE, and these rows outlive the runs that made them anyway.
 -- Undone by: rollback.rollback_change_capture().
@@ -49,6 +52,10 @@ CREATE TABLE IF NOT EXISTS etl_sync_applied (
 ALTER TABLE document_audit_log DROP CONSTRAINT IF EXISTS document_audit_log_action_check;
 ALTER TABLE document_audit_log ADD CONSTRAINT document_audit_log_action_check
     CHECK (action IN ('insert', 'update', 'delete', 'migrate', 'reconcile', 'rollback', 'cutover'));
+ALTER TABLE document_audit_log DROP CONSTRAINT IF EXISTS document_audit_log_document_type_check;
+ALTER TABLE document_audit_log ADD CONSTRAINT document_audit_log_document_type_check
+    CHECK (document_type IN ('resume', 'job', 'optimization', 'research')
+           OR document_type ~ '^[a-z_][a-z0-9_$]*[.][a-z_][a-z0-9_$]*$');
 
 CREATE OR REPLACE FUNCTION rollback.rollback_change_capture()
 RETURNS SETOF text LANGUAGE plpgsql AS $$
@@ -62,11 +69,15 @@ BEGIN
         END IF;
     END LOOP;
     IF to_regclass('public.document_audit_log') IS NOT NULL THEN
-        DELETE FROM public.document_audit_log WHERE action = 'cutover';
+        DELETE FROM public.document_audit_log
+         WHERE action = 'cutover' OR document_type NOT IN ('resume', 'job', 'optimization', 'research');
         ALTER TABLE public.document_audit_log DROP CONSTRAINT IF EXISTS document_audit_log_action_check;
         ALTER TABLE public.document_audit_log ADD CONSTRAINT document_audit_log_action_check
             CHECK (action IN ('insert', 'update', 'delete', 'migrate', 'reconcile', 'rollback'));
-        RETURN NEXT 'document_audit_log: cutover entries deleted, action check of 003 restored';
+        ALTER TABLE public.document_audit_log DROP CONSTRAINT IF EXISTS document_audit_log_document_type_check;
+        ALTER TABLE public.document_audit_log ADD CONSTRAINT document_audit_log_document_type_check
+            CHECK (document_type IN ('resume', 'job', 'optimization', 'research'));
+        RETURN NEXT 'document_audit_log: cutover and generic entries deleted, checks of 003 restored';
     END IF;
     IF to_regclass('public.migration_history') IS NOT NULL THEN
         DELETE FROM public.migration_history WHERE version = '008';
