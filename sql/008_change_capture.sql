@@ -34,6 +34,8 @@ CREATE TABLE IF NOT EXISTS etl_wal_positions (
     from_tick      numeric(20, 0) NOT NULL,
     last_scanned   numeric(20, 0) NOT NULL DEFAULT 0,
     server_tick    numeric(20, 0),   -- the server's last tick, as of the last response
+    collections    jsonb,            -- cuid -> collection name at the start: a collection dropped
+                                     -- or renamed later is still known by its copy-time name
     caught_up_at   timestamptz,      -- last time the follower had read everything there was
     applied_at     timestamptz,      -- last time a change was applied
     created_at     timestamptz NOT NULL DEFAULT now(),

@@ -23,7 +23,7 @@ from etl.migrate import Migration
 from etl.settings import load_settings
 from etl.transform import row_id
 from tests.datagen import generate
-from tests.fakearango.fixtures import client_db
+from tests.fakearango.fixtures import DATABASE, client_db
 from tests.test_migrate_arango import arango_env, scalar, seed_dataset
 from tests.test_roles import new_role  # noqa: F401, F811 - a fixture
 
@@ -170,17 +170,50 @@ def test_a_pruned_log_ends_in_one_line_naming_a_new_migrate(schema_db, tmp_path,
     assert "Traceback" not in r.stderr
 
 
-def test_a_truncated_collection_stops_sync_with_one_line(schema_db, tmp_path, arango_server):
+def test_a_small_truncate_arrives_as_removals(schema_db, tmp_path, arango_server):
     env = migrated(arango_server, schema_db, tmp_path, seed=33)
-    App(arango_server).col("jobs").truncate()
+    App(arango_server).col("jobs").truncate()  # below ArangoDB's range-delete threshold
     r = etl(env, "sync", "--until-current")
-    # a small truncate may arrive as one removal per document (spec §3.2, 2004): either way
-    # nothing passes silently
-    if r.returncode == 2:
-        assert "'jobs' was truncated" in r.stderr and "Traceback" not in r.stderr
-    else:
-        assert r.returncode == 0, r.stderr
-        assert scalar(schema_db, "select count(*) from job_documents") == 0
+    assert r.returncode == 0, r.stderr
+    assert scalar(schema_db, "select count(*) from job_documents") == 0
+    # the research reports that referenced the jobs stay, unlinked (as a fresh migrate)
+    assert scalar(schema_db, "select count(*) from research_results") > 0
+    assert scalar(schema_db, "select count(*) from research_results where job_id is not null") == 0
+
+
+@pytest.mark.parametrize(
+    "ddl, said",
+    [
+        (lambda s: s.truncate_collection(DATABASE, "jobs"), "'jobs' was truncated"),
+        (lambda s: s.drop_collection(DATABASE, "jobs"), "'jobs' was dropped"),
+        (lambda s: s.rename_collection(DATABASE, "jobs", "postings"), "renamed to 'postings'"),
+    ],
+    ids=["truncate", "drop", "rename"],
+)
+def test_collection_ddl_stops_sync_with_one_line(schema_db, tmp_path, arango_server, ddl, said):
+    env = migrated(arango_server, schema_db, tmp_path, seed=33)
+    arango_server.truncate_threshold = 0  # the range-delete path: a 2004 marker
+    before = scalar(schema_db, "select count(*) from job_documents")
+    ddl(arango_server)
+    r = etl(env, "sync", "--until-current")
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and said in lines[0] and "on_collection_ddl" in lines[0], r.stderr
+    assert scalar(schema_db, "select count(*) from job_documents") == before
+
+
+def test_collection_ddl_applied_when_the_mapping_says_so(schema_db, tmp_path, arango_server):
+    from etl.resources import default_mapping
+
+    mapping = tmp_path / "m.toml"
+    text = default_mapping().read_text()
+    mapping.write_text(text.replace("[policy]\n", '[policy]\non_collection_ddl = "apply"\n', 1))
+    env = {**migrated(arango_server, schema_db, tmp_path, seed=40), "ETL_MAPPING": str(mapping)}
+    arango_server.truncate_threshold = 0
+    arango_server.truncate_collection(DATABASE, "jobs")
+    r = etl(env, "sync", "--until-current")
+    assert r.returncode == 0, r.stderr
+    assert scalar(schema_db, "select count(*) from job_documents") == 0
 
 
 def test_sigterm_stops_cleanly_and_the_next_run_goes_on(schema_db, tmp_path, arango_server):

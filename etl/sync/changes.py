@@ -59,8 +59,9 @@ class ChangeStream:
         if not cuid:
             return None
         name = self.names.get(cuid)
-        if name is None:
-            self.names.update(self._refresh())
+        if name is None:  # a collection created since: known names are kept (renames)
+            for known, current in self._refresh().items():
+                self.names.setdefault(known, current)
             name = self.names.get(cuid)
         if name is None and doc is not None and isinstance(doc.get("_id"), str):
             name = doc["_id"].partition("/")[0]  # a 2300's _id has the current name

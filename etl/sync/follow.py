@@ -108,6 +108,7 @@ class Follower:
                     start_tick=start.start_tick,
                     from_tick=start.start_tick,
                     base_run_id=newest,
+                    collections=start.collections,
                 )
                 positions.record(conn, fol)
                 conn.execute("delete from etl_sync_applied where run_id = %s", (fol.run_id,))
@@ -159,9 +160,10 @@ class Follower:
         applied: a 204 with nothing buffered whose position reaches until_tick - 1 (§4.6)."""
         p = self.position or self.prepare()
         out = self.outcome = SyncOutcome(from_tick=p.from_tick, last_scanned=p.last_scanned)
-        stream = ChangeStream(
-            p.database or "", self.reader.collection_ids(), self.reader.collection_ids
-        )
+        # names as the copy knew them first: a collection dropped or renamed since is still
+        # recognised (its markers carry the cuid; a 2002 and a 2300's _id the current name)
+        names = {**self.reader.collection_ids(), **(p.collections or {})}
+        stream = ChangeStream(p.database or "", names, self.reader.collection_ids)
         pending: list[Change | CollectionEvent] = []
         F, L = p.from_tick, p.last_scanned
         saved = (F, L)
@@ -222,6 +224,7 @@ class Follower:
                 wait = self.idle_wait[0] if moved else min(wait * 2, self.idle_wait[1])
         finally:
             p.from_tick, p.last_scanned = saved  # where the next run() goes on
+            p.collections = dict(stream.names)
             out.transactions_aborted = stream.aborted
             out.seconds = time.perf_counter() - t0
             self.pipeline.close()
@@ -250,7 +253,13 @@ class Follower:
                     applied.update(self._collection_event(c, item))
             positions.add_applied(c, applied)
             positions.save_cursor(
-                c, F, L, out.server_tick, caught_up=caught_up, applied=bool(items)
+                c,
+                F,
+                L,
+                out.server_tick,
+                caught_up=caught_up,
+                applied=bool(items),
+                collections=stream.names,
             )
             return applied
 

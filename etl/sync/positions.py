@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from etl.errors import PermanentError
 
@@ -29,19 +30,20 @@ class Position:
     caught_up_at: datetime | None = None
     applied_at: datetime | None = None
     updated_at: datetime | None = None
+    collections: dict[str, str] | None = None  # cuid -> name when the position was taken
 
 
 _COLUMNS = (
     "run_id, kind, database_name, server_id, server_version, syncer_id, start_tick, from_tick,"
-    " last_scanned, base_run_id, server_tick, caught_up_at, applied_at, updated_at"
+    " last_scanned, base_run_id, server_tick, caught_up_at, applied_at, updated_at, collections"
 )
 
 
 def _position(row) -> Position:
-    (run_id, kind, db, sid, ver, syncer, start, from_, ls, base, st, cu, ap, up) = row
+    (run_id, kind, db, sid, ver, syncer, start, from_, ls, base, st, cu, ap, up, cols) = row
     return Position(
         run_id, kind, db, sid, ver, syncer, int(start), int(from_), int(ls), base,
-        None if st is None else int(st), cu, ap, up,
+        None if st is None else int(st), cu, ap, up, cols,
     )  # fmt: skip
 
 
@@ -57,17 +59,18 @@ def record(conn: psycopg.Connection, p: Position) -> None:
     """Insert or replace a position row (a mark, a migrate start, the follower's start)."""
     conn.execute(
         f"insert into etl_wal_positions ({_COLUMNS}) values"
-        " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())"
+        " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now(), %s)"
         " on conflict (run_id) do update set kind = excluded.kind,"
         " database_name = excluded.database_name, server_id = excluded.server_id,"
         " server_version = excluded.server_version, syncer_id = excluded.syncer_id,"
         " start_tick = excluded.start_tick, from_tick = excluded.from_tick,"
         " last_scanned = excluded.last_scanned, base_run_id = excluded.base_run_id,"
-        " server_tick = excluded.server_tick, updated_at = now()",
+        " server_tick = excluded.server_tick, collections = excluded.collections,"
+        " updated_at = now()",
         (
             p.run_id, p.kind, p.database, p.server_id, p.server_version, p.syncer_id,
             p.start_tick, p.from_tick, p.last_scanned, p.base_run_id, p.server_tick,
-            p.caught_up_at, p.applied_at,
+            p.caught_up_at, p.applied_at, None if p.collections is None else Jsonb(p.collections),
         ),
     )  # fmt: skip
 
@@ -100,15 +103,20 @@ def save_cursor(
     *,
     caught_up: bool,
     applied: bool,
+    collections: dict[str, str],
 ) -> None:
-    """The follower's cursor, in the transaction of the changes it covers."""
+    """The follower's cursor (and the collection names it knows), in the transaction of the
+    changes it covers."""
     conn.execute(
         "update etl_wal_positions set from_tick = %s, last_scanned = %s, server_tick = %s,"
         " caught_up_at = case when %s then now() else caught_up_at end,"
-        " applied_at = case when %s then now() else applied_at end, updated_at = now()"
-        " where run_id = %s",
-        (from_tick, last_scanned, server_tick, caught_up, applied, FOLLOWER),
-    )
+        " applied_at = case when %s then now() else applied_at end, collections = %s,"
+        " updated_at = now() where run_id = %s",
+        (
+            from_tick, last_scanned, server_tick, caught_up, applied, Jsonb(collections),
+            FOLLOWER,
+        ),
+    )  # fmt: skip
 
 
 def add_applied(conn: psycopg.Connection, counts: dict[tuple[str, str], int]) -> None:

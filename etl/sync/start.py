@@ -25,6 +25,7 @@ def mark(source: ArangoSource, run_id: str) -> Position:
     now = reader.last_tick()
     syncer = wal.new_syncer_id()
     reader.pin(now.tick, syncer)
+    names = reader.collection_ids()  # after the tick: a later drop or rename is in the log
     return Position(
         run_id=run_id,
         kind="mark",
@@ -35,6 +36,7 @@ def mark(source: ArangoSource, run_id: str) -> Position:
         start_tick=now.tick,
         from_tick=now.tick,
         server_tick=now.tick,
+        collections=names,
     )
 
 
@@ -72,6 +74,7 @@ def record_migrate_start(
             start_tick=base.start_tick,
             from_tick=base.start_tick,
             base_run_id=None if base.kind != "mark" else base.run_id,
+            collections=base.collections,
         )
         if base.kind == "mark":
             log.info("this copy follows from mark %s (tick %d)", base.run_id, base.start_tick)
