@@ -474,6 +474,7 @@ class Preflight:
                 source.close()
         self.counts = {c.name: c.count for c in infos}
         self.source_description = source.description
+        self._wal(source)
         self.add(
             "source.connection",
             "ok",
@@ -520,6 +521,43 @@ class Preflight:
             )
         else:
             self.add("source.unmapped", "info", "none: every collection is mapped", collections={})
+
+    def _wal(self, source) -> None:
+        """Can `etl sync` follow this source's write-ahead log (admin on _system, not a cluster),
+        and how far behind is the follower?"""
+        from etl.sources.arango import ArangoSource
+        from etl.sources.wal import WalReader
+
+        if not isinstance(source, ArangoSource):
+            self.skip("source.wal", "a dump or export: `etl sync mark` records the position")
+            return
+        try:
+            now = WalReader(source).last_tick()
+        except EtlError as exc:
+            self.add(
+                "source.wal",
+                "warn",
+                f"the write-ahead log is not readable ({exc}): etl migrate records no position "
+                "and `etl sync` cannot follow the copy (it needs administrate access to _system "
+                "on a single server)",
+            )
+            return
+        detail = f"readable: tick {now.tick:,} on server {now.server_id} ({now.version})"
+        data: dict[str, Any] = {"tick": now.tick, "server_id": now.server_id}
+        row = None
+        if self.dsn is not None:
+            try:
+                with pg.connect(self.dsn, autocommit=True) as conn:
+                    if conn.execute("select to_regclass('etl_wal_positions')").fetchone()[0]:
+                        row = conn.execute(
+                            "select from_tick from etl_wal_positions where kind = 'follow'"
+                        ).fetchone()
+            except (psycopg.Error, EtlError):
+                row = None
+        if row:
+            data["lag_ticks"] = max(0, now.tick - int(row[0]))
+            detail += f"; the follower is {data['lag_ticks']:,} ticks behind"
+        self.add("source.wal", "ok", detail, **data)
 
     # -- the estimate --------------------------------------------------------------------------
     def _estimate(self) -> None:

@@ -69,7 +69,14 @@ def with_password(dsn: str) -> str:
     return make_conninfo(dsn, password=PG_PASSWORD)
 
 
-def preflight(tmp_path: Path, dsn: str, *args: str, arango=None, password=ARANGO_PASSWORD):
+def preflight(
+    tmp_path: Path,
+    dsn: str,
+    *args: str,
+    arango=None,
+    password=ARANGO_PASSWORD,
+    user: str = "root",
+):
     """Run `etl preflight` as the operator would; returns (process, JSON report)."""
     reports = tmp_path / f"reports-{uuid.uuid4().hex[:6]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
@@ -79,7 +86,7 @@ def preflight(tmp_path: Path, dsn: str, *args: str, arango=None, password=ARANGO
             {
                 "ETL_ARANGO_URL": arango.url,
                 "ETL_ARANGO_DB": DATABASE,
-                "ETL_ARANGO_USER": "root",
+                "ETL_ARANGO_USER": user,
                 "ETL_ARANGO_PASSWORD": password,
             }
         )
@@ -151,8 +158,10 @@ def test_a_ready_setup_exits_0_and_its_report_says_ready(schema_db, arango, tmp_
         "pooler",
         "mapping",
         "source.connection",
+        "source.wal",
     ):
         assert got[name]["status"] == "ok", got[name]
+    assert got["source.wal"]["data"]["tick"] > 0 and "readable" in got["source.wal"]["detail"]
     assert got["pooler"]["data"]["detected"] is False
     assert got["setting.synchronous_commit"]["data"]["value"] == "on"
     assert arango.url.split("//")[1] in doc["source"] and "root" in doc["source"]
@@ -204,6 +213,14 @@ def test_a_wrong_arango_password_blocks(schema_db, arango, tmp_path):
         assert got[name]["detail"] == "skipped: the source could not be read"
     assert got["estimate.load"]["detail"].startswith("skipped:")
     assert got["privileges"]["status"] == "ok" and got["pooler"]["status"] == "ok"
+
+
+def test_a_user_who_cannot_read_the_wal_is_a_warning(schema_db, arango, tmp_path):
+    arango.add_user("reader", ARANGO_PASSWORD, [DATABASE], admin=False)
+    proc, doc = preflight(tmp_path, schema_db, arango=arango, user="reader")
+    assert proc.returncode == 1 and by_status(doc, "warn", "fail") == ["source.wal"]
+    detail = checks(doc)["source.wal"]["detail"]
+    assert "not readable" in detail and "administrate access to _system" in detail
 
 
 def test_an_extension_the_owner_cannot_create_blocks(
