@@ -192,6 +192,48 @@ def test_unchanged_rows_are_untouched_and_workers_load_the_same(schema_db, tmp_p
         assert conn.execute("select key, xmin::text from arango.users").fetchall() == before
 
 
+GHOST = {"key": "ghost", "end": "_from", "ref": "ghosts/g1", "problem": "unknown_collection"}
+NOBODY = {"key": "dangling", "end": "_to", "ref": "users/nobody", "problem": "dangling"}
+
+
+def test_dangling_edges_are_loaded_counted_and_listed(schema_db, tmp_path):
+    dump = shop.write(tmp_path / "dump", "3.12")
+    m = discover_to(f"dump:{dump}", tmp_path / "m.toml")
+    assert "# No foreign keys on edge tables" in m.read_text()  # and why
+    mapping = migrate_and_reconcile(schema_db, tmp_path, m, f"dump:{dump}")
+    reports = sorted((tmp_path / "reports").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    migrate, reconcile = (json.loads(p.read_text()) for p in reports[-2:])
+    for report in (migrate, reconcile):
+        (knows,) = [c for c in report["collections"] if c["collection"] == "knows"]
+        assert knows["dangling_references"] == {"to_id": 1}
+        assert knows["unknown_end_collections"] == {"ghosts": 1}
+        assert knows["dangling_edges"] == [NOBODY, GHOST] or knows["dangling_edges"] == [
+            GHOST, NOBODY
+        ]  # fmt: skip
+        assert knows["counts"].get("dangling") == (1 if report is migrate else None)
+    assert reconcile["has_differences"] is False
+    md = reports[-1].with_suffix(".md").read_text()
+    assert "`dangling` _to `users/nobody` (dangling)" in md and "`ghosts` (1)" in md
+    rows = table_rows(schema_db, mapping.for_collection("knows").generic.table)
+    assert rows["dangling"][3:5] == ("users/u1", "users/nobody")  # loaded as it is
+    assert rows["ghost"][5] == row_id("ghosts", "g1")
+    with psycopg.connect(schema_db) as conn:
+        assert conn.execute(
+            "select dangling from etl_checkpoints where collection = 'knows'"
+            " order by updated_at desc limit 1"
+        ).fetchone() == (1,)
+        fks = "select count(*) from pg_constraint where contype = 'f' and connamespace = 'arango'::regnamespace"
+        assert conn.execute(fks).fetchone() == (0,)
+    # workers: the edges wait for the document tables, the count is the same
+    settings = load_settings(None, env=env_for(schema_db, tmp_path, m))
+    from etl.parallel.coordinator import ParallelMigration
+
+    m2 = Migration(settings, all_=True, source=f"dump:{dump}")
+    run = ParallelMigration(m2, workers=2, lease_seconds=30).run()
+    (knows,) = [c for c in run.collections if c.collection == "knows"]
+    assert knows.counts.dangling == 1
+
+
 def test_timestamptz_column_does_not_depend_on_the_session(schema_db, tmp_path):
     """A text -> timestamptz cast reads TimeZone: the generated column's helper pins UTC, so
     every session stores the same instant, and a value that is no timestamp is NULL."""
