@@ -234,6 +234,34 @@ def test_dangling_edges_are_loaded_counted_and_listed(schema_db, tmp_path):
     assert knows.counts.dangling == 1
 
 
+def test_reconcile_of_a_generic_table_writes_its_audit_entries(schema_db, tmp_path):
+    dump = shop.write(tmp_path / "dump", "3.12")
+    m = discover_to(f"dump:{dump}", tmp_path / "m.toml")
+    migrate_and_reconcile(schema_db, tmp_path, m, f"dump:{dump}")
+    with psycopg.connect(schema_db) as conn:
+        conn.execute("update arango.users set data = data || '{\"name\": \"x\"}' where key = 'u1'")
+        conn.execute("delete from arango.users where key = 'u2'")
+    settings = load_settings(None, env=env_for(schema_db, tmp_path, m))
+    summary = Reconciliation(settings, collections=["users"], source=f"dump:{dump}").run()
+    assert summary.collections[0].status == "differences"
+    with psycopg.connect(schema_db) as conn:
+        rows = conn.execute(
+            "select document_type, document_id::text, changes from document_audit_log"
+            " where action = 'reconcile' and run_id = %s order by 2",
+            (summary.run_id,),
+        ).fetchall()
+    assert {(t, i) for t, i, _ in rows} == {
+        ("arango.users", "00000000-0000-0000-0000-000000000000"),
+        ("arango.users", row_id("users", "u1")),
+        ("arango.users", row_id("users", "u2")),
+    }
+    found = {c["key"]: c for _, i, c in rows if "finding" in c}
+    assert found["u1"]["finding"] == "differing" and found["u1"]["fields"] == ["data"]
+    assert found["u2"]["finding"] == "missing" and found["u2"]["table"] == "arango.users"
+    (total,) = [c for _, _, c in rows if c.get("summary")]
+    assert (total["missing"], total["differing"], total["status"]) == (1, 1, "differences")
+
+
 def test_timestamptz_column_does_not_depend_on_the_session(schema_db, tmp_path):
     """A text -> timestamptz cast reads TimeZone: the generated column's helper pins UTC, so
     every session stores the same instant, and a value that is no timestamp is NULL."""
