@@ -191,7 +191,7 @@ def edge_end_lines(c: dict) -> list[str]:
         ]
     if c.get("dangling_edges"):
         shown = c["dangling_edges"][:50]
-        out += ["", "Dangling edges (loaded as they are; an end is not in the target):", ""]
+        out += ["", "Edges with an end the target does not hold (loaded as they are):", ""]
         out += [f"- `{e['key']}` {e['end']} `{e['ref']}` ({e['problem']})" for e in shown]
         if len(c["dangling_edges"]) > 50:
             out.append(f"- ... {len(c['dangling_edges']) - 50} more in the .json report")

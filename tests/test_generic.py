@@ -22,6 +22,7 @@ from etl.reconcile.run import Reconciliation
 from etl.settings import load_settings
 from etl.transform import row_id
 from tests import generic_dumps as shop
+from tests.test_report_schema import validate
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEM = ("_key", "_id", "_rev", "_from", "_to")
@@ -202,7 +203,7 @@ def test_dangling_edges_are_loaded_counted_and_listed(schema_db, tmp_path):
     assert "# No foreign keys on edge tables" in m.read_text()  # and why
     mapping = migrate_and_reconcile(schema_db, tmp_path, m, f"dump:{dump}")
     reports = sorted((tmp_path / "reports").glob("*.json"), key=lambda p: p.stat().st_mtime)
-    migrate, reconcile = (json.loads(p.read_text()) for p in reports[-2:])
+    migrate, reconcile = (validate(p) for p in reports[-2:])  # docs/report.schema.json
     for report in (migrate, reconcile):
         (knows,) = [c for c in report["collections"] if c["collection"] == "knows"]
         assert knows["dangling_references"] == {"to_id": 1}

@@ -351,7 +351,7 @@ def test_rollback_all_with_production_tables_empties_history(schema_db):
         conn.execute("SELECT * FROM rollback.rollback_change_capture()")  # 008 has its own
         conn.execute("SELECT * FROM rollback.rollback_all_migrations(true)")
     # the generated migrations of generic tables (arango.task_results) are not sql/ files:
-    # rollback leaves them (docs/generic.md)
+    # these SQL functions leave them; `etl rollback --component all` drops them (docs/generic.md)
     assert _one(
         schema_db, "SELECT count(*) FROM migration_history WHERE version NOT LIKE 'generic:%'"
     ) == 0  # fmt: skip
