@@ -349,7 +349,8 @@ def rollback_cmd(
     yes: bool = typer.Option(False, "--yes", help="Confirm: this drops objects and data."),
     dsn: str | None = typer.Option(None, "--dsn", help="PostgreSQL DSN."),
 ):
-    """Run the rollback functions of sql/007 (tables and all DROP DATA)."""
+    """Run the rollback functions of sql/007 (tables and all DROP DATA); all also drops the
+    generic tables etl created (apply-schema --mapping) and their schema when etl made it."""
     if component not in ("validation", "helpers", "tables", "all"):
         raise typer.BadParameter(
             "expected validation, helpers, tables or all", param_hint="--component"

@@ -22,9 +22,16 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_rand
 
 from etl import pg, state
 from etl.errors import Interrupted, is_transient
+from etl.generic import load as generic_load
 from etl.load import LinkOutcome, Loader, LoadOutcome
 from etl.mapping import Mapping
-from etl.results import CollectionResult, count_relinked, now_iso, record_findings
+from etl.results import (
+    CollectionResult,
+    count_relinked,
+    now_iso,
+    record_edge_ends,
+    record_findings,
+)
 from etl.sources.prefetch import prefetch
 from etl.state import Checkpoint, Counts
 from etl.transform import EdgeLink, Reject, Row, Transformer, Unmapped
@@ -304,13 +311,16 @@ class Pipeline:
 
     def _commit_batch(self, collection, batch, docs, store, cp: Checkpoint, t, started, t0):
         """Load one batch and its bookkeeping in one transaction, retried as a whole.
-        Returns (counts, per-type counts, rejects) once committed; cp then holds the new
-        position."""
+        Returns (counts, per-type counts, rejects, generic edge ends) once committed; cp then
+        holds the new position."""
         docs_by_key = {d.get("_key"): d for d in docs if isinstance(d, dict)}
+        cm = self.mapping.for_collection(collection)
+        generic_edge = cm is not None and cm.generic is not None and cm.generic.edge
 
         def attempt(c):
             loader = Loader(c, self.run_id)
             rejects = list(t.not_rows)
+            ends: list[dict] = []  # generic edges: ends the target does not hold
             loads: dict[str, LoadOutcome] = {}
             link = None
             if not self.dry_run:
@@ -324,6 +334,12 @@ class Pipeline:
                 if lo.forward_refs:
                     table = self.mapping.table(document_type)
                     _keep_pending_links(c, self.run_id, table, lo.forward_refs)
+                if generic_edge:  # loaded as they are; an end the target lacks is counted
+                    refused = {id(row) for row, _ in lo.rejected}
+                    loaded = [r for r in rows if id(r) not in refused]
+                    mine = generic_load.edge_ends(c, self.mapping, loaded)
+                    lo.dangling = len({e["key"] for e in mine if e["problem"] == "dangling"})
+                    ends += mine
             if t.edges:
                 link = loader.link_edges(t.edges)
                 for e in link.dangling:
@@ -349,21 +365,22 @@ class Pipeline:
                     time.perf_counter() - t0,
                     unit=store.unit_id,
                 )
-            return counts, by_type, rejects, new_cp
+            return counts, by_type, rejects, ends, new_cp
 
-        counts, by_type, rejects, new_cp = self.in_transaction(attempt)
+        counts, by_type, rejects, ends, new_cp = self.in_transaction(attempt)
         cp.position, cp.batches, cp.counts = new_cp.position, new_cp.batches, new_cp.counts
-        return counts, by_type, rejects
+        return counts, by_type, rejects, ends
 
     def _absorb(self, in_flight, collection: str, result: CollectionResult, last_done: float):
         """Wait for the batch being committed; fold its counts and findings into the result."""
         future, batch, ndocs = in_flight
-        counts, by_type, rejects = future.result()  # re-raises the commit's error here
+        counts, by_type, rejects, ends = future.result()  # re-raises the commit's error here
         now = time.perf_counter()
         result.counts.add(counts)
         for document_type, c in by_type.items():
             result.by_type[document_type].add(c)
         record_findings(result, rejects)
+        record_edge_ends(result, ends)
         result.batches += 1
         result.nbytes += batch.nbytes
         result.warnings.extend(batch.warnings)

@@ -159,6 +159,7 @@ def render_markdown(doc: dict) -> str:
                 )
         if c.get("dangling_references"):
             out += ["", f"Dangling references: {c['dangling_references']}"]
+        out += edge_end_lines(c)
         cov = c.get("field_coverage") or {}
         if cov.get("kept_in_metadata_extra"):
             out += [
@@ -177,3 +178,21 @@ def render_markdown(doc: dict) -> str:
         if c.get("warnings"):
             out += ["", "Warnings:", ""] + [f"- {w}" for w in c["warnings"][:100]]
     return "\n".join(out) + "\n"
+
+
+def edge_end_lines(c: dict) -> list[str]:
+    """Markdown of a collection's generic edge ends the target does not hold."""
+    out = []
+    if c.get("unknown_end_collections"):
+        out += [
+            "",
+            "Edge ends in collections that are not migrated: "
+            + ", ".join(f"`{k}` ({n})" for k, n in sorted(c["unknown_end_collections"].items())),
+        ]
+    if c.get("dangling_edges"):
+        shown = c["dangling_edges"][:50]
+        out += ["", "Edges with an end the target does not hold (loaded as they are):", ""]
+        out += [f"- `{e['key']}` {e['end']} `{e['ref']}` ({e['problem']})" for e in shown]
+        if len(c["dangling_edges"]) > 50:
+            out.append(f"- ... {len(c['dangling_edges']) - 50} more in the .json report")
+    return out

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from etl.state import Counts
 
 EXAMPLES_PER_REASON = 5
+MAX_LISTED = 1000  # keys listed per collection (unmapped keys, dangling edges)
 
 
 @dataclass
@@ -27,6 +28,10 @@ class CollectionResult:
     unmapped_reasons: Counter = field(default_factory=Counter)
     unmapped_keys: list[str] = field(default_factory=list)
     dangling: Counter = field(default_factory=Counter)
+    # generic edges: ends the target does not hold ({key, end, ref, problem}, the first
+    # MAX_LISTED), and ends whose collection is not migrated, per collection
+    dangling_edges: list[dict] = field(default_factory=list)
+    unknown_end_collections: Counter = field(default_factory=Counter)
     columns_filled: Counter = field(default_factory=Counter)
     extra_fields: Counter = field(default_factory=Counter)
     batch_stats: list[dict] = field(default_factory=list)
@@ -59,6 +64,8 @@ class CollectionResult:
             ],
             "unmapped_keys": self.unmapped_keys,
             "dangling_references": dict(self.dangling),
+            "dangling_edges": self.dangling_edges,
+            "unknown_end_collections": dict(self.unknown_end_collections),
             "field_coverage": {
                 "columns_filled": dict(self.columns_filled),
                 "kept_in_metadata_extra": dict(self.extra_fields),
@@ -123,11 +130,25 @@ def count_relinked(result: CollectionResult, linked: dict[str, int]) -> None:
         result.by_type[document_type].dangling -= n
 
 
+def record_edge_ends(result, ends: list[dict]) -> None:
+    """Ends of generic edges the target does not hold (etl.generic.load.edge_ends), into a
+    CollectionResult or a reconcile's CollectionReconcile: a dangling end counts under its
+    column (from_id, to_id) and is listed; an end whose collection is not migrated counts
+    under that collection and is listed too."""
+    for e in ends:
+        if e["problem"] == "dangling":
+            result.dangling["from_id" if e["end"] == "_from" else "to_id"] += 1
+        else:
+            result.unknown_end_collections[e["ref"].split("/", 1)[0]] += 1
+        if len(result.dangling_edges) < MAX_LISTED:
+            result.dangling_edges.append(e)
+
+
 def record_findings(result: CollectionResult, rejects) -> None:
     for _col, key, _doc, reason, stage in rejects:
         if stage == "unmapped":
             result.unmapped_reasons[reason] += 1
-            if len(result.unmapped_keys) < 1000:
+            if len(result.unmapped_keys) < MAX_LISTED:
                 result.unmapped_keys.append(key)
         else:
             code = reason.split(":", 1)[0]

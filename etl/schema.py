@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from etl.errors import PermanentError, TransientError, is_transient_sqlstate
@@ -701,6 +702,69 @@ def schema_status(dsn: str) -> SchemaStatus:
     return SchemaStatus(tuple(migrations), tuple(integrity))
 
 
+GENERIC_HELPERS = ("etl_jsonb_bigint(jsonb)", "etl_jsonb_timestamptz(jsonb)")
+
+
+def _rollback_generic(conn: psycopg.Connection) -> list[str]:
+    """The generated migrations (etl.generic.apply), newest objects first: each generic table
+    recorded as generic:<schema>.<table> and its row; then, per schema, the typed columns'
+    helper functions and the schema itself when etl created it (a generic:<schema> row) and
+    nothing else is left in it. What is kept is said too."""
+    if not _history_exists(conn):
+        return []
+    out: list[str] = []
+    versions = [
+        v
+        for (v,) in conn.execute(
+            "SELECT version FROM migration_history WHERE starts_with(version, %s) ORDER BY 1",
+            (GENERATED_PREFIX,),
+        )
+    ]
+    names = [v.removeprefix(GENERATED_PREFIX) for v in versions]
+    tables = [n for n in names if "." in n]
+    for t in tables:
+        if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (t,)).fetchone()[0]:
+            conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(*t.split("."))))
+            out.append(f"dropped table {t}")
+        conn.execute("DELETE FROM migration_history WHERE version = %s", (GENERATED_PREFIX + t,))
+        out.append(f"deleted migration_history {GENERATED_PREFIX}{t}")
+    for schema in sorted({t.split(".")[0] for t in tables} | {n for n in names if "." not in n}):
+        if conn.execute("SELECT to_regnamespace(%s) IS NULL", (schema,)).fetchone()[0]:
+            continue
+        for fn in GENERIC_HELPERS:
+            q = f"{schema}.{fn}"
+            if conn.execute("SELECT to_regprocedure(%s) IS NULL", (q,)).fetchone()[0]:
+                continue
+            drop = sql.SQL("DROP FUNCTION {}.{}").format(sql.Identifier(schema), sql.SQL(fn))
+            if _drop_if_unused(conn, drop):
+                out.append(f"dropped function {q}")
+            else:
+                out.append(f"kept function {q}: other objects depend on it")
+        if schema not in names:
+            continue  # the schema was there before etl: kept
+        if _drop_if_unused(conn, sql.SQL("DROP SCHEMA {}").format(sql.Identifier(schema))):
+            conn.execute(
+                "DELETE FROM migration_history WHERE version = %s", (GENERATED_PREFIX + schema,)
+            )
+            out += [
+                f"dropped schema {schema}",
+                f"deleted migration_history {GENERATED_PREFIX}{schema}",
+            ]
+        else:
+            out.append(f"kept schema {schema}: it holds objects etl did not create")
+    return out
+
+
+def _drop_if_unused(conn: psycopg.Connection, stmt: sql.Composable) -> bool:
+    """Run a DROP without CASCADE in a savepoint; False when other objects still need it."""
+    try:
+        with conn.transaction():
+            conn.execute(stmt)
+        return True
+    except psycopg.errors.DependentObjectsStillExist:
+        return False
+
+
 def rollback(dsn: str, component: str) -> RollbackResult:
     """Run one rollback function (validation|helpers|tables|all) in one transaction."""
     if component not in COMPONENTS:
@@ -716,7 +780,7 @@ def rollback(dsn: str, component: str) -> RollbackResult:
             )
         conn.execute(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_KEY})")
         try:
-            rows = []
+            rows = [(a,) for a in _rollback_generic(conn)] if component == "all" else []
             if (
                 component == "all"
                 and conn.execute(

@@ -86,6 +86,10 @@ def documents() -> dict[str, list[dict]]:
         {"_key": "dangling", "_id": "knows/dangling", "_rev": "_kd", "_from": "users/u1",
          "_to": "users/nobody", "since": 1999}
     )  # fmt: skip
+    knows.append(  # an end in a collection the database does not have
+        {"_key": "ghost", "_id": "knows/ghost", "_rev": "_kg", "_from": "ghosts/g1",
+         "_to": "users/u2", "since": 1998}
+    )  # fmt: skip
     return {
         "users": users, "products": products, "Order-Items": items, "empty": [], "knows": knows,
         "_graphs": [GRAPH],

@@ -22,6 +22,7 @@ from etl.reconcile.run import Reconciliation
 from etl.settings import load_settings
 from etl.transform import row_id
 from tests import generic_dumps as shop
+from tests.test_report_schema import validate
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEM = ("_key", "_id", "_rev", "_from", "_to")
@@ -190,6 +191,76 @@ def test_unchanged_rows_are_untouched_and_workers_load_the_same(schema_db, tmp_p
     assert users.counts.unchanged == 61 - 1 and users.counts.rejected == 1
     with psycopg.connect(schema_db) as conn:
         assert conn.execute("select key, xmin::text from arango.users").fetchall() == before
+
+
+GHOST = {"key": "ghost", "end": "_from", "ref": "ghosts/g1", "problem": "unknown_collection"}
+NOBODY = {"key": "dangling", "end": "_to", "ref": "users/nobody", "problem": "dangling"}
+
+
+def test_dangling_edges_are_loaded_counted_and_listed(schema_db, tmp_path):
+    dump = shop.write(tmp_path / "dump", "3.12")
+    m = discover_to(f"dump:{dump}", tmp_path / "m.toml")
+    assert "# No foreign keys on edge tables" in m.read_text()  # and why
+    mapping = migrate_and_reconcile(schema_db, tmp_path, m, f"dump:{dump}")
+    reports = sorted((tmp_path / "reports").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    migrate, reconcile = (validate(p) for p in reports[-2:])  # docs/report.schema.json
+    for report in (migrate, reconcile):
+        (knows,) = [c for c in report["collections"] if c["collection"] == "knows"]
+        assert knows["dangling_references"] == {"to_id": 1}
+        assert knows["unknown_end_collections"] == {"ghosts": 1}
+        assert knows["dangling_edges"] == [NOBODY, GHOST] or knows["dangling_edges"] == [
+            GHOST, NOBODY
+        ]  # fmt: skip
+        assert knows["counts"].get("dangling") == (1 if report is migrate else None)
+    assert reconcile["has_differences"] is False
+    md = reports[-1].with_suffix(".md").read_text()
+    assert "`dangling` _to `users/nobody` (dangling)" in md and "`ghosts` (1)" in md
+    rows = table_rows(schema_db, mapping.for_collection("knows").generic.table)
+    assert rows["dangling"][3:5] == ("users/u1", "users/nobody")  # loaded as it is
+    assert rows["ghost"][5] == row_id("ghosts", "g1")
+    with psycopg.connect(schema_db) as conn:
+        assert conn.execute(
+            "select dangling from etl_checkpoints where collection = 'knows'"
+            " order by updated_at desc limit 1"
+        ).fetchone() == (1,)
+        fks = "select count(*) from pg_constraint where contype = 'f' and connamespace = 'arango'::regnamespace"
+        assert conn.execute(fks).fetchone() == (0,)
+    # workers: the edges wait for the document tables, the count is the same
+    settings = load_settings(None, env=env_for(schema_db, tmp_path, m))
+    from etl.parallel.coordinator import ParallelMigration
+
+    m2 = Migration(settings, all_=True, source=f"dump:{dump}")
+    run = ParallelMigration(m2, workers=2, lease_seconds=30).run()
+    (knows,) = [c for c in run.collections if c.collection == "knows"]
+    assert knows.counts.dangling == 1
+
+
+def test_reconcile_of_a_generic_table_writes_its_audit_entries(schema_db, tmp_path):
+    dump = shop.write(tmp_path / "dump", "3.12")
+    m = discover_to(f"dump:{dump}", tmp_path / "m.toml")
+    migrate_and_reconcile(schema_db, tmp_path, m, f"dump:{dump}")
+    with psycopg.connect(schema_db) as conn:
+        conn.execute("update arango.users set data = data || '{\"name\": \"x\"}' where key = 'u1'")
+        conn.execute("delete from arango.users where key = 'u2'")
+    settings = load_settings(None, env=env_for(schema_db, tmp_path, m))
+    summary = Reconciliation(settings, collections=["users"], source=f"dump:{dump}").run()
+    assert summary.collections[0].status == "differences"
+    with psycopg.connect(schema_db) as conn:
+        rows = conn.execute(
+            "select document_type, document_id::text, changes from document_audit_log"
+            " where action = 'reconcile' and run_id = %s order by 2",
+            (summary.run_id,),
+        ).fetchall()
+    assert {(t, i) for t, i, _ in rows} == {
+        ("arango.users", "00000000-0000-0000-0000-000000000000"),
+        ("arango.users", row_id("users", "u1")),
+        ("arango.users", row_id("users", "u2")),
+    }
+    found = {c["key"]: c for _, i, c in rows if "finding" in c}
+    assert found["u1"]["finding"] == "differing" and found["u1"]["fields"] == ["data"]
+    assert found["u2"]["finding"] == "missing" and found["u2"]["table"] == "arango.users"
+    (total,) = [c for _, _, c in rows if c.get("summary")]
+    assert (total["missing"], total["differing"], total["status"]) == (1, 1, "differences")
 
 
 def test_timestamptz_column_does_not_depend_on_the_session(schema_db, tmp_path):

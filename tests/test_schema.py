@@ -351,7 +351,7 @@ def test_rollback_all_with_production_tables_empties_history(schema_db):
         conn.execute("SELECT * FROM rollback.rollback_change_capture()")  # 008 has its own
         conn.execute("SELECT * FROM rollback.rollback_all_migrations(true)")
     # the generated migrations of generic tables (arango.task_results) are not sql/ files:
-    # rollback leaves them (docs/generic.md)
+    # these SQL functions leave them; `etl rollback --component all` drops them (docs/generic.md)
     assert _one(
         schema_db, "SELECT count(*) FROM migration_history WHERE version NOT LIKE 'generic:%'"
     ) == 0  # fmt: skip
@@ -378,3 +378,75 @@ def test_schema_status_before_007_says_what_to_run(empty_db):
     apply_schema(empty_db, SQL, target="003")
     with pytest.raises(PermanentError, match="migration 007 not applied"):
         schema_status(empty_db)
+
+
+def _generic_left(dsn: str) -> list[str]:
+    return [
+        r[0]
+        for r in psycopg.connect(dsn).execute(
+            "SELECT version FROM migration_history WHERE version LIKE 'generic:%' ORDER BY 1"
+        )
+    ]
+
+
+def test_rollback_all_drops_the_generic_tables_and_the_schema_etl_made(schema_db, tmp_path):
+    from etl.generic.apply import apply_mapping, apply_mapping_file
+    from etl.generic.discover import discover, open_source
+    from etl.generic.render import render
+    from etl.mapping import load_mapping
+    from tests import generic_dumps as shop
+
+    # arango (task_results, made with the template) was created by etl; schema shop existed
+    assert _generic_left(schema_db) == ["generic:arango", "generic:arango.task_results"]
+    with psycopg.connect(schema_db, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA shop")
+        conn.execute("CREATE TABLE shop.mine (x int)")
+    src = open_source(f"dump:{shop.write(tmp_path / 'dump', '3.12')}", None)
+    (tmp_path / "m.toml").write_text(render(discover(src, schema="shop")))
+    src.close()
+    mapping = load_mapping(tmp_path / "m.toml")
+    apply_mapping(schema_db, mapping.generic_targets(), str(tmp_path / "m.toml"))
+    assert "generic:shop" not in _generic_left(schema_db)
+
+    actions = rollback(schema_db, "all").actions
+    for t in ("arango.task_results", "shop.users", "shop.knows"):
+        assert (
+            f"dropped table {t}" in actions and f"deleted migration_history generic:{t}" in actions
+        )
+    assert "dropped function arango.etl_jsonb_timestamptz(jsonb)" in actions
+    assert "dropped function shop.etl_jsonb_bigint(jsonb)" in actions
+    assert (
+        "dropped schema arango" in actions and "deleted migration_history generic:arango" in actions
+    )
+    assert not any(
+        "schema shop" in a for a in actions
+    )  # not etl's: kept, with the operator's table
+    assert actions.index("dropped table arango.task_results") < actions.index(
+        "deleted migration_history 007 (rollback schema and status functions kept)"
+    )  # fmt: skip
+    assert _generic_left(schema_db) == []
+    assert _one(
+        schema_db,
+        "SELECT to_regnamespace('arango') IS NULL AND to_regclass('shop.mine') IS NOT NULL"
+        " AND to_regclass('shop.users') IS NULL",
+    )
+    assert rollback(schema_db, "all").actions == ()
+    # applied again from scratch: the schema is etl's again
+    apply_schema(schema_db, SQL)
+    assert apply_mapping_file(schema_db).created == ["arango.task_results"]
+    assert _generic_left(schema_db) == ["generic:arango", "generic:arango.task_results"]
+
+
+def test_rollback_all_keeps_a_schema_that_holds_other_objects(schema_db):
+    with psycopg.connect(schema_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE arango.notes (x int)")
+    actions = rollback(schema_db, "all").actions
+    assert "dropped table arango.task_results" in actions
+    assert "kept schema arango: it holds objects etl did not create" in actions
+    assert _generic_left(schema_db) == ["generic:arango"]  # a later rollback may still drop it
+    with psycopg.connect(schema_db, autocommit=True) as conn:
+        conn.execute("DROP TABLE arango.notes")
+    assert rollback(schema_db, "all").actions == (
+        "dropped schema arango",
+        "deleted migration_history generic:arango",
+    )

@@ -1,11 +1,13 @@
 """`etl apply-schema --mapping FILE`: each generic table of the mapping as a generated
 migration, recorded in migration_history (version "generic:<schema>.<table>", the checksum of
-its shape, the shape itself in execution_notes). Unchanged: nothing happens. Changed: applied
+its shape, the shape itself in execution_notes; a schema it had to create is recorded as
+"generic:<schema>", so that `etl rollback --component all` knows it may drop it). Unchanged: nothing happens. Changed: applied
 when it only adds typed columns or indexes, or when the table is empty (made again); refused
 with one line when the table holds rows."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -122,6 +124,9 @@ def apply_mapping(
             t0 = time.monotonic()
             with conn.transaction():
                 conn.execute(f"SET LOCAL lock_timeout = '{int(lock_timeout_s * 1000)}ms'")
+                new_schema = conn.execute(
+                    "SELECT to_regnamespace(%s) IS NULL", (t.schema,)
+                ).fetchone()[0]
                 for stmt in stmts:
                     try:
                         conn.execute(stmt, prepare=False)
@@ -148,6 +153,19 @@ def apply_mapping(
                         json.dumps(ddl.shape(t), sort_keys=True),
                     ),
                 )
+                if new_schema:  # etl made it: rollback --component all may drop it again
+                    conn.execute(
+                        "INSERT INTO migration_history (version, name, checksum, applied_by,"
+                        " success, execution_notes) VALUES (%s, %s, %s, %s, true, %s)"
+                        " ON CONFLICT (version) DO NOTHING",
+                        (
+                            f"{GENERATED_PREFIX}{t.schema}",
+                            f"schema {t.schema} for generic tables, created by etl",
+                            hashlib.sha256(f"schema {t.schema}".encode()).hexdigest(),
+                            who,
+                            f"CREATE SCHEMA {t.schema}",
+                        ),
+                    )
             log.info("%s %s (%s)", action, t.table, version(t))
     return result
 

@@ -86,3 +86,49 @@ def copy_and_merge(conn, table: str, rows: Sequence) -> list[tuple[str, str]]:
     out += [(str(i), a) for i, a in conn.execute(merge)]
     conn.execute(sql.SQL("truncate {}").format(stage))
     return out
+
+
+def end_collection_tables(mapping, collection: str) -> list[str] | None:
+    """The tables that hold the rows of an edge end's collection (by transform.row_id); None
+    when the collection is not migrated to rows (not in the mapping, or a curated edge)."""
+    cm = mapping.for_collection(collection)
+    if cm is None or cm.edge is not None:
+        return None
+    return [t.table for t in mapping.target_tables(collection)]
+
+
+def edge_ends(conn, mapping, rows: Sequence) -> list[dict]:
+    """The ends of generic edge rows (loaded, in the caller's transaction) that the target does
+    not hold: {key, end, ref, problem}, problem "dangling" (the end's collection is migrated,
+    its table has no such row) or "unknown_collection" (the collection is not migrated)."""
+    by_key = {r.key: r.values for r in rows}  # a key staged twice: its last copy was loaded
+    wanted: dict[str, set[str]] = {}
+    ends = []
+    for key, v in by_key.items():
+        for end, ref, rid in (
+            ("_from", v["from_ref"], v["from_id"]),
+            ("_to", v["to_ref"], v["to_id"]),
+        ):
+            tables = end_collection_tables(mapping, ref.split("/", 1)[0])
+            ends.append((key, end, ref, str(rid), tables))
+            for t in tables or ():
+                wanted.setdefault(t, set()).add(str(rid))
+    held = set()
+    for t, ids in wanted.items():
+        held.update(
+            str(i)
+            for (i,) in conn.execute(
+                sql.SQL("select id from {} where id = any(%s::uuid[])").format(ident(t)),
+                (sorted(ids),),
+            )
+        )
+    return [
+        {
+            "key": key,
+            "end": end,
+            "ref": ref,
+            "problem": "unknown_collection" if tables is None else "dangling",
+        }
+        for key, end, ref, rid, tables in ends
+        if tables is None or rid not in held
+    ]

@@ -39,6 +39,11 @@ def render(d: Discovery) -> str:
         " _to), metadata",
         "# jsonb (provenance); edge tables also from_ref/to_ref (verbatim) and from_id/to_id"
         " (uuid5).",
+        "# No foreign keys on edge tables: ArangoDB keeps no edge consistent, and during etl sync"
+        " a removal",
+        "# of a document that edges still name must apply; an edge whose end is not in the"
+        " target is loaded",
+        "# as it is, counted and listed as dangling by migrate and reconcile.",
         "# [collections.X.typed]: STORED generated columns read from data (data stays the whole"
         " truth).",
         "# [[collections.X.indexes]]: translated from the collection's ArangoDB indexes.",
@@ -95,7 +100,7 @@ def _collection(c: Collection) -> list[str]:
     if c.from_collections or c.to_collections:
         out.append(
             f"# graph edges from {', '.join(c.from_collections)} to {', '.join(c.to_collections)}"
-            " (documented; no foreign keys: an edge may point at a missing document)"
+            " (documented; no foreign keys: a missing end is reported as a dangling edge)"
         )
     if c.attributes:
         out.append("# attributes seen (coverage, JSON types) -> what was chosen:")

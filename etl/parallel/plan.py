@@ -20,6 +20,8 @@ def needs_of(mapping, name: str, in_run: set[str]) -> list[str]:
     refs: set[str] = set()
     if cm.edge is not None:
         refs |= {cm.edge.from_collection, cm.edge.to_collection}
+    elif cm.generic is not None and cm.generic.edge:  # its ends may be in any document table
+        refs |= {n for n in in_run if (o := mapping.for_collection(n)) and o.kind == "document"}
     else:
         for t in cm.targets():
             refs |= {f.collection for f in t.references if f.collection}

@@ -1,14 +1,15 @@
 """What a reconcile run records in the database besides its etl_runs row's state: the summary
 jsonb for etl_runs ({collection: {status, differences, ...}}, shown by `etl status`) and the
 document_audit_log entries (action 'reconcile'): one per collection and document type
-(document_id = NIL_UUID, the counts in `changes`) and one per finding (document_id = the row id)."""
+(document_id = NIL_UUID, the counts in `changes`) and one per finding (document_id = the row id).
+A generic table's document type is its schema-qualified name (arango.users), which sql/008's
+check on document_type allows."""
 
 from __future__ import annotations
 
 from psycopg import sql
 
 from etl import jsonutil
-from etl.generic.names import is_generic
 from etl.reconcile.results import ReconcileSummary
 from etl.target import AUDIT_TABLE
 
@@ -77,8 +78,6 @@ def write_audit(conn, run_id: str, summary: ReconcileSummary) -> None:
                         run_id,
                     )
                 )
-    # generic tables have no audit log: their findings are in etl_runs and the report
-    rows = [r for r in rows if not is_generic(r[0])]
     if not rows:
         return
     copy_sql = sql.SQL(

@@ -36,6 +36,7 @@ from etl.reconcile.rejects import (
     target_of,
 )
 from etl.reconcile.results import CollectionReconcile, TypeCounts, utc_now
+from etl.results import record_edge_ends
 from etl.transform import Reject, Row, Transformer, Unmapped, row_id
 
 
@@ -63,6 +64,10 @@ class PassOne:
     missing: list[dict] = field(default_factory=list)  # neither loaded nor in etl_rejects
     # (type, bucket, values) of rows referencing this same collection, compared after pass 1
     deferred: list[tuple[str, int, dict]] = field(default_factory=list)
+    # generic edges: ends the target does not hold ({key, end, ref, problem}), and the ends
+    # (key, end, ref, row id) whose collection's ids are not known yet, checked after pass 1
+    edge_ends: list[dict] = field(default_factory=list)
+    ends_later: list[tuple[str, str, str, str]] = field(default_factory=list)
 
     def merge(self, other: PassOne) -> None:
         self.read += other.read
@@ -95,6 +100,8 @@ class PassOne:
                 d_to[k] += n
         self.missing += other.missing
         self.deferred += other.deferred
+        self.edge_ends += other.edge_ends
+        self.ends_later += other.ends_later
 
 
 class RowIds:
@@ -138,6 +145,7 @@ class DocumentPass:
         load_rejected: set[str],
         recorded: set[str],
         exists_before: bool,
+        exists_done: set[str] = frozenset(),
     ):
         self.mapping = mapping
         self.run_id = run_id
@@ -150,6 +158,8 @@ class DocumentPass:
         self.recorded = recorded
         self.exists_before = exists_before  # the ids of this collection are known already
         self.types = [t.document_type for t in cm.targets()]
+        self.generic_edge = cm.generic is not None and cm.generic.edge
+        self.known = set(exists_done)  # collections whose ids `exists` holds before pass 1
         self.self_refs = {
             dt: [
                 c
@@ -186,6 +196,8 @@ class DocumentPass:
                 tc.source_rows += 1
                 rid = out.values["id"]
                 part.ids[dt] += uuid.UUID(rid).bytes
+                if self.generic_edge:
+                    self.check_ends(part, out.key, out.values)
                 b = bucket_of(rid)
                 if any(out.values.get(c) is not None for c in self.self_refs[dt]):
                     part.deferred.append((dt, b, out.values))
@@ -203,6 +215,19 @@ class DocumentPass:
                     sums[b] = v % MOD
         return part
 
+    def check_ends(self, part: PassOne, key: str, values: dict) -> None:
+        """A generic edge's ends: present, not held (dangling), in a collection that is not
+        migrated, or to check after pass 1 (their collection's ids are not known yet)."""
+        for end, ref in (("_from", values["from_ref"]), ("_to", values["to_ref"])):
+            rid = values["from_id" if end == "_from" else "to_id"]
+            collection = ref.split("/", 1)[0]
+            if end_types(self.mapping, collection) is not None and collection not in self.known:
+                part.ends_later.append((key, end, ref, rid))
+                continue
+            problem = end_problem(self.mapping, self.exists, ref, rid)
+            if problem:
+                part.edge_ends.append({"key": key, "end": end, "ref": ref, "problem": problem})
+
     def add(self, part: PassOne, dt: str, values: dict, b: int) -> None:
         """Add one row's compare digest to bucket b of `part`."""
         row_masks: list[str] = []
@@ -212,6 +237,24 @@ class DocumentPass:
             part.masked[self.specs[dt].table].add(col)
         part.counts[dt][b] += 1
         part.sums[dt][b] += digest(cmp)
+
+
+def end_types(mapping: Mapping, collection: str) -> list[str] | None:
+    """The document types whose rows an edge end in `collection` can be (by row id); None when
+    the collection is not migrated to rows (not in the mapping, or a curated edge)."""
+    cm = mapping.for_collection(collection)
+    if cm is None or cm.edge is not None:
+        return None
+    return [t.document_type for t in cm.targets()]
+
+
+def end_problem(mapping: Mapping, exists: dict[str, set[bytes]], ref: str, rid: str) -> str | None:
+    """None when the target holds the edge end `ref` (row id `rid`), else why not."""
+    types = end_types(mapping, ref.split("/", 1)[0])
+    if types is None:
+        return "unknown_collection"
+    rid_bytes = uuid.UUID(rid).bytes
+    return None if any(rid_bytes in exists[dt] for dt in types) else "dangling"
 
 
 def ensure_exists(ctx: CheckContext, name: str) -> None:
@@ -246,6 +289,7 @@ def check_documents(
         load_rejected=load_rejected,
         recorded=recorded,
         exists_before=name in ctx.exists_done,
+        exists_done=ctx.exists_done - {name},
     )
 
     # pass 1: digests per bucket (and the ids of this collection's rows), per key range
@@ -260,6 +304,13 @@ def check_documents(
     for dt, b, values in total.deferred:  # every id of this collection is known now
         work.add(total, dt, values, b)
     total.deferred.clear()
+    for collection in sorted({ref.split("/", 1)[0] for _k, _e, ref, _r in total.ends_later}):
+        ensure_exists(ctx, collection)
+    for key, end, ref, rid in total.ends_later:
+        problem = end_problem(ctx.mapping, ctx.exists, ref, rid)
+        if problem:
+            total.edge_ends.append({"key": key, "end": end, "ref": ref, "problem": problem})
+    record_edge_ends(result, sorted(total.edge_ends, key=lambda e: (e["key"], e["end"])))
     result.checked += total.checked
     result.rejected += total.rejected
     result.unmapped += total.unmapped

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from etl.report import edge_end_lines
+
 TERMINAL_FINDINGS = 100  # findings printed in the terminal; the report files hold all
 
 
@@ -136,6 +138,7 @@ def render_markdown(doc: dict) -> str:
                 "",
                 f"Dangling references (the referenced document is not in the target): {c['dangling_references']}",
             ]
+        out += edge_end_lines(c)
         if c.get("rejects_by_reason"):
             out += [
                 "",

@@ -43,6 +43,9 @@ class CollectionReconcile:
     extra: list[dict] = field(default_factory=list)
     differing: list[dict] = field(default_factory=list)
     dangling: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    # generic edges: ends the target does not hold (etl.results.record_edge_ends)
+    dangling_edges: list[dict] = field(default_factory=list)
+    unknown_end_collections: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     reject_reasons: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     seconds: float = 0.0
 
@@ -69,6 +72,8 @@ class CollectionReconcile:
             "extra": self.extra,
             "differing": self.differing,
             "dangling_references": dict(self.dangling),
+            "dangling_edges": self.dangling_edges,
+            "unknown_end_collections": dict(self.unknown_end_collections),
             "rejects_by_reason": dict(sorted(self.reject_reasons.items(), key=lambda kv: -kv[1])),
             "seconds": round(self.seconds, 3),
         }

@@ -194,6 +194,10 @@ class Reconciliation:
                 for f in t.references:
                     if f.collection != name:
                         ensure_exists(ctx, f.collection)
+            if cm.generic is not None and cm.generic.edge:  # the ends the graphs name
+                for dep in (*cm.generic.from_collections, *cm.generic.to_collections):
+                    if dep != name:
+                        ensure_exists(ctx, dep)
             check_documents(ctx, name, cm, result)
         result.status = "match" if (result.differences == 0 and result.balanced) else "differences"
 
