@@ -57,9 +57,9 @@ class Applier:
         c.execute("select set_config('etl.run_id', %s, true)", (self.run_id,))
         last: dict[tuple[str, str], Change] = {}
         for ch in changes:
-            last.pop((ch.collection, ch.key), None)  # re-insert: keep commit order of last change
-            last[(ch.collection, ch.key)] = ch
-        out.add("*", "superseded", len(changes) - len(last))
+            if last.pop((ch.collection, ch.key), None) is not None:  # the later change wins
+                out.add(ch.collection, "superseded")
+            last[(ch.collection, ch.key)] = ch  # at the position of its last change
         by_collection: dict[str, list[Change]] = defaultdict(list)
         for ch in last.values():
             by_collection[ch.collection].append(ch)

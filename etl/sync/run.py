@@ -92,6 +92,7 @@ class SyncJob:
         self.metrics = None
         self.doc: dict = {}
         self.report_paths = None
+        self.total = SyncOutcome()  # over every follow round of this run
 
     def open(self) -> Follower:
         """The run, its lock and a prepared follower."""
@@ -136,14 +137,34 @@ class SyncJob:
 
     def follow(self, *, until_current: bool) -> SyncOutcome:
         until = self.server_tick() if until_current else None
-        return self.follower.run(until_tick=until)
+        try:
+            return self.follower.run(until_tick=until)
+        finally:
+            self._add(self.follower.outcome)
+
+    def _add(self, out: SyncOutcome | None) -> None:
+        """The run's totals over its follow rounds (a cutover has several)."""
+        if out is None:
+            return
+        t = self.total
+        t.from_tick, t.last_scanned, t.server_tick = (
+            out.from_tick,
+            out.last_scanned,
+            out.server_tick,
+        )
+        t.caught_up = out.caught_up
+        t.polls += out.polls
+        t.changes += out.changes
+        t.applied.update(out.applied)
+        t.transactions_aborted += out.transactions_aborted
+        t.seconds += out.seconds
 
     def close(self, state: str, error: str | None = None, also=None) -> None:
         if self.run is None:
             return
         self.doc.update(state=state, finished_at=now_iso(), error=error)
-        if self.follower is not None and self.follower.outcome is not None:
-            self.doc["sync"] = outcome_summary(self.follower.outcome)
+        if self.total.polls:
+            self.doc["sync"] = outcome_summary(self.total)
         if self.run.locked:
             self.report_paths = self.run.write_reports(self.doc, markdown=render_markdown)
             self.run.finish(state, summary=self.doc, error=error, also=also)
