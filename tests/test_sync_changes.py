@@ -88,3 +88,12 @@ def test_collection_ddl_is_surfaced_with_the_current_name():
         (2002, "resumes", "renamed to 'cvs'"),
         (2001, "cvs", "dropped"),
     ]
+
+
+def test_a_change_of_a_collection_nobody_can_name_is_refused_not_dropped():
+    s = stream(lambda: {})
+    with pytest.raises(PermanentError, match="does not list"):
+        s.feed(
+            [{"tick": "9", "type": 2302, "db": "hr", "cuid": "hGONE/7", "tid": "0",
+              "data": {"_key": "k"}}]
+        )  # fmt: skip

@@ -119,6 +119,12 @@ class ChangeStream:
         if not isinstance(key, str):
             return None
         name = self.name_of(m.get("cuid"), data if t != wal.REMOVE else None)
-        if name is None or name.startswith("_"):
+        if name is None:  # never drop a change because its collection has no name here
+            raise PermanentError(
+                f"WAL marker at tick {tick} belongs to collection {m.get('cuid')!r}, which "
+                "ArangoDB does not list (no collection has that globallyUniqueId)",
+                hint="check that the ArangoDB user may read every collection of the database",
+            )
+        if name.startswith("_"):
             return None
         return Change(tick, name, key, None if t == wal.REMOVE else data)
