@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO))
 import psycopg  # noqa: E402
 from psycopg.conninfo import make_conninfo  # noqa: E402
 
+from etl.generic.apply import apply_mapping_file  # noqa: E402
 from etl.migrate import Migration  # noqa: E402
 from etl.pg import embedded_dsn  # noqa: E402
 from etl.schema import apply_schema  # noqa: E402
@@ -110,6 +111,7 @@ def main() -> int:
         c.execute(f'create database "{template}"')
         version = c.execute("show server_version").fetchone()[0]
     apply_schema(make_conninfo(admin, dbname=template), REPO / "sql")
+    apply_mapping_file(make_conninfo(admin, dbname=template))  # arango.task_results
     rows = {"migrate docs/s": [], "apply changes/s": [], "ratio": [], "freeze s (sample 10)": []}
     rows["freeze s (full reconcile)"] = []
     rng = random.Random(args.seed)

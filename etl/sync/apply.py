@@ -43,18 +43,35 @@ class Applied:
             self.counts[(collection, operation)] += n
 
 
+@dataclass
+class Plan:
+    """One batch of changes after the transform (Applier.prepare)."""
+
+    rows: dict[str, list[Row]] = field(default_factory=lambda: defaultdict(list))
+    gone: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # table -> ids
+    edge_upserts: dict[str, list[EdgeLink]] = field(default_factory=lambda: defaultdict(list))
+    edge_touched: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    docs: dict[tuple[str, str], dict] = field(default_factory=dict)
+    out: Applied = field(default_factory=Applied)
+
+
 class Applier:
     def __init__(self, mapping: Mapping, run_id: str):
         self.mapping = mapping
         self.run_id = run_id
         self._defaults: dict[str, dict[str, object]] | None = None
 
-    # -- entry point ---------------------------------------------------------------------
+    # -- entry points --------------------------------------------------------------------
     def apply(self, c: psycopg.Connection, changes: list[Change]) -> Applied:
-        out = Applied()
-        if self._defaults is None:
-            self.load_defaults(c)
-        c.execute("select set_config('etl.run_id', %s, true)", (self.run_id,))
+        """prepare() then execute(), in the caller's transaction."""
+        return self.execute(c, self.prepare(changes))
+
+    def prepare(self, changes: list[Change]) -> Plan:
+        """The transform's part, no database: which rows to upsert, which ids to delete, which
+        edges to link, the rejects. The follower prepares the next batch while PostgreSQL
+        executes this one."""
+        plan = Plan()
+        out = plan.out
         last: dict[tuple[str, str], Change] = {}
         for ch in changes:
             if last.pop((ch.collection, ch.key), None) is not None:  # the later change wins
@@ -65,11 +82,6 @@ class Applier:
             by_collection[ch.collection].append(ch)
 
         transformer = Transformer(self.mapping, self.run_id, now_iso())
-        rows: dict[str, list[Row]] = defaultdict(list)
-        gone: dict[str, set[str]] = defaultdict(set)  # table -> ids to delete
-        edge_upserts: dict[str, list[EdgeLink]] = defaultdict(list)
-        edge_touched: dict[str, set[str]] = defaultdict(set)  # edge collection -> keys
-        docs: dict[tuple[str, str], dict] = {}
         for name in self._order(by_collection):
             cm = self.mapping.for_collection(name)
             for ch in by_collection[name]:
@@ -77,19 +89,19 @@ class Applier:
                     out.add(name, "skipped")
                     continue
                 if cm.edge is not None:
-                    edge_touched[name].add(ch.key)
+                    plan.edge_touched[name].add(ch.key)
                     if ch.doc is None:
                         out.add(name, "remove")
                         continue
                 t = None if ch.doc is None else transformer.transform(name, ch.doc)
                 if ch.doc is not None:
-                    docs[(name, ch.key)] = ch.doc
+                    plan.docs[(name, ch.key)] = ch.doc
                 if isinstance(t, EdgeLink):
-                    edge_upserts[name].append(t)
+                    plan.edge_upserts[name].append(t)
                     continue
                 tables = {tg.table for tg in cm.targets()}
                 if isinstance(t, Row):
-                    rows[t.document_type].append(t)
+                    plan.rows[t.document_type].append(t)
                     tables.discard(self._table(t.document_type))  # routed elsewhere before?
                 elif t is None:
                     out.add(name, "remove")
@@ -98,13 +110,22 @@ class Applier:
                     out.rejects.append((name, ch.key, ch.doc, t.reason, stage))
                     out.add(name, "unmapped" if isinstance(t, Unmapped) else "reject")
                 for table in tables:
-                    gone[table].add(row_id(name, ch.key))
+                    plan.gone[table].add(row_id(name, ch.key))
+        return plan
 
-        self._remove(c, gone, out)
-        upserted = self._upsert(c, rows, docs, out)  # only the rows that were not there before
+    def execute(self, c: psycopg.Connection, plan: Plan) -> Applied:
+        """The database's part, in the caller's transaction; may run again after a rollback
+        (the plan is not changed)."""
+        out = Applied(Counter(plan.out.counts), list(plan.out.rejects))
+        if self._defaults is None:
+            self.load_defaults(c)
+        c.execute("select set_config('etl.run_id', %s, true)", (self.run_id,))
+        self._remove(c, plan.gone, out)
+        upserted = self._upsert(c, plan.rows, plan.docs, out)  # only rows not there before
         self._link_late_parents(c, upserted)
-        for name, keys in edge_touched.items():
-            self._edges(c, self.mapping.for_collection(name), keys, edge_upserts[name], out)
+        for name, keys in plan.edge_touched.items():
+            cm = self.mapping.for_collection(name)
+            self._edges(c, cm, keys, plan.edge_upserts[name], out)
         if upserted:
             self._retry_dangling_edges(c, upserted, out)
         state.write_rejects(c, self.run_id, out.rejects)

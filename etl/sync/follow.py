@@ -8,6 +8,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from psycopg import sql
@@ -59,7 +60,6 @@ class Follower:
         should_stop: Callable[[], bool] = lambda: False,
         metrics=None,
         idle_wait: tuple[float, float] = (0.2, 5.0),
-        max_pending: int = 20000,
         retry_wait=None,
     ):
         self.settings = settings
@@ -71,13 +71,14 @@ class Follower:
         self.should_stop = should_stop
         self.metrics = metrics
         self.idle_wait = idle_wait
-        self.max_pending = max_pending
         self.pipeline = Pipeline(
             settings, mapping, run_id, dsn, batch_size=1, retry_wait=retry_wait
         )
         self.applier = Applier(mapping, run_id)
         self.position: Position | None = None
         self.outcome: SyncOutcome | None = None  # the last run()'s, also when it raised
+        self._inflight = None  # (future, position) of the batch the committer is applying
+        self._saved: tuple[int, int] = (0, 0)  # the last committed position
 
     # -- where to start --------------------------------------------------------------------
     def prepare(self) -> Position:
@@ -166,19 +167,22 @@ class Follower:
         stream = ChangeStream(p.database or "", names, self.reader.collection_ids)
         pending: list[Change | CollectionEvent] = []
         F, L = p.from_tick, p.last_scanned
-        saved = (F, L)
+        self._saved = submitted = (F, L)
         wait = self.idle_wait[0]
         t0 = time.perf_counter()
         last_check = time.monotonic()
         last_save = 0.0
+        # One committer thread applies batch N while this thread reads and transforms batch
+        # N+1 (psycopg releases the GIL while PostgreSQL works); at most one batch in flight,
+        # so positions commit in order.
+        committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="etl-sync-commit")
         try:
             while True:
                 if self.should_stop():
-                    if self._flush(stream, pending, F, L, out, caught_up=False, force=True):
-                        saved = (F, L)
+                    self._flush(committer, stream, pending, F, L, out, caught_up=False, force=True)
+                    self._wait(out)
                     raise Interrupted(
-                        f"sync stopped at tick {F if not stream.buffered else saved[0]}; "
-                        "`etl sync` goes on from there"
+                        f"sync stopped at tick {self._saved[0]}; `etl sync` goes on from there"
                     )
                 resp = self.reader.tail(F, L, p.syncer_id)
                 out.polls += 1
@@ -202,17 +206,16 @@ class Follower:
                 caught_up = resp.status == 204 and not stream.buffered
                 now = time.monotonic()
                 if not stream.buffered and (
-                    pending or (F, L) != saved or caught_up and now - last_save > 10
+                    pending or (F, L) != submitted or caught_up and now - last_save > 10
                 ):
-                    self._flush(stream, pending, F, L, out, caught_up=caught_up)
-                    saved, last_save = (F, L), now
-                elif stream.buffered and len(pending) > self.max_pending:
-                    pass  # committed changes wait for the open transaction's commit marker
+                    self._flush(committer, stream, pending, F, L, out, caught_up=caught_up)
+                    submitted, last_save = (F, L), now
                 out.from_tick, out.last_scanned = F, L
                 out.caught_up = caught_up
                 if self.metrics is not None:
                     self.metrics.observe(out, caught_up)
                 if until_tick is not None and caught_up and max(F, L) >= until_tick - 1:
+                    self._wait(out)
                     break
                 if now - last_check > REGISTRATION_CHECK_SECONDS:
                     self._check_registration(p)
@@ -220,55 +223,79 @@ class Follower:
                 if resp.check_more and moved:
                     wait = self.idle_wait[0]
                     continue
+                if not moved:
+                    self._wait(out)  # idle: let the last batch commit before sleeping
                 time.sleep(0 if moved else wait)
                 wait = self.idle_wait[0] if moved else min(wait * 2, self.idle_wait[1])
         finally:
-            p.from_tick, p.last_scanned = saved  # where the next run() goes on
-            p.collections = dict(stream.names)
-            out.transactions_aborted = stream.aborted
-            out.seconds = time.perf_counter() - t0
-            self.pipeline.close()
+            try:
+                self._wait(out)
+            finally:
+                committer.shutdown(wait=True)
+                p.from_tick, p.last_scanned = self._saved  # where the next run() goes on
+                p.collections = dict(stream.names)
+                out.transactions_aborted = stream.aborted
+                out.seconds = time.perf_counter() - t0
+                self.pipeline.close()
         return out
 
-    def _flush(self, stream, pending, F, L, out: SyncOutcome, *, caught_up: bool, force=False):
-        """Apply the pending changes and save (F, L) in one transaction; only between
-        transactions (nothing buffered), else the open one is read again next time."""
+    def _flush(self, committer, stream, pending, F, L, out, *, caught_up: bool, force=False):
+        """Hand the pending changes and (F, L) to the committer, which applies and saves them
+        in one transaction; only between transactions (nothing buffered), else the open one is
+        read again next time. The transform runs here, before the previous batch is waited for."""
         if stream.buffered:
             if force:
                 stream.reset()
-            return False
+            return
         items = list(pending)
+        pending.clear()
+        work: list = []  # prepared batches (Plan) and collection events, in commit order
+        chunk: list[Change] = []
+        for item in items + [None]:
+            if isinstance(item, Change):
+                chunk.append(item)
+                continue
+            if chunk:
+                work.append(self.applier.prepare(chunk))
+                chunk = []
+            if isinstance(item, CollectionEvent):
+                work.append(item)
+        names = dict(stream.names)
+        server_tick = out.server_tick
 
         def attempt(c):
             applied = Counter()
-            chunk: list[Change] = []
-            for item in items + [None]:
-                if isinstance(item, Change):
-                    chunk.append(item)
-                    continue
-                if chunk:
-                    applied.update(self.applier.apply(c, chunk).counts)
-                    chunk = []
-                if isinstance(item, CollectionEvent):
-                    applied.update(self._collection_event(c, item))
+            for w in work:
+                if isinstance(w, CollectionEvent):
+                    applied.update(self._collection_event(c, w))
+                else:
+                    applied.update(self.applier.execute(c, w).counts)
             positions.add_applied(c, applied)
             positions.save_cursor(
                 c,
                 F,
                 L,
-                out.server_tick,
+                server_tick,
                 caught_up=caught_up,
                 applied=bool(items),
-                collections=stream.names,
+                collections=names,
             )
             return applied
 
-        applied = self.pipeline.in_transaction(attempt)
-        pending.clear()
+        self._wait(out)  # the previous batch: committed (or its error raised) first
+        self._inflight = (committer.submit(self.pipeline.in_transaction, attempt), (F, L))
+
+    def _wait(self, out: SyncOutcome) -> None:
+        """The batch in flight, committed: its counts taken, its position saved."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is None:
+            return
+        future, position = inflight
+        applied = future.result()  # re-raises the commit's error here
+        self._saved = position
         out.applied.update(applied)
         if self.metrics is not None:
             self.metrics.applied(applied)
-        return True
 
     def _collection_event(self, c, ev: CollectionEvent) -> Counter:
         """A mapped collection dropped, truncated or renamed: stop, unless the mapping says
