@@ -22,6 +22,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_rand
 
 from etl import pg, state
 from etl.errors import Interrupted, is_transient
+from etl.fastpath import FastPath
 from etl.load import LinkOutcome, Loader, LoadOutcome
 from etl.mapping import Mapping
 from etl.results import CollectionResult, count_relinked, now_iso, record_findings
@@ -149,6 +150,8 @@ class Pipeline:
         self.should_stop = should_stop
         self.retry_wait = retry_wait
         self._conn: psycopg.Connection | None = None
+        # document types whose tables were empty when the run started (etl/fastpath.py)
+        self.fast: FastPath | None = None
 
     # -- the working connection --------------------------------------------------------------
     @property
@@ -317,7 +320,11 @@ class Pipeline:
                 store.take(c)  # first: a unit's row stays locked until the commit
             c.execute("select set_config('etl.run_id', %s, true)", (self.run_id,))
             for document_type, rows in t.rows.items():
-                lo = loads[document_type] = loader.load(document_type, rows)
+                if self.fast is not None and self.fast.applies(document_type):
+                    lo = self.fast.load(loader, document_type, rows)
+                else:
+                    lo = loader.load(document_type, rows)
+                loads[document_type] = lo
                 for row, reason in lo.rejected:
                     doc = docs_by_key.get(row.key, row.values)
                     rejects.append((collection, row.key, doc, reason, "load"))
