@@ -53,6 +53,17 @@ def lever_on(name: str) -> bool:
     return name not in {x.strip() for x in os.environ.get("ETL_PERF_OFF", "").split(",")}
 
 
+def lz4_available(conn: psycopg.Connection) -> bool:
+    """PostgreSQL 14+ built with lz4 offers it for default_toast_compression; elsewhere the
+    setting does not exist or refuses the value, and rows keep the server's pglz."""
+    return bool(
+        conn.execute(
+            "select coalesce((select 'lz4' = any(enumvals) from pg_settings"
+            " where name = 'default_toast_compression'), false)"
+        ).fetchone()[0]
+    )
+
+
 def empty_tables(conn: psycopg.Connection, tables: list[str]) -> set[str]:
     """The tables among `tables` that hold no row (in the caller's transaction)."""
     return {

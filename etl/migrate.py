@@ -186,7 +186,10 @@ class Migration:
                 conn.commit()
                 indexes.rebuild(conn)  # what a crashed run left behind, before anything else
                 if self.defer_indexes(conn, run.run_id, list(by_table)):
-                    builder = indexes.BackgroundBuilder(run.dsn)
+                    builder = indexes.BackgroundBuilder(
+                        run.dsn,
+                        indexes.BUILD_CONNECTIONS if fastpath.lever_on("parallel_index") else 1,
+                    )
                 self._collections(pipeline, source, names, run.checkpoints, summary, builder)
             summary.state = "finished"
         except Interrupted:
@@ -250,11 +253,18 @@ class Migration:
     def _build_deferred_indexes(self, pipeline, builder, summary: RunSummary) -> None:
         """Finished, failed or interrupted: the deferred indexes come back now (after a crash,
         at the start of the next run)."""
-        built = builder.wait() if builder is not None else []
+        built = []
+        if builder is not None and fastpath.lever_on("parallel_index"):
+            # nothing of the run may hold a lock the builds wait for (a failed batch's
+            # transaction): its connection goes, and the rest is built on the builder's
+            pipeline.close()
+            built = builder.finish()
+        elif builder is not None:
+            built = builder.wait()
         try:
             conn = pipeline.conn
             conn.rollback()
-            built += indexes.rebuild(conn)
+            built += indexes.rebuild(conn)  # what the builder could not build
             summary.index_builds = [{"index": n, "seconds": round(t, 3)} for n, t in built]
         except EtlError as exc:
             log.error("could not reconnect to build the deferred indexes: %s", exc)

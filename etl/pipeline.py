@@ -22,7 +22,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_rand
 
 from etl import pg, state
 from etl.errors import Interrupted, is_transient
-from etl.fastpath import FastPath
+from etl.fastpath import FastPath, lever_on, lz4_available
 from etl.load import LinkOutcome, Loader, LoadOutcome
 from etl.mapping import Mapping
 from etl.results import CollectionResult, count_relinked, now_iso, record_findings
@@ -152,6 +152,16 @@ class Pipeline:
         self._conn: psycopg.Connection | None = None
         # document types whose tables were empty when the run started (etl/fastpath.py)
         self.fast: FastPath | None = None
+        self._lz4: bool | None = None  # known at the first batch
+
+    def _batch_settings(self, c: psycopg.Connection) -> str:
+        """The statement that opens each batch transaction: the run id for the audit triggers
+        and, where the server has it, lz4 for the TOAST compression of the rows it writes
+        (SET LOCAL: nothing outlives the transaction, as PgBouncer needs)."""
+        if self._lz4 is None:
+            self._lz4 = lever_on("lz4") and lz4_available(c)
+        lz4 = ", set_config('default_toast_compression', 'lz4', true)" if self._lz4 else ""
+        return f"select set_config('etl.run_id', %s, true){lz4}"
 
     # -- the working connection --------------------------------------------------------------
     @property
@@ -318,7 +328,7 @@ class Pipeline:
             link = None
             if not self.dry_run:
                 store.take(c)  # first: a unit's row stays locked until the commit
-            c.execute("select set_config('etl.run_id', %s, true)", (self.run_id,))
+            c.execute(self._batch_settings(c), (self.run_id,))
             for document_type, rows in t.rows.items():
                 if self.fast is not None and self.fast.applies(document_type):
                     lo = self.fast.load(loader, document_type, rows)

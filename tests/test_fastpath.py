@@ -242,3 +242,22 @@ def test_lever_names_in_etl_perf_off(monkeypatch):
     assert fastpath.lever_on("lz4")
     monkeypatch.delenv("ETL_PERF_OFF")
     assert fastpath.lever_on("fastpath")
+
+
+@pytest.mark.parametrize("off", ["", "lz4"])
+def test_rows_are_toasted_with_lz4_where_the_server_has_it(schema_db, tmp_path, monkeypatch, off):
+    monkeypatch.setenv("ETL_PERF_OFF", off)
+    path = write_dump(tmp_path / "dump", generate(30, seed=6), gzip=False)
+    run(schema_db, tmp_path, f"dump:{path}", all_=True)
+    with psycopg.connect(schema_db) as conn:
+        have_lz4 = fastpath.lz4_available(conn)
+        methods = {
+            m
+            for (m,) in conn.execute(
+                "select pg_column_compression(metadata) from resume_documents"
+                " union select pg_column_compression(parsed_data) from resume_documents"
+            )
+            if m is not None  # values under about 2 kB are not compressed at all
+        }
+        assert conn.execute("show default_toast_compression").fetchone()[0] == "pglz"
+    assert methods == ({"lz4"} if have_lz4 and not off else {"pglz"})
