@@ -369,6 +369,11 @@ def main() -> int:
         " small documents of tests/datagen.py",
     )
     ap.add_argument(
+        "--etl-only",
+        action="store_true",
+        help="leave out the psql and naive baselines (to compare levers quickly)",
+    )
+    ap.add_argument(
         "--variant",
         action="append",
         default=[],
@@ -389,7 +394,8 @@ def main() -> int:
         files = render_final_rows(ds, dbs.fresh(), work)
         server = None if args.skip_http else start_arango(ds)
         variants = dict(v.split("=", 1) for v in args.variant)
-        names = ["copy_indexed", "copy_rebuild", "naive", "dump", "reconcile"]
+        names = [] if args.etl_only else ["copy_indexed", "copy_rebuild", "naive"]
+        names += ["dump", "reconcile"]
         names += [f"dump_{label}" for label in variants]
         if server is not None:
             names += ["http"]
@@ -397,48 +403,61 @@ def main() -> int:
                 names += ["http_w2", "reconcile_http", "reconcile_w2"]
         results: dict[str, list[dict]] = {k: [] for k in names}
         dump_args = ["migrate", "--all", "--source", f"dump:{dump}"]
-        for i in range(args.runs):
-            log(f"run {i + 1}/{args.runs}: psql \\copy into the indexed tables")
+
+        def step_copy_indexed():
+            log("psql \\copy into the indexed tables")
             results["copy_indexed"].append(measure_copy_indexed(dbs.fresh(), files))
+
+        def step_copy_rebuild():
             log("psql: drop the secondary indexes, \\copy, build them")
             results["copy_rebuild"].append(measure_copy_rebuild(dbs.fresh(), files))
+
+        def step_naive():
             log("naive baseline")
             results["naive"].append(measure_naive(dbs.fresh(), dump, args.naive_docs))
-            log("etl migrate from the dump")
+
+        def step_dump():
+            log("etl migrate from the dump, then etl reconcile")
             dsn = dbs.fresh()
             results["dump"].append(run_etl(dump_args, dsn, work))
-            log("etl reconcile")
             results["reconcile"].append(
                 run_etl(["reconcile", "--all", "--source", f"dump:{dump}"], dsn, work)
             )
-            for label, levers in variants.items():
-                log(f"etl migrate from the dump, {levers} off")
-                results[f"dump_{label}"].append(
-                    run_etl(dump_args, dbs.fresh(), work, {"ETL_PERF_OFF": levers})
-                )
-            if server is not None:
-                log("etl migrate over HTTP from the test ArangoDB server")
-                results["http"].append(run_etl(["migrate", "--all"], dbs.fresh(), work, server.env))
-            if server is not None and args.workers:
-                log(f"etl migrate --workers {args.workers} over HTTP")
-                dsn = dbs.fresh()
-                results["http_w2"].append(
-                    run_etl(
-                        ["migrate", "--all", "--workers", str(args.workers)], dsn, work, server.env
-                    )
-                )
-                log("etl reconcile over HTTP, one process and --workers")
-                results["reconcile_http"].append(
-                    run_etl(["reconcile", "--all"], dsn, work, server.env)
-                )
-                results["reconcile_w2"].append(
-                    run_etl(
-                        ["reconcile", "--all", "--workers", str(args.workers)],
-                        dsn,
-                        work,
-                        server.env,
-                    )
-                )
+
+        def step_variant(label, levers):
+            log(f"etl migrate from the dump, {levers} off")
+            results[f"dump_{label}"].append(
+                run_etl(dump_args, dbs.fresh(), work, {"ETL_PERF_OFF": levers})
+            )
+
+        def step_http():
+            log("etl migrate over HTTP from the test ArangoDB server")
+            results["http"].append(run_etl(["migrate", "--all"], dbs.fresh(), work, server.env))
+
+        def step_http_w2():
+            log(f"etl migrate --workers {args.workers} over HTTP, then reconcile (1 and N)")
+            dsn = dbs.fresh()
+            w = ["--workers", str(args.workers)]
+            results["http_w2"].append(run_etl(["migrate", "--all", *w], dsn, work, server.env))
+            results["reconcile_http"].append(run_etl(["reconcile", "--all"], dsn, work, server.env))
+            results["reconcile_w2"].append(
+                run_etl(["reconcile", "--all", *w], dsn, work, server.env)
+            )
+
+        steps = [] if args.etl_only else [step_copy_indexed, step_copy_rebuild, step_naive]
+        steps += [step_dump]
+        steps += [
+            lambda label=label, lv=lv: step_variant(label, lv) for label, lv in variants.items()
+        ]
+        if server is not None:
+            steps += [step_http] + ([step_http_w2] if args.workers else [])
+        for i in range(args.runs):
+            # each run in another order, so that a drift of the machine's load (other jobs)
+            # does not always fall on the same measurement
+            log(f"run {i + 1}/{args.runs}")
+            k = i % len(steps)
+            for step in steps[k:] + steps[:k]:
+                step()
         if server is not None:
             server.stop()
         return report(args, total, source_bytes, results, admin, sizes)
@@ -472,7 +491,9 @@ def report(args, total: int, source_bytes: int, results: dict, admin: str, sizes
     # the faster manual plan, chosen per run
     results["best_manual"] = [
         min(ci, cr, key=lambda r: r["seconds"])
-        for ci, cr in zip(results["copy_indexed"], results["copy_rebuild"], strict=True)
+        for ci, cr in zip(
+            results.get("copy_indexed", []), results.get("copy_rebuild", []), strict=True
+        )
     ]
     with psycopg.connect(admin) as conn:
         version = conn.execute("show server_version").fetchone()[0]
