@@ -168,8 +168,11 @@ class BackgroundBuilder:
         self._pool = ThreadPoolExecutor(max_workers=connections, thread_name_prefix="etl-index")
         # While collections load, one build at a time (a second one would only compete with
         # the load for the same cores); when nothing is left to load, all connections build.
-        self._running = threading.Semaphore(1)
+        from etl.fastpath import lever_on
+
         self._connections = connections
+        self._during_load = 1 if lever_on("one_build_during_load") else connections
+        self._running = threading.Semaphore(self._during_load)
         self._futures = []
         self._queued: set[str] = set()
 
@@ -204,7 +207,7 @@ class BackgroundBuilder:
 
     def finish(self) -> list[tuple[str, float]]:
         """Nothing is left to load: every listed index, on all the builder's connections."""
-        for _ in range(self._connections - 1):
+        for _ in range(self._connections - self._during_load):
             self._running.release()
         self.submit(None)
         return self.wait()
