@@ -157,22 +157,17 @@ BUILD_CONNECTIONS = 2
 
 class BackgroundBuilder:
     """Builds finished tables' indexes on connections of its own (BUILD_CONNECTIONS, one index
-    per connection at a time, the costliest first) while the next collections load.
+    per connection at a time, the costliest first) while the next collections load, and the
+    rest when the run ends (finish()).
     Errors are logged, not raised: whatever is left is built again at the end of the run."""
 
     def __init__(self, dsn: str, connections: int = BUILD_CONNECTIONS):
-        import threading
         from concurrent.futures import ThreadPoolExecutor
 
         self.dsn = dsn
+        # Two builds at once also while collections load: measured faster than one at a time
+        # (the full-text builds are the longest tasks of a run and start sooner).
         self._pool = ThreadPoolExecutor(max_workers=connections, thread_name_prefix="etl-index")
-        # While collections load, one build at a time (a second one would only compete with
-        # the load for the same cores); when nothing is left to load, all connections build.
-        from etl.fastpath import lever_on
-
-        self._connections = connections
-        self._during_load = 1 if lever_on("one_build_during_load") else connections
-        self._running = threading.Semaphore(self._during_load)
         self._futures = []
         self._queued: set[str] = set()
 
@@ -195,7 +190,7 @@ class BackgroundBuilder:
         from etl import pg
 
         try:
-            with self._running, pg.connect(self.dsn, application_name="etl-index-build") as conn:
+            with pg.connect(self.dsn, application_name="etl-index-build") as conn:
                 return [(name, build(conn, name, definition))]
         except Exception as exc:  # noqa: BLE001 - rebuilt at the end of the run instead
             log.warning(
@@ -206,9 +201,7 @@ class BackgroundBuilder:
             return []
 
     def finish(self) -> list[tuple[str, float]]:
-        """Nothing is left to load: every listed index, on all the builder's connections."""
-        for _ in range(self._connections - self._during_load):
-            self._running.release()
+        """Nothing is left to load: every listed index, on the builder's connections."""
         self.submit(None)
         return self.wait()
 
