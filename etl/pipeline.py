@@ -218,7 +218,13 @@ class Pipeline:
         result.batches = cp.batches
         self.on_progress(collection, result.counts.read, result.source_count)
         remaining = limit
-        batches = source.batches(collection, self.batch_size, after=cp.position, until=store.until)
+        batches = source.batches(
+            collection,
+            self.batch_size,
+            after=cp.position,
+            until=store.until,
+            max_bytes=(self.settings.migrate.batch_bytes if lever_on("batch_bytes") else 0) or None,
+        )
         t_range = last_done = time.perf_counter()
         # Batch N+1 is transformed here while one committer thread loads batch N: psycopg
         # releases the GIL while PostgreSQL works. One committer keeps checkpoints in order; a
