@@ -1,19 +1,25 @@
-"""make bench: etl migrate against the physical limit and the naive baseline, in ONE run.
+"""make bench: etl migrate against the plans a DBA can run by hand and the naive baseline, in ONE
+run, interleaved, medians of --runs.
 
-For N generated ATSPro documents, each measurement starts from the same fresh schema (a new
-database copied from a template with sql/ applied):
-  1. limit     psql \\copy of pre-rendered final rows into the same tables (same indexes and
-               triggers), no Python at all;
-  2. naive     one INSERT ... ON CONFLICT per document in autocommit through psycopg, reading
-               the dump and transforming as a hand-written script would (measured on at most
-               --naive-docs documents: its rate per document is flat, and it is slow);
-  3. dump      `etl migrate --all --source dump:DIR`;
-  4. http      `etl migrate --all` from the test ArangoDB server over HTTP;
-  5. reconcile `etl reconcile --all --source dump:DIR` after (3);
-  6. http_w2   `etl migrate --all --workers 2` over HTTP (key ranges, two worker processes);
-  7. reconcile_w2 `etl reconcile --all --workers 2` over HTTP after (6).
+For N ATSPro documents (real-shaped by default: bench/realdata.py; --data classic for the
+small documents of tests/datagen.py), each measurement starts from the same fresh schema (a
+new database copied from a template with sql/ applied), in this order within each run:
+  1. copy_indexed  psql \\copy of pre-rendered final rows into the indexed tables (same
+                   indexes and triggers), no Python at all;
+  2. copy_rebuild  the DBA's second plan: drop the secondary non-unique indexes, psql \\copy
+                   the same rows, build the indexes again (maintenance_work_mem as etl sets it);
+                   same triggers;
+  3. naive         one INSERT ... ON CONFLICT per document in autocommit through psycopg,
+                   reading the dump and transforming as a hand-written script would (measured
+                   on at most --naive-docs documents: its rate per document is flat);
+  4. dump          `etl migrate --all --source dump:DIR`;
+  5. reconcile     `etl reconcile --all --source dump:DIR` after (4);
+  6. http          `etl migrate --all` from the test ArangoDB server over HTTP;
+  7. http_w2       `etl migrate --all --workers W` over HTTP (--workers 0 leaves it out), and
+     reconcile_http / reconcile_w2 after it.
 Prints docs/s, MB/s, the etl process's peak RSS (with --workers: the largest process) and the
-ratios 3/1, 3/2, 4/1, 5/3, 6/4 (medians over --runs), and writes bench/results.json.
+ratios, each computed within a run (the machine's load varies between runs) and then the
+median (and range) over the runs; writes bench/results.json.
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ sys.path.insert(0, str(REPO))
 import psycopg  # noqa: E402
 from psycopg.conninfo import make_conninfo  # noqa: E402
 
-from etl import jsonutil  # noqa: E402
+from bench import realdata  # noqa: E402
+from etl import indexes, jsonutil  # noqa: E402
 from etl.mapping import load_mapping  # noqa: E402
 from etl.pg import embedded_dsn  # noqa: E402
 from etl.schema import apply_schema  # noqa: E402
@@ -88,14 +95,19 @@ class Databases:
 
 
 # -- the data --------------------------------------------------------------------------------------
-def prepare(n_docs: int, work: Path, seed: int):
+def prepare(n_docs: int, work: Path, seed: int, data: str = "real"):
     n_resumes = max(1, int(n_docs / DOCS_PER_RESUME))
-    ds = generate(n_resumes, seed=seed)
+    ds = (
+        realdata.generate(n_resumes, seed=seed)
+        if data == "real"
+        else generate(n_resumes, seed=seed)
+    )
     dump = work / "dump"
     write_dump(dump, ds, gzip=True)
-    total = sum(ds.counts.values())
-    source_bytes = sum(len(jsonutil.dumps(d)) for c in ds for d in ds[c])
-    return ds, dump, total, source_bytes
+    sizes = realdata.sizes(ds)
+    total = sum(v["count"] for v in sizes.values())
+    source_bytes = sum(v["bytes"] for v in sizes.values())
+    return ds, dump, total, source_bytes, sizes
 
 
 def copy_text(value) -> str:
@@ -183,30 +195,54 @@ def psql_bin() -> str:
     return str(shipped) if shipped.exists() else shutil.which("psql")
 
 
-def measure_limit(dsn: str, files) -> dict:
-    script = "\n".join(
-        f"\\copy {table} ({', '.join(cols)}) from '{path}'" for table, (path, cols) in files.items()
-    )
+def _psql(dsn: str, script: str) -> float:
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [
-            psql_bin(),
-            dsn,
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-q",
-            "-c",
-            "set synchronous_commit=off",
-            "-f",
-            "-",
-        ],
+        [psql_bin(), dsn, "-v", "ON_ERROR_STOP=1", "-q", "-f", "-"],
         input=script,
         text=True,
         capture_output=True,
     )
     if proc.returncode != 0:
-        raise SystemExit(f"psql \\copy failed: {proc.stderr[-2000:]}")
-    return {"seconds": time.perf_counter() - t0}
+        raise SystemExit(f"psql failed: {proc.stderr[-2000:]}")
+    return time.perf_counter() - t0
+
+
+def _copy_script(files) -> str:
+    return "\n".join(
+        f"\\copy {table} ({', '.join(cols)}) from '{path}'" for table, (path, cols) in files.items()
+    )
+
+
+def measure_copy_indexed(dsn: str, files) -> dict:
+    """Plan 1: psql \\copy into the tables as they are, indexes and triggers maintained."""
+    return {"seconds": _psql(dsn, "set synchronous_commit = off;\n" + _copy_script(files))}
+
+
+# the secondary indexes etl defers (etl/indexes.py): not primary, not unique, not a constraint's
+SECONDARY_INDEXES = (
+    "select i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) from pg_index i"
+    " where i.indrelid = any(%s::regclass[]) and not i.indisprimary and not i.indisunique"
+    " and not i.indisexclusion and not exists"
+    " (select 1 from pg_constraint c where c.conindid = i.indexrelid) order by 1"
+)
+
+
+def measure_copy_rebuild(dsn: str, files) -> dict:
+    """Plan 2: drop the secondary non-unique indexes, \\copy, build them again (one psql
+    session; the definitions are read before the clock starts, as a DBA would prepare them)."""
+    with psycopg.connect(dsn) as conn:
+        defs = conn.execute(SECONDARY_INDEXES, (list(files),)).fetchall()
+    script = "\n".join(
+        [
+            "set synchronous_commit = off;",
+            f"set maintenance_work_mem = '{indexes.MAINTENANCE_WORK_MEM}';",
+            *(f"drop index {name};" for name, _ in defs),
+            _copy_script(files),
+            *(f"{definition};" for _, definition in defs),
+        ]
+    )
+    return {"seconds": _psql(dsn, script), "indexes": len(defs)}
 
 
 def measure_naive(dsn: str, dump: Path, max_docs: int) -> dict:
@@ -328,6 +364,26 @@ def main() -> int:
     ap.add_argument(
         "--workers", type=int, default=2, help="worker processes of the http_w2 measurement"
     )
+    ap.add_argument(
+        "--data",
+        choices=("real", "classic"),
+        default="real",
+        help="real: documents shaped like the ATSPro exports (bench/realdata.py); classic: the"
+        " small documents of tests/datagen.py",
+    )
+    ap.add_argument(
+        "--etl-only",
+        action="store_true",
+        help="leave out the psql and naive baselines (to compare levers quickly)",
+    )
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL=LEVER,...",
+        help="also run `etl migrate` from the dump with these levers off (ETL_PERF_OFF), in"
+        " each run right after the dump measurement: e.g. --variant no_fastpath=fastpath",
+    )
     ap.add_argument("--out", default=str(REPO / "bench" / "results.json"))
     args = ap.parse_args()
 
@@ -335,96 +391,140 @@ def main() -> int:
     admin = args.pg_dsn or embedded_dsn(REPO / ".etl" / "bench-pgdata", announce=False)
     dbs = Databases(admin)
     try:
-        log(f"generating about {args.docs} documents")
-        ds, dump, total, source_bytes = prepare(args.docs, work, args.seed)
-        log(
-            f"{total} documents, {source_bytes / 1e6:.1f} MB of JSON; rendering final rows for the limit"
-        )
+        log(f"generating about {args.docs} {args.data}-shaped documents")
+        ds, dump, total, source_bytes, sizes = prepare(args.docs, work, args.seed, args.data)
+        log(f"{total} documents, {source_bytes / 1e6:.1f} MB of JSON; rendering the final rows")
         files = render_final_rows(ds, dbs.fresh(), work)
         server = None if args.skip_http else start_arango(ds)
-        results: dict[str, list[dict]] = {
-            k: []
-            for k in (
-                "limit",
-                "naive",
-                "dump",
-                "http",
-                "http_w2",
-                "reconcile",
-                "reconcile_http",
-                "reconcile_w2",
-            )
-        }
-        for i in range(args.runs):
-            log(f"run {i + 1}/{args.runs}: limit (psql \\copy)")
-            results["limit"].append(measure_limit(dbs.fresh(), files))
+        variants = dict(v.split("=", 1) for v in args.variant)
+        names = [] if args.etl_only else ["copy_indexed", "copy_rebuild", "naive"]
+        names += ["dump", "reconcile"]
+        names += [f"dump_{label}" for label in variants]
+        if server is not None:
+            names += ["http"]
+            if args.workers:
+                names += ["http_w2", "reconcile_http", "reconcile_w2"]
+        results: dict[str, list[dict]] = {k: [] for k in names}
+        dump_args = ["migrate", "--all", "--source", f"dump:{dump}"]
+
+        def step_copy_indexed():
+            log("psql \\copy into the indexed tables")
+            results["copy_indexed"].append(measure_copy_indexed(dbs.fresh(), files))
+
+        def step_copy_rebuild():
+            log("psql: drop the secondary indexes, \\copy, build them")
+            results["copy_rebuild"].append(measure_copy_rebuild(dbs.fresh(), files))
+
+        def step_naive():
             log("naive baseline")
             results["naive"].append(measure_naive(dbs.fresh(), dump, args.naive_docs))
-            log("etl migrate from the dump")
+
+        def step_dump():
+            log("etl migrate from the dump, then etl reconcile")
             dsn = dbs.fresh()
-            results["dump"].append(
-                run_etl(["migrate", "--all", "--source", f"dump:{dump}"], dsn, work)
-            )
-            log("etl reconcile")
+            results["dump"].append(run_etl(dump_args, dsn, work))
             results["reconcile"].append(
                 run_etl(["reconcile", "--all", "--source", f"dump:{dump}"], dsn, work)
             )
-            if server is not None:
-                log("etl migrate over HTTP from the test ArangoDB server")
-                results["http"].append(run_etl(["migrate", "--all"], dbs.fresh(), work, server.env))
-                log(f"etl migrate --workers {args.workers} over HTTP")
-                dsn = dbs.fresh()
-                results["http_w2"].append(
-                    run_etl(
-                        ["migrate", "--all", "--workers", str(args.workers)], dsn, work, server.env
-                    )
-                )
-                log("etl reconcile over HTTP, one process and --workers")
-                results["reconcile_http"].append(
-                    run_etl(["reconcile", "--all"], dsn, work, server.env)
-                )
-                results["reconcile_w2"].append(
-                    run_etl(
-                        ["reconcile", "--all", "--workers", str(args.workers)],
-                        dsn,
-                        work,
-                        server.env,
-                    )
-                )
+
+        def step_variant(label, levers):
+            log(f"etl migrate from the dump, {levers} off")
+            results[f"dump_{label}"].append(
+                run_etl(dump_args, dbs.fresh(), work, {"ETL_PERF_OFF": levers})
+            )
+
+        def step_http():
+            log("etl migrate over HTTP from the test ArangoDB server")
+            results["http"].append(run_etl(["migrate", "--all"], dbs.fresh(), work, server.env))
+
+        def step_http_w2():
+            log(f"etl migrate --workers {args.workers} over HTTP, then reconcile (1 and N)")
+            dsn = dbs.fresh()
+            w = ["--workers", str(args.workers)]
+            results["http_w2"].append(run_etl(["migrate", "--all", *w], dsn, work, server.env))
+            results["reconcile_http"].append(run_etl(["reconcile", "--all"], dsn, work, server.env))
+            results["reconcile_w2"].append(
+                run_etl(["reconcile", "--all", *w], dsn, work, server.env)
+            )
+
+        steps = [] if args.etl_only else [step_copy_indexed, step_copy_rebuild, step_naive]
+        steps += [step_dump]
+        steps += [
+            lambda label=label, lv=lv: step_variant(label, lv) for label, lv in variants.items()
+        ]
+        if server is not None:
+            steps += [step_http] + ([step_http_w2] if args.workers else [])
+        for i in range(args.runs):
+            # each run in another order, so that a drift of the machine's load (other jobs)
+            # does not always fall on the same measurement
+            log(f"run {i + 1}/{args.runs}")
+            k = i % len(steps)
+            for step in steps[k:] + steps[:k]:
+                step()
         if server is not None:
             server.stop()
-        return report(args, total, source_bytes, results, admin)
+        return report(args, total, source_bytes, results, admin, sizes)
     finally:
         dbs.drop_all()
         shutil.rmtree(work, ignore_errors=True)
 
 
-def report(args, total: int, source_bytes: int, results: dict, admin: str) -> int:
+def report(args, total: int, source_bytes: int, results: dict, admin: str, sizes: dict) -> int:
     def med(name, key="seconds"):
-        vals = [r[key] for r in results[name] if key in r]
+        vals = [r[key] for r in results.get(name, []) if r.get(key) is not None]
         return statistics.median(vals) if vals else None
 
-    rates = {}
-    for name in results:
-        secs = med(name)
-        if secs is None:
-            continue
-        docs = med(name, "docs") if name == "naive" else total
-        rates[name] = docs / secs
+    def rate_of(name, r):
+        return (r["docs"] if name == "naive" else total) / r["seconds"]
+
+    rates = {
+        name: statistics.median(rate_of(name, r) for r in rs) for name, rs in results.items() if rs
+    }
+
+    def per_run(a, b, invert=False):
+        """a's speed over b's within each run (invert: a's time over b's), median and range."""
+        if not results.get(a) or not results.get(b):
+            return None
+        vals = []
+        for ra, rb in zip(results[a], results[b], strict=True):
+            x = (ra["seconds"] / rb["seconds"]) if invert else rate_of(a, ra) / rate_of(b, rb)
+            vals.append(round(x, 2))
+        return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "runs": vals}
+
+    # the faster manual plan, chosen per run
+    results["best_manual"] = [
+        min(ci, cr, key=lambda r: r["seconds"])
+        for ci, cr in zip(
+            results.get("copy_indexed", []), results.get("copy_rebuild", []), strict=True
+        )
+    ]
     with psycopg.connect(admin) as conn:
         version = conn.execute("show server_version").fetchone()[0]
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
     ).stdout.strip()
-
-    def ratio(a, b):
-        return round(rates[a] / rates[b], 2) if a in rates and b in rates else None
-
+    ratios = {
+        "dump/copy_indexed": per_run("dump", "copy_indexed"),
+        "dump/copy_rebuild": per_run("dump", "copy_rebuild"),
+        "dump/best_manual": per_run("dump", "best_manual"),
+        "dump/naive": per_run("dump", "naive"),
+        "http/dump": per_run("http", "dump"),
+        "http/best_manual": per_run("http", "best_manual"),
+        "reconcile_time/migrate_time": per_run("reconcile", "dump", invert=True),
+        "http_w2/http": per_run("http_w2", "http"),
+        "reconcile_w2/reconcile_http": per_run("reconcile_w2", "reconcile_http"),
+    }
+    for name in results:
+        if name.startswith("dump_"):  # a variant: the levers it turns off, against all on
+            ratios[f"dump/{name}"] = per_run("dump", name)
     out = {
         "docs": total,
+        "data": args.data,
+        "sizes": sizes,
         "source_mb": round(source_bytes / 1e6, 1),
         "runs": args.runs,
         "server_version": version,
+        "machine": f"{os.cpu_count()} cores",
         "commit": commit,
         "figures": {
             name: {
@@ -434,31 +534,30 @@ def report(args, total: int, source_bytes: int, results: dict, admin: str) -> in
                 "peak_rss_mb": med(name, "peak_rss_mb"),
                 "runs": results[name],
             }
-            for name in rates
+            for name in results
+            if name in rates and name != "best_manual"
         },
-        "ratios": {
-            "dump/limit": ratio("dump", "limit"),
-            "dump/naive": ratio("dump", "naive"),
-            "http/limit": ratio("http", "limit"),
-            "http_w2/http": ratio("http_w2", "http"),
-            "reconcile_w2/reconcile_http": ratio("reconcile_w2", "reconcile_http"),
-            "reconcile_time/migrate_time": round(med("reconcile") / med("dump"), 2)
-            if med("reconcile")
-            else None,
-        },
+        "ratios": {k: v for k, v in ratios.items() if v is not None},
     }
     print(
-        f"\n{total} documents ({out['source_mb']} MB JSON), PostgreSQL {version}, commit {commit}, "
-        f"medians of {args.runs} run(s)\n"
+        f"\n{total} documents ({out['source_mb']} MB JSON, {args.data}-shaped), PostgreSQL"
+        f" {version}, {out['machine']}, commit {commit}, medians of {args.runs} run(s)\n"
     )
-    print(f"{'measurement':<16}{'seconds':>10}{'docs/s':>10}{'MB/s':>8}{'peak RSS MB':>13}")
+    print("JSON bytes per document:")
+    for name, v in sizes.items():
+        print(
+            f"  {name:<26}{v['count']:>8} docs  median {v['median']:>6}  mean {v['mean']:>6}"
+            f"  p10 {v['p10']:>6}  p90 {v['p90']:>6}  max {v['max']:>8}"
+        )
+    print(f"\n{'measurement':<22}{'seconds':>10}{'docs/s':>10}{'MB/s':>8}{'peak RSS MB':>13}")
     for name, f in out["figures"].items():
         print(
-            f"{name:<16}{f['seconds_median']:>10}{f['docs_per_s']:>10}{(f['mb_per_s'] or ''):>8}{(f['peak_rss_mb'] or ''):>13}"
+            f"{name:<22}{f['seconds_median']:>10}{f['docs_per_s']:>10}"
+            f"{(f['mb_per_s'] or ''):>8}{(f['peak_rss_mb'] or ''):>13}"
         )
-    print()
+    print("\nratios within each run (speed; reconcile: time), median (min-max):")
     for k, v in out["ratios"].items():
-        print(f"{k:<30}{v}")
+        print(f"  {k:<34}{v['median']:>6}  ({v['min']}-{v['max']})")
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(f"\nwritten to {args.out}")
     return 0

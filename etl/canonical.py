@@ -36,10 +36,22 @@ def _escape_char(m: re.Match) -> str:
     return _ESCAPES[m.group()]
 
 
-def _string(s: str) -> str:
+def _string_re(s: str) -> str:
     if _NEEDS_ESCAPE.search(s) is None:
         return '"' + s + '"'
     return '"' + _NEEDS_ESCAPE.sub(_escape_char, s) + '"'
+
+
+_encode_str = msgspec.json.Encoder().encode
+
+
+def _string(s: str) -> str:
+    # msgspec escapes exactly what jsonb prints escaped (quote, backslash, \b \f \n \r \t, other
+    # controls as \u00XX, nothing else), in C; a lone surrogate it refuses goes the slow way
+    try:
+        return _encode_str(s).decode("utf-8")
+    except UnicodeEncodeError:
+        return _string_re(s)
 
 
 def jsonb_key_order(k: str) -> tuple[int, str]:
@@ -62,35 +74,64 @@ def _float(f: float) -> str:
     return _decimal(Decimal(_encode_float(f).decode("ascii")))
 
 
+# Documents repeat the same shapes: the jsonb order of a dict's keys (and a key's quoted text)
+# is computed once per distinct key tuple (key), at most _CACHE entries each.
+_CACHE = 4096
+_key_order: dict[tuple, list[str]] = {}
+_quoted_keys: dict[str, str] = {}
+
+
+def _ordered(v: dict) -> list[str]:
+    keys = tuple(v)
+    order = _key_order.get(keys)
+    if order is None:
+        order = sorted(keys, key=jsonb_key_order)
+        if len(_key_order) < _CACHE:
+            _key_order[keys] = order
+    return order
+
+
+def _key(k: str) -> str:
+    q = _quoted_keys.get(k)
+    if q is None:
+        q = _string(k)
+        if len(_quoted_keys) < _CACHE:
+            _quoted_keys[k] = q
+    return q
+
+
 def _render(v: Any, out: list) -> None:
-    # order of the checks: str and dict are by far the most common; bool before int
-    if isinstance(v, str):
+    # exact types first (what the decoders and the transform make), by frequency; then the
+    # subclasses through isinstance; bool before int
+    t = type(v)
+    if t is str:
         out.append(_string(v))
-    elif isinstance(v, dict):
+    elif t is dict:
         if not v:
             out.append("{}")
             return
-        out.append("{")
-        first = True
-        for k in sorted(v, key=jsonb_key_order):
-            if not first:
-                out.append(", ")
-            first = False
-            out.append(_string(k))
-            out.append(": ")
-            _render(v[k], out)
+        sep = "{"
+        for k in _ordered(v):
+            x = v[k]
+            if type(x) is str:  # the most common leaf, without a call
+                out.append(f"{sep}{_key(k)}: {_string(x)}")
+            else:
+                out.append(f"{sep}{_key(k)}: ")
+                _render(x, out)
+            sep = ", "
         out.append("}")
-    elif isinstance(v, (list, tuple)):
+    elif t is list or t is tuple:
         if not v:
             out.append("[]")
             return
-        out.append("[")
-        first = True
+        sep = "["
         for x in v:
-            if not first:
-                out.append(", ")
-            first = False
-            _render(x, out)
+            if type(x) is str:
+                out.append(sep + _string(x))
+            else:
+                out.append(sep)
+                _render(x, out)
+            sep = ", "
         out.append("]")
     elif v is None:
         out.append("null")
@@ -98,12 +139,30 @@ def _render(v: Any, out: list) -> None:
         out.append("true")
     elif v is False:
         out.append("false")
+    elif t is int:
+        out.append(str(v))
+    elif t is float:
+        out.append(_float(v))
+    else:
+        _render_other(v, out)
+
+
+def _render_other(v: Any, out: list) -> None:
+    """Subclasses of the JSON types, and Decimal (loads_exact)."""
+    if isinstance(v, Decimal):
+        out.append(_decimal(v))
+    elif isinstance(v, str):
+        out.append(_string(v))
+    elif isinstance(v, dict):
+        _render(dict(v), out)
+    elif isinstance(v, (list, tuple)):
+        _render(list(v), out)
+    elif isinstance(v, bool):
+        out.append("true" if v else "false")
     elif isinstance(v, int):
         out.append(str(int(v)))
     elif isinstance(v, float):
         out.append(_float(v))
-    elif isinstance(v, Decimal):
-        out.append(_decimal(v))
     else:
         raise TypeError(f"not a JSON value: {type(v).__name__}")
 

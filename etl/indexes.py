@@ -94,11 +94,10 @@ def _owned(conn: psycopg.Connection, tables: list[str], otherwise: str) -> list[
     return owned
 
 
-def rebuild(conn: psycopg.Connection, tables: list[str] | None = None) -> list[tuple[str, float]]:
-    """Build the indexes etl_deferred_indexes lists (of `tables`, or all); each build commits
-    with the removal of its row (a failure leaves the row for the next attempt).
-    Returns (name, seconds) per index."""
-    built = []
+def plan(conn: psycopg.Connection, tables: list[str] | None = None) -> list[tuple[str, str]]:
+    """(name, definition) of the indexes etl_deferred_indexes lists for `tables` (or all) whose
+    table this role owns, the costliest first (full text, then GIN, then the rest), so that
+    builds on several connections finish together."""
     with conn.transaction():  # never leave an implicit transaction open: see migrate.py
         listed = [
             t
@@ -114,18 +113,37 @@ def rebuild(conn: psycopg.Connection, tables: list[str] | None = None) -> list[t
             " where table_name = any(%s::text[]) order by table_name, index_name",
             (owned,),
         ).fetchall()
-    for name, definition in todo:
-        t0 = time.perf_counter()
-        # pg_get_indexdef gives "CREATE [UNIQUE] INDEX name ON ..."; IF NOT EXISTS makes a rebuild
-        # after a crash between the build and the bookkeeping harmless.
-        statement = re.sub(
-            r"^CREATE (UNIQUE )?INDEX ", r"CREATE \1INDEX IF NOT EXISTS ", definition, count=1
-        )
-        with conn.transaction():
-            conn.execute(f"set local maintenance_work_mem = '{MAINTENANCE_WORK_MEM}'")
-            conn.execute(statement)
-            conn.execute("delete from etl_deferred_indexes where index_name = %s", (name,))
-        built.append((name, time.perf_counter() - t0))
+    return sorted(todo, key=lambda t: _cost_rank(t[1]))
+
+
+def _cost_rank(definition: str) -> int:
+    if "search_vector(" in definition:
+        return 0
+    if " USING gin " in definition:
+        return 1
+    return 2
+
+
+def build(conn: psycopg.Connection, name: str, definition: str) -> float:
+    """Build one listed index; it commits with the removal of its row (a failure leaves the
+    row for the next attempt). Returns the seconds it took."""
+    t0 = time.perf_counter()
+    # pg_get_indexdef gives "CREATE [UNIQUE] INDEX name ON ..."; IF NOT EXISTS makes a rebuild
+    # after a crash between the build and the bookkeeping harmless.
+    statement = re.sub(
+        r"^CREATE (UNIQUE )?INDEX ", r"CREATE \1INDEX IF NOT EXISTS ", definition, count=1
+    )
+    with conn.transaction():
+        conn.execute(f"set local maintenance_work_mem = '{MAINTENANCE_WORK_MEM}'")
+        conn.execute(statement)
+        conn.execute("delete from etl_deferred_indexes where index_name = %s", (name,))
+    return time.perf_counter() - t0
+
+
+def rebuild(conn: psycopg.Connection, tables: list[str] | None = None) -> list[tuple[str, float]]:
+    """Build the indexes etl_deferred_indexes lists (of `tables`, or all), one after another
+    on this connection. Returns (name, seconds) per index."""
+    built = [(name, build(conn, name, definition)) for name, definition in plan(conn, tables)]
     if built:
         log.info("built %d deferred indexes in %.1fs", len(built), sum(s for _, s in built))
     return built
@@ -138,37 +156,66 @@ def pending(conn: psycopg.Connection) -> list[str]:
         ]
 
 
+# Index builds are one backend each (GIN builds are not parallel before PostgreSQL 18): two
+# connections keep two cores busy at the end of a run, when nothing else is left to load.
+BUILD_CONNECTIONS = 2
+
+
 class BackgroundBuilder:
-    """Builds a finished table's indexes on its own connection while the next collections load.
+    """Builds finished tables' indexes on connections of its own (BUILD_CONNECTIONS, one index
+    per connection at a time, the costliest first) while the next collections load, and the
+    rest when the run ends (finish()).
     Errors are logged, not raised: whatever is left is built again at the end of the run."""
 
-    def __init__(self, dsn: str):
+    def __init__(self, dsn: str, connections: int = BUILD_CONNECTIONS):
         from concurrent.futures import ThreadPoolExecutor
 
         self.dsn = dsn
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="etl-index")
+        # Two builds at once also while collections load: measured faster than one at a time
+        # (the full-text builds are the longest tasks of a run and start sooner).
+        self._pool = ThreadPoolExecutor(max_workers=connections, thread_name_prefix="etl-index")
         self._futures = []
+        self._queued: set[str] = set()
 
-    def submit(self, tables: list[str]) -> None:
-        self._futures.append(self._pool.submit(self._build, tables))
-
-    def _build(self, tables: list[str]) -> list[tuple[str, float]]:
+    def submit(self, tables: list[str] | None) -> None:
+        """Queue the builds of these tables' indexes (None: every listed one)."""
         from etl import pg
 
         try:
             with pg.connect(self.dsn, application_name="etl-index-build") as conn:
-                return rebuild(conn, tables)
+                todo = plan(conn, tables)
+        except Exception as exc:  # noqa: BLE001 - rebuilt at the end of the run instead
+            log.warning("could not list the deferred indexes (built at the end): %s", exc)
+            return
+        for name, definition in todo:
+            if name not in self._queued:  # queued before: building or built already
+                self._queued.add(name)
+                self._futures.append(self._pool.submit(self._build, name, definition))
+
+    def _build(self, name: str, definition: str) -> list[tuple[str, float]]:
+        from etl import pg
+
+        try:
+            with pg.connect(self.dsn, application_name="etl-index-build") as conn:
+                return [(name, build(conn, name, definition))]
         except Exception as exc:  # noqa: BLE001 - rebuilt at the end of the run instead
             log.warning(
-                "background index build for %s failed (retried at the end of the run): %s",
-                ", ".join(tables),
+                "background build of index %s failed (retried at the end of the run): %s",
+                name,
                 exc,
             )
             return []
+
+    def finish(self) -> list[tuple[str, float]]:
+        """Nothing is left to load: every listed index, on the builder's connections."""
+        self.submit(None)
+        return self.wait()
 
     def wait(self) -> list[tuple[str, float]]:
         built = []
         for f in self._futures:
             built.extend(f.result())
         self._pool.shutdown(wait=True)
+        if built:
+            log.info("built %d deferred indexes in %.1fs", len(built), sum(s for _, s in built))
         return built

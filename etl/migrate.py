@@ -9,8 +9,9 @@ from collections.abc import Callable
 
 import psycopg
 
-from etl import indexes, pg
+from etl import fastpath, indexes, pg, target
 from etl.errors import EtlError, Interrupted
+from etl.fastpath import FastPath
 from etl.mapping import load_mapping
 from etl.pipeline import Pipeline
 from etl.results import CollectionResult, RunSummary, now_iso, rate, summary_counts
@@ -129,6 +130,26 @@ class Migration:
             return []
         return indexes.defer(conn, run_id, tables)
 
+    def fast_path(self, conn, names: list[str]) -> FastPath | None:
+        """The empty-table fast path for the document types whose tables hold no row now, at
+        the start of a run that is not a resume (etl/fastpath.py); None when none qualifies."""
+        if self.resume or not fastpath.lever_on("fastpath"):
+            return None
+        tables = {  # the curated tables (a generic table's merge is etl/generic/load.py)
+            t.document_type: t.table
+            for name in names
+            if (cm := self.mapping.for_collection(name)) is not None
+            for t in cm.targets()
+            if t.document_type in target.DOCUMENT_TYPES
+        }
+        with conn.transaction():
+            empty = fastpath.empty_tables(conn, sorted(set(tables.values())))
+        types = {dt for dt, table in tables.items() if table in empty}
+        if not types:
+            return None
+        log.info("empty tables, loaded by COPY without the merge: %s", ", ".join(sorted(empty)))
+        return FastPath(types)
+
     # -- the run -----------------------------------------------------------------------------
     def run(self) -> RunSummary:
         run = self.open_run()
@@ -167,6 +188,7 @@ class Migration:
             names = select_collections(self.mapping, source, self.requested, self.all)
             run.lock(names)
             by_table = writers(self.mapping, names)
+            pipeline.fast = self.fast_path(conn, names)
             if self.dry_run:
                 # everything, index drops and builds included, inside one transaction rolled back
                 with conn.transaction():
@@ -185,7 +207,10 @@ class Migration:
                 conn.commit()
                 indexes.rebuild(conn)  # what a crashed run left behind, before anything else
                 if self.defer_indexes(conn, run.run_id, list(by_table)):
-                    builder = indexes.BackgroundBuilder(run.dsn)
+                    builder = indexes.BackgroundBuilder(
+                        run.dsn,
+                        indexes.BUILD_CONNECTIONS if fastpath.lever_on("parallel_index") else 1,
+                    )
                 self._collections(pipeline, source, names, run.checkpoints, summary, builder)
             summary.state = "finished"
         except Interrupted:
@@ -251,11 +276,18 @@ class Migration:
     def _build_deferred_indexes(self, pipeline, builder, summary: RunSummary) -> None:
         """Finished, failed or interrupted: the deferred indexes come back now (after a crash,
         at the start of the next run)."""
-        built = builder.wait() if builder is not None else []
+        built = []
+        if builder is not None and fastpath.lever_on("parallel_index"):
+            # nothing of the run may hold a lock the builds wait for (a failed batch's
+            # transaction): its connection goes, and the rest is built on the builder's
+            pipeline.close()
+            built = builder.finish()
+        elif builder is not None:
+            built = builder.wait()
         try:
             conn = pipeline.conn
             conn.rollback()
-            built += indexes.rebuild(conn)
+            built += indexes.rebuild(conn)  # what the builder could not build
             summary.index_builds = [{"index": n, "seconds": round(t, 3)} for n, t in built]
         except EtlError as exc:
             log.error("could not reconnect to build the deferred indexes: %s", exc)

@@ -22,6 +22,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_rand
 
 from etl import pg, state
 from etl.errors import Interrupted, is_transient
+from etl.fastpath import FastPath, lever_on, lz4_available
 from etl.generic import load as generic_load
 from etl.load import LinkOutcome, Loader, LoadOutcome
 from etl.mapping import Mapping
@@ -156,6 +157,18 @@ class Pipeline:
         self.should_stop = should_stop
         self.retry_wait = retry_wait
         self._conn: psycopg.Connection | None = None
+        # document types whose tables were empty when the run started (etl/fastpath.py)
+        self.fast: FastPath | None = None
+        self._lz4: bool | None = None  # known at the first batch
+
+    def _batch_settings(self, c: psycopg.Connection) -> str:
+        """The statement that opens each batch transaction: the run id for the audit triggers
+        and, where the server has it, lz4 for the TOAST compression of the rows it writes
+        (SET LOCAL: nothing outlives the transaction, as PgBouncer needs)."""
+        if self._lz4 is None:
+            self._lz4 = lever_on("lz4") and lz4_available(c)
+        lz4 = ", set_config('default_toast_compression', 'lz4', true)" if self._lz4 else ""
+        return f"select set_config('etl.run_id', %s, true){lz4}"
 
     # -- the working connection --------------------------------------------------------------
     @property
@@ -212,7 +225,13 @@ class Pipeline:
         result.batches = cp.batches
         self.on_progress(collection, result.counts.read, result.source_count)
         remaining = limit
-        batches = source.batches(collection, self.batch_size, after=cp.position, until=store.until)
+        batches = source.batches(
+            collection,
+            self.batch_size,
+            after=cp.position,
+            until=store.until,
+            max_bytes=(self.settings.migrate.batch_bytes if lever_on("batch_bytes") else 0) or None,
+        )
         t_range = last_done = time.perf_counter()
         # Batch N+1 is transformed here while one committer thread loads batch N: psycopg
         # releases the GIL while PostgreSQL works. One committer keeps checkpoints in order; a
@@ -325,9 +344,13 @@ class Pipeline:
             link = None
             if not self.dry_run:
                 store.take(c)  # first: a unit's row stays locked until the commit
-            c.execute("select set_config('etl.run_id', %s, true)", (self.run_id,))
+            c.execute(self._batch_settings(c), (self.run_id,))
             for document_type, rows in t.rows.items():
-                lo = loads[document_type] = loader.load(document_type, rows)
+                if self.fast is not None and self.fast.applies(document_type):
+                    lo = self.fast.load(loader, document_type, rows)
+                else:
+                    lo = loader.load(document_type, rows)
+                loads[document_type] = lo
                 for row, reason in lo.rejected:
                     doc = docs_by_key.get(row.key, row.values)
                     rejects.append((collection, row.key, doc, reason, "load"))

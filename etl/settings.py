@@ -127,6 +127,12 @@ class PostgresSettings(_Strict):
 
 class MigrateSettings(_Strict):
     batch_size: int = Field(5000, ge=1, le=1_000_000, description="documents per batch")
+    batch_bytes: int = Field(
+        8_000_000,
+        ge=0,
+        description="a batch also ends once it has read this many bytes of source (0: no limit);"
+        " bounds memory with large documents",
+    )
     mapping: str = Field(
         "",
         validate_default=True,
@@ -172,6 +178,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "ETL_PG_DSN": ("postgres", "dsn"),
     "ETL_EMBEDDED_DIR": ("postgres", "embedded_dir"),
     "ETL_BATCH_SIZE": ("migrate", "batch_size"),
+    "ETL_BATCH_BYTES": ("migrate", "batch_bytes"),
     "ETL_MAPPING": ("migrate", "mapping"),
     "ETL_REPORTS_DIR": ("migrate", "reports_dir"),
     "ETL_DEFER_INDEXES": ("migrate", "defer_indexes"),

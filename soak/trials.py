@@ -70,7 +70,12 @@ PHASES = ("random", "extract", "copy", "merge", "checkpoint")
 # pg_stat_activity patterns of the migrate's main connection ("etl") for each targeted phase
 PHASE_SQL = {
     "copy": "query ilike 'copy %%' and query not ilike 'copy etl_rejects%%'",
-    "merge": "(query ilike '%%etl_merge_stage%%' or query ilike '%%etl_link_edges%%')",
+    # the statement that writes the target table: the merge, the edges, or the empty-table fast
+    # path's COPY straight into it (etl/fastpath.py: no stage, no merge on a first load)
+    "merge": (
+        "(query ilike '%%etl_merge_stage%%' or query ilike '%%etl_link_edges%%'"
+        " or (query ilike 'copy \"%%' and query not ilike 'copy \"pg_temp%%'))"
+    ),
     "checkpoint": (
         "(query ilike 'insert into etl_checkpoints%%' or query ilike 'update etl_runs set heartbeat%%'"
         " or query ilike 'insert into etl_batches%%' or query ilike 'copy etl_rejects%%'"
@@ -1084,7 +1089,16 @@ def trial_arango_faults(h: Harness, rng: random.Random, rounds: int = 1) -> str:
         ],
     ] * rounds
     specs = [spec for g in groups for spec in g]
-    proc = h.start(db, "migrate", "--all", "--batch", "2000", env=h.env(db, ETL_ARANGO_TIMEOUT="2"))
+    # ETL_BATCH_BYTES=0: pages end at 2,000 documents, never at a byte count, so that every
+    # page ends with its cursor's last batch (the multi-MB bad document would cut one short)
+    proc = h.start(
+        db,
+        "migrate",
+        "--all",
+        "--batch",
+        "2000",
+        env=h.env(db, ETL_ARANGO_TIMEOUT="2", ETL_BATCH_BYTES="0"),
+    )
     fired: Counter = Counter()
     try:
         for group in groups:

@@ -187,3 +187,15 @@ def test_arbitrary_json_matches_the_server(conn, values):
     for v, (text, dig) in zip(values, server(conn, values)):
         assert canonical(v) == text, repr(v)
         assert digest(v) == dig, repr(v)
+
+
+def test_the_fast_string_escape_equals_the_rule_by_rule_one():
+    """canonical._string (msgspec, in C) against _string_re (the rules of docs/design.md, which
+    the tests above pin against the server): every code point of the first planes and a sample
+    beyond, lone surrogates included (the slow way)."""
+    from etl.canonical import _string, _string_re
+
+    points = [*range(0x3000), *range(0xD7F0, 0xE010), *range(0xFFF0, 0x10100, 7), 0x10FFFF]
+    for cp in points:
+        s = f"a{chr(cp)}b"
+        assert _string(s) == _string_re(s), hex(cp)

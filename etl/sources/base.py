@@ -49,9 +49,11 @@ class Source(Protocol):
         batch_size: int,
         after: str | None = None,
         until: str | None = None,
+        max_bytes: int | None = None,
     ) -> Iterator[Batch]:
         """Documents after `after` (None: from the start) up to and including `until` (None: to
-        the end), in batches of at most batch_size."""
+        the end), in batches of at most batch_size; with max_bytes, a batch also ends once it
+        has read that many bytes of source (at least one document per batch)."""
 
     def remaining(self, collection: str, after: str | None = None, until: str | None = None) -> int:
         """How many documents batches(collection, n, after, until) yields."""

@@ -204,7 +204,12 @@ class FileSource:
         return (end - start) - dead
 
     def batches(
-        self, collection: str, batch_size: int, after: str | None = None, until: str | None = None
+        self,
+        collection: str,
+        batch_size: int,
+        after: str | None = None,
+        until: str | None = None,
+        max_bytes: int | None = None,
     ) -> Iterator[Batch]:
         """Documents after position `after` up to position `until` (record counts), in file order."""
         if batch_size < 1:
@@ -265,7 +270,7 @@ class FileSource:
                     )
                 keys_in_batch.add(key)
                 docs.append(doc)  # type: ignore[arg-type]
-                if len(docs) >= batch_size:
+                if len(docs) >= batch_size or (max_bytes and nbytes >= max_bytes):
                     yield Batch(c.name, docs, str(index), nbytes, tuple(pending_warnings))
                     docs, keys_in_batch, nbytes, pending_warnings = [], set(), 0, []
             in_file.close()  # the file, when `until` stopped the reading inside it
