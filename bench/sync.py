@@ -6,16 +6,21 @@
 - the write freeze of `etl cutover --assume-frozen --workers 2`: from the freeze to the go,
   with the reconcile inside it sampled (--sample 10) and in full.
 
-Medians of --runs, each on a fresh copy of the schema. Usage:
+Every etl step runs as the operator's command, in its own process. Data: shaped like the real
+exports (bench/realdata.py; --data classic for tests/datagen). Medians of --runs, each on a
+fresh copy of the schema. Usage:
     .venv/bin/python bench/sync.py --docs 100000 --changes 20000 --runs 3 --pg-dsn DSN
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
+import re
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -27,13 +32,10 @@ sys.path.insert(0, str(REPO))
 import psycopg  # noqa: E402
 from psycopg.conninfo import make_conninfo  # noqa: E402
 
+from bench import realdata  # noqa: E402
 from etl.generic.apply import apply_mapping_file  # noqa: E402
-from etl.migrate import Migration  # noqa: E402
 from etl.pg import embedded_dsn  # noqa: E402
 from etl.schema import apply_schema  # noqa: E402
-from etl.settings import load_settings  # noqa: E402
-from etl.sync.cutover import Cutover  # noqa: E402
-from etl.sync.run import SyncJob  # noqa: E402
 from tests.datagen import generate  # noqa: E402
 from tests.fakearango.fixtures import DATABASE, ROOT_PASSWORD, seed  # noqa: E402
 from tests.fakearango.server import FakeArango  # noqa: E402
@@ -90,6 +92,25 @@ def write_changes(server: FakeArango, n: int, rng: random.Random, tag: str) -> i
     return written
 
 
+def etl(env: dict, *args: str) -> str:
+    """`etl ARGS` as the operator runs it: its own process (the test server here keeps this
+    one's interpreter busy); stdout, or the error."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
+    full.update(env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "etl", *args], env=full, capture_output=True, text=True
+    )
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"etl {' '.join(args)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return proc.stdout
+
+
+def report_of(stdout: str) -> Path:
+    """The JSON report a command's last line names ("... report PATH.md")."""
+    md = re.findall(r"report (\S+)\.md", stdout)[-1]
+    return Path(md + ".json")
+
+
 def median(xs):
     return statistics.median(xs) if xs else None
 
@@ -101,9 +122,16 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--pg-dsn", default=os.environ.get("ETL_BENCH_PG_DSN"))
+    ap.add_argument(
+        "--data",
+        choices=("real", "classic"),
+        default="real",
+        help="real: shaped like the ATSPro exports (bench/realdata.py); classic: tests/datagen",
+    )
     args = ap.parse_args()
     admin = args.pg_dsn or embedded_dsn()
-    ds = generate(max(1, int(args.docs / DOCS_PER_RESUME)), seed=args.seed)
+    make = realdata.generate if args.data == "real" else generate
+    ds = make(max(1, int(args.docs / DOCS_PER_RESUME)), seed=args.seed)
     total = sum(ds.counts.values())
     template = f"etl_bench_sync_tmpl_{uuid.uuid4().hex[:8]}"
     made = [template]
@@ -130,29 +158,20 @@ def main() -> int:
                     "ETL_PG_DSN": dsn,
                     "ETL_REPORTS_DIR": str(REPO / "bench" / "reports"),
                 }
-                settings = load_settings(None, env=env)
                 t0 = time.perf_counter()
-                Migration(settings, all_=True).run()
+                etl(env, "migrate", "--all")
                 migrate_rate = total / (time.perf_counter() - t0)
                 n = write_changes(server, args.changes, rng, f"r{run}")
-                job = SyncJob(settings)
                 t0 = time.perf_counter()
-                try:
-                    job.open()
-                    job.follow(until_current=True)
-                    state = "finished"
-                finally:
-                    job.close(locals().get("state", "failed"))
-                apply_rate = n / (time.perf_counter() - t0)
+                etl(env, "sync", "--until-current")
+                apply_rate = n / (time.perf_counter() - t0)  # the whole command, start-up included
                 rows["migrate docs/s"].append(migrate_rate)
                 rows["apply changes/s"].append(apply_rate)
                 rows["ratio"].append(apply_rate / migrate_rate)
-                for label, sample in (("sample 10", 10.0), ("full reconcile", None)):
+                for label, sample in (("sample 10", ["--sample", "10"]), ("full reconcile", [])):
                     write_changes(server, 500, rng, f"c{run}{label[0]}")
-                    cut = Cutover(
-                        settings, confirm_freeze=lambda: True, sample=sample, workers=2, say=log
-                    )
-                    doc = cut.run()
+                    out = etl(env, "cutover", "--assume-frozen", "--workers", "2", *sample)
+                    doc = json.loads(report_of(out).read_text())
                     if doc["verdict"] != "go":
                         log(f"cutover said {doc['verdict']}: {doc.get('reconcile_result')}")
                     rows[f"freeze s ({label})"].append(doc["freeze_seconds"])
@@ -168,7 +187,7 @@ def main() -> int:
             for name in reversed(made):
                 c.execute(f'drop database if exists "{name}" with (force)')
     print(
-        f"\nchange capture on {total:,} documents, {args.changes:,} changes, PostgreSQL "
+        f"\nchange capture on {total:,} {args.data} documents, {args.changes:,} changes, PostgreSQL "
         f"{version}, medians of {args.runs}:\n"
     )
     print("| measurement | median | runs |")
