@@ -75,7 +75,8 @@ cmp -s "$repo/configs/atspro.toml" "$site/configs/atspro.toml" || fail "installe
 
 step "etl --version; python -m etl --version"
 etl --version | tee "$work/version.txt"
-grep -q "^schema 007 " "$work/version.txt" || fail "etl --version names no schema 007"
+newest=$(ls "$repo"/sql/[0-9][0-9][0-9]_*.sql | sort | tail -n 1 | xargs basename | cut -c1-3)
+grep -q "^schema $newest " "$work/version.txt" || fail "etl --version names no schema $newest"
 python -m etl --version >/dev/null
 
 step "etl init; a second etl init refuses to overwrite (exit 2, one line)"
