@@ -102,7 +102,7 @@ class Applier:
                 tables = {tg.table for tg in cm.targets()}
                 if isinstance(t, Row):
                     plan.rows[t.document_type].append(t)
-                    tables.discard(self._table(t.document_type))  # routed elsewhere before?
+                    tables.discard(target.table(t.document_type))  # routed elsewhere before?
                 elif t is None:
                     out.add(name, "remove")
                 else:  # Reject / Unmapped: a fresh migrate would keep it in etl_rejects
@@ -131,10 +131,6 @@ class Applier:
         state.write_rejects(c, self.run_id, out.rejects)
         return out
 
-    def _table(self, document_type: str) -> str:
-        """A document type's table; a generic target's document type is its qualified table."""
-        return document_type if "." in document_type else target.table(document_type)
-
     def _order(self, names) -> list[str]:
         rank = {n: i for i, n in enumerate(self.mapping.collections_in_order())}
         return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
@@ -149,13 +145,13 @@ class Applier:
                     sql.SQL(
                         "update {} set is_active = false, deleted_at = coalesce(deleted_at, now())"
                         " where id = any(%s::uuid[])"
-                    ).format(_ident(table)),
+                    ).format(target.ident(table)),
                     (ids_list,),
                 )
                 continue
             dangling = self._detach_children(c, table, ids_list, out)
             c.execute(
-                sql.SQL("delete from {} where id = any(%s::uuid[])").format(_ident(table)),
+                sql.SQL("delete from {} where id = any(%s::uuid[])").format(target.ident(table)),
                 (ids_list,),
             )
             for cm, to_table, froms in dangling:  # once the rows are gone: recomputed links
@@ -235,7 +231,7 @@ class Applier:
                 rid
                 for (rid,) in c.execute(
                     sql.SQL("select id::text from {} where id = any(%s::uuid[])").format(
-                        _ident(self._table(dt))
+                        target.ident(target.table(dt))
                     ),
                     ([r.values["id"] for r in batch],),
                 )
@@ -251,7 +247,7 @@ class Applier:
                 out.rejects.append((collection, row.key, doc, reason, "load"))
                 out.add(collection, "reject")
             if refused:  # a fresh migrate would have no row for them
-                self._remove(c, {self._table(dt): {row_id(collection, k) for k in refused}}, out)
+                self._remove(c, {target.table(dt): {row_id(collection, k) for k in refused}}, out)
             if lo.forward_refs:
                 loader.relink_parents(target.table(dt), lo.forward_refs)
             kept = [r for r in batch if r.key not in refused]
@@ -499,11 +495,6 @@ class Applier:
                 )
                 out.add(cm.name, "link", len(done))
                 self._recompute_sets(c, cm, [e.target_id for e in links if e.key not in still])
-
-
-def _ident(table: str) -> sql.Identifier:
-    """A table name, schema-qualified or not."""
-    return sql.Identifier(*table.split("."))
 
 
 _NOT_CONSTANT = object()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from psycopg import sql
 
-from etl import pg
+from etl import pg, target
 from etl.errors import Interrupted, PermanentError
 from etl.mapping import Mapping
 from etl.pipeline import Pipeline
@@ -317,7 +317,7 @@ class Follower:
                 sql.SQL(
                     "select metadata -> 'arango' ->> '_key' from {}"
                     " where metadata -> 'arango' ->> 'collection' = %s"
-                ).format(sql.Identifier(*ref.table.split("."))),
+                ).format(target.ident(ref.table)),
                 (ev.collection,),
             )
         ]
@@ -330,7 +330,7 @@ class Follower:
                         "select e.key from {} r, jsonb_each(case when jsonb_typeof("
                         "r.metadata -> 'edges') = 'object' then r.metadata -> 'edges'"
                         " else '{{}}' end) e"
-                    ).format(sql.Identifier(*ref.table.split(".")))
+                    ).format(target.ident(ref.table))
                 )
             ]
         removes = [Change(ev.tick, ev.collection, k, None) for k in dict.fromkeys(keys) if k]
