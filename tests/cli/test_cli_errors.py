@@ -2,6 +2,7 @@
 The CLI runs as a real process: what the operator sees is what is tested."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,9 +23,18 @@ def etl(*args, env=None, cwd=None):
     )
 
 
+# the first line of every command: which PostgreSQL and source it works on (a log record)
+HEADER = re.compile(r"^\S+ INFO etl: (PostgreSQL|source) ")
+
+
+def error_lines(stderr: str) -> list[str]:
+    """stderr's lines without the first line that names the server and source."""
+    return [ln for ln in stderr.splitlines() if ln.strip() and not HEADER.match(ln)]
+
+
 def assert_one_line_error(proc, *needles):
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    lines = error_lines(proc.stderr)
     assert len(lines) == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     for n in needles:
