@@ -14,6 +14,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from tests.datagen import generate, write_dump
+from tests.cli.test_cli_errors import error_lines
 
 
 def etl(env: dict, *args: str) -> subprocess.CompletedProcess:
@@ -100,10 +101,10 @@ def test_a_loader_with_the_printed_grants_migrates_and_reconciles(
 
 def test_grants_of_an_unknown_role_or_schema_is_one_line(empty_db, schema_db):
     proc = etl({"ETL_PG_DSN": schema_db}, "grants", "--role", "no_such_role_x")
-    assert proc.returncode == 2 and proc.stderr.startswith("error: role 'no_such_role_x'")
+    assert proc.returncode == 2 and error_lines(proc.stderr)[0].startswith("error: role 'no_such_role_x'")
     proc = etl({"ETL_PG_DSN": empty_db}, "grants", "--role", "postgres")
     assert proc.returncode == 2 and "apply-schema" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+    assert len(error_lines(proc.stderr)) == 1
 
 
 def test_an_extension_the_role_cannot_create_stops_apply_schema_before_anything(
@@ -119,7 +120,7 @@ def test_an_extension_the_role_cannot_create_stops_apply_schema_before_anything(
     try:
         proc = etl({"ETL_PG_DSN": make_conninfo(db, user=owner)}, "apply-schema")
         assert proc.returncode == 2, proc.stdout + proc.stderr
-        lines = proc.stderr.strip().splitlines()
+        lines = error_lines(proc.stderr)
         assert len(lines) == 1 and lines[0].startswith("error: PostgreSQL extension "), lines
         assert (
             '"bloom"' in lines[0] and "superuser" in lines[0] and "nothing was applied" in lines[0]
