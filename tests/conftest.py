@@ -25,6 +25,10 @@ REPO = Path(__file__).resolve().parent.parent
 # relied on the default is stopped at the end of the session.
 _XDG_DATA_HOME = Path(tempfile.mkdtemp(prefix="etl-test-xdg-"))
 os.environ["XDG_DATA_HOME"] = str(_XDG_DATA_HOME)
+# nor a server libpq's environment of the shell names (etl honours PGHOST and friends)
+for _var in ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGSERVICE"):
+    os.environ.pop(_var, None)
+os.environ.pop("PGPASSFILE", None)
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -22,8 +22,8 @@ from etl.reconcile.run import Reconciliation
 from etl.settings import load_settings
 from etl.transform import row_id
 from tests import generic_dumps as shop
-from tests.test_report_schema import validate
 from tests.cli.test_cli_errors import error_lines
+from tests.test_report_schema import validate
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEM = ("_key", "_id", "_rev", "_from", "_to")

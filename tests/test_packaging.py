@@ -266,9 +266,7 @@ def test_each_project_directory_has_its_own_embedded_server(tmp_path):
     env = {"XDG_DATA_HOME": str(tmp_path / "xdg")}
     for d in ("a", "b"):
         (tmp_path / d).mkdir()
-    where = {
-        d: etl("--version", env=env, cwd=tmp_path / d).stdout.splitlines()[-1] for d in "ab"
-    }
+    where = {d: etl("--version", env=env, cwd=tmp_path / d).stdout.splitlines()[-1] for d in "ab"}
     assert where["a"] != where["b"], where
     assert where["a"].startswith("PostgreSQL embedded at ") and "this project's" in where["a"]
     data = Path(where["a"].split(" at ", 1)[1].split(" (")[0])

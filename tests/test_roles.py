@@ -13,8 +13,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from tests.datagen import generate, write_dump
 from tests.cli.test_cli_errors import error_lines
+from tests.datagen import generate, write_dump
 
 
 def etl(env: dict, *args: str) -> subprocess.CompletedProcess:
@@ -101,7 +101,9 @@ def test_a_loader_with_the_printed_grants_migrates_and_reconciles(
 
 def test_grants_of_an_unknown_role_or_schema_is_one_line(empty_db, schema_db):
     proc = etl({"ETL_PG_DSN": schema_db}, "grants", "--role", "no_such_role_x")
-    assert proc.returncode == 2 and error_lines(proc.stderr)[0].startswith("error: role 'no_such_role_x'")
+    assert proc.returncode == 2 and error_lines(proc.stderr)[0].startswith(
+        "error: role 'no_such_role_x'"
+    )
     proc = etl({"ETL_PG_DSN": empty_db}, "grants", "--role", "postgres")
     assert proc.returncode == 2 and "apply-schema" in proc.stderr
     assert len(error_lines(proc.stderr)) == 1

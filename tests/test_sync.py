@@ -22,11 +22,11 @@ import pytest
 from etl.migrate import Migration
 from etl.settings import load_settings
 from etl.transform import row_id
+from tests.cli.test_cli_errors import error_lines
 from tests.datagen import generate
 from tests.fakearango.fixtures import DATABASE, client_db
 from tests.test_migrate_arango import arango_env, scalar, seed_dataset
 from tests.test_roles import new_role  # noqa: F401, F811 - a fixture
-from tests.cli.test_cli_errors import error_lines
 
 REPO = Path(__file__).resolve().parent.parent
 
