@@ -43,6 +43,7 @@ class _Ctx:
     debug: bool = False
     verbose: bool = False
     quiet: bool = False
+    role: str | None = None  # the PostgreSQL user, for the `etl grants --role` of a message
 
 
 CTX = _Ctx()
@@ -211,8 +212,9 @@ def _describe_source(settings: Settings, source: str) -> str:
 def _header(settings: Settings | None, source: str | None = None) -> None:
     """The first line of every command: which PostgreSQL server and database it works on, and
     which source (never a password). A log record: --quiet drops it, --log-format json keeps it."""
-    from etl.pg import describe_settings
+    from etl.pg import describe_settings, role_of
 
+    CTX.role = role_of(settings) if settings is not None else None
     parts = [describe_settings(settings)] if settings is not None else []
     if source is not None and settings is not None:
         parts.append("source " + _describe_source(settings, source))
@@ -1148,6 +1150,25 @@ def init_cmd(
         typer.echo(f"etl reads it when run in {directory} (elsewhere: --config {target})")
 
 
+def _privilege_error(exc: BaseException) -> str | None:
+    """A privilege the role lacks, met where no check came first: the object and the command
+    that grants it (PostgreSQL's message names the object, not the privilege)."""
+    import re
+
+    import psycopg
+
+    if not isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        return None
+    text = str(exc).splitlines()[0] if str(exc) else "permission denied"
+    m = re.search(r"permission denied for (\w+) (\S+)", text)
+    what = f"a privilege on {m.group(1)} {m.group(2)}" if m else "a privilege"
+    role = CTX.role or "ROLE"
+    return (
+        f"role {role} lacks {what} ({text}): the schema owner runs "
+        f"`etl grants --role {role} --apply` (etl preflight lists what is missing)"
+    )
+
+
 def _say_error(line: str) -> None:
     """The last line: plain text, or with --log-format json a record like every other line."""
     from etl import logs
@@ -1184,6 +1205,10 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if CTX.debug:
             raise
+        missing = _privilege_error(exc)
+        if missing:
+            _say_error(f"error: {missing}")
+            sys.exit(2)
         first = str(exc).splitlines()[0] if str(exc) else ""
         print(
             f"error: unexpected {type(exc).__name__}: {first} (rerun with --debug for the traceback)",

@@ -88,6 +88,22 @@ def describe_settings(settings: Settings, env=None) -> str:
     return f"PostgreSQL {host}:{port}, database {db} (from {origin})"
 
 
+def role_of(settings: Settings) -> str | None:
+    """The user etl logs in as, as libpq picks it: the DSN's, else PGUSER, else the OS user
+    (the embedded server: its superuser)."""
+    import getpass
+    import os
+
+    dsn = settings.postgres.dsn.get_secret_value()
+    if not dsn:
+        return "postgres"
+    try:
+        user = conninfo_to_dict(dsn).get("user")
+    except psycopg.ProgrammingError:
+        return None
+    return user or os.environ.get("PGUSER") or getpass.getuser()
+
+
 def describe_target(dsn: str) -> str:
     """host:port/dbname for messages, never the password."""
     try:

@@ -675,23 +675,9 @@ def _measured_rate(conn: psycopg.Connection) -> dict[str, Any] | None:
 
 
 def _lacking(conn: psycopg.Connection, g) -> list[str]:
-    """The privileges of grant `g` the current role does not have."""
-    test = {
-        "DATABASE": "has_database_privilege(current_database(), p)",
-        "SCHEMA": "has_schema_privilege((parse_ident(%s))[1], p)",
-        "TABLE": "has_table_privilege(%s, p)",
-        "SEQUENCE": "has_sequence_privilege(%s, p)",
-        "FUNCTION": "has_function_privilege(%s, p)",
-    }[g.kind]
-    args = () if g.kind == "DATABASE" else (g.name,)
-    return [
-        p
-        for (p,) in conn.execute(
-            f"select p from unnest(%s::text[]) with ordinality as u(p, n) where not {test}"
-            " order by n",
-            (list(g.privileges), *args),
-        )
-    ]
+    from etl.grants import lacking
+
+    return lacking(conn, g)
 
 
 def _setting_note(name: str, shown: str, raw: str) -> tuple[str, str]:
