@@ -32,7 +32,7 @@ PREFLIGHT_SCHEMA_VERSION = 1
 STATUSES = ("ok", "info", "warn", "fail")
 MIN_SERVER_VERSION = 140000  # PostgreSQL 14
 
-# The basis of the estimate when this database has no finished migrate to measure: README,
+# The basis of the estimate when this database has no finished migrate to measure: docs/figures.md,
 # Performance: `etl migrate --all` loaded 5,505 (dump) and 5,675 (HTTP) docs/s on 2 cores, one
 # process, index builds included; 100k generated ATSPro documents are 168 MB of JSON.
 DEFAULT_DOCS_PER_SECOND = 5000.0
@@ -579,13 +579,15 @@ class Preflight:
         else:
             rate, per_doc = DEFAULT_DOCS_PER_SECOND, None
             basis = (
-                f"etl's documented default: {DEFAULT_DOCS_PER_SECOND:,.0f} docs/s (README,"
+                f"etl's documented default: {DEFAULT_DOCS_PER_SECOND:,.0f} docs/s (docs/figures.md,"
                 " Performance: one process on 2 cores, index builds included); no finished"
                 " migrate in this database to measure"
             )
         if per_doc is None:
             per_doc = DEFAULT_BYTES_PER_DOCUMENT
-            size_basis = f"{DEFAULT_BYTES_PER_DOCUMENT:,} bytes a document, the README's figure"
+            size_basis = (
+                f"{DEFAULT_BYTES_PER_DOCUMENT:,} bytes a document, the figure of docs/figures.md"
+            )
         else:
             size_basis = f"{per_doc:,.0f} bytes a document, measured"
         nbytes = int(docs * per_doc)
