@@ -262,13 +262,19 @@ def _cell(v) -> str:
     return " ".join(str(v).split())  # one line per row, whatever the cell holds
 
 
-def fit_widths(widths: list[int], total: int, floor: int = 5) -> list[int]:
+def fit_widths(widths: list[int], total: int, floors: list[int] | None = None) -> list[int]:
     """Narrow the widest columns, one character at a time, until the row (with two spaces
-    between columns) fits `total`, none below `floor`."""
+    between columns) fits `total`: none below its floor (its header, up to 12 characters), the
+    first column (it names the row: a run id, a collection) last."""
     w = list(widths)
+    low = floors or [5] * len(w)
     while sum(w) + 2 * (len(w) - 1) > total:
-        i = max(range(len(w)), key=lambda j: w[j])
-        if w[i] <= floor:
+        cuttable = [j for j in range(1, len(w)) if w[j] > low[j]]
+        if cuttable:
+            i = max(cuttable, key=lambda j: w[j])
+        elif w[0] > low[0]:
+            i = 0
+        else:
             break
         w[i] -= 1
     return w
@@ -285,7 +291,7 @@ def _echo_table(rows: list[dict], width: int = WIDTH) -> None:
     keys = list(rows[0].keys())
     cells = [[_cell(r.get(k)) for k in keys] for r in rows]
     widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
-    widths = fit_widths(widths, width)
+    widths = fit_widths(widths, width, [max(4, min(len(k), 12)) for k in keys])
     typer.echo("  ".join(_clip(k, w).ljust(w) for k, w in zip(keys, widths)).rstrip())
     typer.echo("  ".join("-" * w for w in widths))
     for c in cells:
@@ -1045,9 +1051,9 @@ def _echo_status(info: dict, run: str | None) -> None:
     if info.get("embedded_dir"):
         typer.echo(f"PostgreSQL: the embedded server at {info['embedded_dir']}\n")
     typer.echo("Run" if run else "Runs")
-    _echo_table(info["runs"])
+    _echo_table([_run_view(r) for r in info["runs"]])
     typer.echo(f"\nCheckpoints of {'the run' if run else 'the latest migrate run'}")
-    _echo_table(info["checkpoints"])
+    _echo_table([_short_keys(r) for r in info["checkpoints"]])
     if info["work_units"]:
         typer.echo(f"\nWork units of {'the run' if run else 'the latest migrate run'} (--workers)")
         _echo_table(info["work_units"])
@@ -1055,9 +1061,55 @@ def _echo_status(info: dict, run: str | None) -> None:
     _echo_table(info["reconciles"])
     if info.get("sync"):
         typer.echo("\nChange capture (etl sync)")
-        _echo_table(info["sync"])
+        _echo_table([{k: v for k, v in r.items() if k != "updated_at"} for r in info["sync"]])
         if info.get("sync_applied"):
             _echo_table(info["sync_applied"])
+
+
+def _run_view(row: dict) -> dict:
+    """A run as the status table shows it in 100 columns: the run id names the command, its
+    length replaces the finish time; --json has every column."""
+    from datetime import datetime
+
+    out: dict = {}
+    for key, value in row.items():
+        if key in ("command", "finished_at", "heartbeat_at"):
+            continue
+        if key == "started_at":
+            out["started"] = _cell(value)[5:] if isinstance(value, datetime) else value
+            end = row.get("finished_at") or row.get("heartbeat_at")
+            took = (end - value).total_seconds() if isinstance(end, datetime) and value else None
+            out["took"] = _duration(took) if took is not None else ""
+        else:
+            out[key] = value
+    return out
+
+
+# the checkpoint counts under short headers, so that the table fits 100 columns
+_SHORT = {
+    "position": "last key",
+    "batches": "batch",
+    "inserted": "ins",
+    "updated": "upd",
+    "unchanged": "same",
+    "rejected": "rej",
+    "unmapped": "unmap",
+    "dangling": "dangl",
+    "updated_at": "at",
+}
+
+
+def _short_keys(row: dict) -> dict:
+    return {_SHORT.get(k, k): v for k, v in row.items()}
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 # run ids are <command>-<UTC time>-<6 hex> (etl/state.py new_run_id); checked before connecting
