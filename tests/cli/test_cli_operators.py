@@ -175,9 +175,10 @@ def test_json_results_on_stdout_and_nothing_else(schema_db, tmp_path, dump):
     assert max(len(ln) for ln in plain.stdout.splitlines()) <= 100, plain.stdout
 
 
-def test_status_of_an_unknown_run_is_one_line(schema_db, tmp_path):
-    proc = etl("status", "--run", "migrate-20260101T000000Z-abcdef", env={"ETL_PG_DSN": schema_db})
-    assert_one_line_error(proc, "no run", "etl status")
+@pytest.mark.parametrize("command", ["status", "purge-rejects"])
+def test_an_unknown_run_is_one_line(schema_db, command):
+    proc = etl(command, "--run", "migrate-20260101T000000Z-abcdef", env={"ETL_PG_DSN": schema_db})
+    assert_one_line_error(proc, "no run 'migrate-20260101T000000Z-abcdef'", "etl status")
 
 
 # -- 15: option mistakes --------------------------------------------------------------------------
