@@ -185,6 +185,12 @@ def _settings(**overrides) -> Settings:
     return load_settings(CTX.config, overrides=overrides)
 
 
+def _notice(line: str) -> None:
+    from etl.logs import notice
+
+    notice(line)
+
+
 def _check_selection(all_: bool, collections: list[str] | None) -> None:
     if all_ and collections:
         _refuse(
@@ -236,10 +242,9 @@ def _print_json(doc) -> None:
 def _announce_reports(settings: Settings, existed: bool, paths) -> None:
     """The first report in a new reports directory: say on stderr where reports go."""
     if not existed and paths:
-        typer.echo(
+        _notice(
             f"etl: reports go to {Path(settings.migrate.reports_dir).resolve()} (a new directory; "
-            "--reports-dir, ETL_REPORTS_DIR or migrate.reports_dir change it)",
-            err=True,
+            "--reports-dir, ETL_REPORTS_DIR or migrate.reports_dir change it)"
         )
 
 
@@ -337,8 +342,8 @@ def preflight_cmd(
         paths = write_reports(doc, settings.migrate.reports_dir)
         line += f"; report {paths['md']}, {paths['json']} and {paths['html']}"
     except OSError as exc:
-        typer.echo(f"warning: could not write the preflight report: {exc}", err=True)
-    typer.echo(line, err=as_json)
+        _notice(f"warning: could not write the preflight report: {exc}")
+    (_notice if as_json else typer.echo)(line)
     raise typer.Exit(result.exit_code)
 
 
@@ -530,7 +535,7 @@ def grants_cmd(
     for stmt in statements:
         typer.echo(stmt)
     if apply:
-        typer.echo(f"applied {len(statements)} statements for role {role}", err=True)
+        _notice(f"applied {len(statements)} statements for role {role}")
 
 
 @app.command("rollback")
@@ -671,10 +676,9 @@ def migrate_cmd(
                 _print_json(job.summary.asdict())
             else:
                 typer.echo(render_table(job.summary.asdict()))
-            typer.echo(
+            (_notice if as_json else typer.echo)(
                 f"run {job.summary.run_id}: {job.summary.state}; report {job.report_paths['md']}"
-                f" and {job.report_paths['json']}",
-                err=as_json,
+                f" and {job.report_paths['json']}"
             )
     _announce_reports(settings, reports_existed, job.report_paths)
     raise typer.Exit(exit_code)
@@ -988,9 +992,8 @@ def reconcile_cmd(
             else:
                 typer.echo(render_table(summary.asdict()))
             result = "differences found" if summary.has_differences else "everything matches"
-            typer.echo(
-                f"run {summary.run_id}: {summary.state}, {result}; report {paths['md']} and {paths['json']}",
-                err=as_json,
+            (_notice if as_json else typer.echo)(
+                f"run {summary.run_id}: {summary.state}, {result}; report {paths['md']} and {paths['json']}"
             )
     _announce_reports(settings, reports_existed, getattr(rec, "report_paths", None))
     raise typer.Exit(exit_code)
@@ -1158,7 +1161,7 @@ def pg_url_cmd():
 
         dsn = safe_dsn(dsn)
     typer.echo(dsn)
-    typer.echo(f"connect with: psql '{dsn}'", err=True)
+    _notice(f"connect with: psql '{dsn}'")
 
 
 @app.command("pg-stop")

@@ -100,6 +100,15 @@ def setup(
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
+def notice(line: str) -> None:
+    """A line for the operator on stderr: as it is, or with --log-format json a record like
+    every other line (a log shipper reads one JSON object per line)."""
+    if json_format():
+        logging.getLogger("etl").info(line)
+    else:
+        print(line, file=sys.stderr)
+
+
 def json_format() -> bool:
     """Whether the lines on stderr are JSON objects (then the CLI's own lines are records too)."""
     return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)

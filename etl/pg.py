@@ -8,7 +8,6 @@ running so that `etl pg-url` and psql can reach it afterwards. `etl pg-stop` sto
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,11 +46,12 @@ def embedded_dsn(data_dir: str | Path, *, announce: bool = True, temporary: bool
         ) from None
     dsn = server.get_uri()
     if announce and fresh:
-        print(
+        from etl.logs import notice
+
+        notice(
             f"etl: no PostgreSQL configured; created and started the embedded server in {path}"
             " for this project (etl pg-url prints how to connect; ETL_EMBEDDED_DIR or"
-            " postgres.embedded_dir moves it)",
-            file=sys.stderr,
+            " postgres.embedded_dir moves it)"
         )
     return dsn
 

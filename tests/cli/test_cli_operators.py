@@ -175,6 +175,17 @@ def test_json_results_on_stdout_and_nothing_else(schema_db, tmp_path, dump):
     assert max(len(ln) for ln in plain.stdout.splitlines()) <= 100, plain.stdout
 
 
+def test_json_logs_and_json_result_together_every_line_an_object(schema_db, tmp_path, dump):
+    env = {"ETL_PG_DSN": schema_db, "ETL_REPORTS_DIR": str(tmp_path / "new-reports")}
+    args = ["migrate", "-c", "resumes", "--source", f"dump:{dump}", "--json"]
+    proc = etl(*args, "--log-format", "json", env=env, cwd=tmp_path)
+    assert proc.returncode in (0, 1), proc.stderr
+    assert json.loads(proc.stdout)["collections"]
+    records = [json.loads(ln) for ln in proc.stderr.splitlines()]  # none is plain text
+    said = " ".join(r["message"] for r in records)
+    assert "reports go to" in said and "run migrate-" in said
+
+
 @pytest.mark.parametrize("command", ["status", "purge-rejects"])
 def test_an_unknown_run_is_one_line(schema_db, command):
     proc = etl(command, "--run", "migrate-20260101T000000Z-abcdef", env={"ETL_PG_DSN": schema_db})
