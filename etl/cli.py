@@ -153,15 +153,11 @@ def _global(
     from etl import logs
 
     if log_level is not None and log_level.lower() not in logs.LEVELS:
-        raise typer.BadParameter(
-            f"expected one of {', '.join(logs.LEVELS)}", param_hint="--log-level"
-        )
+        _refuse(f"--log-level {log_level}: expected one of {', '.join(logs.LEVELS)}")
     if log_format not in logs.FORMATS:
-        raise typer.BadParameter(
-            f"expected one of {', '.join(logs.FORMATS)}", param_hint="--log-format"
-        )
+        _refuse(f"--log-format {log_format}: expected one of {', '.join(logs.FORMATS)}")
     if quiet and (verbose or debug):
-        raise typer.BadParameter("--quiet with -v or --debug: choose one", param_hint="--quiet")
+        _refuse("--quiet with -v or --debug: choose one")
     if log_file:
         try:
             open(log_file, "a", encoding="utf-8").close()
