@@ -1016,7 +1016,6 @@ def status_cmd(
 
     Example: etl status --run migrate-20261124T030000Z-ab12cd --watch
     """
-    import time
 
     from etl.status import status
 
@@ -1025,6 +1024,16 @@ def status_cmd(
     settings = _settings(postgres={"dsn": dsn})
     _header(settings)
     dsn_ = _dsn(settings)
+    try:
+        _status_loop(settings, dsn_, limit, run, watch, every, as_json, status)
+    except KeyboardInterrupt:  # --watch ends with Ctrl-C: nothing was running to stop
+        if not watch:
+            raise
+
+
+def _status_loop(settings, dsn_, limit, run, watch, every, as_json, status) -> None:
+    import time
+
     while True:
         info = status(dsn_, limit=limit, run=run)
         if run is not None and not info["runs"]:
@@ -1038,10 +1047,7 @@ def status_cmd(
         running = any(r.get("state") == "running" for r in info["runs"])
         if not watch or (run is not None and not running):
             return
-        try:
-            time.sleep(every)
-        except KeyboardInterrupt:
-            return
+        time.sleep(every)
         if not as_json:
             typer.echo("")
 
