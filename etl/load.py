@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import sql
@@ -15,7 +16,11 @@ from etl import jsonutil, target
 from etl.errors import is_transient
 from etl.generic import load as generic_load
 from etl.generic.names import is_generic
+from etl.pg import scalar
 from etl.target import JSONB_COLUMNS
+
+if TYPE_CHECKING:
+    from etl.transform import EdgeLink, Row
 
 # SQLSTATE classes that mean "this row's data is not acceptable": data exceptions (22),
 # integrity violations (23), RAISE from a validation trigger (P0001), program limits such as a
@@ -30,7 +35,7 @@ class LoadOutcome:
     updated: int = 0
     unchanged: int = 0
     dangling: int = 0
-    rejected: list[tuple[object, str]] = field(default_factory=list)  # (row, reason)
+    rejected: list[tuple[Row, str]] = field(default_factory=list)  # (row, reason)
     # (row id, intended parent id) of references to a row of the same table that was not
     # there yet (a parent later in the stream); relink_parents() sets them at the end
     forward_refs: list[tuple[str, str]] = field(default_factory=list)
@@ -49,7 +54,9 @@ class LoadOutcome:
 class LinkOutcome:
     linked: int = 0
     unchanged: int = 0
-    dangling: list[object] = field(default_factory=list)  # EdgeLink objects whose ends are missing
+    dangling: list[EdgeLink] = field(
+        default_factory=list
+    )  # EdgeLink objects whose ends are missing
 
 
 def row_level_error(exc: psycopg.Error) -> bool:
@@ -75,9 +82,7 @@ class Loader:
 
     # -- documents -------------------------------------------------------------------------
     def _stage_columns(self, document_type: str) -> tuple[str, list[str]]:
-        stage = self.conn.execute(
-            "select etl_prepare_stage(%s)::text", (document_type,)
-        ).fetchone()[0]
+        stage = scalar(self.conn, "select etl_prepare_stage(%s)::text", (document_type,))
         if document_type not in self._columns:
             cols = self.conn.execute(
                 "select attname from pg_attribute where attrelid = %s::regclass"

@@ -44,9 +44,18 @@ class CheckpointStore(Protocol):
     """Where one range's position and counts are kept: a collection's etl_checkpoints row
     (state.CollectionCheckpoints) or a parallel run's unit row (units.UnitCheckpoints)."""
 
-    until: str | None  # the range's last key, None: to the end of the collection
-    unit_id: int | None  # recorded with each batch of a parallel run
-    ends_collection: bool  # the end of this range is the end of its collection
+    # read-only (properties): a store may narrow them (a unit's unit_id is always an int)
+    @property
+    def until(self) -> str | None:
+        """The range's last key, None: to the end of the collection."""
+
+    @property
+    def unit_id(self) -> int | None:
+        """Recorded with each batch of a parallel run."""
+
+    @property
+    def ends_collection(self) -> bool:
+        """The end of this range is the end of its collection."""
 
     def take(self, conn: psycopg.Connection) -> None:
         """First statement of every batch transaction (a unit re-takes its lease here)."""

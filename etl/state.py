@@ -87,7 +87,7 @@ def require_schema(conn: psycopg.Connection) -> None:
     ).fetchone()
     if not conn.autocommit:
         conn.rollback()  # leave no implicit transaction open behind a read
-    if not all(row):
+    if not row or not all(row):
         raise PermanentError(
             "the target schema is not applied (no etl_checkpoints / etl_merge_stage)",
             hint="run `etl apply-schema` first",

@@ -22,7 +22,6 @@ from etl.generic import transform as generic
 from etl.jsonutil import type_name
 from etl.mapping import (
     SECTIONS,
-    CollectionMapping,
     EdgeSpec,
     Field_,
     Mapping,
@@ -276,6 +275,7 @@ class Transformer:
                 return self._edge(cm.edge, key, clean, escaped)
             target = cm.target
             if target is None:
+                assert cm.route_on is not None and cm.routes is not None  # a routed collection
                 value = _get(clean, cm.route_on)
                 target = cm.routes.get(value) if isinstance(value, str) else None
                 if target is None:
@@ -361,12 +361,14 @@ class Transformer:
         values["id"] = row_id(target.collection, key)
 
         for f in target.columns:
+            ctype = f.type
+            assert ctype is not None  # a column always has a type (only metadata has none)
             found = self._resolve(f, doc, warnings)
             if found is None:
                 if f.name == "user_id":
                     self._no_user(f, doc)
                 if f.default is not None:
-                    values[f.name] = coerce(f.type, f.default)[1]
+                    values[f.name] = coerce(ctype, f.default)[1]
                     mapped_from[f.name] = None
                     warnings.append(
                         f"default: {f.name} = {_short(f.default)} (no usable "
@@ -382,13 +384,19 @@ class Transformer:
                 consumed.add(path[0])
                 if not _same(value, raw):
                     original[path[0]] = raw
-            if f.type.kind == "varchar" and isinstance(raw, str) and len(raw) > f.type.length:
+            if (
+                ctype.kind == "varchar"
+                and ctype.length is not None
+                and isinstance(raw, str)
+                and len(raw) > ctype.length
+            ):
                 warnings.append(
-                    f"truncated: {f.name} to {f.type.length} characters "
+                    f"truncated: {f.name} to {ctype.length} characters "
                     f"(full value kept in metadata)"
                 )
 
         for f in target.references:
+            assert f.collection is not None  # a reference names its collection
             for i, path in enumerate(f.paths):
                 raw = _get(doc, path)
                 if raw is None:
@@ -480,6 +488,7 @@ class Transformer:
             raw = _get(doc, path)
             if raw is None:
                 continue
+            assert f.type is not None  # a column (metadata entries are not coerced)
             ok, value = coerce(f.type, raw)
             if ok:
                 return i, value, raw
@@ -509,8 +518,8 @@ class Transformer:
             if status in target.nonempty_when_status:
                 raise _Bad(f"empty_parsed_data: parsed_data is empty but status is {status!r}")
             return
-        for path in target.list_fields:
-            _check_lists(parsed, path, 0, "parsed_data")
+        for list_path in target.list_fields:
+            _check_lists(parsed, list_path, 0, "parsed_data")
         for path in target.object_fields:
             v = _get(parsed, path)
             if v is not None and not isinstance(v, dict):
@@ -640,14 +649,17 @@ def rebuild_source(values: dict, mapping: Mapping, document_type: str) -> dict:
     Exact for every document except under the lossy "strip" policies."""
     md = values["metadata"]
     if "data" in values and "parsed_data" not in values:  # a generic table's row
-        doc = generic.rebuild(values)
+        generic_doc = generic.rebuild(values)
         if md.get("escaped"):
-            doc = _deepish_copy(doc)
-            _unescape_doc(doc, md["escaped"])
-        return doc
+            generic_doc = _deepish_copy(generic_doc)
+            _unescape_doc(generic_doc, md["escaped"])
+        return generic_doc
     arango = md["arango"]
-    cm: CollectionMapping = mapping.for_collection(arango["collection"])
-    target = next(t for t in cm.targets() if t.document_type == document_type)
+    cm = mapping.for_collection(arango["collection"])
+    assert cm is not None  # the row was loaded through this mapping
+    target = next(
+        t for t in cm.targets() if isinstance(t, Target) and t.document_type == document_type
+    )
     doc: dict[str, Any] = {}
     for k in SYSTEM_ATTRS:
         if arango.get(k) is not None:
