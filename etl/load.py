@@ -5,9 +5,9 @@ each; transient errors go up to the batch retry.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -92,7 +92,7 @@ class Loader:
             self._columns[document_type] = [c[0] for c in cols]
         return stage, self._columns[document_type]
 
-    def load(self, document_type, rows: Sequence) -> LoadOutcome:
+    def load(self, document_type: str, rows: Sequence[Row]) -> LoadOutcome:
         """Upsert rows (transform.Row) of one document type (or generic target: its
         schema-qualified table, or the GenericTarget); bad rows come back as rejects."""
         document_type = getattr(document_type, "document_type", document_type)
@@ -116,7 +116,7 @@ class Loader:
             out += self.load(document_type, rows[mid:])
             return out
 
-    def _copy_and_merge(self, document_type: str, rows: Sequence) -> LoadOutcome:
+    def _copy_and_merge(self, document_type: str, rows: Sequence[Row]) -> LoadOutcome:
         if is_generic(document_type):  # a generic table (etl/generic/load.py)
             actions = generic_load.copy_and_merge(self.conn, document_type, rows)
             out = LoadOutcome(inserted=sum(a == "inserted" for _, a in actions))
@@ -193,10 +193,9 @@ class Loader:
                 except psycopg.Error as exc:
                     if not row_level_error(exc):
                         raise
-                    for (
-                        child,
-                        parent,
-                    ) in chunk:  # find the links the database refuses, keep the rest
+                    # one link at a time: keep the ones the database accepts (the loop's names
+                    # must not shadow `parent`, the parent table)
+                    for child_id, parent_id in chunk:
                         try:
                             with self.conn.transaction():
                                 linked += self.conn.execute(
@@ -207,7 +206,7 @@ class Loader:
                                     ).format(
                                         t=sql.Identifier(table), c=sql.Identifier(column), p=parent
                                     ),
-                                    (parent, child, parent),
+                                    (parent_id, child_id, parent_id),
                                 ).rowcount
                         except psycopg.Error as exc2:
                             if not row_level_error(exc2):
@@ -215,7 +214,7 @@ class Loader:
         return linked
 
     # -- edges -----------------------------------------------------------------------------
-    def link_edges(self, links: Sequence) -> LinkOutcome:
+    def link_edges(self, links: Sequence[EdgeLink]) -> LinkOutcome:
         """Apply job_research edges (transform.EdgeLink) to research_results set-based."""
         out = LinkOutcome()
         if not links:
@@ -247,6 +246,9 @@ class Loader:
         return out
 
 
-def _chunks(items: list, n: int):
+T = TypeVar("T")
+
+
+def _chunks(items: list[T], n: int) -> Iterator[list[T]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
