@@ -204,7 +204,9 @@ def record_batch(
     )
 
 
-def write_rejects(conn, run_id: str, rejects: Iterable[tuple[str, str, object, str, str]]) -> int:
+def write_rejects(
+    conn, run_id: str, rejects: Iterable[tuple[str, str | None, object, str, str]]
+) -> int:
     """rejects: (collection, key, document, reason, stage). The document is stored as JSON text
     (escapes kept), because jsonb cannot hold \\u0000 or lone surrogates."""
     rows = [
