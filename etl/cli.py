@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -26,10 +27,14 @@ def _no_bool_placeholder() -> None:
     def display_type_rich(self, ctx):
         return None if self.is_flag and not self.count else shown(self, ctx)
 
-    TyperOption.display_type_rich = display_type_rich
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
 
 
 _no_bool_placeholder()
+
+if TYPE_CHECKING:
+    from etl.migrate import Migration
+    from etl.parallel import ParallelMigration
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -657,7 +662,7 @@ def migrate_cmd(
     if workers > 1:
         from etl.parallel import ParallelMigration
 
-        job = ParallelMigration(migration, workers, lease_seconds)
+        job: Migration | ParallelMigration = ParallelMigration(migration, workers, lease_seconds)
     else:
         job = migration
     exit_code = 0
@@ -843,7 +848,7 @@ def sync_renew_cmd(
     with pg.connect(pg.resolve_dsn(settings)) as conn:
         positions.require_tables(conn)
         p = positions.latest(conn, "mark")
-    if p is None:
+    if p is None or p.syncer_id is None:
         raise PermanentError("no mark to renew", hint="run `etl sync mark` first")
     with ArangoSource(settings.arango) as source:
         WalReader(source).pin(p.start_tick, p.syncer_id)
@@ -954,7 +959,7 @@ def reconcile_cmd(
     _header(settings, source)
     reports_existed = Path(settings.migrate.reports_dir).exists()
     progress = Progress()
-    current = {"name": None}
+    current: dict[str, str | None] = {"name": None}
 
     def on_progress(name: str, done: int, total: int | None) -> None:
         if name != current["name"] or done < (progress.bar.n if progress.bar is not None else 0):
@@ -980,18 +985,17 @@ def reconcile_cmd(
         raise Interrupted("reconcile stopped; it changed nothing (run it again)") from None
     finally:
         progress.close()
-        summary = getattr(rec, "summary", None)
-        paths = getattr(rec, "report_paths", None)
-        if summary is not None and paths:
+        final, paths = rec.summary, rec.report_paths
+        if final is not None and paths:
             if as_json:
-                _print_json(summary.asdict())
+                _print_json(final.asdict())
             else:
-                typer.echo(render_table(summary.asdict()))
-            result = "differences found" if summary.has_differences else "everything matches"
+                typer.echo(render_table(final.asdict()))
+            result = "differences found" if final.has_differences else "everything matches"
             (_notice if as_json else typer.echo)(
-                f"run {summary.run_id}: {summary.state}, {result}; report {paths['md']} and {paths['json']}"
+                f"run {final.run_id}: {final.state}, {result}; report {paths['md']} and {paths['json']}"
             )
-    _announce_reports(settings, reports_existed, getattr(rec, "report_paths", None))
+    _announce_reports(settings, reports_existed, rec.report_paths)
     raise typer.Exit(exit_code)
 
 

@@ -10,7 +10,7 @@ import logging
 import psycopg
 from psycopg import sql
 
-from etl import target
+from etl import pg, target
 
 log = logging.getLogger("etl.migrate")
 
@@ -21,20 +21,22 @@ def foreign_rows(conn: psycopg.Connection, tables: list[str]) -> dict[str, int]:
     """table -> rows without metadata.etl.run_id (at most CAP), for the tables that have any."""
     out: dict[str, int] = {}
     for table in tables:
-        has_metadata = conn.execute(
+        has_metadata = pg.scalar(
+            conn,
             "select exists (select 1 from pg_attribute where attrelid = to_regclass(%s)"
             " and attname = 'metadata' and not attisdropped)",
             (table,),
-        ).fetchone()[0]
+        )
         if not has_metadata:
             continue
-        n = conn.execute(
+        n = pg.scalar(
+            conn,
             sql.SQL(
                 "select count(*) from (select 1 from {} where metadata #>> '{{etl,run_id}}' is null"
                 " limit %s) s"
             ).format(target.ident(table)),
             (CAP,),
-        ).fetchone()[0]
+        )
         if n:
             out[table] = n
     return out

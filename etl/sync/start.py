@@ -8,6 +8,7 @@ import threading
 
 import psycopg
 
+from etl import pg
 from etl.errors import PermanentError
 from etl.sources import wal
 from etl.sources.arango import ArangoSource
@@ -72,6 +73,7 @@ def record_migrate_start(
         if from_tick is not None:
             if base is None or base.start_tick != from_tick:
                 base = Position(run_id, "migrate", None, None, None, None, from_tick, from_tick)
+        assert base is not None  # without a mark nor --from-tick it returned above
         p = Position(
             run_id=run_id,
             kind="migrate",
@@ -95,8 +97,10 @@ class Pinner:
     own connection to ArangoDB)."""
 
     def __init__(self, arango_settings, p: Position):
+        assert p.syncer_id is not None  # a live source's position: mark() gave it one
         self._settings = arango_settings
         self._p = p
+        self._syncer_id = p.syncer_id
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="etl-wal-pin", daemon=True)
 
@@ -108,7 +112,7 @@ class Pinner:
         while not self._stop.wait(PIN_EVERY_SECONDS):
             try:
                 with ArangoSource(self._settings) as source:
-                    wal.WalReader(source).pin(self._p.start_tick, self._p.syncer_id)
+                    wal.WalReader(source).pin(self._p.start_tick, self._syncer_id)
             except Exception as exc:  # noqa: BLE001 - a warning; sync will say if the log is gone
                 log.warning("could not renew the WAL registration: %s", exc)
 
@@ -127,10 +131,13 @@ def require_live(source) -> ArangoSource:
 
 def _copied_before(conn: psycopg.Connection, run_id: str) -> bool:
     """Whether an earlier migrate run copied the same source without a WAL position."""
-    return conn.execute(
-        "select exists (select 1 from etl_runs r, etl_runs me where me.run_id = %s"
-        " and r.command = 'migrate' and r.run_id <> me.run_id and r.source = me.source"
-        " and r.started_at < me.started_at"
-        " and not exists (select 1 from etl_wal_positions p where p.run_id = r.run_id))",
-        (run_id,),
-    ).fetchone()[0]
+    return bool(
+        pg.scalar(
+            conn,
+            "select exists (select 1 from etl_runs r, etl_runs me where me.run_id = %s"
+            " and r.command = 'migrate' and r.run_id <> me.run_id and r.source = me.source"
+            " and r.started_at < me.started_at"
+            " and not exists (select 1 from etl_wal_positions p where p.run_id = r.run_id))",
+            (run_id,),
+        )
+    )

@@ -1,44 +1,7 @@
 """Errors an operator can cause end in one line on stderr and exit status 2, never a traceback.
 The CLI runs as a real process: what the operator sees is what is tested."""
 
-import os
-import re
-import subprocess
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def etl(*args, env=None, cwd=None):
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "etl", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=cwd or REPO,
-        timeout=120,
-    )
-
-
-# the first line of every command: which PostgreSQL and source it works on (a log record)
-HEADER = re.compile(r"^\S+ INFO etl: (PostgreSQL|source) ")
-
-
-def error_lines(stderr: str) -> list[str]:
-    """stderr's lines without the first line that names the server and source."""
-    return [ln for ln in stderr.splitlines() if ln.strip() and not HEADER.match(ln)]
-
-
-def assert_one_line_error(proc, *needles):
-    assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    lines = error_lines(proc.stderr)
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
+from tests.helpers import assert_one_line_error, etl
 
 
 def test_cli_unreachable_postgres_names_host_and_port():

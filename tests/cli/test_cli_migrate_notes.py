@@ -6,8 +6,8 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from tests.cli.test_cli_errors import etl
 from tests.datagen import generate, write_dump
+from tests.helpers import etl
 
 WAL = "no WAL position for this copy"
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from tests.cli.test_cli_errors import assert_one_line_error, etl
 from tests.datagen import generate, write_dump
+from tests.helpers import assert_one_line_error, etl
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?[+-]\d\d:\d\d$")
 

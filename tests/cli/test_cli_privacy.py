@@ -8,8 +8,8 @@ import json
 
 import psycopg
 
-from tests.cli.test_cli_errors import etl
 from tests.datagen import bad_cases
+from tests.helpers import etl
 
 SECRET = "jane.private.person@@nowhere"
 

@@ -8,9 +8,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from tests.cli.test_cli_errors import assert_one_line_error, error_lines
 from tests.datagen import generate, write_dump
-from tests.test_roles import etl, new_role  # noqa: F401  (a fixture)
+from tests.helpers import assert_one_line_error, error_lines, etl
 
 # what a DBA grants for "the seed's schema": DML on everything in public, nothing elsewhere
 PUBLIC_ONLY = [
@@ -30,7 +29,7 @@ def dump(tmp_path_factory):
 
 
 @pytest.fixture
-def public_only_loader(schema_db, new_role):  # noqa: F811
+def public_only_loader(schema_db, new_role):
     role = new_role(schema_db)
     with psycopg.connect(schema_db, autocommit=True) as conn:
         db = conn.execute("select quote_ident(current_database())").fetchone()[0]
@@ -44,7 +43,7 @@ def test_migrate_without_usage_on_the_generic_schema_is_one_line(
 ):
     role, dsn = public_only_loader
     env = {"ETL_PG_DSN": dsn, "ETL_REPORTS_DIR": str(tmp_path / "r")}
-    proc = etl(env, "migrate", "--all", "--source", f"dump:{dump}")
+    proc = etl("migrate", "--all", "--source", f"dump:{dump}", env=env)
     assert_one_line_error(proc, "lacks USAGE on SCHEMA arango", f"etl grants --role {role}")
     assert "unexpected" not in proc.stderr
 
@@ -54,14 +53,14 @@ def test_preflight_checks_the_schemas_and_tables_the_mapping_writes(
 ):
     role, dsn = public_only_loader
     env = {"ETL_PG_DSN": dsn, "ETL_REPORTS_DIR": str(tmp_path / "r")}
-    proc = etl(env, "preflight", "--source", f"dump:{dump}")
+    proc = etl("preflight", "--source", f"dump:{dump}", env=env)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "USAGE on arango" in proc.stdout and "arango.task_results" in proc.stdout
     assert f"etl grants --role {role}" in proc.stdout
 
 
-def test_a_privilege_met_without_a_check_is_one_line_too(schema_db, new_role):  # noqa: F811
+def test_a_privilege_met_without_a_check_is_one_line_too(schema_db, new_role):
     role = new_role(schema_db)  # may connect, nothing else
-    proc = etl({"ETL_PG_DSN": make_conninfo(schema_db, user=role)}, "status")
+    proc = etl("status", env={"ETL_PG_DSN": make_conninfo(schema_db, user=role)})
     assert_one_line_error(proc, "permission denied", f"etl grants --role {role} --apply")
     assert error_lines(proc.stderr)[0].startswith(f"error: role {role} lacks a privilege on ")
