@@ -784,6 +784,13 @@ def rollback(dsn: str, component: str) -> RollbackResult:
             if (
                 component == "all"
                 and conn.execute(
+                    "SELECT to_regprocedure('rollback.rollback_fallback()') IS NOT NULL"
+                ).fetchone()[0]
+            ):  # 011 (etl fallback's triggers and tables) before 008
+                rows += conn.execute("SELECT * FROM rollback.rollback_fallback()").fetchall()
+            if (
+                component == "all"
+                and conn.execute(
                     "SELECT to_regprocedure('rollback.rollback_change_capture()') IS NOT NULL"
                 ).fetchone()[0]
             ):  # 008 first: newest to oldest

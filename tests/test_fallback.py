@@ -1,0 +1,322 @@
+"""etl fallback: after a cutover, the application writes to PostgreSQL (inserts, updates, deletes
+in every curated table and the job_research links, committed and rolled back); `etl fallback
+--until-current` replays them to the ArangoDB test server, which then holds exactly those
+changes, and `etl reconcile --all` is green; the same with SIGKILLs during the apply; conflicts
+are reported, not overwritten; arm/retire/status; the inverse of the transform on its own."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import psycopg
+
+from etl.transform import row_id
+from tests.fakearango.fixtures import client_db
+from tests.test_migrate_arango import scalar
+from tests.test_sync import REPO, etl, free_port, migrated
+
+SYSTEM = ("_id", "_rev")
+
+
+def snapshot(server) -> dict[tuple[str, str], dict]:
+    """Every document of the mapped collections: (collection, key) -> document."""
+    db = client_db(server)
+    out = {}
+    for name in ("resumes", "jobs", "documents", "job_research", "task_results"):
+        if db.has_collection(name):
+            cursor = db.aql.execute(
+                "FOR d IN @@c FILTER d._key > @last SORT d._key LIMIT @n RETURN d",
+                bind_vars={"@c": name, "last": "", "n": 100000},
+            )
+            for d in cursor:
+                out[(name, d["_key"])] = d
+    return out
+
+
+def cut_over(server, dsn, tmp_path, seed) -> dict:
+    env = migrated(server, dsn, tmp_path, n=24, seed=seed)
+    r = etl(env, "cutover", "--assume-frozen")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr
+    assert "fallback armed" in r.stdout
+    return env
+
+
+def one(conn, q, params=()):
+    row = conn.execute(q, params).fetchone()
+    return None if row is None else row[0]
+
+
+def app_writes(dsn: str) -> dict:
+    """What the application does on PostgreSQL after the switch; returns what to expect."""
+    ids: dict = {}
+    with psycopg.connect(dsn) as conn:
+        resumes = [r[0] for r in conn.execute("select id from resume_documents order by id")]
+        jobs = [r[0] for r in conn.execute("select id from job_documents order by id")]
+        research = conn.execute(
+            "select id, job_id, metadata -> 'edges' from research_results"
+            " where metadata -> 'edges' <> '{}'::jsonb order by id"
+        ).fetchall()
+        opts = [r[0] for r in conn.execute("select id from optimization_results order by id")]
+        conn.commit()
+        # committed: updates of a column, a timestamp and parsed_data
+        conn.execute(
+            "update resume_documents set status = 'reviewed', updated_at = '2026-01-02T03:04:05Z'"
+            " where id = %s",
+            (resumes[0],),
+        )
+        conn.execute(
+            "update job_documents set title = 'Staff Engineer',"
+            ' parsed_data = parsed_data || \'{"skills": ["sql"]}\' where id = %s',
+            (jobs[0],),
+        )
+        conn.execute("update optimization_results set ats_score = 77.5 where id = %s", (opts[0],))
+        # the application's own rows
+        ids["resume"] = one(
+            conn,
+            "insert into resume_documents (user_id, filename, status, parsed_data)"
+            " values ('u-app', 'app.pdf', 'uploaded', '{\"summary\": \"hi\"}') returning id",
+        )
+        ids["job"] = one(
+            conn,
+            "insert into job_documents (user_id, title, company) values ('u-app', 'New', 'Co')"
+            " returning id",
+        )
+        ids["opt"] = one(
+            conn,
+            "insert into optimization_results (user_id, resume_id, job_id, content, ats_score)"
+            " values ('u-app', %s, %s, 'better', 90) returning id",
+            (ids["resume"], ids["job"]),
+        )
+        ids["research"] = one(
+            conn,
+            "insert into research_results (user_id, job_id, company, content)"
+            " values ('u-app', %s, 'Co', 'notes') returning id",
+            (ids["job"],),
+        )
+        conn.commit()
+        # edges: relink one research row to another job, unlink another
+        ids["relinked"], old_job, _ = research[0]
+        ids["relinked_to"] = next(j for j in jobs if j != old_job)
+        conn.execute(
+            "update research_results set job_id = %s where id = %s",
+            (ids["relinked_to"], ids["relinked"]),
+        )
+        ids["unlinked"] = research[1][0]
+        conn.execute("update research_results set job_id = null where id = %s", (ids["unlinked"],))
+        # deletes: a resume (its optimizations go by cascade) and an optimization
+        ids["deleted_resume"] = resumes[-1]
+        conn.execute("delete from resume_documents where id = %s", (resumes[-1],))
+        ids["deleted_opt"] = opts[-1]
+        conn.execute("delete from optimization_results where id = %s", (opts[-1],))
+        conn.commit()
+        # rolled back: nothing of it may reach ArangoDB
+        conn.execute(
+            "update resume_documents set status = 'rolled-back' where id = %s", (resumes[1],)
+        )
+        conn.execute("insert into job_documents (user_id, title) values ('u-x', 'never')")
+        conn.execute("delete from job_documents where id = %s", (jobs[1],))
+        conn.rollback()
+        # a row created and deleted again: never in ArangoDB
+        gone = one(
+            conn,
+            "insert into job_documents (user_id, title) values ('u-y', 'brief') returning id",
+        )
+        conn.execute("delete from job_documents where id = %s", (gone,))
+        conn.commit()
+        ids["untouched_resume"] = resumes[1]
+        ids["untouched_job"] = jobs[1]
+    return ids
+
+
+def check_arango(server, before: dict, ids: dict) -> None:
+    after = snapshot(server)
+    db = client_db(server)
+    res = db.collection("resumes")
+    jobs = db.collection("jobs")
+    docs = db.collection("documents")
+
+    def key_of(collection: str, rid) -> str:
+        for (c, k), _ in before.items():
+            if c == collection and row_id(c, k) == str(rid):
+                return k
+        return f"pg-{rid}"
+
+    r0 = res.get(key_of("resumes", ids["untouched_resume"]))
+    assert r0 == before[("resumes", r0["_key"])], "an untouched document stays as it was"
+    assert (
+        jobs.get(key_of("jobs", ids["untouched_job"]))["_rev"]
+        == (before[("jobs", key_of("jobs", ids["untouched_job"]))]["_rev"])
+    )
+    new = res.get(f"pg-{ids['resume']}")
+    assert new["user_id"] == "u-app" and new["status"] == "uploaded"
+    assert new["file_metadata"]["filename"] == "app.pdf"
+    assert new["resume_data"] == {"summary": "hi"}
+    opt = docs.get(f"pg-{ids['opt']}")
+    assert opt["type"] == "optimization" and opt["resume_id"] == f"pg-{ids['resume']}"
+    assert opt["ats_score"] == 90 and opt["job_id"] == f"pg-{ids['job']}"
+    rs = docs.get(f"pg-{ids['research']}")
+    assert rs["type"] == "research" and "job_id" not in rs
+    edge = db.collection("job_research").get(f"pg-{ids['research']}")
+    assert edge["_from"] == f"jobs/pg-{ids['job']}"
+    assert edge["_to"] == f"documents/pg-{ids['research']}"
+    moved = [
+        e
+        for (c, _), e in after.items()
+        if c == "job_research" and e["_to"] == f"documents/{key_of('documents', ids['relinked'])}"
+    ]
+    assert [e["_from"] for e in moved] == [f"jobs/{key_of('jobs', ids['relinked_to'])}"]
+    assert not [
+        e
+        for (c, _), e in after.items()
+        if c == "job_research" and e["_to"] == f"documents/{key_of('documents', ids['unlinked'])}"
+    ]
+    assert res.get(key_of("resumes", ids["deleted_resume"])) is None
+    assert docs.get(key_of("documents", ids["deleted_opt"])) is None
+    assert not [k for (c, k) in after if c == "jobs" and after[(c, k)].get("title") == "never"]
+    assert not [k for (c, k) in after if c == "jobs" and after[(c, k)].get("title") == "brief"]
+    assert not [d for d in after.values() if d.get("status") == "rolled-back"]
+    # exactly those changes: every other document is the same as before
+    changed = {k for k in after.keys() & before.keys() if after[k] != before[k]}
+    added = after.keys() - before.keys()
+    removed = before.keys() - after.keys()
+    assert {c for c, _ in added} <= {"resumes", "jobs", "documents", "job_research"}
+    assert len(added) == 5  # resume, job, optimization, research and its edge
+    assert {c for c, _ in changed} <= {"resumes", "jobs", "documents", "job_research"}
+    assert len(changed) <= 3 + 1 + 2 + 1 + 10  # the updates, the relink and SET NULLs of cascades
+    assert ("resumes", key_of("resumes", ids["deleted_resume"])) in removed
+
+
+def test_fallback_until_current_replays_the_applications_writes(schema_db, tmp_path, arango_server):
+    env = cut_over(arango_server, schema_db, tmp_path, seed=61)
+    before = snapshot(arango_server)
+    ids = app_writes(schema_db)
+    status = etl(env, "status")
+    assert "The way back" in status.stdout and "pending_changes" in status.stdout
+    r = etl(env, "fallback", "--until-current")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    assert "changes applied to ArangoDB" in r.stdout
+    check_arango(arango_server, before, ids)
+    rec = etl(env, "reconcile", "--all")
+    assert rec.returncode == 0, rec.stdout[-3000:] + rec.stderr
+    assert scalar(schema_db, "select count(*) from etl_fallback_changes") == 0
+    # nothing left: a second run changes nothing in ArangoDB
+    mid = snapshot(arango_server)
+    r2 = etl(env, "fallback", "--until-current")
+    assert r2.returncode == 0, r2.stderr
+    assert snapshot(arango_server) == mid
+
+
+def test_sigkill_during_the_apply_loses_and_doubles_nothing(schema_db, tmp_path, arango_server):
+    env = cut_over(arango_server, schema_db, tmp_path, seed=62)
+    before = snapshot(arango_server)
+    ids = app_writes(schema_db)
+    pending = scalar(schema_db, "select count(*) from etl_fallback_changes")
+    rng = random.Random(7)
+    kills = 0
+    for _ in range(6):
+        p = subprocess.Popen(
+            [sys.executable, "-m", "etl", "fallback", "--until-current", "--batch-size", "1"],
+            env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        # wait until it has applied something (or is done), then kill it mid-apply
+        deadline = time.time() + 30
+        while time.time() < deadline and p.poll() is None:
+            left = scalar(schema_db, "select count(*) from etl_fallback_changes")
+            if left < pending:
+                break
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.15))
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+            kills += 1
+        p.wait(timeout=30)
+        pending = scalar(schema_db, "select count(*) from etl_fallback_changes")
+        if pending == 0:
+            break
+    assert kills >= 2, "the apply was killed while it ran"
+    r = etl(env, "fallback", "--until-current")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    assert "conflicts 0" in r.stdout
+    check_arango(arango_server, before, ids)
+    rec = etl(env, "reconcile", "--all")
+    assert rec.returncode == 0, rec.stdout[-3000:] + rec.stderr
+
+
+def test_a_document_changed_in_arangodb_is_a_conflict_not_overwritten(
+    schema_db, tmp_path, arango_server
+):
+    env = cut_over(arango_server, schema_db, tmp_path, seed=63)
+    db = client_db(arango_server)
+    with psycopg.connect(schema_db) as conn:
+        rid, key = conn.execute(
+            "select id, metadata -> 'arango' ->> '_key' from job_documents order by id limit 1"
+        ).fetchone()
+        conn.execute("update job_documents set title = 'from postgres' where id = %s", (rid,))
+    attr = "job_title" if "job_title" in db.collection("jobs").get(key) else "title"
+    db.collection("jobs").update({"_key": key, attr: "from arango"})
+    r = etl(env, "fallback", "--until-current")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "conflicts 1" in r.stdout and "changed in ArangoDB after the cutover" in r.stderr
+    assert db.collection("jobs").get(key)[attr] == "from arango"
+    conflict = scalar(
+        schema_db, "select to_jsonb(c) from etl_fallback_conflicts c order by id desc limit 1"
+    )
+    assert conflict["key"] == key and conflict["overwritten"] is False
+    # the policy says overwrite: PostgreSQL's row wins
+    with psycopg.connect(schema_db) as conn:
+        conn.execute("update job_documents set title = 'from postgres 2' where id = %s", (rid,))
+    r = etl(env, "fallback", "--until-current", "--on-conflict", "overwrite")
+    assert r.returncode == 1, r.stderr  # the conflict is reported, also when overwritten
+    assert db.collection("jobs").get(key)[attr] == "from postgres 2"
+    assert scalar(schema_db, "select count(*) from etl_fallback_conflicts where overwritten") == 1
+
+
+def test_arm_status_metrics_and_retire(schema_db, tmp_path, arango_server):
+    env = migrated(arango_server, schema_db, tmp_path, n=10, seed=64)
+    r = etl(env, "fallback", "--until-current")
+    assert r.returncode == 2 and "not armed" in r.stderr and "Traceback" not in r.stderr
+    r = etl(env, "fallback", "arm")
+    assert r.returncode == 0, r.stderr
+    assert "fallback armed (triggers on 5 tables" in r.stdout and "wal_level" in r.stdout
+    with psycopg.connect(schema_db) as conn:
+        conn.execute("update resume_documents set status = 'x' where id = (select id"
+                     " from resume_documents order by id limit 1)")  # fmt: skip
+    s = etl(env, "status")
+    assert "The way back" in s.stdout and "change_table_bytes" in s.stdout
+    r = etl(env, "fallback", "retire")
+    assert r.returncode == 2 and "not applied to ArangoDB yet" in r.stderr
+    # follow mode with metrics: applies, serves the lag, stops on SIGTERM with 130
+    port = free_port()
+    p = subprocess.Popen(
+        [sys.executable, "-m", "etl", "fallback", "--metrics-port", str(port)],
+        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    text = ""
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+            if 'operation="update"' in text:
+                break
+        except OSError:
+            pass
+        time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 130, err
+    assert "etl_fallback_pending_changes 0.0" in text
+    assert 'etl_fallback_applied_changes_total{collection="resumes",operation="update"} 1.0' in text
+    r = etl(env, "fallback", "retire")
+    assert r.returncode == 0, r.stderr
+    assert (
+        scalar(schema_db, "select count(*) from pg_trigger where tgname = 'etl_fallback_capture'")
+        == 0
+    )
+    with psycopg.connect(schema_db) as conn:
+        conn.execute("update resume_documents set status = 'y'")
+    assert scalar(schema_db, "select count(*) from etl_fallback_changes") == 0
