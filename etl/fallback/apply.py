@@ -96,12 +96,19 @@ class Applier:
         )
 
     def _write(
-        self, collection: str, key: str, doc: dict, expected: str | None, out: BatchResult
+        self,
+        collection: str,
+        key: str,
+        doc: dict,
+        expected: str | None,
+        out: BatchResult,
+        cur: dict | None | bool = False,
     ) -> dict | None:
-        """Make collection/key hold doc. The stored document (with _id, _rev), or None after a
-        conflict left alone."""
+        """Make collection/key hold doc (cur: the document read already, False: read it).
+        The stored document (with _id, _rev), or None after a conflict left alone."""
         col = self.db.collection(collection)
-        cur = self._get(collection, key)
+        if cur is False:
+            cur = self._get(collection, key)
         if cur is not None and _body(cur) == doc:
             out.applied[(collection, "unchanged")] += 1
             return cur
@@ -253,8 +260,11 @@ class Applier:
 
     def _apply_row(self, dt: str, row: dict, keys: Keys, out: BatchResult) -> dict | None:
         """Write the row's document (and edges); the row's new metadata, or None to keep it."""
-        plan: DocPlan = self.inverter.plan(dt, row, keys)
-        stored = self._write(plan.collection, plan.key, plan.doc, plan.expected_rev, out)
+        collection, key, expected = self.inverter.identity(dt, row)
+        cur = self._get(collection, key)
+        base = cur if cur is not None and expected is not None and cur["_rev"] == expected else None
+        plan: DocPlan = self.inverter.plan(dt, row, keys, current=base)
+        stored = self._write(plan.collection, plan.key, plan.doc, plan.expected_rev, out, cur)
         if stored is None:
             return None
         edges = dict(plan.kept_edges)

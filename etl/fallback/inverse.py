@@ -146,7 +146,23 @@ class Inverter:
         return DocPlan(g.collection, row["key"], doc, (arango or {}).get("_rev"), g.document_type)
 
     # curated tables -------------------------------------------------------------------
-    def plan(self, document_type: str, row: dict, keys: Keys) -> DocPlan:
+    def identity(self, document_type: str, row: dict) -> tuple[str, str, str | None]:
+        """(collection, key, the _rev the row's provenance names) of a row's document."""
+        cm, target, _ = target_of(self.mapping, document_type)
+        md = row.get("metadata") or {}
+        arango = md.get("arango") if isinstance(md.get("arango"), dict) else {}
+        if cm.generic is not None:
+            return cm.name, row["key"], arango.get("_rev")
+        if arango.get("_key"):
+            return cm.name, arango["_key"], arango.get("_rev")
+        return cm.name, key_for(row["id"]), None
+
+    def plan(
+        self, document_type: str, row: dict, keys: Keys, current: dict | None = None
+    ) -> DocPlan:
+        """current: the document as ArangoDB holds it, when its _rev is the one the row's
+        provenance names (nobody changed it there): the base to patch, so that attributes the
+        copy cannot tell apart (an explicit default or none) stay as they are."""
         cm, target, route = target_of(self.mapping, document_type)
         if cm.generic is not None:
             return self._generic(cm, row)
@@ -157,9 +173,23 @@ class Inverter:
                 values[c.name] = parse_timestamp(values[c.name])
         md = values.get("metadata") or {}
         arango = md.get("arango") if isinstance(md.get("arango"), dict) else None
-        if arango and arango.get("_key"):
+        if current is not None:
+            key, expected = current["_key"], current.get("_rev")
+            doc = {k: v for k, v in current.items() if k not in SYSTEM}
+        elif arango and arango.get("_key"):
             key = arango["_key"]
-            doc = rebuild_source(values, self.mapping, document_type)
+            # A column holding its table default is taken as absent from the source (the copy
+            # keeps no trace of an attribute that held the default explicitly; both give the
+            # same row): the document gets no attribute the source most likely did not have.
+            doc = rebuild_source(
+                {
+                    c.name: None if c.has_default and values.get(c.name) == c.default else v
+                    for c in spec.columns
+                    for v in [values.get(c.name)]
+                },
+                self.mapping,
+                document_type,
+            )
             expected = arango.get("_rev")
         else:
             key, expected = key_for(row["id"]), None
