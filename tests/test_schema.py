@@ -305,8 +305,8 @@ CHECKS = {
     "tables": ("SELECT to_regclass('resume_documents') IS NULL", ["003", "004", "005", "006"]),
     "all": (
         "SELECT to_regclass('etl_runs') IS NULL AND to_regclass('resume_documents') IS NULL"
-        " AND to_regclass('etl_wal_positions') IS NULL",
-        ["003", "004", "005", "006", "007", "008"],
+        " AND to_regclass('etl_wal_positions') IS NULL AND to_regclass('etl_fallback_changes') IS NULL",
+        ["003", "004", "005", "006", "007", "008", "011"],
     ),
 }
 

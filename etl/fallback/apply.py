@@ -22,8 +22,17 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from etl.errors import TransientError
 from etl.fallback import capture
-from etl.fallback.inverse import DocPlan, EdgeOp, Inverter, Keys, NotInvertible, target_of
+from etl.fallback.inverse import (
+    DocPlan,
+    Inverter,
+    Keys,
+    NotInvertible,
+    edge_spec_for,
+    key_for,
+    target_of,
+)
 from etl.mapping import Mapping
 from etl.target import ident, qualified
 from etl.transform import Row
@@ -31,6 +40,16 @@ from etl.transform import Row
 log = logging.getLogger("etl.fallback")
 
 _SKIP = ("_id", "_rev")
+
+
+@dataclass
+class Ops:
+    """Writes queued for one batch, by collection; stored: (collection, key) -> document."""
+
+    insert: dict[str, list[dict]] = field(default_factory=dict)
+    replace: dict[str, list[dict]] = field(default_factory=dict)
+    remove: dict[str, list[str]] = field(default_factory=dict)
+    stored: dict[tuple[str, str], dict] = field(default_factory=dict)
 
 
 @dataclass
@@ -89,59 +108,79 @@ class Applier:
             )
         }
 
-    # ArangoDB writes --------------------------------------------------------------------
-    def _get(self, collection: str, key: str) -> dict | None:
-        return self.retry(
-            f"read {collection}/{key}", lambda: self.db.collection(collection).get(key)
-        )
-
-    def _write(
-        self,
-        collection: str,
-        key: str,
-        doc: dict,
-        expected: str | None,
-        out: BatchResult,
-        cur: dict | None | bool = False,
-    ) -> dict | None:
-        """Make collection/key hold doc (cur: the document read already, False: read it).
-        The stored document (with _id, _rev), or None after a conflict left alone."""
-        col = self.db.collection(collection)
-        if cur is False:
-            cur = self._get(collection, key)
-        if cur is not None and _body(cur) == doc:
-            out.applied[(collection, "unchanged")] += 1
-            return cur
-        if (cur is None and expected is None) or (cur is not None and cur["_rev"] == expected):
-            op = "insert" if cur is None else "update"
-        else:
-            self._conflict(out, collection, key, "write", expected, cur)
-            if self.on_conflict != "overwrite":
-                return None
-            op = "insert" if cur is None else "update"
-        if op == "insert":
-            meta = self.retry(f"insert {collection}/{key}", lambda: col.insert(doc))
-        else:
-            meta = self.retry(
-                f"replace {collection}/{key}", lambda: col.replace(doc, check_rev=False)
+    # ArangoDB: reads and writes in bulk, one request per collection and kind -------------
+    def _get_many(self, keys: dict[str, set[str]], into: dict) -> None:
+        for collection, ks in keys.items():
+            ks = {k for k in ks if (collection, k) not in into}
+            if not ks:
+                continue
+            col = self.db.collection(collection)
+            found = self.retry(
+                f"read {collection}", lambda col=col, ks=ks: col.get_many(sorted(ks))
             )
-        out.applied[(collection, op)] += 1
-        return {**doc, "_id": meta["_id"], "_rev": meta["_rev"]}
+            for k in ks:
+                into[(collection, k)] = None
+            for d in found:
+                into[(collection, d["_key"])] = d
 
-    def _remove(self, collection: str, key: str, expected: str | None, out: BatchResult) -> None:
-        cur = self._get(collection, key)
-        if cur is None:
+    def _decide(
+        self, ops: Ops, collection: str, key: str, doc: dict | None, expected: str | None,
+        cur: dict | None, out: BatchResult,
+    ) -> None:  # fmt: skip
+        """Queue what makes collection/key hold doc (None: not exist). The current document
+        already holding it: nothing to write; its _rev not the expected one: a conflict."""
+        if doc is None:
+            if cur is None:
+                out.applied[(collection, "unchanged")] += 1
+                return
+            if expected is not None and cur["_rev"] != expected:
+                self._conflict(out, collection, key, "remove", expected, cur)
+                if self.on_conflict != "overwrite":
+                    return
+            ops.remove.setdefault(collection, []).append(key)
+            out.applied[(collection, "remove")] += 1
+            return
+        if cur is not None and _body(cur) == doc:
+            ops.stored[(collection, key)] = cur
             out.applied[(collection, "unchanged")] += 1
             return
-        if expected is not None and cur["_rev"] != expected:
-            self._conflict(out, collection, key, "remove", expected, cur)
+        ok = (cur is None and expected is None) or (cur is not None and cur["_rev"] == expected)
+        if not ok:
+            self._conflict(out, collection, key, "write", expected, cur)
             if self.on_conflict != "overwrite":
                 return
-        self.retry(
-            f"remove {collection}/{key}",
-            lambda: self.db.collection(collection).delete(key, ignore_missing=True),
-        )
-        out.applied[(collection, "remove")] += 1
+        kind = "insert" if cur is None else "update"
+        (ops.insert if cur is None else ops.replace).setdefault(collection, []).append(doc)
+        out.applied[(collection, kind)] += 1
+
+    def _run(self, ops: Ops) -> None:
+        """The queued writes; ops.stored gets each written document with its _id and _rev."""
+        for kind, by in (("insert", ops.insert), ("replace", ops.replace)):
+            for collection, docs in by.items():
+                col = self.db.collection(collection)
+                if kind == "insert":
+                    res = self.retry(
+                        f"insert into {collection}",
+                        lambda col=col, docs=docs: col.insert_many(docs),
+                    )
+                else:
+                    res = self.retry(
+                        f"replace in {collection}",
+                        lambda col=col, docs=docs: col.replace_many(docs, check_rev=False),
+                    )
+                for d, r in zip(docs, res):
+                    if isinstance(r, Exception):
+                        raise TransientError(f"{kind} {collection}/{d['_key']} failed: {r}")
+                    ops.stored[(collection, d["_key"])] = {**d, "_id": r["_id"], "_rev": r["_rev"]}
+        for collection, keys in ops.remove.items():
+            col = self.db.collection(collection)
+            res = self.retry(
+                f"remove from {collection}",
+                lambda col=col, keys=keys: col.delete_many(keys, check_rev=False),
+            )
+            for k, r in zip(keys, res):
+                if isinstance(r, Exception) and getattr(r, "error_code", None) != 1202:
+                    raise TransientError(f"remove {collection}/{k} failed: {r}")
 
     def _conflict(self, out, collection, key, operation, expected, cur) -> None:
         out.conflicts.append(
@@ -180,22 +219,59 @@ class Applier:
             rows.update({(t, rid): r for rid, r in self._rows(t, ids).items()})
         keys = Keys(self._lookup)
         writeback: list[tuple[str, str, dict]] = []  # (table, row id, metadata)
+        work = []  # (table, row id, document type, row or None)
+        reads: dict[str, set[str]] = {}
         for t, rid in last:
             dt = self.types.get(t)
             if dt is None:
                 out.problems.append(f"{t}: captured but not in the mapping; skipped")
                 continue
             row = rows.get((t, rid))
+            if row is None:
+                for collection, key, _ in self._delete_targets(dt, rid, old.get((t, rid)) or {}):
+                    reads.setdefault(collection, set()).add(key)
+            else:
+                collection, key, _ = self.inverter.identity(dt, row)
+                reads.setdefault(collection, set()).add(key)
+            work.append((t, rid, dt, row))
+        cur: dict[tuple[str, str], dict | None] = {}
+        self._get_many(reads, cur)
+        ops = Ops()
+        plans: list[tuple[str, str, dict, DocPlan]] = []
+        for t, rid, dt, row in work:
+            if row is None:
+                for collection, key, rev in self._delete_targets(dt, rid, old.get((t, rid)) or {}):
+                    self._decide(ops, collection, key, None, rev, cur[(collection, key)], out)
+                continue
             try:
-                if row is None:
-                    self._apply_delete(dt, rid, old.get((t, rid)) or {}, out)
-                else:
-                    md = self._apply_row(dt, row, keys, out)
-                    if md is not None:
-                        writeback.append((t, rid, md))
+                collection, key, expected = self.inverter.identity(dt, row)
+                c = cur[(collection, key)]
+                base = (
+                    c if c is not None and expected is not None and c["_rev"] == expected else None
+                )
+                plans.append((t, rid, row, self.inverter.plan(dt, row, keys, current=base)))
             except NotInvertible as exc:
                 out.problems.append(str(exc))
                 out.applied[(t, "not_invertible")] += 1
+        edge_reads: dict[str, set[str]] = {}
+        for *_, plan in plans:
+            for e in plan.edges:
+                edge_reads.setdefault(e.collection, set()).add(e.key)
+        self._get_many(edge_reads, cur)
+        for *_, plan in plans:
+            self._decide(
+                ops, plan.collection, plan.key, plan.doc, plan.expected_rev,
+                cur[(plan.collection, plan.key)], out,
+            )  # fmt: skip
+            for e in plan.edges:
+                self._decide(
+                    ops, e.collection, e.key, e.doc, e.expected_rev, cur[(e.collection, e.key)], out
+                )
+        self._run(ops)
+        for t, rid, row, plan in plans:
+            md = self._provenance(plan, row, ops)
+            if md is not None:
+                writeback.append((t, rid, md))
         conn.rollback()  # the reads' transaction
         with conn.transaction():
             conn.execute("select set_config('etl.run_id', %s, true)", (self.run_id,))
@@ -241,54 +317,48 @@ class Applier:
         out.changes = len(changes)
         return out
 
-    def _apply_delete(self, dt: str, rid: str, old_row: dict, out: BatchResult) -> None:
-        cm, target, _ = target_of(self.mapping, dt)
+    def _delete_targets(
+        self, dt: str, rid: str, old_row: dict
+    ) -> list[tuple[str, str, str | None]]:
+        """(collection, key, expected _rev) of what a deleted row's removal removes: its
+        document and, for a research row, its edges."""
+        cm, _, _ = target_of(self.mapping, dt)
         md = old_row.get("metadata") or {}
         arango = md.get("arango") if isinstance(md.get("arango"), dict) else {}
         key = old_row.get("key") if cm.generic is not None else arango.get("_key")
-        self._remove(cm.name, key or f"pg-{rid}", arango.get("_rev"), out)
+        out = [(cm.name, key or key_for(rid), arango.get("_rev"))]
+        spec = edge_spec_for(self.mapping, dt)
         edges = md.get("edges") if isinstance(md.get("edges"), dict) else {}
-        spec = self.inverter_edge(dt)
         if spec is not None:
-            for k, e in edges.items():
-                self._remove(spec.collection, k, e.get("_rev"), out)
+            out += [(spec.collection, k, e.get("_rev")) for k, e in edges.items()]
+        return out
 
-    def inverter_edge(self, dt: str):
-        from etl.fallback.inverse import edge_spec_for
-
-        return edge_spec_for(self.mapping, dt)
-
-    def _apply_row(self, dt: str, row: dict, keys: Keys, out: BatchResult) -> dict | None:
-        """Write the row's document (and edges); the row's new metadata, or None to keep it."""
-        collection, key, expected = self.inverter.identity(dt, row)
-        cur = self._get(collection, key)
-        base = cur if cur is not None and expected is not None and cur["_rev"] == expected else None
-        plan: DocPlan = self.inverter.plan(dt, row, keys, current=base)
-        stored = self._write(plan.collection, plan.key, plan.doc, plan.expected_rev, out, cur)
+    def _provenance(self, plan: DocPlan, row: dict, ops: Ops) -> dict | None:
+        """The row's metadata after the write (None: keep it, e.g. after a conflict): what the
+        transform of the stored document says, its 'etl' entry kept, edges as stored."""
+        stored = ops.stored.get((plan.collection, plan.key))
         if stored is None:
             return None
-        edges = dict(plan.kept_edges)
-        for op in plan.edges:
-            self._edge(op, edges, out)
         tr = self.inverter.transformer.transform(plan.collection, stored)
         if not isinstance(tr, Row):  # checked by the plan already
-            raise NotInvertible(f"{dt} row {row['id']}: {getattr(tr, 'reason', tr)}")
+            return None
         md = dict(tr.values["metadata"])
         old = row.get("metadata") or {}
         md["etl"] = old.get("etl") or {
             "run_id": self.run_id,
             "mapping_version": self.mapping.version,
         }
-        if plan.edge_spec is not None and (edges or old.get("edges") is not None):
-            md["edges"] = edges
-        if md == old:
-            return None
-        return md
-
-    def _edge(self, op: EdgeOp, edges: dict, out: BatchResult) -> None:
-        if op.doc is None:
-            self._remove(op.collection, op.key, op.expected_rev, out)
-            return
-        stored = self._write(op.collection, op.key, op.doc, op.expected_rev, out)
-        if stored is not None:
-            edges[op.key] = stored
+        if plan.edge_spec is not None:
+            edges = dict(plan.kept_edges)
+            for e in plan.edges:
+                if e.doc is not None and (e.collection, e.key) in ops.stored:
+                    edges[e.key] = ops.stored[(e.collection, e.key)]
+                elif (
+                    e.doc is not None
+                    and isinstance(old.get("edges"), dict)
+                    and e.key in old["edges"]
+                ):
+                    edges[e.key] = old["edges"][e.key]  # a conflict: as it was
+            if edges or old.get("edges") is not None:
+                md["edges"] = edges
+        return None if md == old else md
