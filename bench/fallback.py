@@ -142,10 +142,12 @@ def main() -> int:
     print(f"\nthe way back on {total:,} real-shaped documents, PostgreSQL {version}:\n")
     print("| measurement | figure |")
     print("|---|---:|")
-    print(f"| `etl fallback --until-current`, {n:,} changes, whole command | {rate:,.0f} changes/s |")
+    print(
+        f"| `etl fallback --until-current`, {n:,} changes, whole command | {rate:,.0f} changes/s |"
+    )
     print(f"| the same, apply loop only | {backlog['changes_per_second']:,} changes/s |")
     print(
-        f"| `etl fallback` following a writer at ~{args.rate}/s ({written:,} writes), lag p50 / p99"
+        f"| `etl fallback` following a writer ({written:,} writes in {args.seconds} s), lag p50 / p99"
         f" | {follow['lag_p50_seconds']} s / {follow['lag_p99_seconds']} s |"
     )
     return 0

@@ -44,9 +44,10 @@ FALLBACK_KEY = re.compile(r"pg-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-
 def row_id(collection: str, key: str) -> str:
     """The deterministic row id of a source document: uuid5 of "<collection>/<_key>", or the
     row id a fallback key ("pg-<uuid>") carries."""
-    m = FALLBACK_KEY.fullmatch(key)
-    if m is not None:
-        return m.group(1)
+    if key.startswith("pg-"):
+        m = FALLBACK_KEY.fullmatch(key)
+        if m is not None:
+            return m.group(1)
     return str(uuid.uuid5(ETL_NAMESPACE, f"{collection}/{key}"))
 
 

@@ -31,6 +31,7 @@ from etl.fallback.inverse import (
     NotInvertible,
     edge_spec_for,
     key_for,
+    reference_types,
     target_of,
 )
 from etl.mapping import Mapping
@@ -96,6 +97,31 @@ class Applier:
             sql.SQL("select {} from {} where id = %s").format(expr, ident(t)), (rid,)
         ).fetchone()
         return row[0] if row else None
+
+    def _preload(self, keys: Keys, rows: dict[tuple[str, str], dict]) -> None:
+        """The keys of the rows the batch's rows reference, one query per table."""
+        wanted: dict[str, set[str]] = {}
+        for (t, _), row in rows.items():
+            dt = self.types.get(t)
+            for col, rt in (reference_types(self.mapping, dt) if dt else {}).items():
+                if row.get(col) is not None and row[col] not in keys.known:
+                    wanted.setdefault(rt, set()).add(row[col])
+        for rt, ids in wanted.items():
+            t = qualified(rt)
+            generic = "." in t and not t.startswith("public.")
+            expr = sql.SQL(
+                "key" if generic else "coalesce(metadata -> 'arango' ->> '_key', 'pg-' || id::text)"
+            )
+            found = dict(
+                self.conn.execute(
+                    sql.SQL("select id::text, {} from {} where id = any(%s::uuid[])").format(
+                        expr, ident(t)
+                    ),
+                    (list(ids),),
+                ).fetchall()
+            )
+            for rid in ids:
+                keys.known[rid] = found.get(rid)
 
     def _rows(self, table: str, ids: list[str]) -> dict[str, dict]:
         return {
@@ -218,6 +244,7 @@ class Applier:
         for t, ids in by_table.items():
             rows.update({(t, rid): r for rid, r in self._rows(t, ids).items()})
         keys = Keys(self._lookup)
+        self._preload(keys, rows)
         writeback: list[tuple[str, str, dict]] = []  # (table, row id, metadata)
         work = []  # (table, row id, document type, row or None)
         reads: dict[str, set[str]] = {}
@@ -275,11 +302,15 @@ class Applier:
         conn.rollback()  # the reads' transaction
         with conn.transaction():
             conn.execute("select set_config('etl.run_id', %s, true)", (self.run_id,))
+            by_table: dict[str, list] = {}
             for t, rid, md in writeback:
-                conn.execute(
-                    sql.SQL("update {} set metadata = %s where id = %s").format(ident(t)),
-                    (Jsonb(md), rid),
-                )
+                by_table.setdefault(t, []).append((Jsonb(md), rid))
+            for t, params in by_table.items():
+                with conn.cursor() as cur:  # executemany: one round trip (pipeline)
+                    cur.executemany(
+                        sql.SQL("update {} set metadata = %s where id = %s").format(ident(t)),
+                        params,
+                    )
             seqs = [c.seq for c in changes]
             conn.execute("delete from etl_fallback_changes where seq = any(%s)", (seqs,))
             if out.conflicts:

@@ -75,6 +75,16 @@ def arm(conn: psycopg.Connection, mapping: Mapping, armed_by: str) -> dict:
     yet applied and adds tables the mapping has gained."""
     require_tables(conn)
     names = tables(mapping)
+    try:
+        return _arm(conn, names, armed_by)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise PermanentError(
+            f"cannot arm the fallback: {exc.diag.message_primary or exc}",
+            hint="run `etl fallback arm` as the tables' owner (CREATE TRIGGER needs it)",
+        ) from None
+
+
+def _arm(conn: psycopg.Connection, names: list[str], armed_by: str) -> dict:
     with conn.transaction():
         for t in names:
             if conn.execute("select to_regclass(%s) is null", (t,)).fetchone()[0]:
@@ -129,7 +139,7 @@ def retire(conn: psycopg.Connection, *, force: bool = False) -> list[str]:
         for t in armed_tables(conn):
             conn.execute(sql.SQL("drop trigger {} on {}").format(sql.Identifier(TRIGGER), ident(t)))
             done.append(f"dropped trigger on {t}")
-        conn.execute(f"truncate {CHANGES}")
+        conn.execute(f"delete from {CHANGES}")
         conn.execute("delete from etl_fallback_state")
         conn.execute("delete from etl_fallback_applied")
     return done

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from etl import pg
+from etl.errors import PermanentError
 from etl.fallback import capture
 from etl.mapping import load_mapping
 from etl.state import new_run_id, require_schema
@@ -32,7 +33,12 @@ def arm_on_go(dsn: str, mapping_path: str, run_id: str, say: Callable[[str], Non
             say("fallback NOT armed: sql/011 is not applied (run `etl apply-schema`, then "
                 "`etl fallback arm` BEFORE switching the application)")  # fmt: skip
             return
-        capture.arm(conn, load_mapping(mapping_path), run_id)
+        try:
+            capture.arm(conn, load_mapping(mapping_path), run_id)
+        except PermanentError as exc:  # e.g. a loader role that may not create triggers
+            conn.rollback()
+            say(f"fallback NOT armed: {exc}; arm it BEFORE switching the application")
+            return
         conn.commit()
     say("fallback armed: PostgreSQL's writes to the migrated tables are captured from now on "
         "(`etl fallback` replays them to ArangoDB)")  # fmt: skip
