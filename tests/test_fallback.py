@@ -389,3 +389,31 @@ def test_cutover_back_to_arangodb_says_go_after_the_last_writes(schema_db, tmp_p
     assert doc["fallback"]["changes"] == 2
     r = etl(env, "cutover", "--to", "mongodb")
     assert r.returncode == 2 and "use postgresql or arangodb" in r.stderr
+
+
+def test_a_server_without_bulk_reads_is_read_one_document_at_a_time(
+    schema_db, tmp_path, arango_server, monkeypatch
+):
+    """`PUT /_api/document/{c}?onlyget=true` is not in every ArangoDB stand-in: GETs then."""
+    from arango.collection import StandardCollection
+
+    from etl.errors import PermanentError
+    from etl.fallback.run import FallbackJob
+    from etl.settings import load_settings
+
+    env = cut_over(arango_server, schema_db, tmp_path, seed=67)
+    with psycopg.connect(schema_db) as conn:
+        key = conn.execute(
+            "update job_documents set company = 'Bulkless' where id = (select id from"
+            " job_documents order by id limit 1) returning metadata -> 'arango' ->> '_key'"
+        ).fetchone()[0]
+
+    def no_bulk(self, keys, allow_dirty_read=False):
+        raise PermanentError("HTTP 405: method not allowed")
+
+    monkeypatch.setattr(StandardCollection, "get_many", no_bulk)
+    job = FallbackJob(load_settings(None, env=env))
+    job.execute(until_current=True)
+    assert job.applier.bulk_read is False and job.changes == 1 and not job.conflicts
+    doc = client_db(arango_server).collection("jobs").get(key)
+    assert doc.get("company_name", doc.get("company")) == "Bulkless"

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from arango.exceptions import DocumentGetError
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from etl.errors import TransientError
+from etl.errors import EtlError, TransientError
 from etl.fallback import capture
 from etl.fallback.inverse import (
     DocPlan,
@@ -87,6 +88,7 @@ class Applier:
         self.retry = retry
         self.inverter = Inverter(mapping, specs, run_id)
         self.types = {qualified(dt): dt for dt in mapping.document_types()}
+        self.bulk_read = True
 
     # PostgreSQL reads -------------------------------------------------------------------
     def _lookup(self, document_type: str, rid: str) -> str | None:
@@ -141,13 +143,26 @@ class Applier:
             if not ks:
                 continue
             col = self.db.collection(collection)
-            found = self.retry(
-                f"read {collection}", lambda col=col, ks=ks: col.get_many(sorted(ks))
-            )
             for k in ks:
                 into[(collection, k)] = None
-            for d in found:
+            for d in self._read(collection, col, sorted(ks)):
                 into[(collection, d["_key"])] = d
+
+    def _read(self, collection: str, col, keys: list[str]) -> list[dict]:
+        """The documents that exist among keys: one `PUT ?onlyget` request; a server without
+        it (not in every ArangoDB stand-in) is read one GET per key from then on."""
+        if self.bulk_read:
+            try:
+                return self.retry(f"read {collection}", lambda: col.get_many(keys))
+            except (EtlError, DocumentGetError) as exc:
+                log.info("no bulk read (%s): one GET per document from now on", exc)
+                self.bulk_read = False
+        found = []
+        for k in keys:
+            d = self.retry(f"read {collection}/{k}", lambda k=k: col.get(k))
+            if d is not None:
+                found.append(d)
+        return found
 
     def _decide(
         self, ops: Ops, collection: str, key: str, doc: dict | None, expected: str | None,
