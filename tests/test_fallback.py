@@ -114,6 +114,20 @@ def app_writes(dsn: str) -> dict:
         conn.execute("delete from resume_documents where id = %s", (resumes[-1],))
         ids["deleted_opt"] = opts[-1]
         conn.execute("delete from optimization_results where id = %s", (opts[-1],))
+        # a generic table (arango.task_results): an update, a delete and an insert whose id is
+        # the one the key gives (docs/sync.md)
+        tasks = conn.execute("select id, key from arango.task_results order by key").fetchall()
+        ids["task_updated"], ids["task_deleted"] = tasks[0][1], tasks[1][1]
+        conn.execute(
+            'update arango.task_results set data = data || \'{"status": "redone"}\' where id = %s',
+            (tasks[0][0],),
+        )
+        conn.execute("delete from arango.task_results where id = %s", (tasks[1][0],))
+        conn.execute(
+            "insert into arango.task_results (id, key, data, metadata) values"
+            ' (%s, \'app-task\', \'{"task_id": "t-app", "type": "parse"}\', \'{}\')',
+            (row_id("task_results", "app-task"),),
+        )
         conn.commit()
         # rolled back: nothing of it may reach ArangoDB
         conn.execute(
@@ -181,14 +195,29 @@ def check_arango(server, before: dict, ids: dict) -> None:
     assert not [k for (c, k) in after if c == "jobs" and after[(c, k)].get("title") == "never"]
     assert not [k for (c, k) in after if c == "jobs" and after[(c, k)].get("title") == "brief"]
     assert not [d for d in after.values() if d.get("status") == "rolled-back"]
+    tasks = db.collection("task_results")
+    assert tasks.get(ids["task_updated"])["status"] == "redone"
+    assert tasks.get(ids["task_deleted"]) is None
+    assert tasks.get("app-task") == {
+        "_key": "app-task", "_id": "task_results/app-task", "_rev": tasks.get("app-task")["_rev"],
+        "task_id": "t-app", "type": "parse",
+    }  # fmt: skip
     # exactly those changes: every other document is the same as before
     changed = {k for k in after.keys() & before.keys() if after[k] != before[k]}
     added = after.keys() - before.keys()
     removed = before.keys() - after.keys()
-    assert {c for c, _ in added} <= {"resumes", "jobs", "documents", "job_research"}
-    assert len(added) == 5  # resume, job, optimization, research and its edge
-    assert {c for c, _ in changed} <= {"resumes", "jobs", "documents", "job_research"}
-    assert len(changed) <= 3 + 1 + 2 + 1 + 10  # the updates, the relink and SET NULLs of cascades
+    assert {c for c, _ in added} <= {"resumes", "jobs", "documents", "job_research", "task_results"}
+    assert len(added) == 6  # resume, job, optimization, research and its edge, task
+    assert {c for c, _ in changed} <= {
+        "resumes",
+        "jobs",
+        "documents",
+        "job_research",
+        "task_results",
+    }
+    assert (
+        len(changed) <= 3 + 1 + 2 + 1 + 1 + 10
+    )  # the updates, the relink and SET NULLs of cascades
     assert ("resumes", key_of("resumes", ids["deleted_resume"])) in removed
 
 
