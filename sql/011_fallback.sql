@@ -14,6 +14,7 @@
 --  * etl_fallback_state: one row: when and by whom the capture was armed, the tables it covers,
 --      the WAL position at the arm, and the applier's progress.
 --  * etl_fallback_applied: changes applied per collection and operation (status and reports).
+--  * etl_fallback_inflight: the documents a batch is writing (see below).
 --  * etl_fallback_conflicts: documents changed in ArangoDB after the cutover: reported, not
 --      overwritten (unless `--on-conflict overwrite`).
 --  * etl_fallback_capture(): the trigger function. SECURITY DEFINER: the application's role
@@ -52,6 +53,15 @@ CREATE TABLE IF NOT EXISTS etl_fallback_applied (
     operation  text NOT NULL,         -- insert, update, unchanged, remove, conflict
     changes    bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (collection, operation)
+);
+
+-- The documents a batch is about to write, committed before it writes them and emptied with
+-- its commit: after a crash in between, a document whose _rev is not the row's is known to be
+-- etl's own write, not a change made in ArangoDB (not a conflict).
+CREATE TABLE IF NOT EXISTS etl_fallback_inflight (
+    collection text NOT NULL,
+    key        text NOT NULL,
+    PRIMARY KEY (collection, key)
 );
 
 CREATE TABLE IF NOT EXISTS etl_fallback_conflicts (
@@ -100,7 +110,7 @@ BEGIN
         RETURN NEXT 'dropped trigger etl_fallback_capture on ' || r.tbl;
     END LOOP;
     FOREACH t IN ARRAY ARRAY['etl_fallback_changes', 'etl_fallback_state', 'etl_fallback_applied',
-                             'etl_fallback_conflicts'] LOOP
+                             'etl_fallback_inflight', 'etl_fallback_conflicts'] LOOP
         IF to_regclass('public.' || t) IS NOT NULL THEN
             EXECUTE format('DROP TABLE public.%I', t);
             RETURN NEXT 'dropped table ' || t;

@@ -446,3 +446,56 @@ def test_a_server_without_bulk_reads_is_read_one_document_at_a_time(
     assert job.applier.bulk_read is False and job.changes == 1 and not job.conflicts
     doc = client_db(arango_server).collection("jobs").get(key)
     assert doc.get("company_name", doc.get("company")) == "Bulkless"
+
+
+def test_a_transaction_committing_after_a_later_one_was_applied_is_not_skipped(
+    schema_db, tmp_path, arango_server
+):
+    env = cut_over(arango_server, schema_db, tmp_path, seed=68)
+    db = client_db(arango_server)
+    with psycopg.connect(schema_db) as slow, psycopg.connect(schema_db) as fast:
+        (a, ka), (b, kb) = fast.execute(
+            "select id, metadata -> 'arango' ->> '_key' from resume_documents order by id limit 2"
+        ).fetchall()
+        fast.commit()
+        slow.execute("update resume_documents set status = 'slow' where id = %s", (a,))
+        fast.execute("update resume_documents set status = 'fast' where id = %s", (b,))
+        fast.commit()  # captured after the slow one, committed before it
+        r = etl(env, "fallback", "--until-current")
+        assert r.returncode == 0, r.stderr
+        assert db.collection("resumes").get(kb)["status"] == "fast"
+        assert db.collection("resumes").get(ka)["status"] != "slow"
+        slow.commit()
+    r = etl(env, "fallback", "--until-current")
+    assert r.returncode == 0, r.stderr
+    assert db.collection("resumes").get(ka)["status"] == "slow"
+
+
+def test_a_row_the_application_holds_delays_the_batch_which_is_done_again(
+    schema_db, tmp_path, arango_server, monkeypatch
+):
+    import threading
+
+    from etl.fallback import apply
+    from etl.fallback.run import FallbackJob
+    from etl.settings import load_settings
+
+    env = cut_over(arango_server, schema_db, tmp_path, seed=69)
+    monkeypatch.setattr(apply, "LOCK_TIMEOUT", "300ms")
+    with psycopg.connect(schema_db) as conn:
+        rid, key = conn.execute(
+            "update job_documents set company = 'Held' where id = (select id from job_documents"
+            " order by id limit 1) returning id, metadata -> 'arango' ->> '_key'"
+        ).fetchone()
+    holder = psycopg.connect(schema_db)
+    holder.execute("select 1 from job_documents where id = %s for update", (rid,))
+    threading.Timer(2.0, holder.commit).start()  # the application lets go after 2 s
+    job = FallbackJob(load_settings(None, env=env))
+    job.execute(until_current=True)
+    holder.close()
+    assert job.changes == 1 and not job.conflicts and not job.problems
+    doc = client_db(arango_server).collection("jobs").get(key)
+    assert doc.get("company_name", doc.get("company")) == "Held"
+    assert scalar(schema_db, "select count(*) from etl_fallback_changes") == 0
+    rec = etl(env, "reconcile", "--all")
+    assert rec.returncode == 0, rec.stdout[-2000:]

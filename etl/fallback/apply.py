@@ -42,6 +42,8 @@ from etl.transform import Row
 log = logging.getLogger("etl.fallback")
 
 _SKIP = ("_id", "_rev")
+INFLIGHT = "etl_fallback_inflight"
+LOCK_TIMEOUT = "10s"  # the provenance write-back waits this long for a row the app holds
 
 
 @dataclass
@@ -89,6 +91,7 @@ class Applier:
         self.inverter = Inverter(mapping, specs, run_id)
         self.types = {qualified(dt): dt for dt in mapping.document_types()}
         self.bulk_read = True
+        self.inflight: set[tuple[str, str]] = set()
 
     # PostgreSQL reads -------------------------------------------------------------------
     def _lookup(self, document_type: str, rid: str) -> str | None:
@@ -174,7 +177,11 @@ class Applier:
             if cur is None:
                 out.applied[(collection, "unchanged")] += 1
                 return
-            if expected is not None and cur["_rev"] != expected:
+            if (
+                expected is not None
+                and cur["_rev"] != expected
+                and (collection, key) not in self.inflight
+            ):
                 self._conflict(out, collection, key, "remove", expected, cur)
                 if self.on_conflict != "overwrite":
                     return
@@ -185,7 +192,11 @@ class Applier:
             ops.stored[(collection, key)] = cur
             out.applied[(collection, "unchanged")] += 1
             return
-        ok = (cur is None and expected is None) or (cur is not None and cur["_rev"] == expected)
+        ok = (
+            (cur is None and expected is None)
+            or (cur is not None and cur["_rev"] == expected)
+            or (collection, key) in self.inflight  # etl's own write, before a crash
+        )
         if not ok:
             self._conflict(out, collection, key, "write", expected, cur)
             if self.on_conflict != "overwrite":
@@ -193,6 +204,21 @@ class Applier:
         kind = "insert" if cur is None else "update"
         (ops.insert if cur is None else ops.replace).setdefault(collection, []).append(doc)
         out.applied[(collection, kind)] += 1
+
+    def _record_inflight(self, ops: Ops) -> None:
+        """Commit the keys about to be written, before writing them."""
+        keys = [
+            (c, d["_key"]) for by in (ops.insert, ops.replace) for c, ds in by.items() for d in ds
+        ]
+        keys += [(c, k) for c, ks in ops.remove.items() for k in ks]
+        self.conn.rollback()  # the reads' transaction
+        if keys:
+            with self.conn.transaction(), self.conn.cursor() as cur:
+                cur.executemany(
+                    f"insert into {INFLIGHT} (collection, key) values (%s, %s)"
+                    " on conflict do nothing",
+                    keys,
+                )
 
     def _run(self, ops: Ops) -> None:
         """The queued writes; ops.stored gets each written document with its _id and _rev."""
@@ -244,6 +270,7 @@ class Applier:
         if not changes:
             conn.commit()
             return out
+        self.inflight = {tuple(r) for r in conn.execute(f"select collection, key from {INFLIGHT}")}
         # the last change of each row counts: its document is the row's state now
         last: dict[tuple[str, str], capture.Change] = {}
         old: dict[tuple[str, str], dict] = {}
@@ -288,10 +315,7 @@ class Applier:
             try:
                 collection, key, expected = self.inverter.identity(dt, row)
                 c = cur[(collection, key)]
-                base = (
-                    c if c is not None and expected is not None and c["_rev"] == expected else None
-                )
-                plans.append((t, rid, row, self.inverter.plan(dt, row, keys, current=base)))
+                plans.append((t, rid, row, self._plan(dt, row, keys, c, expected)))
             except NotInvertible as exc:
                 out.problems.append(str(exc))
                 out.applied[(t, "not_invertible")] += 1
@@ -309,6 +333,7 @@ class Applier:
                 self._decide(
                     ops, e.collection, e.key, e.doc, e.expected_rev, cur[(e.collection, e.key)], out
                 )
+        self._record_inflight(ops)
         self._run(ops)
         for t, rid, row, plan in plans:
             md = self._provenance(plan, row, ops)
@@ -317,6 +342,7 @@ class Applier:
         conn.rollback()  # the reads' transaction
         with conn.transaction():
             conn.execute("select set_config('etl.run_id', %s, true)", (self.run_id,))
+            conn.execute(f"set local lock_timeout = '{LOCK_TIMEOUT}'")
             by_table: dict[str, list] = {}
             for t, rid, md in writeback:
                 by_table.setdefault(t, []).append((Jsonb(md), rid))
@@ -326,6 +352,7 @@ class Applier:
                         sql.SQL("update {} set metadata = %s where id = %s").format(ident(t)),
                         params,
                     )
+            conn.execute(f"delete from {INFLIGHT}")
             seqs = [c.seq for c in changes]
             conn.execute("delete from etl_fallback_changes where seq = any(%s)", (seqs,))
             if out.conflicts:
@@ -362,6 +389,18 @@ class Applier:
         out.lag_seconds = [now - c.changed_at.timestamp() for c in changes]
         out.changes = len(changes)
         return out
+
+    def _plan(self, dt: str, row: dict, keys: Keys, cur: dict | None, expected: str | None):
+        """The row's document: ArangoDB's patched where the row changed, when its _rev is the
+        expected one or etl wrote it itself (a try of this batch that died before PostgreSQL's
+        commit); else rebuilt from the row's provenance (and a conflict if the document
+        exists)."""
+        collection, key, _ = self.inverter.identity(dt, row)
+        if cur is not None and (
+            (expected is not None and cur["_rev"] == expected) or (collection, key) in self.inflight
+        ):
+            return self.inverter.plan(dt, row, keys, current=cur)
+        return self.inverter.plan(dt, row, keys)
 
     def _delete_targets(
         self, dt: str, rid: str, old_row: dict

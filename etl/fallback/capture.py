@@ -142,6 +142,7 @@ def retire(conn: psycopg.Connection, *, force: bool = False) -> list[str]:
         conn.execute(f"delete from {CHANGES}")
         conn.execute("delete from etl_fallback_state")
         conn.execute("delete from etl_fallback_applied")
+        conn.execute("delete from etl_fallback_inflight")
     return done
 
 

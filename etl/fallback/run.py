@@ -8,6 +8,8 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+import psycopg
+
 from etl import pg
 from etl.errors import EtlError, Interrupted, PermanentError
 from etl.fallback import capture
@@ -21,6 +23,13 @@ from etl.sources.arango import ArangoSource
 log = logging.getLogger("etl.fallback")
 
 BATCH = 500  # captured changes per batch
+# The provenance write-back waits for rows the application holds (lock_timeout in apply.py);
+# a batch is idempotent, so it is simply done again.
+RETRY_BATCH = (
+    psycopg.errors.LockNotAvailable,
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+)
 POLL_SECONDS = 0.5  # follow mode: wait between empty polls
 
 
@@ -194,7 +203,13 @@ class FallbackJob:
             while True:
                 if self.should_stop():
                     raise Interrupted("stopped by a signal; `etl fallback` goes on from here")
-                out = self.applier.batch(self.batch_size)
+                try:
+                    out = self.applier.batch(self.batch_size)
+                except RETRY_BATCH as exc:  # the application holds a row: the batch again
+                    self.conn.rollback()
+                    log.warning("batch not committed (%s); again", str(exc).splitlines()[0])
+                    time.sleep(POLL_SECONDS)
+                    continue
                 self._add(out)
                 if self.metrics is not None:
                     self.metrics.observe(out, capture.backlog(self.conn))
