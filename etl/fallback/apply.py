@@ -303,18 +303,18 @@ class Applier:
                 collection, key, _ = self.inverter.identity(dt, row)
                 reads.setdefault(collection, set()).add(key)
             work.append((t, rid, dt, row))
-        cur: dict[tuple[str, str], dict | None] = {}
-        self._get_many(reads, cur)
+        found: dict[tuple[str, str], dict | None] = {}  # ArangoDB's documents
+        self._get_many(reads, found)
         ops = Ops()
         plans: list[tuple[str, str, dict, DocPlan]] = []
         for t, rid, dt, row in work:
             if row is None:
                 for collection, key, rev in self._delete_targets(dt, rid, old.get((t, rid)) or {}):
-                    self._decide(ops, collection, key, None, rev, cur[(collection, key)], out)
+                    self._decide(ops, collection, key, None, rev, found[(collection, key)], out)
                 continue
             try:
                 collection, key, expected = self.inverter.identity(dt, row)
-                c = cur[(collection, key)]
+                c = found[(collection, key)]
                 plans.append((t, rid, row, self._plan(dt, row, keys, c, expected)))
             except NotInvertible as exc:
                 out.problems.append(str(exc))
@@ -323,15 +323,21 @@ class Applier:
         for *_, plan in plans:
             for e in plan.edges:
                 edge_reads.setdefault(e.collection, set()).add(e.key)
-        self._get_many(edge_reads, cur)
+        self._get_many(edge_reads, found)
         for *_, plan in plans:
             self._decide(
                 ops, plan.collection, plan.key, plan.doc, plan.expected_rev,
-                cur[(plan.collection, plan.key)], out,
+                found[(plan.collection, plan.key)], out,
             )  # fmt: skip
             for e in plan.edges:
                 self._decide(
-                    ops, e.collection, e.key, e.doc, e.expected_rev, cur[(e.collection, e.key)], out
+                    ops,
+                    e.collection,
+                    e.key,
+                    e.doc,
+                    e.expected_rev,
+                    found[(e.collection, e.key)],
+                    out,
                 )
         self._record_inflight(ops)
         self._run(ops)
