@@ -769,7 +769,11 @@ def fallback_arm_cmd(
     dsn: str | None = typer.Option(None, "--dsn", help="PostgreSQL DSN (overrides ETL_PG_DSN)."),
     mapping: str | None = typer.Option(None, "--mapping", help="Mapping file of the copy."),
 ):
-    """Capture every later write to the migrated tables (etl cutover does this on go)."""
+    """Capture every later write to the migrated tables (etl cutover does this on go), so that
+    `etl fallback` can replay it to ArangoDB.
+
+    Example: etl fallback arm
+    """
     from etl.fallback.commands import arm
 
     st = arm(_settings(postgres={"dsn": dsn}, migrate={"mapping": mapping}))
@@ -786,7 +790,10 @@ def fallback_retire_cmd(
     force: bool = typer.Option(False, "--force", help="Also when changes are left unapplied."),
     dsn: str | None = typer.Option(None, "--dsn", help="PostgreSQL DSN (overrides ETL_PG_DSN)."),
 ):
-    """Remove the capture triggers and the captured changes: no way back after this."""
+    """Remove the capture triggers and the captured changes: no way back after this.
+
+    Example: etl fallback retire
+    """
     from etl.fallback.commands import retire
 
     done = retire(_settings(postgres={"dsn": dsn}), force=force)
