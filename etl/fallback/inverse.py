@@ -160,9 +160,9 @@ class Inverter:
     def plan(
         self, document_type: str, row: dict, keys: Keys, current: dict | None = None
     ) -> DocPlan:
-        """current: the document as ArangoDB holds it, when its _rev is the one the row's
-        provenance names (nobody changed it there): the base to patch, so that attributes the
-        copy cannot tell apart (an explicit default or none) stay as they are."""
+        """current: the document as ArangoDB holds it, when nobody else changed it there (its
+        _rev is the one the row's provenance names, or etl wrote it): the base to patch, so that
+        attributes the copy cannot tell apart (an explicit default or none) stay as they are."""
         cm, target, route = target_of(self.mapping, document_type)
         if cm.generic is not None:
             return self._generic(cm, row)
