@@ -17,11 +17,16 @@ import urllib.request
 import psycopg
 
 from etl.transform import row_id
+from tests import helpers
 from tests.fakearango.fixtures import client_db
-from tests.test_migrate_arango import scalar
-from tests.test_sync import REPO, etl, free_port, migrated
+from tests.helpers import REPO, scalar
+from tests.test_sync import free_port, migrated
 
 SYSTEM = ("_id", "_rev")
+
+
+def etl(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return helpers.etl(*args, env=env)
 
 
 def snapshot(server) -> dict[tuple[str, str], dict]:

@@ -32,6 +32,7 @@ from etl.fallback.inverse import (
     NotInvertible,
     edge_spec_for,
     key_for,
+    provenance,
     reference_types,
     target_of,
 )
@@ -117,7 +118,7 @@ class Applier:
             expr = sql.SQL(
                 "key" if generic else "coalesce(metadata -> 'arango' ->> '_key', 'pg-' || id::text)"
             )
-            found = dict(
+            found: dict[str, str] = dict(
                 self.conn.execute(
                     sql.SQL("select id::text, {} from {} where id = any(%s::uuid[])").format(
                         expr, ident(t)
@@ -314,8 +315,8 @@ class Applier:
                 continue
             try:
                 collection, key, expected = self.inverter.identity(dt, row)
-                c = found[(collection, key)]
-                plans.append((t, rid, row, self._plan(dt, row, keys, c, expected)))
+                doc = found[(collection, key)]
+                plans.append((t, rid, row, self._plan(dt, row, keys, doc, expected)))
             except NotInvertible as exc:
                 out.problems.append(str(exc))
                 out.applied[(t, "not_invertible")] += 1
@@ -349,10 +350,10 @@ class Applier:
         with conn.transaction():
             conn.execute("select set_config('etl.run_id', %s, true)", (self.run_id,))
             conn.execute(f"set local lock_timeout = '{LOCK_TIMEOUT}'")
-            by_table: dict[str, list] = {}
+            updates: dict[str, list[tuple[Jsonb, str]]] = {}
             for t, rid, md in writeback:
-                by_table.setdefault(t, []).append((Jsonb(md), rid))
-            for t, params in by_table.items():
+                updates.setdefault(t, []).append((Jsonb(md), rid))
+            for t, params in updates.items():
                 with conn.cursor() as cur:  # executemany: one round trip (pipeline)
                     cur.executemany(
                         sql.SQL("update {} set metadata = %s where id = %s").format(ident(t)),
@@ -415,11 +416,11 @@ class Applier:
         document and, for a research row, its edges."""
         cm, _, _ = target_of(self.mapping, dt)
         md = old_row.get("metadata") or {}
-        arango = md.get("arango") if isinstance(md.get("arango"), dict) else {}
+        arango = provenance(md)
         key = old_row.get("key") if cm.generic is not None else arango.get("_key")
         out = [(cm.name, key or key_for(rid), arango.get("_rev"))]
         spec = edge_spec_for(self.mapping, dt)
-        edges = md.get("edges") if isinstance(md.get("edges"), dict) else {}
+        edges = md["edges"] if isinstance(md.get("edges"), dict) else {}
         if spec is not None:
             out += [(spec.collection, k, e.get("_rev")) for k, e in edges.items()]
         return out

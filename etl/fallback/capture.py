@@ -17,6 +17,7 @@ from psycopg import sql
 
 from etl.errors import PermanentError
 from etl.mapping import Mapping
+from etl.pg import one, scalar
 from etl.target import ident, qualified
 
 TRIGGER = "etl_fallback_capture"
@@ -39,7 +40,7 @@ def tables(mapping: Mapping) -> list[str]:
 
 
 def require_tables(conn: psycopg.Connection) -> None:
-    if conn.execute("select to_regclass('public.etl_fallback_state') is null").fetchone()[0]:
+    if scalar(conn, "select to_regclass('public.etl_fallback_state') is null"):
         raise PermanentError(
             "the target schema has no etl_fallback_state (sql/011 not applied)",
             hint="run `etl apply-schema`",
@@ -47,18 +48,16 @@ def require_tables(conn: psycopg.Connection) -> None:
 
 
 def installed(conn: psycopg.Connection) -> bool:
-    return bool(
-        conn.execute("select to_regclass('public.etl_fallback_state') is not null").fetchone()[0]
-    )
+    return bool(scalar(conn, "select to_regclass('public.etl_fallback_state') is not null"))
 
 
 def mechanisms(conn: psycopg.Connection) -> dict:
     """What the server allows: triggers always (etl owns the tables); logical decoding only with
     wal_level = logical and a role that may replicate."""
-    wal_level = conn.execute("show wal_level").fetchone()[0]
-    can_replicate = conn.execute(
-        "select rolreplication or rolsuper from pg_roles where rolname = current_user"
-    ).fetchone()[0]
+    wal_level = scalar(conn, "show wal_level")
+    can_replicate = scalar(
+        conn, "select rolreplication or rolsuper from pg_roles where rolname = current_user"
+    )
     logical = wal_level == "logical" and bool(can_replicate)
     return {
         "wal_level": wal_level,
@@ -87,7 +86,7 @@ def arm(conn: psycopg.Connection, mapping: Mapping, armed_by: str) -> dict:
 def _arm(conn: psycopg.Connection, names: list[str], armed_by: str) -> dict:
     with conn.transaction():
         for t in names:
-            if conn.execute("select to_regclass(%s) is null", (t,)).fetchone()[0]:
+            if scalar(conn, "select to_regclass(%s) is null", (t,)):
                 raise PermanentError(
                     f"table {t} does not exist: nothing to capture from",
                     hint="run `etl apply-schema` (and the copy) first",
@@ -103,7 +102,7 @@ def _arm(conn: psycopg.Connection, names: list[str], armed_by: str) -> dict:
                         " for each row execute function public.etl_fallback_capture()"
                     ).format(sql.Identifier(TRIGGER), ident(t))
                 )
-        lsn = conn.execute("select pg_current_wal_lsn()").fetchone()[0]
+        lsn = scalar(conn, "select pg_current_wal_lsn()")
         conn.execute(
             "insert into etl_fallback_state (id, mechanism, armed_by, armed_lsn, tables)"
             " values (1, 'trigger', %s, %s, %s) on conflict (id) do update set"
@@ -130,7 +129,7 @@ def retire(conn: psycopg.Connection, *, force: bool = False) -> list[str]:
     require_tables(conn)
     done: list[str] = []
     with conn.transaction():
-        left = conn.execute(f"select count(*) from {CHANGES}").fetchone()[0]
+        left = scalar(conn, f"select count(*) from {CHANGES}")
         if left and not force:
             raise PermanentError(
                 f"{left} captured changes are not applied to ArangoDB yet: retiring now loses them",
@@ -162,10 +161,11 @@ def state(conn: psycopg.Connection) -> dict | None:
 
 def backlog(conn: psycopg.Connection) -> dict:
     """Rows in the change table, their size, and the oldest one's age in seconds."""
-    n, size, oldest = conn.execute(
+    n, size, oldest = one(
+        conn,
         f"select count(*), pg_total_relation_size('{CHANGES}'),"
-        f" extract(epoch from now() - min(changed_at)) from {CHANGES}"
-    ).fetchone()
+        f" extract(epoch from now() - min(changed_at)) from {CHANGES}",
+    )
     return {
         "pending_changes": int(n),
         "change_table_bytes": int(size),
@@ -192,8 +192,9 @@ def writers(conn: psycopg.Connection) -> int:
     """Other sessions of this database inside a transaction that has written (their changes
     are not visible until they end)."""
     return int(
-        conn.execute(
+        scalar(
+            conn,
             "select count(*) from pg_stat_activity where datname = current_database()"
-            " and backend_xid is not null and pid <> pg_backend_pid()"
-        ).fetchone()[0]
+            " and backend_xid is not null and pid <> pg_backend_pid()",
+        )
     )

@@ -80,6 +80,20 @@ class Keys:
         return self.known[rid]
 
 
+def provenance(md: dict) -> dict:
+    """metadata.arango of a row ({} for a row the application created)."""
+    a = md.get("arango")
+    return a if isinstance(a, dict) else {}
+
+
+def first_type(mapping: Mapping, collection: str) -> str:
+    """The document type of a collection's (first) target."""
+    cm = mapping.for_collection(collection)
+    if cm is None:
+        raise NotInvertible(f"collection {collection} is not in the mapping")
+    return cm.targets()[0].document_type
+
+
 def target_of(mapping: Mapping, document_type: str) -> tuple[CollectionMapping, Any, Any]:
     """(collection mapping, target, route value or None) of a document type."""
     for cm in mapping.collections.values():
@@ -132,8 +146,9 @@ class Inverter:
     # generic tables -------------------------------------------------------------------
     def _generic(self, cm: CollectionMapping, row: dict) -> DocPlan:
         g = cm.generic
+        assert g is not None
         md = row.get("metadata") or {}
-        arango = md.get("arango") if isinstance(md.get("arango"), dict) else None
+        arango = provenance(md)
         if arango and md.get("escaped"):
             doc = rebuild_source(row, self.mapping, g.document_type)
         else:
@@ -143,14 +158,13 @@ class Inverter:
         for k in SYSTEM:
             doc.pop(k, None)
         doc["_key"] = row["key"]
-        return DocPlan(g.collection, row["key"], doc, (arango or {}).get("_rev"), g.document_type)
+        return DocPlan(g.collection, row["key"], doc, arango.get("_rev"), g.document_type)
 
     # curated tables -------------------------------------------------------------------
     def identity(self, document_type: str, row: dict) -> tuple[str, str, str | None]:
         """(collection, key, the _rev the row's provenance names) of a row's document."""
         cm, target, _ = target_of(self.mapping, document_type)
-        md = row.get("metadata") or {}
-        arango = md.get("arango") if isinstance(md.get("arango"), dict) else {}
+        arango = provenance(row.get("metadata") or {})
         if cm.generic is not None:
             return cm.name, row["key"], arango.get("_rev")
         if arango.get("_key"):
@@ -172,7 +186,7 @@ class Inverter:
             if c.kind == "ts" and values.get(c.name) is not None:
                 values[c.name] = parse_timestamp(values[c.name])
         md = values.get("metadata") or {}
-        arango = md.get("arango") if isinstance(md.get("arango"), dict) else None
+        arango = provenance(md)
         if current is not None:
             key, expected = current["_key"], current.get("_rev")
             doc = {k: v for k, v in current.items() if k not in SYSTEM}
@@ -194,7 +208,7 @@ class Inverter:
         else:
             key, expected = key_for(row["id"]), None
             doc = {"_key": key}
-            if route is not None:
+            if route is not None and cm.route_on is not None:
                 _set(doc, cm.route_on, route)
             for f in target.columns:  # every column at its first path: the transform needs them
                 self._patch(doc, target, "column", f, values, {}, keys)
@@ -292,9 +306,10 @@ class Inverter:
 
     def _edges(self, plan: DocPlan, values: dict, md: dict, keys: Keys) -> None:
         edge = plan.edge_spec
-        current = md.get("edges") if isinstance(md.get("edges"), dict) else {}
+        assert edge is not None
+        current = md["edges"] if isinstance(md.get("edges"), dict) else {}
         job = values.get(edge.sets)
-        job_type = self.mapping.for_collection(edge.from_collection).targets()[0].document_type
+        job_type = first_type(self.mapping, edge.from_collection)
         items = list(current.items())
 
         def remove(k: str, e: dict) -> None:
@@ -333,8 +348,5 @@ def reference_types(mapping: Mapping, document_type: str) -> dict[str, str]:
         return {}
     out = {}
     for f in getattr(target, "references", ()):
-        rt = referenced_type(f.name)
-        if rt is None:
-            rt = mapping.for_collection(f.collection).targets()[0].document_type
-        out[f.name] = rt
+        out[f.name] = referenced_type(f.name) or first_type(mapping, f.collection)
     return out

@@ -7,6 +7,8 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -140,17 +142,22 @@ class FallbackJob:
         self.mapping = load_mapping(settings.migrate.mapping)
         self.run: Run | None = None
         self.source: ArangoSource | None = None
-        self.conn = None
+        self._conn: psycopg.Connection[Any] | None = None
         self.applier: Applier | None = None
         self.metrics: FallbackMetrics | None = None
         self.doc: dict = {}
-        self.report_paths = None
+        self.report_paths: dict[str, Path] | None = None
         self.applied: Counter = Counter()
         self.conflicts: list[dict] = []
         self.problems: list[str] = []
         self.lags: list[float] = []
         self.changes = 0
         self.seconds = 0.0
+
+    @property
+    def conn(self) -> psycopg.Connection[Any]:
+        assert self._conn is not None, "open() first"
+        return self._conn
 
     def open(self) -> None:
         self.run = run = Run.new(self.settings, self.command)
@@ -161,7 +168,7 @@ class FallbackJob:
             "started_at": now_iso(),
         }
         run.lock(["fallback"])
-        self.conn = pg.connect(run.dsn)
+        self._conn = pg.connect(run.dsn)
         capture.require_tables(self.conn)
         if capture.state(self.conn) is None:
             self.conn.rollback()
@@ -204,6 +211,7 @@ class FallbackJob:
                 if self.should_stop():
                     raise Interrupted("stopped by a signal; `etl fallback` goes on from here")
                 try:
+                    assert self.applier is not None, "open() first"
                     out = self.applier.batch(self.batch_size)
                 except RETRY_BATCH as exc:  # the application holds a row: the batch again
                     self.conn.rollback()
@@ -225,7 +233,7 @@ class FallbackJob:
     def _committed_left(self) -> bool:
         """Committed changes still in the table (none: caught up; changes of transactions
         still running are not waited for)."""
-        n = self.conn.execute("select count(*) from etl_fallback_changes").fetchone()[0]
+        n = pg.scalar(self.conn, "select count(*) from etl_fallback_changes")
         self.conn.rollback()
         return n > 0
 
@@ -281,8 +289,8 @@ class FallbackJob:
             self.metrics.close()
         if self.source is not None:
             self.source.close()
-        if self.conn is not None:
-            self.conn.close()
+        if self._conn is not None:
+            self._conn.close()
         self.run.close()
 
     def execute(self, *, until_current: bool) -> dict:
@@ -376,7 +384,7 @@ class CutoverBack:
         job = self.job
         for _ in range(10):
             job.follow(until_current=True)
-            left = job.conn.execute("select count(*) from etl_fallback_changes").fetchone()[0]
+            left = pg.scalar(job.conn, "select count(*) from etl_fallback_changes")
             busy = capture.writers(job.conn)  # a transaction that may still commit changes
             job.conn.rollback()
             if left == 0 and busy == 0:

@@ -74,6 +74,7 @@ class Cutover:
             if self.go:  # the way back, armed before the application is switched
                 from etl.fallback.commands import arm_on_go
 
+                assert job.run is not None
                 arm_on_go(job.run.dsn, self.settings.migrate.mapping, job.run.run_id, self.say)
             doc["verdict"] = "go" if self.go else "no-go"
             state = "finished"
