@@ -448,7 +448,7 @@ def test_a_server_without_bulk_reads_is_read_one_document_at_a_time(
     monkeypatch.setattr(StandardCollection, "get_many", no_bulk)
     job = FallbackJob(load_settings(None, env=env))
     job.execute(until_current=True)
-    assert job.applier.bulk_read is False and job.changes == 1 and not job.conflicts
+    assert job.applier.writer.bulk_read is False and job.changes == 1 and not job.conflicts
     doc = client_db(arango_server).collection("jobs").get(key)
     assert doc.get("company_name", doc.get("company")) == "Bulkless"
 

@@ -14,16 +14,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from arango.exceptions import DocumentGetError
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from etl.errors import EtlError, TransientError
 from etl.fallback import capture
 from etl.fallback.inverse import (
     DocPlan,
@@ -36,39 +32,15 @@ from etl.fallback.inverse import (
     reference_types,
     target_of,
 )
+from etl.fallback.writes import ArangoWriter, BatchResult, Ops
 from etl.mapping import Mapping
 from etl.target import ident, qualified
 from etl.transform import Row
 
 log = logging.getLogger("etl.fallback")
 
-_SKIP = ("_id", "_rev")
 INFLIGHT = "etl_fallback_inflight"
 LOCK_TIMEOUT = "10s"  # the provenance write-back waits this long for a row the app holds
-
-
-@dataclass
-class Ops:
-    """Writes queued for one batch, by collection; stored: (collection, key) -> document."""
-
-    insert: dict[str, list[dict]] = field(default_factory=dict)
-    replace: dict[str, list[dict]] = field(default_factory=dict)
-    remove: dict[str, list[str]] = field(default_factory=dict)
-    stored: dict[tuple[str, str], dict] = field(default_factory=dict)
-
-
-@dataclass
-class BatchResult:
-    changes: int = 0  # captured changes consumed
-    more: bool = False  # committed or running changes left after this batch
-    applied: Counter = field(default_factory=Counter)  # (collection, operation) -> n
-    conflicts: list[dict] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-    lag_seconds: list[float] = field(default_factory=list)  # changed_at -> applied, per change
-
-
-def _body(doc: dict | None) -> dict | None:
-    return None if doc is None else {k: v for k, v in doc.items() if k not in _SKIP}
 
 
 class Applier:
@@ -85,14 +57,10 @@ class Applier:
     ):
         self.mapping = mapping
         self.conn = conn
-        self.db = db
+        self.writer = ArangoWriter(db, retry=retry, on_conflict=on_conflict)
         self.run_id = run_id
-        self.on_conflict = on_conflict
-        self.retry = retry
         self.inverter = Inverter(mapping, specs, run_id)
         self.types = {qualified(dt): dt for dt in mapping.document_types()}
-        self.bulk_read = True
-        self.inflight: set[tuple[str, str]] = set()
 
     # PostgreSQL reads -------------------------------------------------------------------
     def _lookup(self, document_type: str, rid: str) -> str | None:
@@ -141,71 +109,6 @@ class Applier:
         }
 
     # ArangoDB: reads and writes in bulk, one request per collection and kind -------------
-    def _get_many(self, keys: dict[str, set[str]], into: dict) -> None:
-        for collection, ks in keys.items():
-            ks = {k for k in ks if (collection, k) not in into}
-            if not ks:
-                continue
-            col = self.db.collection(collection)
-            for k in ks:
-                into[(collection, k)] = None
-            for d in self._read(collection, col, sorted(ks)):
-                into[(collection, d["_key"])] = d
-
-    def _read(self, collection: str, col, keys: list[str]) -> list[dict]:
-        """The documents that exist among keys: one `PUT ?onlyget` request; a server without
-        it (not in every ArangoDB stand-in) is read one GET per key from then on."""
-        if self.bulk_read:
-            try:
-                return self.retry(f"read {collection}", lambda: col.get_many(keys))
-            except (EtlError, DocumentGetError) as exc:
-                log.info("no bulk read (%s): one GET per document from now on", exc)
-                self.bulk_read = False
-        found = []
-        for k in keys:
-            d = self.retry(f"read {collection}/{k}", lambda k=k: col.get(k))
-            if d is not None:
-                found.append(d)
-        return found
-
-    def _decide(
-        self, ops: Ops, collection: str, key: str, doc: dict | None, expected: str | None,
-        cur: dict | None, out: BatchResult,
-    ) -> None:  # fmt: skip
-        """Queue what makes collection/key hold doc (None: not exist). The current document
-        already holding it: nothing to write; its _rev not the expected one: a conflict."""
-        if doc is None:
-            if cur is None:
-                out.applied[(collection, "unchanged")] += 1
-                return
-            if (
-                expected is not None
-                and cur["_rev"] != expected
-                and (collection, key) not in self.inflight
-            ):
-                self._conflict(out, collection, key, "remove", expected, cur)
-                if self.on_conflict != "overwrite":
-                    return
-            ops.remove.setdefault(collection, []).append(key)
-            out.applied[(collection, "remove")] += 1
-            return
-        if cur is not None and _body(cur) == doc:
-            ops.stored[(collection, key)] = cur
-            out.applied[(collection, "unchanged")] += 1
-            return
-        ok = (
-            (cur is None and expected is None)
-            or (cur is not None and cur["_rev"] == expected)
-            or (collection, key) in self.inflight  # etl's own write, before a crash
-        )
-        if not ok:
-            self._conflict(out, collection, key, "write", expected, cur)
-            if self.on_conflict != "overwrite":
-                return
-        kind = "insert" if cur is None else "update"
-        (ops.insert if cur is None else ops.replace).setdefault(collection, []).append(doc)
-        out.applied[(collection, kind)] += 1
-
     def _record_inflight(self, ops: Ops) -> None:
         """Commit the keys about to be written, before writing them."""
         keys = [
@@ -221,48 +124,6 @@ class Applier:
                     keys,
                 )
 
-    def _run(self, ops: Ops) -> None:
-        """The queued writes; ops.stored gets each written document with its _id and _rev."""
-        for kind, by in (("insert", ops.insert), ("replace", ops.replace)):
-            for collection, docs in by.items():
-                col = self.db.collection(collection)
-                if kind == "insert":
-                    res = self.retry(
-                        f"insert into {collection}",
-                        lambda col=col, docs=docs: col.insert_many(docs),
-                    )
-                else:
-                    res = self.retry(
-                        f"replace in {collection}",
-                        lambda col=col, docs=docs: col.replace_many(docs, check_rev=False),
-                    )
-                for d, r in zip(docs, res):
-                    if isinstance(r, Exception):
-                        raise TransientError(f"{kind} {collection}/{d['_key']} failed: {r}")
-                    ops.stored[(collection, d["_key"])] = {**d, "_id": r["_id"], "_rev": r["_rev"]}
-        for collection, keys in ops.remove.items():
-            col = self.db.collection(collection)
-            res = self.retry(
-                f"remove from {collection}",
-                lambda col=col, keys=keys: col.delete_many(keys, check_rev=False),
-            )
-            for k, r in zip(keys, res):
-                if isinstance(r, Exception) and getattr(r, "error_code", None) != 1202:
-                    raise TransientError(f"remove {collection}/{k} failed: {r}")
-
-    def _conflict(self, out, collection, key, operation, expected, cur) -> None:
-        out.conflicts.append(
-            {
-                "collection": collection,
-                "key": key,
-                "operation": operation,
-                "expected_rev": expected,
-                "found_rev": None if cur is None else cur.get("_rev"),
-                "overwritten": self.on_conflict == "overwrite",
-            }
-        )
-        out.applied[(collection, "conflict")] += 1
-
     # one batch -------------------------------------------------------------------------
     def batch(self, limit: int) -> BatchResult:
         out = BatchResult()
@@ -271,7 +132,9 @@ class Applier:
         if not changes:
             conn.commit()
             return out
-        self.inflight = {tuple(r) for r in conn.execute(f"select collection, key from {INFLIGHT}")}
+        self.writer.inflight = {
+            tuple(r) for r in conn.execute(f"select collection, key from {INFLIGHT}")
+        }
         # the last change of each row counts: its document is the row's state now
         last: dict[tuple[str, str], capture.Change] = {}
         old: dict[tuple[str, str], dict] = {}
@@ -305,13 +168,15 @@ class Applier:
                 reads.setdefault(collection, set()).add(key)
             work.append((t, rid, dt, row))
         found: dict[tuple[str, str], dict | None] = {}  # ArangoDB's documents
-        self._get_many(reads, found)
+        self.writer.get_many(reads, found)
         ops = Ops()
         plans: list[tuple[str, str, dict, DocPlan]] = []
         for t, rid, dt, row in work:
             if row is None:
                 for collection, key, rev in self._delete_targets(dt, rid, old.get((t, rid)) or {}):
-                    self._decide(ops, collection, key, None, rev, found[(collection, key)], out)
+                    self.writer.decide(
+                        ops, collection, key, None, rev, found[(collection, key)], out
+                    )
                 continue
             try:
                 collection, key, expected = self.inverter.identity(dt, row)
@@ -324,14 +189,14 @@ class Applier:
         for *_, plan in plans:
             for e in plan.edges:
                 edge_reads.setdefault(e.collection, set()).add(e.key)
-        self._get_many(edge_reads, found)
+        self.writer.get_many(edge_reads, found)
         for *_, plan in plans:
-            self._decide(
+            self.writer.decide(
                 ops, plan.collection, plan.key, plan.doc, plan.expected_rev,
                 found[(plan.collection, plan.key)], out,
             )  # fmt: skip
             for e in plan.edges:
-                self._decide(
+                self.writer.decide(
                     ops,
                     e.collection,
                     e.key,
@@ -341,7 +206,7 @@ class Applier:
                     out,
                 )
         self._record_inflight(ops)
-        self._run(ops)
+        self.writer.run(ops)
         for t, rid, row, plan in plans:
             md = self._provenance(plan, row, ops)
             if md is not None:
@@ -404,7 +269,8 @@ class Applier:
         exists)."""
         collection, key, _ = self.inverter.identity(dt, row)
         if cur is not None and (
-            (expected is not None and cur["_rev"] == expected) or (collection, key) in self.inflight
+            (expected is not None and cur["_rev"] == expected)
+            or (collection, key) in self.writer.inflight
         ):
             return self.inverter.plan(dt, row, keys, current=cur)
         return self.inverter.plan(dt, row, keys)

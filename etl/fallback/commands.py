@@ -91,7 +91,7 @@ def echo_lines(job) -> list[str]:
 
 def cutover_back(settings, *, assume_frozen: bool, sample, workers: int, echo, confirm) -> int:
     """`etl cutover --to arangodb`: the exit status (0 go, 1 no-go; errors raise)."""
-    from etl.fallback.run import CutoverBack
+    from etl.fallback.cutover_back import CutoverBack
     from etl.signals import GracefulStop
 
     def frozen() -> bool:
