@@ -270,8 +270,8 @@ def _cell(v) -> str:
 
 def fit_widths(widths: list[int], total: int, floors: list[int] | None = None) -> list[int]:
     """Narrow the widest columns, one character at a time, until the row (with two spaces
-    between columns) fits `total`: none below its floor (its header, up to 12 characters), the
-    first column (it names the row: a run id, a collection) last."""
+    between columns) fits `total`: none below its floor (its header: a test or a script may
+    look for it), the first column (it names the row: a run id, a collection) last."""
     w = list(widths)
     low = floors or [5] * len(w)
     while sum(w) + 2 * (len(w) - 1) > total:
@@ -297,7 +297,7 @@ def _echo_table(rows: list[dict], width: int = WIDTH) -> None:
     keys = list(rows[0].keys())
     cells = [[_cell(r.get(k)) for k in keys] for r in rows]
     widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
-    widths = fit_widths(widths, width, [max(4, min(len(k), 12)) for k in keys])
+    widths = fit_widths(widths, width, [max(4, len(k)) for k in keys])
     typer.echo("  ".join(_clip(k, w).ljust(w) for k, w in zip(keys, widths)).rstrip())
     typer.echo("  ".join("-" * w for w in widths))
     for c in cells:
