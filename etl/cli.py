@@ -649,7 +649,11 @@ def cutover_cmd(
         "--sample",
         min=0.01,
         max=100,
-        help="Reconcile a random P% of the keys inside the freeze (default: all of them).",
+        help="Also reconcile a random P% of the keys inside the freeze (default: none; every "
+        "changed key is verified anyway).",
+    ),
+    full: bool = typer.Option(
+        False, "--full", help="Also run a full reconcile inside the freeze (grows with the data)."
     ),
     workers: int = typer.Option(
         1, "--workers", min=1, help="Processes of the reconcile inside the freeze."
@@ -660,10 +664,11 @@ def cutover_cmd(
         None, "--reports-dir", help="Where reports go (default reports/)."
     ),
 ):
-    """Switch over: catch up, ask for the write freeze, apply the last changes, reconcile, and
-    say go (exit 0) or no-go (exit 1). The report gives the final tick and the freeze's length.
+    """Switch over: catch up, ask for the write freeze, apply the last changes, verify every key
+    changed since the copy against ArangoDB, and say go (exit 0) or no-go (exit 1: the report
+    names the keys and fields). The report gives the final tick and the freeze's length.
 
-    Example: etl cutover --sample 10
+    Example: etl cutover
     """
     from etl.sync.cutover import Cutover
 
@@ -677,17 +682,28 @@ def cutover_cmd(
         return typer.confirm("Are writes to ArangoDB frozen (application stopped or read-only)?")
 
     stopper = GracefulStop()
-    cut = Cutover(settings, confirm_freeze=confirm, sample=sample, workers=workers, say=typer.echo)
+    cut = Cutover(
+        settings,
+        confirm_freeze=confirm,
+        sample=sample,
+        full=full,
+        workers=workers,
+        say=typer.echo,
+    )
     try:
         with stopper:
             cut.job.should_stop = stopper.requested
             doc = cut.run()
     finally:
         _echo_sync(cut.job)
+    verified = sum((doc.get("keys_verified_in_freeze") or {}).values())
     typer.echo(
         f"cutover: {doc['verdict'].upper()}; final tick {doc.get('final_tick')}, writes frozen "
-        f"for {doc.get('freeze_seconds')} s; reconcile: {doc.get('reconcile_result')}"
+        f"for {doc.get('freeze_seconds')} s; {verified} changed keys verified in the freeze"
+        + (f"; reconcile: {doc['reconcile_result']}" if doc.get("reconcile_result") else "")
     )
+    for reason in doc.get("no_go_reasons") or []:
+        typer.echo(f"  no-go: {reason}")
     raise typer.Exit(0 if cut.go else 1)
 
 

@@ -784,6 +784,15 @@ def rollback(dsn: str, component: str) -> RollbackResult:
             if (
                 component == "all"
                 and conn.execute(
+                    "SELECT to_regprocedure('rollback.rollback_sync_verification()') IS NOT NULL"
+                ).fetchone()[0]
+            ):  # 010 before 008: newest to oldest
+                rows += conn.execute(
+                    "SELECT * FROM rollback.rollback_sync_verification()"
+                ).fetchall()
+            if (
+                component == "all"
+                and conn.execute(
                     "SELECT to_regprocedure('rollback.rollback_change_capture()') IS NOT NULL"
                 ).fetchone()[0]
             ):  # 008 first: newest to oldest

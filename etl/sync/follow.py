@@ -19,7 +19,7 @@ from etl.mapping import Mapping
 from etl.pipeline import Pipeline
 from etl.sources import wal
 from etl.sources.arango import ArangoSource
-from etl.sync import positions
+from etl.sync import positions, verify
 from etl.sync.apply import Applier
 from etl.sync.changes import Change, ChangeStream, CollectionEvent
 from etl.sync.positions import Position
@@ -27,6 +27,8 @@ from etl.sync.positions import Position
 log = logging.getLogger("etl.sync")
 
 REGISTRATION_CHECK_SECONDS = 600
+VERIFY_PER_IDLE = 2000  # keys verified per idle moment (the follower is caught up)
+VERIFY_RETRY_SECONDS = 5  # a key that differed (the source moved on?) is checked again after
 
 
 @dataclass
@@ -40,12 +42,19 @@ class SyncOutcome:
     applied: Counter = field(default_factory=Counter)  # (collection, operation) -> n
     transactions_aborted: int = 0
     seconds: float = 0.0
+    # changes to mapped collections committed after `late_after` (the cutover's freeze):
+    # (collection, key, tick)
+    late: list[tuple[str, str, int]] = field(default_factory=list)
 
     @property
     def lag_ticks(self) -> int:
         """Ticks not read yet: 0 once caught up (the server's ticks past the position were
         index entries or filtered writes), else the server's tick minus the position."""
         return 0 if self.caught_up else max(0, self.server_tick - self.from_tick)
+
+
+class WritesContinue(PermanentError):
+    """The log kept moving past the position until the drain's deadline (cutover: no-go)."""
 
 
 class Follower:
@@ -79,6 +88,9 @@ class Follower:
         self.outcome: SyncOutcome | None = None  # the last run()'s, also when it raised
         self._inflight = None  # (future, position) of the batch the committer is applying
         self._saved: tuple[int, int] = (0, 0)  # the last committed position
+        self.verifier = verify.Verifier(mapping, source, run_id)
+        self.verifying = False  # sql/010 applied: changed keys are recorded and verified
+        self._vconn = None  # the verifier's own connection (the committer has its own)
 
     # -- where to start --------------------------------------------------------------------
     def prepare(self) -> Position:
@@ -87,6 +99,7 @@ class Follower:
         database = self.source.settings.database
         with pg.connect(self.dsn) as conn:
             positions.require_tables(conn)
+            self.verifying = verify.available(conn)
             base = positions.migrate_base(conn)
             if base is None:
                 raise PermanentError(
@@ -122,19 +135,24 @@ class Follower:
         now = self.reader.last_tick()
         if fol.server_id and now.server_id and now.server_id != fol.server_id:
             raise self._gone(
-                fol, f"ArangoDB now has server id {now.server_id}, the copy was made from "
-                f"server {fol.server_id} (another server: its ticks are unrelated)"
+                fol.from_tick, now.tick, f"ArangoDB now has server id {now.server_id}, the copy "
+                f"was made from server {fol.server_id} (another server: its ticks are unrelated)"
             )  # fmt: skip
         if now.tick < fol.from_tick:
-            raise self._gone(fol, f"the server's last tick {now.tick} is behind the position")
+            raise self._gone(
+                fol.from_tick, now.tick, "the server's log ends behind the position (ArangoDB "
+                "restored or replaced since)"
+            )  # fmt: skip
         self._check_registration(fol)
         self.position = fol
         return fol
 
-    def _gone(self, p: Position, why: str) -> PermanentError:
+    def _gone(self, position: int, server_tick: int, why: str) -> PermanentError:
+        """The follower's position as of now and the server's tick, in the one line."""
         return PermanentError(
-            f"ArangoDB's write-ahead log no longer covers the sync position (tick {p.from_tick}): "
-            f"{why}; changes after the copy cannot be followed",
+            f"ArangoDB's write-ahead log no longer covers the sync position (tick {position}; "
+            f"the server's last tick is {server_tick}): {why}; changes after the copy cannot "
+            "be followed",
             hint="a new `etl migrate --all` is needed (then `etl sync` follows the new copy)",
         )
 
@@ -156,9 +174,20 @@ class Follower:
             )
 
     # -- the loop ----------------------------------------------------------------------------
-    def run(self, *, until_tick: int | None = None) -> SyncOutcome:
+    def run(
+        self,
+        *,
+        until_tick: int | None = None,
+        settle: bool = False,
+        late_after: int | None = None,
+        deadline: float | None = None,
+    ) -> SyncOutcome:
         """Follow until stopped (Interrupted), or with until_tick until everything up to it is
-        applied: a 204 with nothing buffered whose position reaches until_tick - 1 (§4.6)."""
+        applied: a 204 with nothing buffered whose position reaches until_tick - 1 (§4.6).
+        settle (the cutover's drain): also until that 204's own last tick (read by the server
+        after its scan) is covered, so that nothing committed meanwhile is left behind; polls
+        without sleeping between, and past `deadline` (time.monotonic()) raises
+        WritesContinue. Changes to mapped collections after tick late_after go to out.late."""
         p = self.position or self.prepare()
         out = self.outcome = SyncOutcome(from_tick=p.from_tick, last_scanned=p.last_scanned)
         # names as the copy knew them first: a collection dropped or renamed since is still
@@ -188,14 +217,23 @@ class Follower:
                 out.polls += 1
                 out.server_tick = resp.last_tick
                 if not resp.from_present and F > 0:
+                    out.caught_up = False  # the position is behind: no "lag 0" in the summary
                     if resp.last_tick < F:
                         raise self._gone(
-                            p, f"the server's last tick {resp.last_tick} is behind it "
-                            "(a restore, or another server)"
+                            F, resp.last_tick, "the server's log ends behind it (a restore, or "
+                            "another server)"
                         )  # fmt: skip
-                    raise self._gone(p, "the server pruned it (frompresent=false)")
+                    raise self._gone(F, resp.last_tick, "the server pruned it (frompresent=false)")
                 items = stream.feed(resp.markers)
                 out.changes += sum(1 for i in items if isinstance(i, Change))
+                if late_after is not None:
+                    out.late += [
+                        (i.collection, i.key, i.tick)
+                        for i in items
+                        if isinstance(i, Change)
+                        and i.tick > late_after
+                        and self.mapping.for_collection(i.collection) is not None
+                    ]
                 pending.extend(items)
                 moved = False
                 if resp.last_included == 0 and resp.last_scanned > F:
@@ -215,8 +253,21 @@ class Follower:
                 if self.metrics is not None:
                     self.metrics.observe(out, caught_up)
                 if until_tick is not None and caught_up and max(F, L) >= until_tick - 1:
+                    if not settle or max(F, L) >= resp.last_tick - 1:
+                        self._wait(out)
+                        break
+                if settle and deadline is not None and time.monotonic() > deadline:
+                    self._flush(committer, stream, pending, F, L, out, caught_up=False)
                     self._wait(out)
-                    break
+                    raise WritesContinue(
+                        f"the log kept moving after the freeze: position tick {F}, the "
+                        f"server's last tick {resp.last_tick}",
+                        hint="stop every writer to ArangoDB (or set it read-only), then run "
+                        "`etl cutover` again",
+                    )
+                if settle:  # the drain: poll again at once, the writes are frozen
+                    time.sleep(0.005)
+                    continue
                 if now - last_check > REGISTRATION_CHECK_SECONDS:
                     self._check_registration(p)
                     last_check = now
@@ -225,6 +276,8 @@ class Follower:
                     continue
                 if not moved:
                     self._wait(out)  # idle: let the last batch commit before sleeping
+                    if caught_up:
+                        self.verify_pending(limit=VERIFY_PER_IDLE)
                 time.sleep(0 if moved else wait)
                 wait = self.idle_wait[0] if moved else min(wait * 2, self.idle_wait[1])
         finally:
@@ -232,6 +285,9 @@ class Follower:
                 self._wait(out)
             finally:
                 committer.shutdown(wait=True)
+                if self._vconn is not None:
+                    self._vconn.close()
+                    self._vconn = None
                 p.from_tick, p.last_scanned = self._saved  # where the next run() goes on
                 p.collections = dict(stream.names)
                 out.transactions_aborted = stream.aborted
@@ -271,6 +327,8 @@ class Follower:
                 else:
                     applied.update(self.applier.execute(c, w).counts)
             positions.add_applied(c, applied)
+            if self.verifying:
+                verify.add_pending(c, self.mapping, [i for i in items if isinstance(i, Change)])
             positions.save_cursor(
                 c,
                 F,
@@ -284,6 +342,21 @@ class Follower:
 
         self._wait(out)  # the previous batch: committed (or its error raised) first
         self._inflight = (committer.submit(self.pipeline.in_transaction, attempt), (F, L))
+
+    def close(self) -> None:
+        if self._vconn is not None:
+            self._vconn.close()
+            self._vconn = None
+
+    def verify_pending(
+        self, *, limit: int | None = None, retry_after: float = VERIFY_RETRY_SECONDS
+    ) -> verify.Checked:
+        """Re-read applied keys from the source and compare their rows (see etl.sync.verify)."""
+        if not self.verifying:
+            return verify.Checked()
+        if self._vconn is None or self._vconn.closed:
+            self._vconn = pg.connect(self.dsn)
+        return self.verifier.verify_pending(self._vconn, limit=limit, retry_after=retry_after)
 
     def _wait(self, out: SyncOutcome) -> None:
         """The batch in flight, committed: its counts taken, its position saved."""

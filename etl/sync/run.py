@@ -95,10 +95,24 @@ class SyncJob:
         self.total = SyncOutcome()  # over every follow round of this run
 
     def open(self) -> Follower:
-        """The run, its lock and a prepared follower."""
+        """The run, its lock and a prepared follower. The run's row and report skeleton come
+        first, so that a refusal (another server, a log behind the position, no copy to
+        follow) is recorded as a failed run with its one-line reason."""
         self.run = run = Run.new(self.settings, self.command)
         self.source = ArangoSource(self.settings.arango)
-        run.lock(["follower"])
+        self.doc = {
+            "run_id": run.run_id,
+            "command": self.command,
+            "state": "running",
+            "started_at": now_iso(),
+            "source": self.source.description,
+            "target": pg.target_label(self.settings, run.dsn),
+        }
+        # sync and cutover both move the follower's position: one of them at a time
+        run.lock(["follower"], scope="sync")
+        with pg.connect(run.dsn) as conn:
+            run.start(conn, source=self.doc["source"], target=self.doc["target"], options={})
+            conn.commit()
         if self.metrics_port is not None:
             from etl.sync.metrics import SyncMetrics
 
@@ -113,19 +127,15 @@ class SyncJob:
             metrics=self.metrics,
         )
         p = self.follower.prepare()
-        self.doc = {
-            "run_id": run.run_id,
-            "command": self.command,
-            "state": "running",
-            "started_at": now_iso(),
-            "source": self.source.description,
-            "target": pg.target_label(self.settings, run.dsn),
-            "start": {"tick": p.from_tick, "base_run": p.base_run_id, "syncer_id": p.syncer_id},
+        self.doc["start"] = {
+            "tick": p.from_tick,
+            "base_run": p.base_run_id,
+            "syncer_id": p.syncer_id,
         }
-        with pg.connect(run.dsn) as conn:
+        with pg.connect(run.dsn) as conn:  # the run's options: what it follows, from where
             run.start(
                 conn,
-                source=self.source.description,
+                source=self.doc["source"],
                 target=self.doc["target"],
                 options={"base_run": p.base_run_id, "from_tick": p.from_tick},
             )
@@ -135,10 +145,13 @@ class SyncJob:
     def server_tick(self) -> int:
         return WalReader(self.source).last_tick().tick
 
-    def follow(self, *, until_current: bool) -> SyncOutcome:
-        until = self.server_tick() if until_current else None
+    def follow(self, *, until_current: bool, until: int | None = None, **kw) -> SyncOutcome:
+        """One follow round: until stopped, or until the server's tick now (until_current) or
+        `until`; kw go to Follower.run (the cutover's drain)."""
+        if until is None and until_current:
+            until = self.server_tick()
         try:
-            return self.follower.run(until_tick=until)
+            return self.follower.run(until_tick=until, **kw)
         finally:
             self._add(self.follower.outcome)
 
@@ -158,6 +171,7 @@ class SyncJob:
         t.applied.update(out.applied)
         t.transactions_aborted += out.transactions_aborted
         t.seconds += out.seconds
+        t.late += out.late
 
     def close(self, state: str, error: str | None = None, also=None) -> None:
         if self.run is None:
@@ -168,6 +182,8 @@ class SyncJob:
         if self.run.locked:
             self.report_paths = self.run.write_reports(self.doc, markdown=render_markdown)
             self.run.finish(state, summary=self.doc, error=error, also=also)
+        if self.follower is not None:
+            self.follower.close()
         if self.metrics is not None:
             self.metrics.close()
         if self.source is not None:

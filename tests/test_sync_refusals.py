@@ -1,0 +1,119 @@
+"""Every refusal of `etl sync` and `etl cutover`, run as the operator runs them: one line on
+stderr, exit 2, and the run recorded as failed with that line (never a KeyError, exit 3)."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from tests.test_migrate_arango import arango_env, scalar, seed_dataset
+from tests.test_sync import App, etl, migrated
+
+
+def _one_line_refusal(r, *phrases: str) -> str:
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
+    assert "KeyError" not in r.stderr and "unexpected" not in r.stderr, r.stderr
+    for phrase in phrases:
+        assert phrase in lines[0], lines[0]
+    return lines[0]
+
+
+def _recorded_as_failed(dsn: str, command: str, line: str) -> None:
+    state, error = scalar(
+        dsn,
+        "select array[state, error] from etl_runs where command = %s"
+        " order by started_at desc limit 1",
+        command,
+    )
+    assert state == "failed" and error and error in line, (state, error)
+
+
+def _no_migrate(server, dsn, tmp_path) -> dict:
+    from tests.datagen import generate
+
+    seed_dataset(server, generate(5, seed=40))
+    return arango_env(server, dsn, tmp_path)
+
+
+def _log_behind(server, dsn, tmp_path) -> dict:
+    """The follower saved its position; ArangoDB then came back (restored, restarted) with a
+    log that ends before it."""
+    env = migrated(server, dsn, tmp_path, seed=41)
+    assert etl(env, "sync", "--until-current").returncode == 0
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "update etl_wal_positions set from_tick = %s where kind = 'follow'",
+            (server.last_tick() + 1000,),
+        )
+    server.restart()
+    return env
+
+
+def _other_server(server, dsn, tmp_path) -> dict:
+    env = migrated(server, dsn, tmp_path, seed=42)
+    server.server_id += 1  # another instance answers at the same address
+    return env
+
+
+REFUSALS = {
+    "no migrate position": (_no_migrate, ["no finished migrate run", "etl migrate"]),
+    "log behind the position": (_log_behind, ["behind the position", "etl migrate"]),
+    "another server": (_other_server, ["server id", "etl migrate"]),
+}
+
+
+@pytest.mark.parametrize("command", ["sync", "cutover"])
+@pytest.mark.parametrize("kind", list(REFUSALS))
+def test_a_refusal_at_start_is_one_line_and_exit_2(
+    schema_db, tmp_path, arango_server, kind, command
+):
+    setup, phrases = REFUSALS[kind]
+    env = setup(arango_server, schema_db, tmp_path)
+    args = ["sync", "--until-current"] if command == "sync" else ["cutover", "--assume-frozen"]
+    line = _one_line_refusal(etl(env, *args), *phrases)
+    _recorded_as_failed(schema_db, command, line)
+    if command == "cutover":  # the refusal is a no-go in the audit log too
+        assert (
+            scalar(
+                schema_db,
+                "select changes ->> 'verdict' from document_audit_log where action = 'cutover'"
+                " order by id desc limit 1",
+            )
+            == "no-go"
+        )
+
+
+def test_cutover_refuses_while_etl_sync_runs(schema_db, tmp_path, arango_server):
+    """Two followers would interleave positions: cutover and sync share one lock."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.test_sync import REPO
+
+    env = migrated(arango_server, schema_db, tmp_path, seed=43)
+    sync = subprocess.Popen(
+        [sys.executable, "-m", "etl", "sync"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            running = scalar(
+                schema_db,
+                "select count(*) from etl_runs where command = 'sync' and state = 'running'",
+            )
+            if running:
+                break
+            time.sleep(0.2)
+        App(arango_server)  # the server is up
+        _one_line_refusal(etl(env, "cutover", "--assume-frozen"), "another etl", "running")
+    finally:
+        sync.terminate()
+        sync.wait(30)
