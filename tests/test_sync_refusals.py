@@ -117,3 +117,54 @@ def test_cutover_refuses_while_etl_sync_runs(schema_db, tmp_path, arango_server)
     finally:
         sync.terminate()
         sync.wait(30)
+
+
+def test_a_log_pruned_under_a_running_sync_names_its_current_position(
+    schema_db, tmp_path, arango_server
+):
+    """The message and the summary name where the follower stands now and the server's tick,
+    not the position the run started from, and no "lag 0" while behind."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.test_sync import REPO
+
+    env = migrated(arango_server, schema_db, tmp_path, seed=44)
+    start = scalar(schema_db, "select from_tick from etl_wal_positions where kind = 'migrate'")
+    app = App(arango_server)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "etl", "sync"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for i in range(3):
+            app.col("resumes").insert({"_key": f"r{i}", "user_id": "u", "filename": "f"})
+        deadline = time.time() + 60
+        while time.time() < deadline and not scalar(
+            schema_db, "select count(*) from etl_sync_applied where collection = 'resumes'"
+        ):
+            time.sleep(0.2)
+        held = arango_server.hold(routes=("wal_tail",))
+        assert held.arrived.wait(30)
+        time.sleep(0.5)  # the batch before the held poll: committed
+        current = scalar(schema_db, "select from_tick from etl_wal_positions where kind = 'follow'")
+        assert current > start
+        for i in range(3):
+            app.col("resumes").insert({"_key": f"q{i}", "user_id": "u", "filename": "f"})
+        arango_server.prune_wal(force=True)
+        app.col("resumes").insert({"_key": "after-prune", "user_id": "u", "filename": "f"})
+        last = arango_server.last_tick()
+        held.release()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    r = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    line = _one_line_refusal(r, "no longer covers", "etl migrate")
+    assert f"(tick {current};" in line and f"last tick is {last}" in line, line
+    assert "lag 0 ticks" not in out and f"position tick {current}" in out, out

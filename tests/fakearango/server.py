@@ -343,7 +343,7 @@ class Cursor:
 
 @dataclass
 class Fault:
-    kind: str  # error | proxy429 | drop | truncate | delay | expire | hold
+    kind: str  # error | proxy429 | drop | truncate | delay | expire | hold | call
     routes: frozenset[str] | None
     count: int
     skip: int = 0
@@ -358,6 +358,7 @@ class Fault:
     arrived: threading.Event | None = None
     released: threading.Event | None = None
     body: bytes | None = None
+    then: Any = None  # call: run after the request is executed, before the answer is sent
 
     def release(self) -> None:
         if self.released is not None:
@@ -739,6 +740,18 @@ class FakeArango(DocumentApi, ReplicationApi):
             released=threading.Event(),
         )
 
+    def after(
+        self,
+        then: Any,
+        count: int = 1,
+        *,
+        routes: Iterable[str] | None = ("wal_tail",),
+        skip: int = 0,
+    ) -> Fault:
+        """Run `then()` (e.g. an application's write) right after the matching request is
+        executed and before its answer is sent: the answer does not show it."""
+        return self.inject("call", routes=routes, count=count, skip=skip, then=then)
+
     def clear_faults(self) -> None:
         with self.lock:
             for f in self.faults:
@@ -825,6 +838,8 @@ class FakeArango(DocumentApi, ReplicationApi):
             reply = exc.reply
         except aql.AqlError as exc:
             reply = error(exc.status, exc.error_num, exc.message)
+        if fault and fault.kind == "call":
+            fault.then()
         return reply, fault, route
 
     def _authenticate(self, headers: Any) -> User | None:
