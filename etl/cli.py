@@ -577,6 +577,11 @@ def _echo_sync(job) -> None:
         typer.echo(
             f"sync: position tick {s['position_tick']}, server tick {s['server_tick']} "
             f"(lag {s['lag_ticks']} ticks); {s['changes_read']} changes read"
+            + (
+                f"; lag p50 {s['lag']['p50_ms']} ms, p99 {s['lag']['p99_ms']} ms"
+                if s.get("lag")
+                else ""
+            )
         )
         for collection, ops in s["applied"].items():
             typer.echo(f"  {collection}: " + ", ".join(f"{op} {n}" for op, n in ops.items()))
@@ -815,6 +820,9 @@ def status_cmd(
         _echo_table(info["sync"])
         if info.get("sync_applied"):
             _echo_table(info["sync_applied"])
+        if info.get("sync_verified"):
+            typer.echo("\nChanged keys verified against ArangoDB (etl sync, etl cutover)")
+            _echo_table(info["sync_verified"])
 
 
 @app.command("purge-rejects")

@@ -47,7 +47,7 @@ def status(dsn: str, *, limit: int = 10) -> dict[str, list[dict]]:
                 " order by c.key, r.started_at desc"
             )
         )
-        sync, sync_applied = [], []
+        sync, sync_applied, sync_verified = [], [], []
         if conn.execute("select to_regclass('etl_wal_positions') is not null").fetchone()[0]:
             # lag in seconds: since the follower last read everything there was
             sync = _dicts(
@@ -68,9 +68,24 @@ def status(dsn: str, *, limit: int = 10) -> dict[str, list[dict]]:
                     " order by collection, operation"
                 )
             )
+            if conn.execute("select to_regclass('etl_sync_lag') is not null").fetchone()[0]:
+                # commit in ArangoDB to row in PostgreSQL, over the follower's latest changes
+                lag = conn.execute(
+                    "select p50_ms, p99_ms, changes, updated_at from etl_sync_lag"
+                    " where run_id = 'follow'"
+                ).fetchone()
+                for row in sync:
+                    if row["kind"] == "follow":
+                        row["lag_p50_ms"], row["lag_p99_ms"] = (
+                            (lag[0], lag[1]) if lag else (None, None)
+                        )
+                from etl.sync.verify import verified_table
+
+                sync_verified = verified_table(conn)
     return {
         "sync": sync,
         "sync_applied": sync_applied,
+        "sync_verified": sync_verified,
         "runs": runs,
         "checkpoints": checkpoints,
         "work_units": work_units,

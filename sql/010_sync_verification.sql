@@ -8,7 +8,9 @@
 --    have moved on since: the next check, or the cutover's, decides).
 --  * etl_sync_verified: per collection, how many keys were verified, the first and last time,
 --    and the keys still differing at the last check (`etl status`, the cutover's report).
---  * rollback.rollback_sync_verification(): drops both tables and forgets 010 in
+--  * etl_sync_lag: the follower's lag (commit in ArangoDB to row in PostgreSQL) over its last
+--    changes, p50/p99/max in milliseconds (`etl status`).
+--  * rollback.rollback_sync_verification(): drops the three tables and forgets 010 in
 --    migration_history.
 -- Undone by: rollback.rollback_sync_verification().
 
@@ -30,12 +32,21 @@ CREATE TABLE IF NOT EXISTS etl_sync_verified (
     last_tick         numeric(20, 0)     -- the newest change verified
 );
 
+CREATE TABLE IF NOT EXISTS etl_sync_lag (
+    run_id     text PRIMARY KEY,        -- the follow position's run_id
+    changes    bigint NOT NULL,         -- changes the figures are over (the latest ones)
+    p50_ms     numeric NOT NULL,
+    p99_ms     numeric NOT NULL,
+    max_ms     numeric NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
 CREATE OR REPLACE FUNCTION rollback.rollback_sync_verification()
 RETURNS SETOF text LANGUAGE plpgsql AS $$
 DECLARE
     t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['etl_sync_pending', 'etl_sync_verified'] LOOP
+    FOREACH t IN ARRAY ARRAY['etl_sync_pending', 'etl_sync_verified', 'etl_sync_lag'] LOOP
         IF to_regclass('public.' || t) IS NOT NULL THEN
             EXECUTE format('DROP TABLE public.%I', t);
             RETURN NEXT 'dropped table ' || t;

@@ -22,6 +22,7 @@ from etl.sources.arango import ArangoSource
 from etl.sync import positions, verify
 from etl.sync.apply import Applier
 from etl.sync.changes import Change, ChangeStream, CollectionEvent
+from etl.sync.lag import LagWindow, commit_time
 from etl.sync.positions import Position
 
 log = logging.getLogger("etl.sync")
@@ -29,6 +30,7 @@ log = logging.getLogger("etl.sync")
 REGISTRATION_CHECK_SECONDS = 600
 VERIFY_PER_IDLE = 2000  # keys verified per idle moment (the follower is caught up)
 VERIFY_RETRY_SECONDS = 5  # a key that differed (the source moved on?) is checked again after
+LAG_SAVE_SECONDS = 5  # how often an idle follower records its lag percentiles (etl status)
 
 
 @dataclass
@@ -91,6 +93,9 @@ class Follower:
         self.verifier = verify.Verifier(mapping, source, run_id)
         self.verifying = False  # sql/010 applied: changed keys are recorded and verified
         self._vconn = None  # the verifier's own connection (the committer has its own)
+        self.lag = LagWindow()
+        self._pending_times: list[float] = []  # commit times of the pending changes
+        self._lag_saved = 0.0
 
     # -- where to start --------------------------------------------------------------------
     def prepare(self) -> Position:
@@ -225,6 +230,10 @@ class Follower:
                         )  # fmt: skip
                     raise self._gone(F, resp.last_tick, "the server pruned it (frompresent=false)")
                 items = stream.feed(resp.markers)
+                read_at = time.time()
+                self._pending_times += [
+                    commit_time(i.doc, read_at) for i in items if isinstance(i, Change)
+                ]
                 out.changes += sum(1 for i in items if isinstance(i, Change))
                 if late_after is not None:
                     out.late += [
@@ -278,6 +287,8 @@ class Follower:
                     self._wait(out)  # idle: let the last batch commit before sleeping
                     if caught_up:
                         self.verify_pending(limit=VERIFY_PER_IDLE)
+                        if now - self._lag_saved > LAG_SAVE_SECONDS:
+                            self.save_lag()
                 time.sleep(0 if moved else wait)
                 wait = self.idle_wait[0] if moved else min(wait * 2, self.idle_wait[1])
         finally:
@@ -305,6 +316,7 @@ class Follower:
             return
         items = list(pending)
         pending.clear()
+        times, self._pending_times = self._pending_times, []
         work: list = []  # prepared batches (Plan) and collection events, in commit order
         chunk: list[Change] = []
         for item in items + [None]:
@@ -341,9 +353,35 @@ class Follower:
             return applied
 
         self._wait(out)  # the previous batch: committed (or its error raised) first
-        self._inflight = (committer.submit(self.pipeline.in_transaction, attempt), (F, L))
+        self._inflight = (
+            committer.submit(self.pipeline.in_transaction, attempt),
+            (F, L),
+            times,
+        )
+
+    def save_lag(self) -> None:
+        """The lag percentiles over the latest changes, for `etl status` (sql/010)."""
+        self._lag_saved = time.monotonic()
+        p = self.lag.percentiles()
+        if p is None or not self.verifying:
+            return
+        if self._vconn is None or self._vconn.closed:
+            self._vconn = pg.connect(self.dsn)
+        with self._vconn.transaction():
+            self._vconn.execute(
+                "insert into etl_sync_lag (run_id, changes, p50_ms, p99_ms, max_ms)"
+                " values (%s, %s, %s, %s, %s) on conflict (run_id) do update set"
+                " changes = excluded.changes, p50_ms = excluded.p50_ms, p99_ms = excluded.p99_ms,"
+                " max_ms = excluded.max_ms, updated_at = now()",
+                (positions.FOLLOWER, p["changes"], p["p50_ms"], p["p99_ms"], p["max_ms"]),
+            )
 
     def close(self) -> None:
+        if self.lag.lags:
+            try:
+                self.save_lag()
+            except Exception as exc:  # noqa: BLE001 - figures for status, not the run's outcome
+                log.warning("could not record the sync lag: %s", exc)
         if self._vconn is not None:
             self._vconn.close()
             self._vconn = None
@@ -363,9 +401,15 @@ class Follower:
         inflight, self._inflight = self._inflight, None
         if inflight is None:
             return
-        future, position = inflight
+        future, position, times = inflight
         applied = future.result()  # re-raises the commit's error here
         self._saved = position
+        if times:
+            now = time.time()
+            lags = [max(0.0, now - t) for t in times]
+            self.lag.add(lags)
+            if self.metrics is not None:
+                self.metrics.lag(lags)
         out.applied.update(applied)
         if self.metrics is not None:
             self.metrics.applied(applied)

@@ -46,9 +46,38 @@ def render_markdown(doc: dict) -> str:
         f"- source: {doc.get('source')}",
         f"- target: {doc.get('target')}",
     ]
-    for key in ("verdict", "freeze_seconds", "final_tick", "reconcile_run", "reconcile_result"):
-        if doc.get(key) is not None:
+    for key in (
+        "verdict",
+        "no_go_reasons",
+        "freeze_seconds",
+        "freeze_tick",
+        "final_tick",
+        "freeze_held",
+        "late_changes",
+        "late_keys",
+        "keys_verified_in_freeze",
+        "differing_count",
+        "reconcile_run",
+        "reconcile_result",
+        "last_full_reconcile",
+    ):
+        if doc.get(key) not in (None, [], {}):
             lines.append(f"- {key.replace('_', ' ')}: {doc[key]}")
+    for d in doc.get("differing") or []:
+        lines.append(f"  - differs: {d['collection']}/{d['key']}: {', '.join(d['fields'])}")
+    if doc.get("verification"):
+        lines += [
+            "",
+            "## Changed keys verified against ArangoDB",
+            "",
+            "| collection | keys verified | first | last | pending | differing |",
+            "|---|---:|---|---|---:|---:|",
+        ]
+        for v in doc["verification"]:
+            lines.append(
+                f"| {v['collection']} | {v['keys_verified']} | {v['first_verified_at']} | "
+                f"{v['last_verified_at']} | {v['pending']} | {v['differing']} |"
+            )
     s = doc.get("sync") or {}
     if s:
         lines += [
@@ -60,6 +89,13 @@ def render_markdown(doc: dict) -> str:
             f"- {s['changes_read']} changes read in {s['polls']} polls, {s['seconds']} s "
             f"({s['changes_per_second']} changes/s); aborted transactions: "
             f"{s['transactions_aborted']}",
+            "- lag, commit in ArangoDB to row in PostgreSQL: "
+            + (
+                f"p50 {s['lag']['p50_ms']} ms, p99 {s['lag']['p99_ms']} ms, max "
+                f"{s['lag']['max_ms']} ms over {s['lag']['changes']} changes"
+                if s.get("lag")
+                else "no change applied"
+            ),
             "",
             "| collection | operation | changes |",
             "|---|---|---:|",
@@ -179,6 +215,8 @@ class SyncJob:
         self.doc.update(state=state, finished_at=now_iso(), error=error)
         if self.total.polls:
             self.doc["sync"] = outcome_summary(self.total)
+            if self.follower is not None:  # commit in ArangoDB to row in PostgreSQL
+                self.doc["sync"]["lag"] = self.follower.lag.percentiles()
         if self.run.locked:
             self.report_paths = self.run.write_reports(self.doc, markdown=render_markdown)
             self.run.finish(state, summary=self.doc, error=error, also=also)
