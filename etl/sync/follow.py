@@ -28,7 +28,7 @@ from etl.sync.positions import Position
 log = logging.getLogger("etl.sync")
 
 REGISTRATION_CHECK_SECONDS = 600
-VERIFY_PER_IDLE = 2000  # keys verified per idle moment (the follower is caught up)
+VERIFY_PER_IDLE = 200  # keys verified per idle moment: a backlog must not hold up new changes
 VERIFY_RETRY_SECONDS = 5  # a key that differed (the source moved on?) is checked again after
 LAG_SAVE_SECONDS = 5  # how often an idle follower records its lag percentiles (etl status)
 
@@ -70,7 +70,7 @@ class Follower:
         run_id: str,
         should_stop: Callable[[], bool] = lambda: False,
         metrics=None,
-        idle_wait: tuple[float, float] = (0.2, 5.0),
+        idle_wait: tuple[float, float] = (0.1, 1.0),  # the longest sleep bounds an idle's lag
         retry_wait=None,
     ):
         self.settings = settings

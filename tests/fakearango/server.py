@@ -412,6 +412,7 @@ class FakeArango(DocumentApi, ReplicationApi):
         self.requests: deque[RequestLog] = deque(maxlen=20000)
         self._ids = itertools.count(9001)
         self._ticks = itertools.count(1)
+        self._last_rev = 0  # the revisions' hybrid logical clock
         self._host = host
         self._ssl = ssl_context
         self._httpd: ThreadingHTTPServer | None = None
@@ -1381,13 +1382,15 @@ class FakeArango(DocumentApi, ReplicationApi):
         return Reply(201, out)
 
     def _rev(self) -> str:
-        n = next(self._ticks)
+        """A revision as arangod makes it: a hybrid logical clock (milliseconds since the epoch
+        << 20, plus a counter while the clock stands still) in ArangoDB's base64 alphabet."""
+        n = self._last_rev = max(int(time.time() * 1000) << 20, self._last_rev + 1)
         alphabet = "-_ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
         chars = []
-        for _ in range(10):
+        while n:
             chars.append(alphabet[n % 64])
             n //= 64
-        return "_" + "".join(reversed(chars))[1:]
+        return "".join(reversed(chars))
 
 
 class _Unparsable:
