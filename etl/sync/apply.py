@@ -29,6 +29,14 @@ from etl.sync.changes import Change
 from etl.transform import EdgeLink, Row, Transformer, Unmapped, row_id
 
 DANGLING_EDGE = "dangling_edge: an end of the edge is not in the target"
+BY_KEY = "key = any(%s)"
+# (research id, edge key, edge) of the given edge keys: one containment probe per key, which
+# the GIN index on metadata answers (a key's value in metadata.edges is the edge object)
+EDGES_BY_KEY = (
+    "select r.id::text, k.key, (r.metadata -> 'edges' -> k.key)::text"
+    " from unnest(%s::text[]) k(key) join {} r on r.metadata @> jsonb_build_object("
+    "'edges', jsonb_build_object(k.key, '{{}}'::jsonb))"
+)
 
 
 @dataclass
@@ -367,7 +375,7 @@ class Applier:
             "delete from etl_rejects where collection = %s and stage = 'link' and key = any(%s)",
             (cm.name, sorted(keys)),
         )
-        self._unlink(c, cm, table, "key = any(%s)", sorted(keys), out, False)
+        self._unlink(c, cm, table, BY_KEY, sorted(keys), out, False)
         if not links:
             return
         result = Loader(c, self.run_id).link_edges(links)
@@ -382,14 +390,15 @@ class Applier:
         with reject, they become dangling-edge rejects. The rows' job_id is recomputed."""
         if not values:
             return
-        found = c.execute(
-            sql.SQL(
+        if where == BY_KEY:  # through the metadata GIN index, not a scan of every row's edges
+            query = sql.SQL(EDGES_BY_KEY).format(sql.Identifier(table))
+        else:
+            query = sql.SQL(
                 "select r.id::text, e.key, e.value::text from {} r,"
                 " jsonb_each(case when jsonb_typeof(r.metadata -> 'edges') = 'object'"
                 " then r.metadata -> 'edges' else '{{}}' end) e where e." + where
-            ).format(sql.Identifier(table)),
-            (values,),
-        ).fetchall()
+            ).format(sql.Identifier(table))
+        found = c.execute(query, (values,)).fetchall()
         if not found:
             return
         by_row: dict[str, list[str]] = defaultdict(list)

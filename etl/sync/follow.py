@@ -200,6 +200,7 @@ class Follower:
         names = {**self.reader.collection_ids(), **(p.collections or {})}
         stream = ChangeStream(p.database or "", names, self.reader.collection_ids)
         pending: list[Change | CollectionEvent] = []
+        self._pending_times = []
         F, L = p.from_tick, p.last_scanned
         self._saved = submitted = (F, L)
         wait = self.idle_wait[0]

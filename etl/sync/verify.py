@@ -21,6 +21,7 @@ from etl.reconcile.buckets import server_compare_texts
 from etl.reconcile.compare import TypeSpec, diff_paths, load_masks, type_specs
 from etl.results import now_iso
 from etl.sources.arango import ArangoSource
+from etl.sync.apply import EDGES_BY_KEY
 from etl.sync.changes import Change
 from etl.transform import EdgeLink, Row, Transformer, row_id
 
@@ -249,12 +250,7 @@ class Verifier:
         table = target.table(cm.edge.to_document_type)
         stored: dict[str, tuple[str, dict]] = {}
         for rid, k, text in conn.execute(
-            sql.SQL(
-                "select r.id::text, e.key, e.value::text from {} r,"
-                " jsonb_each(case when jsonb_typeof(r.metadata -> 'edges') = 'object'"
-                " then r.metadata -> 'edges' else '{{}}' end) e where e.key = any(%s)"
-            ).format(target.ident(table)),
-            (sorted(keys),),
+            sql.SQL(EDGES_BY_KEY).format(target.ident(table)), (sorted(keys),)
         ):
             value = loads_exact(text)
             if isinstance(value, dict):
