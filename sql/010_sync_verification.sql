@@ -10,7 +10,9 @@
 --    and the keys still differing at the last check (`etl status`, the cutover's report).
 --  * etl_sync_lag: the follower's lag (commit in ArangoDB to row in PostgreSQL) over its last
 --    changes, p50/p99/max in milliseconds (`etl status`).
---  * rollback.rollback_sync_verification(): drops the three tables and forgets 010 in
+--  * idx_etl_rejects_collection_key: the rejects of given keys of a collection (the verifier and
+--    the follower's edge apply look them up by key; without it each lookup scans etl_rejects).
+--  * rollback.rollback_sync_verification(): drops the three tables and the index, forgets 010 in
 --    migration_history.
 -- Undone by: rollback.rollback_sync_verification().
 
@@ -41,6 +43,8 @@ CREATE TABLE IF NOT EXISTS etl_sync_lag (
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 
+CREATE INDEX IF NOT EXISTS idx_etl_rejects_collection_key ON etl_rejects (collection, key);
+
 CREATE OR REPLACE FUNCTION rollback.rollback_sync_verification()
 RETURNS SETOF text LANGUAGE plpgsql AS $$
 DECLARE
@@ -52,6 +56,10 @@ BEGIN
             RETURN NEXT 'dropped table ' || t;
         END IF;
     END LOOP;
+    IF to_regclass('public.idx_etl_rejects_collection_key') IS NOT NULL THEN
+        DROP INDEX public.idx_etl_rejects_collection_key;
+        RETURN NEXT 'dropped index idx_etl_rejects_collection_key';
+    END IF;
     IF to_regclass('public.migration_history') IS NOT NULL THEN
         DELETE FROM public.migration_history WHERE version = '010';
         IF FOUND THEN
