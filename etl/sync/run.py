@@ -61,8 +61,14 @@ def render_markdown(doc: dict) -> str:
         "reconcile_result",
         "last_full_reconcile",
     ):
-        if doc.get(key) not in (None, [], {}):
-            lines.append(f"- {key.replace('_', ' ')}: {doc[key]}")
+        v = doc.get(key)
+        if v in (None, [], {}):
+            continue
+        if isinstance(v, list):
+            v = "; ".join(map(str, v))
+        elif isinstance(v, dict):
+            v = ", ".join(f"{k} {x}" for k, x in v.items())
+        lines.append(f"- {key.replace('_', ' ')}: {v}")
     for d in doc.get("differing") or []:
         lines.append(f"  - differs: {d['collection']}/{d['key']}: {', '.join(d['fields'])}")
     if doc.get("verification"):
