@@ -127,3 +127,107 @@ def test_every_changed_key_is_verified_without_a_full_reconcile(schema_db, tmp_p
     assert verified["jobs"]["keys_verified"] >= 5 and verified["jobs"]["last_verified_at"]
     assert verified["job_research"]["keys_verified"] >= 2
     assert all(v["pending"] == 0 and v["differing"] == 0 for v in verified.values())
+
+
+def test_sigkill_of_sync_then_a_rerun_and_cutover_loses_no_key_to_verify(
+    schema_db, tmp_path, arango_server
+):
+    import signal
+    import time
+
+    env = migrated(arango_server, schema_db, tmp_path, seed=55)
+    app = App(arango_server)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "etl", "sync"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        for i in range(40):
+            app.col("jobs").insert({"_key": f"k{i}", "user_id": "u", "title": f"T{i}"})
+            if i == 20:
+                time.sleep(1)
+        deadline = time.time() + 30
+        while time.time() < deadline and not scalar(
+            schema_db, "select count(*) from etl_sync_applied where collection = 'jobs'"
+        ):
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    assert etl(env, "sync", "--until-current").returncode == 0
+    code, out, err = cutover(env, arango_server)
+    assert code == 0, out[-2000:] + err
+    assert scalar(schema_db, "select count(*) from etl_sync_pending") == 0
+    verified = {v["collection"]: v for v in report(tmp_path)["verification"]}
+    assert verified["jobs"]["keys_verified"] >= 40  # each inserted job, at least once
+    assert all(key_row(schema_db, "job_documents", "jobs", f"k{i}") for i in range(40))
+
+
+def test_a_running_sync_verifies_changed_keys_and_exports_its_lag(
+    schema_db, tmp_path, arango_server
+):
+    import signal
+    import time
+    import urllib.request
+
+    from tests.test_sync import free_port
+
+    env = migrated(arango_server, schema_db, tmp_path, seed=54)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "etl", "sync", "--metrics-port", str(port)],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        app = App(arango_server)
+        for i in range(5):
+            app.col("jobs").insert({"_key": f"c{i}", "user_id": "u", "title": f"T{i}"})
+        deadline = time.time() + 60
+        verified = 0
+        while time.time() < deadline and verified < 5:  # verified while following, at idle
+            time.sleep(0.3)
+            if scalar(schema_db, "select to_regclass('etl_sync_verified') is not null"):
+                verified = scalar(
+                    schema_db,
+                    "select coalesce(sum(keys_verified), 0) from etl_sync_verified"
+                    " where collection = 'jobs'",
+                )
+        assert verified >= 5
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        count = [
+            line
+            for line in text.decode().splitlines()
+            if line.startswith("etl_sync_change_lag_seconds_count")
+        ]
+        assert count and float(count[0].split()[-1]) >= 5, count
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "lag p50" in out and "p99" in out, out
+    status = etl(env, "status")
+    assert "lag_p50_ms" in status.stdout and "Changed keys verified" in status.stdout
+    assert scalar(schema_db, "select count(*) from etl_sync_pending") == 0
+
+
+def test_the_lag_clock_is_read_from_arangodbs_hlc_revision():
+    import time
+
+    from etl.sync.lag import _ALPHABET, commit_time, rev_time
+
+    ms = int(time.time() * 1000) - 1500
+    v, chars = (ms << 20) | 3, []
+    while v:
+        chars.append(_ALPHABET[v % 64])
+        v //= 64
+    rev = "".join(reversed(chars))
+    assert abs(rev_time(rev) - ms / 1000) < 0.002
+    assert rev_time("_XUJFD3C---") is None  # 2018: not a clock reading of now
+    assert commit_time({"_rev": "not-a-rev"}, 42.0) == 42.0 and commit_time(None, 7.0) == 7.0

@@ -53,12 +53,13 @@ class Cutover:
         try:
             job.open()
             doc = job.doc
-            out = job.follow(until_current=True)
-            before = job.follower.verify_pending(retry_after=0)  # the record's backlog
+            verified = 0
+            for _ in range(2):  # again for what arrived while the backlog was verified
+                out = job.follow(until_current=True)
+                verified += sum(job.follower.verify_pending(retry_after=0).verified.values())
             self.say(
                 f"caught up at tick {out.from_tick} (server's last tick {out.server_tick}); "
-                f"{sum(before.verified.values())} changed keys verified now; "
-                "freeze writes to ArangoDB now"
+                f"{verified} changed keys verified now; freeze writes to ArangoDB now"
             )
             if not self.confirm_freeze():
                 raise PermanentError(
