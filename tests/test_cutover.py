@@ -40,6 +40,16 @@ def cutover(env: dict, server, *args: str, after_confirm=None, timeout: float = 
     return proc.returncode, "".join(head) + out, err
 
 
+def unverified(conn, collection: str, key: str) -> None:
+    """The key as the follower leaves it after applying it and before verifying it (a follower
+    that was caught up may have verified it already)."""
+    conn.execute(
+        "insert into etl_sync_pending (collection, key, tick) values (%s, %s, 1)"
+        " on conflict do nothing",
+        (collection, key),
+    )
+
+
 def report(tmp_path) -> dict:
     newest = sorted((tmp_path / "reports").glob("cutover-*.json"))[-1]
     return json.loads(newest.read_text())
@@ -100,6 +110,7 @@ def test_a_row_that_differs_from_the_source_is_a_no_go_naming_key_and_field(
         conn.execute(
             "update job_documents set title = 'Wrong' where metadata -> 'arango' ->> '_key' = 'j-diff'"
         )
+        unverified(conn, "jobs", "j-diff")
     code, out, err = cutover(env, arango_server)
     assert code == 1, out[-2000:] + err
     assert "jobs/j-diff (title)" in out, out
@@ -231,3 +242,23 @@ def test_the_lag_clock_is_read_from_arangodbs_hlc_revision():
     assert abs(rev_time(rev) - ms / 1000) < 0.002
     assert rev_time("_XUJFD3C---") is None  # 2018: not a clock reading of now
     assert commit_time({"_rev": "not-a-rev"}, 42.0) == 42.0 and commit_time(None, 7.0) == 7.0
+
+
+def test_an_edge_that_differs_from_the_source_is_a_no_go_naming_it(
+    schema_db, tmp_path, arango_server
+):
+    env = migrated(arango_server, schema_db, tmp_path, seed=56)
+    edge = sorted(arango_server.documents(DATABASE, "job_research"))[0]
+    App(arango_server).col("job_research").update({"_key": edge, "note": "source"})
+    assert etl(env, "sync", "--until-current").returncode == 0
+    with psycopg.connect(schema_db) as conn:  # the stored edge edited behind the follower
+        n = conn.execute(
+            "update research_results set metadata = jsonb_set(metadata, array['edges', %s,"
+            " 'note'], '\"target\"') where metadata -> 'edges' ? %s",
+            (edge, edge),
+        ).rowcount
+        unverified(conn, "job_research", edge)
+    assert n == 1
+    code, out, err = cutover(env, arango_server)
+    assert code == 1, out[-2000:] + err
+    assert f"job_research/{edge} (note)" in out, out
