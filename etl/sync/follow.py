@@ -217,7 +217,8 @@ class Follower:
                     self._flush(committer, stream, pending, F, L, out, caught_up=False, force=True)
                     self._wait(out)
                     raise Interrupted(
-                        f"sync stopped at tick {self._saved[0]}; `etl sync` goes on from there"
+                        f"sync stopped at tick {self._saved[0]} (the server's last tick "
+                        f"{out.server_tick}); `etl sync` goes on from there"
                     )
                 resp = self.reader.tail(F, L, p.syncer_id)
                 out.polls += 1
@@ -336,7 +337,7 @@ class Follower:
             applied = Counter()
             for w in work:
                 if isinstance(w, CollectionEvent):
-                    applied.update(self._collection_event(c, w))
+                    applied.update(self._collection_event(c, w, server_tick))
                 else:
                     applied.update(self.applier.execute(c, w).counts)
             positions.add_applied(c, applied)
@@ -415,7 +416,7 @@ class Follower:
         if self.metrics is not None:
             self.metrics.applied(applied)
 
-    def _collection_event(self, c, ev: CollectionEvent) -> Counter:
+    def _collection_event(self, c, ev: CollectionEvent, server_tick: int) -> Counter:
         """A mapped collection dropped, truncated or renamed: stop, unless the mapping says
         on_collection_ddl = "apply" (drop and truncate remove its rows; a rename always stops:
         the mapping names collections)."""
@@ -424,7 +425,8 @@ class Follower:
         if ev.type == wal.COLLECTION_RENAME or self.mapping.on_collection_ddl != "apply":
             raise PermanentError(
                 f"collection {ev.collection!r} was {ev.what} in ArangoDB (tick {ev.tick}); "
-                "sync stopped before it",
+                f"sync stopped before it, at tick {self._saved[0]} (the server's last tick "
+                f"{server_tick})",
                 hint='edit the mapping (policy.on_collection_ddl = "apply" removes the rows of a '
                 "dropped or truncated collection) or migrate again",
             )
