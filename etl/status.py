@@ -48,7 +48,7 @@ def status(dsn: str, *, limit: int = 10) -> dict[str, list[dict]]:
             )
         )
         sync, sync_applied, sync_verified = [], [], []
-        if conn.execute("select to_regclass('etl_wal_positions') is not null").fetchone()[0]:
+        if pg.scalar(conn, "select to_regclass('etl_wal_positions') is not null"):
             # lag in seconds: since the follower last read everything there was
             sync = _dicts(
                 conn.execute(
@@ -68,7 +68,7 @@ def status(dsn: str, *, limit: int = 10) -> dict[str, list[dict]]:
                     " order by collection, operation"
                 )
             )
-            if conn.execute("select to_regclass('etl_sync_lag') is not null").fetchone()[0]:
+            if pg.scalar(conn, "select to_regclass('etl_sync_lag') is not null"):
                 # commit in ArangoDB to row in PostgreSQL, over the follower's latest changes
                 lag = conn.execute(
                     "select p50_ms, p99_ms, changes, updated_at from etl_sync_lag"

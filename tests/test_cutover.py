@@ -13,8 +13,8 @@ import sys
 import psycopg
 
 from tests.fakearango.fixtures import DATABASE
-from tests.test_migrate_arango import scalar
-from tests.test_sync import REPO, App, etl, key_row, migrated
+from tests.helpers import REPO, etl, scalar
+from tests.test_sync import App, key_row, migrated
 
 
 def cutover(env: dict, server, *args: str, after_confirm=None, timeout: float = 120):
@@ -105,7 +105,7 @@ def test_a_row_that_differs_from_the_source_is_a_no_go_naming_key_and_field(
     env = migrated(arango_server, schema_db, tmp_path, seed=52)
     app = App(arango_server)
     app.col("jobs").insert({"_key": "j-diff", "user_id": "u", "title": "Right"})
-    assert etl(env, "sync", "--until-current").returncode == 0
+    assert etl("sync", "--until-current", env=env).returncode == 0
     with psycopg.connect(schema_db) as conn:  # someone edits the target behind the follower
         conn.execute(
             "update job_documents set title = 'Wrong' where metadata -> 'arango' ->> '_key' = 'j-diff'"
@@ -127,7 +127,7 @@ def test_every_changed_key_is_verified_without_a_full_reconcile(schema_db, tmp_p
     edges = sorted(arango_server.documents(DATABASE, "job_research"))
     app.col("job_research").delete(edges[0])  # an edge unlinked, another one changed
     app.col("job_research").update({"_key": edges[1], "note": "changed"})
-    assert etl(env, "sync", "--until-current").returncode == 0
+    assert etl("sync", "--until-current", env=env).returncode == 0
     code, out, err = cutover(env, arango_server)
     assert code == 0, out[-2000:] + err
     assert scalar(schema_db, "select count(*) from etl_sync_pending") == 0
@@ -168,7 +168,7 @@ def test_sigkill_of_sync_then_a_rerun_and_cutover_loses_no_key_to_verify(
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
-    assert etl(env, "sync", "--until-current").returncode == 0
+    assert etl("sync", "--until-current", env=env).returncode == 0
     code, out, err = cutover(env, arango_server)
     assert code == 0, out[-2000:] + err
     assert scalar(schema_db, "select count(*) from etl_sync_pending") == 0
@@ -223,7 +223,7 @@ def test_a_running_sync_verifies_changed_keys_and_exports_its_lag(
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert "lag p50" in out and "p99" in out, out
-    status = etl(env, "status")
+    status = etl("status", env=env)
     assert "lag_p50_ms" in status.stdout and "Changed keys verified" in status.stdout
     assert scalar(schema_db, "select count(*) from etl_sync_pending") == 0
 
@@ -250,7 +250,7 @@ def test_an_edge_that_differs_from_the_source_is_a_no_go_naming_it(
     env = migrated(arango_server, schema_db, tmp_path, seed=56)
     edge = sorted(arango_server.documents(DATABASE, "job_research"))[0]
     App(arango_server).col("job_research").update({"_key": edge, "note": "source"})
-    assert etl(env, "sync", "--until-current").returncode == 0
+    assert etl("sync", "--until-current", env=env).returncode == 0
     with psycopg.connect(schema_db) as conn:  # the stored edge edited behind the follower
         n = conn.execute(
             "update research_results set metadata = jsonb_set(metadata, array['edges', %s,"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from tests.test_migrate_arango import arango_env, scalar, seed_dataset
-from tests.test_sync import App, etl, migrated
+from tests.helpers import REPO, arango_env, etl, scalar, seed_dataset
+from tests.test_sync import App, migrated
 
 
 def _one_line_refusal(r, *phrases: str) -> str:
@@ -41,7 +41,7 @@ def _log_behind(server, dsn, tmp_path) -> dict:
     """The follower saved its position; ArangoDB then came back (restored, restarted) with a
     log that ends before it."""
     env = migrated(server, dsn, tmp_path, seed=41)
-    assert etl(env, "sync", "--until-current").returncode == 0
+    assert etl("sync", "--until-current", env=env).returncode == 0
     with psycopg.connect(dsn) as conn:
         conn.execute(
             "update etl_wal_positions set from_tick = %s where kind = 'follow'",
@@ -72,7 +72,7 @@ def test_a_refusal_at_start_is_one_line_and_exit_2(
     setup, phrases = REFUSALS[kind]
     env = setup(arango_server, schema_db, tmp_path)
     args = ["sync", "--until-current"] if command == "sync" else ["cutover", "--assume-frozen"]
-    line = _one_line_refusal(etl(env, *args), *phrases)
+    line = _one_line_refusal(etl(*args, env=env), *phrases)
     _recorded_as_failed(schema_db, command, line)
     if command == "cutover":  # the refusal is a no-go in the audit log too
         assert (
@@ -90,8 +90,6 @@ def test_cutover_refuses_while_etl_sync_runs(schema_db, tmp_path, arango_server)
     import subprocess
     import sys
     import time
-
-    from tests.test_sync import REPO
 
     env = migrated(arango_server, schema_db, tmp_path, seed=43)
     sync = subprocess.Popen(
@@ -113,7 +111,7 @@ def test_cutover_refuses_while_etl_sync_runs(schema_db, tmp_path, arango_server)
                 break
             time.sleep(0.2)
         App(arango_server)  # the server is up
-        _one_line_refusal(etl(env, "cutover", "--assume-frozen"), "another etl", "running")
+        _one_line_refusal(etl("cutover", "--assume-frozen", env=env), "another etl", "running")
     finally:
         sync.terminate()
         sync.wait(30)
@@ -127,8 +125,6 @@ def test_a_log_pruned_under_a_running_sync_names_its_current_position(
     import subprocess
     import sys
     import time
-
-    from tests.test_sync import REPO
 
     env = migrated(arango_server, schema_db, tmp_path, seed=44)
     start = scalar(schema_db, "select from_tick from etl_wal_positions where kind = 'migrate'")

@@ -15,7 +15,7 @@ from etl import jsonutil, pg
 from etl.errors import PermanentError
 from etl.reconcile import Reconciliation
 from etl.sync import verify
-from etl.sync.follow import WritesContinue
+from etl.sync.follow import Follower, WritesContinue
 from etl.sync.run import SyncJob
 from etl.target import AUDIT_TABLE, DOCUMENT_TYPES
 
@@ -51,12 +51,12 @@ class Cutover:
         job = self.job
         state, error = "failed", None
         try:
-            job.open()
+            follower = job.open()
             doc = job.doc
             verified = 0
             for _ in range(2):  # again for what arrived while the backlog was verified
                 out = job.follow(until_current=True)
-                verified += sum(job.follower.verify_pending(retry_after=0).verified.values())
+                verified += sum(follower.verify_pending(retry_after=0).verified.values())
             self.say(
                 f"caught up at tick {out.from_tick} (server's last tick {out.server_tick}); "
                 f"{verified} changed keys verified now; freeze writes to ArangoDB now"
@@ -67,8 +67,8 @@ class Cutover:
                     hint="run `etl cutover` again when writes can be frozen",
                 )
             frozen_at = time.perf_counter()
-            problems = self._freeze(doc)
-            if self.sample is not None or not job.follower.verifying:
+            problems = self._freeze(doc, follower)
+            if self.sample is not None or not follower.verifying:
                 self._reconcile(doc)
                 if doc["reconcile_result"] != "everything matches":
                     problems.append(f"reconcile: {doc['reconcile_result']}")
@@ -76,7 +76,7 @@ class Cutover:
             doc["no_go_reasons"] = problems
             self.go = not problems
             doc["verdict"] = "go" if self.go else "no-go"
-            self._record(doc)
+            self._record(doc, follower)
             state = "finished"
         except BaseException as exc:
             error = str(exc) or type(exc).__name__
@@ -86,7 +86,7 @@ class Cutover:
             job.close(state, error, also=lambda c: self._audit(c, job.doc))
         return job.doc
 
-    def _freeze(self, doc: dict) -> list[str]:
+    def _freeze(self, doc: dict, follower: Follower) -> list[str]:
         """Drain to the tick read after the freeze, verify every key not verified yet, then
         look again: a mapped change committed after the freeze is applied and verified in the
         next round (and the report says the freeze did not hold); still arriving after
@@ -109,12 +109,12 @@ class Cutover:
                     deadline=time.monotonic() + DRAIN_SECONDS,
                 )
             except WritesContinue as exc:
-                late += job.follower.outcome.late if job.follower.outcome else []
+                late += follower.outcome.late if follower.outcome else []
                 problems.append(str(exc))
                 break
             late += out.late
             doc["final_tick"] = max(until, out.from_tick)
-            checked = job.follower.verify_pending(retry_after=0)
+            checked = follower.verify_pending(retry_after=0)
             in_freeze.update(checked.verified)
             if round_ > 0 and not out.late:
                 break  # the look after verifying found nothing new: the position is final
@@ -161,10 +161,10 @@ class Cutover:
         )
         doc["reconcile_sample_percent"] = self.sample
 
-    def _record(self, doc: dict) -> None:
+    def _record(self, doc: dict, follower: Follower) -> None:
         """Per collection: keys verified since the copy and when; the last full reconcile."""
-        with pg.connect(self.job.run.dsn) as conn:
-            if self.job.follower.verifying:
+        with pg.connect(follower.dsn) as conn:
+            if follower.verifying:
                 doc["verification"] = verify.verified_table(conn)
             row = conn.execute(
                 "select run_id, finished_at from etl_runs where command = 'reconcile'"

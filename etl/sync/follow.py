@@ -8,9 +8,11 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
+import psycopg
 from psycopg import sql
 
 from etl import pg, target
@@ -88,11 +90,13 @@ class Follower:
         self.applier = Applier(mapping, run_id)
         self.position: Position | None = None
         self.outcome: SyncOutcome | None = None  # the last run()'s, also when it raised
-        self._inflight = None  # (future, position) of the batch the committer is applying
+        self._inflight: tuple[Future[Any], tuple[int, int], list[float]] | None = (
+            None  # (future, position, commit times) of the batch the committer is applying
+        )
         self._saved: tuple[int, int] = (0, 0)  # the last committed position
         self.verifier = verify.Verifier(mapping, source, run_id)
         self.verifying = False  # sql/010 applied: changed keys are recorded and verified
-        self._vconn = None  # the verifier's own connection (the committer has its own)
+        self._vconn: psycopg.Connection | None = None  # the verifier's own (not the committer's)
         self.lag = LagWindow()
         self._pending_times: list[float] = []  # commit times of the pending changes
         self._lag_saved = 0.0
@@ -194,6 +198,8 @@ class Follower:
         without sleeping between, and past `deadline` (time.monotonic()) raises
         WritesContinue. Changes to mapped collections after tick late_after go to out.late."""
         p = self.position or self.prepare()
+        syncer_id = p.syncer_id
+        assert syncer_id is not None  # prepare() gives every follow position one
         out = self.outcome = SyncOutcome(from_tick=p.from_tick, last_scanned=p.last_scanned)
         # names as the copy knew them first: a collection dropped or renamed since is still
         # recognised (its markers carry the cuid; a 2002 and a 2300's _id the current name)
@@ -220,7 +226,7 @@ class Follower:
                         f"sync stopped at tick {self._saved[0]} (the server's last tick "
                         f"{out.server_tick}); `etl sync` goes on from there"
                     )
-                resp = self.reader.tail(F, L, p.syncer_id)
+                resp = self.reader.tail(F, L, syncer_id)
                 out.polls += 1
                 out.server_tick = resp.last_tick
                 if not resp.from_present and F > 0:
@@ -441,7 +447,8 @@ class Follower:
                 (ev.collection,),
             )
         ]
-        if self.mapping.for_collection(ev.collection).edge is not None:
+        cm = self.mapping.for_collection(ev.collection)
+        if cm is not None and cm.edge is not None:
             keys = [  # edges live in their research rows' metadata.edges
                 k
                 for ref in self.mapping.target_tables(ev.collection)

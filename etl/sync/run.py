@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from etl import pg
 from etl.errors import EtlError, Interrupted
@@ -14,6 +16,9 @@ from etl.runs import Run
 from etl.sources.arango import ArangoSource
 from etl.sources.wal import WalReader
 from etl.sync.follow import Follower, SyncOutcome
+
+if TYPE_CHECKING:
+    from etl.sync.metrics import SyncMetrics
 
 log = logging.getLogger("etl.sync")
 
@@ -131,9 +136,9 @@ class SyncJob:
         self.run: Run | None = None
         self.source: ArangoSource | None = None
         self.follower: Follower | None = None
-        self.metrics = None
+        self.metrics: SyncMetrics | None = None
         self.doc: dict = {}
-        self.report_paths = None
+        self.report_paths: dict[str, Path] | None = None
         self.total = SyncOutcome()  # over every follow round of this run
 
     def open(self) -> Follower:
@@ -185,17 +190,20 @@ class SyncJob:
         return self.follower
 
     def server_tick(self) -> int:
+        assert self.source is not None, "open() first"
         return WalReader(self.source).last_tick().tick
 
     def follow(self, *, until_current: bool, until: int | None = None, **kw) -> SyncOutcome:
         """One follow round: until stopped, or until the server's tick now (until_current) or
         `until`; kw go to Follower.run (the cutover's drain)."""
+        follower = self.follower
+        assert follower is not None, "open() first"
         if until is None and until_current:
             until = self.server_tick()
         try:
-            return self.follower.run(until_tick=until, **kw)
+            return follower.run(until_tick=until, **kw)
         finally:
-            self._add(self.follower.outcome)
+            self._add(follower.outcome)
 
     def _add(self, out: SyncOutcome | None) -> None:
         """The run's totals over its follow rounds (a cutover has several)."""

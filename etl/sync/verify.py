@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from etl import target
+from etl import pg, target
 from etl.canonical import loads_exact
 from etl.mapping import Mapping
 from etl.reconcile.buckets import server_compare_texts
@@ -43,7 +43,7 @@ class Checked:
 
 
 def available(conn: psycopg.Connection) -> bool:
-    return conn.execute("select to_regclass('etl_sync_pending') is not null").fetchone()[0]
+    return bool(pg.scalar(conn, "select to_regclass('etl_sync_pending') is not null"))
 
 
 def add_pending(conn: psycopg.Connection, mapping: Mapping, changes: list[Change]) -> None:
