@@ -173,6 +173,7 @@ def lag_under_load(env: dict, server: FakeArango, rng, rate: float, seconds: flo
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sizes", default="20000,100000", help="documents, comma-separated")
+    ap.add_argument("--docs", type=int, help="one size only (as --sizes N)")
     ap.add_argument("--changes", type=int, default=20_000)
     ap.add_argument("--last-changes", type=int, default=200, help="written just before the freeze")
     ap.add_argument("--lag-seconds", type=float, default=15)
@@ -198,7 +199,8 @@ def main() -> int:
     rng = random.Random(args.seed)
     tables = []
     try:
-        for size in [int(x) for x in args.sizes.split(",")]:
+        sizes = [args.docs] if args.docs else [int(x) for x in args.sizes.split(",")]
+        for size in sizes:
             ds = make(max(1, int(size / DOCS_PER_RESUME)), seed=args.seed)
             total = sum(ds.counts.values())
             rows: dict[str, list[float]] = {

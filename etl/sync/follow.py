@@ -304,9 +304,6 @@ class Follower:
                 self._wait(out)
             finally:
                 committer.shutdown(wait=True)
-                if self._vconn is not None:
-                    self._vconn.close()
-                    self._vconn = None
                 p.from_tick, p.last_scanned = self._saved  # where the next run() goes on
                 p.collections = dict(stream.names)
                 out.transactions_aborted = stream.aborted
