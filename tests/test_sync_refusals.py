@@ -57,7 +57,19 @@ def _other_server(server, dsn, tmp_path) -> dict:
     return env
 
 
+def _pruned(server, dsn, tmp_path) -> dict:
+    """The server pruned the log past the copy's position (an archive size limit)."""
+    env = migrated(server, dsn, tmp_path, seed=45)
+    app = App(server)
+    for i in range(3):
+        app.col("resumes").insert({"_key": f"p{i}", "user_id": "u", "filename": "f"})
+    server.prune_wal(force=True)
+    app.col("resumes").insert({"_key": "after-prune", "user_id": "u", "filename": "f"})
+    return env
+
+
 REFUSALS = {
+    "log pruned": (_pruned, ["no longer covers", "pruned", "etl migrate"]),
     "no migrate position": (_no_migrate, ["no finished migrate run", "etl migrate"]),
     "log behind the position": (_log_behind, ["behind the position", "etl migrate"]),
     "another server": (_other_server, ["server id", "etl migrate"]),
