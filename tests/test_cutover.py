@@ -133,6 +133,7 @@ def test_every_changed_key_is_verified_without_a_full_reconcile(schema_db, tmp_p
     assert scalar(schema_db, "select count(*) from etl_sync_pending") == 0
     doc = report(tmp_path)
     assert doc["freeze_held"] is True and "reconcile_run" not in doc
+    assert doc["last_full_reconcile"] == "none"  # the report says when; here: never
     verified = {v["collection"]: v for v in doc["verification"]}
     # every key changed since the copy: 5 jobs (one removed again) and 2 edges, none pending
     assert verified["jobs"]["keys_verified"] >= 5 and verified["jobs"]["last_verified_at"]

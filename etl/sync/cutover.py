@@ -172,7 +172,7 @@ class Cutover:
                 " order by finished_at desc limit 1"
             ).fetchone()
         doc["last_full_reconcile"] = (
-            {"run_id": row[0], "finished_at": row[1].isoformat()} if row else None
+            {"run_id": row[0], "finished_at": row[1].isoformat()} if row else "none"
         )
 
     def _audit(self, c, doc: dict) -> None:
