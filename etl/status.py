@@ -53,7 +53,8 @@ def status(dsn: str, *, limit: int = 10) -> dict[str, list[dict]]:
             sync = _dicts(
                 conn.execute(
                     "select kind, run_id, base_run_id as follows, from_tick as position,"
-                    " server_tick, server_tick - from_tick as lag_ticks,"
+                    " server_tick, greatest(0, server_tick - greatest(from_tick, last_scanned) - 1)"
+                    " as lag_ticks,"
                     " round(extract(epoch from now() - coalesce(caught_up_at, created_at)))"
                     " as lag_seconds, caught_up_at, applied_at, updated_at"
                     " from etl_wal_positions where kind = 'follow'"

@@ -33,6 +33,9 @@ REGISTRATION_CHECK_SECONDS = 600
 VERIFY_PER_IDLE = 200  # keys verified per idle moment: a backlog must not hold up new changes
 VERIFY_RETRY_SECONDS = 5  # a key that differed (the source moved on?) is checked again after
 LAG_SAVE_SECONDS = 5  # how often an idle follower records its lag percentiles (etl status)
+# the drain ends although the server's tick still moves once no mapped change came for this
+# long: writes to other databases and system collections move the tick and are never ours
+DRAIN_QUIET_SECONDS = 0.5
 
 
 @dataclass
@@ -52,9 +55,9 @@ class SyncOutcome:
 
     @property
     def lag_ticks(self) -> int:
-        """Ticks not read yet: 0 once caught up (the server's ticks past the position were
-        index entries or filtered writes), else the server's tick minus the position."""
-        return 0 if self.caught_up else max(0, self.server_tick - self.from_tick)
+        """Ticks the server has that the follower has not scanned: its tick minus what the
+        last answer covered (position or lastScanned; an idle 204 scans to lasttick - 1)."""
+        return max(0, self.server_tick - max(self.from_tick, self.last_scanned) - 1)
 
 
 class WritesContinue(PermanentError):
@@ -211,7 +214,7 @@ class Follower:
         self._saved = submitted = (F, L)
         wait = self.idle_wait[0]
         t0 = time.perf_counter()
-        last_check = time.monotonic()
+        last_check = last_mapped = time.monotonic()
         last_save = 0.0
         # One committer thread applies batch N while this thread reads and transforms batch
         # N+1 (psycopg releases the GIL while PostgreSQL works); at most one batch in flight,
@@ -238,6 +241,11 @@ class Follower:
                         )  # fmt: skip
                     raise self._gone(F, resp.last_tick, "the server pruned it (frompresent=false)")
                 items = stream.feed(resp.markers)
+                if any(
+                    isinstance(i, Change) and self.mapping.for_collection(i.collection) is not None
+                    for i in items
+                ):
+                    last_mapped = time.monotonic()
                 read_at = time.time()
                 self._pending_times += [
                     commit_time(i.doc, read_at) for i in items if isinstance(i, Change)
@@ -270,7 +278,11 @@ class Follower:
                 if self.metrics is not None:
                     self.metrics.observe(out, caught_up)
                 if until_tick is not None and caught_up and max(F, L) >= until_tick - 1:
-                    if not settle or max(F, L) >= resp.last_tick - 1:
+                    if (
+                        not settle
+                        or max(F, L) >= resp.last_tick - 1
+                        or time.monotonic() - last_mapped > DRAIN_QUIET_SECONDS
+                    ):
                         self._wait(out)
                         break
                 if settle and deadline is not None and time.monotonic() > deadline:

@@ -413,6 +413,9 @@ class FakeArango(DocumentApi, ReplicationApi):
         self._ids = itertools.count(9001)
         self._ticks = itertools.count(1)
         self._last_rev = 0  # the revisions' hybrid logical clock
+        # called by /_api/wal/tail between its scan and its lasttick read (a write committed
+        # meanwhile: lasttick is past what the answer covers)
+        self.during_tail: Any = None
         self._host = host
         self._ssl = ssl_context
         self._httpd: ThreadingHTTPServer | None = None
