@@ -75,6 +75,11 @@ class Cutover:
             doc["freeze_seconds"] = round(time.perf_counter() - frozen_at, 3)
             doc["no_go_reasons"] = problems
             self.go = not problems
+            if self.go:  # the way back, armed before the application is switched
+                from etl.fallback.commands import arm_on_go
+
+                assert job.run is not None
+                arm_on_go(job.run.dsn, self.settings.migrate.mapping, job.run.run_id, self.say)
             doc["verdict"] = "go" if self.go else "no-go"
             self._record(doc, follower)
             state = "finished"
