@@ -98,7 +98,7 @@ class Follower:
         )
         self._saved: tuple[int, int] = (0, 0)  # the last committed position
         self.verifier = verify.Verifier(mapping, source, run_id)
-        self.verifying = False  # sql/010 applied: changed keys are recorded and verified
+        self.verifying = False  # sql/009 applied: changed keys are recorded and verified
         self._vconn: psycopg.Connection | None = None  # the verifier's own (not the committer's)
         self.lag = LagWindow()
         self._pending_times: list[float] = []  # commit times of the pending changes
@@ -377,7 +377,7 @@ class Follower:
         )
 
     def save_lag(self) -> None:
-        """The lag percentiles over the latest changes, for `etl status` (sql/010)."""
+        """The lag percentiles over the latest changes, for `etl status` (sql/009)."""
         self._lag_saved = time.monotonic()
         p = self.lag.percentiles()
         if p is None or not self.verifying:

@@ -1,7 +1,7 @@
 """Continuous verification of what the follower applied: each changed key is read again from
 ArangoDB after it is applied and its rows are compared field by field with reconcile's compare
 objects (etl.reconcile.compare), so that the cutover verifies only the last changes inside the
-freeze. The keys still to verify live in etl_sync_pending (sql/010), written in the apply's own
+freeze. The keys still to verify live in etl_sync_pending (sql/009), written in the apply's own
 transaction; per collection counts in etl_sync_verified."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
--- 010_sync_verification.sql: the follower's continuous verification of the keys it applies.
+-- 009_sync_verification.sql: the follower's continuous verification of the keys it applies.
 --
 -- Creates:
 --  * etl_sync_pending: each key the follower applied and has not verified yet (collection, _key,
@@ -12,7 +12,7 @@
 --    changes, p50/p99/max in milliseconds (`etl status`).
 --  * idx_etl_rejects_collection_key: the rejects of given keys of a collection (the verifier and
 --    the follower's edge apply look them up by key; without it each lookup scans etl_rejects).
---  * rollback.rollback_sync_verification(): drops the three tables and the index, forgets 010 in
+--  * rollback.rollback_sync_verification(): drops the three tables and the index, forgets 009 in
 --    migration_history.
 -- Undone by: rollback.rollback_sync_verification().
 
@@ -61,9 +61,9 @@ BEGIN
         RETURN NEXT 'dropped index idx_etl_rejects_collection_key';
     END IF;
     IF to_regclass('public.migration_history') IS NOT NULL THEN
-        DELETE FROM public.migration_history WHERE version = '010';
+        DELETE FROM public.migration_history WHERE version = '009';
         IF FOUND THEN
-            RETURN NEXT 'deleted migration_history 010';
+            RETURN NEXT 'deleted migration_history 009';
         END IF;
     END IF;
 END
