@@ -504,3 +504,23 @@ def test_a_row_the_application_holds_delays_the_batch_which_is_done_again(
     assert scalar(schema_db, "select count(*) from etl_fallback_changes") == 0
     rec = etl(env, "reconcile", "--all")
     assert rec.returncode == 0, rec.stdout[-2000:]
+
+
+def test_one_document_reads_url_encode_the_key(arango_server):
+    """Keys may hold '%' and other path characters (arangodb-http.md §6); the server decodes
+    the document path, so a GET per key must encode it or it reads another (missing) key."""
+    from etl.fallback.writes import ArangoWriter
+    from tests.fakearango.fixtures import DATABASE, seed
+
+    keys = ["a%20b", "p%2Fq", "x+y", "e=mc2;$!*'(),@:"]
+    seed(arango_server, DATABASE, "things", [{"_key": k, "v": i} for i, k in enumerate(keys)])
+    writer = ArangoWriter(
+        client_db(arango_server), retry=lambda what, fn: fn(), on_conflict="report"
+    )
+    writer.bulk_read = False  # the one-GET-per-key path
+    got: dict = {}
+    writer.get_many({"things": set(keys) | {"missing"}}, got)
+    assert {k: (d or {}).get("v") for (_, k), d in got.items()} == {
+        **{k: i for i, k in enumerate(keys)},
+        "missing": None,
+    }

@@ -7,6 +7,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from arango.exceptions import DocumentGetError
 
@@ -72,7 +73,9 @@ class ArangoWriter:
                 self.bulk_read = False
         found = []
         for k in keys:
-            d = self.retry(f"read {collection}/{k}", lambda k=k: col.get(k))
+            # python-arango puts the key in the path as is; keys may hold '%' (arangodb-http.md
+            # §6) and the server percent-decodes the path, so the key is encoded here
+            d = self.retry(f"read {collection}/{k}", lambda k=k: col.get(quote(k, safe="")))
             if d is not None:
                 found.append(d)
         return found
