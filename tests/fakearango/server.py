@@ -933,7 +933,7 @@ class FakeArango(DocumentApi, ReplicationApi):
     # version, database
     def _r_version(self, db: Database, args: list[str], query: dict, body: bytes) -> Reply:
         out: dict[str, Any] = {"server": "arango", "version": self.version, "license": "community"}
-        if _bool(query.get("details")):
+        if _bool(query.get("details"), False):
             out["details"] = {
                 "architecture": "64bit",
                 "mode": "cluster" if self.coordinator else "single",
