@@ -429,11 +429,10 @@ def test_a_server_without_bulk_reads_is_read_one_document_at_a_time(
     schema_db, tmp_path, arango_server, monkeypatch
 ):
     """`PUT /_api/document/{c}?onlyget=true` is not in every ArangoDB stand-in: GETs then."""
-    from arango.collection import StandardCollection
-
-    from etl.errors import PermanentError
     from etl.fallback.run import FallbackJob
     from etl.settings import load_settings
+    from tests.fakearango.common import error
+    from tests.fakearango.server import FakeArango
 
     env = cut_over(arango_server, schema_db, tmp_path, seed=67)
     with psycopg.connect(schema_db) as conn:
@@ -442,10 +441,14 @@ def test_a_server_without_bulk_reads_is_read_one_document_at_a_time(
             " job_documents order by id limit 1) returning metadata -> 'arango' ->> '_key'"
         ).fetchone()[0]
 
-    def no_bulk(self, keys, allow_dirty_read=False):
-        raise PermanentError("HTTP 405: method not allowed")
+    replace_many = FakeArango._r_document_replace_many
 
-    monkeypatch.setattr(StandardCollection, "get_many", no_bulk)
+    def no_bulk(self, db, args, query, body):
+        if "onlyget" in query:
+            return error(405, 405, "method not allowed")
+        return replace_many(self, db, args, query, body)
+
+    monkeypatch.setattr(FakeArango, "_r_document_replace_many", no_bulk)
     job = FallbackJob(load_settings(None, env=env))
     job.execute(until_current=True)
     assert job.applier.writer.bulk_read is False and job.changes == 1 and not job.conflicts
@@ -524,3 +527,28 @@ def test_one_document_reads_url_encode_the_key(arango_server):
         **{k: i for i, k in enumerate(keys)},
         "missing": None,
     }
+
+
+def test_a_bulk_read_that_is_not_a_read_falls_back_to_gets(arango_server, monkeypatch):
+    """A server without `?onlyget` (arangodb-http.md §10 does not list it) answers the PUT as a
+    bulk replace: 202 with an error per key string. That is not "no document exists" (a
+    delete would then be skipped as unchanged): the documents are read one GET at a time."""
+    from etl.fallback.writes import ArangoWriter
+    from tests.fakearango.fixtures import DATABASE, seed
+    from tests.fakearango.server import FakeArango
+
+    seed(arango_server, DATABASE, "things", [{"_key": "a", "v": 1}, {"_key": "b", "v": 2}])
+    before = {k: arango_server.documents(DATABASE, "things")[k]["_rev"] for k in "ab"}
+
+    def no_onlyget(self, db, args, query, body):
+        return self._modify(db, args, query, body, replace=True)
+
+    monkeypatch.setattr(FakeArango, "_r_document_replace_many", no_onlyget)
+    writer = ArangoWriter(
+        client_db(arango_server), retry=lambda what, fn: fn(), on_conflict="report"
+    )
+    got: dict = {}
+    writer.get_many({"things": {"a", "b", "missing"}}, got)
+    assert {k: (d or {}).get("v") for (_, k), d in got.items()} == {"a": 1, "b": 2, "missing": None}
+    assert writer.bulk_read is False
+    assert {k: arango_server.documents(DATABASE, "things")[k]["_rev"] for k in "ab"} == before

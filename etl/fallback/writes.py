@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 from arango.exceptions import DocumentGetError
+from arango.request import Request
 
 from etl.errors import EtlError, TransientError
 
@@ -67,10 +68,13 @@ class ArangoWriter:
         it (not in every ArangoDB stand-in) is read one GET per key from then on."""
         if self.bulk_read:
             try:
-                return self.retry(f"read {collection}", lambda: col.get_many(keys))
+                got = self.retry(f"read {collection}", lambda: self._bulk_read(collection, keys))
+                if got is not None:
+                    return got
+                log.info("no bulk read (the answer is not one document or 1202 per key)")
             except (EtlError, DocumentGetError) as exc:
                 log.info("no bulk read (%s): one GET per document from now on", exc)
-                self.bulk_read = False
+            self.bulk_read = False
         found = []
         for k in keys:
             # python-arango puts the key in the path as is; keys may hold '%' (arangodb-http.md
@@ -78,6 +82,36 @@ class ArangoWriter:
             d = self.retry(f"read {collection}/{k}", lambda k=k: col.get(quote(k, safe="")))
             if d is not None:
                 found.append(d)
+        return found
+
+    def _bulk_read(self, collection: str, keys: list[str]) -> list[dict] | None:
+        """`PUT /_api/document/{c}?onlyget=true` with the keys (strings, never objects: a server
+        without onlyget, which arangodb-http.md §10 does not list, takes the request as a bulk
+        replace and fails every entry instead of emptying documents). python-arango's get_many
+        drops every entry without `_id`, so such an answer would read as "no document exists";
+        here each entry must be the document of its key or a 1202, else None."""
+        request = Request(
+            method="put",
+            endpoint=f"/_api/document/{collection}",
+            params={"onlyget": True},
+            data=keys,
+            read=collection,
+        )
+        resp = self.db._conn.send_request(request)
+        if not resp.is_success:
+            raise DocumentGetError(resp, request)
+        body = resp.body
+        if not isinstance(body, list) or len(body) != len(keys):
+            return None
+        found = []
+        for k, d in zip(keys, body):
+            if not isinstance(d, dict):
+                return None
+            if d.get("error") is True and d.get("errorNum") == 1202:
+                continue  # not found
+            if d.get("error") or d.get("_key") != k or "_rev" not in d:
+                return None
+            found.append(d)
         return found
 
     def decide(
