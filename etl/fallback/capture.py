@@ -1,4 +1,4 @@
-"""Change capture in PostgreSQL for `etl fallback`: the trigger of sql/011 on every migrated
+"""Change capture in PostgreSQL for `etl fallback`: the trigger of sql/010 on every migrated
 table, armed and retired here; which mechanism the server allows; the committed changes still
 to apply, oldest first.
 
@@ -42,7 +42,7 @@ def tables(mapping: Mapping) -> list[str]:
 def require_tables(conn: psycopg.Connection) -> None:
     if scalar(conn, "select to_regclass('public.etl_fallback_state') is null"):
         raise PermanentError(
-            "the target schema has no etl_fallback_state (sql/011 not applied)",
+            "the target schema has no etl_fallback_state (sql/010 not applied)",
             hint="run `etl apply-schema`",
         )
 

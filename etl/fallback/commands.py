@@ -25,12 +25,12 @@ def arm(settings, armed_by: str | None = None) -> dict:
 
 
 def arm_on_go(dsn: str, mapping_path: str, run_id: str, say: Callable[[str], None]) -> None:
-    """`etl cutover` on go: arm before the application is switched. A schema without sql/011
+    """`etl cutover` on go: arm before the application is switched. A schema without sql/010
     (an older etl's) is said, not fatal: the forward cutover does not depend on it."""
     with pg.connect(dsn) as conn:
         if not capture.installed(conn):
             conn.rollback()
-            say("fallback NOT armed: sql/011 is not applied (run `etl apply-schema`, then "
+            say("fallback NOT armed: sql/010 is not applied (run `etl apply-schema`, then "
                 "`etl fallback arm` BEFORE switching the application)")  # fmt: skip
             return
         try:

@@ -1,4 +1,4 @@
--- 011_fallback.sql: the way back after cutover. `etl fallback` replays the application's writes
+-- 010_fallback.sql: the way back after cutover. `etl fallback` replays the application's writes
 -- to the migrated tables into ArangoDB (docs/sync.md, "Rollback after the switch").
 --
 -- Creates:
@@ -21,7 +21,7 @@
 --      needs no privilege on etl_fallback_changes. It ignores etl's own writes (session setting
 --      etl.run_id non-empty, as update_document_updated_at() of 003 does).
 --  * rollback.rollback_fallback(): drops the triggers, the tables and the function and forgets
---      011 in migration_history.
+--      010 in migration_history.
 -- Undone by: rollback.rollback_fallback().
 
 CREATE TABLE IF NOT EXISTS etl_fallback_changes (
@@ -121,9 +121,9 @@ BEGIN
         RETURN NEXT 'dropped function etl_fallback_capture';
     END IF;
     IF to_regclass('public.migration_history') IS NOT NULL THEN
-        DELETE FROM public.migration_history WHERE version = '011';
+        DELETE FROM public.migration_history WHERE version = '010';
         IF FOUND THEN
-            RETURN NEXT 'deleted migration_history 011';
+            RETURN NEXT 'deleted migration_history 010';
         END IF;
     END IF;
 END
