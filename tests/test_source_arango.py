@@ -501,3 +501,12 @@ def test_read_documents_by_key_with_every_allowed_character(arango_server):
         src.close()
     assert set(found) == set(keys) - {"A"}
     assert all(found[k]["k"] == k and found[k]["_key"] == k for k in found)
+
+
+def test_forbidden_is_not_reported_as_a_wrong_password(resumes):
+    """403 errorNum 11 (arangodb-http.md §0/§1: a forbidden operation, e.g. a collection the
+    user may not read) comes with a right password; only a 401 means wrong credentials."""
+    src = make_source(resumes)
+    resumes.fail(1, status=403, error_num=11, message="forbidden")
+    msg = _one_line_permanent(lambda: read_all(src, "resumes", 100))
+    assert "wrong username or password" not in msg and "is forbidden for user 'root'" in msg

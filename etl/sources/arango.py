@@ -340,15 +340,17 @@ class ArangoSource:
     def _server_error_for(self, exc: ArangoServerError, what: str) -> EtlError:
         code, num = exc.http_code, exc.error_code
         where = f"ArangoDB at {self.safe_url}"
-        if code == 401 or num in (11, 401):
+        # errorNum 11 comes with 401 (credentials, or no access to the database) and with
+        # 403 (right password, a forbidden operation): the status tells them apart
+        if code == 401 or (code != 403 and num in (11, 401)):
             return PermanentError(
                 f"{where}: wrong username or password for user '{self.settings.username}' "
                 f"(or no access to database '{self.settings.database}')"
             )
         if code == 403:
             return PermanentError(
-                f"{where}: user '{self.settings.username}' may not access database "
-                f"'{self.settings.database}'"
+                f"{where}: {what} is forbidden for user '{self.settings.username}' (HTTP 403; "
+                f"check its access to database '{self.settings.database}' and its collections)"
             )
         if num == 1228:
             return PermanentError(f"{where}: database '{self.settings.database}' does not exist")
