@@ -83,6 +83,7 @@ class ParallelMigration:
         self.lease_seconds = lease_seconds
         self.summary: RunSummary | None = None
         self.report_paths: dict | None = None
+        self.report_error: str | None = None  # why the reports could not be written
         self.pinner = None  # renews the run's WAL registration while it copies
 
     def run(self) -> RunSummary:
@@ -128,7 +129,9 @@ class ParallelMigration:
         m = self.m
         source = open_source(m.source_spec, m.settings)
         try:
-            names = select_collections(m.mapping, source, m.requested, m.all)
+            names = select_collections(
+                m.mapping, source, m.requested, m.all, allow_missing=m.allow_missing
+            )
             run.lock(names)
             with pg.connect(run.dsn, autocommit=True, application_name="etl-coordinator") as conn:
                 if m.resume:
@@ -211,6 +214,7 @@ class ParallelMigration:
             }
         else:
             self.report_paths = run.write_reports(summary.asdict())
+            self.report_error = run.report_error
         return summary
 
     def _outcome(self, run_id: str, prog: units.RunProgress) -> RunSummary:
