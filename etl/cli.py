@@ -88,6 +88,15 @@ def _global(
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _allow_truncated_option():
+    return typer.Option(
+        False,
+        "--allow-truncated",
+        help="A dump or JSONL file cut in the middle of a record: drop the incomplete tail"
+        " (a warning) instead of stopping.",
+    )
+
+
 def _settings(**overrides) -> Settings:
     return load_settings(CTX.config, overrides=overrides)
 
@@ -158,6 +167,7 @@ def preflight_cmd(
     reports_dir: str | None = typer.Option(
         None, "--reports-dir", help="Where the report goes (default reports/)."
     ),
+    allow_truncated: bool = _allow_truncated_option(),
 ):
     """Go/no-go before a night's run: PostgreSQL version, extensions, schema, privileges, pooler,
     server settings, the source and its collections, the estimated size and duration. Changes
@@ -169,7 +179,12 @@ def preflight_cmd(
     from etl.preflight_report import render_table, summary_line, write_reports
 
     settings = _settings(
-        postgres={"dsn": dsn}, migrate={"mapping": mapping, "reports_dir": reports_dir}
+        postgres={"dsn": dsn},
+        migrate={
+            "mapping": mapping,
+            "reports_dir": reports_dir,
+            "allow_truncated": allow_truncated or None,
+        },
     )
     result = Preflight(settings, source).run()  # the shipped sql files (ETL_SQL_DIR overrides)
     doc = result.asdict()
@@ -449,9 +464,11 @@ def migrate_cmd(
         "--allow-missing",
         help="Go on when the source lacks mapped collections (the wrong dump stops otherwise).",
     ),
+    allow_truncated: bool = _allow_truncated_option(),
     max_rejects: str = typer.Option(
         "0",
         "--max-rejects",
+        metavar="N|N%",
         help="Exit 1 only when this run's new rejects (documents no earlier run rejected)"
         " exceed N, or N% of the documents read.",
     ),
@@ -470,7 +487,12 @@ def migrate_cmd(
 
     limit_rejects = RejectLimit.parse(max_rejects)
     settings = _settings(
-        postgres={"dsn": dsn}, migrate={"mapping": mapping, "reports_dir": reports_dir}
+        postgres={"dsn": dsn},
+        migrate={
+            "mapping": mapping,
+            "reports_dir": reports_dir,
+            "allow_truncated": allow_truncated or None,
+        },
     )
     reports_existed = Path(settings.migrate.reports_dir).exists()
     stopper = GracefulStop()
@@ -777,6 +799,7 @@ def reconcile_cmd(
         "--while-running",
         help="Compare even while an etl migrate of the same collections runs.",
     ),
+    allow_truncated: bool = _allow_truncated_option(),
 ):
     """Compare source and target: counts, content digests per key range, every missing, extra and
     differing key with the fields that differ. Exit 0 = everything matches, 1 = differences.
@@ -788,7 +811,12 @@ def reconcile_cmd(
     from etl.reconcile import Reconciliation, render_table
 
     settings = _settings(
-        postgres={"dsn": dsn}, migrate={"mapping": mapping, "reports_dir": reports_dir}
+        postgres={"dsn": dsn},
+        migrate={
+            "mapping": mapping,
+            "reports_dir": reports_dir,
+            "allow_truncated": allow_truncated or None,
+        },
     )
     reports_existed = Path(settings.migrate.reports_dir).exists()
     progress = Progress()

@@ -66,7 +66,7 @@ class Owner:
 
 
 # the columns that make an Owner, for a select on etl_runs
-OWNER_SQL = "host, pid, extract(epoch from now() - heartbeat_at)::float8"
+OWNER_SQL = "host, pid, extract(epoch from now() - heartbeat_at)::float8 as heartbeat_age"
 
 
 def owner(row) -> Owner:

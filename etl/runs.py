@@ -30,7 +30,7 @@ def select_collections(
     order = list(mapping.collections_in_order())
     if not all_ and not requested:
         raise PermanentError("name a collection (--collection NAME) or use --all")
-    known = {c.name for c in source.collections()}
+    known = set(collection_names(source))
     missing = missing_collections(mapping, known, requested, all_)
     if missing and not allow_missing:
         has = ", ".join(sorted(known)) if known else "no collections at all"
@@ -51,6 +51,13 @@ def select_collections(
     rank = {c: i for i, c in enumerate(order)}
     present = [c for c in dict.fromkeys(requested) if c in known]
     return sorted(present, key=lambda c: rank.get(c, len(rank)))
+
+
+def collection_names(source) -> list[str]:
+    """The source's collection names; without counting them where the source can (a dump's
+    count reads its files)."""
+    names = getattr(source, "collection_names", None)
+    return names() if names is not None else [c.name for c in source.collections()]
 
 
 def missing_collections(mapping, known: set[str], requested: list[str], all_: bool) -> list[str]:

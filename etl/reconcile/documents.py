@@ -37,6 +37,7 @@ from etl.reconcile.rejects import (
 )
 from etl.reconcile.results import CollectionReconcile, TypeCounts, utc_now
 from etl.results import record_edge_ends
+from etl.runs import collection_names
 from etl.transform import Reject, Row, Transformer, Unmapped, row_id
 
 
@@ -265,7 +266,7 @@ def ensure_exists(ctx: CheckContext, name: str) -> None:
     cm = ctx.mapping.for_collection(name)
     if cm is None or cm.edge is not None:
         return
-    if name not in {c.name for c in ctx.reader.source.collections()}:
+    if name not in collection_names(ctx.reader.source):
         ctx.exists_done.add(name)  # not in the source (--allow-missing): it has no rows
         return
     load_rejected = load_rejected_keys(ctx.conn, name, cm)

@@ -23,7 +23,7 @@ from etl.reconcile.edges import check_edges
 from etl.reconcile.report import render_markdown
 from etl.reconcile.results import NOT_IN_SOURCE, CollectionReconcile, ReconcileSummary, utc_now
 from etl.reconcile.workers import CollectionReader
-from etl.runs import Run, missing_collections, select_collections
+from etl.runs import Run, collection_names, missing_collections, select_collections
 from etl.settings import Settings
 from etl.sources import open_source
 
@@ -113,7 +113,7 @@ class Reconciliation:
             )
             self.conn.commit()
             self._check(names, summary)
-            known = {c.name for c in self.source.collections()}
+            known = set(collection_names(self.source))
             for name in missing_collections(self.mapping, known, self.requested, self.all):
                 # --allow-missing: named in the report as not read, never as a match
                 summary.collections.append(

@@ -18,9 +18,9 @@ def open_source(spec: str, settings) -> Source:
     if kind == "dump" and path:
         from etl.sources.dump import DumpSource
 
-        return DumpSource(path)
+        return DumpSource(path, allow_truncated=settings.migrate.allow_truncated)
     if kind == "jsonl" and path:
         from etl.sources.jsonl import JsonlSource
 
-        return JsonlSource(path)
+        return JsonlSource(path, allow_truncated=settings.migrate.allow_truncated)
     raise ConfigError(f"--source {spec!r}: expected 'arangodb', 'dump:PATH' or 'jsonl:PATH'")
