@@ -114,6 +114,10 @@ def test_allow_missing_goes_on_and_reconcile_never_calls_it_a_match(
     assert row and "not in source" in row[0], proc.stdout
     verdict = last_line(proc.stdout)
     assert "NOT CHECKED, not in the source: jobs" in verdict, verdict
+    from tests.test_report_schema import validate
+
+    doc = validate(next((tmp_path / "reports").glob("reconcile-*.json")))
+    assert doc["not_in_source"] == ["jobs"] and "NOT CHECKED" in doc["verdict"]
 
 
 def test_a_failed_reconcile_never_says_everything_matches(dump, schema_db, tmp_path):
@@ -361,7 +365,8 @@ def test_max_rejects_takes_a_percentage(dump, schema_db, tmp_path):
 def test_max_rejects_refuses_a_malformed_limit(schema_db, tmp_path):
     proc = etl("migrate", "--all", "--max-rejects", "lots", env=env_of(schema_db, tmp_path))
     assert proc.returncode == 2
-    assert "--max-rejects" in proc.stderr and "Traceback" not in proc.stderr
+    assert "--max-rejects" in proc.stderr and "expected a count" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 # -- 7. every flag a message names exists --------------------------------------------------------
