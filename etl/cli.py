@@ -119,8 +119,8 @@ def _echo_paths(paths) -> None:
 
 def _report_tail(job) -> str:
     """'; report PATH' for a run's last line, or why there is none."""
-    if job.report_paths:
-        return f"; report {job.report_paths['md']}"
+    if job.report_paths:  # scripts read "report X.md and Y.json" from it
+        return f"; report {job.report_paths['md']} and {job.report_paths['json']}"
     if job.report_error:
         return "; NO REPORT (see the error below)"
     return ""
@@ -649,6 +649,9 @@ def _echo_sync(job) -> None:
             typer.echo(f"  {collection}: " + ", ".join(f"{op} {n}" for op, n in ops.items()))
     if job.report_paths:
         typer.echo(f"run {job.doc['run_id']}: {job.doc['state']}; report {job.report_paths['md']}")
+    report_error = getattr(getattr(job, "run", None), "report_error", None)
+    if report_error:  # never silent (etl.runs.Run.write_reports)
+        typer.echo(f"error: {report_error}", err=True)
 
 
 @sync_app.command("mark")

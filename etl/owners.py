@@ -94,7 +94,7 @@ def refuse_if_alive(run_id: str, row_owner: Owner, command: str) -> None:
     """--resume of a run whose owner still runs it: refuse at once, naming it."""
     if row_owner.alive:
         raise PermanentError(
-            f"run {run_id} is still running ({row_owner.label()})",
+            f"run {run_id} is still running in another etl {command} ({row_owner.label()})",
             hint=f"wait for it (etl status), or stop that process first; `etl {command} --resume`"
             " then continues it",
         )

@@ -258,7 +258,7 @@ def test_resume_refuses_at_once_a_run_whose_owner_lives(schema_db, tmp_path):
     proc = etl("migrate", "--resume", "--collection", "jobs", env=env_of(schema_db, tmp_path))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     err = last_line(proc.stderr)
-    assert "run migrate-owned is still running" in err, err
+    assert "run migrate-owned is still running in another etl migrate" in err, err
     assert f"host {socket.gethostname()}, pid {os.getpid()}" in err
     # nothing was taken over
     assert one_row(schema_db, "select pid from etl_runs where run_id = 'migrate-owned'")[0] == (
@@ -333,7 +333,9 @@ def test_max_rejects_counts_only_this_runs_new_rejects(dump, schema_db, tmp_path
     first = etl("migrate", *src, env=env)
     assert first.returncode == 1, first.stderr
     line = last_line(first.stdout)
-    m = re.search(r"TOO MANY REJECTS: (\d+) new rejects \(limit 0\); report (\S+\.md)$", line)
+    m = re.search(
+        r"TOO MANY REJECTS: (\d+) new rejects \(limit 0\); report (\S+\.md) and \S+\.json$", line
+    )
     assert m and int(m.group(1)) > 0, line
     assert Path(m.group(2)).is_file()
     written = [ln for ln in first.stdout.splitlines() if ln.startswith("reports written: ")]
