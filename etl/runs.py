@@ -174,6 +174,10 @@ class Run:
         state.start_run(
             conn, self.run_id, self.command, source=source, target=target, options=options
         )
+        self.beat()
+
+    def beat(self) -> None:
+        """Keep the run's heartbeat going while this process owns it (etl/owners.py)."""
         if self._heartbeat is None:
             self._heartbeat = owners.Heartbeat(self.dsn, self.run_id).start()
 

@@ -5,6 +5,8 @@ reopen a run, run local workers, and the run's summary from what every worker co
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,10 +158,11 @@ class ParallelMigration:
         # not a run that finished meanwhile: its workers (orphans of a coordinator that died,
         # or on other machines) may complete it between the lookup and this update
         conn.execute(
-            "update etl_runs set state = 'running', finished_at = null, error = null"
-            " where run_id = %s and state <> 'finished'",
-            (run.run_id,),
+            "update etl_runs set state = 'running', finished_at = null, error = null,"
+            " heartbeat_at = now(), host = %s, pid = %s where run_id = %s and state <> 'finished'",
+            (socket.gethostname(), os.getpid(), run.run_id),
         )
+        run.beat()  # this process owns the run now: etl status must not call it interrupted
 
     def _start(self, conn, run: Run, source, names: list[str]) -> None:
         m = self.m
