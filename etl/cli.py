@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -15,6 +16,10 @@ from etl.errors import EtlError, Interrupted
 from etl.settings import Settings, load_settings
 from etl.signals import GracefulStop
 from etl.units import LEASE_SECONDS
+
+if TYPE_CHECKING:
+    from etl.migrate import Migration
+    from etl.parallel import ParallelMigration
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -516,7 +521,7 @@ def migrate_cmd(
     if workers > 1:
         from etl.parallel import ParallelMigration
 
-        job = ParallelMigration(migration, workers, lease_seconds)
+        job: Migration | ParallelMigration = ParallelMigration(migration, workers, lease_seconds)
     else:
         job = migration
     exit_code, verdict = 0, ""
@@ -702,7 +707,7 @@ def sync_renew_cmd(
     with pg.connect(pg.resolve_dsn(settings)) as conn:
         positions.require_tables(conn)
         p = positions.latest(conn, "mark")
-    if p is None:
+    if p is None or p.syncer_id is None:
         raise PermanentError("no mark to renew", hint="run `etl sync mark` first")
     with ArangoSource(settings.arango) as source:
         WalReader(source).pin(p.start_tick, p.syncer_id)
@@ -823,7 +828,7 @@ def reconcile_cmd(
     )
     reports_existed = Path(settings.migrate.reports_dir).exists()
     progress = Progress()
-    current: dict = {"name": None, "done": 0}
+    current: dict[str, Any] = {"name": None, "done": 0}
 
     def on_progress(name: str, done: int, total: int | None) -> None:
         # a new collection, or a second pass over the same one: a new bar counting from 0
@@ -852,12 +857,12 @@ def reconcile_cmd(
         raise Interrupted("reconcile stopped; it changed nothing (run it again)") from None
     finally:
         progress.close()
-        summary = rec.summary
-        if summary is not None and (summary.collections or summary.state == "finished"):
-            doc = summary.asdict()
+        final = rec.summary
+        if final is not None and (final.collections or final.state == "finished"):
+            doc = final.asdict()
             typer.echo(render_table(doc))
             _echo_paths(rec.report_paths)
-            typer.echo(f"run {summary.run_id}: {doc['verdict']}" + _report_tail(rec))
+            typer.echo(f"run {final.run_id}: {doc['verdict']}" + _report_tail(rec))
     _announce_reports(settings, reports_existed, rec.report_paths)
     _raise_report_error(rec)
     raise typer.Exit(exit_code)

@@ -78,5 +78,5 @@ class RejectLimit:
 def count_new_rejects(dsn: str, run_id: str) -> tuple[int, int]:
     """(this run's rejects no other run kept, all this run's rejects) from etl_rejects."""
     with pg.connect(dsn) as conn:
-        new, total = conn.execute(_NEW_REJECTS_SQL, (run_id,)).fetchone()
+        new, total = pg.one(conn, _NEW_REJECTS_SQL, (run_id,))
     return int(new), int(total)

@@ -87,7 +87,7 @@ def require_schema(conn: psycopg.Connection) -> None:
     ).fetchone()
     if not conn.autocommit:
         conn.rollback()  # leave no implicit transaction open behind a read
-    if not all(row):
+    if not row or not all(row):
         raise PermanentError(
             "the target schema is not applied (no etl_checkpoints / etl_merge_stage)",
             hint="run `etl apply-schema` first",
@@ -212,7 +212,9 @@ def record_batch(
     )
 
 
-def write_rejects(conn, run_id: str, rejects: Iterable[tuple[str, str, object, str, str]]) -> int:
+def write_rejects(
+    conn, run_id: str, rejects: Iterable[tuple[str, str | None, object, str, str]]
+) -> int:
     """rejects: (collection, key, document, reason, stage). The document is stored as JSON text
     (escapes kept), because jsonb cannot hold \\u0000 or lone surrogates."""
     rows = [

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -124,8 +125,7 @@ class Applier:
         upserted = self._upsert(c, plan.rows, plan.docs, out)  # only rows not there before
         self._link_late_parents(c, upserted)
         for name, keys in plan.edge_touched.items():
-            cm = self.mapping.for_collection(name)
-            self._edges(c, cm, keys, plan.edge_upserts[name], out)
+            self._edges(c, self.mapping.collections[name], keys, plan.edge_upserts[name], out)
         if upserted:
             self._retry_dangling_edges(c, upserted, out)
         state.write_rejects(c, self.run_id, out.rejects)
@@ -161,7 +161,7 @@ class Applier:
         """Before rows of `table` go: what references them keeps its row, reference NULL (as a
         fresh migrate leaves a dangling reference), and edges into them become rejects.
         Returns the edges from them to unlink once they are gone: (edge mapping, table, _from)."""
-        dangling = []
+        dangling: list[tuple[CollectionMapping, str, list[str]]] = []
         dt = next((d for d in target.DOCUMENT_TYPES if target.table(d) == table), None)
         if dt is None:  # a generic table: nothing references its rows by a foreign key
             return dangling
@@ -191,7 +191,7 @@ class Applier:
                 for key, text in cur.fetchall():
                     self._dangling(cm.name, key, jsonutil.loads(text), out)
             from_tables = {
-                t.table for t in self.mapping.for_collection(spec.from_collection).targets()
+                t.table for t in self.mapping.collections[spec.from_collection].targets()
             }
             if table in from_tables:  # edges from removed jobs dangle now
                 keys = self._keys_of(c, table, ids)
@@ -362,6 +362,7 @@ class Applier:
         """Touched edge keys leave every research row that records them; then the edges
         still in the source link again (a fresh migrate's outcome whatever moved)."""
         spec = cm.edge
+        assert spec is not None  # an edge collection
         table = target.table(spec.to_document_type)
         c.execute(
             "delete from etl_rejects where collection = %s and stage = 'link' and key = any(%s)",
@@ -414,9 +415,10 @@ class Applier:
         """The column an edge sets (job_id) = the job of the row's greatest edge key (the last
         one a migrate reads); without edges, the reference of the row's own document."""
         spec = cm.edge
+        assert spec is not None  # an edge collection
         dt = spec.to_document_type
         table = target.table(dt)
-        from_table = self.mapping.for_collection(spec.from_collection).targets()[0].table
+        from_table = self.mapping.collections[spec.from_collection].targets()[0].table
         refs = [
             r
             for tg in self.mapping.collections[spec.to_collection].targets()
@@ -436,7 +438,7 @@ class Applier:
             if edges:
                 frm = edges[max(edges)].get("_from", "")
                 want = row_id(spec.from_collection, frm.partition("/")[2])
-            elif refs:
+            elif refs and refs[0].collection:
                 v = _first_value(metadata.get("extra") or {}, refs[0].paths)
                 if isinstance(v, int) and not isinstance(v, bool):
                     v = str(v)
@@ -518,7 +520,7 @@ def _constant(expr: str | None):
 
 def _first_value(doc: dict, paths) -> object:
     for p in paths:
-        v = doc
+        v: Any = doc
         for seg in p:
             v = v.get(seg) if isinstance(v, dict) else None
         if v is not None:

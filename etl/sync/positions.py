@@ -10,6 +10,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from etl.errors import PermanentError
+from etl.pg import scalar
 
 FOLLOWER = "follow"
 
@@ -48,7 +49,7 @@ def _position(row) -> Position:
 
 
 def require_tables(conn: psycopg.Connection) -> None:
-    if conn.execute("select to_regclass('etl_wal_positions') is null").fetchone()[0]:
+    if scalar(conn, "select to_regclass('etl_wal_positions') is null"):
         raise PermanentError(
             "the target schema has no etl_wal_positions (sql/008 not applied)",
             hint="run `etl apply-schema`",

@@ -16,10 +16,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.cli.test_cli_errors import REPO, etl
-from tests.conftest import kill_after_batches
 from tests.datagen import generate, write_dump
 from tests.fakearango.fixtures import DATABASE, ROOT_PASSWORD, seed
+from tests.helpers import REPO, etl, kill_after_batches
 
 
 @pytest.fixture(scope="module")
