@@ -783,6 +783,10 @@ def rollback(dsn: str, component: str) -> RollbackResult:
         try:
             rows = [(a,) for a in _rollback_generic(conn)] if component == "all" else []
             if component == "all" and scalar(
+                conn, "SELECT to_regprocedure('rollback.rollback_fallback()') IS NOT NULL"
+            ):  # 011 (etl fallback's triggers and tables) before 008
+                rows += conn.execute("SELECT * FROM rollback.rollback_fallback()").fetchall()
+            if component == "all" and scalar(
                 conn, "SELECT to_regprocedure('rollback.rollback_change_capture()') IS NOT NULL"
             ):  # 008 first: newest to oldest
                 rows += conn.execute("SELECT * FROM rollback.rollback_change_capture()").fetchall()

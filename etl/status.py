@@ -78,7 +78,22 @@ def status(dsn: str, *, limit: int = 10) -> dict[str, list[dict]]:
                     " order by collection, operation"
                 )
             )
+        from etl.fallback.commands import status as fallback_status
+
+        fallback = fallback_status(conn)
+        fallback_applied = (
+            _dicts(
+                conn.execute(
+                    "select collection, operation, changes from etl_fallback_applied"
+                    " order by collection, operation"
+                )
+            )
+            if fallback
+            else []
+        )
     return {
+        "fallback": fallback,
+        "fallback_applied": fallback_applied,
         "sync": sync,
         "sync_applied": sync_applied,
         "runs": runs,

@@ -71,6 +71,11 @@ class Cutover:
             doc["reconcile_sample_percent"] = self.sample
             doc["freeze_seconds"] = round(time.perf_counter() - frozen_at, 3)
             self.go = not summary.has_differences
+            if self.go:  # the way back, armed before the application is switched
+                from etl.fallback.commands import arm_on_go
+
+                assert job.run is not None
+                arm_on_go(job.run.dsn, self.settings.migrate.mapping, job.run.run_id, self.say)
             doc["verdict"] = "go" if self.go else "no-go"
             state = "finished"
         except BaseException as exc:
