@@ -649,6 +649,11 @@ def _echo_sync(job) -> None:
         typer.echo(
             f"sync: position tick {s['position_tick']}, server tick {s['server_tick']} "
             f"(lag {s['lag_ticks']} ticks); {s['changes_read']} changes read"
+            + (
+                f"; lag p50 {s['lag']['p50_ms']} ms, p99 {s['lag']['p99_ms']} ms"
+                if s.get("lag")
+                else ""
+            )
         )
         for collection, ops in s["applied"].items():
             typer.echo(f"  {collection}: " + ", ".join(f"{op} {n}" for op, n in ops.items()))
@@ -724,7 +729,11 @@ def cutover_cmd(
         "--sample",
         min=0.01,
         max=100,
-        help="Reconcile a random P% of the keys inside the freeze (default: all of them).",
+        help="Also reconcile a random P% of the keys inside the freeze (default: none; every "
+        "changed key is verified anyway).",
+    ),
+    full: bool = typer.Option(
+        False, "--full", help="Also run a full reconcile inside the freeze (grows with the data)."
     ),
     workers: int = typer.Option(
         1, "--workers", min=1, help="Processes of the reconcile inside the freeze."
@@ -738,10 +747,11 @@ def cutover_cmd(
         "postgresql", "--to", help="postgresql (the migration) or arangodb (the way back)."
     ),
 ):
-    """Switch over: catch up, ask for the write freeze, apply the last changes, reconcile, and
-    say go (exit 0) or no-go (exit 1). The report gives the final tick and the freeze's length.
+    """Switch over: catch up, ask for the write freeze, apply the last changes, verify every key
+    changed since the copy against ArangoDB, and say go (exit 0) or no-go (exit 1: the report
+    names the keys and fields). The report gives the final tick and the freeze's length.
 
-    Example: etl cutover --sample 10
+    Example: etl cutover
     """
     from etl.sync.cutover import Cutover
 
@@ -766,17 +776,28 @@ def cutover_cmd(
         return typer.confirm("Are writes to ArangoDB frozen (application stopped or read-only)?")
 
     stopper = GracefulStop()
-    cut = Cutover(settings, confirm_freeze=confirm, sample=sample, workers=workers, say=typer.echo)
+    cut = Cutover(
+        settings,
+        confirm_freeze=confirm,
+        sample=sample,
+        full=full,
+        workers=workers,
+        say=typer.echo,
+    )
     try:
         with stopper:
             cut.job.should_stop = stopper.requested
             doc = cut.run()
     finally:
         _echo_sync(cut.job)
+    verified = sum((doc.get("keys_verified_in_freeze") or {}).values())
     typer.echo(
         f"cutover: {doc['verdict'].upper()}; final tick {doc.get('final_tick')}, writes frozen "
-        f"for {doc.get('freeze_seconds')} s; reconcile: {doc.get('reconcile_result')}"
+        f"for {doc.get('freeze_seconds')} s; {verified} changed keys verified in the freeze"
+        + (f"; reconcile: {doc['reconcile_result']}" if doc.get("reconcile_result") else "")
     )
+    for reason in doc.get("no_go_reasons") or []:
+        typer.echo(f"  no-go: {reason}")
     raise typer.Exit(0 if cut.go else 1)
 
 
@@ -1001,6 +1022,9 @@ def status_cmd(
         _echo_table(info["sync"])
         if info.get("sync_applied"):
             _echo_table(info["sync_applied"])
+        if info.get("sync_verified"):
+            typer.echo("\nChanged keys verified against ArangoDB (etl sync, etl cutover)")
+            _echo_table(info["sync_verified"])
     if info.get("fallback"):
         typer.echo("\nThe way back (etl fallback): change table and lag")
         _echo_table(info["fallback"])

@@ -30,6 +30,14 @@ from etl.sync.changes import Change
 from etl.transform import EdgeLink, Row, Transformer, Unmapped, row_id
 
 DANGLING_EDGE = "dangling_edge: an end of the edge is not in the target"
+BY_KEY = "key = any(%s)"
+# (research id, edge key, edge) of the given edge keys: one containment probe per key, which
+# the GIN index on metadata answers (a key's value in metadata.edges is the edge object)
+EDGES_BY_KEY = (
+    "select r.id::text, k.key, (r.metadata -> 'edges' -> k.key)::text"
+    " from unnest(%s::text[]) k(key) join {} r on r.metadata @> jsonb_build_object("
+    "'edges', jsonb_build_object(k.key, '{{}}'::jsonb))"
+)
 
 
 @dataclass
@@ -368,7 +376,7 @@ class Applier:
             "delete from etl_rejects where collection = %s and stage = 'link' and key = any(%s)",
             (cm.name, sorted(keys)),
         )
-        self._unlink(c, cm, table, "key = any(%s)", sorted(keys), out, False)
+        self._unlink(c, cm, table, BY_KEY, sorted(keys), out, False)
         if not links:
             return
         result = Loader(c, self.run_id).link_edges(links)
@@ -383,14 +391,15 @@ class Applier:
         with reject, they become dangling-edge rejects. The rows' job_id is recomputed."""
         if not values:
             return
-        found = c.execute(
-            sql.SQL(
+        if where == BY_KEY:  # through the metadata GIN index, not a scan of every row's edges
+            query = sql.SQL(EDGES_BY_KEY).format(sql.Identifier(table))
+        else:
+            query = sql.SQL(
                 "select r.id::text, e.key, e.value::text from {} r,"
                 " jsonb_each(case when jsonb_typeof(r.metadata -> 'edges') = 'object'"
                 " then r.metadata -> 'edges' else '{{}}' end) e where e." + where
-            ).format(sql.Identifier(table)),
-            (values,),
-        ).fetchall()
+            ).format(sql.Identifier(table))
+        found = c.execute(query, (values,)).fetchall()
         if not found:
             return
         by_row: dict[str, list[str]] = defaultdict(list)
@@ -398,15 +407,17 @@ class Applier:
             by_row[rid].append(key)
             if reject:
                 self._dangling(cm.name, key, jsonutil.loads(text), out)
-        for rid, ekeys in by_row.items():
-            c.execute(
-                sql.SQL(
-                    "update {} set metadata = case when (metadata -> 'edges') - %s::text[]"
-                    " = '{{}}' then metadata - 'edges' else jsonb_set(metadata, '{{edges}}',"
-                    " (metadata -> 'edges') - %s::text[]) end where id = %s"
-                ).format(sql.Identifier(table)),
-                (ekeys, ekeys, rid),
-            )
+        # one statement for every row (not one UPDATE per row): each row loses its own keys
+        pairs = [(rid, k) for rid, ekeys in by_row.items() for k in ekeys]
+        c.execute(
+            sql.SQL(
+                "update {} t set metadata = case when (t.metadata -> 'edges') - u.keys"
+                " = '{{}}' then t.metadata - 'edges' else jsonb_set(t.metadata, '{{edges}}',"
+                " (t.metadata -> 'edges') - u.keys) end from (select id, array_agg(key) keys"
+                " from unnest(%s::uuid[], %s::text[]) x(id, key) group by id) u where t.id = u.id"
+            ).format(sql.Identifier(table)),
+            ([p[0] for p in pairs], [p[1] for p in pairs]),
+        )
         if not reject:
             out.add(cm.name, "unlink", len(found))
         self._recompute_sets(c, cm, list(by_row))
@@ -432,7 +443,8 @@ class Applier:
             ).format(c=sql.Identifier(spec.sets), t=sql.Identifier(table)),
             (sorted(set(ids)),),
         ).fetchall()
-        for rid, current, metadata in rows:
+        wants: dict[str, str | None] = {}
+        for rid, _current, metadata in rows:
             edges = metadata.get("edges") if isinstance(metadata.get("edges"), dict) else {}
             want = None
             if edges:
@@ -444,19 +456,32 @@ class Applier:
                     v = str(v)
                 if isinstance(v, str) and v:
                     want = row_id(refs[0].collection, v)
-            if want is not None:
-                exists = c.execute(
-                    sql.SQL("select 1 from {} where id = %s").format(sql.Identifier(from_table)),
-                    (want,),
-                ).fetchone()
-                want = want if exists else None
-            if (want or None) != (current or None):
-                c.execute(
-                    sql.SQL("update {t} set {c} = %s where id = %s").format(
-                        t=sql.Identifier(table), c=sql.Identifier(spec.sets)
-                    ),
-                    (want, rid),
-                )
+            wants[rid] = want
+        # set-based: which wanted jobs exist, then one UPDATE for the rows that change
+        asked = sorted({w for w in wants.values() if w is not None})
+        exists = {
+            r
+            for (r,) in c.execute(
+                sql.SQL("select id::text from {} where id = any(%s::uuid[])").format(
+                    sql.Identifier(from_table)
+                ),
+                (asked,),
+            )
+        } if asked else set()  # fmt: skip
+        changed = [
+            (rid, want if want in exists else None)
+            for rid, current, _m in rows
+            for want in (wants[rid],)
+            if ((want if want in exists else None) or None) != (current or None)
+        ]
+        if changed:
+            c.execute(
+                sql.SQL(
+                    "update {t} t set {c} = u.want from unnest(%s::uuid[], %s::uuid[])"
+                    " u(id, want) where t.id = u.id"
+                ).format(t=sql.Identifier(table), c=sql.Identifier(spec.sets)),
+                ([r for r, _w in changed], [w for _r, w in changed]),
+            )
 
     def _retry_dangling_edges(self, c, upserted: dict[str, list[Row]], out: Applied) -> None:
         """An edge kept as a dangling reject links once both its ends exist."""
