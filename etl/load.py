@@ -53,6 +53,7 @@ class LoadOutcome:
 @dataclass
 class LinkOutcome:
     linked: int = 0
+    new: int = 0  # of `linked`: edges the target row did not hold before (reported as inserted)
     unchanged: int = 0
     dangling: list[EdgeLink] = field(
         default_factory=list
@@ -234,11 +235,19 @@ class Loader:
                         (link.key, link.target_id, link.job_id, jsonutil.dumps_str(link.edge))
                     )
             self.conn.execute("analyze pg_temp.etl_stage_edge")
+            held = {  # edges already in the target (the table etl_link_edges writes)
+                k
+                for (k,) in self.conn.execute(
+                    "select e.edge_key from pg_temp.etl_stage_edge e join research_results r"
+                    " on r.id = e.target_id where r.metadata -> 'edges' ? e.edge_key"
+                )
+            }
             for key, _target, status in self.conn.execute(
                 "select edge_key, target_id, status from etl_link_edges(%s)", (self.run_id,)
             ):
                 if status == "linked":
                     out.linked += 1
+                    out.new += key not in held
                 elif status == "unchanged":
                     out.unchanged += 1
                 else:

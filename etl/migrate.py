@@ -62,6 +62,7 @@ class Migration:
         on_collection: Callable[[str, int], None] | None = None,
         should_stop: Callable[[], bool] = lambda: False,
         retry_wait: Callable | None = None,
+        allow_missing: bool = False,
     ):
         self.settings = settings
         self.requested = collections or []
@@ -78,10 +79,12 @@ class Migration:
         self.on_collection = on_collection or (lambda c, total: None)
         self.should_stop = should_stop
         self.retry_wait = retry_wait
+        self.allow_missing = allow_missing  # --allow-missing: mapped collections the source lacks
         self.mapping = load_mapping(settings.migrate.mapping)
         self.run_id: str | None = None  # known once run() started
         self.summary: RunSummary | None = None
         self.report_paths: dict | None = None
+        self.report_error: str | None = None  # why the reports could not be written
 
     # -- set-up ------------------------------------------------------------------------------
     def open_run(self) -> Run:
@@ -185,7 +188,9 @@ class Migration:
         conn.commit()
         builder = pinner = None
         try:
-            names = select_collections(self.mapping, source, self.requested, self.all)
+            names = select_collections(
+                self.mapping, source, self.requested, self.all, allow_missing=self.allow_missing
+            )
             run.lock(names)
             by_table = writers(self.mapping, names)
             pipeline.fast = self.fast_path(conn, names)
@@ -240,6 +245,7 @@ class Migration:
             self.summary = summary
             if summary.collections:
                 self.report_paths = run.write_reports(summary.asdict())
+                self.report_error = run.report_error
             if run.locked and not self.dry_run:
                 run.finish(summary.state, summary=summary_counts(summary), error=summary.error)
             source.close()

@@ -113,7 +113,8 @@ def batch_counts(
     if link is not None:
         by_type["edge"] = Counts(
             read=len(t.edges),
-            updated=link.linked,
+            inserted=link.new,
+            updated=link.linked - link.new,
             unchanged=link.unchanged,
             rejected=len(link.dangling),
         )

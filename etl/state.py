@@ -137,15 +137,23 @@ def finish_run(
 
 def latest_resumable_run(conn, command: str = "migrate") -> dict | None:
     """The newest run of `command` that did not finish (running when killed, interrupted, failed)."""
+    from etl.owners import OWNER_SQL, owner
+
     cur = conn.execute(
-        "select run_id, state, options, source from etl_runs where command = %s"
+        f"select run_id, state, options, source, {OWNER_SQL} from etl_runs where command = %s"
         " and state in ('running', 'interrupted', 'failed') order by started_at desc limit 1",
         (command,),
     )
     row = cur.fetchone()
     if row is None:
         return None
-    return {"run_id": row[0], "state": row[1], "options": row[2], "source": row[3]}
+    return {
+        "run_id": row[0],
+        "state": row[1],
+        "options": row[2],
+        "source": row[3],
+        "owner": owner(row[4:]),  # who ran it, and whether it still does (etl/owners.py)
+    }
 
 
 def load_checkpoints(conn, run_id: str) -> dict[str, Checkpoint]:

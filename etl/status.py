@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from etl import pg, state
+from etl.owners import OWNER_SQL, owner
 
 
 def status(dsn: str, *, limit: int = 10) -> dict[str, list[dict]]:
@@ -10,11 +11,16 @@ def status(dsn: str, *, limit: int = 10) -> dict[str, list[dict]]:
         state.require_schema(conn)
         runs = _dicts(
             conn.execute(
-                "select run_id, command, state, started_at, finished_at, heartbeat_at, source, error"
-                " from etl_runs order by started_at desc limit %s",
+                "select run_id, command, state, started_at, finished_at, heartbeat_at, source, error,"
+                f" {OWNER_SQL} from etl_runs order by started_at desc limit %s",
                 (limit,),
             )
         )
+        for r in runs:  # a 'running' run whose owner is gone was interrupted (etl/owners.py)
+            o = owner([r.pop("host"), r.pop("pid"), r.pop("heartbeat_age")])
+            if r["state"] == "running" and not o.alive:
+                r["state"] = "interrupted"
+                r["error"] = r["error"] or f"stale: {o.why_stale()}"
         latest = conn.execute(
             "select run_id from etl_runs where command = 'migrate' order by started_at desc limit 1"
         ).fetchone()
@@ -41,7 +47,11 @@ def status(dsn: str, *, limit: int = 10) -> dict[str, list[dict]]:
         reconciles = _dicts(
             conn.execute(
                 "select distinct on (c.key) c.key as collection, r.run_id, r.finished_at,"
-                " c.value->>'status' as result, c.value->>'differences' as differences"
+                # a sampled reconcile compared only part of the keys: it says so
+                " case when c.value->>'sample_percent' is null then c.value->>'status'"
+                " else (c.value->>'status') || ' (sampled '"
+                " || trim_scale((c.value->>'sample_percent')::numeric) || '%)'"
+                " end as result, c.value->>'differences' as differences"
                 " from etl_runs r cross join lateral jsonb_each(coalesce(r.summary, '{}')) c"
                 " where r.command = 'reconcile' and r.state = 'finished'"
                 " order by c.key, r.started_at desc"

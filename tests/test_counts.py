@@ -46,7 +46,9 @@ def test_a_row_postgresql_refuses_is_one_reject_and_the_counts_balance(
     data, bad_key = resumes_with_one_postgresql_refuses(5)
     path = write_jsonl(tmp_path / "export", data)
 
-    first = run(schema_db, tmp_path, f"jsonl:{path}", all_=True, batch_size=batch_size)
+    first = run(
+        schema_db, tmp_path, f"jsonl:{path}", collections=["resumes"], batch_size=batch_size
+    )
     assert resume_counts(first) == {
         "read": 6,
         "inserted": 5,
@@ -55,7 +57,9 @@ def test_a_row_postgresql_refuses_is_one_reject_and_the_counts_balance(
         "rejected": 1,
         "balanced": True,
     }
-    again = run(schema_db, tmp_path, f"jsonl:{path}", all_=True, batch_size=batch_size)
+    again = run(
+        schema_db, tmp_path, f"jsonl:{path}", collections=["resumes"], batch_size=batch_size
+    )
     assert resume_counts(again) == {
         "read": 6,
         "inserted": 0,

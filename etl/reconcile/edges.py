@@ -201,4 +201,7 @@ def check_edges(
                     }
                 )
                 tc.extra += 1
+                if item[0] == "edge":  # one finding, not also an unbalanced count
+                    tc.loaded -= 1
+                    result.loaded -= 1
     tc.matched = tc.source_rows - tc.missing - tc.differing

@@ -397,6 +397,11 @@ class ArangoSource:
             )
         return out
 
+    def collection_names(self) -> list[str]:
+        """The non-system collections' names, without counting them."""
+        cols = self._retry("list collections", lambda: self._db.collections())
+        return sorted(c["name"] for c in cols if not (c.get("system") or c["name"].startswith("_")))
+
     def system_collections(self) -> list[str]:
         """The names of the database's system collections (`_graphs`, ...)."""
         cols = self._retry("list collections", lambda: self._db.collections())
