@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import psycopg
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from etl import pg, state
+from etl import derived, pg, state
 from etl.errors import Interrupted, is_transient
 from etl.fastpath import FastPath, lever_on, lz4_available
 from etl.generic import load as generic_load
@@ -160,6 +160,10 @@ class Pipeline:
         # document types whose tables were empty when the run started (etl/fastpath.py)
         self.fast: FastPath | None = None
         self._lz4: bool | None = None  # known at the first batch
+        # document types holding a column an edge sets (etl/derived.py recomputes it)
+        self._edge_set_types = {
+            cm.edge.to_document_type for cm in mapping.collections.values() if cm.edge
+        }
 
     def _batch_settings(self, c: psycopg.Connection) -> str:
         """The statement that opens each batch transaction: the run id for the audit triggers
@@ -351,6 +355,14 @@ class Pipeline:
                 else:
                     lo = loader.load(document_type, rows)
                 loads[document_type] = lo
+                if document_type in self._edge_set_types:  # the column an edge sets: one rule
+                    refused = {id(row) for row, _ in lo.rejected}
+                    derived.refresh_rows(
+                        c,
+                        self.mapping,
+                        document_type,
+                        [r.values["id"] for r in rows if id(r) not in refused],
+                    )
                 for row, reason in lo.rejected:
                     doc = docs_by_key.get(row.key, row.values)
                     rejects.append((collection, row.key, doc, reason, "load"))
@@ -364,7 +376,9 @@ class Pipeline:
                     lo.dangling = len({e["key"] for e in mine if e["problem"] == "dangling"})
                     ends += mine
             if t.edges:
-                link = loader.link_edges(t.edges)
+                es = derived.edge_set_for(self.mapping, collection)
+                assert es is not None  # an EdgeLink comes only from an edge collection
+                link = loader.link_edges(t.edges, es)
                 for e in link.dangling:
                     reason = "dangling_edge: an end of the edge is not in the target"
                     rejects.append(

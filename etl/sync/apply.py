@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from etl import jsonutil, state, target
+from etl import derived, jsonutil, state, target
 from etl.load import Loader
 from etl.mapping import CollectionMapping, Mapping
 from etl.results import now_iso
@@ -251,8 +251,7 @@ class Applier:
             if lo.forward_refs:
                 loader.relink_parents(target.table(dt), lo.forward_refs)
             kept = [r for r in batch if r.key not in refused]
-            if dt in self._edge_target_types():
-                self._own_job_reference(c, dt, kept)
+            derived.refresh_rows(c, self.mapping, dt, [r.values["id"] for r in kept])
             stored[dt] = [r for r in kept if r.values["id"] not in existing]
         return {dt: new for dt, new in stored.items() if new}
 
@@ -283,26 +282,6 @@ class Applier:
                 if value is not _NOT_CONSTANT and name not in target.JSONB_COLUMNS:
                     found[name] = value
             self._defaults[dt] = found
-
-    def _edge_target_types(self) -> set[str]:
-        return {cm.edge.to_document_type for cm in self.mapping.collections.values() if cm.edge}
-
-    def _own_job_reference(self, c, dt: str, rows: list[Row]) -> None:
-        """A research row without edges takes its job from its own document, NULL included (the
-        merge core keeps an edge-set job_id when the staged one is NULL)."""
-        for cm in self.mapping.collections.values():
-            if cm.edge is None or cm.edge.to_document_type != dt:
-                continue
-            column = cm.edge.sets
-            ids = [r.values["id"] for r in rows if r.values.get(column) is None]
-            if ids:
-                c.execute(
-                    sql.SQL(
-                        "update {t} set {c} = null where id = any(%s::uuid[]) and {c} is not null"
-                        " and coalesce(metadata -> 'edges', '{{}}') = '{{}}'"
-                    ).format(t=sql.Identifier(target.table(dt)), c=sql.Identifier(column)),
-                    (ids,),
-                )
 
     # -- late parents --------------------------------------------------------------------
     def _link_late_parents(self, c, upserted: dict[str, list[Row]]) -> None:
@@ -344,17 +323,10 @@ class Applier:
         ).fetchall()
         out = []
         for child_id, extra_value in found:
-            for p in ref.paths:  # the first path with a value decides, as in the transform
-                v = extra_value
-                for seg in p:
-                    v = v.get(seg) if isinstance(v, dict) else None
-                if v is None:
-                    continue
-                if isinstance(v, int) and not isinstance(v, bool):
-                    v = str(v)
-                if isinstance(v, str) and v in keys:
-                    out.append((child_id, row_id(ref.collection, v)))
-                break
+            # the first path with a value decides, as in the transform
+            k = derived.reference_key(derived.first_value(extra_value, ref.paths))
+            if k is not None and k in keys:
+                out.append((child_id, row_id(ref.collection, k)))
         return out
 
     # -- edges ---------------------------------------------------------------------------
@@ -370,12 +342,11 @@ class Applier:
         self._unlink(c, cm, table, "key = any(%s)", sorted(keys), out, False)
         if not links:
             return
-        result = Loader(c, self.run_id).link_edges(links)
+        result = Loader(c, self.run_id).link_edges(links, self._edge_set(cm))
         out.add(cm.name, "link", result.linked)
         out.add(cm.name, "unchanged", result.unchanged)
         for e in result.dangling:
             self._dangling(cm.name, e.key, e.edge, out)
-        self._recompute_sets(c, cm, [link.target_id for link in links])
 
     def _unlink(self, c, cm, table: str, where: str, values: list, out, reject: bool) -> None:
         """Remove the matching entries of metadata.edges (each as jsonb_each's key/value);
@@ -410,51 +381,14 @@ class Applier:
             out.add(cm.name, "unlink", len(found))
         self._recompute_sets(c, cm, list(by_row))
 
+    def _edge_set(self, cm: CollectionMapping) -> derived.EdgeSet:
+        es = derived.edge_set_for(self.mapping, cm.name)
+        assert es is not None
+        return es
+
     def _recompute_sets(self, c, cm: CollectionMapping, ids: list[str]) -> None:
-        """The column an edge sets (job_id) = the job of the row's greatest edge key (the last
-        one a migrate reads); without edges, the reference of the row's own document."""
-        spec = cm.edge
-        dt = spec.to_document_type
-        table = target.table(dt)
-        from_table = self.mapping.for_collection(spec.from_collection).targets()[0].table
-        refs = [
-            r
-            for tg in self.mapping.collections[spec.to_collection].targets()
-            if tg.document_type == dt
-            for r in tg.references
-            if r.name == spec.sets
-        ]
-        rows = c.execute(
-            sql.SQL(
-                "select id::text, {c}::text, metadata from {t} where id = any(%s::uuid[])"
-            ).format(c=sql.Identifier(spec.sets), t=sql.Identifier(table)),
-            (sorted(set(ids)),),
-        ).fetchall()
-        for rid, current, metadata in rows:
-            edges = metadata.get("edges") if isinstance(metadata.get("edges"), dict) else {}
-            want = None
-            if edges:
-                frm = edges[max(edges)].get("_from", "")
-                want = row_id(spec.from_collection, frm.partition("/")[2])
-            elif refs:
-                v = _first_value(metadata.get("extra") or {}, refs[0].paths)
-                if isinstance(v, int) and not isinstance(v, bool):
-                    v = str(v)
-                if isinstance(v, str) and v:
-                    want = row_id(refs[0].collection, v)
-            if want is not None:
-                exists = c.execute(
-                    sql.SQL("select 1 from {} where id = %s").format(sql.Identifier(from_table)),
-                    (want,),
-                ).fetchone()
-                want = want if exists else None
-            if (want or None) != (current or None):
-                c.execute(
-                    sql.SQL("update {t} set {c} = %s where id = %s").format(
-                        t=sql.Identifier(table), c=sql.Identifier(spec.sets)
-                    ),
-                    (want, rid),
-                )
+        """The column an edge sets, by the one rule (etl/derived.py)."""
+        derived.refresh(c, self._edge_set(cm), ids)
 
     def _retry_dangling_edges(self, c, upserted: dict[str, list[Row]], out: Applied) -> None:
         """An edge kept as a dangling reject links once both its ends exist."""
@@ -484,7 +418,7 @@ class Applier:
                     links.append(t)
             if not links:
                 continue
-            result = Loader(c, self.run_id).link_edges(links)
+            result = Loader(c, self.run_id).link_edges(links, self._edge_set(cm))
             still = {e.key for e in result.dangling}
             done = [link.key for link in links if link.key not in still]
             if done:
@@ -494,7 +428,6 @@ class Applier:
                     (cm.name, done),
                 )
                 out.add(cm.name, "link", len(done))
-                self._recompute_sets(c, cm, [e.target_id for e in links if e.key not in still])
 
 
 _NOT_CONSTANT = object()
@@ -514,13 +447,3 @@ def _constant(expr: str | None):
     if re.fullmatch(r"-?\d+", e):
         return int(e)
     return _NOT_CONSTANT
-
-
-def _first_value(doc: dict, paths) -> object:
-    for p in paths:
-        v = doc
-        for seg in p:
-            v = v.get(seg) if isinstance(v, dict) else None
-        if v is not None:
-            return v
-    return None
