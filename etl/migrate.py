@@ -166,6 +166,7 @@ class Migration:
             should_stop=self.should_stop,
             retry_wait=self.retry_wait,
         )
+        pipeline.whole_collection = self.since_key is None
         conn = pipeline.conn
         summary = RunSummary(
             run_id=run.run_id,

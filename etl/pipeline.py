@@ -160,6 +160,9 @@ class Pipeline:
         # document types whose tables were empty when the run started (etl/fastpath.py)
         self.fast: FastPath | None = None
         self._lz4: bool | None = None  # known at the first batch
+        # False when the run starts after a key (--since-key): it does not read every key, so
+        # it cannot tell which earlier rejects are of removed documents
+        self.whole_collection = True
         # document types holding a column an edge sets (etl/derived.py recomputes it)
         self._edge_set_types = {
             cm.edge.to_document_type for cm in mapping.collections.values() if cm.edge
@@ -274,6 +277,8 @@ class Pipeline:
 
         def attempt(c):
             linked = self.relink_pending(c, collection) if store.ends_collection else {}
+            if done and store.ends_collection and self.whole_collection and not self.dry_run:
+                state.forget_stale_rejects(c, self.run_id, collection)
             if done and not self.dry_run:
                 store.take(c)
                 final = replace(cp, done=True, counts=Counts(**vars(result.counts)))
@@ -385,6 +390,8 @@ class Pipeline:
                         (collection, e.key, docs_by_key.get(e.key, e.edge), reason, "link")
                     )
             counts, by_type = batch_counts(t, loads, link)
+            if not self.dry_run:  # only live rejects: a key read again loses its old ones
+                state.forget_rejects(c, collection, [d.get("_key") for d in docs_by_key.values()])
             state.write_rejects(c, self.run_id, rejects)
             new_cp = replace(cp, position=batch.position, done=False, batches=cp.batches + 1)
             new_cp.counts = Counts(**vars(cp.counts))

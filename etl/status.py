@@ -47,6 +47,13 @@ def status(dsn: str, *, limit: int = 10) -> dict[str, list[dict]]:
                 " order by c.key, r.started_at desc"
             )
         )
+        # the reject store holds only live rejects (a key read again loses its old ones)
+        rejects = _dicts(
+            conn.execute(
+                "select collection, stage, count(*) as rejects from etl_rejects"
+                " group by collection, stage order by collection, stage"
+            )
+        )
         sync, sync_applied = [], []
         if conn.execute("select to_regclass('etl_wal_positions') is not null").fetchone()[0]:
             # lag in seconds: since the follower last read everything there was
@@ -75,6 +82,7 @@ def status(dsn: str, *, limit: int = 10) -> dict[str, list[dict]]:
         "checkpoints": checkpoints,
         "work_units": work_units,
         "reconciles": reconciles,
+        "rejects": rejects,
     }
 
 

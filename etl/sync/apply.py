@@ -52,6 +52,7 @@ class Plan:
     edge_upserts: dict[str, list[EdgeLink]] = field(default_factory=lambda: defaultdict(list))
     edge_touched: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     docs: dict[tuple[str, str], dict] = field(default_factory=dict)
+    keys: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # changed keys
     out: Applied = field(default_factory=Applied)
 
 
@@ -85,6 +86,7 @@ class Applier:
         for name in self._order(by_collection):
             cm = self.mapping.for_collection(name)
             for ch in by_collection[name]:
+                plan.keys[name].add(ch.key)
                 if cm is None:
                     out.add(name, "skipped")
                     continue
@@ -120,6 +122,8 @@ class Applier:
         if self._defaults is None:
             self.load_defaults(c)
         c.execute("select set_config('etl.run_id', %s, true)", (self.run_id,))
+        for name, keys in plan.keys.items():  # only live rejects: the changes say what is now
+            state.forget_rejects(c, name, keys)
         self._remove(c, plan.gone, out)
         upserted = self._upsert(c, plan.rows, plan.docs, out)  # only rows not there before
         self._link_late_parents(c, upserted)
