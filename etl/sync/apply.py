@@ -61,6 +61,9 @@ class Applier:
         self.mapping = mapping
         self.run_id = run_id
         self._defaults: dict[str, dict[str, object]] | None = None
+        # collection -> tick at or below which its changes are already in the target (its
+        # copy's start; after a re-copy, the follower's old position for the others)
+        self.floors: dict[str, int] = {}
 
     # -- entry points --------------------------------------------------------------------
     def apply(self, c: psycopg.Connection, changes: list[Change]) -> Applied:
@@ -75,6 +78,8 @@ class Applier:
         out = plan.out
         last: dict[tuple[str, str], Change] = {}
         for ch in changes:
+            if ch.tick <= self.floors.get(ch.collection, 0):  # the copy already holds it
+                continue
             if last.pop((ch.collection, ch.key), None) is not None:  # the later change wins
                 out.add(ch.collection, "superseded")
             last[(ch.collection, ch.key)] = ch  # at the position of its last change

@@ -87,32 +87,18 @@ class Follower:
         database = self.source.settings.database
         with pg.connect(self.dsn) as conn:
             positions.require_tables(conn)
-            base = positions.migrate_base(conn)
-            if base is None:
-                raise PermanentError(
-                    "no finished migrate run has a WAL position to follow from",
-                    hint="run `etl migrate --all` from the live ArangoDB (or `etl sync mark` "
-                    "before arangodump, then migrate the dump)",
-                )
-            newest, start = base
             fol = positions.follower(conn)
-            if fol is None or fol.base_run_id != newest:
-                if fol is not None:
-                    log.info("following the copy of migrate run %s from now on", newest)
-                fol = Position(
-                    run_id=positions.FOLLOWER,
-                    kind="follow",
-                    database=start.database or database,
-                    server_id=start.server_id,
-                    server_version=start.server_version,
-                    syncer_id=start.syncer_id or wal.new_syncer_id(),
-                    start_tick=start.start_tick,
-                    from_tick=start.start_tick,
-                    base_run_id=newest,
-                    collections=start.collections,
+            begin = positions.follow_start(conn, fol, database)
+            fol = begin.position
+            self.applier.floors = begin.floors
+            if begin.recopied:
+                log.info(
+                    "following the copy of migrate run %s: %s caught up from their copy's "
+                    "start, from tick %d",
+                    fol.base_run_id,
+                    ", ".join(begin.recopied),
+                    fol.from_tick,
                 )
-                positions.record(conn, fol)
-                conn.execute("delete from etl_sync_applied where run_id = %s", (fol.run_id,))
             conn.commit()
         if fol.database and fol.database != database:
             raise PermanentError(
