@@ -45,6 +45,10 @@ class LoadOutcome:
         return self
 
 
+# the reject reason of an edge whose end is not in the target (migrate and sync alike)
+DANGLING_EDGE = "dangling_edge: an end of the edge is not in the target"
+
+
 @dataclass
 class LinkOutcome:
     linked: int = 0

@@ -82,6 +82,13 @@ class _Bad(Exception):
 # -- value rules ----------------------------------------------------------------------------
 
 
+def not_a_row(collection: str, doc: Any, t: Reject | Unmapped) -> tuple:
+    """The etl_rejects record of a document that is not a row (state.write_rejects), the same
+    for migrate and sync: (collection, key, document, reason, stage)."""
+    stage = "unmapped" if isinstance(t, Unmapped) else "transform"
+    return (collection, t.key, doc, t.reason, stage)
+
+
 def reference_key(raw: Any) -> str | None:
     """The key a reference value names: a non-empty string, or an integer's decimal string;
     anything else names no row (the column stays NULL, with a warning)."""

@@ -62,3 +62,20 @@ def test_sync_keeps_only_live_rejects(schema_db, tmp_path):
             with conn.transaction():
                 applier.apply(conn, batch)
     assert reject_keys(schema_db, "resumes") == [keys[2]]
+
+
+def test_an_edge_moved_off_a_removed_job_in_the_same_batch_is_no_reject(schema_db, tmp_path):
+    """Found by the property test: the job's removal made its edge a dangling reject, and the
+    edge's move to another job (same batch) linked it again; the reject must not stay."""
+    s0 = state_of(generate(20, seed=44))
+    migrate(schema_db, write_jsonl(s0, tmp_path / "s0"), tmp_path)
+    edge = next(iter(s0["job_research"].values()))
+    job = edge["_from"].partition("/")[2]
+    other = next(k for k in s0["jobs"] if k != job)
+    ch = Changes(copy.deepcopy(s0))
+    ch.remove("jobs", job)
+    ch.put("job_research", {**edge, "_from": f"jobs/{other}"})
+    applier = Applier(load_mapping(settings_for(schema_db, tmp_path).migrate.mapping), "sync-t")
+    with psycopg.connect(schema_db) as conn, conn.transaction():
+        applier.apply(conn, ch.batches[0])
+    assert edge["_key"] not in reject_keys(schema_db, "job_research")

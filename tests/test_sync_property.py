@@ -239,6 +239,7 @@ def test_following_equals_a_fresh_migrate(
     @settings(
         max_examples=int(os.environ.get("ETL_PROPERTY_EXAMPLES", "3")),
         deadline=None,
+        database=None,  # no example database in the checkout; a failure prints its example
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
     @given(

@@ -37,7 +37,9 @@ def test_recopy_one_collection_keeps_the_follower(schema_db, tmp_path, arango_se
     assert r.returncode == 0, r.stderr
     before = applied(schema_db)
     assert before[("resumes", "insert")] == 5
-    followed = int(scalar(schema_db, "select from_tick from etl_wal_positions where kind = 'follow'"))
+    followed = int(
+        scalar(schema_db, "select from_tick from etl_wal_positions where kind = 'follow'")
+    )
 
     # changes before the re-copy (the copy of jobs holds the job ones), the re-copy, changes after
     for i in range(4):

@@ -22,13 +22,11 @@ import psycopg
 from psycopg import sql
 
 from etl import derived, jsonutil, state, target
-from etl.load import Loader
+from etl.load import DANGLING_EDGE, Loader
 from etl.mapping import CollectionMapping, Mapping
 from etl.results import now_iso
 from etl.sync.changes import Change
-from etl.transform import EdgeLink, Row, Transformer, Unmapped, row_id
-
-DANGLING_EDGE = "dangling_edge: an end of the edge is not in the target"
+from etl.transform import EdgeLink, Row, Transformer, Unmapped, not_a_row, row_id
 
 
 @dataclass
@@ -113,8 +111,7 @@ class Applier:
                 elif t is None:
                     out.add(name, "remove")
                 else:  # Reject / Unmapped: a fresh migrate would keep it in etl_rejects
-                    stage = "unmapped" if isinstance(t, Unmapped) else "transform"
-                    out.rejects.append((name, ch.key, ch.doc, t.reason, stage))
+                    out.rejects.append(not_a_row(name, ch.doc, t))
                     out.add(name, "unmapped" if isinstance(t, Unmapped) else "reject")
                 for table in tables:
                     plan.gone[table].add(row_id(name, ch.key))
@@ -348,6 +345,11 @@ class Applier:
             "delete from etl_rejects where collection = %s and stage = 'link' and key = any(%s)",
             (cm.name, sorted(keys)),
         )
+        # and the dangling-edge rejects this batch made of them so far (a removed job's edge
+        # that moved in the same batch): they are decided again below
+        out.rejects[:] = [
+            r for r in out.rejects if not (r[0] == cm.name and r[4] == "link" and r[1] in keys)
+        ]
         self._unlink(c, cm, table, "key = any(%s)", sorted(keys), out, False)
         if not links:
             return

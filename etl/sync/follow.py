@@ -16,13 +16,13 @@ from psycopg import sql
 from etl import pg, target
 from etl.errors import Interrupted, PermanentError
 from etl.mapping import Mapping
-from etl.pipeline import Pipeline
 from etl.sources import wal
 from etl.sources.arango import ArangoSource
 from etl.sync import positions
 from etl.sync.apply import Applier
 from etl.sync.changes import Change, ChangeStream, CollectionEvent
 from etl.sync.positions import Position
+from etl.writer import Writer
 
 log = logging.getLogger("etl.sync")
 
@@ -71,9 +71,7 @@ class Follower:
         self.should_stop = should_stop
         self.metrics = metrics
         self.idle_wait = idle_wait
-        self.pipeline = Pipeline(
-            settings, mapping, run_id, dsn, batch_size=1, retry_wait=retry_wait
-        )
+        self.writer = Writer(dsn, settings.postgres.retry_attempts, retry_wait)
         self.applier = Applier(mapping, run_id)
         self.position: Position | None = None
         self.outcome: SyncOutcome | None = None  # the last run()'s, also when it raised
@@ -222,7 +220,7 @@ class Follower:
                 p.collections = dict(stream.names)
                 out.transactions_aborted = stream.aborted
                 out.seconds = time.perf_counter() - t0
-                self.pipeline.close()
+                self.writer.close()
         return out
 
     def _flush(self, committer, stream, pending, F, L, out, *, caught_up: bool, force=False):
@@ -269,7 +267,7 @@ class Follower:
             return applied
 
         self._wait(out)  # the previous batch: committed (or its error raised) first
-        self._inflight = (committer.submit(self.pipeline.in_transaction, attempt), (F, L))
+        self._inflight = (committer.submit(self.writer.in_transaction, attempt), (F, L))
 
     def _wait(self, out: SyncOutcome) -> None:
         """The batch in flight, committed: its counts taken, its position saved."""
