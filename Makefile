@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install test lint format demo bench soak clean
+.PHONY: install test lint typecheck format demo bench soak clean
 
 install: $(VENV)/.installed
 
@@ -19,6 +19,10 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# mypy: the whole etl package, strict for the engine modules (pyproject.toml [tool.mypy])
+typecheck: install
+	$(VENV)/bin/mypy
 
 format: install
 	$(VENV)/bin/ruff check --fix .

@@ -32,7 +32,7 @@ for _i in range(0x20):
     _ESCAPES.setdefault(chr(_i), f"\\u{_i:04x}")
 
 
-def _escape_char(m: re.Match) -> str:
+def _escape_char(m: re.Match[str]) -> str:
     return _ESCAPES[m.group()]
 
 
@@ -77,11 +77,11 @@ def _float(f: float) -> str:
 # Documents repeat the same shapes: the jsonb order of a dict's keys (and a key's quoted text)
 # is computed once per distinct key tuple (key), at most _CACHE entries each.
 _CACHE = 4096
-_key_order: dict[tuple, list[str]] = {}
+_key_order: dict[tuple[str, ...], list[str]] = {}
 _quoted_keys: dict[str, str] = {}
 
 
-def _ordered(v: dict) -> list[str]:
+def _ordered(v: dict[str, Any]) -> list[str]:
     keys = tuple(v)
     order = _key_order.get(keys)
     if order is None:
@@ -100,7 +100,7 @@ def _key(k: str) -> str:
     return q
 
 
-def _render(v: Any, out: list) -> None:
+def _render(v: Any, out: list[str]) -> None:
     # exact types first (what the decoders and the transform make), by frequency; then the
     # subclasses through isinstance; bool before int
     t = type(v)
@@ -147,7 +147,7 @@ def _render(v: Any, out: list) -> None:
         _render_other(v, out)
 
 
-def _render_other(v: Any, out: list) -> None:
+def _render_other(v: Any, out: list[str]) -> None:
     """Subclasses of the JSON types, and Decimal (loads_exact)."""
     if isinstance(v, Decimal):
         out.append(_decimal(v))

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -15,6 +16,10 @@ from etl.errors import EtlError, Interrupted
 from etl.settings import Settings, load_settings
 from etl.signals import GracefulStop
 from etl.units import LEASE_SECONDS
+
+if TYPE_CHECKING:
+    from etl.migrate import Migration
+    from etl.parallel import ParallelMigration
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -453,7 +458,7 @@ def migrate_cmd(
     if workers > 1:
         from etl.parallel import ParallelMigration
 
-        job = ParallelMigration(migration, workers, lease_seconds)
+        job: Migration | ParallelMigration = ParallelMigration(migration, workers, lease_seconds)
     else:
         job = migration
     exit_code = 0
@@ -632,7 +637,7 @@ def sync_renew_cmd(
     with pg.connect(pg.resolve_dsn(settings)) as conn:
         positions.require_tables(conn)
         p = positions.latest(conn, "mark")
-    if p is None:
+    if p is None or p.syncer_id is None:
         raise PermanentError("no mark to renew", hint="run `etl sync mark` first")
     with ArangoSource(settings.arango) as source:
         WalReader(source).pin(p.start_tick, p.syncer_id)
@@ -737,7 +742,7 @@ def reconcile_cmd(
     )
     reports_existed = Path(settings.migrate.reports_dir).exists()
     progress = Progress()
-    current = {"name": None}
+    current: dict[str, str | None] = {"name": None}
 
     def on_progress(name: str, done: int, total: int | None) -> None:
         if name != current["name"] or done < (progress.bar.n if progress.bar is not None else 0):
@@ -763,15 +768,14 @@ def reconcile_cmd(
         raise Interrupted("reconcile stopped; it changed nothing (run it again)") from None
     finally:
         progress.close()
-        summary = getattr(rec, "summary", None)
-        paths = getattr(rec, "report_paths", None)
-        if summary is not None and paths:
-            typer.echo(render_table(summary.asdict()))
-            result = "differences found" if summary.has_differences else "everything matches"
+        final, paths = rec.summary, rec.report_paths
+        if final is not None and paths:
+            typer.echo(render_table(final.asdict()))
+            result = "differences found" if final.has_differences else "everything matches"
             typer.echo(
-                f"run {summary.run_id}: {summary.state}, {result}; report {paths['md']} and {paths['json']}"
+                f"run {final.run_id}: {final.state}, {result}; report {paths['md']} and {paths['json']}"
             )
-    _announce_reports(settings, reports_existed, getattr(rec, "report_paths", None))
+    _announce_reports(settings, reports_existed, rec.report_paths)
     raise typer.Exit(exit_code)
 
 

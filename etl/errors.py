@@ -49,7 +49,7 @@ _TRANSIENT_SQLSTATE_PREFIXES = ("08", "40001", "40P01", "57P01", "57P02", "57P03
 
 
 def is_transient_sqlstate(sqlstate: str | None) -> bool:
-    return bool(sqlstate) and sqlstate.startswith(_TRANSIENT_SQLSTATE_PREFIXES)
+    return sqlstate is not None and sqlstate.startswith(_TRANSIENT_SQLSTATE_PREFIXES)
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -28,14 +28,19 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import sql
 
-from etl import jsonutil
+from etl import jsonutil, pg
 from etl.errors import is_transient
 from etl.load import Loader, LoadOutcome, row_level_error
+from etl.pg import scalar
 from etl.target import JSONB_COLUMNS
+
+if TYPE_CHECKING:
+    from etl.transform import Row
 
 log = logging.getLogger("etl.fastpath")
 
@@ -57,10 +62,11 @@ def lz4_available(conn: psycopg.Connection) -> bool:
     """PostgreSQL 14+ built with lz4 offers it for default_toast_compression; elsewhere the
     setting does not exist or refuses the value, and rows keep the server's pglz."""
     return bool(
-        conn.execute(
+        scalar(
+            conn,
             "select coalesce((select 'lz4' = any(enumvals) from pg_settings"
-            " where name = 'default_toast_compression'), false)"
-        ).fetchone()[0]
+            " where name = 'default_toast_compression'), false)",
+        )
     )
 
 
@@ -69,9 +75,7 @@ def empty_tables(conn: psycopg.Connection, tables: list[str]) -> set[str]:
     return {
         t
         for t in tables
-        if not conn.execute(
-            sql.SQL("select exists (select 1 from {})").format(sql.Identifier(t))
-        ).fetchone()[0]
+        if not scalar(conn, sql.SQL("select exists (select 1 from {})").format(sql.Identifier(t)))
     }
 
 
@@ -83,9 +87,7 @@ class _Table:
     """What the fast path needs to know of a target table, read once from the catalog."""
 
     def __init__(self, conn: psycopg.Connection, document_type: str):
-        self.name = conn.execute(
-            "select etl_document_table(%s)::text", (document_type,)
-        ).fetchone()[0]
+        self.name = scalar(conn, "select etl_document_table(%s)::text", (document_type,))
         rows = conn.execute(
             "select a.attname, pg_get_expr(d.adbin, d.adrelid),"
             " exists (select 1 from pg_depend p join pg_proc f on f.oid = p.refobjid"
@@ -150,11 +152,13 @@ class FastPath:
             t = self._tables[document_type] = _Table(conn, document_type)
         return t
 
-    def _copy(self, conn: psycopg.Connection, document_type: str, rows: Sequence) -> LoadOutcome:
+    def _copy(
+        self, conn: psycopg.Connection, document_type: str, rows: Sequence[Row]
+    ) -> LoadOutcome:
         t = self._table(conn, document_type)
         out = LoadOutcome()
         # the last copy of a repeated id wins (the merge's 'superseded' are counted unchanged)
-        last: dict[object, object] = {}
+        last: dict[object, Row] = {}
         for row in rows:
             last[row.values.get("id")] = row
         batch = list(last.values())
@@ -184,7 +188,7 @@ class FastPath:
                     missing.setdefault(col, set()).add(value)
         defaults = {}
         if t.defaults_sql is not None:  # in this transaction: now() is the merge's instant
-            defaults = dict(zip(t.defaults, conn.execute(t.defaults_sql).fetchone(), strict=True))
+            defaults = dict(zip(t.defaults, pg.one(conn, t.defaults_sql), strict=True))
         dumps = jsonutil.dumps_str
         columns = t.columns
         with conn.cursor().copy(t.copy_sql) as copy:

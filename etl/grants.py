@@ -11,6 +11,7 @@ import psycopg
 from psycopg import sql
 
 from etl import target
+from etl.pg import scalar
 
 # the document tables: the merge core upserts; etl sync deletes the rows of removed documents
 WRITE = ("SELECT", "INSERT", "UPDATE", "DELETE")
@@ -40,7 +41,7 @@ def loader_grants(conn: psycopg.Connection) -> list[Grant]:
     tables read or write (trigger functions run with the loader's rights), their sequences,
     and the schema's functions."""
     schema = _schema_of(conn, target.table(target.DOCUMENT_TYPES[0]))
-    tables = dict(
+    tables: dict[str, str] = dict(
         conn.execute(
             "select c.relname, format('%%I.%%I', n.nspname, c.relname) from pg_class c"
             " join pg_namespace n on n.oid = c.relnamespace"
@@ -64,11 +65,11 @@ def loader_grants(conn: psycopg.Connection) -> list[Grant]:
     need("migration_history", READ, "the schema version check")
     need(target.AUDIT_TABLE, ("SELECT", "INSERT"), "reconcile's audit entries")
     written = [t for t, p in privileges.items() if "INSERT" in p or "UPDATE" in p]
-    for table, privs in _trigger_tables(conn, schema, written, list(tables)).items():
-        need(table, privs, "used by a trigger on a table the loader writes")
+    for table, used in _trigger_tables(conn, schema, written, list(tables)).items():
+        need(table, used, "used by a trigger on a table the loader writes")
 
     order = {"DATABASE": 0, "SCHEMA": 1, "TABLE": 2, "SEQUENCE": 3, "FUNCTION": 4}
-    db = conn.execute("select quote_ident(current_database())").fetchone()[0]
+    db = scalar(conn, "select quote_ident(current_database())")
     out = [
         Grant("DATABASE", db, ("CONNECT", "TEMPORARY"), "connect; session stage tables"),
         Grant("SCHEMA", _quote(conn, schema), ("USAGE",), "reach the tables"),
@@ -85,7 +86,7 @@ def loader_grants(conn: psycopg.Connection) -> list[Grant]:
 
 def _generic_grants(conn: psycopg.Connection) -> list[Grant]:
     """The generic tables (etl apply-schema --mapping), their schemas and helper functions."""
-    if conn.execute("select to_regclass('migration_history') is null").fetchone()[0]:
+    if scalar(conn, "select to_regclass('migration_history') is null"):
         return []
     rows = conn.execute(
         "select n.nspname, format('%%I', n.nspname), format('%%I.%%I', n.nspname, c.relname)"
@@ -134,7 +135,7 @@ def _schema_of(conn, table: str) -> str:
 
 
 def _quote(conn, name: str) -> str:
-    return conn.execute("select quote_ident(%s)", (name,)).fetchone()[0]
+    return scalar(conn, "select quote_ident(%s)", (name,))
 
 
 def _ordered(privs: set[str]) -> tuple[str, ...]:

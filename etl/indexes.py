@@ -14,10 +14,12 @@ from __future__ import annotations
 import logging
 import re
 import time
+from concurrent.futures import Future
 
 import psycopg
 from psycopg import sql
 
+from etl.pg import scalar
 from etl.target import ident
 
 log = logging.getLogger("etl.indexes")
@@ -33,9 +35,7 @@ def defer(conn: psycopg.Connection, run_id: str, tables: list[str]) -> list[str]
     dropped: list[str] = []
     with conn.transaction():
         for table in _owned(conn, tables, "kept its indexes for the load (slower)"):
-            if conn.execute(
-                sql.SQL("select exists (select 1 from {})").format(ident(table))
-            ).fetchone()[0]:
+            if scalar(conn, sql.SQL("select exists (select 1 from {})").format(ident(table))):
                 continue
             rows = conn.execute(
                 "select i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid),"
@@ -83,7 +83,7 @@ def _owned(conn: psycopg.Connection, tables: list[str], otherwise: str) -> list[
     ]
     others = [t for t in tables if t not in owned]
     if others:
-        who = conn.execute("select current_user").fetchone()[0]
+        who = scalar(conn, "select current_user")
         log.warning(
             "role %s does not own %s: %s (index builds need the owner: run etl migrate as the"
             " owner for them, or set migrate.defer_indexes = false to silence this)",
@@ -174,7 +174,7 @@ class BackgroundBuilder:
         # Two builds at once also while collections load: measured faster than one at a time
         # (the full-text builds are the longest tasks of a run and start sooner).
         self._pool = ThreadPoolExecutor(max_workers=connections, thread_name_prefix="etl-index")
-        self._futures = []
+        self._futures: list[Future[list[tuple[str, float]]]] = []
         self._queued: set[str] = set()
 
     def submit(self, tables: list[str] | None) -> None:

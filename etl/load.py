@@ -5,8 +5,9 @@ each; transient errors go up to the batch retry.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -15,7 +16,11 @@ from etl import derived, jsonutil, target
 from etl.errors import is_transient
 from etl.generic import load as generic_load
 from etl.generic.names import is_generic
+from etl.pg import scalar
 from etl.target import JSONB_COLUMNS
+
+if TYPE_CHECKING:
+    from etl.transform import EdgeLink, Row
 
 # SQLSTATE classes that mean "this row's data is not acceptable": data exceptions (22),
 # integrity violations (23), RAISE from a validation trigger (P0001), program limits such as a
@@ -30,7 +35,7 @@ class LoadOutcome:
     updated: int = 0
     unchanged: int = 0
     dangling: int = 0
-    rejected: list[tuple[object, str]] = field(default_factory=list)  # (row, reason)
+    rejected: list[tuple[Row, str]] = field(default_factory=list)  # (row, reason)
     # (row id, intended parent id) of references to a row of the same table that was not
     # there yet (a parent later in the stream); relink_parents() sets them at the end
     forward_refs: list[tuple[str, str]] = field(default_factory=list)
@@ -53,7 +58,9 @@ DANGLING_EDGE = "dangling_edge: an end of the edge is not in the target"
 class LinkOutcome:
     linked: int = 0
     unchanged: int = 0
-    dangling: list[object] = field(default_factory=list)  # EdgeLink objects whose ends are missing
+    dangling: list[EdgeLink] = field(
+        default_factory=list
+    )  # EdgeLink objects whose ends are missing
 
 
 def row_level_error(exc: psycopg.Error) -> bool:
@@ -79,9 +86,7 @@ class Loader:
 
     # -- documents -------------------------------------------------------------------------
     def _stage_columns(self, document_type: str) -> tuple[str, list[str]]:
-        stage = self.conn.execute(
-            "select etl_prepare_stage(%s)::text", (document_type,)
-        ).fetchone()[0]
+        stage = scalar(self.conn, "select etl_prepare_stage(%s)::text", (document_type,))
         if document_type not in self._columns:
             cols = self.conn.execute(
                 "select attname from pg_attribute where attrelid = %s::regclass"
@@ -91,7 +96,7 @@ class Loader:
             self._columns[document_type] = [c[0] for c in cols]
         return stage, self._columns[document_type]
 
-    def load(self, document_type, rows: Sequence) -> LoadOutcome:
+    def load(self, document_type: str, rows: Sequence[Row]) -> LoadOutcome:
         """Upsert rows (transform.Row) of one document type (or generic target: its
         schema-qualified table, or the GenericTarget); bad rows come back as rejects."""
         document_type = getattr(document_type, "document_type", document_type)
@@ -115,7 +120,7 @@ class Loader:
             out += self.load(document_type, rows[mid:])
             return out
 
-    def _copy_and_merge(self, document_type: str, rows: Sequence) -> LoadOutcome:
+    def _copy_and_merge(self, document_type: str, rows: Sequence[Row]) -> LoadOutcome:
         if is_generic(document_type):  # a generic table (etl/generic/load.py)
             actions = generic_load.copy_and_merge(self.conn, document_type, rows)
             out = LoadOutcome(inserted=sum(a == "inserted" for _, a in actions))
@@ -192,10 +197,9 @@ class Loader:
                 except psycopg.Error as exc:
                     if not row_level_error(exc):
                         raise
-                    for (
-                        child,
-                        parent,
-                    ) in chunk:  # find the links the database refuses, keep the rest
+                    # one link at a time: keep the ones the database accepts (the loop's names
+                    # must not shadow `parent`, the parent table)
+                    for child_id, parent_id in chunk:
                         try:
                             with self.conn.transaction():
                                 linked += self.conn.execute(
@@ -206,7 +210,7 @@ class Loader:
                                     ).format(
                                         t=sql.Identifier(table), c=sql.Identifier(column), p=parent
                                     ),
-                                    (parent, child, parent),
+                                    (parent_id, child_id, parent_id),
                                 ).rowcount
                         except psycopg.Error as exc2:
                             if not row_level_error(exc2):
@@ -214,7 +218,7 @@ class Loader:
         return linked
 
     # -- edges -----------------------------------------------------------------------------
-    def link_edges(self, links: Sequence, es: derived.EdgeSet) -> LinkOutcome:
+    def link_edges(self, links: Sequence[EdgeLink], es: derived.EdgeSet) -> LinkOutcome:
         """Apply edges (transform.EdgeLink) set-based: each edge whose two ends exist is kept
         in its `_to` row's metadata.edges[key]; then the column the edge sets is recomputed
         for those rows by derived.refresh() (the one rule). An edge with a missing end is
@@ -270,6 +274,9 @@ class Loader:
         return out
 
 
-def _chunks(items: list, n: int):
+T = TypeVar("T")
+
+
+def _chunks(items: list[T], n: int) -> Iterator[list[T]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]

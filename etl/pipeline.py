@@ -12,12 +12,13 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import psycopg
+from tenacity import RetryCallState
 
 from etl import derived, state
 from etl.errors import Interrupted
@@ -32,6 +33,8 @@ from etl.results import (
     record_edge_ends,
     record_findings,
 )
+from etl.settings import Settings
+from etl.sources.base import Batch, Source
 from etl.sources.prefetch import prefetch
 from etl.state import Checkpoint, Counts
 from etl.transform import EdgeLink, Reject, Row, Transformer, Unmapped, not_a_row
@@ -44,15 +47,30 @@ class CheckpointStore(Protocol):
     """Where one range's position and counts are kept: a collection's etl_checkpoints row
     (state.CollectionCheckpoints) or a parallel run's unit row (units.UnitCheckpoints)."""
 
-    until: str | None  # the range's last key, None: to the end of the collection
-    unit_id: int | None  # recorded with each batch of a parallel run
-    ends_collection: bool  # the end of this range is the end of its collection
+    # read-only (properties): a store may narrow them (a unit's unit_id is always an int)
+    @property
+    def until(self) -> str | None:
+        """The range's last key, None: to the end of the collection."""
+
+    @property
+    def unit_id(self) -> int | None:
+        """Recorded with each batch of a parallel run."""
+
+    @property
+    def ends_collection(self) -> bool:
+        """The end of this range is the end of its collection."""
 
     def take(self, conn: psycopg.Connection) -> None:
         """First statement of every batch transaction (a unit re-takes its lease here)."""
 
     def save(self, conn: psycopg.Connection, cp: Checkpoint) -> None:
         """The range's checkpoint, in the batch's transaction."""
+
+
+# a document that is no row: (collection, key, document, reason, stage transform|unmapped|load|link)
+NotRow = tuple[str, str | None, Any, str, str]
+# what a committed batch reports: counts, counts per document type, rejects, generic edge ends
+BatchResult = tuple[Counts, dict[str, Counts], list[NotRow], list[dict[str, Any]]]
 
 
 @dataclass
@@ -62,7 +80,7 @@ class Transformed:
 
     rows: dict[str, list[Row]] = field(default_factory=lambda: defaultdict(list))
     edges: list[EdgeLink] = field(default_factory=list)
-    not_rows: list[tuple] = field(default_factory=list)
+    not_rows: list[NotRow] = field(default_factory=list)
 
     @property
     def ndocs(self) -> int:
@@ -114,7 +132,7 @@ class Pipeline:
 
     def __init__(
         self,
-        settings,
+        settings: Settings,
         mapping: Mapping,
         run_id: str,
         dsn: str,
@@ -123,8 +141,8 @@ class Pipeline:
         dry_run: bool = False,
         on_progress: Callable[[str, int, int | None], None] | None = None,
         should_stop: Callable[[], bool] = lambda: False,
-        retry_wait: Callable | None = None,
-    ):
+        retry_wait: Callable[[RetryCallState], float] | None = None,
+    ) -> None:
         self.settings = settings
         self.mapping = mapping
         self.run_id = run_id
@@ -177,7 +195,7 @@ class Pipeline:
     # -- one key range -----------------------------------------------------------------------
     def load_range(
         self,
-        source,
+        source: Source,
         collection: str,
         store: CheckpointStore,
         cp: Checkpoint,
@@ -233,11 +251,18 @@ class Pipeline:
         self._complete(collection, store, cp, result, done=remaining is None or remaining > 0)
         result.status = "migrated"
 
-    def _complete(self, collection, store: CheckpointStore, cp: Checkpoint, result, done: bool):
+    def _complete(
+        self,
+        collection: str,
+        store: CheckpointStore,
+        cp: Checkpoint,
+        result: CollectionResult,
+        done: bool,
+    ) -> None:
         """One transaction: the collection's late parent links (when this range ends it) and
         the range marked done, so that a crash in between cannot lose the links."""
 
-        def attempt(c):
+        def attempt(c: psycopg.Connection) -> dict[str, int]:
             linked = self.relink_pending(c, collection) if store.ends_collection else {}
             if done and store.ends_collection and self.whole_collection and not self.dry_run:
                 state.forget_stale_rejects(c, self.run_id, collection)
@@ -281,7 +306,13 @@ class Pipeline:
         return linked
 
     # -- one batch ---------------------------------------------------------------------------
-    def _transform(self, transformer, collection, docs, result: CollectionResult) -> Transformed:
+    def _transform(
+        self,
+        transformer: Transformer,
+        collection: str,
+        docs: list[dict[str, Any]],
+        result: CollectionResult,
+    ) -> Transformed:
         out = Transformed()
         for doc in docs:
             t = transformer.transform(collection, doc)
@@ -297,7 +328,17 @@ class Pipeline:
                 out.not_rows.append(not_a_row(collection, doc, t))
         return out
 
-    def _commit_batch(self, collection, batch, docs, store, cp: Checkpoint, t, started, t0):
+    def _commit_batch(
+        self,
+        collection: str,
+        batch: Batch,
+        docs: list[dict[str, Any]],
+        store: CheckpointStore,
+        cp: Checkpoint,
+        t: Transformed,
+        started: datetime,
+        t0: float,
+    ) -> BatchResult:
         """Load one batch and its bookkeeping in one transaction, retried as a whole.
         Returns (counts, per-type counts, rejects, generic edge ends) once committed; cp then
         holds the new position."""
@@ -305,10 +346,12 @@ class Pipeline:
         cm = self.mapping.for_collection(collection)
         generic_edge = cm is not None and cm.generic is not None and cm.generic.edge
 
-        def attempt(c):
+        def attempt(
+            c: psycopg.Connection,
+        ) -> tuple[Counts, dict[str, Counts], list[NotRow], list[dict[str, Any]], Checkpoint]:
             loader = Loader(c, self.run_id)
             rejects = list(t.not_rows)
-            ends: list[dict] = []  # generic edges: ends the target does not hold
+            ends: list[dict[str, Any]] = []  # generic edges: ends the target does not hold
             loads: dict[str, LoadOutcome] = {}
             link = None
             if not self.dry_run:
@@ -373,7 +416,13 @@ class Pipeline:
         cp.position, cp.batches, cp.counts = new_cp.position, new_cp.batches, new_cp.counts
         return counts, by_type, rejects, ends
 
-    def _absorb(self, in_flight, collection: str, result: CollectionResult, last_done: float):
+    def _absorb(
+        self,
+        in_flight: tuple[Future[BatchResult], Batch, int],
+        collection: str,
+        result: CollectionResult,
+        last_done: float,
+    ) -> float:
         """Wait for the batch being committed; fold its counts and findings into the result."""
         future, batch, ndocs = in_flight
         counts, by_type, rejects, ends = future.result()  # re-raises the commit's error here
@@ -398,7 +447,7 @@ class Pipeline:
         self.on_progress(collection, result.counts.read, result.source_count)
         return now
 
-    def _stop_if_requested(self, collection: str, cp: Checkpoint, result) -> None:
+    def _stop_if_requested(self, collection: str, cp: Checkpoint, result: CollectionResult) -> None:
         if self.should_stop():
             result.status = "interrupted"
             raise Interrupted(
@@ -407,7 +456,9 @@ class Pipeline:
             )
 
 
-def _keep_pending_links(c, run_id: str, table: str, refs) -> None:
+def _keep_pending_links(
+    c: psycopg.Connection, run_id: str, table: str, refs: list[tuple[str, str]]
+) -> None:
     with c.cursor() as cur:
         cur.executemany(
             "insert into etl_pending_links (run_id, table_name, child_id, parent_id)"

@@ -177,7 +177,8 @@ class Preflight:
             self.measured = _measured_rate(conn)
 
     def _connection(self, conn: psycopg.Connection) -> None:
-        self.role, db = conn.execute("select current_user, current_database()").fetchone()
+        assert self.dsn is not None  # resolved before connecting
+        self.role, db = pg.one(conn, "select current_user, current_database()")
         version = pg.server_version(conn)
         self.add(
             "postgres.connection",
@@ -213,7 +214,7 @@ class Preflight:
         if not states:
             self.add("extensions", "ok", "the schema files create no extension")
             return
-        db = conn.execute("select current_database()").fetchone()[0]
+        db = pg.scalar(conn, "select current_database()")
         for s in states:
             name = f"extension.{s.name}"
             if s.installed:
@@ -258,11 +259,8 @@ class Preflight:
     def _privileges(self, conn: psycopg.Connection) -> None:
         from etl.grants import loader_grants
 
-        if (
-            not self.schema_ok
-            and conn.execute(
-                "select to_regclass(%s) is null", (target.table(target.DOCUMENT_TYPES[0]),)
-            ).fetchone()[0]
+        if not self.schema_ok and pg.scalar(
+            conn, "select to_regclass(%s) is null", (target.table(target.DOCUMENT_TYPES[0]),)
         ):
             self.skip("privileges", "the schema is not applied (no document tables)")
             return
@@ -330,6 +328,7 @@ class Preflight:
             self.add("pooler", "ok", f"direct connection: {evidence.reason}", detected=False)
             return
         try:
+            assert self.dsn is not None  # resolved before connecting
             console = pgbouncer_console(self.dsn, conn.info.dbname)
         except psycopg.Error as exc:
             self.add(
@@ -485,8 +484,8 @@ class Preflight:
         if mapping is None:
             self.skip("source.collections", "the mapping could not be read")
             return
-        for name in self.mapped:
-            cm = mapping.for_collection(name)
+        for name in self.mapped or []:
+            cm = mapping.collections[name]
             if cm.edge is not None:
                 into = f"{target.table(cm.edge.to_document_type)}.{cm.edge.sets} and metadata.edges"
             else:
@@ -548,7 +547,7 @@ class Preflight:
         if self.dsn is not None:
             try:
                 with pg.connect(self.dsn, autocommit=True) as conn:
-                    if conn.execute("select to_regclass('etl_wal_positions')").fetchone()[0]:
+                    if pg.scalar(conn, "select to_regclass('etl_wal_positions')"):
                         row = conn.execute(
                             "select from_tick from etl_wal_positions where kind = 'follow'"
                         ).fetchone()
@@ -655,9 +654,10 @@ def _measured_rate(conn: psycopg.Connection) -> dict[str, Any] | None:
     """The batches of the last finished migrate in this database (documents, bytes read, seconds
     of batches), or None: none yet, no run tables, or this role may not read them."""
     try:
-        if not conn.execute(
-            "select to_regclass('etl_batches') is not null and to_regclass('etl_runs') is not null"
-        ).fetchone()[0]:
+        if not pg.scalar(
+            conn,
+            "select to_regclass('etl_batches') is not null and to_regclass('etl_runs') is not null",
+        ):
             return None
         row = conn.execute(
             "select r.run_id, sum(b.docs)::bigint, sum(b.nbytes)::bigint, sum(b.seconds)::float8"

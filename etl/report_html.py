@@ -104,7 +104,7 @@ def duration(seconds: float | None, missing: str = "–") -> str:
 
 def _counts(c: dict) -> dict[str, int]:
     """The collection's counts, flattened over both summary shapes."""
-    counts = c.get("counts") if isinstance(c.get("counts"), dict) else {}
+    counts: dict[str, Any] = c["counts"] if isinstance(c.get("counts"), dict) else {}
     out: dict[str, int] = {}
     for key in ("source_count", "checked"):
         if key in c:
@@ -364,7 +364,9 @@ def _rejects(c: dict) -> str:
     elif isinstance(raw, list):
         for r in raw:
             if isinstance(r, dict):
-                items.append((r.get("reason"), _int(r.get("count")), list(r.get("examples") or [])))
+                items.append(
+                    (str(r.get("reason")), _int(r.get("count")), list(r.get("examples") or []))
+                )
     if not items:
         return ""
     with_examples = any(examples for _r, _n, examples in items)
@@ -618,7 +620,8 @@ def _nice_step(x: float) -> float:
 
 
 def throughput_svg(cols: list[dict]) -> str:
-    series = []  # (x index, collection index, seq, docs, seconds, rate)
+    # (x index, collection index, seq, docs, seconds, rate)
+    series: list[tuple[int, int, Any, float, float | None, float | None]] = []
     names = []
     for ci, c in enumerate(cols):
         stats = c.get("batch_stats")

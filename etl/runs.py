@@ -114,10 +114,11 @@ class Run:
             # the open transaction is this lock's whole purpose: no server timeout may end it
             conn.execute("set local idle_in_transaction_session_timeout = 0")
             for name in names:
-                got = conn.execute(
+                got = pg.scalar(
+                    conn,
                     "select pg_try_advisory_xact_lock(hashtextextended(%s, 0))",
                     (f"etl.{self.command}:{name}",),
-                ).fetchone()[0]
+                )
                 if not got:
                     raise PermanentError(
                         f"another etl {self.command} is running on collection {name!r}",

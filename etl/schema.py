@@ -22,7 +22,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from etl.errors import PermanentError, TransientError, is_transient_sqlstate
-from etl.pg import connect
+from etl.pg import connect, one, scalar
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ def _strip_leading_comments(text: str) -> str:
 
 
 def _history_exists(conn: psycopg.Connection) -> bool:
-    return conn.execute("SELECT to_regclass('migration_history') IS NOT NULL").fetchone()[0]
+    return scalar(conn, "SELECT to_regclass('migration_history') IS NOT NULL")
 
 
 def _read_history(conn: psycopg.Connection) -> dict[str, dict[str, Any]]:
@@ -306,7 +306,7 @@ def apply_schema(
         )
 
     with _schema_lock(dsn, lock_timeout_s), connect(dsn, autocommit=True) as conn:
-        who = f"{_os_user()} as {conn.execute('SELECT current_user').fetchone()[0]}"
+        who = f"{_os_user()} as {scalar(conn, 'SELECT current_user')}"
         conn.execute(_HISTORY_DDL)
         done = _read_history(conn)
         repaired = _check_checksums(wanted, done, repair=repair, dry_run=False)
@@ -409,10 +409,11 @@ def extension_states(conn: psycopg.Connection, files: list[SchemaFile]) -> list[
         " WHERE a.name IN (SELECT name FROM pg_available_extensions) OR e.extname IS NOT NULL",
         (list(needed),),
     ).fetchall()
-    role, db, superuser, can_create = conn.execute(
+    role, db, superuser, can_create = one(
+        conn,
         "SELECT current_user, current_database(), (SELECT rolsuper FROM pg_roles"
-        " WHERE rolname = current_user), has_database_privilege(current_database(), 'CREATE')"
-    ).fetchone()
+        " WHERE rolname = current_user), has_database_privilege(current_database(), 'CREATE')",
+    )
     known = {name: (installed, trusted) for name, installed, trusted in rows}
     out = []
     for ext, filename in needed.items():
@@ -449,9 +450,9 @@ def check_extensions(conn: psycopg.Connection, files: list[SchemaFile]) -> None:
     it. Otherwise one line naming each missing extension and whom to ask (nothing applied)."""
     problems = [s for s in extension_states(conn, files) if s.problem]
     if problems:
-        db = conn.execute("SELECT current_database()").fetchone()[0]
+        db = scalar(conn, "SELECT current_database()")
         raise PermanentError(
-            f"PostgreSQL {'; '.join(s.problem for s in problems)}; nothing was applied",
+            f"PostgreSQL {'; '.join(s.problem or '' for s in problems)}; nothing was applied",
             hint=extensions_hint([s.name for s in problems], db),
         )
 
@@ -692,7 +693,7 @@ def schema_status(dsn: str) -> SchemaStatus:
             "SELECT to_regprocedure('check_migration_status()') IS NOT NULL AS m, "
             "to_regprocedure('verify_schema_integrity()') IS NOT NULL AS v"
         ).fetchone()
-        if not has["m"] or not has["v"]:
+        if not has or not has["m"] or not has["v"]:
             raise PermanentError(
                 "schema status functions are missing (migration 007 not applied)",
                 hint="run `etl apply-schema`",
@@ -723,17 +724,17 @@ def _rollback_generic(conn: psycopg.Connection) -> list[str]:
     names = [v.removeprefix(GENERATED_PREFIX) for v in versions]
     tables = [n for n in names if "." in n]
     for t in tables:
-        if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (t,)).fetchone()[0]:
+        if scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", (t,)):
             conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(*t.split("."))))
             out.append(f"dropped table {t}")
         conn.execute("DELETE FROM migration_history WHERE version = %s", (GENERATED_PREFIX + t,))
         out.append(f"deleted migration_history {GENERATED_PREFIX}{t}")
     for schema in sorted({t.split(".")[0] for t in tables} | {n for n in names if "." not in n}):
-        if conn.execute("SELECT to_regnamespace(%s) IS NULL", (schema,)).fetchone()[0]:
+        if scalar(conn, "SELECT to_regnamespace(%s) IS NULL", (schema,)):
             continue
         for fn in GENERIC_HELPERS:
             q = f"{schema}.{fn}"
-            if conn.execute("SELECT to_regprocedure(%s) IS NULL", (q,)).fetchone()[0]:
+            if scalar(conn, "SELECT to_regprocedure(%s) IS NULL", (q,)):
                 continue
             drop = sql.SQL("DROP FUNCTION {}.{}").format(sql.Identifier(schema), sql.SQL(fn))
             if _drop_if_unused(conn, drop):
@@ -755,7 +756,7 @@ def _rollback_generic(conn: psycopg.Connection) -> list[str]:
     return out
 
 
-def _drop_if_unused(conn: psycopg.Connection, stmt: sql.Composable) -> bool:
+def _drop_if_unused(conn: psycopg.Connection, stmt: sql.Composed) -> bool:
     """Run a DROP without CASCADE in a savepoint; False when other objects still need it."""
     try:
         with conn.transaction():
@@ -773,7 +774,7 @@ def rollback(dsn: str, component: str) -> RollbackResult:
         )
     fn = COMPONENTS[component]
     with connect(dsn) as conn:
-        if conn.execute("SELECT to_regnamespace('rollback') IS NULL").fetchone()[0]:
+        if scalar(conn, "SELECT to_regnamespace('rollback') IS NULL"):
             raise PermanentError(
                 "the rollback functions are missing (migration 007 not applied)",
                 hint="nothing to roll back, or run `etl apply-schema` first",
@@ -781,11 +782,8 @@ def rollback(dsn: str, component: str) -> RollbackResult:
         conn.execute(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_KEY})")
         try:
             rows = [(a,) for a in _rollback_generic(conn)] if component == "all" else []
-            if (
-                component == "all"
-                and conn.execute(
-                    "SELECT to_regprocedure('rollback.rollback_change_capture()') IS NOT NULL"
-                ).fetchone()[0]
+            if component == "all" and scalar(
+                conn, "SELECT to_regprocedure('rollback.rollback_change_capture()') IS NOT NULL"
             ):  # 008 first: newest to oldest
                 rows += conn.execute("SELECT * FROM rollback.rollback_change_capture()").fetchall()
             rows += conn.execute(f"SELECT * FROM {fn}").fetchall()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import textwrap
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -188,7 +189,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
 def load_settings(
     path: str | Path | None = None,
     *,
-    env: dict[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
 ) -> Settings:
     """Build Settings from file, environment and flag overrides (`{"arango": {"url": ...}}`)."""
@@ -196,7 +197,7 @@ def load_settings(
     explicit = path or env.get("ETL_SETTINGS")
     file = Path(explicit) if explicit else default_settings_file()
     data: dict[str, dict[str, Any]] = {}
-    origin: dict[tuple[str, str], str] = {}
+    origin: dict[tuple[str, ...], str] = {}
     if file.exists():
         try:
             with file.open("rb") as fh:
@@ -254,7 +255,7 @@ def safe_dsn(dsn: str) -> str:
         return "<unparsable dsn>"
     if "password" in params:
         params["password"] = "***"
-    return make_conninfo(**params)
+    return make_conninfo("", **params)
 
 
 # -- the commented template (configs/etl.toml, `etl init`) -----------------------------------------
@@ -296,7 +297,7 @@ def render_template() -> str:
             line = f"#{key} = {_toml_value(f.default)}"
             env = f"# {var}" if var else "# (no environment variable)"
             out.append(
-                textwrap.fill(f.description, 98, initial_indent="# ", subsequent_indent="# ")
+                textwrap.fill(f.description or "", 98, initial_indent="# ", subsequent_indent="# ")
             )
             out.append(f"\n{line.ljust(38)} {env}\n")
     return "".join(out)

@@ -87,7 +87,7 @@ def require_schema(conn: psycopg.Connection) -> None:
     ).fetchone()
     if not conn.autocommit:
         conn.rollback()  # leave no implicit transaction open behind a read
-    if not all(row):
+    if not row or not all(row):
         raise PermanentError(
             "the target schema is not applied (no etl_checkpoints / etl_merge_stage)",
             hint="run `etl apply-schema` first",
@@ -204,7 +204,9 @@ def record_batch(
     )
 
 
-def write_rejects(conn, run_id: str, rejects: Iterable[tuple[str, str, object, str, str]]) -> int:
+def write_rejects(
+    conn, run_id: str, rejects: Iterable[tuple[str, str | None, object, str, str]]
+) -> int:
     """rejects: (collection, key, document, reason, stage). The document is stored as JSON text
     (escapes kept), because jsonb cannot hold \\u0000 or lone surrogates."""
     rows = [
@@ -225,7 +227,7 @@ def forget_rejects(conn, collection: str, keys: Iterable[str | None]) -> None:
     """Keys read again (a batch, or changes): their earlier rejects go, whichever run wrote
     them; the caller then writes the ones that are still rejects. So etl_rejects holds only
     live rejects: a document that became valid, or moved, has none."""
-    found = sorted({db_text(k) for k in keys if isinstance(k, str)})
+    found = sorted({db_text(k) or "" for k in keys if isinstance(k, str)})
     if found:
         conn.execute(
             "delete from etl_rejects where collection = %s and key = any(%s)", (collection, found)

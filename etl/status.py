@@ -55,7 +55,7 @@ def status(dsn: str, *, limit: int = 10) -> dict[str, list[dict]]:
             )
         )
         sync, sync_applied = [], []
-        if conn.execute("select to_regclass('etl_wal_positions') is not null").fetchone()[0]:
+        if pg.scalar(conn, "select to_regclass('etl_wal_positions') is not null"):
             # lag in seconds: since the follower last read everything there was
             sync = _dicts(
                 conn.execute(

@@ -11,6 +11,7 @@ import json
 import math
 import re
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -72,7 +73,7 @@ class EdgeLink:
     key: str
     target_id: str  # the research row the edge points at (_to)
     job_id: str  # the job row it comes from (_from)
-    edge: dict  # the whole edge document (kept in metadata.edges[key])
+    edge: dict[str, Any]  # the whole edge document (kept in metadata.edges[key])
 
 
 class _Bad(Exception):
@@ -82,7 +83,9 @@ class _Bad(Exception):
 # -- value rules ----------------------------------------------------------------------------
 
 
-def not_a_row(collection: str, doc: Any, t: Reject | Unmapped) -> tuple:
+def not_a_row(
+    collection: str, doc: Any, t: Reject | Unmapped
+) -> tuple[str, str | None, Any, str, str]:
     """The etl_rejects record of a document that is not a row (state.write_rejects), the same
     for migrate and sync: (collection, key, document, reason, stage)."""
     stage = "unmapped" if isinstance(t, Unmapped) else "transform"
@@ -113,10 +116,10 @@ def _same(a: Any, b: Any) -> bool:
         return False
     if isinstance(a, float):
         return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
-    return a == b
+    return bool(a == b)
 
 
-def _get(doc: dict, path: tuple[str, ...]) -> Any:
+def _get(doc: dict[str, Any], path: tuple[str, ...]) -> Any:
     v: Any = doc
     for seg in path:
         if not isinstance(v, dict):
@@ -134,7 +137,7 @@ _encode = msgspec.json.Encoder().encode
 _UNESCAPE = re.compile(r"\\(\\|u([0-9a-f]{4}))")
 
 
-def _pathstr(path: list) -> str:
+def _pathstr(path: list[Any]) -> str:
     """a.b[0].c for a reject reason; a name with a control character (a newline, U+0000, a lone
     surrogate...) is written as ["JSON string"], so the reason stays one printable line."""
     out = ""
@@ -157,10 +160,10 @@ class _StringFixer:
 
     def __init__(self, nul: str, sur: str):
         self.nul, self.sur = nul, sur
-        self.escaped: list[dict] = []
+        self.escaped: list[dict[str, Any]] = []
         self.warnings: list[str] = []
 
-    def fix_str(self, s: str, path: list, what: str) -> str:
+    def fix_str(self, s: str, path: list[Any], what: str) -> str:
         has_nul = "\x00" in s
         m = _SURROGATE.search(s)
         if not has_nul and m is None:
@@ -181,14 +184,14 @@ class _StringFixer:
             s = _SURROGATE.sub(lambda x: f"\\u{ord(x.group()):04x}", s)
         return s
 
-    def fix(self, v: Any, path: list) -> Any:
+    def fix(self, v: Any, path: list[Any]) -> Any:
         if isinstance(v, str):
             new = self.fix_str(v, path, "value")
             if new is not v and new != v and self._escaping(v):
                 self.escaped.append({"path": list(path), "key": None})
             return new
         if isinstance(v, dict):
-            out: dict | None = None
+            out: dict[str, Any] | None = None
             renamed: list[tuple[str, str]] = []
             for i, (k, x) in enumerate(v.items()):
                 nk = self.fix_str(k, path, "key")
@@ -205,7 +208,7 @@ class _StringFixer:
                 self.escaped.append({"path": list(path), "key": nk})
             return v if out is None else out
         if isinstance(v, list):
-            out_l: list | None = None
+            out_l: list[Any] | None = None
             for i, x in enumerate(v):
                 path.append(i)
                 nx = self.fix(x, path)
@@ -223,7 +226,7 @@ class _StringFixer:
         )
 
 
-def _unescape_doc(doc: dict, escaped: list[dict]) -> None:
+def _unescape_doc(doc: dict[str, Any], escaped: list[dict[str, Any]]) -> None:
     """Undo the "escape" policies in place, in recording order (children before parents)."""
     for e in escaped:
         container: Any = doc
@@ -258,7 +261,7 @@ class Transformer:
                 else migrated_at.astimezone(UTC)
             ).isoformat()
         self.migrated_at = migrated_at
-        self._templates: dict[str, dict] = {}
+        self._templates: dict[str, dict[str, Any]] = {}
         self._strings_policy = (mapping.nul_in_strings, mapping.lone_surrogates)
 
     # public ------------------------------------------------------------------------------
@@ -293,6 +296,7 @@ class Transformer:
                 return self._edge(cm.edge, key, clean, escaped)
             target = cm.target
             if target is None:
+                assert cm.route_on is not None and cm.routes is not None  # a routed collection
                 value = _get(clean, cm.route_on)
                 target = cm.routes.get(value) if isinstance(value, str) else None
                 if target is None:
@@ -313,12 +317,21 @@ class Transformer:
                 _dump(doc),
             )
 
-    def rebuild(self, row: Row) -> dict:
+    def rebuild(self, row: Row) -> dict[str, Any]:
         return rebuild_source(row.values, self.mapping, row.document_type)
 
     # steps -------------------------------------------------------------------------------
-    def _generic(self, cm, key, clean, escaped, warnings, doc) -> Row | Reject:
+    def _generic(
+        self,
+        cm: CollectionMapping,
+        key: str,
+        clean: dict[str, Any],
+        escaped: list[Any] | None,
+        warnings: list[str],
+        doc: dict[str, Any],
+    ) -> Row | Reject:
         g = cm.generic
+        assert g is not None  # a generic collection
         problem = generic.edge_problem(clean) if g.edge else None
         if problem:
             return Reject(cm.name, key, problem, _dump(doc))
@@ -330,7 +343,7 @@ class Transformer:
         values = generic.values(g, key, clean, escaped, etl, row_id)
         return Row(g.document_type, key, values, tuple(dict.fromkeys(warnings)))
 
-    def _strings(self, doc: dict) -> tuple[dict, list | None, list[str]]:
+    def _strings(self, doc: dict[str, Any]) -> tuple[dict[str, Any], list[Any] | None, list[str]]:
         try:
             enc = _encode(doc)
         except RecursionError:
@@ -344,7 +357,9 @@ class Transformer:
         clean = fixer.fix(doc, [])
         return clean, (fixer.escaped or None), fixer.warnings
 
-    def _edge(self, spec: EdgeSpec, key: str, doc: dict, escaped: list | None) -> EdgeLink:
+    def _edge(
+        self, spec: EdgeSpec, key: str, doc: dict[str, Any], escaped: list[Any] | None
+    ) -> EdgeLink:
         ends = []
         for attr, coll, code in (
             ("_from", spec.from_collection, "edge_bad_from"),
@@ -362,14 +377,19 @@ class Transformer:
             key, row_id(spec.to_collection, ends[1]), row_id(spec.from_collection, ends[0]), edge
         )
 
-    def _template(self, document_type: str) -> dict:
+    def _template(self, document_type: str) -> dict[str, Any]:
         t = self._templates.get(document_type)
         if t is None:
             t = self._templates[document_type] = dict.fromkeys(columns(document_type))
         return t
 
     def _row(
-        self, target: Target, key: str, doc: dict, escaped: list | None, warnings: list[str]
+        self,
+        target: Target,
+        key: str,
+        doc: dict[str, Any],
+        escaped: list[Any] | None,
+        warnings: list[str],
     ) -> Row:
         consumed: set[str] = set()
         original: dict[str, Any] = {}
@@ -378,12 +398,14 @@ class Transformer:
         values["id"] = row_id(target.collection, key)
 
         for f in target.columns:
+            ctype = f.type
+            assert ctype is not None  # a column always has a type (only metadata has none)
             found = self._resolve(f, doc, warnings)
             if found is None:
                 if f.name == "user_id":
                     self._no_user(f, doc)
                 if f.default is not None:
-                    values[f.name] = coerce(f.type, f.default)[1]
+                    values[f.name] = coerce(ctype, f.default)[1]
                     mapped_from[f.name] = None
                     warnings.append(
                         f"default: {f.name} = {_short(f.default)} (no usable "
@@ -399,13 +421,19 @@ class Transformer:
                 consumed.add(path[0])
                 if not _same(value, raw):
                     original[path[0]] = raw
-            if f.type.kind == "varchar" and isinstance(raw, str) and len(raw) > f.type.length:
+            if (
+                ctype.kind == "varchar"
+                and ctype.length is not None
+                and isinstance(raw, str)
+                and len(raw) > ctype.length
+            ):
                 warnings.append(
-                    f"truncated: {f.name} to {f.type.length} characters "
+                    f"truncated: {f.name} to {ctype.length} characters "
                     f"(full value kept in metadata)"
                 )
 
         for f in target.references:
+            assert f.collection is not None  # a reference names its collection
             for i, path in enumerate(f.paths):
                 raw = _get(doc, path)
                 if raw is None:
@@ -437,7 +465,7 @@ class Transformer:
                     meta_entries[f.name] = f.default
                     mapped_from[f.name] = None
 
-        parsed: dict | None = None
+        parsed: dict[str, Any] | None = None
         for i, name in enumerate(target.parsed_data):
             v = doc.get(name)
             if isinstance(v, dict):
@@ -491,11 +519,14 @@ class Transformer:
         return Row(target.document_type, key, values, tuple(dict.fromkeys(warnings)))
 
     @staticmethod
-    def _resolve(f: Field_, doc: dict, warnings: list[str]) -> tuple[int, Any, Any] | None:
+    def _resolve(
+        f: Field_, doc: dict[str, Any], warnings: list[str]
+    ) -> tuple[int, Any, Any] | None:
         for i, path in enumerate(f.paths):
             raw = _get(doc, path)
             if raw is None:
                 continue
+            assert f.type is not None  # a column (metadata entries are not coerced)
             ok, value = coerce(f.type, raw)
             if ok:
                 return i, value, raw
@@ -507,7 +538,7 @@ class Transformer:
         return None
 
     @staticmethod
-    def _no_user(f: Field_, doc: dict) -> None:
+    def _no_user(f: Field_, doc: dict[str, Any]) -> None:
         for p, s in zip(f.paths, f.path_strings):
             raw = _get(doc, p)
             if raw is not None:
@@ -518,15 +549,15 @@ class Transformer:
         raise _Bad(f"missing_user_id: none of {', '.join(f.path_strings)} is present")
 
     @staticmethod
-    def _validate(target: Target, parsed: dict, status: Any) -> None:
+    def _validate(target: Target, parsed: dict[str, Any], status: Any) -> None:
         """The checks sql/006 (validate_document_data) makes, so a row it would refuse is
         rejected here with the same field named, instead of costing a bisection at load."""
         if not parsed:
             if status in target.nonempty_when_status:
                 raise _Bad(f"empty_parsed_data: parsed_data is empty but status is {status!r}")
             return
-        for path in target.list_fields:
-            _check_lists(parsed, path, 0, "parsed_data")
+        for list_path in target.list_fields:
+            _check_lists(parsed, list_path, 0, "parsed_data")
         for path in target.object_fields:
             v = _get(parsed, path)
             if v is not None and not isinstance(v, dict):
@@ -611,7 +642,10 @@ def _dump_iterative(doc: Any) -> str:
     import json
 
     out: list[str] = []
-    scalar = lambda v: json.dumps(v, ensure_ascii=True)  # noqa: E731
+
+    def scalar(v: Any) -> str:
+        return json.dumps(v, ensure_ascii=True)
+
     # stack of iterators; a str entry on the stack is literal text to emit
     stack: list[Any] = [iter([(None, doc)])]
     while stack:
@@ -639,7 +673,7 @@ def _dump_iterative(doc: Any) -> str:
     return "".join(out)
 
 
-def _joined(items, out: list[str]):
+def _joined(items: Iterable[tuple[Any, Any]], out: list[str]) -> Iterator[tuple[Any, Any]]:
     """Yield items, writing the separating commas into out."""
     for i, item in enumerate(items):
         if i:
@@ -650,20 +684,23 @@ def _joined(items, out: list[str]):
 # -- the inverse ------------------------------------------------------------------------------
 
 
-def rebuild_source(values: dict, mapping: Mapping, document_type: str) -> dict:
+def rebuild_source(values: dict[str, Any], mapping: Mapping, document_type: str) -> dict[str, Any]:
     """The source document a canonical row was made from (the proof the transform is lossless).
 
     Exact for every document except under the lossy "strip" policies."""
     md = values["metadata"]
     if "data" in values and "parsed_data" not in values:  # a generic table's row
-        doc = generic.rebuild(values)
+        generic_doc = generic.rebuild(values)
         if md.get("escaped"):
-            doc = _deepish_copy(doc)
-            _unescape_doc(doc, md["escaped"])
-        return doc
+            generic_doc = _deepish_copy(generic_doc)
+            _unescape_doc(generic_doc, md["escaped"])
+        return generic_doc
     arango = md["arango"]
-    cm: CollectionMapping = mapping.for_collection(arango["collection"])
-    target = next(t for t in cm.targets() if t.document_type == document_type)
+    cm = mapping.for_collection(arango["collection"])
+    assert cm is not None  # the row was loaded through this mapping
+    target = next(
+        t for t in cm.targets() if isinstance(t, Target) and t.document_type == document_type
+    )
     doc: dict[str, Any] = {}
     for k in SYSTEM_ATTRS:
         if arango.get(k) is not None:
@@ -698,12 +735,12 @@ def rebuild_source(values: dict, mapping: Mapping, document_type: str) -> dict:
     return doc
 
 
-def rebuild_edge(edge: dict) -> dict:
+def rebuild_edge(edge: dict[str, Any]) -> dict[str, Any]:
     """The source edge document of an EdgeLink."""
     escaped = edge.get("_etl_escaped")
     if not escaped:
         return edge
-    doc = _deepish_copy({k: v for k, v in edge.items() if k != "_etl_escaped"})
+    doc: dict[str, Any] = _deepish_copy({k: v for k, v in edge.items() if k != "_etl_escaped"})
     _unescape_doc(doc, escaped)
     return doc
 

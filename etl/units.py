@@ -16,6 +16,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from etl.errors import EtlError
+from etl.pg import scalar
 from etl.state import Checkpoint, Counts
 
 LEASE_SECONDS = 120
@@ -131,9 +132,7 @@ def plan(conn: psycopg.Connection, run_id: str, units: list[PlannedUnit]) -> Non
 
 
 def has_units(conn: psycopg.Connection, run_id: str) -> bool:
-    return conn.execute(
-        "select exists (select 1 from etl_work_units where run_id = %s)", (run_id,)
-    ).fetchone()[0]
+    return scalar(conn, "select exists (select 1 from etl_work_units where run_id = %s)", (run_id,))
 
 
 def claim(conn: psycopg.Connection, run_id: str, worker: str, lease_seconds: float) -> Unit | None:

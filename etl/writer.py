@@ -9,7 +9,13 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
 
 from etl import pg
 from etl.errors import is_transient
@@ -17,7 +23,7 @@ from etl.errors import is_transient
 log = logging.getLogger("etl.pipeline")
 
 
-def retry_policy(attempts: int, wait=None) -> Retrying:
+def retry_policy(attempts: int, wait: Any = None) -> Retrying:
     """Transient errors (connection lost, server restarting, serialization) are retried with
     backoff and jitter; anything else goes up at once."""
     return Retrying(
@@ -29,8 +35,8 @@ def retry_policy(attempts: int, wait=None) -> Retrying:
     )
 
 
-def _log_retry(retry_state) -> None:
-    exc = retry_state.outcome.exception()
+def _log_retry(retry_state: RetryCallState) -> None:
+    exc = retry_state.outcome.exception() if retry_state.outcome is not None else None
     log.warning(
         "transient error, attempt %d failed, retrying in %.1fs: %s",
         retry_state.attempt_number,
@@ -42,7 +48,7 @@ def _log_retry(retry_state) -> None:
 class Writer:
     """One working connection to the target and the retried transaction around a write."""
 
-    def __init__(self, dsn: str, attempts: int, retry_wait=None):
+    def __init__(self, dsn: str, attempts: int, retry_wait: Any = None) -> None:
         self.dsn = dsn
         self.attempts = attempts
         self.retry_wait = retry_wait
@@ -74,7 +80,7 @@ class Writer:
     def in_transaction(self, fn: Callable[[psycopg.Connection], Any]) -> Any:
         """fn(conn) inside one transaction, retried as a whole."""
 
-        def attempt(c):
+        def attempt(c: psycopg.Connection) -> Any:
             with c.transaction():
                 return fn(c)
 

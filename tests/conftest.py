@@ -1,4 +1,5 @@
-"""Shared fixtures: a real PostgreSQL for every test (never mocked).
+"""Shared fixtures: a real PostgreSQL for every test (never mocked); shared helpers that are
+no fixtures live in tests/helpers.py.
 
 ETL_TEST_PG_DSN names a server to use (any database on it; tests create and drop their own).
 Without it, the suite starts the same embedded server `etl` uses, in a temporary directory.
@@ -17,8 +18,6 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-REPO = Path(__file__).resolve().parent.parent
-
 # Never the operator's embedded server: etl's default data directory is per user
 # ($XDG_DATA_HOME/etl/pgdata), so the suite and every etl process it starts get a private
 # XDG_DATA_HOME. Tests use their own servers (pg_admin_dsn); one started there by a test that
@@ -36,27 +35,6 @@ def pytest_sessionfinish(session, exitstatus):
 
         stop_embedded(data)
     shutil.rmtree(_XDG_DATA_HOME, ignore_errors=True)
-
-
-def kill_after_batches(proc, dsn: str, batches: int, timeout: float = 60.0) -> None:
-    """SIGKILL a running `etl migrate` process once it has committed `batches` batches."""
-    import signal
-    import time
-
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            with psycopg.connect(dsn) as conn:
-                done = conn.execute(
-                    "select coalesce(sum(batches), 0) from etl_checkpoints"
-                ).fetchone()[0]
-            if done >= batches:
-                break
-        except psycopg.Error:
-            pass  # the run tables may be locked or not yet written
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
 
 
 @pytest.fixture(scope="session")
@@ -104,6 +82,31 @@ def make_db(pg_admin_dsn):
 
 
 @pytest.fixture
+def new_role(pg_admin_dsn):
+    """new_role(*dbs) -> a login role (no superuser, nothing granted); dropped afterwards
+    from every database the test made it own or be granted something in."""
+    made: list[tuple[str, list[str]]] = []
+
+    def factory(*dbs: str) -> str:
+        role = f"etl_role_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+            conn.execute(f'create role "{role}" login nosuperuser nocreatedb nocreaterole')
+        made.append((role, list(dbs)))
+        return role
+
+    yield factory
+    for role, dbs in made:
+        for db in dbs:
+            try:
+                with psycopg.connect(db, autocommit=True) as conn:
+                    conn.execute(f'drop owned by "{role}"')
+            except psycopg.Error:
+                pass  # the database is gone already
+        with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+            conn.execute(f'drop role if exists "{role}"')
+
+
+@pytest.fixture
 def empty_db(make_db) -> str:
     return make_db()
 
@@ -120,6 +123,7 @@ def _schema_template(admin_dsn: str) -> str:
     """A database with sql/001..007 applied, made once per session and copied per test."""
     if admin_dsn not in _TEMPLATE:
         from etl.schema import apply_schema
+        from tests.helpers import REPO  # not at the top: the fakearango plugin is not loaded yet
 
         name, dsn = _create_db(admin_dsn)
         apply_schema(dsn, REPO / "sql")

@@ -348,3 +348,26 @@ def test_merge_same_id_staged_twice_last_copy_wins(schema_db):
         jid = uuid.UUID(first["id"])
         assert merge(conn, "job", [first, last]) == [(jid, "inserted"), (jid, "superseded")]
         assert conn.execute("SELECT title FROM job_documents").fetchall() == [("last",)]
+
+
+def test_relink_parents_keeps_the_links_the_validation_accepts_when_one_is_refused(schema_db):
+    """A late parent of another user is refused by the validation (P0001): the chunk falls back
+    to one link at a time, the refused link stays NULL and the other one is set."""
+    ok, bad = str(uuid.uuid4()), str(uuid.uuid4())
+    base = dict(resume_id=None, job_id=None, parent_optimization_id=None)
+    parents = [values("optimization", id=ok, **base), values("optimization", id=bad, **base)]
+    parents[1]["user_id"] = "someone-else"
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    children = [values("optimization", id=a, **base), values("optimization", id=b, **base)]
+    with psycopg.connect(schema_db) as conn:
+        merge(conn, "optimization", parents + children)
+        linked = Loader(conn, RUN).relink_parents("optimization_results", [(a, ok), (b, bad)])
+        got = dict(
+            conn.execute(
+                "SELECT id::text, parent_optimization_id::text FROM optimization_results"
+                " WHERE id = any(%s::uuid[])",
+                ([a, b],),
+            ).fetchall()
+        )
+    assert linked == 1
+    assert got == {a: ok, b: None}

@@ -17,7 +17,7 @@ import pytest
 from etl.load import LoadOutcome
 from etl.pipeline import Transformed, batch_counts
 from tests.datagen import generate, write_dump, write_jsonl
-from tests.test_migrate import run, scalar
+from tests.helpers import run, scalar
 
 
 def resumes_with_one_postgresql_refuses(n_good: int) -> tuple[dict[str, list[dict]], str]:

@@ -10,8 +10,8 @@ import psycopg
 from etl import derived
 from etl.transform import row_id
 from tests.datagen import generate
-from tests.test_migrate_arango import arango_env, seed_dataset
-from tests.test_sync import App, etl
+from tests.helpers import arango_env, etl, seed_dataset
+from tests.test_sync import App
 
 
 def research_row(dsn: str, key: str) -> tuple:
@@ -36,7 +36,7 @@ def test_a_second_edge_gives_the_same_row_in_every_order(schema_db, tmp_path, ar
     ds = generate(20, seed=41)
     seed_dataset(arango_server, ds)
     env = arango_env(arango_server, schema_db, tmp_path)
-    assert etl(env, "migrate", "--all").returncode == 0
+    assert etl("migrate", "--all", env=env).returncode == 0
     research = next(
         d for d in ds["documents"] if d.get("type") == "research" and d.get("job_id") is not None
     )
@@ -58,12 +58,12 @@ def test_a_second_edge_gives_the_same_row_in_every_order(schema_db, tmp_path, ar
     # every command after every other one: s a d s d a s
     seen = []
     for step in ("sync", "all", "documents", "sync", "documents", "all", "sync"):
-        r = etl(env, *commands[step])
+        r = etl(*commands[step], env=env)
         assert r.returncode == 0, (step, r.stderr[-2000:])
         job, edges, _ = research_row(schema_db, research["_key"])
         seen.append((step, job))
         assert job == row_id("jobs", own_job), seen
         assert "9999999" in edges and len(edges) >= 2, edges  # every edge stays visible
         if step in ("documents", "sync"):
-            rec = etl(env, "reconcile", "--all")
+            rec = etl("reconcile", "--all", env=env)
             assert rec.returncode == 0, (step, rec.stdout[-3000:])

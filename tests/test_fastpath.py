@@ -20,10 +20,9 @@ from etl.load import Loader
 from etl.mapping import load_mapping
 from etl.target import DOCUMENT_TYPES
 from etl.transform import Row, Transformer, row_id
-from tests.conftest import kill_after_batches
 from tests.datagen import generate, write_dump, write_jsonl
+from tests.helpers import REPO, db_rows, kill_after_batches, run, scalar
 from tests.test_counts import resumes_with_one_postgresql_refuses
-from tests.test_migrate import REPO, db_rows, run, scalar
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
@@ -22,6 +20,7 @@ from etl.reconcile.run import Reconciliation
 from etl.settings import load_settings
 from etl.transform import row_id
 from tests import generic_dumps as shop
+from tests.helpers import etl
 from tests.test_report_schema import validate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -291,13 +290,6 @@ def test_timestamptz_column_does_not_depend_on_the_session(schema_db, tmp_path):
             "select provolatile from pg_proc where proname = 'etl_jsonb_timestamptz'"
         ).fetchone()[0]
         assert vol == "i"
-
-
-def etl(*args, env):
-    return subprocess.run(
-        [sys.executable, "-m", "etl", *args], capture_output=True, text=True, env=env,
-        cwd=REPO, timeout=300,
-    )  # fmt: skip
 
 
 def test_cli_flow_and_operator_errors(schema_db, tmp_path):

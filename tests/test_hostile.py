@@ -23,9 +23,9 @@ from etl.reconcile import Reconciliation
 from etl.settings import load_settings
 from etl.status import status
 from etl.transform import row_id
-from tests.cli.test_cli_errors import REPO, assert_one_line_error, etl
 from tests.datagen import write_jsonl
 from tests.fakearango.fixtures import DATABASE, ROOT_PASSWORD, seed
+from tests.helpers import REPO, assert_one_line_error, etl
 
 MARK = "HOSTILE"  # every hostile string carries it, so a leak into SQL text is easy to find
 FRAGMENTS = [

@@ -7,40 +7,23 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import psycopg
 import pytest
 
 from etl.migrate import Migration
-from etl.settings import load_settings
 from etl.transform import Row, Transformer, row_id
-from tests.conftest import kill_after_batches
 from tests.datagen import generate, write_dump
-
-REPO = Path(__file__).resolve().parent.parent
-TABLES = {
-    "resume": "resume_documents",
-    "job": "job_documents",
-    "optimization": "optimization_results",
-    "research": "research_results",
-}
-
-
-def settings_for(dsn: str, tmp_path: Path, **migrate):
-    return load_settings(
-        None,
-        env={},
-        overrides={
-            "postgres": {"dsn": dsn},
-            "migrate": {"reports_dir": str(tmp_path / "reports"), **migrate},
-        },
-    )
-
-
-def run(dsn, tmp_path, source, **kw):
-    m = Migration(settings_for(dsn, tmp_path), source=source, retry_wait=lambda rs: 0, **kw)
-    return m.run()
+from tests.helpers import (
+    REPO,
+    TABLES,
+    db_rows,
+    kill_after_batches,
+    run,
+    scalar,
+    settings_for,
+    strip_volatile,
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,38 +34,12 @@ def small_dump(tmp_path_factory):
     return ds, path
 
 
-def db_rows(dsn) -> dict[str, dict]:
-    """Every migrated row as jsonb, keyed by '<collection>/<_key>'."""
-    out = {}
-    with psycopg.connect(dsn) as conn:
-        conn.execute("set timezone = 'UTC'")
-        for table in TABLES.values():
-            for (row,) in conn.execute(f"select to_jsonb(t) from {table} t"):
-                arango = row["metadata"].get("arango", {})
-                out[f"{arango.get('collection')}/{arango.get('_key')}"] = row
-    return out
-
-
-def scalar(dsn, q, *args):
-    with psycopg.connect(dsn) as conn:
-        return conn.execute(q, args).fetchone()[0]
-
-
 def assert_schema_intact(dsn):
     with psycopg.connect(dsn) as conn:
         bad = conn.execute(
             "select * from verify_schema_integrity() where status <> 'ok'"
         ).fetchall()
     assert bad == []
-
-
-def strip_volatile(row: dict) -> dict:
-    row = dict(row)
-    meta = dict(row.get("metadata") or {})
-    meta.pop("etl", None)
-    meta.pop("edges", None)  # written by the job_research edges, checked on their own
-    row["metadata"] = meta
-    return row
 
 
 def test_migrate_all_rows_equal_their_canonical_form(schema_db, tmp_path, small_dump):

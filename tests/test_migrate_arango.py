@@ -3,45 +3,16 @@ progress log lines off a terminal, and a SIGKILL followed by --resume."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import psycopg
 
 from etl.migrate import Migration
 from etl.settings import load_settings
-from tests.conftest import kill_after_batches
 from tests.datagen import generate
 from tests.fakearango.fixtures import DATABASE, ROOT_PASSWORD, seed
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def seed_dataset(server, ds):
-    for collection in ds:
-        seed(server, DATABASE, collection, ds[collection], edge=ds.types[collection] == "edge")
-
-
-def arango_env(server, dsn, tmp_path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
-    env.update(
-        {
-            "ETL_ARANGO_URL": server.url,
-            "ETL_ARANGO_DB": DATABASE,
-            "ETL_ARANGO_USER": "root",
-            "ETL_ARANGO_PASSWORD": ROOT_PASSWORD,
-            "ETL_PG_DSN": dsn,
-            "ETL_REPORTS_DIR": str(tmp_path / "reports"),
-        }
-    )
-    return env
-
-
-def scalar(dsn, q, *args):
-    with psycopg.connect(dsn) as conn:
-        return conn.execute(q, args).fetchone()[0]
+from tests.helpers import REPO, arango_env, kill_after_batches, scalar, seed_dataset
 
 
 def test_migrate_arango_all_collections_with_a_503_burst(schema_db, tmp_path, arango_server):

@@ -21,8 +21,8 @@ import pytest
 from etl import __version__, resources
 from etl.errors import ConfigError
 from etl.settings import ENV_VARS, Settings, load_settings, render_template
-from tests.cli.test_cli_errors import REPO, assert_one_line_error, etl
 from tests.datagen import generate, write_dump
+from tests.helpers import REPO, assert_one_line_error, etl
 
 TEMPLATE = REPO / "configs" / "etl.toml"
 

@@ -20,7 +20,7 @@ from etl.parallel import ParallelMigration, needs_of
 from etl.reconcile import Reconciliation
 from etl.settings import load_settings
 from tests.datagen import generate
-from tests.test_migrate_arango import arango_env, scalar, seed_dataset
+from tests.helpers import arango_env, scalar, seed_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 TABLES = ("resume_documents", "job_documents", "optimization_results", "research_results")

@@ -19,8 +19,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from tests.cli.test_cli_errors import assert_one_line_error, etl
 from tests.datagen import generate, write_dump
+from tests.helpers import assert_one_line_error, etl
 from tests.tls import self_signed
 
 SSL_REQUEST, GSSENC_REQUEST = 80877103, 80877104

@@ -6,25 +6,13 @@ table surviving from one transaction to the next."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from tests.datagen import generate, write_dump
+from tests.helpers import db_rows, etl, strip_volatile
 from tests.pgbouncer import pgbouncer
-from tests.test_migrate import db_rows, strip_volatile
-
-
-def etl(env: dict, *args: str) -> subprocess.CompletedProcess:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
-    full.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "etl", *args], env=full, capture_output=True, text=True, timeout=300
-    )
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +42,7 @@ def test_through_pgbouncer_gives_the_rows_of_a_direct_connection(
                 ("migrate", "--all", "--source", f"dump:{dump}", "--batch", "50"),  # a re-run
             ]
             for args in steps:
-                proc = etl(env, *args)
+                proc = etl(*args, env=env)
                 # 1 = finished with findings: the dump holds every bad input, so rejects
                 assert proc.returncode in (0, 1), (name, args, proc.stderr[-3000:])
                 assert "Traceback" not in proc.stderr, proc.stderr

@@ -26,7 +26,6 @@ from tests.fakearango.fixtures import DATABASE, seed
 from tests.fakearango.server import FakeArango
 from tests.pgbouncer import pgbouncer
 from tests.secrets_scan import scan_for_secrets
-from tests.test_roles import new_role  # noqa: F401 (a fixture)
 
 ARANGO_PASSWORD = "pf-Arango-S3cret-7d41"
 WRONG_PASSWORD = "pf-Wrong-S3cret-93c2"

@@ -14,20 +14,12 @@ import pytest
 
 from etl.migrate import Migration
 from etl.reconcile import N_BUCKETS, NIL_UUID, Reconciliation, bucket_of, render_table
-from etl.settings import load_settings
 from etl.status import status
 from etl.transform import row_id
 from tests.datagen import generate, write_dump
+from tests.helpers import settings_for
 
 MAPPED = ("resumes", "jobs", "documents", "job_research")
-
-
-def settings_for(dsn: str, tmp_path: Path):
-    return load_settings(
-        None,
-        env={},
-        overrides={"postgres": {"dsn": dsn}, "migrate": {"reports_dir": str(tmp_path / "reports")}},
-    )
 
 
 def migrate(dsn, tmp_path, path):

@@ -17,10 +17,10 @@ import pytest
 from etl.errors import EtlError, PermanentError
 from etl.migrate import Migration
 from etl.reconcile import RANGE_MIN_DOCS, Reconciliation, render_table
-from etl.settings import load_settings
 from etl.transform import Transformer
 from tests.datagen import generate, write_dump
-from tests.fakearango.fixtures import DATABASE, ROOT_PASSWORD, seed
+from tests.fakearango.fixtures import DATABASE, seed
+from tests.helpers import arango_settings_for, settings_for
 from tests.test_reconcile import MAPPED, findings, q
 
 # resumes whose keys sort differently in ICU-like and bytewise order (case, digits, punctuation)
@@ -57,28 +57,6 @@ def dataset() -> tuple[dict[str, list[dict]], dict[str, str]]:
         user_id=opts[10]["user_id"], resume_id=opts[10]["resume_id"]
     )  # another possible parent
     return docs, dict(ds.types)
-
-
-def arango_settings_for(server, dsn, tmp_path):
-    return load_settings(
-        None,
-        env={
-            "ETL_ARANGO_URL": server.url,
-            "ETL_ARANGO_DB": DATABASE,
-            "ETL_ARANGO_USER": "root",
-            "ETL_ARANGO_PASSWORD": ROOT_PASSWORD,
-            "ETL_PG_DSN": dsn,
-            "ETL_REPORTS_DIR": str(tmp_path / "reports"),
-        },
-    )
-
-
-def dump_settings_for(dsn, tmp_path):
-    return load_settings(
-        None,
-        env={},
-        overrides={"postgres": {"dsn": dsn}, "migrate": {"reports_dir": str(tmp_path / "reports")}},
-    )
 
 
 def comparable(summary) -> str:
@@ -291,7 +269,7 @@ def test_a_dump_source_falls_back_to_one_range(schema_db, tmp_path, caplog):
     docs, types = dataset()
     path = tmp_path / "dump"
     write_dump(path, docs, gzip=False, types=types)
-    settings = dump_settings_for(schema_db, tmp_path)
+    settings = settings_for(schema_db, tmp_path)
     assert (
         Migration(settings, source=f"dump:{path}", all_=True, retry_wait=lambda rs: 0).run().state
         == "finished"

@@ -11,7 +11,8 @@ from etl.mapping import load_mapping
 from etl.status import status
 from etl.sync.apply import Applier
 from tests.datagen import generate
-from tests.test_sync_apply import Changes, migrate, settings_for, state_of, write_jsonl
+from tests.helpers import settings_for
+from tests.test_sync_apply import Changes, migrate, state_of, write_jsonl
 
 
 def reject_keys(dsn: str, collection: str) -> list[str]:

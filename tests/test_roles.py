@@ -4,9 +4,6 @@ not create an extension the schema needs is stopped before anything is applied."
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 
 import psycopg
@@ -14,39 +11,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from tests.datagen import generate, write_dump
-
-
-def etl(env: dict, *args: str) -> subprocess.CompletedProcess:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
-    full.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "etl", *args], env=full, capture_output=True, text=True, timeout=300
-    )
-
-
-@pytest.fixture
-def new_role(pg_admin_dsn):
-    """new_role(**attrs) -> a login role (no superuser, nothing granted); dropped afterwards
-    from every database the test made it own or be granted something in."""
-    made: list[tuple[str, list[str]]] = []
-
-    def factory(*dbs: str) -> str:
-        role = f"etl_role_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-            conn.execute(f'create role "{role}" login nosuperuser nocreatedb nocreaterole')
-        made.append((role, list(dbs)))
-        return role
-
-    yield factory
-    for role, dbs in made:
-        for db in dbs:
-            try:
-                with psycopg.connect(db, autocommit=True) as conn:
-                    conn.execute(f'drop owned by "{role}"')
-            except psycopg.Error:
-                pass  # the database is gone already
-        with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-            conn.execute(f'drop role if exists "{role}"')
+from tests.helpers import etl
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +26,7 @@ def test_a_loader_with_the_printed_grants_migrates_and_reconciles(
 ):
     loader = new_role(schema_db)
     owner_env = {"ETL_PG_DSN": schema_db}
-    printed = etl(owner_env, "grants", "--role", loader)
+    printed = etl("grants", "--role", loader, env=owner_env)
     assert printed.returncode == 0, printed.stderr
     statements = [s for s in printed.stdout.splitlines() if s.strip()]
     assert all(s.startswith("GRANT ") and s.endswith(f'TO "{loader}";') for s in statements)
@@ -74,16 +39,16 @@ def test_a_loader_with_the_printed_grants_migrates_and_reconciles(
         "ETL_PG_DSN": make_conninfo(schema_db, user=loader),
         "ETL_REPORTS_DIR": str(tmp_path / "reports"),
     }
-    migrated = etl(env, "migrate", "--all", "--source", f"dump:{dump}")
+    migrated = etl("migrate", "--all", "--source", f"dump:{dump}", env=env)
     assert migrated.returncode == 1, migrated.stderr  # 1: the dump's bad documents are rejects
     assert "Traceback" not in migrated.stderr
     # the one step that needs ownership is skipped with one line saying what was kept and why
     warned = [ln for ln in migrated.stderr.splitlines() if "does not own" in ln]
     assert len(warned) == 1 and "kept its indexes" in warned[0], migrated.stderr
-    reconciled = etl(env, "reconcile", "--all", "--source", f"dump:{dump}")
+    reconciled = etl("reconcile", "--all", "--source", f"dump:{dump}", env=env)
     assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
     assert "everything matches" in reconciled.stdout
-    status = etl(env, "status")
+    status = etl("status", env=env)
     assert status.returncode == 0, status.stderr
     with psycopg.connect(schema_db) as conn:
         # the indexes are all there (none was dropped by a role that could not build it back)
@@ -99,9 +64,9 @@ def test_a_loader_with_the_printed_grants_migrates_and_reconciles(
 
 
 def test_grants_of_an_unknown_role_or_schema_is_one_line(empty_db, schema_db):
-    proc = etl({"ETL_PG_DSN": schema_db}, "grants", "--role", "no_such_role_x")
+    proc = etl("grants", "--role", "no_such_role_x", env={"ETL_PG_DSN": schema_db})
     assert proc.returncode == 2 and proc.stderr.startswith("error: role 'no_such_role_x'")
-    proc = etl({"ETL_PG_DSN": empty_db}, "grants", "--role", "postgres")
+    proc = etl("grants", "--role", "postgres", env={"ETL_PG_DSN": empty_db})
     assert proc.returncode == 2 and "apply-schema" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
@@ -117,7 +82,7 @@ def test_an_extension_the_role_cannot_create_stops_apply_schema_before_anything(
     with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
         conn.execute(f'create database "{name}" owner "{owner}"')
     try:
-        proc = etl({"ETL_PG_DSN": make_conninfo(db, user=owner)}, "apply-schema")
+        proc = etl("apply-schema", env={"ETL_PG_DSN": make_conninfo(db, user=owner)})
         assert proc.returncode == 2, proc.stdout + proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: PostgreSQL extension "), lines
@@ -130,7 +95,7 @@ def test_an_extension_the_role_cannot_create_stops_apply_schema_before_anything(
             assert conn.execute("select count(*) from migration_history").fetchone()[0] == 0
             assert conn.execute("select to_regclass('resume_documents')").fetchone()[0] is None
         # the dry run says the same before an operator tries
-        dry = etl({"ETL_PG_DSN": make_conninfo(db, user=owner)}, "apply-schema", "--dry-run")
+        dry = etl("apply-schema", "--dry-run", env={"ETL_PG_DSN": make_conninfo(db, user=owner)})
         assert dry.returncode == 2 and '"bloom"' in dry.stderr
     finally:
         with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:

@@ -18,9 +18,9 @@ import pytest
 import requests
 from psycopg.conninfo import make_conninfo
 
-from tests.cli.test_cli_errors import etl
 from tests.datagen import generate
 from tests.fakearango.fixtures import DATABASE, seed
+from tests.helpers import etl
 from tests.secrets_scan import scan_for_secrets
 
 ARANGO_SECRET = "Ar4ngo-S3cret;'\"$pw%41"

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -24,21 +23,7 @@ from etl.settings import load_settings
 from etl.transform import row_id
 from tests.datagen import generate
 from tests.fakearango.fixtures import DATABASE, client_db
-from tests.test_migrate_arango import arango_env, scalar, seed_dataset
-from tests.test_roles import new_role  # noqa: F401, F811 - a fixture
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def etl(env: dict, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "etl", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-    )
+from tests.helpers import REPO, arango_env, etl, scalar, seed_dataset
 
 
 def free_port() -> int:
@@ -118,7 +103,7 @@ def test_sync_until_current_after_a_migrate_under_writes(schema_db, tmp_path, ar
     app.col("resumes").update({"_key": resumes[5], "status": "after"})
     app.col("jobs").insert({"_key": "late-job", "user_id": "u-l", "title": "Late"})
 
-    r = etl(env, "sync", "--until-current")
+    r = etl("sync", "--until-current", env=env)
     assert r.returncode == 0, r.stderr
     assert "changes read" in r.stdout
 
@@ -139,15 +124,15 @@ def test_sync_until_current_after_a_migrate_under_writes(schema_db, tmp_path, ar
     assert key_row(schema_db, "job_documents", "jobs", "late-job") is not None
     assert key_row(schema_db, "optimization_results", "documents", opts[0]["_key"]) is None
 
-    rec = etl(env, "reconcile", "--all")
+    rec = etl("reconcile", "--all", env=env)
     assert rec.returncode == 0, rec.stdout[-3000:] + rec.stderr
 
     # idempotent: a second follower run finds nothing to do and changes nothing
     before = scalar(schema_db, "select count(*) from document_audit_log")
-    r2 = etl(env, "sync", "--until-current")
+    r2 = etl("sync", "--until-current", env=env)
     assert r2.returncode == 0, r2.stderr
     assert scalar(schema_db, "select count(*) from document_audit_log") == before
-    status = etl(env, "status")
+    status = etl("status", env=env)
     assert "Change capture" in status.stdout and "lag_ticks" in status.stdout
 
 
@@ -162,7 +147,7 @@ def test_a_pruned_log_ends_in_one_line_naming_a_new_migrate(schema_db, tmp_path,
         app.col("resumes").insert({"_key": f"p{i}", "user_id": "u", "filename": "f"})
     arango_server.prune_wal(force=True)
     app.col("resumes").insert({"_key": "after-prune", "user_id": "u", "filename": "f"})
-    r = etl(env, "sync", "--until-current")
+    r = etl("sync", "--until-current", env=env)
     assert r.returncode == 2, r.stderr
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
@@ -173,7 +158,7 @@ def test_a_pruned_log_ends_in_one_line_naming_a_new_migrate(schema_db, tmp_path,
 def test_a_small_truncate_arrives_as_removals(schema_db, tmp_path, arango_server):
     env = migrated(arango_server, schema_db, tmp_path, seed=33)
     App(arango_server).col("jobs").truncate()  # below ArangoDB's range-delete threshold
-    r = etl(env, "sync", "--until-current")
+    r = etl("sync", "--until-current", env=env)
     assert r.returncode == 0, r.stderr
     assert scalar(schema_db, "select count(*) from job_documents") == 0
     # the research reports that referenced the jobs stay, unlinked (as a fresh migrate)
@@ -195,7 +180,7 @@ def test_collection_ddl_stops_sync_with_one_line(schema_db, tmp_path, arango_ser
     arango_server.truncate_threshold = 0  # the range-delete path: a 2004 marker
     before = scalar(schema_db, "select count(*) from job_documents")
     ddl(arango_server)
-    r = etl(env, "sync", "--until-current")
+    r = etl("sync", "--until-current", env=env)
     assert r.returncode == 2, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and said in lines[0] and "on_collection_ddl" in lines[0], r.stderr
@@ -211,7 +196,7 @@ def test_collection_ddl_applied_when_the_mapping_says_so(schema_db, tmp_path, ar
     env = {**migrated(arango_server, schema_db, tmp_path, seed=40), "ETL_MAPPING": str(mapping)}
     arango_server.truncate_threshold = 0
     arango_server.truncate_collection(DATABASE, "jobs")
-    r = etl(env, "sync", "--until-current")
+    r = etl("sync", "--until-current", env=env)
     assert r.returncode == 0, r.stderr
     assert scalar(schema_db, "select count(*) from job_documents") == 0
 
@@ -240,7 +225,7 @@ def test_sigterm_stops_cleanly_and_the_next_run_goes_on(schema_db, tmp_path, ara
     assert proc.returncode == 130, err
     for i in range(30, 40):
         app.col("resumes").insert({"_key": f"s{i}", "user_id": "u", "filename": f"f{i}"})
-    r = etl(env, "sync", "--until-current")
+    r = etl("sync", "--until-current", env=env)
     assert r.returncode == 0, r.stderr
     assert (
         scalar(
@@ -277,7 +262,7 @@ def test_metrics_endpoint_serves_lag_and_applied_changes(schema_db, tmp_path, ar
 def test_cutover_go_writes_its_audit_entry_and_report(schema_db, tmp_path, arango_server):
     env = migrated(arango_server, schema_db, tmp_path, seed=36)
     App(arango_server).col("jobs").insert({"_key": "cut-job", "user_id": "u", "title": "C"})
-    r = etl(env, "cutover", "--assume-frozen", "--sample", "100")
+    r = etl("cutover", "--assume-frozen", "--sample", "100", env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr
     assert "cutover: GO" in r.stdout, r.stderr
     assert "could not record" not in r.stderr, r.stderr
@@ -318,7 +303,7 @@ def test_a_loader_role_with_the_printed_grants_follows_and_cuts_over(
     from psycopg.conninfo import make_conninfo
 
     loader = new_role(schema_db)
-    printed = etl({**os.environ, "ETL_PG_DSN": schema_db}, "grants", "--role", loader)
+    printed = etl("grants", "--role", loader, env={**os.environ, "ETL_PG_DSN": schema_db})
     assert printed.returncode == 0, printed.stderr
     with psycopg.connect(schema_db, autocommit=True) as conn:
         for s in printed.stdout.splitlines():
@@ -327,15 +312,15 @@ def test_a_loader_role_with_the_printed_grants_follows_and_cuts_over(
     ds = generate(20, seed=38)
     seed_dataset(arango_server, ds)
     env = arango_env(arango_server, make_conninfo(schema_db, user=loader), tmp_path)
-    assert etl(env, "migrate", "--all").returncode == 0
+    assert etl("migrate", "--all", env=env).returncode == 0
     app = App(arango_server)
     victim = sorted(d["_key"] for d in ds["resumes"])[0]
     app.col("resumes").delete(victim)  # its optimizations stay, unlinked
     app.col("jobs").insert({"_key": "loader-job", "user_id": "u", "title": "L"})
-    r = etl(env, "sync", "--until-current")
+    r = etl("sync", "--until-current", env=env)
     assert r.returncode == 0, r.stderr
     assert key_row(schema_db, "resume_documents", "resumes", victim) is None
-    cut = etl(env, "cutover", "--assume-frozen")
+    cut = etl("cutover", "--assume-frozen", env=env)
     assert cut.returncode == 0, cut.stdout[-2000:] + cut.stderr
 
 
@@ -352,17 +337,17 @@ def test_sync_and_cutover_through_pgbouncer_in_transaction_pooling(
         ds = generate(20, seed=39)
         seed_dataset(arango_server, ds)
         env = arango_env(arango_server, pooled, tmp_path)
-        assert etl(env, "migrate", "--all", "--batch", "7").returncode == 0
+        assert etl("migrate", "--all", "--batch", "7", env=env).returncode == 0
         app = App(arango_server)
         for i in range(12):
             app.col("jobs").insert({"_key": f"pb{i}", "user_id": "u", "title": f"J{i}"})
         txn = app.db.begin_transaction(write=["jobs"])
         txn.collection("jobs").delete("pb0")
         txn.commit_transaction()
-        r = etl(env, "sync", "--until-current")
+        r = etl("sync", "--until-current", env=env)
         assert r.returncode == 0, r.stderr
         assert "Traceback" not in r.stderr
-        cut = etl(env, "cutover", "--assume-frozen", "--sample", "50")
+        cut = etl("cutover", "--assume-frozen", "--sample", "50", env=env)
         assert cut.returncode == 0, cut.stdout[-2000:] + cut.stderr
     keys = scalar(
         direct,

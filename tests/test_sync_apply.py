@@ -17,10 +17,10 @@ from etl import jsonutil
 from etl.mapping import load_mapping
 from etl.migrate import Migration
 from etl.reconcile import Reconciliation
-from etl.settings import load_settings
 from etl.sync.apply import Applier
 from etl.sync.changes import Change
 from tests.datagen import generate
+from tests.helpers import settings_for
 
 TABLES = (
     "resume_documents",
@@ -42,11 +42,6 @@ def write_jsonl(state: dict, d: Path) -> str:
             for doc in docs.values():
                 f.write(jsonutil.dumps_str(doc) + "\n")
     return f"jsonl:{d}"
-
-
-def settings_for(dsn: str, tmp_path: Path):
-    env = {"ETL_PG_DSN": dsn, "ETL_REPORTS_DIR": str(tmp_path / "reports")}
-    return load_settings(None, env=env)
 
 
 def migrate(dsn: str, source: str, tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ from etl.sync.run import SyncJob
 from etl.sync.start import mark
 from tests.datagen import generate, write_dump
 from tests.fakearango.fixtures import client_db, seed
-from tests.test_migrate_arango import arango_env
+from tests.helpers import arango_env
 
 COLLECTIONS = ("resumes", "jobs", "documents", "job_research", "task_results")
 KINDS = (

@@ -11,8 +11,8 @@ import psycopg
 
 from etl.sync import positions
 from tests.datagen import generate
-from tests.test_migrate_arango import arango_env, scalar, seed_dataset
-from tests.test_sync import App, etl
+from tests.helpers import arango_env, etl, scalar, seed_dataset
+from tests.test_sync import App
 
 
 def applied(dsn: str) -> dict[tuple[str, str], int]:
@@ -29,11 +29,11 @@ def read_count(stdout: str) -> int:
 def test_recopy_one_collection_keeps_the_follower(schema_db, tmp_path, arango_server):
     seed_dataset(arango_server, generate(20, seed=45))
     env = arango_env(arango_server, schema_db, tmp_path)
-    assert etl(env, "migrate", "--all").returncode == 0
+    assert etl("migrate", "--all", env=env).returncode == 0
     app = App(arango_server)
     for i in range(5):
         app.col("resumes").insert({"_key": f"w1-{i}", "user_id": "u", "filename": "f"})
-    r = etl(env, "sync", "--until-current")
+    r = etl("sync", "--until-current", env=env)
     assert r.returncode == 0, r.stderr
     before = applied(schema_db)
     assert before[("resumes", "insert")] == 5
@@ -46,7 +46,7 @@ def test_recopy_one_collection_keeps_the_follower(schema_db, tmp_path, arango_se
         app.col("resumes").insert({"_key": f"w2-{i}", "user_id": "u", "filename": "f"})
     for i in range(2):
         app.col("jobs").insert({"_key": f"w2-job-{i}", "user_id": "u", "title": "T"})
-    r = etl(env, "migrate", "--collection", "jobs")
+    r = etl("migrate", "--collection", "jobs", env=env)
     assert r.returncode == 0, r.stderr
     for i in range(3):
         app.col("resumes").insert({"_key": f"w3-{i}", "user_id": "u", "filename": "f"})
@@ -54,7 +54,7 @@ def test_recopy_one_collection_keeps_the_follower(schema_db, tmp_path, arango_se
     # ArangoDB pruned what the follower had already read (the first copy's start with it)
     arango_server.prune_wal(followed, force=True)
 
-    r = etl(env, "sync", "--until-current")
+    r = etl("sync", "--until-current", env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert read_count(r.stdout) == 10, r.stdout  # the 4 + 2 + 3 + 1 new ones, no replay
     after = applied(schema_db)
@@ -65,5 +65,5 @@ def test_recopy_one_collection_keeps_the_follower(schema_db, tmp_path, arango_se
         "select count(*) from job_documents where metadata -> 'arango' ->> '_key' like 'w%%'",
     )
     assert n == 3
-    rec = etl(env, "reconcile", "--all")
+    rec = etl("reconcile", "--all", env=env)
     assert rec.returncode == 0, rec.stdout[-3000:]

@@ -19,7 +19,7 @@ from psycopg import sql
 from etl.errors import PermanentError
 from etl.generic import ddl
 from etl.generic.spec import GenericTarget
-from etl.pg import connect
+from etl.pg import connect, scalar
 from etl.schema import GENERATED_PREFIX, os_user, schema_lock
 from etl.target import ident
 
@@ -64,7 +64,7 @@ def plan(
     out = []
     for t in targets:
         new = ddl.shape(t)
-        have = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (t.table,)).fetchone()[0]
+        have = scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", (t.table,))
         rec = done.get(version(t))
         if rec is None:
             if have:
@@ -84,9 +84,10 @@ def plan(
             out.append(("alter", t, [*ddl.helpers(t.schema), *adds]))
             continue
         rows = (
-            conn.execute(
-                sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} LIMIT 1) x").format(ident(t.table))
-            ).fetchone()[0]
+            scalar(
+                conn,
+                sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} LIMIT 1) x").format(ident(t.table)),
+            )
             if have
             else 0
         )
@@ -115,7 +116,7 @@ def apply_mapping(
             _record(result, action, t, stmts)
         return result
     with schema_lock(dsn, lock_timeout_s), connect(dsn) as conn:
-        who = f"{os_user()} as {conn.execute('SELECT current_user').fetchone()[0]}"
+        who = f"{os_user()} as {scalar(conn, 'SELECT current_user')}"
         conn.rollback()
         for action, t, stmts in plan(conn, targets, mapping_file):
             _record(result, action, t, stmts)
@@ -124,9 +125,7 @@ def apply_mapping(
             t0 = time.monotonic()
             with conn.transaction():
                 conn.execute(f"SET LOCAL lock_timeout = '{int(lock_timeout_s * 1000)}ms'")
-                new_schema = conn.execute(
-                    "SELECT to_regnamespace(%s) IS NULL", (t.schema,)
-                ).fetchone()[0]
+                new_schema = scalar(conn, "SELECT to_regnamespace(%s) IS NULL", (t.schema,))
                 for stmt in stmts:
                     try:
                         conn.execute(stmt, prepare=False)
@@ -195,7 +194,7 @@ def require_applied(conn, targets: list[GenericTarget], mapping_file: str) -> No
         return
     done = _history(conn, [version(t) for t in targets])
     for t in targets:
-        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (t.table,)).fetchone()[0]
+        exists = scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", (t.table,))
         rec = done.get(version(t))
         if not exists or rec is None:
             problem = f"table {t.table} (collection {t.collection}) does not exist"

@@ -113,7 +113,7 @@ def edge_ends(conn, mapping, rows: Sequence) -> list[dict]:
             ends.append((key, end, ref, str(rid), tables))
             for t in tables or ():
                 wanted.setdefault(t, set()).add(str(rid))
-    held = set()
+    held: set[str] = set()
     for t, ids in wanted.items():
         held.update(
             str(i)

@@ -136,11 +136,11 @@ def _collection(c: Collection) -> list[str]:
             out.append(f"to_collections = {_list(c.to_collections)}")
     if c.not_translated:
         out.append(f"not_translated = {_list(c.not_translated)}")
-    typed = [a for a in c.attributes.values() if a.typed]
+    typed = sorted((a.typed, a.name) for a in c.attributes.values() if a.typed)
     if typed:
         out += ["", f"[collections.{_key(c.name)}.typed]"]
-        for a in sorted(typed, key=lambda a: a.typed[0]):
-            out.append(f"{_key(a.typed[0])} = {{ path = {_s(a.name)}, type = {_s(a.typed[1])} }}")
+        for (column, type_), path in typed:
+            out.append(f"{_key(column)} = {{ path = {_s(path)}, type = {_s(type_)} }}")
     for i in c.indexes:
         if i.translated:
             out += ["", f"[[collections.{_key(c.name)}.indexes]]"]

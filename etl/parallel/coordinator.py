@@ -135,10 +135,11 @@ class ParallelMigration:
                     self._reopen(conn, run)
                 else:
                     self._start(conn, run, source, names)
-                counts = conn.execute(
+                counts = pg.scalar(
+                    conn,
                     "select options -> 'source_counts' from etl_runs where run_id = %s",
                     (run.run_id,),
-                ).fetchone()[0]
+                )
         finally:
             source.close()
         return sum((counts or {}).values()), f"{len(names)} collection(s), {self.workers} workers"
@@ -200,9 +201,9 @@ class ParallelMigration:
                     (st, error, run.run_id),
                 )
             summary = summary_from_db(conn, self.m.mapping, run.run_id)
-            report_path = conn.execute(
-                "select report_path from etl_runs where run_id = %s", (run.run_id,)
-            ).fetchone()[0]
+            report_path = pg.scalar(
+                conn, "select report_path from etl_runs where run_id = %s", (run.run_id,)
+            )
         if report_path and Path(report_path).exists():
             p = Path(report_path)
             self.report_paths = {
@@ -216,6 +217,7 @@ class ParallelMigration:
 
     def _outcome(self, run_id: str, prog: units.RunProgress) -> RunSummary:
         if prog.finished:
+            assert self.summary is not None  # recorded by _record_outcome
             return self.summary
         if prog.failed:
             raise PermanentError(

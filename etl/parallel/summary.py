@@ -62,9 +62,10 @@ def summary_from_db(conn, mapping, run_id: str) -> RunSummary:
         " from etl_rejects where run_id = %s group by 1, 2, 3",
         (EXAMPLES_PER_REASON, run_id),
     ):
-        r = by_name.get(name)
-        if r is None:
+        found = by_name.get(name)
+        if found is None:
             continue
+        r = found
         if stage == "unmapped":
             r.unmapped_reasons[reason] += n
         else:
@@ -77,7 +78,7 @@ def summary_from_db(conn, mapping, run_id: str) -> RunSummary:
     ):
         if name in by_name:
             by_name[name].unmapped_keys = keys
-    batch_size = opts.get("batch_size")
+    batch_size = int(opts.get("batch_size") or 0)  # every migrate records it
     index_builds = [
         b
         for (builds,) in conn.execute(

@@ -30,6 +30,7 @@ from etl.results import (
 from etl.runs import Run
 from etl.signals import GracefulStop
 from etl.sources import open_source
+from etl.sources.base import Source
 from etl.spec import MigrateSpec
 from etl.state import Checkpoint, Counts
 from etl.writer import retry_policy
@@ -85,8 +86,8 @@ class Worker:
         self.name = name or units.worker_name()
         self.mapping = load_mapping(settings.migrate.mapping)
         self.done = 0
-        self.source = None
-        self.pipeline: Pipeline | None = None
+        self.source: Source | None = None  # opened by the first range unit
+        self.pipeline: Pipeline  # set by run()
 
     def run(self) -> int:
         """Returns how many units this worker completed."""
@@ -159,10 +160,12 @@ class Worker:
             self._final(store)
 
     def _range(self, unit: units.Unit, store: units.UnitCheckpoints) -> None:
+        source = self.source
+        assert source is not None  # opened by _execute
         cp = store.checkpoint()
         if self.mapping.for_collection(unit.collection) is None:  # counted, not read
             cp.done = True
-            cp.counts = Counts(unmapped=self.source.collection(unit.collection).count)
+            cp.counts = Counts(unmapped=source.collection(unit.collection).count)
 
             def save(c):
                 store.take(c)
@@ -171,7 +174,7 @@ class Worker:
             self.pipeline.in_transaction(save)
             return
         result = CollectionResult(unit.collection)
-        self.pipeline.load_range(self.source, unit.collection, store, cp, result)
+        self.pipeline.load_range(source, unit.collection, store, cp, result)
 
     def _build_indexes(self, c, unit: units.Unit, store: units.UnitCheckpoints) -> None:
         """A table's deferred indexes, built while other collections still load. The unit row

@@ -15,6 +15,7 @@ from psycopg import sql
 
 from etl.canonical import canonical, digest_sql, jsonb_key_order, loads_exact
 from etl.derived import own_named, own_named_sql
+from etl.pg import scalar
 from etl.target import qualified, referenced_type
 from etl.target import table as table_of
 
@@ -132,6 +133,7 @@ class TypeSpec:
         parts = []
         for c in self.columns:
             col = sql.SQL("t.{}").format(sql.Identifier(c.name))
+            expr: sql.Composable
             if c.name == "metadata":
                 expr = sql.SQL("(t.metadata - 'etl' - 'edges')")
             elif c.kind == "ts":
@@ -186,9 +188,7 @@ def type_specs(conn, mapping) -> dict[str, TypeSpec]:
                 if "(" in _STRING_LITERAL.sub("", dflt):  # a call: now(), gen_random_uuid()
                     col.volatile = True
                 else:  # a constant from the catalog (pg_get_expr): the server evaluates it
-                    text = conn.execute(
-                        sql.SQL("select to_jsonb({})::text").format(sql.SQL(dflt))
-                    ).fetchone()[0]
+                    text = scalar(conn, sql.SQL("select to_jsonb({})::text").format(sql.SQL(dflt)))
                     col.has_default, col.default = True, loads_exact(text)
             cols.append(col)
         refs: dict[str, str] = {}

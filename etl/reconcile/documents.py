@@ -145,7 +145,7 @@ class DocumentPass:
         load_rejected: set[str],
         recorded: set[str],
         exists_before: bool,
-        exists_done: set[str] = frozenset(),
+        exists_done: set[str] | frozenset[str] = frozenset(),
     ):
         self.mapping = mapping
         self.run_id = run_id

@@ -64,9 +64,10 @@ def check_edges(
     ctx: CheckContext, name: str, cm: CollectionMapping, result: CollectionReconcile
 ) -> None:
     spec = cm.edge
+    assert spec is not None  # an edge collection
     dt = spec.to_document_type
     table = table_of(dt)
-    from_type = ctx.mapping.for_collection(spec.from_collection).targets()[0].document_type
+    from_type = ctx.mapping.collections[spec.from_collection].targets()[0].document_type
     transformer = ctx.transformer()
     counts = [0] * N_BUCKETS
     sums = [0] * N_BUCKETS
@@ -138,7 +139,7 @@ def check_edges(
 
     join, params = bucket_join(ctx.sampled)
     items_sql = edge_items_sql(table, own_paths(ctx, cm))
-    srv = {}
+    srv: dict[int, tuple[int, int]] = {}
     n_loaded = 0
     for b, kind, n, s in ctx.conn.execute(
         sql.SQL("select t.b, kind, count(*), sum({}) from ({}) t{} group by t.b, kind").format(

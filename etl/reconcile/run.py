@@ -9,6 +9,9 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
 
 from etl import pg
 from etl.errors import EtlError, PermanentError
@@ -25,6 +28,7 @@ from etl.reconcile.workers import CollectionReader
 from etl.runs import Run, select_collections
 from etl.settings import Settings
 from etl.sources import open_source
+from etl.sources.base import Source
 
 log = logging.getLogger("etl.reconcile")
 
@@ -71,12 +75,12 @@ class Reconciliation:
         # set by run(): the run's id, its working connection and source, the summary, the
         # report files, the compare specs and the context the checks share
         self.run_id: str | None = None
-        self.conn = None
-        self.source = None
+        self.conn: psycopg.Connection
+        self.source: Source
         self.summary: ReconcileSummary | None = None
-        self.report_paths = None
+        self.report_paths: dict[str, Path] | None = None
         self.specs: dict = {}
-        self.ctx: CheckContext | None = None
+        self.ctx: CheckContext
 
     def run(self) -> ReconcileSummary:
         run = Run.new(self.settings, "reconcile")
@@ -98,7 +102,7 @@ class Reconciliation:
                 },
             )
             self.conn.commit()
-            self._check(names, summary)
+            self._check(names, summary, run.run_id)
             summary.state = "finished"
         except EtlError as exc:
             summary.state, summary.error = "failed", str(exc)
@@ -146,13 +150,13 @@ class Reconciliation:
         return self.summary
 
     # -- the collections --------------------------------------------------------------------
-    def _check(self, names: list[str], summary: ReconcileSummary) -> None:
+    def _check(self, names: list[str], summary: ReconcileSummary, run_id: str) -> None:
         """Check every collection in `names`, in order, appending its result to the summary."""
         self.specs = type_specs(self.conn, self.mapping)
         self.conn.commit()
         self.ctx = CheckContext(
             mapping=self.mapping,
-            run_id=self.run_id,
+            run_id=run_id,
             conn=self.conn,
             reader=CollectionReader(
                 self.source,
@@ -192,7 +196,7 @@ class Reconciliation:
         else:
             for t in cm.targets():
                 for f in t.references:
-                    if f.collection != name:
+                    if f.collection is not None and f.collection != name:
                         ensure_exists(ctx, f.collection)
             if cm.generic is not None and cm.generic.edge:  # the ends the graphs name
                 for dep in (*cm.generic.from_collections, *cm.generic.to_collections):

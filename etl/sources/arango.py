@@ -5,11 +5,12 @@ retry layer.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import requests
@@ -67,7 +68,7 @@ class _HTTPClient(DefaultHTTPClient):
 
     def send_request(
         self, session, method, url, headers=None, params=None, data=None, auth=None
-    ) -> Response:  # type: ignore[override]
+    ) -> Response:
         try:
             # verify per request: requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE override session.verify
             response = session.request(
@@ -194,7 +195,9 @@ class ArangoSource:
                 f"(check the clocks): {exc}"
             ) from None
         try:
-            cols = db.collections()  # GET /_api/collection: checks credentials and the database
+            # GET /_api/collection: checks credentials and the database. python-arango types
+            # every result as Result[T] (T, or a job of an async/batch database); ours is T.
+            cols = cast(list[dict[str, Any]], db.collections())
         except ArangoServerError as exc:
             if _is_transient(exc):
                 raise  # retried by _retry
@@ -385,7 +388,7 @@ class ArangoSource:
                 continue
             name = c["name"]
             count = self._with_collection_check(
-                name, f"count '{name}'", lambda name=name: int(self._db.collection(name).count())
+                name, f"count '{name}'", functools.partial(self._count, name)
             )
             out.append(
                 CollectionInfo(name, "edge" if c.get("type") == "edge" else "document", count)
@@ -543,6 +546,9 @@ class ArangoSource:
             if isinstance(w, dict)
         )
         return docs, warnings, cut
+
+    def _count(self, name: str) -> int:
+        return int(self._db.collection(name).count())
 
     def _with_collection_check(self, collection: str, what: str, fn: Callable[[], T]) -> T:
         from etl.settings import arango_name_problem

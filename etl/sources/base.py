@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 CollectionType = Literal["document", "edge"]
 
@@ -23,7 +23,7 @@ class CollectionInfo:
 @dataclass(frozen=True, slots=True)
 class Batch:
     collection: str
-    docs: list[dict]
+    docs: list[dict[str, Any]]
     position: str  # resume token after this batch
     nbytes: int = 0  # bytes read for this batch (throughput in MB/s)
     warnings: tuple[str, ...] = field(default=())

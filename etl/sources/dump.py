@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
+from typing import Any
 
 from etl import jsonutil
 from etl.errors import PermanentError
@@ -18,7 +19,7 @@ from etl.sources.lines import BOM, CHUNK_SIZE
 
 log = logging.getLogger("etl.sources.dump")
 
-_TYPES = {2: "document", 3: "edge"}
+_TYPES: dict[object, str] = {2: "document", 3: "edge"}
 
 
 class DumpSource(FileSource):
@@ -132,7 +133,7 @@ class DumpSource(FileSource):
         """The collection's `*.structure.json`, with `indexes` at the top level (legacy dumps
         keep them inside `parameters`)."""
         st = _read_json_file(self._get(name).structure)
-        params = st.get("parameters") if isinstance(st.get("parameters"), dict) else {}
+        params: dict[str, Any] = st["parameters"] if isinstance(st.get("parameters"), dict) else {}
         indexes = st.get("indexes", params.get("indexes"))
         return {**st, "indexes": indexes if isinstance(indexes, list) else []}
 

@@ -130,8 +130,7 @@ class Applier:
         upserted = self._upsert(c, plan.rows, plan.docs, out)  # only rows not there before
         self._link_late_parents(c, upserted)
         for name, keys in plan.edge_touched.items():
-            cm = self.mapping.for_collection(name)
-            self._edges(c, cm, keys, plan.edge_upserts[name], out)
+            self._edges(c, self.mapping.collections[name], keys, plan.edge_upserts[name], out)
         if upserted:
             self._retry_dangling_edges(c, upserted, out)
         state.write_rejects(c, self.run_id, out.rejects)
@@ -167,7 +166,7 @@ class Applier:
         """Before rows of `table` go: what references them keeps its row, reference NULL (as a
         fresh migrate leaves a dangling reference), and edges into them become rejects.
         Returns the edges from them to unlink once they are gone: (edge mapping, table, _from)."""
-        dangling = []
+        dangling: list[tuple[CollectionMapping, str, list[str]]] = []
         dt = next((d for d in target.DOCUMENT_TYPES if target.table(d) == table), None)
         if dt is None:  # a generic table: nothing references its rows by a foreign key
             return dangling
@@ -197,7 +196,7 @@ class Applier:
                 for key, text in cur.fetchall():
                     self._dangling(cm.name, key, jsonutil.loads(text), out)
             from_tables = {
-                t.table for t in self.mapping.for_collection(spec.from_collection).targets()
+                t.table for t in self.mapping.collections[spec.from_collection].targets()
             }
             if table in from_tables:  # edges from removed jobs dangle now
                 keys = self._keys_of(c, table, ids)
@@ -340,6 +339,7 @@ class Applier:
         """Touched edge keys leave every research row that records them; then the edges
         still in the source link again (a fresh migrate's outcome whatever moved)."""
         spec = cm.edge
+        assert spec is not None  # an edge collection
         table = target.table(spec.to_document_type)
         c.execute(
             "delete from etl_rejects where collection = %s and stage = 'link' and key = any(%s)",

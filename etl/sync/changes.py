@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from etl.errors import PermanentError
 from etl.sources import wal
@@ -16,7 +17,7 @@ class Change:
     tick: int  # when it became visible: its marker's, or its transaction's commit marker's
     collection: str
     key: str
-    doc: dict | None  # the whole new document; None: removed
+    doc: dict[str, Any] | None  # the whole new document; None: removed
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class CollectionEvent:
 
 
 class ChangeStream:
-    def __init__(self, database: str, names: dict[str, str], refresh: Callable[[], dict]):
+    def __init__(self, database: str, names: dict[str, str], refresh: Callable[[], dict[str, str]]):
         self.database = database
         self.names = dict(names)  # cuid -> collection name
         self._refresh = refresh
@@ -55,7 +56,7 @@ class ChangeStream:
         """Forget open transactions (a new tail from a saved, quiescent position)."""
         self._open.clear()
 
-    def name_of(self, cuid: str | None, doc: dict | None = None) -> str | None:
+    def name_of(self, cuid: str | None, doc: dict[str, Any] | None = None) -> str | None:
         if not cuid:
             return None
         name = self.names.get(cuid)
@@ -67,7 +68,7 @@ class ChangeStream:
             name = doc["_id"].partition("/")[0]  # a 2300's _id has the current name
         return name
 
-    def feed(self, markers: list[dict]) -> list[Change | CollectionEvent]:
+    def feed(self, markers: list[dict[str, Any]]) -> list[Change | CollectionEvent]:
         out: list[Change | CollectionEvent] = []
         for m in markers:
             if not isinstance(m, dict) or m.get("db", self.database) != self.database:
@@ -102,18 +103,18 @@ class ChangeStream:
                 if data.get("globallyUniqueId") and data.get("name"):
                     self.names[str(data["globallyUniqueId"])] = data["name"]
             elif t in (wal.COLLECTION_DROP, wal.COLLECTION_TRUNCATE, wal.COLLECTION_RENAME):
-                cuid = m.get("cuid")
-                name = self.names.get(cuid) or self.name_of(cuid)
+                cuid = str(m.get("cuid") or "")
+                name = self.name_of(cuid)
                 new = (m.get("data") or {}).get("name") if t == wal.COLLECTION_RENAME else None
                 if name is not None:
                     out.append(CollectionEvent(tick, t, name, new))
-                if t == wal.COLLECTION_RENAME and new:
+                if t == wal.COLLECTION_RENAME and new and cuid:
                     self.names[cuid] = new
             else:
                 self.ignored += 1
         return out
 
-    def _change(self, m: dict, t: int, tick: int) -> Change | None:
+    def _change(self, m: dict[str, Any], t: int, tick: int) -> Change | None:
         data = m.get("data") or {}
         key = data.get("_key")
         if not isinstance(key, str):

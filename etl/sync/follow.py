@@ -8,8 +8,9 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from psycopg import sql
 
@@ -75,7 +76,9 @@ class Follower:
         self.applier = Applier(mapping, run_id)
         self.position: Position | None = None
         self.outcome: SyncOutcome | None = None  # the last run()'s, also when it raised
-        self._inflight = None  # (future, position) of the batch the committer is applying
+        self._inflight: tuple[Future[Any], tuple[int, int]] | None = (
+            None  # (future, position) of the batch the committer is applying
+        )
         self._saved: tuple[int, int] = (0, 0)  # the last committed position
 
     # -- where to start --------------------------------------------------------------------
@@ -144,6 +147,8 @@ class Follower:
         """Follow until stopped (Interrupted), or with until_tick until everything up to it is
         applied: a 204 with nothing buffered whose position reaches until_tick - 1 (§4.6)."""
         p = self.position or self.prepare()
+        syncer_id = p.syncer_id
+        assert syncer_id is not None  # prepare() gives every follow position one
         out = self.outcome = SyncOutcome(from_tick=p.from_tick, last_scanned=p.last_scanned)
         # names as the copy knew them first: a collection dropped or renamed since is still
         # recognised (its markers carry the cuid; a 2002 and a 2300's _id the current name)
@@ -168,7 +173,7 @@ class Follower:
                     raise Interrupted(
                         f"sync stopped at tick {self._saved[0]}; `etl sync` goes on from there"
                     )
-                resp = self.reader.tail(F, L, p.syncer_id)
+                resp = self.reader.tail(F, L, syncer_id)
                 out.polls += 1
                 out.server_tick = resp.last_tick
                 if not resp.from_present and F > 0:
@@ -305,7 +310,8 @@ class Follower:
                 (ev.collection,),
             )
         ]
-        if self.mapping.for_collection(ev.collection).edge is not None:
+        cm = self.mapping.for_collection(ev.collection)
+        if cm is not None and cm.edge is not None:
             keys = [  # edges live in their research rows' metadata.edges
                 k
                 for ref in self.mapping.target_tables(ev.collection)

@@ -10,6 +10,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from etl.errors import PermanentError
+from etl.pg import scalar
 from etl.sources import wal
 
 FOLLOWER = "follow"
@@ -49,7 +50,7 @@ def _position(row) -> Position:
 
 
 def require_tables(conn: psycopg.Connection) -> None:
-    if conn.execute("select to_regclass('etl_wal_positions') is null").fetchone()[0]:
+    if scalar(conn, "select to_regclass('etl_wal_positions') is null"):
         raise PermanentError(
             "the target schema has no etl_wal_positions (sql/008 not applied)",
             hint="run `etl apply-schema`",
@@ -220,9 +221,7 @@ def follow_start(conn: psycopg.Connection, fol: Position | None, database: str) 
         c
         for c, (run_id, _tick) in starts.items()
         if seen is None
-        or conn.execute(
-            "select started_at > %s from etl_runs where run_id = %s", (seen[0], run_id)
-        ).fetchone()[0]
+        or scalar(conn, "select started_at > %s from etl_runs where run_id = %s", (seen[0], run_id))
     )
     old = fol.from_tick
     for c in starts:

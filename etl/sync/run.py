@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from etl import pg
 from etl.errors import EtlError, Interrupted
@@ -14,6 +16,9 @@ from etl.runs import Run
 from etl.sources.arango import ArangoSource
 from etl.sources.wal import WalReader
 from etl.sync.follow import Follower, SyncOutcome
+
+if TYPE_CHECKING:
+    from etl.sync.metrics import SyncMetrics
 
 log = logging.getLogger("etl.sync")
 
@@ -89,9 +94,9 @@ class SyncJob:
         self.run: Run | None = None
         self.source: ArangoSource | None = None
         self.follower: Follower | None = None
-        self.metrics = None
+        self.metrics: SyncMetrics | None = None
         self.doc: dict = {}
-        self.report_paths = None
+        self.report_paths: dict[str, Path] | None = None
         self.total = SyncOutcome()  # over every follow round of this run
 
     def open(self) -> Follower:
@@ -133,14 +138,17 @@ class SyncJob:
         return self.follower
 
     def server_tick(self) -> int:
+        assert self.source is not None, "open() first"
         return WalReader(self.source).last_tick().tick
 
     def follow(self, *, until_current: bool) -> SyncOutcome:
+        follower = self.follower
+        assert follower is not None, "open() first"
         until = self.server_tick() if until_current else None
         try:
-            return self.follower.run(until_tick=until)
+            return follower.run(until_tick=until)
         finally:
-            self._add(self.follower.outcome)
+            self._add(follower.outcome)
 
     def _add(self, out: SyncOutcome | None) -> None:
         """The run's totals over its follow rounds (a cutover has several)."""

@@ -64,6 +64,7 @@ def record_migrate_start(
         if from_tick is not None:
             if base is None or base.start_tick != from_tick:
                 base = Position(run_id, "migrate", None, None, None, None, from_tick, from_tick)
+        assert base is not None  # without a mark nor --from-tick it returned above
         p = Position(
             run_id=run_id,
             kind="migrate",
@@ -87,8 +88,10 @@ class Pinner:
     own connection to ArangoDB)."""
 
     def __init__(self, arango_settings, p: Position):
+        assert p.syncer_id is not None  # a live source's position: mark() gave it one
         self._settings = arango_settings
         self._p = p
+        self._syncer_id = p.syncer_id
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="etl-wal-pin", daemon=True)
 
@@ -100,7 +103,7 @@ class Pinner:
         while not self._stop.wait(PIN_EVERY_SECONDS):
             try:
                 with ArangoSource(self._settings) as source:
-                    wal.WalReader(source).pin(self._p.start_tick, self._p.syncer_id)
+                    wal.WalReader(source).pin(self._p.start_tick, self._syncer_id)
             except Exception as exc:  # noqa: BLE001 - a warning; sync will say if the log is gone
                 log.warning("could not renew the WAL registration: %s", exc)
 

@@ -13,9 +13,9 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from tests.cli.test_cli_errors import REPO, assert_one_line_error, etl
 from tests.datagen import generate, write_dump
 from tests.fakearango.fixtures import DATABASE, ROOT_PASSWORD, seed
+from tests.helpers import REPO, assert_one_line_error, etl
 
 MAPPING = REPO / "configs" / "atspro.toml"
 

@@ -1,34 +1,7 @@
 """Errors an operator can cause end in one line on stderr and exit status 2, never a traceback.
 The CLI runs as a real process: what the operator sees is what is tested."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def etl(*args, env=None, cwd=None):
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "etl", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=cwd or REPO,
-        timeout=120,
-    )
-
-
-def assert_one_line_error(proc, *needles):
-    assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
+from tests.helpers import assert_one_line_error, etl
 
 
 def test_cli_unreachable_postgres_names_host_and_port():
