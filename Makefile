@@ -34,6 +34,7 @@ demo: install
 bench: install
 	$(PY) bench/run.py $(BENCH_ARGS)
 	$(PY) bench/sync.py $(SYNC_BENCH_ARGS)
+	$(PY) bench/fallback.py $(FALLBACK_BENCH_ARGS)
 
 soak: install
 	$(PY) soak/run.py $(SOAK_ARGS)

@@ -1,15 +1,19 @@
-"""`make bench` part two: change capture. On the bench data in the test ArangoDB server:
+"""`make bench` part two: change capture. On the bench data in the test ArangoDB server, at
+each of --sizes (documents):
 
 - the apply rate of `etl sync --until-current` (changes/s) for a backlog of mixed changes
   (updates, replaces, inserts, removes, stream transactions) written after the copy, against
-  the bulk rate of the `etl migrate` that made the copy, measured in the same run;
-- the write freeze of `etl cutover --assume-frozen --workers 2`: from the freeze to the go,
-  with the reconcile inside it sampled (--sample 10) and in full.
+  the bulk rate of the `etl migrate` that made the copy, measured in the same run (the ratio);
+- the write freeze of `etl cutover`: the operator's confirmation to the verdict, with
+  --last-changes written just before the confirmation (the drain and their verification are in
+  the freeze; every key changed since the copy is verified, no full reconcile);
+- the lag (commit in ArangoDB to row in PostgreSQL, p50/p99 from `etl sync`'s report) while an
+  application writes at a steady half of the measured apply rate for --lag-seconds.
 
 Every etl step runs as the operator's command, in its own process. Data: shaped like the real
 exports (bench/realdata.py; --data classic for tests/datagen). Medians of --runs, each on a
 fresh copy of the schema. Usage:
-    .venv/bin/python bench/sync.py --docs 100000 --changes 20000 --runs 3 --pg-dsn DSN
+    .venv/bin/python bench/sync.py --sizes 100000,1000000 --changes 20000 --runs 3 --pg-dsn DSN
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 import os
 import random
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -115,10 +120,63 @@ def median(xs):
     return statistics.median(xs) if xs else None
 
 
+def cutover_with_last_changes(env: dict, server: FakeArango, rng, n: int, tag: str) -> dict:
+    """`etl cutover`, answering its freeze question after writing n last changes."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
+    full.update(env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "etl", "cutover"],
+        env=full,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    head = []
+    for line in proc.stdout:
+        head.append(line)
+        if "freeze writes to ArangoDB now" in line:
+            break
+    write_changes(server, n, rng, tag)
+    out, err = proc.communicate("y\n")
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"etl cutover failed ({proc.returncode}): {err[-2000:]}")
+    return json.loads(report_of("".join(head) + out).read_text())
+
+
+def lag_under_load(env: dict, server: FakeArango, rng, rate: float, seconds: float, tag: str):
+    """`etl sync` while the application writes `rate` changes/s for `seconds`: its report's lag."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
+    full.update(env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "etl", "sync"],
+        env=full,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(3)  # started, caught up
+    t0 = time.perf_counter()
+    written = 0
+    while (elapsed := time.perf_counter() - t0) < seconds:
+        due = int(elapsed * rate)
+        if due > written:
+            written += write_changes(server, due - written, rng, f"{tag}-{written}")
+        time.sleep(0.02)
+    time.sleep(2)  # the last ones applied
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    doc = json.loads(report_of(out).read_text())
+    return (doc.get("sync") or {}).get("lag") or {}, written / seconds
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--docs", type=int, default=100_000)
+    ap.add_argument("--sizes", default="20000,100000", help="documents, comma-separated")
+    ap.add_argument("--docs", type=int, help="one size only (as --sizes N)")
     ap.add_argument("--changes", type=int, default=20_000)
+    ap.add_argument("--last-changes", type=int, default=200, help="written just before the freeze")
+    ap.add_argument("--lag-seconds", type=float, default=15)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--pg-dsn", default=os.environ.get("ETL_BENCH_PG_DSN"))
@@ -131,8 +189,6 @@ def main() -> int:
     args = ap.parse_args()
     admin = args.pg_dsn or embedded_dsn()
     make = realdata.generate if args.data == "real" else generate
-    ds = make(max(1, int(args.docs / DOCS_PER_RESUME)), seed=args.seed)
-    total = sum(ds.counts.values())
     template = f"etl_bench_sync_tmpl_{uuid.uuid4().hex[:8]}"
     made = [template]
     with psycopg.connect(admin, autocommit=True) as c:
@@ -140,61 +196,85 @@ def main() -> int:
         version = c.execute("show server_version").fetchone()[0]
     apply_schema(make_conninfo(admin, dbname=template), REPO / "sql")
     apply_mapping_file(make_conninfo(admin, dbname=template))  # arango.task_results
-    rows = {"migrate docs/s": [], "apply changes/s": [], "ratio": [], "freeze s (sample 10)": []}
-    rows["freeze s (full reconcile)"] = []
     rng = random.Random(args.seed)
+    tables = []
     try:
-        for run in range(args.runs):
-            server = FakeArango(ROOT_PASSWORD).start()
-            try:
-                for c in ds:
-                    seed(server, DATABASE, c, ds[c], edge=ds.types[c] == "edge")
-                dsn = fresh_db(admin, template, made)
-                env = {
-                    "ETL_ARANGO_URL": server.url,
-                    "ETL_ARANGO_DB": DATABASE,
-                    "ETL_ARANGO_USER": "root",
-                    "ETL_ARANGO_PASSWORD": ROOT_PASSWORD,
-                    "ETL_PG_DSN": dsn,
-                    "ETL_REPORTS_DIR": str(REPO / "bench" / "reports"),
-                }
-                t0 = time.perf_counter()
-                etl(env, "migrate", "--all")
-                migrate_rate = total / (time.perf_counter() - t0)
-                n = write_changes(server, args.changes, rng, f"r{run}")
-                t0 = time.perf_counter()
-                etl(env, "sync", "--until-current")
-                apply_rate = n / (time.perf_counter() - t0)  # the whole command, start-up included
-                rows["migrate docs/s"].append(migrate_rate)
-                rows["apply changes/s"].append(apply_rate)
-                rows["ratio"].append(apply_rate / migrate_rate)
-                for label, sample in (("sample 10", ["--sample", "10"]), ("full reconcile", [])):
-                    write_changes(server, 500, rng, f"c{run}{label[0]}")
-                    out = etl(env, "cutover", "--assume-frozen", "--workers", "2", *sample)
-                    doc = json.loads(report_of(out).read_text())
+        sizes = [args.docs] if args.docs else [int(x) for x in args.sizes.split(",")]
+        for size in sizes:
+            ds = make(max(1, int(size / DOCS_PER_RESUME)), seed=args.seed)
+            total = sum(ds.counts.values())
+            rows: dict[str, list[float]] = {
+                "migrate docs/s": [],
+                "apply changes/s": [],
+                "ratio apply/copy": [],
+                "freeze s (confirmation to verdict)": [],
+                "keys verified in the freeze": [],
+                "offered changes/s (half the apply rate)": [],
+                "lag p50 ms": [],
+                "lag p99 ms": [],
+            }
+            for run in range(args.runs):
+                server = FakeArango(ROOT_PASSWORD).start()
+                try:
+                    for c in ds:
+                        seed(server, DATABASE, c, ds[c], edge=ds.types[c] == "edge")
+                    dsn = fresh_db(admin, template, made)
+                    env = {
+                        "ETL_ARANGO_URL": server.url,
+                        "ETL_ARANGO_DB": DATABASE,
+                        "ETL_ARANGO_USER": "root",
+                        "ETL_ARANGO_PASSWORD": ROOT_PASSWORD,
+                        "ETL_PG_DSN": dsn,
+                        "ETL_REPORTS_DIR": str(REPO / "bench" / "reports"),
+                    }
+                    t0 = time.perf_counter()
+                    etl(env, "migrate", "--all")
+                    migrate_rate = total / (time.perf_counter() - t0)
+                    n = write_changes(server, args.changes, rng, f"r{run}")
+                    t0 = time.perf_counter()
+                    etl(env, "sync", "--until-current")
+                    apply_rate = n / (time.perf_counter() - t0)  # the whole command
+                    rows["migrate docs/s"].append(migrate_rate)
+                    rows["apply changes/s"].append(apply_rate)
+                    rows["ratio apply/copy"].append(apply_rate / migrate_rate)
+                    lag, offered = lag_under_load(
+                        env, server, rng, apply_rate / 2, args.lag_seconds, f"l{run}"
+                    )
+                    rows["offered changes/s (half the apply rate)"].append(offered)
+                    if lag:
+                        rows["lag p50 ms"].append(lag["p50_ms"])
+                        rows["lag p99 ms"].append(lag["p99_ms"])
+                    doc = cutover_with_last_changes(env, server, rng, args.last_changes, f"c{run}")
                     if doc["verdict"] != "go":
-                        log(f"cutover said {doc['verdict']}: {doc.get('reconcile_result')}")
-                    rows[f"freeze s ({label})"].append(doc["freeze_seconds"])
-                log(
-                    f"run {run + 1}: migrate {migrate_rate:,.0f} docs/s, apply {apply_rate:,.0f} "
-                    f"changes/s, freeze {rows['freeze s (sample 10)'][-1]:.2f} s (sample 10), "
-                    f"{rows['freeze s (full reconcile)'][-1]:.2f} s (full)"
-                )
-            finally:
-                server.stop()
+                        log(f"cutover said {doc['verdict']}: {doc.get('no_go_reasons')}")
+                    rows["freeze s (confirmation to verdict)"].append(doc["freeze_seconds"])
+                    rows["keys verified in the freeze"].append(
+                        sum((doc.get("keys_verified_in_freeze") or {}).values())
+                    )
+                    log(
+                        f"{total:,} docs, run {run + 1}: migrate {migrate_rate:,.0f} docs/s, apply "
+                        f"{apply_rate:,.0f} changes/s ({apply_rate / migrate_rate:.2f}x), lag "
+                        f"p50 {lag.get('p50_ms')} ms p99 {lag.get('p99_ms')} ms at "
+                        f"{offered:,.0f} changes/s, freeze {doc['freeze_seconds']:.2f} s"
+                    )
+                finally:
+                    server.stop()
+            tables.append((total, rows))
     finally:
         with psycopg.connect(admin, autocommit=True) as c:
             for name in reversed(made):
                 c.execute(f'drop database if exists "{name}" with (force)')
-    print(
-        f"\nchange capture on {total:,} {args.data} documents, {args.changes:,} changes, PostgreSQL "
-        f"{version}, medians of {args.runs}:\n"
-    )
-    print("| measurement | median | runs |")
-    print("|---|---:|---|")
-    for label, xs in rows.items():
-        fmt = "{:,.2f}" if "ratio" in label or "freeze" in label else "{:,.0f}"
-        print(f"| {label} | {fmt.format(median(xs))} | {', '.join(fmt.format(x) for x in xs)} |")
+    for total, rows in tables:
+        print(
+            f"\nchange capture on {total:,} {args.data} documents, {args.changes:,} changes, "
+            f"PostgreSQL {version}, medians of {args.runs}:\n"
+        )
+        print("| measurement | median | runs |")
+        print("|---|---:|---|")
+        for label, xs in rows.items():
+            fmt = "{:,.2f}" if "ratio" in label or "freeze" in label else "{:,.0f}"
+            shown = fmt.format(median(xs)) if xs else "-"
+            print(f"| {label} | {shown} | {', '.join(fmt.format(x) for x in xs)} |")
     return 0
 
 

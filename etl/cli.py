@@ -582,6 +582,11 @@ def _echo_sync(job) -> None:
         typer.echo(
             f"sync: position tick {s['position_tick']}, server tick {s['server_tick']} "
             f"(lag {s['lag_ticks']} ticks); {s['changes_read']} changes read"
+            + (
+                f"; lag p50 {s['lag']['p50_ms']} ms, p99 {s['lag']['p99_ms']} ms"
+                if s.get("lag")
+                else ""
+            )
         )
         for collection, ops in s["applied"].items():
             typer.echo(f"  {collection}: " + ", ".join(f"{op} {n}" for op, n in ops.items()))
@@ -654,7 +659,11 @@ def cutover_cmd(
         "--sample",
         min=0.01,
         max=100,
-        help="Reconcile a random P% of the keys inside the freeze (default: all of them).",
+        help="Also reconcile a random P% of the keys inside the freeze (default: none; every "
+        "changed key is verified anyway).",
+    ),
+    full: bool = typer.Option(
+        False, "--full", help="Also run a full reconcile inside the freeze (grows with the data)."
     ),
     workers: int = typer.Option(
         1, "--workers", min=1, help="Processes of the reconcile inside the freeze."
@@ -664,17 +673,32 @@ def cutover_cmd(
     reports_dir: str | None = typer.Option(
         None, "--reports-dir", help="Where reports go (default reports/)."
     ),
+    to: str = typer.Option(
+        "postgresql", "--to", help="postgresql (the migration) or arangodb (the way back)."
+    ),
 ):
-    """Switch over: catch up, ask for the write freeze, apply the last changes, reconcile, and
-    say go (exit 0) or no-go (exit 1). The report gives the final tick and the freeze's length.
+    """Switch over: catch up, ask for the write freeze, apply the last changes, verify every key
+    changed since the copy against ArangoDB, and say go (exit 0) or no-go (exit 1: the report
+    names the keys and fields). The report gives the final tick and the freeze's length.
 
-    Example: etl cutover --sample 10
+    Example: etl cutover
     """
     from etl.sync.cutover import Cutover
 
     settings = _settings(
         postgres={"dsn": dsn}, migrate={"mapping": mapping, "reports_dir": reports_dir}
     )
+    if to not in ("postgresql", "arangodb"):
+        raise EtlError(f"--to {to!r}", hint="use postgresql or arangodb")
+    if to == "arangodb":  # the way back (etl/fallback, docs/sync.md)
+        from etl.fallback.commands import cutover_back
+
+        raise typer.Exit(
+            cutover_back(
+                settings, assume_frozen=assume_frozen, sample=sample, workers=workers,
+                echo=typer.echo, confirm=typer.confirm,
+            )
+        )  # fmt: skip
 
     def confirm() -> bool:
         if assume_frozen:
@@ -682,18 +706,124 @@ def cutover_cmd(
         return typer.confirm("Are writes to ArangoDB frozen (application stopped or read-only)?")
 
     stopper = GracefulStop()
-    cut = Cutover(settings, confirm_freeze=confirm, sample=sample, workers=workers, say=typer.echo)
+    cut = Cutover(
+        settings,
+        confirm_freeze=confirm,
+        sample=sample,
+        full=full,
+        workers=workers,
+        say=typer.echo,
+    )
     try:
         with stopper:
             cut.job.should_stop = stopper.requested
             doc = cut.run()
     finally:
         _echo_sync(cut.job)
+    verified = sum((doc.get("keys_verified_in_freeze") or {}).values())
     typer.echo(
         f"cutover: {doc['verdict'].upper()}; final tick {doc.get('final_tick')}, writes frozen "
-        f"for {doc.get('freeze_seconds')} s; reconcile: {doc.get('reconcile_result')}"
+        f"for {doc.get('freeze_seconds')} s; {verified} changed keys verified in the freeze"
+        + (f"; reconcile: {doc['reconcile_result']}" if doc.get("reconcile_result") else "")
     )
+    for reason in doc.get("no_go_reasons") or []:
+        typer.echo(f"  no-go: {reason}")
     raise typer.Exit(0 if cut.go else 1)
+
+
+# -- the way back: etl fallback (docs/sync.md, "Rollback after the switch") -----------------------
+fallback_app = typer.Typer(
+    help="Replay PostgreSQL's writes to ArangoDB after the cutover (the way back)."
+)
+app.add_typer(fallback_app, name="fallback")
+_ON_CONFLICT = typer.Option(
+    "report",
+    "--on-conflict",
+    help="A document changed in ArangoDB after the cutover: report (default) or overwrite.",
+)
+
+
+@fallback_app.callback(invoke_without_command=True)
+def fallback_cmd(
+    ctx: typer.Context,
+    until_current: bool = typer.Option(
+        False, "--until-current", help="Apply everything committed up to now, then exit."
+    ),
+    metrics_port: int | None = typer.Option(
+        None, "--metrics-port", min=1, max=65535, help="Serve Prometheus metrics on this port."
+    ),
+    on_conflict: str = _ON_CONFLICT,
+    batch_size: int = typer.Option(500, "--batch-size", min=1, help="Changes per batch."),
+    dsn: str | None = typer.Option(None, "--dsn", help="PostgreSQL DSN (overrides ETL_PG_DSN)."),
+    mapping: str | None = typer.Option(None, "--mapping", help="Mapping file of the copy."),
+    reports_dir: str | None = typer.Option(None, "--reports-dir", help="Where reports go."),
+):
+    """Apply the application's writes to PostgreSQL to ArangoDB, then keep following until
+    Ctrl-C or SIGTERM (exit 130). Exit 1 when a conflict or a row etl cannot invert was left.
+
+    Example: etl fallback --until-current
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from etl.fallback.commands import echo_lines
+    from etl.fallback.run import FallbackJob
+
+    if on_conflict not in ("report", "overwrite"):
+        raise EtlError(f"--on-conflict {on_conflict!r}", hint="use report or overwrite")
+    settings = _settings(
+        postgres={"dsn": dsn}, migrate={"mapping": mapping, "reports_dir": reports_dir}
+    )
+    stopper = GracefulStop()
+    job = FallbackJob(
+        settings,
+        metrics_port=metrics_port,
+        on_conflict=on_conflict,
+        should_stop=stopper.requested,
+        batch=batch_size,
+    )
+    try:
+        with stopper:
+            job.execute(until_current=until_current)
+    finally:
+        for line in echo_lines(job):
+            typer.echo(line)
+    raise typer.Exit(1 if job.conflicts or job.problems else 0)
+
+
+@fallback_app.command("arm")
+def fallback_arm_cmd(
+    dsn: str | None = typer.Option(None, "--dsn", help="PostgreSQL DSN (overrides ETL_PG_DSN)."),
+    mapping: str | None = typer.Option(None, "--mapping", help="Mapping file of the copy."),
+):
+    """Capture every later write to the migrated tables (etl cutover does this on go), so that
+    `etl fallback` can replay it to ArangoDB.
+
+    Example: etl fallback arm
+    """
+    from etl.fallback.commands import arm
+
+    st = arm(_settings(postgres={"dsn": dsn}, migrate={"mapping": mapping}))
+    m = st["mechanisms"]
+    typer.echo(
+        f"fallback armed ({st['mechanism']}s on {len(st['tables'])} tables, WAL {st['armed_lsn']});"
+        f" wal_level {m['wal_level']}, logical decoding "
+        + ("available" if m["logical_decoding"] else "not available")
+    )
+
+
+@fallback_app.command("retire")
+def fallback_retire_cmd(
+    force: bool = typer.Option(False, "--force", help="Also when changes are left unapplied."),
+    dsn: str | None = typer.Option(None, "--dsn", help="PostgreSQL DSN (overrides ETL_PG_DSN)."),
+):
+    """Remove the capture triggers and the captured changes: no way back after this.
+
+    Example: etl fallback retire
+    """
+    from etl.fallback.commands import retire
+
+    done = retire(_settings(postgres={"dsn": dsn}), force=force)
+    typer.echo("fallback retired" + (": " + "; ".join(done) if done else " (nothing was armed)"))
 
 
 # -- reconcile -------------------------------------------------------------------------------
@@ -806,6 +936,14 @@ def status_cmd(
         _echo_table(info["sync"])
         if info.get("sync_applied"):
             _echo_table(info["sync_applied"])
+        if info.get("sync_verified"):
+            typer.echo("\nChanged keys verified against ArangoDB (etl sync, etl cutover)")
+            _echo_table(info["sync_verified"])
+    if info.get("fallback"):
+        typer.echo("\nThe way back (etl fallback): change table and lag")
+        _echo_table(info["fallback"])
+        if info.get("fallback_applied"):
+            _echo_table(info["fallback_applied"])
 
 
 @app.command("purge-rejects")

@@ -163,6 +163,7 @@ class Preflight:
                 "tables.owner",
                 "pooler",
                 *(f"setting.{s}" for s in SETTINGS),
+                "fallback.capture",
             ):
                 self.skip(name, "no PostgreSQL connection")
             return
@@ -174,6 +175,7 @@ class Preflight:
             self.guarded("tables.owner", lambda: self._ownership(conn))
             self.guarded("pooler", lambda: self._pooler(conn))
             self.guarded("settings", lambda: self._settings(conn))
+            self.guarded("fallback.capture", lambda: self._fallback(conn))
             self.measured = _measured_rate(conn)
 
     def _connection(self, conn: psycopg.Connection) -> None:
@@ -410,6 +412,26 @@ class Preflight:
             if name == "max_wal_size":
                 self.wal_size = _setting_bytes(raw, unit)
             self.add(f"setting.{name}", status, f"{shown}: {note}", value=shown)
+
+    def _fallback(self, conn: psycopg.Connection) -> None:
+        """How `etl fallback` can capture PostgreSQL's writes here (etl/fallback/capture.py)."""
+        from etl.fallback import capture
+
+        m = capture.mechanisms(conn)
+        logical = (
+            "logical decoding is also possible"
+            if m["logical_decoding"]
+            else "logical decoding is not (it needs wal_level = logical and REPLICATION)"
+        )
+        armed = "not armed yet (etl cutover arms it on go)"
+        if capture.installed(conn) and capture.state(conn) is not None:
+            armed = f"armed, {capture.backlog(conn)['pending_changes']} changes not applied yet"
+        self.add(
+            "fallback.capture",
+            "ok",
+            f"triggers on the migrated tables (wal_level = {m['wal_level']}); {logical}; {armed}",
+            **m,
+        )
 
     def _target_label(self) -> str:
         if self.dsn is not None:

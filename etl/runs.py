@@ -103,7 +103,7 @@ class Run:
         return cls(settings, "migrate", run_id, dsn, previous=previous)
 
     # -- locks -------------------------------------------------------------------------------
-    def lock(self, names: list[str]) -> None:
+    def lock(self, names: list[str], *, scope: str | None = None) -> None:
         """A transaction-level advisory lock per collection, held until close() by a dedicated
         connection whose transaction stays open: a second run of the same command on a
         collection refuses at once instead of interleaving checkpoints. A lock that lives in a
@@ -117,11 +117,12 @@ class Run:
                 got = pg.scalar(
                     conn,
                     "select pg_try_advisory_xact_lock(hashtextextended(%s, 0))",
-                    (f"etl.{self.command}:{name}",),
+                    (f"etl.{scope or self.command}:{name}",),
                 )
                 if not got:
                     raise PermanentError(
-                        f"another etl {self.command} is running on collection {name!r}",
+                        f"another etl {scope or self.command} is running"
+                        + (f" on collection {name!r}" if scope is None else f" ({name})"),
                         hint="wait for it to finish (etl status shows it)",
                     )
         except BaseException:

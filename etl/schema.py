@@ -783,6 +783,16 @@ def rollback(dsn: str, component: str) -> RollbackResult:
         try:
             rows = [(a,) for a in _rollback_generic(conn)] if component == "all" else []
             if component == "all" and scalar(
+                conn, "SELECT to_regprocedure('rollback.rollback_fallback()') IS NOT NULL"
+            ):  # 010 (etl fallback's triggers and tables) before 009 and 008
+                rows += conn.execute("SELECT * FROM rollback.rollback_fallback()").fetchall()
+            if component == "all" and scalar(
+                conn, "SELECT to_regprocedure('rollback.rollback_sync_verification()') IS NOT NULL"
+            ):  # 009 before 008: newest to oldest
+                rows += conn.execute(
+                    "SELECT * FROM rollback.rollback_sync_verification()"
+                ).fetchall()
+            if component == "all" and scalar(
                 conn, "SELECT to_regprocedure('rollback.rollback_change_capture()') IS NOT NULL"
             ):  # 008 first: newest to oldest
                 rows += conn.execute("SELECT * FROM rollback.rollback_change_capture()").fetchall()

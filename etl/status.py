@@ -54,13 +54,14 @@ def status(dsn: str, *, limit: int = 10) -> dict[str, list[dict]]:
                 " group by collection, stage order by collection, stage"
             )
         )
-        sync, sync_applied = [], []
+        sync, sync_applied, sync_verified = [], [], []
         if pg.scalar(conn, "select to_regclass('etl_wal_positions') is not null"):
             # lag in seconds: since the follower last read everything there was
             sync = _dicts(
                 conn.execute(
                     "select kind, run_id, base_run_id as follows, from_tick as position,"
-                    " server_tick, server_tick - from_tick as lag_ticks,"
+                    " server_tick, greatest(0, server_tick - greatest(from_tick, last_scanned) - 1)"
+                    " as lag_ticks,"
                     " round(extract(epoch from now() - coalesce(caught_up_at, created_at)))"
                     " as lag_seconds, caught_up_at, applied_at, updated_at"
                     " from etl_wal_positions where kind = 'follow'"
@@ -75,9 +76,39 @@ def status(dsn: str, *, limit: int = 10) -> dict[str, list[dict]]:
                     " order by collection, operation"
                 )
             )
+            if pg.scalar(conn, "select to_regclass('etl_sync_lag') is not null"):
+                # commit in ArangoDB to row in PostgreSQL, over the follower's latest changes
+                lag = conn.execute(
+                    "select p50_ms, p99_ms, changes, updated_at from etl_sync_lag"
+                    " where run_id = 'follow'"
+                ).fetchone()
+                for row in sync:
+                    if row["kind"] == "follow":
+                        row["lag_p50_ms"], row["lag_p99_ms"] = (
+                            (lag[0], lag[1]) if lag else (None, None)
+                        )
+                from etl.sync.verify import verified_table
+
+                sync_verified = verified_table(conn)
+        from etl.fallback.commands import status as fallback_status
+
+        fallback = fallback_status(conn)
+        fallback_applied = (
+            _dicts(
+                conn.execute(
+                    "select collection, operation, changes from etl_fallback_applied"
+                    " order by collection, operation"
+                )
+            )
+            if fallback
+            else []
+        )
     return {
+        "fallback": fallback,
+        "fallback_applied": fallback_applied,
         "sync": sync,
         "sync_applied": sync_applied,
+        "sync_verified": sync_verified,
         "runs": runs,
         "checkpoints": checkpoints,
         "work_units": work_units,

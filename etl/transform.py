@@ -37,8 +37,18 @@ ETL_NAMESPACE = uuid.UUID("5b0e4f4a-7c1d-4e8a-9a3b-2f6d8c1e0a57")
 SYSTEM_ATTRS = ("_key", "_id", "_rev")
 
 
+# `etl fallback` gives a row the application created in PostgreSQL the key "pg-<its row id>"
+# (docs/sync.md): such a key maps back to that row id, so the row and its document stay one.
+FALLBACK_KEY = re.compile(r"pg-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
+
+
 def row_id(collection: str, key: str) -> str:
-    """The deterministic row id of a source document: uuid5 of "<collection>/<_key>"."""
+    """The deterministic row id of a source document: uuid5 of "<collection>/<_key>", or the
+    row id a fallback key ("pg-<uuid>") carries."""
+    if key.startswith("pg-"):
+        m = FALLBACK_KEY.fullmatch(key)
+        if m is not None:
+            return m.group(1)
     return str(uuid.uuid5(ETL_NAMESPACE, f"{collection}/{key}"))
 
 

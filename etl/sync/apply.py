@@ -28,6 +28,15 @@ from etl.results import now_iso
 from etl.sync.changes import Change
 from etl.transform import EdgeLink, Row, Transformer, Unmapped, not_a_row, row_id
 
+BY_KEY = "key = any(%s)"
+# (research id, edge key, edge) of the given edge keys: one containment probe per key, which
+# the GIN index on metadata answers (a key's value in metadata.edges is the edge object)
+EDGES_BY_KEY = (
+    "select r.id::text, k.key, (r.metadata -> 'edges' -> k.key)::text"
+    " from unnest(%s::text[]) k(key) join {} r on r.metadata @> jsonb_build_object("
+    "'edges', jsonb_build_object(k.key, '{{}}'::jsonb))"
+)
+
 
 @dataclass
 class Applied:
@@ -350,7 +359,7 @@ class Applier:
         out.rejects[:] = [
             r for r in out.rejects if not (r[0] == cm.name and r[4] == "link" and r[1] in keys)
         ]
-        self._unlink(c, cm, table, "key = any(%s)", sorted(keys), out, False)
+        self._unlink(c, cm, table, BY_KEY, sorted(keys), out, False)
         if not links:
             return
         result = Loader(c, self.run_id).link_edges(links, self._edge_set(cm))
@@ -364,14 +373,15 @@ class Applier:
         with reject, they become dangling-edge rejects. The rows' job_id is recomputed."""
         if not values:
             return
-        found = c.execute(
-            sql.SQL(
+        if where == BY_KEY:  # through the metadata GIN index, not a scan of every row's edges
+            query = sql.SQL(EDGES_BY_KEY).format(sql.Identifier(table))
+        else:
+            query = sql.SQL(
                 "select r.id::text, e.key, e.value::text from {} r,"
                 " jsonb_each(case when jsonb_typeof(r.metadata -> 'edges') = 'object'"
                 " then r.metadata -> 'edges' else '{{}}' end) e where e." + where
-            ).format(sql.Identifier(table)),
-            (values,),
-        ).fetchall()
+            ).format(sql.Identifier(table))
+        found = c.execute(query, (values,)).fetchall()
         if not found:
             return
         by_row: dict[str, list[str]] = defaultdict(list)
@@ -379,15 +389,17 @@ class Applier:
             by_row[rid].append(key)
             if reject:
                 self._dangling(cm.name, key, jsonutil.loads(text), out)
-        for rid, ekeys in by_row.items():
-            c.execute(
-                sql.SQL(
-                    "update {} set metadata = case when (metadata -> 'edges') - %s::text[]"
-                    " = '{{}}' then metadata - 'edges' else jsonb_set(metadata, '{{edges}}',"
-                    " (metadata -> 'edges') - %s::text[]) end where id = %s"
-                ).format(sql.Identifier(table)),
-                (ekeys, ekeys, rid),
-            )
+        # one statement for every row (not one UPDATE per row): each row loses its own keys
+        pairs = [(rid, k) for rid, ekeys in by_row.items() for k in ekeys]
+        c.execute(
+            sql.SQL(
+                "update {} t set metadata = case when (t.metadata -> 'edges') - u.keys"
+                " = '{{}}' then t.metadata - 'edges' else jsonb_set(t.metadata, '{{edges}}',"
+                " (t.metadata -> 'edges') - u.keys) end from (select id, array_agg(key) keys"
+                " from unnest(%s::uuid[], %s::text[]) x(id, key) group by id) u where t.id = u.id"
+            ).format(sql.Identifier(table)),
+            ([p[0] for p in pairs], [p[1] for p in pairs]),
+        )
         if not reject:
             out.add(cm.name, "unlink", len(found))
         self._recompute_sets(c, cm, list(by_row))

@@ -1,22 +1,30 @@
-"""`etl cutover`: catch up, have the operator freeze writes, follow until the log stops moving
-(arangodb-wal.md §4.6), reconcile, and say go or no-go, with the freeze's duration."""
+"""`etl cutover`: catch up and verify the keys changed so far, have the operator freeze writes,
+drain the log to the tick read after the freeze (arangodb-wal.md §4.6), verify the last changed
+keys field by field against the source, check once more that nothing arrived, and say go or
+no-go, with the freeze's duration. A full (or sampled) reconcile inside the freeze is optional:
+continuous verification (etl.sync.verify) already covers every key changed since the copy."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 
-from etl import jsonutil
+from etl import jsonutil, pg
 from etl.errors import PermanentError
 from etl.reconcile import Reconciliation
+from etl.sync import verify
+from etl.sync.follow import Follower, WritesContinue
 from etl.sync.run import SyncJob
 from etl.target import AUDIT_TABLE, DOCUMENT_TYPES
 
 log = logging.getLogger("etl.sync")
 
 NIL_UUID = "00000000-0000-0000-0000-000000000000"
-MAX_ROUNDS = 10  # follow rounds after the freeze before calling the freeze ineffective
+MAX_ROUNDS = 5  # drain-and-verify rounds while mapped changes keep arriving after the freeze
+DRAIN_SECONDS = 10.0  # one drain's limit: the log still moving after it is a no-go
+SHOWN = 50  # keys named in the report (differing, or changed after the freeze)
 
 
 class Cutover:
@@ -26,13 +34,14 @@ class Cutover:
         *,
         confirm_freeze: Callable[[], bool],
         sample: float | None = None,
+        full: bool = False,
         workers: int = 1,
         should_stop: Callable[[], bool] = lambda: False,
         say: Callable[[str], None] = print,
     ):
         self.settings = settings
         self.confirm_freeze = confirm_freeze
-        self.sample = sample
+        self.sample = 100.0 if full else sample
         self.workers = workers
         self.say = say
         self.job = SyncJob(settings, command="cutover", should_stop=should_stop)
@@ -40,61 +49,135 @@ class Cutover:
 
     def run(self) -> dict:
         job = self.job
-        doc = job.doc
         state, error = "failed", None
         try:
-            job.open()
+            follower = job.open()
             doc = job.doc
-            out = job.follow(until_current=True)
-            self.say(f"caught up at tick {out.from_tick}; freeze writes to ArangoDB now")
+            verified = 0
+            for _ in range(2):  # again for what arrived while the backlog was verified
+                out = job.follow(until_current=True)
+                verified += sum(follower.verify_pending(retry_after=0).verified.values())
+            self.say(
+                f"caught up at tick {out.from_tick} (server's last tick {out.server_tick}); "
+                f"{verified} changed keys verified now; freeze writes to ArangoDB now"
+            )
             if not self.confirm_freeze():
                 raise PermanentError(
                     "cutover cancelled before the freeze: nothing was switched",
                     hint="run `etl cutover` again when writes can be frozen",
                 )
             frozen_at = time.perf_counter()
-            final = self._drain()
-            doc["final_tick"] = final
-            self.say(f"every change up to tick {final} applied; reconciling")
-            rec = Reconciliation(
-                self.settings,
-                all_=True,
-                source="arangodb",
-                sample=self.sample,
-                workers=self.workers,
-            )
-            summary = rec.run()
-            doc["reconcile_run"] = summary.run_id
-            doc["reconcile_result"] = (
-                "differences found" if summary.has_differences else "everything matches"
-            )
-            doc["reconcile_sample_percent"] = self.sample
+            problems = self._freeze(doc, follower)
+            if self.sample is not None or not follower.verifying:
+                self._reconcile(doc)
+                if doc["reconcile_result"] != "everything matches":
+                    problems.append(f"reconcile: {doc['reconcile_result']}")
             doc["freeze_seconds"] = round(time.perf_counter() - frozen_at, 3)
-            self.go = not summary.has_differences
+            doc["no_go_reasons"] = problems
+            self.go = not problems
+            if self.go:  # the way back, armed before the application is switched
+                from etl.fallback.commands import arm_on_go
+
+                assert job.run is not None
+                arm_on_go(job.run.dsn, self.settings.migrate.mapping, job.run.run_id, self.say)
             doc["verdict"] = "go" if self.go else "no-go"
+            self._record(doc, follower)
             state = "finished"
         except BaseException as exc:
             error = str(exc) or type(exc).__name__
-            doc["verdict"] = "no-go"
+            job.doc["verdict"] = "no-go"
             raise
         finally:
-            job.close(state, error, also=lambda c: self._audit(c, doc))
-        return doc
+            job.close(state, error, also=lambda c: self._audit(c, job.doc))
+        return job.doc
 
-    def _drain(self) -> int:
-        """Follow to the server's tick after the freeze, again while it moves and changes keep
-        coming; ticks of filtered writes (system collections) alone do not block the go."""
+    def _freeze(self, doc: dict, follower: Follower) -> list[str]:
+        """Drain to the tick read after the freeze, verify every key not verified yet, then
+        look again: a mapped change committed after the freeze is applied and verified in the
+        next round (and the report says the freeze did not hold); still arriving after
+        MAX_ROUNDS, or the log still moving after DRAIN_SECONDS, is a no-go."""
         job = self.job
-        for _ in range(MAX_ROUNDS):
-            target = job.server_tick()
-            out = job.follow(until_current=True)
-            applied = sum(out.applied.values())
-            if job.server_tick() == target or applied == 0:
-                return max(target, out.from_tick)
-            log.info("tick moved from %d during the drain (%d changes): again", target, applied)
-        raise PermanentError(
-            f"writes kept arriving after the freeze ({MAX_ROUNDS} rounds): no cutover",
-            hint="stop every writer to ArangoDB (or set it read-only), then run `etl cutover` again",
+        t1 = job.server_tick()
+        doc["freeze_tick"] = t1
+        problems: list[str] = []
+        in_freeze: Counter = Counter()
+        late: list[tuple[str, str, int]] = []
+        checked = verify.Checked()
+        until = t1
+        for round_ in range(MAX_ROUNDS):
+            try:
+                out = job.follow(
+                    until_current=False,
+                    until=until,
+                    settle=True,
+                    late_after=t1,
+                    deadline=time.monotonic() + DRAIN_SECONDS,
+                )
+            except WritesContinue as exc:
+                late += follower.outcome.late if follower.outcome else []
+                problems.append(str(exc))
+                break
+            late += out.late
+            doc["final_tick"] = max(until, out.from_tick)
+            checked = follower.verify_pending(retry_after=0)
+            in_freeze.update(checked.verified)
+            if round_ > 0 and not out.late:
+                break  # the look after verifying found nothing new: the position is final
+            until = job.server_tick()
+        else:
+            problems.append(
+                f"changes kept arriving after the freeze ({MAX_ROUNDS} rounds): stop every "
+                "writer to ArangoDB (or set it read-only), then run `etl cutover` again"
+            )
+        doc["freeze_held"] = not late
+        doc["late_changes"] = len(late)
+        doc["late_keys"] = [f"{c}/{k}" for c, k, _t in late[:SHOWN]]
+        if late:
+            self.say(
+                f"warning: {len(late)} changes to mapped collections were committed after the "
+                "freeze was confirmed (applied and verified; the freeze did not hold): "
+                + ", ".join(doc["late_keys"][:10])
+            )
+        doc["keys_verified_in_freeze"] = dict(in_freeze)
+        doc["differing"] = checked.differing[:SHOWN]
+        doc["differing_count"] = len(checked.differing)
+        if checked.differing:
+            problems.append(
+                f"{len(checked.differing)} changed keys differ from the source: "
+                + "; ".join(
+                    f"{d['collection']}/{d['key']} ({', '.join(d['fields'])})"
+                    for d in checked.differing[:5]
+                )
+            )
+        self.say(
+            f"every change up to tick {doc.get('final_tick')} applied; "
+            f"{sum(in_freeze.values())} keys verified in the freeze"
+        )
+        return problems
+
+    def _reconcile(self, doc: dict) -> None:
+        rec = Reconciliation(
+            self.settings, all_=True, source="arangodb", sample=self.sample, workers=self.workers
+        )
+        summary = rec.run()
+        doc["reconcile_run"] = summary.run_id
+        doc["reconcile_result"] = (
+            "differences found" if summary.has_differences else "everything matches"
+        )
+        doc["reconcile_sample_percent"] = self.sample
+
+    def _record(self, doc: dict, follower: Follower) -> None:
+        """Per collection: keys verified since the copy and when; the last full reconcile."""
+        with pg.connect(follower.dsn) as conn:
+            if follower.verifying:
+                doc["verification"] = verify.verified_table(conn)
+            row = conn.execute(
+                "select run_id, finished_at from etl_runs where command = 'reconcile'"
+                " and state = 'finished' and coalesce((options ->> 'sample')::float, 100) >= 100"
+                " order by finished_at desc limit 1"
+            ).fetchone()
+        doc["last_full_reconcile"] = (
+            {"run_id": row[0], "finished_at": row[1].isoformat()} if row else "none"
         )
 
     def _audit(self, c, doc: dict) -> None:
@@ -106,6 +189,11 @@ class Cutover:
                     "verdict",
                     "final_tick",
                     "freeze_seconds",
+                    "freeze_held",
+                    "late_changes",
+                    "keys_verified_in_freeze",
+                    "differing_count",
+                    "no_go_reasons",
                     "reconcile_run",
                     "reconcile_result",
                     "reconcile_sample_percent",

@@ -12,6 +12,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 from psycopg import sql
 
 from etl import pg, target
@@ -19,15 +20,22 @@ from etl.errors import Interrupted, PermanentError
 from etl.mapping import Mapping
 from etl.sources import wal
 from etl.sources.arango import ArangoSource
-from etl.sync import positions
+from etl.sync import positions, verify
 from etl.sync.apply import Applier
 from etl.sync.changes import Change, ChangeStream, CollectionEvent
+from etl.sync.lag import LagWindow, commit_time
 from etl.sync.positions import Position
 from etl.writer import Writer
 
 log = logging.getLogger("etl.sync")
 
 REGISTRATION_CHECK_SECONDS = 600
+VERIFY_PER_IDLE = 200  # keys verified per idle moment: a backlog must not hold up new changes
+VERIFY_RETRY_SECONDS = 5  # a key that differed (the source moved on?) is checked again after
+LAG_SAVE_SECONDS = 5  # how often an idle follower records its lag percentiles (etl status)
+# the drain ends although the server's tick still moves once no mapped change came for this
+# long: writes to other databases and system collections move the tick and are never ours
+DRAIN_QUIET_SECONDS = 0.5
 
 
 @dataclass
@@ -41,12 +49,19 @@ class SyncOutcome:
     applied: Counter = field(default_factory=Counter)  # (collection, operation) -> n
     transactions_aborted: int = 0
     seconds: float = 0.0
+    # changes to mapped collections committed after `late_after` (the cutover's freeze):
+    # (collection, key, tick)
+    late: list[tuple[str, str, int]] = field(default_factory=list)
 
     @property
     def lag_ticks(self) -> int:
-        """Ticks not read yet: 0 once caught up (the server's ticks past the position were
-        index entries or filtered writes), else the server's tick minus the position."""
-        return 0 if self.caught_up else max(0, self.server_tick - self.from_tick)
+        """Ticks the server has that the follower has not scanned: its tick minus what the
+        last answer covered (position or lastScanned; an idle 204 scans to lasttick - 1)."""
+        return max(0, self.server_tick - max(self.from_tick, self.last_scanned) - 1)
+
+
+class WritesContinue(PermanentError):
+    """The log kept moving past the position until the drain's deadline (cutover: no-go)."""
 
 
 class Follower:
@@ -60,7 +75,7 @@ class Follower:
         run_id: str,
         should_stop: Callable[[], bool] = lambda: False,
         metrics=None,
-        idle_wait: tuple[float, float] = (0.2, 5.0),
+        idle_wait: tuple[float, float] = (0.1, 1.0),  # the longest sleep bounds an idle's lag
         retry_wait=None,
     ):
         self.settings = settings
@@ -76,10 +91,16 @@ class Follower:
         self.applier = Applier(mapping, run_id)
         self.position: Position | None = None
         self.outcome: SyncOutcome | None = None  # the last run()'s, also when it raised
-        self._inflight: tuple[Future[Any], tuple[int, int]] | None = (
-            None  # (future, position) of the batch the committer is applying
+        self._inflight: tuple[Future[Any], tuple[int, int], list[float]] | None = (
+            None  # (future, position, commit times) of the batch the committer is applying
         )
         self._saved: tuple[int, int] = (0, 0)  # the last committed position
+        self.verifier = verify.Verifier(mapping, source, run_id)
+        self.verifying = False  # sql/009 applied: changed keys are recorded and verified
+        self._vconn: psycopg.Connection | None = None  # the verifier's own (not the committer's)
+        self.lag = LagWindow()
+        self._pending_times: list[float] = []  # commit times of the pending changes
+        self._lag_saved = 0.0
 
     # -- where to start --------------------------------------------------------------------
     def prepare(self) -> Position:
@@ -88,6 +109,7 @@ class Follower:
         database = self.source.settings.database
         with pg.connect(self.dsn) as conn:
             positions.require_tables(conn)
+            self.verifying = verify.available(conn)
             fol = positions.follower(conn)
             begin = positions.follow_start(conn, fol, database)
             fol = begin.position
@@ -109,19 +131,24 @@ class Follower:
         now = self.reader.last_tick()
         if fol.server_id and now.server_id and now.server_id != fol.server_id:
             raise self._gone(
-                fol, f"ArangoDB now has server id {now.server_id}, the copy was made from "
-                f"server {fol.server_id} (another server: its ticks are unrelated)"
+                fol.from_tick, now.tick, f"ArangoDB now has server id {now.server_id}, the copy "
+                f"was made from server {fol.server_id} (another server: its ticks are unrelated)"
             )  # fmt: skip
         if now.tick < fol.from_tick:
-            raise self._gone(fol, f"the server's last tick {now.tick} is behind the position")
+            raise self._gone(
+                fol.from_tick, now.tick, "the server's log ends behind the position (ArangoDB "
+                "restored or replaced since)"
+            )  # fmt: skip
         self._check_registration(fol)
         self.position = fol
         return fol
 
-    def _gone(self, p: Position, why: str) -> PermanentError:
+    def _gone(self, position: int, server_tick: int, why: str) -> PermanentError:
+        """The follower's position as of now and the server's tick, in the one line."""
         return PermanentError(
-            f"ArangoDB's write-ahead log no longer covers the sync position (tick {p.from_tick}): "
-            f"{why}; changes after the copy cannot be followed",
+            f"ArangoDB's write-ahead log no longer covers the sync position (tick {position}; "
+            f"the server's last tick is {server_tick}): {why}; changes after the copy cannot "
+            "be followed",
             hint="a new `etl migrate --all` is needed (then `etl sync` follows the new copy)",
         )
 
@@ -143,9 +170,20 @@ class Follower:
             )
 
     # -- the loop ----------------------------------------------------------------------------
-    def run(self, *, until_tick: int | None = None) -> SyncOutcome:
+    def run(
+        self,
+        *,
+        until_tick: int | None = None,
+        settle: bool = False,
+        late_after: int | None = None,
+        deadline: float | None = None,
+    ) -> SyncOutcome:
         """Follow until stopped (Interrupted), or with until_tick until everything up to it is
-        applied: a 204 with nothing buffered whose position reaches until_tick - 1 (§4.6)."""
+        applied: a 204 with nothing buffered whose position reaches until_tick - 1 (§4.6).
+        settle (the cutover's drain): also until that 204's own last tick (read by the server
+        after its scan) is covered, so that nothing committed meanwhile is left behind; polls
+        without sleeping between, and past `deadline` (time.monotonic()) raises
+        WritesContinue. Changes to mapped collections after tick late_after go to out.late."""
         p = self.position or self.prepare()
         syncer_id = p.syncer_id
         assert syncer_id is not None  # prepare() gives every follow position one
@@ -155,11 +193,12 @@ class Follower:
         names = {**self.reader.collection_ids(), **(p.collections or {})}
         stream = ChangeStream(p.database or "", names, self.reader.collection_ids)
         pending: list[Change | CollectionEvent] = []
+        self._pending_times = []
         F, L = p.from_tick, p.last_scanned
         self._saved = submitted = (F, L)
         wait = self.idle_wait[0]
         t0 = time.perf_counter()
-        last_check = time.monotonic()
+        last_check = last_mapped = time.monotonic()
         last_save = 0.0
         # One committer thread applies batch N while this thread reads and transforms batch
         # N+1 (psycopg releases the GIL while PostgreSQL works); at most one batch in flight,
@@ -171,20 +210,39 @@ class Follower:
                     self._flush(committer, stream, pending, F, L, out, caught_up=False, force=True)
                     self._wait(out)
                     raise Interrupted(
-                        f"sync stopped at tick {self._saved[0]}; `etl sync` goes on from there"
+                        f"sync stopped at tick {self._saved[0]} (the server's last tick "
+                        f"{out.server_tick}); `etl sync` goes on from there"
                     )
                 resp = self.reader.tail(F, L, syncer_id)
                 out.polls += 1
                 out.server_tick = resp.last_tick
                 if not resp.from_present and F > 0:
+                    out.caught_up = False  # the position is behind: no "lag 0" in the summary
                     if resp.last_tick < F:
                         raise self._gone(
-                            p, f"the server's last tick {resp.last_tick} is behind it "
-                            "(a restore, or another server)"
+                            F, resp.last_tick, "the server's log ends behind it (a restore, or "
+                            "another server)"
                         )  # fmt: skip
-                    raise self._gone(p, "the server pruned it (frompresent=false)")
+                    raise self._gone(F, resp.last_tick, "the server pruned it (frompresent=false)")
                 items = stream.feed(resp.markers)
+                if any(
+                    isinstance(i, Change) and self.mapping.for_collection(i.collection) is not None
+                    for i in items
+                ):
+                    last_mapped = time.monotonic()
+                read_at = time.time()
+                self._pending_times += [
+                    commit_time(i.doc, read_at) for i in items if isinstance(i, Change)
+                ]
                 out.changes += sum(1 for i in items if isinstance(i, Change))
+                if late_after is not None:
+                    out.late += [
+                        (i.collection, i.key, i.tick)
+                        for i in items
+                        if isinstance(i, Change)
+                        and i.tick > late_after
+                        and self.mapping.for_collection(i.collection) is not None
+                    ]
                 pending.extend(items)
                 moved = False
                 if resp.last_included == 0 and resp.last_scanned > F:
@@ -204,8 +262,25 @@ class Follower:
                 if self.metrics is not None:
                     self.metrics.observe(out, caught_up)
                 if until_tick is not None and caught_up and max(F, L) >= until_tick - 1:
+                    if (
+                        not settle
+                        or max(F, L) >= resp.last_tick - 1
+                        or time.monotonic() - last_mapped > DRAIN_QUIET_SECONDS
+                    ):
+                        self._wait(out)
+                        break
+                if settle and deadline is not None and time.monotonic() > deadline:
+                    self._flush(committer, stream, pending, F, L, out, caught_up=False)
                     self._wait(out)
-                    break
+                    raise WritesContinue(
+                        f"the log kept moving after the freeze: position tick {F}, the "
+                        f"server's last tick {resp.last_tick}",
+                        hint="stop every writer to ArangoDB (or set it read-only), then run "
+                        "`etl cutover` again",
+                    )
+                if settle:  # the drain: poll again at once, the writes are frozen
+                    time.sleep(0.005)
+                    continue
                 if now - last_check > REGISTRATION_CHECK_SECONDS:
                     self._check_registration(p)
                     last_check = now
@@ -214,6 +289,10 @@ class Follower:
                     continue
                 if not moved:
                     self._wait(out)  # idle: let the last batch commit before sleeping
+                    if caught_up:
+                        self.verify_pending(limit=VERIFY_PER_IDLE)
+                        if now - self._lag_saved > LAG_SAVE_SECONDS:
+                            self.save_lag()
                 time.sleep(0 if moved else wait)
                 wait = self.idle_wait[0] if moved else min(wait * 2, self.idle_wait[1])
         finally:
@@ -238,6 +317,7 @@ class Follower:
             return
         items = list(pending)
         pending.clear()
+        times, self._pending_times = self._pending_times, []
         work: list = []  # prepared batches (Plan) and collection events, in commit order
         chunk: list[Change] = []
         for item in items + [None]:
@@ -256,10 +336,12 @@ class Follower:
             applied = Counter()
             for w in work:
                 if isinstance(w, CollectionEvent):
-                    applied.update(self._collection_event(c, w))
+                    applied.update(self._collection_event(c, w, server_tick))
                 else:
                     applied.update(self.applier.execute(c, w).counts)
             positions.add_applied(c, applied)
+            if self.verifying:
+                verify.add_pending(c, self.mapping, [i for i in items if isinstance(i, Change)])
             positions.save_cursor(
                 c,
                 F,
@@ -272,21 +354,68 @@ class Follower:
             return applied
 
         self._wait(out)  # the previous batch: committed (or its error raised) first
-        self._inflight = (committer.submit(self.writer.in_transaction, attempt), (F, L))
+        self._inflight = (
+            committer.submit(self.writer.in_transaction, attempt),
+            (F, L),
+            times,
+        )
+
+    def save_lag(self) -> None:
+        """The lag percentiles over the latest changes, for `etl status` (sql/009)."""
+        self._lag_saved = time.monotonic()
+        p = self.lag.percentiles()
+        if p is None or not self.verifying:
+            return
+        if self._vconn is None or self._vconn.closed:
+            self._vconn = pg.connect(self.dsn)
+        with self._vconn.transaction():
+            self._vconn.execute(
+                "insert into etl_sync_lag (run_id, changes, p50_ms, p99_ms, max_ms)"
+                " values (%s, %s, %s, %s, %s) on conflict (run_id) do update set"
+                " changes = excluded.changes, p50_ms = excluded.p50_ms, p99_ms = excluded.p99_ms,"
+                " max_ms = excluded.max_ms, updated_at = now()",
+                (positions.FOLLOWER, p["changes"], p["p50_ms"], p["p99_ms"], p["max_ms"]),
+            )
+
+    def close(self) -> None:
+        if self.lag.lags:
+            try:
+                self.save_lag()
+            except Exception as exc:  # noqa: BLE001 - figures for status, not the run's outcome
+                log.warning("could not record the sync lag: %s", exc)
+        if self._vconn is not None:
+            self._vconn.close()
+            self._vconn = None
+
+    def verify_pending(
+        self, *, limit: int | None = None, retry_after: float = VERIFY_RETRY_SECONDS
+    ) -> verify.Checked:
+        """Re-read applied keys from the source and compare their rows (see etl.sync.verify)."""
+        if not self.verifying:
+            return verify.Checked()
+        if self._vconn is None or self._vconn.closed:
+            self._vconn = pg.connect(self.dsn)
+        return self.verifier.verify_pending(self._vconn, limit=limit, retry_after=retry_after)
 
     def _wait(self, out: SyncOutcome) -> None:
         """The batch in flight, committed: its counts taken, its position saved."""
         inflight, self._inflight = self._inflight, None
         if inflight is None:
             return
-        future, position = inflight
+        future, position, times = inflight
         applied = future.result()  # re-raises the commit's error here
         self._saved = position
+        if times:
+            now = time.time()
+            lags = [max(0.0, now - t) for t in times]
+            self.lag.add(lags)
+            if self.metrics is not None:
+                self.metrics.lag(lags)
         out.applied.update(applied)
         if self.metrics is not None:
             self.metrics.applied(applied)
 
-    def _collection_event(self, c, ev: CollectionEvent) -> Counter:
+    def _collection_event(self, c, ev: CollectionEvent, server_tick: int) -> Counter:
         """A mapped collection dropped, truncated or renamed: stop, unless the mapping says
         on_collection_ddl = "apply" (drop and truncate remove its rows; a rename always stops:
         the mapping names collections)."""
@@ -295,7 +424,8 @@ class Follower:
         if ev.type == wal.COLLECTION_RENAME or self.mapping.on_collection_ddl != "apply":
             raise PermanentError(
                 f"collection {ev.collection!r} was {ev.what} in ArangoDB (tick {ev.tick}); "
-                "sync stopped before it",
+                f"sync stopped before it, at tick {self._saved[0]} (the server's last tick "
+                f"{server_tick})",
                 hint='edit the mapping (policy.on_collection_ddl = "apply" removes the rows of a '
                 "dropped or truncated collection) or migrate again",
             )

@@ -1,4 +1,5 @@
-"""Prometheus metrics of a running `etl sync` (--metrics-port): lag, applied changes by
+"""Prometheus metrics of a running `etl sync` (--metrics-port): lag (in ticks, and per change
+from its commit in ArangoDB to its row in PostgreSQL as a histogram), applied changes by
 collection and operation, rejects, the last time a change was applied."""
 
 from __future__ import annotations
@@ -6,7 +7,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from prometheus_client import CollectorRegistry, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
 from prometheus_client import Counter as PromCounter
 
 
@@ -36,6 +37,13 @@ class SyncMetrics:
             "unix time of the last applied change",
             registry=r,
         )
+        self.change_lag = Histogram(
+            "etl_sync_change_lag_seconds",
+            "per change: its commit in ArangoDB (the _rev clock) to its row committed in "
+            "PostgreSQL",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=r,
+        )
         self._caught_up_at = time.time()
         self.server, self.thread = start_http_server(port, addr=addr, registry=r)
 
@@ -55,6 +63,10 @@ class SyncMetrics:
             self.applied_total.labels(collection, operation).inc(n)
         if counts:
             self.last_applied.set_to_current_time()
+
+    def lag(self, seconds: list[float]) -> None:
+        for s in seconds:
+            self.change_lag.observe(s)
 
     def close(self) -> None:
         self.server.shutdown()

@@ -51,9 +51,44 @@ def render_markdown(doc: dict) -> str:
         f"- source: {doc.get('source')}",
         f"- target: {doc.get('target')}",
     ]
-    for key in ("verdict", "freeze_seconds", "final_tick", "reconcile_run", "reconcile_result"):
-        if doc.get(key) is not None:
-            lines.append(f"- {key.replace('_', ' ')}: {doc[key]}")
+    for key in (
+        "verdict",
+        "no_go_reasons",
+        "freeze_seconds",
+        "freeze_tick",
+        "final_tick",
+        "freeze_held",
+        "late_changes",
+        "late_keys",
+        "keys_verified_in_freeze",
+        "differing_count",
+        "reconcile_run",
+        "reconcile_result",
+        "last_full_reconcile",
+    ):
+        v = doc.get(key)
+        if v in (None, [], {}):
+            continue
+        if isinstance(v, list):
+            v = "; ".join(map(str, v))
+        elif isinstance(v, dict):
+            v = ", ".join(f"{k} {x}" for k, x in v.items())
+        lines.append(f"- {key.replace('_', ' ')}: {v}")
+    for d in doc.get("differing") or []:
+        lines.append(f"  - differs: {d['collection']}/{d['key']}: {', '.join(d['fields'])}")
+    if doc.get("verification"):
+        lines += [
+            "",
+            "## Changed keys verified against ArangoDB",
+            "",
+            "| collection | keys verified | first | last | pending | differing |",
+            "|---|---:|---|---|---:|---:|",
+        ]
+        for v in doc["verification"]:
+            lines.append(
+                f"| {v['collection']} | {v['keys_verified']} | {v['first_verified_at']} | "
+                f"{v['last_verified_at']} | {v['pending']} | {v['differing']} |"
+            )
     s = doc.get("sync") or {}
     if s:
         lines += [
@@ -65,6 +100,13 @@ def render_markdown(doc: dict) -> str:
             f"- {s['changes_read']} changes read in {s['polls']} polls, {s['seconds']} s "
             f"({s['changes_per_second']} changes/s); aborted transactions: "
             f"{s['transactions_aborted']}",
+            "- lag, commit in ArangoDB to row in PostgreSQL: "
+            + (
+                f"p50 {s['lag']['p50_ms']} ms, p99 {s['lag']['p99_ms']} ms, max "
+                f"{s['lag']['max_ms']} ms over {s['lag']['changes']} changes"
+                if s.get("lag")
+                else "no change applied"
+            ),
             "",
             "| collection | operation | changes |",
             "|---|---|---:|",
@@ -100,10 +142,24 @@ class SyncJob:
         self.total = SyncOutcome()  # over every follow round of this run
 
     def open(self) -> Follower:
-        """The run, its lock and a prepared follower."""
+        """The run, its lock and a prepared follower. The run's row and report skeleton come
+        first, so that a refusal (another server, a log behind the position, no copy to
+        follow) is recorded as a failed run with its one-line reason."""
         self.run = run = Run.new(self.settings, self.command)
         self.source = ArangoSource(self.settings.arango)
-        run.lock(["follower"])
+        self.doc = {
+            "run_id": run.run_id,
+            "command": self.command,
+            "state": "running",
+            "started_at": now_iso(),
+            "source": self.source.description,
+            "target": pg.target_label(self.settings, run.dsn),
+        }
+        # sync and cutover both move the follower's position: one of them at a time
+        run.lock(["follower"], scope="sync")
+        with pg.connect(run.dsn) as conn:
+            run.start(conn, source=self.doc["source"], target=self.doc["target"], options={})
+            conn.commit()
         if self.metrics_port is not None:
             from etl.sync.metrics import SyncMetrics
 
@@ -118,19 +174,15 @@ class SyncJob:
             metrics=self.metrics,
         )
         p = self.follower.prepare()
-        self.doc = {
-            "run_id": run.run_id,
-            "command": self.command,
-            "state": "running",
-            "started_at": now_iso(),
-            "source": self.source.description,
-            "target": pg.target_label(self.settings, run.dsn),
-            "start": {"tick": p.from_tick, "base_run": p.base_run_id, "syncer_id": p.syncer_id},
+        self.doc["start"] = {
+            "tick": p.from_tick,
+            "base_run": p.base_run_id,
+            "syncer_id": p.syncer_id,
         }
-        with pg.connect(run.dsn) as conn:
+        with pg.connect(run.dsn) as conn:  # the run's options: what it follows, from where
             run.start(
                 conn,
-                source=self.source.description,
+                source=self.doc["source"],
                 target=self.doc["target"],
                 options={"base_run": p.base_run_id, "from_tick": p.from_tick},
             )
@@ -141,12 +193,15 @@ class SyncJob:
         assert self.source is not None, "open() first"
         return WalReader(self.source).last_tick().tick
 
-    def follow(self, *, until_current: bool) -> SyncOutcome:
+    def follow(self, *, until_current: bool, until: int | None = None, **kw) -> SyncOutcome:
+        """One follow round: until stopped, or until the server's tick now (until_current) or
+        `until`; kw go to Follower.run (the cutover's drain)."""
         follower = self.follower
         assert follower is not None, "open() first"
-        until = self.server_tick() if until_current else None
+        if until is None and until_current:
+            until = self.server_tick()
         try:
-            return follower.run(until_tick=until)
+            return follower.run(until_tick=until, **kw)
         finally:
             self._add(follower.outcome)
 
@@ -166,6 +221,7 @@ class SyncJob:
         t.applied.update(out.applied)
         t.transactions_aborted += out.transactions_aborted
         t.seconds += out.seconds
+        t.late += out.late
 
     def close(self, state: str, error: str | None = None, also=None) -> None:
         if self.run is None:
@@ -173,9 +229,13 @@ class SyncJob:
         self.doc.update(state=state, finished_at=now_iso(), error=error)
         if self.total.polls:
             self.doc["sync"] = outcome_summary(self.total)
+            if self.follower is not None:  # commit in ArangoDB to row in PostgreSQL
+                self.doc["sync"]["lag"] = self.follower.lag.percentiles()
         if self.run.locked:
             self.report_paths = self.run.write_reports(self.doc, markdown=render_markdown)
             self.run.finish(state, summary=self.doc, error=error, also=also)
+        if self.follower is not None:
+            self.follower.close()
         if self.metrics is not None:
             self.metrics.close()
         if self.source is not None:

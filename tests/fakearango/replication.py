@@ -239,15 +239,18 @@ class ReplicationApi:
                 return error(400, 400, "invalid from/to values")
         f.last_scanned = parse_uint(query.get("lastScanned"), 0)
         res = scan(self.wal, f, *self._wal_lookup())
+        if self.during_tail is not None:  # a commit between the scan and the lasttick read
+            self.during_tail()
+        latest = self.wal.latest  # read again after the scan, as arangod does (spec 2.2)
         self.wal.register(syncer_id, server_id, client_info, f.from_, self.wal.client_ttl)
-        check_more = 0 < res.last_included < res.latest
+        check_more = 0 < res.last_included < latest
         headers = {
             "content-type": "application/x-arango-dump",
             "x-arango-replication-checkmore": "true" if check_more else "false",
             "x-arango-replication-frompresent": "true" if res.from_present else "false",
             "x-arango-replication-lastincluded": str(res.last_included),
             "x-arango-replication-lastscanned": str(res.last_scanned),
-            "x-arango-replication-lasttick": str(res.latest),
+            "x-arango-replication-lasttick": str(latest),
         }
         return Reply(200 if res.lines else 204, res.body, headers)
 

@@ -343,7 +343,7 @@ class Cursor:
 
 @dataclass
 class Fault:
-    kind: str  # error | proxy429 | drop | truncate | delay | expire | hold
+    kind: str  # error | proxy429 | drop | truncate | delay | expire | hold | call
     routes: frozenset[str] | None
     count: int
     skip: int = 0
@@ -358,6 +358,7 @@ class Fault:
     arrived: threading.Event | None = None
     released: threading.Event | None = None
     body: bytes | None = None
+    then: Any = None  # call: run after the request is executed, before the answer is sent
 
     def release(self) -> None:
         if self.released is not None:
@@ -411,6 +412,10 @@ class FakeArango(DocumentApi, ReplicationApi):
         self.requests: deque[RequestLog] = deque(maxlen=20000)
         self._ids = itertools.count(9001)
         self._ticks = itertools.count(1)
+        self._last_rev = 0  # the revisions' hybrid logical clock
+        # called by /_api/wal/tail between its scan and its lasttick read (a write committed
+        # meanwhile: lasttick is past what the answer covers)
+        self.during_tail: Any = None
         self._host = host
         self._ssl = ssl_context
         self._httpd: ThreadingHTTPServer | None = None
@@ -739,6 +744,18 @@ class FakeArango(DocumentApi, ReplicationApi):
             released=threading.Event(),
         )
 
+    def after(
+        self,
+        then: Any,
+        count: int = 1,
+        *,
+        routes: Iterable[str] | None = ("wal_tail",),
+        skip: int = 0,
+    ) -> Fault:
+        """Run `then()` (e.g. an application's write) right after the matching request is
+        executed and before its answer is sent: the answer does not show it."""
+        return self.inject("call", routes=routes, count=count, skip=skip, then=then)
+
     def clear_faults(self) -> None:
         with self.lock:
             for f in self.faults:
@@ -825,6 +842,8 @@ class FakeArango(DocumentApi, ReplicationApi):
             reply = exc.reply
         except aql.AqlError as exc:
             reply = error(exc.status, exc.error_num, exc.message)
+        if fault and fault.kind == "call":
+            fault.then()
         return reply, fault, route
 
     def _authenticate(self, headers: Any) -> User | None:
@@ -1366,13 +1385,15 @@ class FakeArango(DocumentApi, ReplicationApi):
         return Reply(201, out)
 
     def _rev(self) -> str:
-        n = next(self._ticks)
+        """A revision as arangod makes it: a hybrid logical clock (milliseconds since the epoch
+        << 20, plus a counter while the clock stands still) in ArangoDB's base64 alphabet."""
+        n = self._last_rev = max(int(time.time() * 1000) << 20, self._last_rev + 1)
         alphabet = "-_ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
         chars = []
-        for _ in range(10):
+        while n:
             chars.append(alphabet[n % 64])
             n //= 64
-        return "_" + "".join(reversed(chars))[1:]
+        return "".join(reversed(chars))
 
 
 class _Unparsable:

@@ -1,0 +1,1 @@
+"""`etl fallback`: the way back after cutover (docs/sync.md)."""
