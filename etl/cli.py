@@ -1017,6 +1017,9 @@ def status_cmd(
         _echo_table(info["work_units"])
     typer.echo("\nLatest reconcile per collection")
     _echo_table(info["reconciles"])
+    if info.get("rejects"):
+        typer.echo("\nRejects now in etl_rejects (live: a key read again loses its old ones)")
+        _echo_table(info["rejects"])
     if info.get("sync"):
         typer.echo("\nChange capture (etl sync)")
         _echo_table(info["sync"])

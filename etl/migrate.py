@@ -19,6 +19,7 @@ from etl.runs import Run, select_collections
 from etl.settings import Settings
 from etl.sources import open_source
 from etl.sources.arango import ArangoSource
+from etl.spec import MigrateSpec
 from etl.state import Checkpoint, CollectionCheckpoints
 from etl.sync import start as sync_start
 
@@ -93,24 +94,29 @@ class Migration:
         if not self.resume:
             return Run.new(self.settings, "migrate", dry_run=self.dry_run)
         run = Run.resume(self.settings, "migrate")
-        opts = run.options
+        before = MigrateSpec.from_options(run.options)
         if not self.requested and not self.all:
-            self.requested = opts.get("collections", [])
-        if self.source_spec == "arangodb" and opts.get("source_spec"):
-            self.source_spec = opts["source_spec"]
-        self.batch_size = self.batch_flag or opts.get("batch_size") or self.batch_size
+            self.requested = list(before.collections)
+        if self.source_spec == "arangodb":
+            self.source_spec = before.source_spec
+        self.batch_size = self.batch_flag or before.batch_size or self.batch_size
         return run
+
+    def spec(self, names: list[str], workers: int | None = None) -> MigrateSpec:
+        """What the operator asked of this run, as etl_runs keeps it (MigrateSpec)."""
+        return MigrateSpec(
+            collections=tuple(names),
+            source_spec=self.source_spec,
+            batch_size=self.batch_size,
+            limit=self.limit,
+            since_key=self.since_key,
+            mapping=self.settings.migrate.mapping,
+            workers=workers,
+        )
 
     def options(self, names: list[str]) -> dict:
         """What etl_runs keeps of this run, for --resume and for joining workers."""
-        return {
-            "collections": names,
-            "source_spec": self.source_spec,
-            "batch_size": self.batch_size,
-            "limit": self.limit,
-            "since_key": self.since_key,
-            "mapping": self.settings.migrate.mapping,
-        }
+        return self.spec(names).to_options()
 
     def record_wal_start(self, conn, run_id: str, source):
         """The run's WAL position for `etl sync` (etl/sync/start.py), in the caller's
@@ -169,6 +175,7 @@ class Migration:
             should_stop=self.should_stop,
             retry_wait=self.retry_wait,
         )
+        pipeline.whole_collection = self.since_key is None
         conn = pipeline.conn
         summary = RunSummary(
             run_id=run.run_id,

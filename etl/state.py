@@ -231,6 +231,26 @@ def write_rejects(
     return len(rows)
 
 
+def forget_rejects(conn, collection: str, keys: Iterable[str | None]) -> None:
+    """Keys read again (a batch, or changes): their earlier rejects go, whichever run wrote
+    them; the caller then writes the ones that are still rejects. So etl_rejects holds only
+    live rejects: a document that became valid, or moved, has none."""
+    found = sorted({db_text(k) or "" for k in keys if isinstance(k, str)})
+    if found:
+        conn.execute(
+            "delete from etl_rejects where collection = %s and key = any(%s)", (collection, found)
+        )
+
+
+def forget_stale_rejects(conn, run_id: str, collection: str) -> int:
+    """At the end of a whole pass over a collection: the rejects other runs wrote for it are of
+    keys this run no longer read (removed from the source); every key still there and still a
+    reject was written again by this run."""
+    return conn.execute(
+        "delete from etl_rejects where collection = %s and run_id <> %s", (collection, run_id)
+    ).rowcount
+
+
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 

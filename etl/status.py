@@ -57,6 +57,13 @@ def status(dsn: str, *, limit: int = 10) -> dict[str, list[dict]]:
                 " order by c.key, r.started_at desc"
             )
         )
+        # the reject store holds only live rejects (a key read again loses its old ones)
+        rejects = _dicts(
+            conn.execute(
+                "select collection, stage, count(*) as rejects from etl_rejects"
+                " group by collection, stage order by collection, stage"
+            )
+        )
         sync, sync_applied, sync_verified = [], [], []
         if pg.scalar(conn, "select to_regclass('etl_wal_positions') is not null"):
             # lag in seconds: since the follower last read everything there was
@@ -116,6 +123,7 @@ def status(dsn: str, *, limit: int = 10) -> dict[str, list[dict]]:
         "checkpoints": checkpoints,
         "work_units": work_units,
         "reconciles": reconciles,
+        "rejects": rejects,
     }
 
 

@@ -168,7 +168,8 @@ class ParallelMigration:
     def _start(self, conn, run: Run, source, names: list[str]) -> None:
         m = self.m
         counts = {n: source.collection(n).count for n in names}
-        options = {**m.options(names), "workers": self.workers, "source_counts": counts}
+        # the spec, and what the source held at the start (the progress totals)
+        options = {**m.spec(names, self.workers).to_options(), "source_counts": counts}
         with conn.transaction():
             run.start(
                 conn,
