@@ -392,9 +392,11 @@ class Pipeline:
                     doc = docs_by_key.get(e.key, e.edge)
                     rejects.append((collection, e.key, doc, DANGLING_EDGE, "link"))
             counts, by_type = batch_counts(t, loads, link)
+            first: state.FirstSeen = {}
             if not self.dry_run:  # only live rejects: a key read again loses its old ones
-                state.forget_rejects(c, collection, [d.get("_key") for d in docs_by_key.values()])
-            state.write_rejects(c, self.run_id, rejects)
+                keys = [d.get("_key") for d in docs_by_key.values()]
+                first = state.forget_rejects(c, collection, keys)
+            state.write_rejects(c, self.run_id, rejects, first)
             new_cp = replace(cp, position=batch.position, done=False, batches=cp.batches + 1)
             new_cp.counts = Counts(**vars(cp.counts))
             new_cp.counts.add(counts)

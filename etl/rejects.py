@@ -1,8 +1,8 @@
 """`etl migrate --max-rejects N|N%`: when a run's rejects make its exit status 1.
 
-Only this run's NEW rejects count: documents (collection, key, stage) that no other run kept
-in etl_rejects. A rerun that rejects the same bad documents again is not news; a document
-that starts failing is. N% is of the documents this run read. `etl purge-rejects` forgets a
+Only this run's NEW rejects count: documents (collection, key, stage) first rejected by this
+run. A document rejected again keeps the time it was first rejected (state.write_rejects), so a
+rerun that rejects the same bad documents again is not news; a document that starts failing is. N% is of the documents this run read. `etl purge-rejects` forgets a
 run's rejects, so they count as new again afterwards (docs/operations.md)."""
 
 from __future__ import annotations
@@ -17,15 +17,12 @@ from etl import pg
 
 _LIMIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(%?)\s*$")
 
-# this run's kept rejects (not the 'unmapped' rows), and those no other run kept before
+# this run's kept rejects (not the 'unmapped' rows), and those first rejected by this run
 _NEW_REJECTS_SQL = """
-select count(*) filter (where not exists (
-           select 1 from etl_rejects o
-            where o.run_id <> r.run_id and o.collection = r.collection
-              and o.key is not distinct from r.key and o.stage = r.stage)),
+select count(*) filter (where r.first_at >= (select started_at from etl_runs where run_id = %s)),
        count(*)
-  from (select distinct run_id, collection, key, stage from etl_rejects
-         where run_id = %s and stage <> 'unmapped') r
+  from (select collection, key, stage, min(created_at) as first_at from etl_rejects
+         where run_id = %s and stage <> 'unmapped' group by collection, key, stage) r
 """
 
 
@@ -78,5 +75,5 @@ class RejectLimit:
 def count_new_rejects(dsn: str, run_id: str) -> tuple[int, int]:
     """(this run's rejects no other run kept, all this run's rejects) from etl_rejects."""
     with pg.connect(dsn) as conn:
-        new, total = pg.one(conn, _NEW_REJECTS_SQL, (run_id,))
+        new, total = pg.one(conn, _NEW_REJECTS_SQL, (run_id, run_id))
     return int(new), int(total)

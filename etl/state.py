@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg.types.json import Jsonb
 
-from etl import jsonutil
+from etl import jsonutil, pg
 from etl.errors import PermanentError
 
 COUNT_FIELDS = ("read", "inserted", "updated", "unchanged", "rejected", "unmapped", "dangling")
@@ -213,33 +213,60 @@ def record_batch(
 
 
 def write_rejects(
-    conn, run_id: str, rejects: Iterable[tuple[str, str | None, object, str, str]]
+    conn,
+    run_id: str,
+    rejects: Iterable[tuple[str, str | None, object, str, str]],
+    first_seen: FirstSeen | None = None,
 ) -> int:
     """rejects: (collection, key, document, reason, stage). The document is stored as JSON text
-    (escapes kept), because jsonb cannot hold \\u0000 or lone surrogates."""
+    (escapes kept), because jsonb cannot hold \\u0000 or lone surrogates. A document rejected
+    again keeps the time it was first rejected (first_seen, from forget_rejects), so that
+    `--max-rejects` can tell a new reject from an old one rejected again."""
+    rejects = list(rejects)
+    if not rejects:
+        return 0
+    now = pg.scalar(conn, "select now()")  # the server's clock, as etl_runs.started_at
+    seen = first_seen or {}
     rows = [
-        (run_id, db_text(col), db_text(key), jsonutil.dumps_str(doc), db_text(reason), stage)
+        (
+            run_id,
+            db_text(col),
+            db_text(key),
+            jsonutil.dumps_str(doc),
+            db_text(reason),
+            stage,
+            seen.get((db_text(col), db_text(key), stage), now),
+        )
         for col, key, doc, reason, stage in rejects
     ]
-    if not rows:
-        return 0
     with conn.cursor().copy(
-        "copy etl_rejects (run_id, collection, key, document, reason, stage) from stdin"
+        "copy etl_rejects (run_id, collection, key, document, reason, stage, created_at) from stdin"
     ) as copy:
         for r in rows:
             copy.write_row(r)
     return len(rows)
 
 
-def forget_rejects(conn, collection: str, keys: Iterable[str | None]) -> None:
+# (collection, key, stage) -> when that document was first rejected so
+FirstSeen = dict[tuple[str | None, str | None, str], datetime]
+
+
+def forget_rejects(conn, collection: str, keys: Iterable[str | None]) -> FirstSeen:
     """Keys read again (a batch, or changes): their earlier rejects go, whichever run wrote
-    them; the caller then writes the ones that are still rejects. So etl_rejects holds only
-    live rejects: a document that became valid, or moved, has none."""
+    them; the caller then writes the ones that are still rejects (with the returned first
+    times). So etl_rejects holds only live rejects: a document that became valid, or moved,
+    has none."""
     found = sorted({db_text(k) or "" for k in keys if isinstance(k, str)})
-    if found:
-        conn.execute(
-            "delete from etl_rejects where collection = %s and key = any(%s)", (collection, found)
-        )
+    if not found:
+        return {}
+    first: FirstSeen = {}
+    for col, key, stage, at in conn.execute(
+        "delete from etl_rejects where collection = %s and key = any(%s)"
+        " returning collection, key, stage, created_at",
+        (collection, found),
+    ):
+        first[(col, key, stage)] = min(at, first.get((col, key, stage), at))
+    return first
 
 
 def forget_stale_rejects(conn, run_id: str, collection: str) -> int:

@@ -133,8 +133,9 @@ class Applier:
         if self._defaults is None:
             self.load_defaults(c)
         c.execute("select set_config('etl.run_id', %s, true)", (self.run_id,))
+        first: state.FirstSeen = {}
         for name, keys in plan.keys.items():  # only live rejects: the changes say what is now
-            state.forget_rejects(c, name, keys)
+            first.update(state.forget_rejects(c, name, keys))
         self._remove(c, plan.gone, out)
         upserted = self._upsert(c, plan.rows, plan.docs, out)  # only rows not there before
         self._link_late_parents(c, upserted)
@@ -142,7 +143,7 @@ class Applier:
             self._edges(c, self.mapping.collections[name], keys, plan.edge_upserts[name], out)
         if upserted:
             self._retry_dangling_edges(c, upserted, out)
-        state.write_rejects(c, self.run_id, out.rejects)
+        state.write_rejects(c, self.run_id, out.rejects, first)
         return out
 
     def _order(self, names) -> list[str]:
