@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -182,6 +182,15 @@ def _global(
     )
 
 
+def _allow_truncated_option():
+    return typer.Option(
+        False,
+        "--allow-truncated",
+        help="A dump or JSONL file cut in the middle of a record: drop the incomplete tail"
+        " (a warning) instead of stopping.",
+    )
+
+
 def _settings(**overrides) -> Settings:
     return load_settings(CTX.config, overrides=overrides)
 
@@ -246,6 +255,34 @@ def _announce_reports(settings: Settings, existed: bool, paths) -> None:
         _notice(
             f"etl: reports go to {Path(settings.migrate.reports_dir).resolve()} (a new directory; "
             "--reports-dir, ETL_REPORTS_DIR or migrate.reports_dir change it)"
+        )
+
+
+def _echo_paths(paths, err: bool = False) -> None:
+    """The reports a run wrote, one line (the last line names the main one again); on stderr
+    when stdout carries the --json result."""
+    if paths:
+        line = "reports written: " + ", ".join(str(p) for p in paths.values())
+        (_notice if err else typer.echo)(line)
+
+
+def _report_tail(job) -> str:
+    """'; report PATH' for a run's last line, or why there is none."""
+    if job.report_paths:  # scripts read "report X.md and Y.json" from it
+        return f"; report {job.report_paths['md']} and {job.report_paths['json']}"
+    if job.report_error:
+        return "; NO REPORT (see the error below)"
+    return ""
+
+
+def _raise_report_error(job) -> None:
+    """A report that could not be written is an error (exit 2), once the summary and verdict
+    are printed and the run is saved in etl_runs."""
+    if job.report_error:
+        raise EtlError(
+            job.report_error,
+            hint="the run itself is saved (etl status); make the directory writable or choose"
+            " another --reports-dir (etl preflight checks it)",
         )
 
 
@@ -315,6 +352,7 @@ def preflight_cmd(
     reports_dir: str | None = typer.Option(
         None, "--reports-dir", help="Where the report goes (default reports/)."
     ),
+    allow_truncated: bool = _allow_truncated_option(),
     as_json: bool = typer.Option(
         False, "--json", help="Print the result as one JSON document on stdout (nothing else)."
     ),
@@ -329,7 +367,12 @@ def preflight_cmd(
     from etl.preflight_report import render_table, summary_line, write_reports
 
     settings = _settings(
-        postgres={"dsn": dsn}, migrate={"mapping": mapping, "reports_dir": reports_dir}
+        postgres={"dsn": dsn},
+        migrate={
+            "mapping": mapping,
+            "reports_dir": reports_dir,
+            "allow_truncated": allow_truncated or None,
+        },
     )
     _header(settings, source)
     result = Preflight(settings, source).run()  # the shipped sql files (ETL_SQL_DIR overrides)
@@ -616,6 +659,19 @@ def migrate_cmd(
         min=1,
         help="With --workers: a dead worker's unit is taken over after this long.",
     ),
+    allow_missing: bool = typer.Option(
+        False,
+        "--allow-missing",
+        help="Go on when the source lacks mapped collections (the wrong dump stops otherwise).",
+    ),
+    allow_truncated: bool = _allow_truncated_option(),
+    max_rejects: str = typer.Option(
+        "0",
+        "--max-rejects",
+        metavar="N|N%",
+        help="Exit 1 only when this run's new rejects (documents no earlier run rejected)"
+        " exceed N, or N% of the documents read.",
+    ),
     as_json: bool = typer.Option(
         False, "--json", help="Print the summary as one JSON document on stdout (nothing else)."
     ),
@@ -631,14 +687,22 @@ def migrate_cmd(
     """
     from etl.migrate import Migration
     from etl.progress import Progress
-    from etl.report import render_table
 
     _check_selection(all_, collection)
     _show_values(show_values)
     # --batch reaches the run one way only (Migration's batch_size): on --resume it replaces
     # the interrupted run's batch size, which a settings value must not
+    from etl.rejects import RejectLimit
+    from etl.report import render_table
+
+    limit_rejects = RejectLimit.parse(max_rejects)
     settings = _settings(
-        postgres={"dsn": dsn}, migrate={"mapping": mapping, "reports_dir": reports_dir}
+        postgres={"dsn": dsn},
+        migrate={
+            "mapping": mapping,
+            "reports_dir": reports_dir,
+            "allow_truncated": allow_truncated or None,
+        },
     )
     _header(settings, "the interrupted run's" if resume and source == "arangodb" else source)
     reports_existed = Path(settings.migrate.reports_dir).exists()
@@ -658,6 +722,7 @@ def migrate_cmd(
         on_progress=progress.update,
         on_collection=progress.start,
         should_stop=stopper.requested,
+        allow_missing=allow_missing,
     )
     if workers > 1:
         from etl.parallel import ParallelMigration
@@ -665,23 +730,27 @@ def migrate_cmd(
         job: Migration | ParallelMigration = ParallelMigration(migration, workers, lease_seconds)
     else:
         job = migration
-    exit_code = 0
+    exit_code, verdict = 0, ""
     try:
         with stopper:
             summary = job.run()
-        exit_code = 1 if summary.has_findings else 0
+        over, verdict = limit_rejects.judge(settings, summary)
+        exit_code = 1 if over else 0
     finally:
         progress.close()
-        if job.summary is not None and job.report_paths:
+        if job.summary is not None and job.summary.collections:
             if as_json:
                 _print_json(job.summary.asdict())
             else:
                 typer.echo(render_table(job.summary.asdict()))
+            _echo_paths(job.report_paths, err=as_json)
             (_notice if as_json else typer.echo)(
-                f"run {job.summary.run_id}: {job.summary.state}; report {job.report_paths['md']}"
-                f" and {job.report_paths['json']}"
+                f"run {job.summary.run_id}: {job.summary.state}"
+                + (f"; {verdict}" if verdict else "")
+                + _report_tail(job)
             )
     _announce_reports(settings, reports_existed, job.report_paths)
+    _raise_report_error(job)
     raise typer.Exit(exit_code)
 
 
@@ -801,6 +870,9 @@ def _echo_sync(job) -> None:
             typer.echo(f"  {collection}: " + ", ".join(f"{op} {n}" for op, n in ops.items()))
     if job.report_paths:
         typer.echo(f"run {job.doc['run_id']}: {job.doc['state']}; report {job.report_paths['md']}")
+    report_error = getattr(getattr(job, "run", None), "report_error", None)
+    if report_error:  # never silent (etl.runs.Run.write_reports)
+        typer.echo(f"error: {report_error}", err=True)
 
 
 @sync_app.command("mark")
@@ -1074,6 +1146,17 @@ def reconcile_cmd(
     reports_dir: str | None = typer.Option(
         None, "--reports-dir", help="Where reports go (default reports/)."
     ),
+    allow_missing: bool = typer.Option(
+        False,
+        "--allow-missing",
+        help="Go on when the source lacks mapped collections (reported as not checked).",
+    ),
+    while_running: bool = typer.Option(
+        False,
+        "--while-running",
+        help="Compare even while an etl migrate of the same collections runs.",
+    ),
+    allow_truncated: bool = _allow_truncated_option(),
     as_json: bool = typer.Option(
         False, "--json", help="Print the result as one JSON document on stdout (nothing else)."
     ),
@@ -1089,17 +1172,23 @@ def reconcile_cmd(
 
     _check_selection(all_, collection)
     settings = _settings(
-        postgres={"dsn": dsn}, migrate={"mapping": mapping, "reports_dir": reports_dir}
+        postgres={"dsn": dsn},
+        migrate={
+            "mapping": mapping,
+            "reports_dir": reports_dir,
+            "allow_truncated": allow_truncated or None,
+        },
     )
     _header(settings, source)
     reports_existed = Path(settings.migrate.reports_dir).exists()
     progress = Progress()
-    current: dict[str, str | None] = {"name": None}
+    current: dict[str, Any] = {"name": None, "done": 0}
 
     def on_progress(name: str, done: int, total: int | None) -> None:
-        if name != current["name"] or done < (progress.bar.n if progress.bar is not None else 0):
-            current["name"] = name
-            progress.start(name, total)
+        # a new collection, or a second pass over the same one: a new bar counting from 0
+        if name != current["name"] or done < current["done"]:
+            progress.start(name, total, first=0)
+        current["name"], current["done"] = name, done
         progress.update(name, done, total)
 
     rec = Reconciliation(
@@ -1111,6 +1200,8 @@ def reconcile_cmd(
         seed=seed,
         on_progress=on_progress,
         workers=workers,
+        allow_missing=allow_missing,
+        while_running=while_running,
     )
     exit_code = 0
     try:
@@ -1120,17 +1211,19 @@ def reconcile_cmd(
         raise Interrupted("reconcile stopped; it changed nothing (run it again)") from None
     finally:
         progress.close()
-        final, paths = rec.summary, rec.report_paths
-        if final is not None and paths:
+        final = rec.summary
+        if final is not None and (final.collections or final.state == "finished"):
+            doc = final.asdict()
             if as_json:
-                _print_json(final.asdict())
+                _print_json(doc)
             else:
-                typer.echo(render_table(final.asdict()))
-            result = "differences found" if final.has_differences else "everything matches"
+                typer.echo(render_table(doc))
+            _echo_paths(rec.report_paths, err=as_json)
             (_notice if as_json else typer.echo)(
-                f"run {final.run_id}: {final.state}, {result}; report {paths['md']} and {paths['json']}"
+                f"run {final.run_id}: {doc['verdict']}" + _report_tail(rec)
             )
     _announce_reports(settings, reports_existed, rec.report_paths)
+    _raise_report_error(rec)
     raise typer.Exit(exit_code)
 
 
@@ -1203,6 +1296,9 @@ def _echo_status(info: dict, run: str | None) -> None:
         _echo_table(info["work_units"])
     typer.echo("\nLatest reconcile per collection")
     _echo_table(info["reconciles"])
+    if info.get("rejects"):
+        typer.echo("\nRejects now in etl_rejects (live: a key read again loses its old ones)")
+        _echo_table(info["rejects"])
     if info.get("sync"):
         typer.echo("\nChange capture (etl sync)")
         _echo_table([{k: v for k, v in r.items() if k != "updated_at"} for r in info["sync"]])

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, TypeVar
 import psycopg
 from psycopg import sql
 
-from etl import jsonutil, target
+from etl import derived, jsonutil, target
 from etl.errors import is_transient
 from etl.generic import load as generic_load
 from etl.generic.names import is_generic
@@ -50,9 +50,14 @@ class LoadOutcome:
         return self
 
 
+# the reject reason of an edge whose end is not in the target (migrate and sync alike)
+DANGLING_EDGE = "dangling_edge: an end of the edge is not in the target"
+
+
 @dataclass
 class LinkOutcome:
     linked: int = 0
+    new: int = 0  # of `linked`: edges the target row did not hold before (reported as inserted)
     unchanged: int = 0
     dangling: list[EdgeLink] = field(
         default_factory=list
@@ -216,8 +221,11 @@ class Loader:
         return linked
 
     # -- edges -----------------------------------------------------------------------------
-    def link_edges(self, links: Sequence[EdgeLink]) -> LinkOutcome:
-        """Apply job_research edges (transform.EdgeLink) to research_results set-based."""
+    def link_edges(self, links: Sequence[EdgeLink], es: derived.EdgeSet) -> LinkOutcome:
+        """Apply edges (transform.EdgeLink) set-based: each edge whose two ends exist is kept
+        in its `_to` row's metadata.edges[key]; then the column the edge sets is recomputed
+        for those rows by derived.refresh() (the one rule). An edge with a missing end is
+        dangling (the caller records it as a reject)."""
         out = LinkOutcome()
         if not links:
             return out
@@ -236,15 +244,39 @@ class Loader:
                         (link.key, link.target_id, link.job_id, jsonutil.dumps_str(link.edge))
                     )
             self.conn.execute("analyze pg_temp.etl_stage_edge")
-            for key, _target, status in self.conn.execute(
-                "select edge_key, target_id, status from etl_link_edges(%s)", (self.run_id,)
-            ):
-                if status == "linked":
-                    out.linked += 1
-                elif status == "unchanged":
-                    out.unchanged += 1
-                else:
+            found = self.conn.execute(
+                sql.SQL(
+                    "with src as ("
+                    " select e.edge_key, e.target_id, e.edge,"
+                    "  exists (select 1 from {t} r where r.id = e.target_id)"
+                    "  and exists (select 1 from {f} j where j.id = e.job_id) as ok,"
+                    "  exists (select 1 from {t} r where r.id = e.target_id"
+                    "   and r.metadata -> 'edges' ? e.edge_key) as held"
+                    " from pg_temp.etl_stage_edge e"
+                    "), agg as ("
+                    " select s.target_id, jsonb_object_agg(s.edge_key, coalesce(s.edge, '{{}}'))"
+                    "  as edges from src s where s.ok group by s.target_id"
+                    "), upd as ("
+                    " update {t} r set metadata = jsonb_set(r.metadata, '{{edges}}',"
+                    "  coalesce(r.metadata -> 'edges', '{{}}') || a.edges)"
+                    " from agg a where r.id = a.target_id"
+                    "  and exists (select 1 from jsonb_each(a.edges) x"
+                    "   where r.metadata -> 'edges' -> x.key is distinct from x.value)"
+                    " returning r.id"
+                    ") select s.edge_key, s.target_id::text, s.ok, s.held,"
+                    " s.target_id in (select u.id from upd u) from src s"
+                ).format(t=sql.Identifier(es.table), f=sql.Identifier(es.from_table))
+            ).fetchall()
+            self.conn.execute("truncate etl_stage_edge")
+            changed = derived.refresh(self.conn, es, {t for _, t, ok, _, _ in found if ok})
+            for key, target_id, ok, held, merged in found:
+                if not ok:
                     out.dangling.append(by_key[key])
+                elif merged or target_id in changed:
+                    out.linked += 1
+                    out.new += not held  # an edge the row did not hold: reported as inserted
+                else:
+                    out.unchanged += 1
         return out
 
 

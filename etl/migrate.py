@@ -19,6 +19,7 @@ from etl.runs import Run, select_collections
 from etl.settings import Settings
 from etl.sources import open_source
 from etl.sources.arango import ArangoSource
+from etl.spec import MigrateSpec
 from etl.state import Checkpoint, CollectionCheckpoints
 from etl.sync import start as sync_start
 
@@ -62,6 +63,7 @@ class Migration:
         on_collection: Callable[[str, int], None] | None = None,
         should_stop: Callable[[], bool] = lambda: False,
         retry_wait: Callable | None = None,
+        allow_missing: bool = False,
     ):
         self.settings = settings
         self.requested = collections or []
@@ -78,10 +80,12 @@ class Migration:
         self.on_collection = on_collection or (lambda c, total: None)
         self.should_stop = should_stop
         self.retry_wait = retry_wait
+        self.allow_missing = allow_missing  # --allow-missing: mapped collections the source lacks
         self.mapping = load_mapping(settings.migrate.mapping)
         self.run_id: str | None = None  # known once run() started
         self.summary: RunSummary | None = None
         self.report_paths: dict | None = None
+        self.report_error: str | None = None  # why the reports could not be written
 
     # -- set-up ------------------------------------------------------------------------------
     def open_run(self) -> Run:
@@ -90,24 +94,29 @@ class Migration:
         if not self.resume:
             return Run.new(self.settings, "migrate", dry_run=self.dry_run)
         run = Run.resume(self.settings, "migrate")
-        opts = run.options
+        before = MigrateSpec.from_options(run.options)
         if not self.requested and not self.all:
-            self.requested = opts.get("collections", [])
-        if self.source_spec == "arangodb" and opts.get("source_spec"):
-            self.source_spec = opts["source_spec"]
-        self.batch_size = self.batch_flag or opts.get("batch_size") or self.batch_size
+            self.requested = list(before.collections)
+        if self.source_spec == "arangodb":
+            self.source_spec = before.source_spec
+        self.batch_size = self.batch_flag or before.batch_size or self.batch_size
         return run
+
+    def spec(self, names: list[str], workers: int | None = None) -> MigrateSpec:
+        """What the operator asked of this run, as etl_runs keeps it (MigrateSpec)."""
+        return MigrateSpec(
+            collections=tuple(names),
+            source_spec=self.source_spec,
+            batch_size=self.batch_size,
+            limit=self.limit,
+            since_key=self.since_key,
+            mapping=self.settings.migrate.mapping,
+            workers=workers,
+        )
 
     def options(self, names: list[str]) -> dict:
         """What etl_runs keeps of this run, for --resume and for joining workers."""
-        return {
-            "collections": names,
-            "source_spec": self.source_spec,
-            "batch_size": self.batch_size,
-            "limit": self.limit,
-            "since_key": self.since_key,
-            "mapping": self.settings.migrate.mapping,
-        }
+        return self.spec(names).to_options()
 
     def record_wal_start(self, conn, run_id: str, source):
         """The run's WAL position for `etl sync` (etl/sync/start.py), in the caller's
@@ -168,6 +177,7 @@ class Migration:
             should_stop=self.should_stop,
             retry_wait=self.retry_wait,
         )
+        pipeline.whole_collection = self.since_key is None
         conn = pipeline.conn
         summary = RunSummary(
             run_id=run.run_id,
@@ -187,7 +197,9 @@ class Migration:
         conn.commit()
         builder = pinner = None
         try:
-            names = select_collections(self.mapping, source, self.requested, self.all)
+            names = select_collections(
+                self.mapping, source, self.requested, self.all, allow_missing=self.allow_missing
+            )
             run.lock(names)
             by_table = writers(self.mapping, names)
             pipeline.fast = self.fast_path(conn, names)
@@ -244,6 +256,7 @@ class Migration:
             self.summary = summary
             if summary.collections:
                 self.report_paths = run.write_reports(summary.asdict())
+                self.report_error = run.report_error
             if run.locked and not self.dry_run:
                 run.finish(summary.state, summary=summary_counts(summary), error=summary.error)
             source.close()

@@ -192,9 +192,14 @@ def server_version(conn: psycopg.Connection) -> str:
 
 
 def schema_version(conn: psycopg.Connection) -> str | None:
-    """The newest applied migration, or None where migration_history is missing."""
+    """The newest applied sql/ migration (e.g. '008'), or None where migration_history is
+    missing. The generated migrations of generic tables ('generic:...', etl.generic.apply) are
+    not schema versions: as text they sort after every number."""
     try:
-        row = conn.execute("select max(version) from migration_history where success").fetchone()
+        row = conn.execute(
+            "select max(version) from migration_history"
+            " where success and version not like 'generic:%'"
+        ).fetchone()
         return row[0] if row else None
     except psycopg.Error:
         conn.rollback()

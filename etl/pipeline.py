@@ -18,19 +18,13 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import psycopg
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_random_exponential,
-)
+from tenacity import RetryCallState
 
-from etl import pg, state
-from etl.errors import Interrupted, is_transient
+from etl import derived, state
+from etl.errors import Interrupted
 from etl.fastpath import FastPath, lever_on, lz4_available
 from etl.generic import load as generic_load
-from etl.load import LinkOutcome, Loader, LoadOutcome
+from etl.load import DANGLING_EDGE, LinkOutcome, Loader, LoadOutcome
 from etl.mapping import Mapping
 from etl.results import (
     CollectionResult,
@@ -43,7 +37,8 @@ from etl.settings import Settings
 from etl.sources.base import Batch, Source
 from etl.sources.prefetch import prefetch
 from etl.state import Checkpoint, Counts
-from etl.transform import EdgeLink, Reject, Row, Transformer, Unmapped
+from etl.transform import EdgeLink, Reject, Row, Transformer, Unmapped, not_a_row
+from etl.writer import Writer
 
 log = logging.getLogger("etl.pipeline")
 
@@ -113,7 +108,8 @@ def batch_counts(
     if link is not None:
         by_type["edge"] = Counts(
             read=len(t.edges),
-            updated=link.linked,
+            inserted=link.new,
+            updated=link.linked - link.new,
             unchanged=link.unchanged,
             rejected=len(link.dangling),
         )
@@ -130,28 +126,6 @@ def batch_counts(
     if total.read != t.ndocs:
         raise AssertionError(f"batch counts read {total.read} of {t.ndocs} documents")
     return total, by_type
-
-
-def _log_retry(retry_state: RetryCallState) -> None:
-    exc = retry_state.outcome.exception() if retry_state.outcome is not None else None
-    log.warning(
-        "transient error, attempt %d failed, retrying in %.1fs: %s",
-        retry_state.attempt_number,
-        retry_state.next_action.sleep if retry_state.next_action else 0,
-        str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-    )
-
-
-def retry_policy(attempts: int, wait: Any = None) -> Retrying:
-    """Transient errors (connection lost, server restarting, serialization) are retried with
-    backoff and jitter; anything else goes up at once."""
-    return Retrying(
-        retry=retry_if_exception(is_transient),
-        stop=stop_after_attempt(attempts),
-        wait=wait or wait_random_exponential(multiplier=0.5, max=20),
-        reraise=True,
-        before_sleep=_log_retry,
-    )
 
 
 class Pipeline:
@@ -179,10 +153,18 @@ class Pipeline:
         self.on_progress = on_progress or (lambda c, n, total: None)
         self.should_stop = should_stop
         self.retry_wait = retry_wait
-        self._conn: psycopg.Connection | None = None
+        attempts = 1 if dry_run else settings.postgres.retry_attempts
+        self.writer = Writer(dsn, attempts, retry_wait)
         # document types whose tables were empty when the run started (etl/fastpath.py)
         self.fast: FastPath | None = None
         self._lz4: bool | None = None  # known at the first batch
+        # False when the run starts after a key (--since-key): it does not read every key, so
+        # it cannot tell which earlier rejects are of removed documents
+        self.whole_collection = True
+        # document types holding a column an edge sets (etl/derived.py recomputes it)
+        self._edge_set_types = {
+            cm.edge.to_document_type for cm in mapping.collections.values() if cm.edge
+        }
 
     def _batch_settings(self, c: psycopg.Connection) -> str:
         """The statement that opens each batch transaction: the run id for the audit triggers
@@ -196,37 +178,20 @@ class Pipeline:
     # -- the working connection --------------------------------------------------------------
     @property
     def conn(self) -> psycopg.Connection:
-        """The connection batches commit on; a new one when the last was lost."""
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            # synchronous_commit stays on: with it off, a server crash loses the last commits
-            # while this process, which saw them succeed, goes on after them (a checkpoint ahead
-            # of its data: the soak's PostgreSQL restart -m immediate trial lost 2 batches).
-            self._conn = pg.connect(self.dsn)
-        return self._conn
+        """The connection batches commit on (the Writer's); a new one when the last was lost."""
+        return self.writer.conn
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self.writer.close()
 
     def retrying(self, fn: Callable[[psycopg.Connection], Any]) -> Any:
         """fn(conn), again on a new connection after a transient error. A dry run is one
         transaction on one connection: it is not retried."""
-        attempts = 1 if self.dry_run else self.settings.postgres.retry_attempts
-        for attempt in retry_policy(attempts, self.retry_wait):
-            with attempt:
-                # no probe statement before fn: on this non-autocommit connection it would open
-                # a transaction, and fn's transaction() would be a savepoint never committed
-                return fn(self.conn)
+        return self.writer.retrying(fn)
 
     def in_transaction(self, fn: Callable[[psycopg.Connection], Any]) -> Any:
         """fn(conn) inside one transaction, retried as a whole."""
-
-        def attempt(c: psycopg.Connection) -> Any:
-            with c.transaction():
-                return fn(c)
-
-        return self.retrying(attempt)
+        return self.writer.in_transaction(fn)
 
     # -- one key range -----------------------------------------------------------------------
     def load_range(
@@ -300,6 +265,8 @@ class Pipeline:
 
         def attempt(c: psycopg.Connection) -> dict[str, int]:
             linked = self.relink_pending(c, collection) if store.ends_collection else {}
+            if done and store.ends_collection and self.whole_collection and not self.dry_run:
+                state.forget_stale_rejects(c, self.run_id, collection)
             if done and not self.dry_run:
                 store.take(c)
                 final = replace(cp, done=True, counts=Counts(**vars(result.counts)))
@@ -358,10 +325,8 @@ class Pipeline:
                 result.extra_fields.update(extra.keys())
             elif isinstance(t, EdgeLink):
                 out.edges.append(t)
-            elif isinstance(t, Reject):
-                out.not_rows.append((collection, t.key, doc, t.reason, "transform"))
-            elif isinstance(t, Unmapped):
-                out.not_rows.append((collection, t.key, doc, t.reason, "unmapped"))
+            elif isinstance(t, (Reject, Unmapped)):
+                out.not_rows.append(not_a_row(collection, doc, t))
         return out
 
     def _commit_batch(
@@ -399,6 +364,14 @@ class Pipeline:
                 else:
                     lo = loader.load(document_type, rows)
                 loads[document_type] = lo
+                if document_type in self._edge_set_types:  # the column an edge sets: one rule
+                    refused = {id(row) for row, _ in lo.rejected}
+                    derived.refresh_rows(
+                        c,
+                        self.mapping,
+                        document_type,
+                        [r.values["id"] for r in rows if id(r) not in refused],
+                    )
                 for row, reason in lo.rejected:
                     doc = docs_by_key.get(row.key, row.values)
                     rejects.append((collection, row.key, doc, reason, "load"))
@@ -412,14 +385,18 @@ class Pipeline:
                     lo.dangling = len({e["key"] for e in mine if e["problem"] == "dangling"})
                     ends += mine
             if t.edges:
-                link = loader.link_edges(t.edges)
+                es = derived.edge_set_for(self.mapping, collection)
+                assert es is not None  # an EdgeLink comes only from an edge collection
+                link = loader.link_edges(t.edges, es)
                 for e in link.dangling:
-                    reason = "dangling_edge: an end of the edge is not in the target"
-                    rejects.append(
-                        (collection, e.key, docs_by_key.get(e.key, e.edge), reason, "link")
-                    )
+                    doc = docs_by_key.get(e.key, e.edge)
+                    rejects.append((collection, e.key, doc, DANGLING_EDGE, "link"))
             counts, by_type = batch_counts(t, loads, link)
-            state.write_rejects(c, self.run_id, rejects)
+            first: state.FirstSeen = {}
+            if not self.dry_run:  # only live rejects: a key read again loses its old ones
+                keys = [d.get("_key") for d in docs_by_key.values()]
+                first = state.forget_rejects(c, collection, keys)
+            state.write_rejects(c, self.run_id, rejects, first)
             new_cp = replace(cp, position=batch.position, done=False, batches=cp.batches + 1)
             new_cp.counts = Counts(**vars(cp.counts))
             new_cp.counts.add(counts)

@@ -139,6 +139,7 @@ class Preflight:
         self._postgres()
         self._source()
         self._estimate()
+        self._reports_dir()
         return PreflightResult(
             self.id,
             created,
@@ -147,6 +148,34 @@ class Preflight:
             self.settings.migrate.mapping,
             self.checks,
         )
+
+    def _reports_dir(self) -> None:
+        """The reports directory takes a file: a temporary one made and removed there (or in the
+        nearest existing parent, where the directory is not made yet). As root, permission bits
+        alone would say yes to everything."""
+        import tempfile
+
+        wanted = Path(self.settings.migrate.reports_dir).expanduser().absolute()
+        where = wanted
+        while not where.exists() and where != where.parent:
+            where = where.parent
+        try:
+            if not where.is_dir():
+                raise NotADirectoryError(20, "not a directory", str(where))
+            with tempfile.NamedTemporaryFile(dir=where, prefix=".etl-preflight-"):
+                pass
+        except OSError as exc:
+            self.add(
+                "reports.directory",
+                "fail",
+                f"{wanted}: cannot write there ({exc.strerror or exc}"
+                + (f": {exc.filename}" if exc.filename and str(exc.filename) != str(wanted) else "")
+                + "); choose another --reports-dir, ETL_REPORTS_DIR or migrate.reports_dir",
+                path=str(wanted),
+            )
+            return
+        made = "writable" if where == wanted else f"will be created (in {where}, writable)"
+        self.add("reports.directory", "ok", f"{wanted}: {made}", path=str(wanted))
 
     # -- PostgreSQL ----------------------------------------------------------------------------
     def _postgres(self) -> None:
@@ -523,8 +552,9 @@ class Preflight:
             else:
                 self.add(
                     f"collection.{name}",
-                    "warn",
-                    f"mapped (-> {into}) but not in the source: migrate --all skips it",
+                    "fail",
+                    f"mapped (-> {into}) but not in the source: migrate and reconcile stop"
+                    " (the wrong dump or database?) unless --allow-missing",
                     count=None,
                     into=into,
                 )

@@ -25,10 +25,12 @@ class Progress:
         self.started = time.monotonic()
         self.first = 0
 
-    def start(self, collection: str, total: int | None) -> None:
+    def start(self, collection: str, total: int | None, first: int | None = None) -> None:
+        """A new bar. `first`: the count the rate starts from (None: the first update's, which
+        on --resume holds the documents done before this process)."""
         self.close()
         self.collection, self.total = collection, total
-        self.started, self.last_log, self.first = time.monotonic(), 0.0, None
+        self.started, self.last_log, self.first = time.monotonic(), 0.0, first
         if self.tty:
             self.bar = tqdm(
                 total=total,

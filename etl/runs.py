@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psycopg
 
-from etl import pg, state, units
+from etl import owners, pg, state, units
 from etl.errors import PermanentError
 from etl.generic.apply import require_applied
 from etl.mapping import load_mapping
@@ -19,20 +19,52 @@ from etl.state import Checkpoint
 log = logging.getLogger("etl.runs")
 
 
-def select_collections(mapping, source, requested: list[str], all_: bool) -> list[str]:
+def select_collections(
+    mapping, source, requested: list[str], all_: bool, *, allow_missing: bool = False
+) -> list[str]:
     """The collections a run works on, in dependency order whatever order the flags came in.
     --all adds the collections the source has and the mapping does not name (reported as
-    unmapped); a named collection the source lacks stops with the list of what exists."""
+    unmapped). A mapped collection the source lacks (the wrong dump, a partial one, the wrong
+    database) stops the run, naming it and what the source has, unless allow_missing
+    (--allow-missing): then it is left out (missing_collections() names it)."""
     order = list(mapping.collections_in_order())
-    if all_:
-        known = {c.name for c in source.collections()}
-        return [c for c in order if c in known] + sorted(known - set(order))
-    if not requested:
+    if not all_ and not requested:
         raise PermanentError("name a collection (--collection NAME) or use --all")
-    for name in requested:
-        source.collection(name)  # PermanentError listing what exists
+    known = set(collection_names(source))
+    missing = missing_collections(mapping, known, requested, all_)
+    if missing and not allow_missing:
+        has = ", ".join(sorted(known)) if known else "no collections at all"
+        what = (
+            f"collection {missing[0]!r} does not exist"
+            if len(missing) == 1
+            else f"collections {', '.join(map(repr, missing))} do not exist"
+        )
+        raise PermanentError(
+            f"{what} in {source.description}; it has: {has}",
+            hint="check --source (the right dump or database?); --allow-missing goes on without"
+            " them",
+        )
+    if missing:
+        log.warning("not in the source, left out (--allow-missing): %s", ", ".join(missing))
+    if all_:
+        return [c for c in order if c in known] + sorted(known - set(order))
     rank = {c: i for i, c in enumerate(order)}
-    return sorted(dict.fromkeys(requested), key=lambda c: rank.get(c, len(rank)))
+    present = [c for c in dict.fromkeys(requested) if c in known]
+    return sorted(present, key=lambda c: rank.get(c, len(rank)))
+
+
+def collection_names(source) -> list[str]:
+    """The source's collection names; without counting them where the source can (a dump's
+    count reads its files)."""
+    names = getattr(source, "collection_names", None)
+    return names() if names is not None else [c.name for c in source.collections()]
+
+
+def missing_collections(mapping, known: set[str], requested: list[str], all_: bool) -> list[str]:
+    """The collections the run should read (every mapped one with --all, else those named)
+    that the source (its collection names: `known`) does not have, in dependency order."""
+    wanted = list(mapping.collections_in_order()) if all_ else list(dict.fromkeys(requested))
+    return [c for c in wanted if c not in known]
 
 
 class Run:
@@ -59,6 +91,8 @@ class Run:
         self.checkpoints = checkpoints or {}
         self.report_paths: dict[str, Path] | None = None
         self._lock_conn: psycopg.Connection | None = None
+        self._heartbeat: owners.Heartbeat | None = None
+        self.report_error: str | None = None  # why the reports could not be written
 
     @property
     def options(self) -> dict:
@@ -81,6 +115,8 @@ class Run:
                     f"nothing to resume: no interrupted or failed {command} run",
                     hint="start a new run without --resume",
                 )
+            if prev["state"] == "running":  # killed, or still running elsewhere
+                owners.refuse_if_alive(prev["run_id"], prev["owner"], command)
             checkpoints = state.load_checkpoints(conn, prev["run_id"])
         log.info("resuming run %s (%s)", prev["run_id"], prev["state"])
         return cls(settings, command, prev["run_id"], dsn, previous=prev, checkpoints=checkpoints)
@@ -140,16 +176,29 @@ class Run:
         state.start_run(
             conn, self.run_id, self.command, source=source, target=target, options=options
         )
+        self.beat()
+
+    def beat(self) -> None:
+        """Keep the run's heartbeat going while this process owns it (etl/owners.py)."""
+        if self._heartbeat is None:
+            self._heartbeat = owners.Heartbeat(self.dsn, self.run_id).start()
 
     def write_reports(self, summary: dict, *, markdown=None) -> dict[str, Path] | None:
-        """reports/<run id>.{json,md,html}; a disk problem is a warning (etl_runs keeps the
-        outcome), never the reason a run fails."""
+        """reports/<run id>.{json,md,html}. A disk problem does not fail the run (etl_runs keeps
+        its outcome): it is kept in report_error, which the command reports as an error once
+        the summary and verdict are printed."""
         try:
             self.report_paths = write_reports(
                 summary, self.settings.migrate.reports_dir, markdown=markdown
             )
+            self.report_error = None
         except OSError as exc:
-            log.warning("could not write the report of run %s: %s", self.run_id, exc)
+            where = exc.filename or self.settings.migrate.reports_dir
+            self.report_error = (
+                f"the report of run {self.run_id} could not be written to {where}: "
+                f"{exc.strerror or exc}"
+            )
+            log.debug("%s", self.report_error)
             self.report_paths = None
         return self.report_paths
 
@@ -165,6 +214,7 @@ class Run:
         connection: the working one may be broken. A failure here is logged, not raised: the
         report is written and a migrate run stays resumable."""
         paths = self.report_paths
+        self._stop_heartbeat()
         try:
             with pg.connect(self.dsn) as conn, conn.transaction():
                 if also is not None:
@@ -180,7 +230,13 @@ class Run:
         except psycopg.Error as exc:
             log.warning("could not record the end of %s run %s: %s", self.command, self.run_id, exc)
 
+    def _stop_heartbeat(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+            self._heartbeat = None
+
     def close(self) -> None:
+        self._stop_heartbeat()
         if self._lock_conn is not None:
             self._lock_conn.close()  # ends the lock's transaction: the locks go with it
             self._lock_conn = None

@@ -188,6 +188,11 @@ class MigrateSettings(_Strict):
     reports_dir: str = Field(
         "reports", description="where reports go (a relative path: in the directory etl runs in)"
     )
+    allow_truncated: bool = Field(
+        False,
+        description="a dump or JSONL file that ends in the middle of a record (an interrupted "
+        "arangodump): drop the incomplete tail with a warning instead of stopping",
+    )
     # etl/indexes.py
     defer_indexes: bool = Field(
         True,
@@ -232,6 +237,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "ETL_MAPPING": ("migrate", "mapping"),
     "ETL_REPORTS_DIR": ("migrate", "reports_dir"),
     "ETL_DEFER_INDEXES": ("migrate", "defer_indexes"),
+    "ETL_ALLOW_TRUNCATED": ("migrate", "allow_truncated"),
 }
 
 

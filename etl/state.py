@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg.types.json import Jsonb
 
-from etl import jsonutil
+from etl import jsonutil, pg
 from etl.errors import PermanentError
 
 COUNT_FIELDS = ("read", "inserted", "updated", "unchanged", "rejected", "unmapped", "dangling")
@@ -137,15 +137,23 @@ def finish_run(
 
 def latest_resumable_run(conn, command: str = "migrate") -> dict | None:
     """The newest run of `command` that did not finish (running when killed, interrupted, failed)."""
+    from etl.owners import OWNER_SQL, owner
+
     cur = conn.execute(
-        "select run_id, state, options, source from etl_runs where command = %s"
+        f"select run_id, state, options, source, {OWNER_SQL} from etl_runs where command = %s"
         " and state in ('running', 'interrupted', 'failed') order by started_at desc limit 1",
         (command,),
     )
     row = cur.fetchone()
     if row is None:
         return None
-    return {"run_id": row[0], "state": row[1], "options": row[2], "source": row[3]}
+    return {
+        "run_id": row[0],
+        "state": row[1],
+        "options": row[2],
+        "source": row[3],
+        "owner": owner(row[4:]),  # who ran it, and whether it still does (etl/owners.py)
+    }
 
 
 def load_checkpoints(conn, run_id: str) -> dict[str, Checkpoint]:
@@ -205,22 +213,69 @@ def record_batch(
 
 
 def write_rejects(
-    conn, run_id: str, rejects: Iterable[tuple[str, str | None, object, str, str]]
+    conn,
+    run_id: str,
+    rejects: Iterable[tuple[str, str | None, object, str, str]],
+    first_seen: FirstSeen | None = None,
 ) -> int:
     """rejects: (collection, key, document, reason, stage). The document is stored as JSON text
-    (escapes kept), because jsonb cannot hold \\u0000 or lone surrogates."""
+    (escapes kept), because jsonb cannot hold \\u0000 or lone surrogates. A document rejected
+    again keeps the time it was first rejected (first_seen, from forget_rejects), so that
+    `--max-rejects` can tell a new reject from an old one rejected again."""
+    rejects = list(rejects)
+    if not rejects:
+        return 0
+    now = pg.scalar(conn, "select now()")  # the server's clock, as etl_runs.started_at
+    seen = first_seen or {}
     rows = [
-        (run_id, db_text(col), db_text(key), jsonutil.dumps_str(doc), db_text(reason), stage)
+        (
+            run_id,
+            db_text(col),
+            db_text(key),
+            jsonutil.dumps_str(doc),
+            db_text(reason),
+            stage,
+            seen.get((db_text(col), db_text(key), stage), now),
+        )
         for col, key, doc, reason, stage in rejects
     ]
-    if not rows:
-        return 0
     with conn.cursor().copy(
-        "copy etl_rejects (run_id, collection, key, document, reason, stage) from stdin"
+        "copy etl_rejects (run_id, collection, key, document, reason, stage, created_at) from stdin"
     ) as copy:
         for r in rows:
             copy.write_row(r)
     return len(rows)
+
+
+# (collection, key, stage) -> when that document was first rejected so
+FirstSeen = dict[tuple[str | None, str | None, str], datetime]
+
+
+def forget_rejects(conn, collection: str, keys: Iterable[str | None]) -> FirstSeen:
+    """Keys read again (a batch, or changes): their earlier rejects go, whichever run wrote
+    them; the caller then writes the ones that are still rejects (with the returned first
+    times). So etl_rejects holds only live rejects: a document that became valid, or moved,
+    has none."""
+    found = sorted({db_text(k) or "" for k in keys if isinstance(k, str)})
+    if not found:
+        return {}
+    first: FirstSeen = {}
+    for col, key, stage, at in conn.execute(
+        "delete from etl_rejects where collection = %s and key = any(%s)"
+        " returning collection, key, stage, created_at",
+        (collection, found),
+    ):
+        first[(col, key, stage)] = min(at, first.get((col, key, stage), at))
+    return first
+
+
+def forget_stale_rejects(conn, run_id: str, collection: str) -> int:
+    """At the end of a whole pass over a collection: the rejects other runs wrote for it are of
+    keys this run no longer read (removed from the source); every key still there and still a
+    reject was written again by this run."""
+    return conn.execute(
+        "delete from etl_rejects where collection = %s and run_id <> %s", (collection, run_id)
+    ).rowcount
 
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")

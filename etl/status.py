@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from etl import pg, state
+from etl.owners import OWNER_SQL, owner
 
 
 def status(dsn: str, *, limit: int = 10, run: str | None = None) -> dict[str, list[dict]]:
@@ -12,12 +13,17 @@ def status(dsn: str, *, limit: int = 10, run: str | None = None) -> dict[str, li
         state.require_schema(conn)
         runs = _dicts(
             conn.execute(
-                "select run_id, command, state, started_at, finished_at, heartbeat_at, source, error"
-                " from etl_runs where %(run)s::text is null or run_id = %(run)s"
+                "select run_id, command, state, started_at, finished_at, heartbeat_at, source, error,"
+                f" {OWNER_SQL} from etl_runs where %(run)s::text is null or run_id = %(run)s"
                 " order by started_at desc limit %(limit)s",
                 {"run": run, "limit": limit},
             )
         )
+        for r in runs:  # a 'running' run whose owner is gone was interrupted (etl/owners.py)
+            o = owner([r.pop("host"), r.pop("pid"), r.pop("heartbeat_age")])
+            if r["state"] == "running" and not o.alive:
+                r["state"] = "interrupted"
+                r["error"] = r["error"] or f"stale: {o.why_stale()}"
         latest = (
             (run,)
             if run is not None
@@ -49,10 +55,21 @@ def status(dsn: str, *, limit: int = 10, run: str | None = None) -> dict[str, li
         reconciles = _dicts(
             conn.execute(
                 "select distinct on (c.key) c.key as collection, r.run_id, r.finished_at,"
-                " c.value->>'status' as result, c.value->>'differences' as differences"
+                # a sampled reconcile compared only part of the keys: it says so
+                " case when c.value->>'sample_percent' is null then c.value->>'status'"
+                " else (c.value->>'status') || ' (sampled '"
+                " || trim_scale((c.value->>'sample_percent')::numeric) || '%)'"
+                " end as result, c.value->>'differences' as differences"
                 " from etl_runs r cross join lateral jsonb_each(coalesce(r.summary, '{}')) c"
                 " where r.command = 'reconcile' and r.state = 'finished'"
                 " order by c.key, r.started_at desc"
+            )
+        )
+        # the reject store holds only live rejects (a key read again loses its old ones)
+        rejects = _dicts(
+            conn.execute(
+                "select collection, stage, count(*) as rejects from etl_rejects"
+                " group by collection, stage order by collection, stage"
             )
         )
         sync, sync_applied, sync_verified = [], [], []
@@ -114,6 +131,7 @@ def status(dsn: str, *, limit: int = 10, run: str | None = None) -> dict[str, li
         "checkpoints": checkpoints,
         "work_units": work_units,
         "reconciles": reconciles,
+        "rejects": rejects,
     }
 
 

@@ -93,6 +93,25 @@ class _Bad(Exception):
 # -- value rules ----------------------------------------------------------------------------
 
 
+def not_a_row(
+    collection: str, doc: Any, t: Reject | Unmapped
+) -> tuple[str, str | None, Any, str, str]:
+    """The etl_rejects record of a document that is not a row (state.write_rejects), the same
+    for migrate and sync: (collection, key, document, reason, stage)."""
+    stage = "unmapped" if isinstance(t, Unmapped) else "transform"
+    return (collection, t.key, doc, t.reason, stage)
+
+
+def reference_key(raw: Any) -> str | None:
+    """The key a reference value names: a non-empty string, or an integer's decimal string;
+    anything else names no row (the column stays NULL, with a warning)."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return str(raw)
+    if isinstance(raw, str) and raw:
+        return raw
+    return None
+
+
 def _short(v: Any, n: int = 60) -> str:
     """A field value in a reject reason or warning: only its type unless --show-values."""
     from etl.privacy import shown
@@ -442,10 +461,9 @@ class Transformer:
                 raw = _get(doc, path)
                 if raw is None:
                     continue
-                if isinstance(raw, int) and not isinstance(raw, bool):
-                    raw = str(raw)
-                if isinstance(raw, str) and raw:
-                    values[f.name] = row_id(f.collection, raw)
+                named = reference_key(raw)
+                if named is not None:
+                    values[f.name] = row_id(f.collection, named)
                 else:
                     warnings.append(
                         f"bad_reference: {f.path_strings[i]} is {type_name(raw)}; "

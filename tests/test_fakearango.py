@@ -262,6 +262,8 @@ def test_version_and_database_current(server):
     assert db.version() == "3.12.4"
     body = raw(server, "get", "/_api/version", params={"details": False}).body
     assert body == {"server": "arango", "version": "3.12.4", "license": "community"}
+    # details defaults to false (arangodb-http.md §3)
+    assert raw(server, "get", "/_api/version").body == body
     details = raw(server, "get", "/_api/version", params={"details": "true"}).body["details"]
     assert details and all(isinstance(v, str) for v in details.values())
     props = db.properties()

@@ -241,7 +241,8 @@ def test_workers_give_the_same_result_as_one_process(
     )  # the other one is a reject lost from etl_rejects
     assert by["documents"].by_type["optimization"].differing == 2
     assert by["documents"].dangling == {"resume_id": 1}
-    assert not by["jobs"].balanced and by["jobs"].loaded == len(docs["jobs"]) + 1
+    # the extra row is one finding, not also an unbalanced count (issue 25)
+    assert by["jobs"].balanced and by["jobs"].loaded == len(docs["jobs"])
 
     # one collection alone: the ids of the collections it references are read in key ranges too
     d1 = Reconciliation(settings, collections=["documents"], workers=1).run()

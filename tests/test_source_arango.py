@@ -485,3 +485,28 @@ def test_tls_ca_file_verify_off_and_untrusted(tls_server):
     msg = _one_line_permanent(lambda: make_source(server))  # self-signed, not in the system store
     assert "TLS failed" in msg and "certificate verify failed" in msg and server.url in msg
     assert time.monotonic() - t0 < 3  # not retried
+
+
+def test_read_documents_by_key_with_every_allowed_character(arango_server):
+    """Reads by key (the follower's verifier, the fallback) send one documented GET per key,
+    percent-encoded: `%41` must read the document `%41`, not `A`; a missing key is left out."""
+    from etl.sources.arango import read_documents
+
+    keys = odd_keys()
+    seed(arango_server, DATABASE, "resumes", [{"_key": k, "k": k} for k in keys if k != "A"])
+    src = make_source(arango_server)
+    try:
+        found = read_documents(src.arango_db(), "resumes", keys, src.retry)
+    finally:
+        src.close()
+    assert set(found) == set(keys) - {"A"}
+    assert all(found[k]["k"] == k and found[k]["_key"] == k for k in found)
+
+
+def test_forbidden_is_not_reported_as_a_wrong_password(resumes):
+    """403 errorNum 11 (arangodb-http.md §0/§1: a forbidden operation, e.g. a collection the
+    user may not read) comes with a right password; only a 401 means wrong credentials."""
+    src = make_source(resumes)
+    resumes.fail(1, status=403, error_num=11, message="forbidden")
+    msg = _one_line_permanent(lambda: read_all(src, "resumes", 100))
+    assert "wrong username or password" not in msg and "is forbidden for user 'root'" in msg

@@ -97,3 +97,20 @@ def test_a_change_of_a_collection_nobody_can_name_is_refused_not_dropped():
             [{"tick": "9", "type": 2302, "db": "hr", "cuid": "hGONE/7", "tid": "0",
               "data": {"_key": "k"}}]
         )  # fmt: skip
+
+
+def test_a_user_without_admin_rights_is_told_so_not_wrong_password(arango_server):
+    """/_api/wal/* answers 403/11 to a user who is not admin (arangodb-wal.md §1.1): the
+    password is right, the missing right is administrate access to _system."""
+    from etl.sources.arango import ArangoSource
+    from etl.sources.wal import WalReader
+    from tests.fakearango.fixtures import arango_settings
+
+    arango_server.add_user("reader", "pw", ["atspro"], admin=False)
+    with ArangoSource(arango_settings(arango_server, username="reader", password="pw")) as src:
+        for call in (lambda r: r.last_tick(), lambda r: r.tail(1, 0, "4711")):
+            with pytest.raises(PermanentError) as ei:
+                call(WalReader(src))
+            text = f"{ei.value} {ei.value.hint}"
+            assert "wrong username or password" not in text
+            assert "may not read the write-ahead log" in text and "_system" in text

@@ -1,4 +1,4 @@
-"""ArangoDB's side of an `etl fallback` batch: bulk reads, the decision per document (write,
+"""ArangoDB's side of an `etl fallback` batch: the reads by key, the decision per document (write,
 leave, or conflict) and the writes, one request per collection and kind."""
 
 from __future__ import annotations
@@ -8,9 +8,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from arango.exceptions import DocumentGetError
-
-from etl.errors import EtlError, TransientError
+from etl.errors import TransientError
+from etl.sources.arango import read_documents
 
 log = logging.getLogger("etl.fallback")
 
@@ -46,7 +45,6 @@ class ArangoWriter:
         self.db = db  # python-arango StandardDatabase
         self.retry = retry
         self.on_conflict = on_conflict
-        self.bulk_read = True
         # keys a batch committed as about to write before a crash: etl's own writes
         self.inflight: set[tuple[str, str]] = set()
 
@@ -55,27 +53,10 @@ class ArangoWriter:
             ks = {k for k in ks if (collection, k) not in into}
             if not ks:
                 continue
-            col = self.db.collection(collection)
             for k in ks:
                 into[(collection, k)] = None
-            for d in self._read(collection, col, sorted(ks)):
-                into[(collection, d["_key"])] = d
-
-    def _read(self, collection: str, col, keys: list[str]) -> list[dict]:
-        """The documents that exist among keys: one `PUT ?onlyget` request; a server without
-        it (not in every ArangoDB stand-in) is read one GET per key from then on."""
-        if self.bulk_read:
-            try:
-                return self.retry(f"read {collection}", lambda: col.get_many(keys))
-            except (EtlError, DocumentGetError) as exc:
-                log.info("no bulk read (%s): one GET per document from now on", exc)
-                self.bulk_read = False
-        found = []
-        for k in keys:
-            d = self.retry(f"read {collection}/{k}", lambda k=k: col.get(k))
-            if d is not None:
-                found.append(d)
-        return found
+            for k, d in read_documents(self.db, collection, sorted(ks), self.retry).items():
+                into[(collection, k)] = d
 
     def decide(
         self, ops: Ops, collection: str, key: str, doc: dict | None, expected: str | None,

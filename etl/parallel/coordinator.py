@@ -5,6 +5,8 @@ reopen a run, run local workers, and the run's summary from what every worker co
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +85,7 @@ class ParallelMigration:
         self.lease_seconds = lease_seconds
         self.summary: RunSummary | None = None
         self.report_paths: dict | None = None
+        self.report_error: str | None = None  # why the reports could not be written
         self.pinner = None  # renews the run's WAL registration while it copies
 
     def run(self) -> RunSummary:
@@ -128,7 +131,9 @@ class ParallelMigration:
         m = self.m
         source = open_source(m.source_spec, m.settings)
         try:
-            names = select_collections(m.mapping, source, m.requested, m.all)
+            names = select_collections(
+                m.mapping, source, m.requested, m.all, allow_missing=m.allow_missing
+            )
             run.lock(names)
             with pg.connect(run.dsn, autocommit=True, application_name="etl-coordinator") as conn:
                 if m.resume:
@@ -154,15 +159,17 @@ class ParallelMigration:
         # not a run that finished meanwhile: its workers (orphans of a coordinator that died,
         # or on other machines) may complete it between the lookup and this update
         conn.execute(
-            "update etl_runs set state = 'running', finished_at = null, error = null"
-            " where run_id = %s and state <> 'finished'",
-            (run.run_id,),
+            "update etl_runs set state = 'running', finished_at = null, error = null,"
+            " heartbeat_at = now(), host = %s, pid = %s where run_id = %s and state <> 'finished'",
+            (socket.gethostname(), os.getpid(), run.run_id),
         )
+        run.beat()  # this process owns the run now: etl status must not call it interrupted
 
     def _start(self, conn, run: Run, source, names: list[str]) -> None:
         m = self.m
         counts = {n: source.collection(n).count for n in names}
-        options = {**m.options(names), "workers": self.workers, "source_counts": counts}
+        # the spec, and what the source held at the start (the progress totals)
+        options = {**m.spec(names, self.workers).to_options(), "source_counts": counts}
         with conn.transaction():
             run.start(
                 conn,
@@ -212,6 +219,7 @@ class ParallelMigration:
             }
         else:
             self.report_paths = run.write_reports(summary.asdict())
+            self.report_error = run.report_error
         return summary
 
     def _outcome(self, run_id: str, prog: units.RunProgress) -> RunSummary:

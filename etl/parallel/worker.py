@@ -21,7 +21,7 @@ from etl import indexes, pg, state, units
 from etl.errors import EtlError, Interrupted
 from etl.mapping import load_mapping
 from etl.parallel.summary import summary_from_db
-from etl.pipeline import Pipeline, retry_policy
+from etl.pipeline import Pipeline
 from etl.results import (
     CollectionResult,
     count_relinked,
@@ -31,7 +31,9 @@ from etl.runs import Run
 from etl.signals import GracefulStop
 from etl.sources import open_source
 from etl.sources.base import Source
+from etl.spec import MigrateSpec
 from etl.state import Checkpoint, Counts
+from etl.writer import retry_policy
 
 log = logging.getLogger("etl.parallel")
 
@@ -92,13 +94,14 @@ class Worker:
         for attempt in retry_policy(self.settings.postgres.retry_attempts):
             with attempt:  # a worker may start while the server restarts
                 run = Run.join(self.settings, self.run_id)
-        self.source_spec = run.options.get("source_spec", "arangodb")
+        spec = MigrateSpec.from_options(run.options)  # what the run was started with
+        self.source_spec = spec.source_spec
         self.pipeline = Pipeline(
             self.settings,
             self.mapping,
             self.run_id,
             run.dsn,
-            batch_size=run.options.get("batch_size") or self.settings.migrate.batch_size,
+            batch_size=spec.batch_size or self.settings.migrate.batch_size,
             should_stop=self.should_stop,
         )
         coord = Coordination(run.dsn, self.settings.postgres.retry_attempts)
@@ -195,6 +198,7 @@ class Worker:
         store.take(c)
         result = CollectionResult(unit.collection)
         count_relinked(result, self.pipeline.relink_pending(c, unit.collection))
+        state.forget_stale_rejects(c, self.run_id, unit.collection)  # every range was read
         store.save(c, replace(store.checkpoint(), done=True, counts=result.counts))
         total, batches = units.collection_counts(c, self.run_id).get(unit.collection, (Counts(), 0))
         state.save_checkpoint(

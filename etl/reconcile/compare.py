@@ -14,6 +14,7 @@ from typing import Any
 from psycopg import sql
 
 from etl.canonical import canonical, digest_sql, jsonb_key_order, loads_exact
+from etl.derived import own_named, own_named_sql
 from etl.pg import scalar
 from etl.target import qualified, referenced_type
 from etl.target import table as table_of
@@ -82,13 +83,13 @@ class TypeSpec:
         self,
         document_type: str,
         columns: list[Column],
-        conditional: dict[str, tuple[str, ...]],
+        conditional: dict[str, tuple[tuple[str, ...], ...]],
         references: dict[str, str],
     ):
         self.document_type = document_type
         self.table = table_of(document_type)
         self.columns = columns
-        self.conditional = conditional  # column -> metadata.extra attributes that make it "own"
+        self.conditional = conditional  # column -> the reference's paths (etl/derived.py own_named)
         self.references = references  # column -> referenced document type
 
     # python side
@@ -112,9 +113,7 @@ class TypeSpec:
                     if dangling is not None:
                         dangling[name] += 1
                     v = None
-            if name in self.conditional and not any(
-                extra.get(a) is not None for a in self.conditional[name]
-            ):
+            if name in self.conditional and not own_named(extra, self.conditional[name]):
                 v = None
             elif v is None:
                 if c.volatile:
@@ -146,16 +145,10 @@ class TypeSpec:
             if c.name in self.conditional:
                 # own reference: compared; none and an edge set it: the edge check compares it;
                 # none and no edge: must be NULL (Python's side says None)
-                own = sql.SQL(" or ").join(
-                    sql.SQL(
-                        "coalesce(jsonb_typeof(t.metadata -> 'extra' -> {}), 'null') <> 'null'"
-                    ).format(sql.Literal(a))
-                    for a in self.conditional[c.name]
-                )
                 expr = sql.SQL(
                     "case when ({}) or coalesce(t.metadata -> 'edges', '{{}}'::jsonb) = '{{}}'::jsonb"
                     " then {} end"
-                ).format(own if self.conditional[c.name] else sql.SQL("false"), expr)
+                ).format(own_named_sql(self.conditional[c.name]), expr)
             elif c.volatile and c.name in masked:
                 expr = sql.SQL(
                     "case when exists (select 1 from pg_temp.{} m where m.id = t.id"
@@ -199,7 +192,7 @@ def type_specs(conn, mapping) -> dict[str, TypeSpec]:
                     col.has_default, col.default = True, loads_exact(text)
             cols.append(col)
         refs: dict[str, str] = {}
-        conditional: dict[str, tuple[str, ...]] = {}
+        conditional: dict[str, tuple[tuple[str, ...], ...]] = {}
         for cm in mapping.collections.values():
             for t in cm.targets():
                 if t.document_type != dt:
@@ -210,7 +203,7 @@ def type_specs(conn, mapping) -> dict[str, TypeSpec]:
                         or mapping.for_collection(f.collection).targets()[0].document_type
                     )
                     if f.name in edge_sets.get(dt, ()):
-                        conditional[f.name] = tuple(p[0] for p in f.paths if len(p) == 1)
+                        conditional[f.name] = f.paths
         specs[dt] = TypeSpec(dt, cols, conditional, refs)
     conn.commit()
     return specs

@@ -37,6 +37,7 @@ from etl.reconcile.rejects import (
 )
 from etl.reconcile.results import CollectionReconcile, TypeCounts, utc_now
 from etl.results import record_edge_ends
+from etl.runs import collection_names
 from etl.transform import Reject, Row, Transformer, Unmapped, row_id
 
 
@@ -265,6 +266,9 @@ def ensure_exists(ctx: CheckContext, name: str) -> None:
     cm = ctx.mapping.for_collection(name)
     if cm is None or cm.edge is not None:
         return
+    if name not in collection_names(ctx.reader.source):
+        ctx.exists_done.add(name)  # not in the source (--allow-missing): it has no rows
+        return
     load_rejected = load_rejected_keys(ctx.conn, name, cm)
     work = RowIds(ctx.mapping, ctx.run_id, name, load_rejected)
     for part in ctx.reader.over_ranges(name, work):  # per key range, in worker processes too
@@ -349,6 +353,11 @@ def check_documents(
             mismatched[dt] = bad
     if mismatched:
         drill(ctx, name, result, load_rejected, mismatched)
+        # an extra row is one finding, not also an unbalanced count: `loaded` counts the rows
+        # of the checked source documents
+        for item in result.extra:
+            result.by_type[item["document_type"]].loaded -= 1
+            result.loaded -= 1
     for dt in types:
         tc = result.by_type[dt]
         tc.matched = tc.source_rows - tc.missing - tc.differing

@@ -89,7 +89,7 @@ def render_markdown(doc: dict) -> str:
     out = [
         f"# Reconcile report: {doc['run_id']}",
         "",
-        f"- state: **{doc['state']}**, result: **{'differences' if doc['has_differences'] else 'everything matches'}**",
+        f"- state: **{doc['state']}**, result: **{doc['verdict']}**",
         f"- started: {doc['started_at']}, finished: {doc.get('finished_at')}",
         f"- operator: {doc.get('operator')}",
         f"- source: {doc['source']}",

@@ -28,11 +28,14 @@ class TypeCounts:
         return dict(vars(self))
 
 
+NOT_IN_SOURCE = "not in source"  # the status of a collection --allow-missing left unread
+
+
 @dataclass
 class CollectionReconcile:
     collection: str
-    kind: str = "document"  # document | edge | unmapped
-    status: str = "pending"  # match | differences | unmapped | failed | pending
+    kind: str = "document"  # document | edge | unmapped | missing
+    status: str = "pending"  # match | differences | unmapped | not in source | failed | pending
     source_count: int = 0
     checked: int = 0  # source documents examined (all, or the sampled keys)
     loaded: int = 0
@@ -102,6 +105,11 @@ class ReconcileSummary:
     def has_differences(self) -> bool:
         return any(c.differences or not c.balanced for c in self.collections)
 
+    @property
+    def not_read(self) -> list[str]:
+        """Collections the source did not have (--allow-missing): never a match."""
+        return [c.collection for c in self.collections if c.status == NOT_IN_SOURCE]
+
     def asdict(self) -> dict:
         return {
             "run_id": self.run_id,
@@ -126,6 +134,27 @@ class ReconcileSummary:
                 else None
             ),
             "has_differences": self.has_differences,
+            "not_in_source": self.not_read,
+            "verdict": verdict_of(
+                self.state, self.has_differences, self.not_read, self.sample_percent
+            ),
             "error": self.error,
             "collections": [c.asdict() for c in self.collections],
         }
+
+
+def verdict_of(
+    state: str, has_differences: bool, not_read: list[str], sample_percent: float | None
+) -> str:
+    """The one-phrase result of a reconcile: never a match for what was not compared (a run that
+    did not finish, a collection the source lacks, the keys a sample left out)."""
+    if state != "finished":
+        return f"{state}, no verdict (not every collection was compared)"
+    if has_differences:
+        return "differences found"
+    what = "everything matches"
+    if sample_percent is not None:
+        what = f"the sampled {sample_percent:g}% of the keys match (sampled, not every key)"
+    if not_read:
+        what += f"; NOT CHECKED, not in the source: {', '.join(not_read)}"
+    return what

@@ -16,6 +16,7 @@ import psycopg
 from etl import pg
 from etl.errors import EtlError, PermanentError
 from etl.mapping import load_mapping
+from etl.owners import live_migrate_of
 from etl.reconcile.audit import run_summary, write_audit
 from etl.reconcile.buckets import N_BUCKETS, in_sample, sample_buckets
 from etl.reconcile.compare import type_specs
@@ -23,9 +24,9 @@ from etl.reconcile.context import CheckContext
 from etl.reconcile.documents import check_documents, ensure_exists
 from etl.reconcile.edges import check_edges
 from etl.reconcile.report import render_markdown
-from etl.reconcile.results import CollectionReconcile, ReconcileSummary, utc_now
+from etl.reconcile.results import NOT_IN_SOURCE, CollectionReconcile, ReconcileSummary, utc_now
 from etl.reconcile.workers import CollectionReader
-from etl.runs import Run, select_collections
+from etl.runs import Run, collection_names, missing_collections, select_collections
 from etl.settings import Settings
 from etl.sources import open_source
 from etl.sources.base import Source
@@ -48,12 +49,16 @@ class Reconciliation:
         batch_size: int | None = None,
         on_progress: Callable[[str, int, int | None], None] | None = None,
         workers: int = 1,
+        allow_missing: bool = False,
+        while_running: bool = False,
     ):
         if sample is not None and not (0 < sample <= 100):
             raise PermanentError(f"--sample {sample}: expected a percentage in (0, 100]")
         if not isinstance(workers, int) or workers < 1:
             raise PermanentError(f"--workers {workers}: expected a whole number >= 1")
         self.workers = workers
+        self.allow_missing = allow_missing  # --allow-missing: mapped collections the source lacks
+        self.while_running = while_running  # --while-running: beside a live migrate of them
         self.settings = settings
         self.requested = collections or []
         self.all = all_
@@ -79,6 +84,7 @@ class Reconciliation:
         self.source: Source
         self.summary: ReconcileSummary | None = None
         self.report_paths: dict[str, Path] | None = None
+        self.report_error: str | None = None  # why the reports could not be written
         self.specs: dict = {}
         self.ctx: CheckContext
 
@@ -89,7 +95,15 @@ class Reconciliation:
         self.source = open_source(self.source_spec, self.settings)
         summary = self._summary(run)
         try:
-            names = select_collections(self.mapping, self.source, self.requested, self.all)
+            names = select_collections(
+                self.mapping,
+                self.source,
+                self.requested,
+                self.all,
+                allow_missing=self.allow_missing,
+            )
+            if not self.while_running:
+                self._refuse_moving_target(names)
             run.start(
                 self.conn,
                 source=summary.source,
@@ -103,6 +117,12 @@ class Reconciliation:
             )
             self.conn.commit()
             self._check(names, summary, run.run_id)
+            known = set(collection_names(self.source))
+            for name in missing_collections(self.mapping, known, self.requested, self.all):
+                # --allow-missing: named in the report as not read, never as a match
+                summary.collections.append(
+                    CollectionReconcile(name, kind="missing", status=NOT_IN_SOURCE)
+                )
             summary.state = "finished"
         except EtlError as exc:
             summary.state, summary.error = "failed", str(exc)
@@ -118,6 +138,7 @@ class Reconciliation:
             summary.finished_at = utc_now()
             if summary.collections or summary.state == "finished":  # not for a usage error
                 self.report_paths = run.write_reports(summary.asdict(), markdown=render_markdown)
+                self.report_error = run.report_error
 
             def audit(conn):
                 if summary.state == "finished":
@@ -148,6 +169,18 @@ class Reconciliation:
         )
         self.conn.commit()
         return self.summary
+
+    def _refuse_moving_target(self, names: list[str]) -> None:
+        """A live `etl migrate` of these collections changes the target while it is compared:
+        refuse, naming the run (etl/owners.py says what live is)."""
+        live = live_migrate_of(self.conn, names)
+        if live is not None:
+            run_id, owner, shared = live
+            raise PermanentError(
+                f"etl migrate run {run_id} is loading {', '.join(shared)} now ({owner.label()}):"
+                " a reconcile would compare a moving target",
+                hint="wait for it to finish (etl status), or --while-running to compare anyway",
+            )
 
     # -- the collections --------------------------------------------------------------------
     def _check(self, names: list[str], summary: ReconcileSummary, run_id: str) -> None:

@@ -55,6 +55,7 @@ class CollectionReader:
         """Every document of the collection, read in this process."""
         n = 0
         total = self.source.collection(name).count
+        self.on_progress(name, 0, total)  # the start: docs/s counts from here
         for batch in prefetch(iter(self.source.batches(name, self.batch_size))):
             yield from batch.docs
             n += len(batch.docs)
@@ -118,7 +119,8 @@ class CollectionReader:
         ok = False
         try:
             futures = [pool.submit(_run_range, i) for i in range(len(ranges))]
-            pending, reported = set(futures), -1
+            pending, reported = set(futures), 0
+            self.on_progress(name, 0, total)  # the start: docs/s counts from here
             while pending:
                 done, pending = wait(pending, timeout=0.25, return_when=FIRST_EXCEPTION)
                 for f in done:

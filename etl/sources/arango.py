@@ -9,9 +9,9 @@ import functools
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar, cast
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import requests
 from arango import ArangoClient
@@ -340,15 +340,17 @@ class ArangoSource:
     def _server_error_for(self, exc: ArangoServerError, what: str) -> EtlError:
         code, num = exc.http_code, exc.error_code
         where = f"ArangoDB at {self.safe_url}"
-        if code == 401 or num in (11, 401):
+        # errorNum 11 comes with 401 (credentials, or no access to the database) and with
+        # 403 (right password, a forbidden operation): the status tells them apart
+        if code == 401 or (code != 403 and num in (11, 401)):
             return PermanentError(
                 f"{where}: wrong username or password for user '{self.settings.username}' "
                 f"(or no access to database '{self.settings.database}')"
             )
         if code == 403:
             return PermanentError(
-                f"{where}: user '{self.settings.username}' may not access database "
-                f"'{self.settings.database}'"
+                f"{where}: {what} is forbidden for user '{self.settings.username}' (HTTP 403; "
+                f"check its access to database '{self.settings.database}' and its collections)"
             )
         if num == 1228:
             return PermanentError(f"{where}: database '{self.settings.database}' does not exist")
@@ -394,6 +396,11 @@ class ArangoSource:
                 CollectionInfo(name, "edge" if c.get("type") == "edge" else "document", count)
             )
         return out
+
+    def collection_names(self) -> list[str]:
+        """The non-system collections' names, without counting them."""
+        cols = self._retry("list collections", lambda: self._db.collections())
+        return sorted(c["name"] for c in cols if not (c.get("system") or c["name"].startswith("_")))
 
     def system_collections(self) -> list[str]:
         """The names of the database's system collections (`_graphs`, ...)."""
@@ -579,6 +586,28 @@ class ArangoSource:
 
     def __repr__(self) -> str:
         return f"<ArangoSource {self.description}>"
+
+
+def _path_key(key: str) -> str:
+    return quote(key, safe="").replace(".", "%2E")
+
+
+def read_documents(
+    db: Any, collection: str, keys: Iterable[str], retry: Callable[[str, Callable[[], Any]], Any]
+) -> dict[str, dict]:
+    """The documents among keys that exist, by key: one `GET /_api/document/{c}/{key}` each, the
+    read every ArangoDB and the documented API subset have. Not `PUT ?onlyget` (python-arango's
+    get_many): it is not in that subset, and a server that ignores `onlyget` takes the array for
+    a replace. The key is percent-encoded, dots too: `%` is a legal key character, and HTTP
+    clients drop a path segment that is `.` or `..`, both legal keys."""
+    col = db.collection(collection)
+    found: dict[str, dict] = {}
+    for key in keys:
+        path_key = _path_key(key)
+        doc = retry(f"read {collection}/{key}", lambda: col.get(path_key))  # noqa: B023 (called at once)
+        if doc is not None:
+            found[key] = doc
+    return found
 
 
 def _errno_text(exc: BaseException) -> str | None:

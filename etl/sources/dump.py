@@ -80,7 +80,8 @@ class DumpSource(FileSource):
                 return sub, name
             raise PermanentError(
                 f"dump {root} holds several databases ({', '.join(sorted(dbs))}); choose one",
-                hint="--database NAME",
+                hint="point --source at its directory: "
+                + " or ".join(f"dump:{sub}" for sub in dbs.values()),
             )
         for name, sub in dbs.items():
             if wanted in (name, sub.name):

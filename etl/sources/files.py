@@ -185,6 +185,10 @@ class FileSource:
     def collections(self) -> list[CollectionInfo]:
         return [self.collection(n) for n in sorted(self._collections)]
 
+    def collection_names(self) -> list[str]:
+        """The names only, without reading any data file (collections() counts them)."""
+        return sorted(self._collections)
+
     def collection(self, name: str) -> CollectionInfo:
         c = self._get(name)
         scan = self._scan(c)

@@ -187,7 +187,7 @@ def iter_records(
         if not allow_truncated:
             raise PermanentError(
                 msg,
-                hint="re-run arangodump, or pass allow_truncated / --allow-truncated "
+                hint="re-run arangodump, or --allow-truncated (ETL_ALLOW_TRUNCATED=true) "
                 "to drop the incomplete tail",
             ) from None
         if warn is not None:

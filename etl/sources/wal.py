@@ -68,6 +68,14 @@ class WalReader:
                 deserialize=not raw,
             )
             resp = db._conn.send_request(request)
+            if resp.status_code == 403 and endpoint.startswith("/_api/wal/"):
+                # 403/11 is not a wrong password (that is 401): the WAL API needs an admin
+                # user, one with administrate (read-write) access to _system (spec §1.1)
+                raise PermanentError(
+                    f"ArangoDB at {self.source.safe_url}: user '{self.source.settings.username}'"
+                    " may not read the write-ahead log",
+                    hint="grant it administrate (read-write) access to the _system database",
+                )
             if not resp.is_success:
                 if raw:  # error bodies are JSON: errorNum and errorMessage for the message
                     resp = db._conn.prep_response(resp, True)

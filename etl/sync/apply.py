@@ -17,19 +17,17 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from etl import jsonutil, state, target
-from etl.load import Loader
+from etl import derived, jsonutil, state, target
+from etl.load import DANGLING_EDGE, Loader
 from etl.mapping import CollectionMapping, Mapping
 from etl.results import now_iso
 from etl.sync.changes import Change
-from etl.transform import EdgeLink, Row, Transformer, Unmapped, row_id
+from etl.transform import EdgeLink, Row, Transformer, Unmapped, not_a_row, row_id
 
-DANGLING_EDGE = "dangling_edge: an end of the edge is not in the target"
 BY_KEY = "key = any(%s)"
 # (research id, edge key, edge) of the given edge keys: one containment probe per key, which
 # the GIN index on metadata answers (a key's value in metadata.edges is the edge object)
@@ -61,6 +59,7 @@ class Plan:
     edge_upserts: dict[str, list[EdgeLink]] = field(default_factory=lambda: defaultdict(list))
     edge_touched: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     docs: dict[tuple[str, str], dict] = field(default_factory=dict)
+    keys: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # changed keys
     out: Applied = field(default_factory=Applied)
 
 
@@ -69,6 +68,9 @@ class Applier:
         self.mapping = mapping
         self.run_id = run_id
         self._defaults: dict[str, dict[str, object]] | None = None
+        # collection -> tick at or below which its changes are already in the target (its
+        # copy's start; after a re-copy, the follower's old position for the others)
+        self.floors: dict[str, int] = {}
 
     # -- entry points --------------------------------------------------------------------
     def apply(self, c: psycopg.Connection, changes: list[Change]) -> Applied:
@@ -83,6 +85,8 @@ class Applier:
         out = plan.out
         last: dict[tuple[str, str], Change] = {}
         for ch in changes:
+            if ch.tick <= self.floors.get(ch.collection, 0):  # the copy already holds it
+                continue
             if last.pop((ch.collection, ch.key), None) is not None:  # the later change wins
                 out.add(ch.collection, "superseded")
             last[(ch.collection, ch.key)] = ch  # at the position of its last change
@@ -94,6 +98,7 @@ class Applier:
         for name in self._order(by_collection):
             cm = self.mapping.for_collection(name)
             for ch in by_collection[name]:
+                plan.keys[name].add(ch.key)
                 if cm is None:
                     out.add(name, "skipped")
                     continue
@@ -115,8 +120,7 @@ class Applier:
                 elif t is None:
                     out.add(name, "remove")
                 else:  # Reject / Unmapped: a fresh migrate would keep it in etl_rejects
-                    stage = "unmapped" if isinstance(t, Unmapped) else "transform"
-                    out.rejects.append((name, ch.key, ch.doc, t.reason, stage))
+                    out.rejects.append(not_a_row(name, ch.doc, t))
                     out.add(name, "unmapped" if isinstance(t, Unmapped) else "reject")
                 for table in tables:
                     plan.gone[table].add(row_id(name, ch.key))
@@ -129,6 +133,9 @@ class Applier:
         if self._defaults is None:
             self.load_defaults(c)
         c.execute("select set_config('etl.run_id', %s, true)", (self.run_id,))
+        first: state.FirstSeen = {}
+        for name, keys in plan.keys.items():  # only live rejects: the changes say what is now
+            first.update(state.forget_rejects(c, name, keys))
         self._remove(c, plan.gone, out)
         upserted = self._upsert(c, plan.rows, plan.docs, out)  # only rows not there before
         self._link_late_parents(c, upserted)
@@ -136,7 +143,7 @@ class Applier:
             self._edges(c, self.mapping.collections[name], keys, plan.edge_upserts[name], out)
         if upserted:
             self._retry_dangling_edges(c, upserted, out)
-        state.write_rejects(c, self.run_id, out.rejects)
+        state.write_rejects(c, self.run_id, out.rejects, first)
         return out
 
     def _order(self, names) -> list[str]:
@@ -259,8 +266,7 @@ class Applier:
             if lo.forward_refs:
                 loader.relink_parents(target.table(dt), lo.forward_refs)
             kept = [r for r in batch if r.key not in refused]
-            if dt in self._edge_target_types():
-                self._own_job_reference(c, dt, kept)
+            derived.refresh_rows(c, self.mapping, dt, [r.values["id"] for r in kept])
             stored[dt] = [r for r in kept if r.values["id"] not in existing]
         return {dt: new for dt, new in stored.items() if new}
 
@@ -291,26 +297,6 @@ class Applier:
                 if value is not _NOT_CONSTANT and name not in target.JSONB_COLUMNS:
                     found[name] = value
             self._defaults[dt] = found
-
-    def _edge_target_types(self) -> set[str]:
-        return {cm.edge.to_document_type for cm in self.mapping.collections.values() if cm.edge}
-
-    def _own_job_reference(self, c, dt: str, rows: list[Row]) -> None:
-        """A research row without edges takes its job from its own document, NULL included (the
-        merge core keeps an edge-set job_id when the staged one is NULL)."""
-        for cm in self.mapping.collections.values():
-            if cm.edge is None or cm.edge.to_document_type != dt:
-                continue
-            column = cm.edge.sets
-            ids = [r.values["id"] for r in rows if r.values.get(column) is None]
-            if ids:
-                c.execute(
-                    sql.SQL(
-                        "update {t} set {c} = null where id = any(%s::uuid[]) and {c} is not null"
-                        " and coalesce(metadata -> 'edges', '{{}}') = '{{}}'"
-                    ).format(t=sql.Identifier(target.table(dt)), c=sql.Identifier(column)),
-                    (ids,),
-                )
 
     # -- late parents --------------------------------------------------------------------
     def _link_late_parents(self, c, upserted: dict[str, list[Row]]) -> None:
@@ -352,17 +338,10 @@ class Applier:
         ).fetchall()
         out = []
         for child_id, extra_value in found:
-            for p in ref.paths:  # the first path with a value decides, as in the transform
-                v = extra_value
-                for seg in p:
-                    v = v.get(seg) if isinstance(v, dict) else None
-                if v is None:
-                    continue
-                if isinstance(v, int) and not isinstance(v, bool):
-                    v = str(v)
-                if isinstance(v, str) and v in keys:
-                    out.append((child_id, row_id(ref.collection, v)))
-                break
+            # the first path with a value decides, as in the transform
+            k = derived.reference_key(derived.first_value(extra_value, ref.paths))
+            if k is not None and k in keys:
+                out.append((child_id, row_id(ref.collection, k)))
         return out
 
     # -- edges ---------------------------------------------------------------------------
@@ -376,15 +355,19 @@ class Applier:
             "delete from etl_rejects where collection = %s and stage = 'link' and key = any(%s)",
             (cm.name, sorted(keys)),
         )
+        # and the dangling-edge rejects this batch made of them so far (a removed job's edge
+        # that moved in the same batch): they are decided again below
+        out.rejects[:] = [
+            r for r in out.rejects if not (r[0] == cm.name and r[4] == "link" and r[1] in keys)
+        ]
         self._unlink(c, cm, table, BY_KEY, sorted(keys), out, False)
         if not links:
             return
-        result = Loader(c, self.run_id).link_edges(links)
+        result = Loader(c, self.run_id).link_edges(links, self._edge_set(cm))
         out.add(cm.name, "link", result.linked)
         out.add(cm.name, "unchanged", result.unchanged)
         for e in result.dangling:
             self._dangling(cm.name, e.key, e.edge, out)
-        self._recompute_sets(c, cm, [link.target_id for link in links])
 
     def _unlink(self, c, cm, table: str, where: str, values: list, out, reject: bool) -> None:
         """Remove the matching entries of metadata.edges (each as jsonb_each's key/value);
@@ -422,66 +405,14 @@ class Applier:
             out.add(cm.name, "unlink", len(found))
         self._recompute_sets(c, cm, list(by_row))
 
+    def _edge_set(self, cm: CollectionMapping) -> derived.EdgeSet:
+        es = derived.edge_set_for(self.mapping, cm.name)
+        assert es is not None
+        return es
+
     def _recompute_sets(self, c, cm: CollectionMapping, ids: list[str]) -> None:
-        """The column an edge sets (job_id) = the job of the row's greatest edge key (the last
-        one a migrate reads); without edges, the reference of the row's own document."""
-        spec = cm.edge
-        assert spec is not None  # an edge collection
-        dt = spec.to_document_type
-        table = target.table(dt)
-        from_table = self.mapping.collections[spec.from_collection].targets()[0].table
-        refs = [
-            r
-            for tg in self.mapping.collections[spec.to_collection].targets()
-            if tg.document_type == dt
-            for r in tg.references
-            if r.name == spec.sets
-        ]
-        rows = c.execute(
-            sql.SQL(
-                "select id::text, {c}::text, metadata from {t} where id = any(%s::uuid[])"
-            ).format(c=sql.Identifier(spec.sets), t=sql.Identifier(table)),
-            (sorted(set(ids)),),
-        ).fetchall()
-        wants: dict[str, str | None] = {}
-        for rid, _current, metadata in rows:
-            edges = metadata.get("edges") if isinstance(metadata.get("edges"), dict) else {}
-            want = None
-            if edges:
-                frm = edges[max(edges)].get("_from", "")
-                want = row_id(spec.from_collection, frm.partition("/")[2])
-            elif refs and refs[0].collection:
-                v = _first_value(metadata.get("extra") or {}, refs[0].paths)
-                if isinstance(v, int) and not isinstance(v, bool):
-                    v = str(v)
-                if isinstance(v, str) and v:
-                    want = row_id(refs[0].collection, v)
-            wants[rid] = want
-        # set-based: which wanted jobs exist, then one UPDATE for the rows that change
-        asked = sorted({w for w in wants.values() if w is not None})
-        exists = {
-            r
-            for (r,) in c.execute(
-                sql.SQL("select id::text from {} where id = any(%s::uuid[])").format(
-                    sql.Identifier(from_table)
-                ),
-                (asked,),
-            )
-        } if asked else set()  # fmt: skip
-        changed = [
-            (rid, want if want in exists else None)
-            for rid, current, _m in rows
-            for want in (wants[rid],)
-            if ((want if want in exists else None) or None) != (current or None)
-        ]
-        if changed:
-            c.execute(
-                sql.SQL(
-                    "update {t} t set {c} = u.want from unnest(%s::uuid[], %s::uuid[])"
-                    " u(id, want) where t.id = u.id"
-                ).format(t=sql.Identifier(table), c=sql.Identifier(spec.sets)),
-                ([r for r, _w in changed], [w for _r, w in changed]),
-            )
+        """The column an edge sets, by the one rule (etl/derived.py)."""
+        derived.refresh(c, self._edge_set(cm), ids)
 
     def _retry_dangling_edges(self, c, upserted: dict[str, list[Row]], out: Applied) -> None:
         """An edge kept as a dangling reject links once both its ends exist."""
@@ -511,7 +442,7 @@ class Applier:
                     links.append(t)
             if not links:
                 continue
-            result = Loader(c, self.run_id).link_edges(links)
+            result = Loader(c, self.run_id).link_edges(links, self._edge_set(cm))
             still = {e.key for e in result.dangling}
             done = [link.key for link in links if link.key not in still]
             if done:
@@ -521,7 +452,6 @@ class Applier:
                     (cm.name, done),
                 )
                 out.add(cm.name, "link", len(done))
-                self._recompute_sets(c, cm, [e.target_id for e in links if e.key not in still])
 
 
 _NOT_CONSTANT = object()
@@ -541,13 +471,3 @@ def _constant(expr: str | None):
     if re.fullmatch(r"-?\d+", e):
         return int(e)
     return _NOT_CONSTANT
-
-
-def _first_value(doc: dict, paths) -> object:
-    for p in paths:
-        v: Any = doc
-        for seg in p:
-            v = v.get(seg) if isinstance(v, dict) else None
-        if v is not None:
-            return v
-    return None

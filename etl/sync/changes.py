@@ -5,7 +5,7 @@ aborted one. Markers of other databases are dropped; collections are named by th
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from etl.errors import PermanentError
@@ -14,7 +14,7 @@ from etl.sources import wal
 
 @dataclass(frozen=True)
 class Change:
-    tick: int
+    tick: int  # when it became visible: its marker's, or its transaction's commit marker's
     collection: str
     key: str
     doc: dict[str, Any] | None  # the whole new document; None: removed
@@ -78,8 +78,8 @@ class ChangeStream:
             tick = int(m.get("tick", 0))
             if t == wal.TRX_START:
                 self._open.setdefault(tid, [])
-            elif t == wal.TRX_COMMIT:
-                out.extend(self._open.pop(tid, []))
+            elif t == wal.TRX_COMMIT:  # its operations become visible at the commit's tick
+                out.extend(replace(c, tick=tick) for c in self._open.pop(tid, []))
             elif t == wal.TRX_ABORT:
                 if self._open.pop(tid, None) is not None:
                     self.aborted += 1

@@ -18,7 +18,6 @@ from psycopg import sql
 from etl import pg, target
 from etl.errors import Interrupted, PermanentError
 from etl.mapping import Mapping
-from etl.pipeline import Pipeline
 from etl.sources import wal
 from etl.sources.arango import ArangoSource
 from etl.sync import positions, verify
@@ -26,6 +25,7 @@ from etl.sync.apply import Applier
 from etl.sync.changes import Change, ChangeStream, CollectionEvent
 from etl.sync.lag import LagWindow, commit_time
 from etl.sync.positions import Position
+from etl.writer import Writer
 
 log = logging.getLogger("etl.sync")
 
@@ -87,9 +87,7 @@ class Follower:
         self.should_stop = should_stop
         self.metrics = metrics
         self.idle_wait = idle_wait
-        self.pipeline = Pipeline(
-            settings, mapping, run_id, dsn, batch_size=1, retry_wait=retry_wait
-        )
+        self.writer = Writer(dsn, settings.postgres.retry_attempts, retry_wait)
         self.applier = Applier(mapping, run_id)
         self.position: Position | None = None
         self.outcome: SyncOutcome | None = None  # the last run()'s, also when it raised
@@ -112,32 +110,18 @@ class Follower:
         with pg.connect(self.dsn) as conn:
             positions.require_tables(conn)
             self.verifying = verify.available(conn)
-            base = positions.migrate_base(conn)
-            if base is None:
-                raise PermanentError(
-                    "no finished migrate run has a WAL position to follow from",
-                    hint="run `etl migrate --all` from the live ArangoDB (or `etl sync mark` "
-                    "before arangodump, then migrate the dump)",
-                )
-            newest, start = base
             fol = positions.follower(conn)
-            if fol is None or fol.base_run_id != newest:
-                if fol is not None:
-                    log.info("following the copy of migrate run %s from now on", newest)
-                fol = Position(
-                    run_id=positions.FOLLOWER,
-                    kind="follow",
-                    database=start.database or database,
-                    server_id=start.server_id,
-                    server_version=start.server_version,
-                    syncer_id=start.syncer_id or wal.new_syncer_id(),
-                    start_tick=start.start_tick,
-                    from_tick=start.start_tick,
-                    base_run_id=newest,
-                    collections=start.collections,
+            begin = positions.follow_start(conn, fol, database)
+            fol = begin.position
+            self.applier.floors = begin.floors
+            if begin.recopied:
+                log.info(
+                    "following the copy of migrate run %s: %s caught up from their copy's "
+                    "start, from tick %d",
+                    fol.base_run_id,
+                    ", ".join(begin.recopied),
+                    fol.from_tick,
                 )
-                positions.record(conn, fol)
-                conn.execute("delete from etl_sync_applied where run_id = %s", (fol.run_id,))
             conn.commit()
         if fol.database and fol.database != database:
             raise PermanentError(
@@ -320,7 +304,7 @@ class Follower:
                 p.collections = dict(stream.names)
                 out.transactions_aborted = stream.aborted
                 out.seconds = time.perf_counter() - t0
-                self.pipeline.close()
+                self.writer.close()
         return out
 
     def _flush(self, committer, stream, pending, F, L, out, *, caught_up: bool, force=False):
@@ -371,7 +355,7 @@ class Follower:
 
         self._wait(out)  # the previous batch: committed (or its error raised) first
         self._inflight = (
-            committer.submit(self.pipeline.in_transaction, attempt),
+            committer.submit(self.writer.in_transaction, attempt),
             (F, L),
             times,
         )

@@ -11,6 +11,7 @@ from psycopg.types.json import Jsonb
 
 from etl.errors import PermanentError
 from etl.pg import scalar
+from etl.sources import wal
 
 FOLLOWER = "follow"
 
@@ -143,6 +144,99 @@ def applied(conn: psycopg.Connection) -> dict[tuple[str, str], int]:
     }
 
 
+def copy_starts(conn: psycopg.Connection) -> dict[str, tuple[str, int]]:
+    """collection -> (run id, start tick) of the finished migrate run that made its current
+    copy. The copy holds every change of the collection up to that tick."""
+    out = {}
+    for collection, run_id, tick in conn.execute(
+        "select distinct on (c.collection) c.collection, c.run_id, p.start_tick"
+        " from etl_checkpoints c join etl_runs r on r.run_id = c.run_id"
+        " left join etl_wal_positions p on p.run_id = c.run_id and p.kind = 'migrate'"
+        " where r.command = 'migrate' and r.state = 'finished' and c.done"
+        " order by c.collection, r.started_at desc"
+    ):
+        if tick is None:
+            raise _no_position(run_id)
+        out[collection] = (run_id, int(tick))
+    return out
+
+
+def _no_position(run_id: str) -> PermanentError:
+    return PermanentError(
+        f"migrate run {run_id} has no WAL position: the follower cannot know which "
+        "changes its copy already holds",
+        hint="run `etl sync mark` before the dump and migrate again "
+        "(or pass `etl migrate --from-tick T`)",
+    )
+
+
+@dataclass
+class FollowStart:
+    """Where the follower reads from, and below which tick it skips a collection's changes."""
+
+    position: Position
+    floors: dict[str, int]  # collection -> skip its changes at or below this tick
+    recopied: list[str]  # collections copied again since the follower last started
+
+
+def follow_start(conn: psycopg.Connection, fol: Position | None, database: str) -> FollowStart:
+    """In the caller's transaction: the follower's position for the newest copy. A follower
+    that exists keeps its position and its etl_sync_applied counts; a collection copied again
+    since (e.g. `etl migrate --collection jobs`) is caught up from its own copy's start: the
+    follower reads from the older of the two, and applies a collection's changes only past
+    its own floor (the copy's start; for the others also the follower's old position)."""
+    base = migrate_base(conn)
+    if base is None:
+        raise PermanentError(
+            "no finished migrate run has a WAL position to follow from",
+            hint="run `etl migrate --all` from the live ArangoDB (or `etl sync mark` "
+            "before arangodump, then migrate the dump)",
+        )
+    newest, start = base
+    starts = copy_starts(conn)
+    floors = {c: tick for c, (_run, tick) in starts.items()}
+    if fol is not None and fol.base_run_id == newest:
+        return FollowStart(fol, floors, [])
+    if fol is None:
+        fol = Position(
+            run_id=FOLLOWER,
+            kind="follow",
+            database=start.database or database,
+            server_id=start.server_id,
+            server_version=start.server_version,
+            syncer_id=start.syncer_id or wal.new_syncer_id(),
+            start_tick=start.start_tick,
+            from_tick=start.start_tick,
+            base_run_id=newest,
+            collections=start.collections,
+        )
+        record(conn, fol)
+        conn.execute("delete from etl_sync_applied where run_id = %s", (FOLLOWER,))
+        return FollowStart(fol, floors, [])
+    # copies made by runs the follower has not seen yet (started after its base run)
+    seen = conn.execute(
+        "select started_at from etl_runs where run_id = %s", (fol.base_run_id,)
+    ).fetchone()
+    recopied = sorted(
+        c
+        for c, (run_id, _tick) in starts.items()
+        if seen is None
+        or scalar(conn, "select started_at > %s from etl_runs where run_id = %s", (seen[0], run_id))
+    )
+    old = fol.from_tick
+    for c in starts:
+        if c not in recopied:  # applied up to the follower's position already
+            floors[c] = max(floors[c], old)
+    need = min([old] + [starts[c][1] for c in recopied])
+    if need < old:
+        fol.from_tick, fol.last_scanned = need, 0
+    fol.base_run_id = newest
+    if start.syncer_id and not fol.syncer_id:
+        fol.syncer_id = start.syncer_id
+    record(conn, fol)
+    return FollowStart(fol, floors, recopied)
+
+
 def migrate_base(conn: psycopg.Connection) -> tuple[str, Position] | None:
     """The copy the follower follows: the newest finished migrate run with a WAL position,
     and that position. Several runs may have copied different collections: the follower then
@@ -170,12 +264,7 @@ def migrate_base(conn: psycopg.Connection) -> tuple[str, Position] | None:
     for run_id in sorted(runs):
         p = get(conn, run_id)
         if p is None:
-            raise PermanentError(
-                f"migrate run {run_id} has no WAL position: the follower cannot know which "
-                "changes its copy already holds",
-                hint="run `etl sync mark` before the dump and migrate again "
-                "(or pass `etl migrate --from-tick T`)",
-            )
+            raise _no_position(run_id)
         if oldest is None or p.start_tick < oldest.start_tick:
             oldest = p
     assert oldest is not None

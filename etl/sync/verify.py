@@ -20,12 +20,10 @@ from etl.mapping import Mapping
 from etl.reconcile.buckets import server_compare_texts
 from etl.reconcile.compare import TypeSpec, diff_paths, load_masks, type_specs
 from etl.results import now_iso
-from etl.sources.arango import ArangoSource
+from etl.sources.arango import ArangoSource, read_documents
 from etl.sync.apply import EDGES_BY_KEY
 from etl.sync.changes import Change
 from etl.transform import EdgeLink, Row, Transformer, row_id
-
-READ_KEYS = 1000  # keys per AQL read of the source
 
 
 @dataclass
@@ -156,18 +154,7 @@ class Verifier:
         return out
 
     def _read(self, name: str, keys: list[str]) -> dict[str, dict]:
-        db = self.source.arango_db()
-        found: dict[str, dict] = {}
-        for i in range(0, len(keys), READ_KEYS):
-            part = keys[i : i + READ_KEYS]
-
-            def read(part=part):  # PUT /_api/document/{c}?onlyget=true: by primary key
-                return db.collection(name).get_many(part)
-
-            for d in self.source.retry(f"read changed keys of {name}", read):
-                if isinstance(d, dict) and not d.get("error") and "_key" in d:  # not found: error
-                    found[d["_key"]] = d
-        return found
+        return read_documents(self.source.arango_db(), name, keys, self.source.retry)
 
     @staticmethod
     def _load_refused(conn, name: str, keys: set[str]) -> set[str]:

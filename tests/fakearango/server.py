@@ -30,6 +30,23 @@ What does *not* reach the WAL: documents put into collections "before the bulk c
 fixture helpers, i.e. generated collections, POST /_api/import (seed(), import_bulk) unless
 `wal_imports = True`, and direct changes to `documents(db, c)`. Creating databases and
 collections does log (1100, 2000), which tails of user collections never show.
+
+Fidelity. The server follows ../shared/spec/arangodb-http.md, arangodb-wal.md and, for what it
+serves, the 3.8 RocksDB handler code those specs quote: error bodies `{"error","errorNum",
+"errorMessage","code"}` everywhere; 401/11 for bad credentials, 403/11 for a non-admin on
+/_api/wal/*; document paths percent-decoded per segment (a `_key` holding '%' must be sent
+encoded); /_api/wal/tail built as the spec's §2.3 pseudo-code (exclusive `from`, `to` and
+`chunkSize` at write-batch granularity, cuts inside a transaction only with lastScanned > 0,
+all five replication headers on 200 and 204, no `x-arango-replication-active`, ticks as
+strings); bulk document calls answer per entry with `x-arango-error-codes`. Known differences
+from a real arangod: no VelocyPack, no cluster (coordinator mode only answers 501); AQL is the
+handful of queries etl sends (aql.py), and the collation an approximation of ICU; `_rev`
+values are opaque but not real hybrid-logical-clock strings; the server version is a fixed
+3.12.4; where the docs and the 3.8 code disagree it answers as the code (400 rather than 405
+for a wrong method on /_api/wal, 404/1600 rather than 400 for an unknown dump batch); a
+database's own 1100 marker shows in a non-global tail of that database while its creation is
+still in the log (the code's shouldHandleDB; the spec says 1100 needs global=true); nothing is
+persisted across `restart()` except data and the WAL.
 """
 
 from __future__ import annotations
@@ -935,7 +952,7 @@ class FakeArango(DocumentApi, ReplicationApi):
     # version, database
     def _r_version(self, db: Database, args: list[str], query: dict, body: bytes) -> Reply:
         out: dict[str, Any] = {"server": "arango", "version": self.version, "license": "community"}
-        if _bool(query.get("details")):
+        if _bool(query.get("details"), False):
             out["details"] = {
                 "architecture": "64bit",
                 "mode": "cluster" if self.coordinator else "single",
