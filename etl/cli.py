@@ -327,14 +327,17 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "~"
 
 
-def _echo_table(rows: list[dict], width: int = WIDTH) -> None:
+def _echo_table(rows: list[dict], width: int = WIDTH, keep: tuple[str, ...] = ()) -> None:
+    """rows as a table that fits `width` columns; the columns in `keep` are never cut (a
+    row's error: the operator must read all of it)."""
     if not rows:
         typer.echo("(none)")
         return
     keys = list(rows[0].keys())
     cells = [[_cell(r.get(k)) for k in keys] for r in rows]
     widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
-    widths = fit_widths(widths, width, [max(4, len(k)) for k in keys])
+    floors = [w if k in keep else max(4, len(k)) for k, w in zip(keys, widths)]
+    widths = fit_widths(widths, width, floors)
     typer.echo("  ".join(_clip(k, w).ljust(w) for k, w in zip(keys, widths)).rstrip())
     typer.echo("  ".join("-" * w for w in widths))
     for c in cells:
@@ -1288,7 +1291,7 @@ def _echo_status(info: dict, run: str | None) -> None:
     if info.get("embedded_dir"):
         typer.echo(f"PostgreSQL: the embedded server at {info['embedded_dir']}\n")
     typer.echo("Run" if run else "Runs")
-    _echo_table([_run_view(r) for r in info["runs"]])
+    _echo_table([_run_view(r) for r in info["runs"]], keep=("run_id", "state", "error"))
     typer.echo(f"\nCheckpoints of {'the run' if run else 'the latest migrate run'}")
     _echo_table([_short_keys(r) for r in info["checkpoints"]])
     if info["work_units"]:
