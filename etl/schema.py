@@ -782,6 +782,13 @@ def rollback(dsn: str, component: str) -> RollbackResult:
         conn.execute(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_KEY})")
         try:
             rows = [(a,) for a in _rollback_generic(conn)] if component == "all" else []
+            if component in ("validation", "tables", "all") and scalar(
+                conn,
+                "SELECT to_regprocedure('rollback.rollback_audit_update_by_column()') IS NOT NULL",
+            ):  # 012 (006's audit function, cheaper) before what undoes 006
+                rows += conn.execute(
+                    "SELECT * FROM rollback.rollback_audit_update_by_column()"
+                ).fetchall()
             if component == "all" and scalar(
                 conn, "SELECT to_regprocedure('rollback.rollback_fallback()') IS NOT NULL"
             ):  # 010 (etl fallback's triggers and tables) before 009 and 008

@@ -122,3 +122,67 @@ def test_audit_rows_of_a_failed_statement_are_rolled_back_with_it(schema_db):
         conn.rollback()
         assert conn.execute("SELECT count(*) FROM document_audit_log").fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM job_documents").fetchone()[0] == 0
+
+
+# Updates whose changed fields 012's column-by-column comparison must name exactly as 006's
+# whole-row jsonb comparison did: jsonb values, numerics of equal value written differently,
+# timestamps, NULLs, a column not changed by value although SET, and updated_at alone.
+_UPDATES = [
+    "SET parsed_data = parsed_data || '{\"x\": 1}', status = 'completed'",
+    "SET file_size = 10",  # 10 -> 10: SET but not changed
+    "SET file_size = NULL, file_hash = 'h2'",
+    'SET metadata = metadata || \'{"arango": {"_rev": "r2"}}\', filename = \'b.pdf\'',
+    "SET updated_at = now() - interval '1 day'",  # updated_at is never a field
+    "SET expires_at = '2030-01-01 00:00:00+00', deleted_at = NULL",
+    "SET is_active = false, error_message = ''",
+]
+
+
+def _audit_fields_of_updates(conn) -> list:
+    conn.execute("DELETE FROM resume_documents")
+    conn.execute("DELETE FROM document_audit_log")
+    conn.execute(
+        "INSERT INTO resume_documents (id, user_id, filename, file_size, file_hash, parsed_data,"
+        " metadata) SELECT ('00000000-0000-0000-0000-00000000000' || g)::uuid, 'u' || g, 'a.pdf',"
+        ' 10, \'h\', \'{"skills": ["SQL"]}\', \'{"arango": {"_rev": "r1"}}\''
+        " FROM generate_series(1, 2) g"
+    )
+    for i, update in enumerate(_UPDATES):
+        conn.execute(f"SELECT set_config('etl.run_id', '{'run' if i % 2 else ''}', false)")
+        conn.execute(f"UPDATE resume_documents {update}")
+    return conn.execute(
+        "SELECT document_id, action, changes, run_id FROM document_audit_log ORDER BY id"
+    ).fetchall()
+
+
+def test_audit_of_updates_by_column_names_the_same_fields_as_006(schema_db):
+    """sql/012 compares the columns one by one (a quarter of the apply's cost before, see
+    docs/performance.md); its audit rows are those of 006's whole-row comparison."""
+    with psycopg.connect(schema_db, autocommit=True) as conn:
+        with_012 = _audit_fields_of_updates(conn)
+        undone = conn.execute("SELECT * FROM rollback.rollback_audit_update_by_column()")
+        assert [r[0] for r in undone] == [
+            "restored function audit_document_changes (006)",
+            "deleted migration_history 012",
+        ]
+        with_006 = _audit_fields_of_updates(conn)
+        again = conn.execute("SELECT * FROM rollback.rollback_audit_update_by_column()")
+        assert again.fetchall() == []  # idempotent
+    assert with_012 == with_006
+    fields = [c.get("fields") for _, action, c, _ in with_012 if c["op"] == "update"]
+    assert fields == [
+        ["parsed_data", "status"],
+        ["parsed_data", "status"],
+        [],
+        [],
+        ["file_hash", "file_size"],
+        ["file_hash", "file_size"],
+        ["filename", "metadata"],
+        ["filename", "metadata"],
+        [],
+        [],
+        ["expires_at"],
+        ["expires_at"],
+        ["error_message", "is_active"],
+        ["error_message", "is_active"],
+    ]
