@@ -785,7 +785,7 @@ def rollback(dsn: str, component: str) -> RollbackResult:
             if component in ("validation", "tables", "all") and scalar(
                 conn,
                 "SELECT to_regprocedure('rollback.rollback_audit_update_by_column()') IS NOT NULL",
-            ):  # 012 (006's audit function, cheaper) before what undoes 006
+            ):  # 011 (006's audit function, cheaper) before what undoes 006
                 rows += conn.execute(
                     "SELECT * FROM rollback.rollback_audit_update_by_column()"
                 ).fetchall()

@@ -124,7 +124,7 @@ def test_audit_rows_of_a_failed_statement_are_rolled_back_with_it(schema_db):
         assert conn.execute("SELECT count(*) FROM job_documents").fetchone()[0] == 0
 
 
-# Updates whose changed fields 012's column-by-column comparison must name exactly as 006's
+# Updates whose changed fields 011's column-by-column comparison must name exactly as 006's
 # whole-row jsonb comparison did: jsonb values, numerics of equal value written differently,
 # timestamps, NULLs, a column not changed by value although SET, and updated_at alone.
 _UPDATES = [
@@ -156,14 +156,14 @@ def _audit_fields_of_updates(conn) -> list:
 
 
 def test_audit_of_updates_by_column_names_the_same_fields_as_006(schema_db):
-    """sql/012 compares the columns one by one (a quarter of the apply's cost before, see
+    """sql/011 compares the columns one by one (a quarter of the apply's cost before, see
     docs/performance.md); its audit rows are those of 006's whole-row comparison."""
     with psycopg.connect(schema_db, autocommit=True) as conn:
         with_012 = _audit_fields_of_updates(conn)
         undone = conn.execute("SELECT * FROM rollback.rollback_audit_update_by_column()")
         assert [r[0] for r in undone] == [
             "restored function audit_document_changes (006)",
-            "deleted migration_history 012",
+            "deleted migration_history 011",
         ]
         with_006 = _audit_fields_of_updates(conn)
         again = conn.execute("SELECT * FROM rollback.rollback_audit_update_by_column()")

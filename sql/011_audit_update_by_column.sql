@@ -1,4 +1,4 @@
--- 012_audit_update_by_column.sql: a cheaper audit of UPDATEs, with the same audit rows.
+-- 011_audit_update_by_column.sql: a cheaper audit of UPDATEs, with the same audit rows.
 --
 -- 006's audit_document_changes() found the changed fields of an UPDATE by turning each new and
 -- old row into jsonb (to_jsonb(row): a copy of parsed_data and metadata per row and side) and
@@ -9,7 +9,7 @@
 -- from the table's columns; 50 ms per 500 rows. INSERT and DELETE are as in 006.
 --
 -- Replaces: audit_document_changes() (006; the triggers keep calling it by name).
--- Creates: rollback.rollback_audit_update_by_column(): puts 006's body back, forgets 012 in
+-- Creates: rollback.rollback_audit_update_by_column(): puts 006's body back, forgets 011 in
 --   migration_history.
 -- Undone by: rollback.rollback_audit_update_by_column().
 
@@ -62,7 +62,7 @@ CREATE OR REPLACE FUNCTION rollback.rollback_audit_update_by_column()
 RETURNS SETOF text LANGUAGE plpgsql AS $rb$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_proc WHERE oid = to_regprocedure('public.audit_document_changes()')
-                                       AND prosrc LIKE '%v_fields%') THEN  -- 012's body
+                                       AND prosrc LIKE '%v_fields%') THEN  -- 011's body
         -- 006's body, word for word
         CREATE OR REPLACE FUNCTION public.audit_document_changes() RETURNS trigger
         LANGUAGE plpgsql SET enable_nestloop = off AS $$
@@ -103,9 +103,9 @@ BEGIN
         RETURN NEXT 'restored function audit_document_changes (006)';
     END IF;
     IF to_regclass('public.migration_history') IS NOT NULL THEN
-        DELETE FROM public.migration_history WHERE version = '012';
+        DELETE FROM public.migration_history WHERE version = '011';
         IF FOUND THEN
-            RETURN NEXT 'deleted migration_history 012';
+            RETURN NEXT 'deleted migration_history 011';
         END IF;
     END IF;
 END
