@@ -307,7 +307,7 @@ CHECKS = {
         "SELECT to_regclass('etl_runs') IS NULL AND to_regclass('resume_documents') IS NULL"
         " AND to_regclass('etl_wal_positions') IS NULL AND to_regclass('etl_fallback_changes') IS NULL"
         " AND to_regclass('etl_sync_pending') IS NULL",
-        ["003", "004", "005", "006", "007", "008", "009", "010"],
+        ["003", "004", "005", "006", "007", "008", "009", "010", "011"],
     ),
 }
 
