@@ -563,3 +563,137 @@ def test_reads_are_right_on_a_server_without_onlyget(arango_server, monkeypatch)
     writer.get_many({"things": {"a", "b", "missing"}}, got)
     assert {k: (d or {}).get("v") for (_, k), d in got.items()} == {"a": 1, "b": 2, "missing": None}
     assert {k: arango_server.documents(DATABASE, "things")[k]["_rev"] for k in "ab"} == before
+
+
+# -- logical decoding (a replication slot) where the server allows it ---------------------------
+
+
+def test_auto_picks_triggers_at_wal_level_replica_and_logical_decoding_where_allowed(
+    schema_db, logical_schema_db, tmp_path
+):
+    from tests.test_preflight import checks, preflight
+
+    _, doc = preflight(tmp_path, schema_db)
+    c = checks(doc)["fallback.capture"]
+    assert c["data"]["auto"] == "trigger" and "picks triggers" in c["detail"]
+    assert "wal_level = replica" in c["detail"]
+    _, doc = preflight(tmp_path, logical_schema_db)
+    c = checks(doc)["fallback.capture"]
+    assert c["data"]["auto"] == "logical" and "picks logical decoding" in c["detail"]
+    # a role that may not replicate: triggers, and why
+    from etl.fallback import capture
+
+    with psycopg.connect(logical_schema_db, autocommit=True) as conn:
+        conn.execute("create role etl_no_replication nologin")
+        try:
+            conn.execute("set role etl_no_replication")
+            m = capture.mechanisms(conn)
+        finally:
+            conn.execute("reset role")
+            conn.execute("drop role etl_no_replication")
+    assert m["auto"] == "trigger" and "neither REPLICATION nor superuser" in m["why"]
+
+
+def test_logical_arm_status_retire_and_rollback(logical_schema_db, tmp_path, arango_server):
+    db = logical_schema_db
+    env = migrated(arango_server, db, tmp_path, n=10, seed=66)
+    r = etl(env, "fallback", "arm", "--capture", "nonsense")
+    assert r.returncode == 2 and "--capture nonsense" in r.stderr and "Traceback" not in r.stderr
+    r = etl(env, "fallback", "arm")
+    assert r.returncode == 0, r.stderr
+    assert "fallback armed (logical decoding, slot etl_fallback_" in r.stdout
+    slot = scalar(db, "select slot_name from etl_fallback_state")
+    assert scalar(db, "select count(*) from pg_replication_slots where slot_name = %s", slot)
+    assert scalar(db, "select count(*) from pg_trigger where tgname = 'etl_fallback_capture'") == 0
+    assert (
+        scalar(db, "select relreplident from pg_class where oid = 'job_documents'::regclass") == "f"
+    )  # a delete carries the row's key and provenance
+    r = etl(env, "fallback", "arm", "--capture", "trigger")  # armed already, otherwise
+    assert r.returncode == 2 and "armed with logical capture" in r.stderr
+    with psycopg.connect(db) as conn:
+        conn.execute("update resume_documents set status = 'x' where id = (select id"
+                     " from resume_documents order by id limit 1)")  # fmt: skip
+    s = etl(env, "status")
+    assert "The way back" in s.stdout and "retained_wal_bytes" in s.stdout, s.stdout
+    r = etl(env, "fallback", "retire")  # the change in the slot is not applied yet
+    assert r.returncode == 2 and "not applied to ArangoDB yet" in r.stderr
+    r = etl(env, "fallback", "--until-current")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert applied(db) == 1
+    r = etl(env, "fallback", "retire")
+    assert r.returncode == 0, r.stderr
+    assert f"dropped replication slot {slot}" in r.stdout
+    assert scalar(db, "select count(*) from pg_replication_slots where slot_name = %s", slot) == 0
+    assert (
+        scalar(db, "select relreplident from pg_class where oid = 'job_documents'::regclass") == "d"
+    )
+    # armed again, `etl rollback --component all` drops the slot with the rest
+    r = etl(env, "fallback", "arm", "--capture", "logical")
+    assert r.returncode == 0, r.stderr
+    r = etl(env, "rollback", "--component", "all", "--yes")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert scalar(db, "select count(*) from pg_replication_slots where slot_name = %s", slot) == 0
+
+
+def test_a_slot_gone_or_lost_is_one_line_and_retire_force_clears(
+    logical_schema_db, tmp_path, arango_server
+):
+    db = logical_schema_db
+    env = migrated(arango_server, db, tmp_path, n=4, seed=68)
+    assert etl(env, "fallback", "arm", "--capture", "logical").returncode == 0
+    slot = scalar(db, "select slot_name from etl_fallback_state")
+    scalar(db, "select count(*) from pg_drop_replication_slot(%s)", slot)  # as an invalidation
+    r = etl(env, "fallback", "--until-current")
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and f"replication slot {slot} cannot be read" in lines[0], r.stderr
+    r = etl(env, "fallback", "retire", "--force")
+    assert r.returncode == 0, r.stderr
+    assert scalar(db, "select count(*) from etl_fallback_state") == 0
+
+
+def test_capture_logical_on_a_replica_level_server_is_one_line(schema_db, tmp_path, arango_server):
+    env = migrated(arango_server, schema_db, tmp_path, n=4, seed=67)
+    r = etl(env, "fallback", "arm", "--capture", "logical")
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "wal_level = replica" in lines[0], r.stderr
+    assert "--capture trigger" in lines[0]
+
+
+def test_test_decoding_lines_parse_with_quotes_arrays_and_a_changed_key():
+    from etl.fallback.decoding import parse
+
+    rows = [
+        ("0/10", "BEGIN"),
+        ("0/11", "table public.t: INSERT: id[uuid]:'a' tags[text[]]:'{x,y}' n[integer]:3"),
+        (
+            "0/12",
+            "table public.t: UPDATE: old-key: id[uuid]:'a' key[text]:'k''1 new-tuple: x'"
+            " metadata[jsonb]:'{\"s\": \"it''s\"}' new-tuple: id[uuid]:'b' key[text]:null"
+            " metadata[jsonb]:unchanged-toast-datum",
+        ),
+        ("0/13", "table public.other: DELETE: id[uuid]:'z'"),
+        (
+            "0/14",
+            "table public.t: DELETE: id[uuid]:'c' \"odd \"\"col\"[text]:'v' key[text]:null"
+            " metadata[jsonb]:'{}'",
+        ),  # fmt: skip
+        ("0/20", "COMMIT (at 2026-12-03 08:00:00.5+00)"),
+        ("0/21", "BEGIN"),
+        ("0/22", "message: transactional: 1 prefix: etl_fallback, sz: 3 content:run"),
+        ("0/23", "table public.t: UPDATE: id[uuid]:'d' key[text]:'q'"),
+        ("0/30", "COMMIT (at 2026-12-03 08:00:01+00)"),
+        ("0/31", "BEGIN"),  # not committed in what was read: not taken
+        ("0/32", "table public.t: INSERT: id[uuid]:'e'"),
+    ]
+    txs, problems = parse(rows, {"public.t"})
+    assert problems == [] and [tx.end_lsn for tx in txs] == ["0/20", "0/30"]
+    assert txs[0].changes == [
+        ("public.t", "a", "I", None),
+        ("public.t", "a", "D", {"key": "k'1 new-tuple: x", "metadata": {"s": "it's"}}),
+        ("public.t", "b", "I", None),
+        ("public.t", "c", "D", {"key": None, "metadata": {}}),
+    ]
+    assert txs[0].committed_at is not None and not txs[0].own
+    assert txs[1].own and txs[1].changes == [("public.t", "d", "U", None)]

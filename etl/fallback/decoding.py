@@ -27,6 +27,7 @@ from datetime import datetime
 
 import psycopg
 
+from etl.errors import PermanentError
 from etl.pg import scalar
 
 PLUGIN = "test_decoding"
@@ -165,15 +166,31 @@ def parse(rows: list[tuple[str, str]], tables: set[str]) -> tuple[list[Tx], list
 
 def peek(conn: psycopg.Connection, slot: str, limit: int) -> list[tuple[str, str]]:
     """At least `limit` rows of whole committed transactions (fewer: the slot is drained)."""
-    return [
-        (str(lsn), data)
-        for lsn, data in conn.execute(
-            "select lsn::text, data from pg_logical_slot_peek_changes(%s, null, %s"
-            + ", %s" * len(OPTIONS)
-            + ")",
-            (slot, limit, *OPTIONS),
-        )
-    ]
+    try:
+        return [
+            (str(lsn), data)
+            for lsn, data in conn.execute(
+                "select lsn::text, data from pg_logical_slot_peek_changes(%s, null, %s"
+                + ", %s" * len(OPTIONS)
+                + ")",
+                (slot, limit, *OPTIONS),
+            )
+        ]
+    except psycopg.errors.ObjectInUse:
+        conn.rollback()
+        raise PermanentError(
+            f"the replication slot {slot} is in use by another session",
+            hint="one `etl fallback` at a time: stop the other one",
+        ) from None
+    except (psycopg.errors.UndefinedObject, psycopg.errors.ObjectNotInPrerequisiteState) as exc:
+        # dropped by hand, or invalidated (max_slot_wal_keep_size): the changes are lost
+        conn.rollback()
+        raise PermanentError(
+            f"the replication slot {slot} cannot be read: "
+            f"{exc.diag.message_primary or str(exc).splitlines()[0]}",
+            hint="PostgreSQL's writes since the last apply are lost to the fallback: "
+            "`etl fallback retire --force`, then copy ArangoDB again (docs/sync.md)",
+        ) from None
 
 
 def pump(conn: psycopg.Connection, st: dict, limit: int) -> tuple[int, list[str]]:
