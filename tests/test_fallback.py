@@ -619,7 +619,7 @@ def test_logical_arm_status_retire_and_rollback(logical_schema_db, tmp_path, ara
     assert r.returncode == 2 and "not applied to ArangoDB yet" in r.stderr
     r = etl(env, "fallback", "--until-current")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert applied(db) == 1
+    assert applied(db) == 1  # etl's own write-back (provenance) is not captured again
     r = etl(env, "fallback", "retire")
     assert r.returncode == 0, r.stderr
     assert f"dropped replication slot {slot}" in r.stdout
@@ -650,6 +650,45 @@ def test_a_slot_gone_or_lost_is_one_line_and_retire_force_clears(
     r = etl(env, "fallback", "retire", "--force")
     assert r.returncode == 0, r.stderr
     assert scalar(db, "select count(*) from etl_fallback_state") == 0
+
+
+def test_a_pump_killed_before_the_slot_advance_moves_nothing_twice(
+    logical_schema_db, tmp_path, arango_server
+):
+    from etl.fallback import capture, decoding
+
+    db = logical_schema_db
+    env = migrated(arango_server, db, tmp_path, n=4, seed=69)
+    assert etl(env, "fallback", "arm", "--capture", "logical").returncode == 0
+    update = "update job_documents set title = %s where id = (select id from job_documents order by id limit 1)"
+
+    def write(title: str) -> None:
+        with psycopg.connect(db) as conn:
+            conn.execute(update, (title,))
+
+    write("one")
+    write("two")
+
+    class Killed(Exception):
+        pass
+
+    with psycopg.connect(db) as conn:
+        real = conn.execute
+
+        def execute(q, *a, **k):  # the process dies after the commit, before the advance
+            if "pg_replication_slot_advance" in str(q):
+                raise Killed
+            return real(q, *a, **k)
+
+        conn.execute = execute  # type: ignore[method-assign]
+        with pytest.raises(Killed):
+            decoding.pump(conn, capture.state(conn), 100)
+    changes = "select count(*) from etl_fallback_changes"
+    assert scalar(db, changes) == 2
+    write("three")
+    with psycopg.connect(db) as conn:
+        moved, _ = decoding.pump(conn, capture.state(conn), 100)
+    assert moved == 1 and scalar(db, changes) == 3  # the two are not moved again
 
 
 def test_capture_logical_on_a_replica_level_server_is_one_line(schema_db, tmp_path, arango_server):
