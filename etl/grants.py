@@ -88,10 +88,13 @@ def _generic_grants(conn: psycopg.Connection) -> list[Grant]:
     """The generic tables (etl apply-schema --mapping), their schemas and helper functions."""
     if scalar(conn, "select to_regclass('migration_history') is null"):
         return []
+    # by the catalog, not to_regclass(): a role without USAGE on the schema may ask too
     rows = conn.execute(
         "select n.nspname, format('%%I', n.nspname), format('%%I.%%I', n.nspname, c.relname)"
-        " from migration_history h join pg_class c on c.oid = to_regclass(substr(h.version, 9))"
-        " join pg_namespace n on n.oid = c.relnamespace"
+        " from migration_history h"
+        " join pg_namespace n on n.nspname = split_part(substr(h.version, 9), '.', 1)"
+        " join pg_class c on c.relnamespace = n.oid"
+        "  and c.relname = split_part(substr(h.version, 9), '.', 2)"
         " where h.version like %s and h.success order by 3",
         ("generic:%",),
     ).fetchall()
@@ -103,6 +106,59 @@ def _generic_grants(conn: psycopg.Connection) -> list[Grant]:
     for *_, table in rows:
         out.append(Grant("TABLE", table, WRITE, "a generic table, loaded by the merge"))
     return out
+
+
+def lacking(conn: psycopg.Connection, g: Grant) -> list[str]:
+    """The privileges of grant `g` the current role does not have."""
+    # objects by oid, found in the catalog: a name would be resolved first, and resolving a
+    # name in a schema the role may not use fails instead of answering
+    rel = (
+        "(select c.oid from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+        " where format('%%I.%%I', n.nspname, c.relname) = %s or c.oid::regclass::text = %s)"
+    )
+    fn = "(select p.oid from pg_proc p where p.oid::regprocedure::text = %s)"
+    test = {
+        "DATABASE": "has_database_privilege(current_database(), p)",
+        "SCHEMA": "has_schema_privilege((parse_ident(%s))[1], p)",
+        "TABLE": f"has_table_privilege({rel}, p)",
+        "SEQUENCE": f"has_sequence_privilege({rel}, p)",
+        "FUNCTION": f"has_function_privilege({fn}, p)",
+    }[g.kind]
+    args = {"DATABASE": (), "TABLE": (g.name, g.name), "SEQUENCE": (g.name, g.name)}.get(
+        g.kind, (g.name,)
+    )
+    return [
+        p
+        for (p,) in conn.execute(
+            f"select p from unnest(%s::text[]) with ordinality as u(p, n) where not {test}"
+            " order by n",
+            (list(g.privileges), *args),
+        )
+    ]
+
+
+def missing_privileges(conn: psycopg.Connection) -> list[str]:
+    """What the current role lacks of what `etl grants` lists, as "INSERT on TABLE x.y": every
+    schema and table a migrate writes, the generic ones (another schema) included."""
+    return [f"{p} on {g.kind} {g.name}" for g in loader_grants(conn) for p in lacking(conn, g)]
+
+
+def require_privileges(conn: psycopg.Connection) -> None:
+    """Stop before a migrate starts when the role lacks a privilege it needs: one line naming
+    the first one, how many more, and the `etl grants` command that fixes them."""
+    missing = missing_privileges(conn)
+    if not missing:
+        return
+    from etl import pg
+
+    role = pg.scalar(conn, "select current_user")
+    from etl.errors import PermanentError
+
+    more = f" and {len(missing) - 1} more (etl preflight lists them)" if len(missing) > 1 else ""
+    raise PermanentError(
+        f"role {role} lacks {missing[0]}{more}",
+        hint=f"the schema owner runs `etl grants --role {role} --apply`",
+    )
 
 
 def grant_statements(conn: psycopg.Connection, role: str) -> list[str]:

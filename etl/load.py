@@ -74,7 +74,9 @@ def describe_db_error(exc: psycopg.Error) -> str:
     msg = (diag.message_primary if diag and diag.message_primary else str(exc)).strip()
     detail = diag.message_detail if diag else None
     text = f"{exc.sqlstate}: {msg}" + (f" ({detail})" if detail else "")
-    return text.replace("\n", " ")[:500]
+    from etl.privacy import scrub_db_message
+
+    return scrub_db_message(text.replace("\n", " "))[:500]
 
 
 class Loader:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from etl import fastpath, indexes, pg, target
+from etl import fastpath, foreign, indexes, pg, target
 from etl.errors import EtlError, Interrupted
 from etl.fastpath import FastPath
 from etl.mapping import load_mapping
@@ -123,7 +123,9 @@ class Migration:
         transaction; a Pinner renewing it while the copy runs, or None. Without WAL access
         (a non-admin user, a cluster) the copy goes on: sync will say it cannot follow it."""
         try:
-            p = sync_start.record_migrate_start(conn, run_id, source, from_tick=self.from_tick)
+            p = sync_start.record_migrate_start(
+                conn, run_id, source, from_tick=self.from_tick, resumed=self.resume
+            )
         except EtlError as exc:
             if self.from_tick is not None:
                 raise
@@ -217,6 +219,8 @@ class Migration:
                 )
                 pinner = self.record_wal_start(conn, run.run_id, source)
                 conn.commit()
+                if not self.resume:
+                    foreign.say_foreign_rows(conn, list(by_table))
                 indexes.rebuild(conn)  # what a crashed run left behind, before anything else
                 if self.defer_indexes(conn, run.run_id, list(by_table)):
                     builder = indexes.BackgroundBuilder(

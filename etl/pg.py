@@ -8,7 +8,6 @@ running so that `etl pg-url` and psql can reach it afterwards. `etl pg-stop` sto
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from psycopg import abc, sql
 from psycopg.conninfo import conninfo_to_dict
 
 from etl.errors import PermanentError, TransientError
-from etl.settings import Settings, default_embedded_dir
+from etl.settings import Settings
 
 
 def embedded_dsn(data_dir: str | Path, *, announce: bool = True, temporary: bool = False) -> str:
@@ -48,18 +47,13 @@ def embedded_dsn(data_dir: str | Path, *, announce: bool = True, temporary: bool
             hint=f"see {path / 'log'}, or set ETL_PG_DSN to use another server",
         ) from None
     dsn = server.get_uri()
-    if announce:
-        what = "created and started" if fresh else "using"
-        where = (
-            "; it is this user's server, whichever directory etl runs in (ETL_EMBEDDED_DIR or "
-            "postgres.embedded_dir moves it)"
-            if fresh and path == default_embedded_dir().expanduser().resolve()
-            else ""
-        )
-        print(
-            f"etl: no PostgreSQL configured; {what} the embedded server in {path} "
-            f"(etl pg-url prints how to connect){where}",
-            file=sys.stderr,
+    if announce and fresh:
+        from etl.logs import notice
+
+        notice(
+            f"etl: no PostgreSQL configured; created and started the embedded server in {path}"
+            " for this project (etl pg-url prints how to connect; ETL_EMBEDDED_DIR or"
+            " postgres.embedded_dir moves it)"
         )
     return dsn
 
@@ -67,6 +61,49 @@ def embedded_dsn(data_dir: str | Path, *, announce: bool = True, temporary: bool
 def resolve_dsn(settings: Settings, *, announce: bool = True) -> str:
     dsn = settings.postgres.dsn.get_secret_value()
     return dsn or embedded_dsn(settings.postgres.embedded_dir, announce=announce)
+
+
+def describe_settings(settings: Settings, env=None) -> str:
+    """Which server and database etl works on, before connecting, for the first line of every
+    command: host, port, database and where the DSN came from (libpq's environment fills in what
+    the DSN leaves out, as libpq does), or "embedded at PATH". Never the password."""
+    import os
+
+    dsn = settings.postgres.dsn.get_secret_value()
+    if not dsn:
+        return f"PostgreSQL embedded at {Path(settings.postgres.embedded_dir).expanduser()}"
+    env = os.environ if env is None else env
+    try:
+        p = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "PostgreSQL <unparsable DSN>"
+    origin = settings.dsn_origin.replace("command-line flag", "--dsn") or "postgres.dsn"
+    origin = origin.replace("environment variable ", "")
+    if p.get("service") or (env.get("PGSERVICE") and not p.get("host")):
+        service = p.get("service") or env.get("PGSERVICE")
+        return f"PostgreSQL service {service} (from {origin})"
+    host = p.get("host") or p.get("hostaddr") or env.get("PGHOST") or env.get("PGHOSTADDR")
+    host = host or "the local socket"
+    port = p.get("port") or env.get("PGPORT") or "5432"
+    user = p.get("user") or env.get("PGUSER")
+    db = p.get("dbname") or env.get("PGDATABASE") or user or "(the user's name)"
+    return f"PostgreSQL {host}:{port}, database {db} (from {origin})"
+
+
+def role_of(settings: Settings) -> str | None:
+    """The user etl logs in as, as libpq picks it: the DSN's, else PGUSER, else the OS user
+    (the embedded server: its superuser)."""
+    import getpass
+    import os
+
+    dsn = settings.postgres.dsn.get_secret_value()
+    if not dsn:
+        return "postgres"
+    try:
+        user = conninfo_to_dict(dsn).get("user")
+    except psycopg.ProgrammingError:
+        return None
+    return str(user or os.environ.get("PGUSER") or getpass.getuser())
 
 
 def describe_target(dsn: str) -> str:

@@ -32,7 +32,7 @@ PREFLIGHT_SCHEMA_VERSION = 1
 STATUSES = ("ok", "info", "warn", "fail")
 MIN_SERVER_VERSION = 140000  # PostgreSQL 14
 
-# The basis of the estimate when this database has no finished migrate to measure: README,
+# The basis of the estimate when this database has no finished migrate to measure: docs/figures.md,
 # Performance: `etl migrate --all` loaded 5,505 (dump) and 5,675 (HTTP) docs/s on 2 cores, one
 # process, index builds included; 100k generated ATSPro documents are 168 MB of JSON.
 DEFAULT_DOCS_PER_SECOND = 5000.0
@@ -633,13 +633,15 @@ class Preflight:
         else:
             rate, per_doc = DEFAULT_DOCS_PER_SECOND, None
             basis = (
-                f"etl's documented default: {DEFAULT_DOCS_PER_SECOND:,.0f} docs/s (README,"
+                f"etl's documented default: {DEFAULT_DOCS_PER_SECOND:,.0f} docs/s (docs/figures.md,"
                 " Performance: one process on 2 cores, index builds included); no finished"
                 " migrate in this database to measure"
             )
         if per_doc is None:
             per_doc = DEFAULT_BYTES_PER_DOCUMENT
-            size_basis = f"{DEFAULT_BYTES_PER_DOCUMENT:,} bytes a document, the README's figure"
+            size_basis = (
+                f"{DEFAULT_BYTES_PER_DOCUMENT:,} bytes a document, the figure of docs/figures.md"
+            )
         else:
             size_basis = f"{per_doc:,.0f} bytes a document, measured"
         nbytes = int(docs * per_doc)
@@ -730,23 +732,9 @@ def _measured_rate(conn: psycopg.Connection) -> dict[str, Any] | None:
 
 
 def _lacking(conn: psycopg.Connection, g) -> list[str]:
-    """The privileges of grant `g` the current role does not have."""
-    test = {
-        "DATABASE": "has_database_privilege(current_database(), p)",
-        "SCHEMA": "has_schema_privilege((parse_ident(%s))[1], p)",
-        "TABLE": "has_table_privilege(%s, p)",
-        "SEQUENCE": "has_sequence_privilege(%s, p)",
-        "FUNCTION": "has_function_privilege(%s, p)",
-    }[g.kind]
-    args = () if g.kind == "DATABASE" else (g.name,)
-    return [
-        p
-        for (p,) in conn.execute(
-            f"select p from unnest(%s::text[]) with ordinality as u(p, n) where not {test}"
-            " order by n",
-            (list(g.privileges), *args),
-        )
-    ]
+    from etl.grants import lacking
+
+    return lacking(conn, g)
 
 
 def _setting_note(name: str, shown: str, raw: str) -> tuple[str, str]:

@@ -101,13 +101,13 @@ class Run:
     # -- identity ----------------------------------------------------------------------------
     @classmethod
     def new(cls, settings, command: str, *, dry_run: bool = False) -> Run:
-        dsn = _checked_dsn(settings)
+        dsn = _checked_dsn(settings, command)
         return cls(settings, command, state.new_run_id("dryrun" if dry_run else command), dsn)
 
     @classmethod
     def resume(cls, settings, command: str = "migrate") -> Run:
         """The newest run of `command` that did not finish, with its checkpoints."""
-        dsn = _checked_dsn(settings)
+        dsn = _checked_dsn(settings, command)
         with pg.connect(dsn) as conn:
             prev = state.latest_resumable_run(conn, command)
             if prev is None:
@@ -242,11 +242,16 @@ class Run:
             self._lock_conn = None
 
 
-def _checked_dsn(settings) -> str:
-    """The target's DSN, once its schema is known to be the one this etl applies."""
+def _checked_dsn(settings, command: str = "migrate") -> str:
+    """The target's DSN, once its schema is known to be the one this etl applies (and, for a
+    migrate, once the role is known to hold every privilege it writes with)."""
     dsn = pg.resolve_dsn(settings)
     with pg.connect(dsn) as conn:
         state.require_schema(conn)
+        if command == "migrate":
+            from etl.grants import require_privileges
+
+            require_privileges(conn)
         mapping = load_mapping(settings.migrate.mapping)
         require_applied(conn, mapping.generic_targets(), mapping.path)
     return dsn

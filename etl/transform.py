@@ -113,6 +113,19 @@ def reference_key(raw: Any) -> str | None:
 
 
 def _short(v: Any, n: int = 60) -> str:
+    """A field value in a reject reason or warning: only its type unless --show-values."""
+    from etl.privacy import shown
+
+    return shown(v, n)
+
+
+def _ref(v: Any) -> str:
+    """An edge's _from or _to: a document id (as the reject's key is) when it is a string."""
+    return _literal(v) if isinstance(v, str) else _short(v)
+
+
+def _literal(v: Any, n: int = 60) -> str:
+    """A value of the mapping itself (a default), not of a document: always shown."""
     try:
         s = jsonutil.dumps_str(v)
     except Exception:  # noqa: BLE001 - only for a message
@@ -178,7 +191,7 @@ class _StringFixer:
         m = _SURROGATE.search(s)
         if not has_nul and m is None:
             return s
-        where = _pathstr(path) + (f" (key {_short(s, 40)})" if what == "key" else "")
+        where = _pathstr(path) + (f" (key {_literal(s, 40)})" if what == "key" else "")
         if has_nul and self.nul == "reject":
             raise _Bad(f"nul_in_string: {where} contains \\u0000")
         if m is not None and self.sur == "reject":
@@ -314,7 +327,7 @@ class Transformer:
                         collection,
                         key,
                         f"unmapped_type: {'.'.join(cm.route_on)}="
-                        f"{_short(value, 40)} has no mapping",
+                        f"{_literal(value, 40)} has no mapping",
                     )
             return self._row(target, key, clean, escaped, warnings)
         except _Bad as exc:
@@ -377,10 +390,10 @@ class Transformer:
         ):
             v = doc.get(attr)
             if not isinstance(v, str) or "/" not in v:
-                raise _Bad(f"{code}: {attr} is {_short(v, 60)}, not '<collection>/<key>'")
+                raise _Bad(f"{code}: {attr} is {_ref(v)}, not '<collection>/<key>'")
             c, _, k = v.partition("/")
             if c != coll or not k:
-                raise _Bad(f"{code}: {attr} {_short(v, 60)} is not in collection {coll!r}")
+                raise _Bad(f"{code}: {attr} {_ref(v)} is not in collection {coll!r}")
             ends.append(k)
         edge = doc if escaped is None else {**doc, "_etl_escaped": escaped}
         return EdgeLink(
@@ -418,7 +431,7 @@ class Transformer:
                     values[f.name] = coerce(ctype, f.default)[1]
                     mapped_from[f.name] = None
                     warnings.append(
-                        f"default: {f.name} = {_short(f.default)} (no usable "
+                        f"default: {f.name} = {_literal(f.default)} (no usable "
                         f"{' / '.join(f.path_strings)})"
                     )
                 continue

@@ -18,22 +18,26 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-# Never the operator's embedded server: etl's default data directory is per user
-# ($XDG_DATA_HOME/etl/pgdata), so the suite and every etl process it starts get a private
+# Never the operator's embedded server: etl's default data directory is per project, under
+# $XDG_DATA_HOME/etl/projects/, so the suite and every etl process it starts get a private
 # XDG_DATA_HOME. Tests use their own servers (pg_admin_dsn); one started there by a test that
 # relied on the default is stopped at the end of the session.
 _XDG_DATA_HOME = Path(tempfile.mkdtemp(prefix="etl-test-xdg-"))
 os.environ["XDG_DATA_HOME"] = str(_XDG_DATA_HOME)
+# nor a server libpq's environment of the shell names (etl honours PGHOST and friends)
+for _var in ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGSERVICE"):
+    os.environ.pop(_var, None)
+os.environ.pop("PGPASSFILE", None)
 
 
 def pytest_sessionfinish(session, exitstatus):
     import shutil
 
-    data = _XDG_DATA_HOME / "etl" / "pgdata"
-    if (data / "postmaster.pid").exists():
-        from etl.pg import stop_embedded
+    from etl.pg import stop_embedded
 
-        stop_embedded(data)
+    # the default is one server per project directory: $XDG_DATA_HOME/etl/projects/*/pgdata
+    for pid in (_XDG_DATA_HOME / "etl").glob("projects/*/pgdata/postmaster.pid"):
+        stop_embedded(pid.parent)
     shutil.rmtree(_XDG_DATA_HOME, ignore_errors=True)
 
 

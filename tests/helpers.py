@@ -5,6 +5,7 @@ one-value queries and the migrated rows."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -51,10 +52,20 @@ def etl(
     )
 
 
+# the first line of every command: which PostgreSQL and source it works on (a log record)
+HEADER = re.compile(r"^\S+ INFO etl: (PostgreSQL|source) ")
+
+
+def error_lines(stderr: str) -> list[str]:
+    """stderr's lines without the first line that names the server and source."""
+    return [ln for ln in stderr.splitlines() if ln.strip() and not HEADER.match(ln)]
+
+
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
-    """An operator's error: exit status 2 and one line on stderr (no traceback) naming `needles`."""
+    """An operator's error: exit status 2 and one line on stderr (no traceback) naming `needles`,
+    besides the first line that names the server and source."""
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    lines = error_lines(proc.stderr)
     assert len(lines) == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     for n in needles:

@@ -104,3 +104,17 @@ def test_the_check_finds_a_missing_file_a_missing_heading_and_ignores_code(tmp_p
     assert "docs/also-missing.md -> no such file" in problems[2]
     assert slug("Sources (etl/sources/)") == "sources-etlsources"
     assert anchors(tmp_path / "docs" / "other.md") == {"other-page", "the-flow-etlsync"}
+
+
+def test_readme_is_a_front_door_under_300_lines_linking_every_docs_page():
+    """What it is, install, quick start, commands, figures; runbooks and design notes in docs/."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    assert len(text.splitlines()) < 300
+    heads = [m.group(2) for _, ln in _prose_lines(text) if (m := _HEADING.match(ln))]
+    for needed in ("Install", "Quick start", "Commands", "Figures", "Documentation"):
+        assert needed in heads, heads
+    linked = {
+        Path(t.partition("#")[0]).name for _, ln in _prose_lines(text) for t in _LINK.findall(ln)
+    }
+    pages = {p.name for p in documentation()[1:]}
+    assert pages <= linked, pages - linked

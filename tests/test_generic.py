@@ -20,7 +20,7 @@ from etl.reconcile.run import Reconciliation
 from etl.settings import load_settings
 from etl.transform import row_id
 from tests import generic_dumps as shop
-from tests.helpers import etl
+from tests.helpers import error_lines, etl
 from tests.test_report_schema import validate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -301,7 +301,7 @@ def test_cli_flow_and_operator_errors(schema_db, tmp_path):
     assert again.returncode == 2 and "exists" in again.stderr
     # migrate before the mapping's tables exist: one line, exit 2
     proc = etl("migrate", "--all", "--mapping", str(m), "--source", f"dump:{dump}", env=env)
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.returncode == 2 and len(error_lines(proc.stderr)) == 1, proc.stderr
     assert "apply-schema --mapping" in proc.stderr
     assert etl("apply-schema", "--mapping", str(m), env=env).returncode == 0
     second = etl("apply-schema", "--mapping", str(m), env=env)
@@ -326,7 +326,7 @@ def test_cli_flow_and_operator_errors(schema_db, tmp_path):
         )
     )
     bad = etl("apply-schema", "--mapping", str(m), env=env)
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
+    assert bad.returncode == 2 and len(error_lines(bad.stderr)) == 1, bad.stderr
     assert "changes typed column city2 of table arango.users, which holds rows" in bad.stderr
     # a bad mapping and an unreadable source: one line, exit 2
     (tmp_path / "bad.toml").write_text('mapping_version = "x"\n[collections.a]\nkind = "generic"\n')
@@ -340,4 +340,4 @@ def test_cli_flow_and_operator_errors(schema_db, tmp_path):
         str(tmp_path / "x.toml"),
         env=env,
     )
-    assert gone.returncode == 2 and gone.stderr.count("\n") == 1, gone.stderr
+    assert gone.returncode == 2 and len(error_lines(gone.stderr)) == 1, gone.stderr

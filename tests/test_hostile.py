@@ -273,8 +273,7 @@ def test_hostile_run_id_for_purge_rejects_deletes_nothing_else(schema_db, tmp_pa
             " values ('r1', 'resumes', 'k', '{}', 'x', 'transform')"
         )
     proc = etl("purge-rejects", "--run", run, env={"ETL_PG_DSN": schema_db})
-    assert proc.returncode == 0, proc.stderr
-    assert "deleted 0 rejected document(s)" in proc.stdout
+    assert proc.returncode == 2 and "is not a run id" in proc.stderr, proc.stderr
     with psycopg.connect(schema_db) as conn:
         assert conn.execute("select count(*) from etl_rejects").fetchone()[0] == 1
         assert conn.execute("select count(*) from etl_runs").fetchone()[0] == 1

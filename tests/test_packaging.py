@@ -27,12 +27,16 @@ from tests.helpers import REPO, assert_one_line_error, etl
 TEMPLATE = REPO / "configs" / "etl.toml"
 
 
+# the embedded server's directory depends on the project (the settings file's directory)
+_WHERE = {"source_file": True, "dsn_origin": True, "postgres": {"embedded_dir"}}
+
+
 def _defaults() -> dict:
-    return Settings().model_dump(mode="json", exclude={"source_file"})
+    return Settings().model_dump(mode="json", exclude=_WHERE)
 
 
 def _loaded(path: Path) -> dict:
-    return load_settings(path, env={}).model_dump(mode="json", exclude={"source_file"})
+    return load_settings(path, env={}).model_dump(mode="json", exclude=_WHERE)
 
 
 # -- shipped files -------------------------------------------------------------------------------
@@ -81,7 +85,7 @@ def test_template_lists_every_key_with_its_default_and_variable():
     by_section = dict(zip(sections[1::2], sections[2::2]))
     env_of = {key: var for var, key in ENV_VARS.items()}
     for section, field in Settings.model_fields.items():
-        if section == "source_file":
+        if section in ("source_file", "dsn_origin"):
             continue
         body = by_section[section]
         for key, f in field.annotation.model_fields.items():
@@ -101,7 +105,7 @@ def test_template_loads_back_as_the_defaults_as_written_and_uncommented(tmp_path
     assert sum(len(v) for v in raw.values()) == sum(
         len(f.annotation.model_fields)
         for n, f in Settings.model_fields.items()
-        if n != "source_file"
+        if n not in ("source_file", "dsn_origin")
     )
     assert _loaded(uncommented) == _defaults()
 
@@ -109,31 +113,40 @@ def test_template_loads_back_as_the_defaults_as_written_and_uncommented(tmp_path
 # -- defaults that do not depend on the current directory ------------------------------------------
 
 
-def test_defaults_are_the_shipped_mapping_and_the_per_user_data_dir(monkeypatch, tmp_path):
+def test_defaults_are_the_shipped_mapping_and_a_data_dir_per_project(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     seen = []
-    for d in ("a", "b"):
-        (tmp_path / d).mkdir()
+    for d in ("a", "b", "a"):
+        (tmp_path / d).mkdir(exist_ok=True)
         monkeypatch.chdir(tmp_path / d)
         s = load_settings(None, env={})
         assert s.source_file is None
         seen.append((s.postgres.embedded_dir, s.migrate.mapping, s.migrate.reports_dir))
-    assert seen[0] == seen[1]
+    assert seen[0] == seen[2] and seen[0][0] != seen[1][0]  # one server per directory
     embedded, mapping, reports = seen[0]
-    assert Path(embedded) == tmp_path / "xdg" / "etl" / "pgdata"
+    assert Path(embedded).is_relative_to(tmp_path / "xdg" / "etl" / "projects")
+    assert Path(embedded).parent.name.startswith("a-") and Path(embedded).name == "pgdata"
     assert Path(mapping) == resources.default_mapping() and Path(mapping).is_file()
     assert reports == "reports"  # relative: ./reports of wherever etl runs
+    # a settings file named by --config or ETL_SETTINGS: its directory is the project
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "night.toml").write_text("")
+    named = load_settings(tmp_path / "proj" / "night.toml", env={}).postgres.embedded_dir
+    assert Path(named).parent.name.startswith("proj-")
 
 
-def test_root_without_xdg_data_home_keeps_its_server_out_of_root(monkeypatch):
+def test_root_without_xdg_data_home_keeps_its_server_out_of_root(monkeypatch, tmp_path):
     from etl.settings import default_embedded_dir
 
     monkeypatch.delenv("XDG_DATA_HOME")
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    assert default_embedded_dir() == Path("/var/lib/etl/pgdata")
+    root = default_embedded_dir(tmp_path / "night")
+    assert root.is_relative_to("/var/lib/etl/projects") and root.parent.name.startswith("night-")
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     monkeypatch.setenv("HOME", "/home/op")
-    assert default_embedded_dir() == Path("/home/op/.local/share/etl/pgdata")
+    user = default_embedded_dir(tmp_path / "night")
+    assert user.is_relative_to("/home/op/.local/share/etl/projects")
+    assert user.parent.name == root.parent.name
 
 
 def test_overrides_of_the_data_dir_and_the_mapping(monkeypatch, tmp_path):
@@ -208,7 +221,7 @@ def test_python_m_etl_and_the_etl_script_are_one_program(tmp_path):
     proc = subprocess.run(
         [str(script), "--version"], capture_output=True, text=True, cwd=tmp_path, timeout=60
     )
-    assert proc.returncode == 0 and proc.stdout == etl("--version").stdout
+    assert proc.returncode == 0 and proc.stdout == etl("--version", cwd=tmp_path).stdout
 
 
 def test_shell_completion(tmp_path):
@@ -246,25 +259,30 @@ def test_reports_dir_is_announced_when_etl_creates_it(schema_db, tmp_path):
     assert len(list((tmp_path / "reports").glob("*.json"))) == 2
 
 
-def test_two_directories_share_the_per_user_embedded_server(tmp_path):
-    """No DSN, no ETL_EMBEDDED_DIR: the server lives under XDG_DATA_HOME, not in ./.etl."""
+def test_each_project_directory_has_its_own_embedded_server(tmp_path):
+    """No DSN, no ETL_EMBEDDED_DIR: one server per project directory (a demo's rows never mix
+    with a real night's), kept under XDG_DATA_HOME, not in the project; --version and status
+    say where."""
     env = {"XDG_DATA_HOME": str(tmp_path / "xdg")}
-    data = tmp_path / "xdg" / "etl" / "pgdata"
     for d in ("a", "b"):
         (tmp_path / d).mkdir()
+    where = {d: etl("--version", env=env, cwd=tmp_path / d).stdout.splitlines()[-1] for d in "ab"}
+    assert where["a"] != where["b"], where
+    assert where["a"].startswith("PostgreSQL embedded at ") and "this project's" in where["a"]
+    data = Path(where["a"].split(" at ", 1)[1].split(" (")[0])
+    assert data.is_relative_to(tmp_path / "xdg") and data.parent.name.startswith("a-")
     try:
         first = etl("status", env=env, cwd=tmp_path / "a")
         assert first.returncode == 2  # no schema yet; the server was created all the same
-        assert (
-            f"created and started the embedded server in {data}" in first.stderr
-            and "this user's server, whichever directory etl runs in" in first.stderr
-        ), first.stderr
-        urls = [etl("pg-url", env=env, cwd=tmp_path / d).stdout for d in ("a", "b")]
-        assert urls[0] == urls[1] and urls[0].startswith("postgresql://")
-        assert "using the embedded server" in etl("status", env=env, cwd=tmp_path / "b").stderr
-        assert not (tmp_path / "a" / ".etl").exists() and not (tmp_path / "b" / ".etl").exists()
+        assert f"created and started the embedded server in {data}" in first.stderr
+        assert first.stderr.splitlines()[0].endswith(f"etl: PostgreSQL embedded at {data}")
+        url = etl("pg-url", env=env, cwd=tmp_path / "a").stdout
+        assert url.startswith("postgresql://")
+        again = etl("status", env=env, cwd=tmp_path / "a").stderr
+        assert "created" not in again and f"embedded at {data}" in again
+        assert not (tmp_path / "b" / "xdg").exists() and not (tmp_path / "a" / ".etl").exists()
     finally:
-        stop = etl("pg-stop", env=env, cwd=tmp_path)
+        stop = etl("pg-stop", env=env, cwd=tmp_path / "a")
     assert stop.returncode == 0 and str(data) in stop.stdout, stop.stderr
 
 

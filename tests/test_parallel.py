@@ -20,7 +20,7 @@ from etl.parallel import ParallelMigration, needs_of
 from etl.reconcile import Reconciliation
 from etl.settings import load_settings
 from tests.datagen import generate
-from tests.helpers import arango_env, scalar, seed_dataset
+from tests.helpers import arango_env, error_lines, scalar, seed_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 TABLES = ("resume_documents", "job_documents", "optimization_results", "research_results")
@@ -268,9 +268,9 @@ def test_worker_for_an_unknown_run_is_one_line_exit_2(schema_db, tmp_path, arang
         timeout=60,
     )
     assert proc.returncode == 2
-    assert [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")] == [
-        ln for ln in proc.stderr.splitlines() if ln.strip()
-    ]
+    assert [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")] == error_lines(
+        proc.stderr
+    )
     assert "no-such-run" in proc.stderr
 
 

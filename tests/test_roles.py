@@ -11,7 +11,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from tests.datagen import generate, write_dump
-from tests.helpers import etl
+from tests.helpers import error_lines, etl
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +65,12 @@ def test_a_loader_with_the_printed_grants_migrates_and_reconciles(
 
 def test_grants_of_an_unknown_role_or_schema_is_one_line(empty_db, schema_db):
     proc = etl("grants", "--role", "no_such_role_x", env={"ETL_PG_DSN": schema_db})
-    assert proc.returncode == 2 and proc.stderr.startswith("error: role 'no_such_role_x'")
+    assert proc.returncode == 2 and error_lines(proc.stderr)[0].startswith(
+        "error: role 'no_such_role_x'"
+    )
     proc = etl("grants", "--role", "postgres", env={"ETL_PG_DSN": empty_db})
     assert proc.returncode == 2 and "apply-schema" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+    assert len(error_lines(proc.stderr)) == 1
 
 
 def test_an_extension_the_role_cannot_create_stops_apply_schema_before_anything(
@@ -84,7 +86,7 @@ def test_an_extension_the_role_cannot_create_stops_apply_schema_before_anything(
     try:
         proc = etl("apply-schema", env={"ETL_PG_DSN": make_conninfo(db, user=owner)})
         assert proc.returncode == 2, proc.stdout + proc.stderr
-        lines = proc.stderr.strip().splitlines()
+        lines = error_lines(proc.stderr)
         assert len(lines) == 1 and lines[0].startswith("error: PostgreSQL extension "), lines
         assert (
             '"bloom"' in lines[0] and "superuser" in lines[0] and "nothing was applied" in lines[0]

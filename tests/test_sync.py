@@ -23,7 +23,7 @@ from etl.settings import load_settings
 from etl.transform import row_id
 from tests.datagen import generate
 from tests.fakearango.fixtures import DATABASE, client_db
-from tests.helpers import REPO, arango_env, etl, scalar, seed_dataset
+from tests.helpers import REPO, arango_env, error_lines, etl, scalar, seed_dataset
 
 
 def free_port() -> int:
@@ -149,7 +149,7 @@ def test_a_pruned_log_ends_in_one_line_naming_a_new_migrate(schema_db, tmp_path,
     app.col("resumes").insert({"_key": "after-prune", "user_id": "u", "filename": "f"})
     r = etl("sync", "--until-current", env=env)
     assert r.returncode == 2, r.stderr
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    lines = error_lines(r.stderr)
     assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
     assert "no longer covers" in lines[0] and "etl migrate" in lines[0]
     assert "Traceback" not in r.stderr
@@ -182,7 +182,7 @@ def test_collection_ddl_stops_sync_with_one_line(schema_db, tmp_path, arango_ser
     ddl(arango_server)
     r = etl("sync", "--until-current", env=env)
     assert r.returncode == 2, r.stderr
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    lines = error_lines(r.stderr)
     assert len(lines) == 1 and said in lines[0] and "on_collection_ddl" in lines[0], r.stderr
     assert scalar(schema_db, "select count(*) from job_documents") == before
 

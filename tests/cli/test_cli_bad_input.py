@@ -15,14 +15,14 @@ from psycopg.conninfo import make_conninfo
 
 from tests.datagen import generate, write_dump
 from tests.fakearango.fixtures import DATABASE, ROOT_PASSWORD, seed
-from tests.helpers import REPO, assert_one_line_error, etl
+from tests.helpers import REPO, assert_one_line_error, error_lines, etl
 
 MAPPING = REPO / "configs" / "atspro.toml"
 
 
 def assert_error(proc, *needles):
     assert_one_line_error(proc, *needles)
-    assert proc.stderr.strip().startswith("error:"), proc.stderr
+    assert error_lines(proc.stderr)[-1].startswith("error:"), proc.stderr
 
 
 @pytest.fixture(scope="module")
@@ -252,7 +252,7 @@ def test_cli_wrong_postgres_password(pg_role, schema_db, tmp_path, dump, command
         ["migrate", "--all", "--source", "dump:DUMP"],
         ["reconcile", "--all", "--source", "dump:DUMP"],
         ["status"],
-        ["purge-rejects", "--run", "x"],
+        ["purge-rejects", "--run", "migrate-20260101T000000Z-abcdef"],
         ["schema-status"],
     ],
 )
@@ -272,7 +272,7 @@ def test_cli_unreachable_postgres_port(tmp_path, dump, command):
         ["migrate", "--all", "--source", "dump:DUMP"],
         ["reconcile", "--all", "--source", "dump:DUMP"],
         ["status"],
-        ["purge-rejects", "--run", "x"],
+        ["purge-rejects", "--run", "migrate-20260101T000000Z-abcdef"],
         ["schema-status"],
     ],
 )
