@@ -645,7 +645,7 @@ def test_a_slot_gone_or_lost_is_one_line_and_retire_force_clears(
     scalar(db, "select count(*) from pg_drop_replication_slot(%s)", slot)  # as an invalidation
     r = etl(env, "fallback", "--until-current")
     assert r.returncode == 2, r.stdout + r.stderr
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    lines = helpers.error_lines(r.stderr)
     assert len(lines) == 1 and f"replication slot {slot} cannot be read" in lines[0], r.stderr
     r = etl(env, "fallback", "retire", "--force")
     assert r.returncode == 0, r.stderr
@@ -695,7 +695,7 @@ def test_capture_logical_on_a_replica_level_server_is_one_line(schema_db, tmp_pa
     env = migrated(arango_server, schema_db, tmp_path, n=4, seed=67)
     r = etl(env, "fallback", "arm", "--capture", "logical")
     assert r.returncode == 2, r.stdout + r.stderr
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    lines = helpers.error_lines(r.stderr)
     assert len(lines) == 1 and "wal_level = replica" in lines[0], r.stderr
     assert "--capture trigger" in lines[0]
 
