@@ -424,8 +424,12 @@ def test_a_fallback_key_maps_back_to_its_row_id():
     assert row_id("resumes", "pg-" + rid.upper()) != rid  # the rule writes lowercase only
 
 
-def test_cutover_back_to_arangodb_says_go_after_the_last_writes(schema_db, tmp_path, arango_server):
+def test_cutover_back_to_arangodb_says_go_after_the_last_writes(
+    capture_db, tmp_path, arango_server
+):
+    schema_db, mechanism = capture_db
     env = cut_over(arango_server, schema_db, tmp_path, seed=66)
+    assert scalar(schema_db, "select mechanism from etl_fallback_state") == mechanism
     with psycopg.connect(schema_db) as conn:
         conn.execute(
             "insert into job_documents (user_id, title, company) values ('u-b', 'Back', 'Co')"
