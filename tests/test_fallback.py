@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -621,6 +622,30 @@ def test_logical_arm_status_retire_and_rollback(logical_schema_db, tmp_path, ara
     assert "The way back" in s.stdout and "retained_wal_bytes" in s.stdout, s.stdout
     r = etl(env, "fallback", "retire")  # the change in the slot is not applied yet
     assert r.returncode == 2 and "not applied to ArangoDB yet" in r.stderr
+    port = free_port()  # following, with metrics: the slot's WAL is served too
+    p = subprocess.Popen(
+        [sys.executable, "-m", "etl", "fallback", "--metrics-port", str(port)],
+        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    text = ""
+    deadline = time.time() + 30
+    while time.time() < deadline and applied(db) < 1:
+        time.sleep(0.2)
+
+    def retained() -> float:  # the gauge exists (0.0) before the first batch sets it
+        m = re.search(r"^etl_fallback_slot_retained_wal_bytes (\S+)$", text, re.M)
+        return float(m.group(1)) if m else 0.0
+
+    while time.time() < deadline and retained() == 0:
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+        except OSError:
+            pass
+        time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 130, err
+    assert retained() > 0, text
     r = etl(env, "fallback", "--until-current")
     assert r.returncode == 0, r.stdout + r.stderr
     assert applied(db) == 1  # etl's own write-back (provenance) is not captured again

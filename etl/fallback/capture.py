@@ -285,11 +285,17 @@ def backlog(conn: psycopg.Connection) -> dict:
         f"select count(*), pg_total_relation_size('{CHANGES}'),"
         f" extract(epoch from now() - min(changed_at)) from {CHANGES}",
     )
-    return {
+    out = {
         "pending_changes": int(n),
         "change_table_bytes": int(size),
         "oldest_pending_seconds": None if oldest is None else round(float(oldest), 3),
     }
+    st = state(conn)
+    if st is not None and st["mechanism"] == "logical":  # what the slot holds on the server
+        out["retained_wal_bytes"] = decoding.slot_status(conn, st["slot_name"]).get(
+            "retained_wal_bytes"
+        )
+    return out
 
 
 def read_committed(conn: psycopg.Connection, limit: int) -> tuple[list[Change], bool]:
