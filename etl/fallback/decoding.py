@@ -119,8 +119,8 @@ def parse_change(table: str, op: str, rest: str) -> list[tuple[str, str, str, di
         new, _ = parse_tuple(rest)
         return [(table, new["id"] or "", "I", None)]
     if op == "DELETE":
-        old, _ = parse_tuple(rest)
-        return [(table, old["id"] or "", "D", _old_row(old))]
+        gone, _ = parse_tuple(rest)
+        return [(table, gone["id"] or "", "D", _old_row(gone))]
     # UPDATE: with REPLICA IDENTITY FULL the old row comes first (old-key: ... new-tuple: ...)
     old: dict[str, str | None] = {}
     i = 0
@@ -128,8 +128,9 @@ def parse_change(table: str, op: str, rest: str) -> list[tuple[str, str, str, di
         old, i = parse_tuple(rest, len("old-key: "))
         i += len("new-tuple: ")
     new, _ = parse_tuple(rest, i)
-    if old.get("id") and old["id"] != new["id"]:  # the key changed: a delete and an insert
-        return [(table, old["id"], "D", _old_row(old)), (table, new["id"] or "", "I", None)]
+    was = old.get("id")
+    if was and was != new["id"]:  # the key changed: a delete and an insert
+        return [(table, was, "D", _old_row(old)), (table, new["id"] or "", "I", None)]
     return [(table, new["id"] or "", "U", None)]
 
 
@@ -199,7 +200,7 @@ def pump(conn: psycopg.Connection, st: dict, limit: int) -> tuple[int, list[str]
     the changes moved and what cannot be replayed."""
     slot, tables = st["slot_name"], set(st["tables"])
     pumped = lsn_int(st["pumped_lsn"]) if st.get("pumped_lsn") else 0
-    moved, problems = 0, []
+    moved, problems = 0, list[str]()
     conn.rollback()
     while True:
         rows = peek(conn, slot, limit)
