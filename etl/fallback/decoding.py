@@ -146,7 +146,10 @@ def parse(rows: list[tuple[str, str]], tables: set[str]) -> tuple[list[Tx], list
         elif data.startswith("COMMIT") and cur is not None:
             m = _COMMIT.match(data)
             if m and m.group(1):
-                cur.committed_at = datetime.fromisoformat(m.group(1))
+                try:
+                    cur.committed_at = datetime.fromisoformat(m.group(1))
+                except ValueError:  # the lag then counts from the move into the table
+                    cur.committed_at = None
             cur.end_lsn = lsn
             txs.append(cur)
             cur = None
