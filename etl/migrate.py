@@ -10,17 +10,18 @@ from collections.abc import Callable
 import psycopg
 
 from etl import fastpath, foreign, indexes, pg, target
-from etl.errors import EtlError, Interrupted
+from etl.errors import EtlError
 from etl.fastpath import FastPath
 from etl.mapping import load_mapping
 from etl.pipeline import Pipeline
-from etl.results import CollectionResult, RunSummary, now_iso, rate, summary_counts
+from etl.results import CollectionResult, RunSummary, rate
 from etl.runs import Run, select_collections
 from etl.settings import Settings
 from etl.sources import open_source
 from etl.sources.arango import ArangoSource
 from etl.spec import MigrateSpec
 from etl.state import Checkpoint, CollectionCheckpoints
+from etl.summary import outcome
 from etl.sync import start as sync_start
 
 log = logging.getLogger("etl.migrate")
@@ -183,9 +184,6 @@ class Migration:
             run_id=run.run_id,
             command="migrate",
             dry_run=self.dry_run,
-            state="running",
-            started_at=now_iso(),
-            finished_at=None,
             source=source.description,
             target=pg.target_label(self.settings, run.dsn),
             schema_version=pg.schema_version(conn),
@@ -228,15 +226,9 @@ class Migration:
                         indexes.BUILD_CONNECTIONS if fastpath.lever_on("parallel_index") else 1,
                     )
                 self._collections(pipeline, source, names, run.checkpoints, summary, builder)
-            summary.state = "finished"
-        except Interrupted:
-            summary.state = "interrupted"
-            raise
-        except EtlError as exc:
-            summary.state, summary.error = "failed", str(exc)
-            raise
+            summary.end(*outcome(None))
         except BaseException as exc:
-            summary.state, summary.error = "failed", f"{type(exc).__name__}: {exc}"
+            summary.end(*outcome(exc))
             raise
         finally:
             # Without its locks (refused: another migrate runs) this process changed nothing and
@@ -246,7 +238,7 @@ class Migration:
             pipeline.close()
             if pinner is not None:
                 pinner.stop()
-            summary.finished_at = now_iso()
+            summary.stamp()
             if self.dry_run:
                 docs_per_second = rate(summary)
                 total = sum(c.source_count for c in summary.collections)
@@ -254,11 +246,12 @@ class Migration:
                     round(total / docs_per_second, 1) if docs_per_second else None
                 )
             self.summary = summary
-            if summary.collections:
-                self.report_paths = run.write_reports(summary.asdict())
-                self.report_error = run.report_error
-            if run.locked and not self.dry_run:
-                run.finish(summary.state, summary=summary_counts(summary), error=summary.error)
+            run.conclude(
+                summary,
+                report=bool(summary.collections),
+                record=run.locked and not self.dry_run,
+            )
+            self.report_paths, self.report_error = run.report_paths, run.report_error
             source.close()
             run.close()
         return summary

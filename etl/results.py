@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from etl.state import Counts
+from etl.summary import Summary, now_iso  # noqa: F401 - now_iso: many modules take it from here
 
 EXAMPLES_PER_REASON = 5
 MAX_LISTED = 1000  # keys listed per collection (unmapped keys, dangling edges)
@@ -75,52 +75,38 @@ class CollectionResult:
         }
 
 
-@dataclass
-class RunSummary:
-    run_id: str
-    command: str
-    dry_run: bool
-    state: str
-    started_at: str
-    finished_at: str | None
-    source: str
-    target: str
-    schema_version: str | None
-    server_version: str | None
-    mapping_version: str | None
-    batch_size: int
-    collections: list[CollectionResult]
+@dataclass(kw_only=True)
+class RunSummary(Summary):
+    """A migrate run's summary: the common header and, per collection, what it found."""
+
+    command: str = "migrate"
+    dry_run: bool = False
+    schema_version: str | None = None
+    server_version: str | None = None
+    mapping_version: str | None = None
+    batch_size: int = 0
+    collections: list[CollectionResult] = field(default_factory=list)
     estimated_seconds: float | None = None
-    error: str | None = None
     index_builds: list[dict] = field(default_factory=list)
 
     @property
     def has_findings(self) -> bool:
         return any(c.counts.rejected for c in self.collections)
 
-    def asdict(self) -> dict:
+    def body(self) -> dict:
         return {
-            "run_id": self.run_id,
-            "command": self.command,
             "dry_run": self.dry_run,
-            "state": self.state,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "source": self.source,
-            "target": self.target,
             "schema_version": self.schema_version,
             "server_version": self.server_version,
             "mapping_version": self.mapping_version,
             "batch_size": self.batch_size,
             "estimated_seconds": self.estimated_seconds,
-            "error": self.error,
             "index_builds": self.index_builds,
             "collections": [c.asdict() for c in self.collections],
         }
 
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat()
+    def row(self) -> dict:
+        return summary_counts(self)
 
 
 def count_relinked(result: CollectionResult, linked: dict[str, int]) -> None:

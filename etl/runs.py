@@ -15,6 +15,7 @@ from etl.generic.apply import require_applied
 from etl.mapping import load_mapping
 from etl.report import write_reports
 from etl.state import Checkpoint
+from etl.summary import Summary
 
 log = logging.getLogger("etl.runs")
 
@@ -68,8 +69,11 @@ def missing_collections(mapping, known: set[str], requested: list[str], all_: bo
 
 
 class Run:
-    """One run of `command`. Make it with Run.new(), Run.resume() or Run.join(); then lock()
-    its collections, start(), and finish() it once, whatever happened; close() at the end."""
+    """One run of `command`, the same lifecycle for every command. Make it with Run.new(),
+    Run.resume() or Run.join(); lock() its collections, start() it (its heartbeat starts with
+    it), end its Summary (etl/summary.py: outcome() says how it ended) and conclude() it once,
+    whatever happened: the reports and the end row come from that one summary; close() at
+    the end."""
 
     def __init__(
         self,
@@ -201,6 +205,23 @@ class Run:
             log.debug("%s", self.report_error)
             self.report_paths = None
         return self.report_paths
+
+    def conclude(
+        self,
+        summary: Summary,
+        *,
+        markdown: Callable[[dict], str] | None = None,
+        report: bool = True,
+        record: bool = True,
+        also: Callable[[psycopg.Connection], None] | None = None,
+    ) -> None:
+        """The run's end: its summary stamped, its reports written (report) and its end row
+        recorded (record: a run without its locks or a dry run changes nothing in etl_runs)."""
+        summary.stamp()
+        if report:
+            self.write_reports(summary.asdict(), markdown=markdown)
+        if record:
+            self.finish(summary.state, summary=summary.row(), error=summary.error, also=also)
 
     def finish(
         self,

@@ -171,7 +171,9 @@ def test_a_row_postgresql_refuses_is_one_reject_and_the_rest_of_its_batch_loads(
 ):
     data, bad_key = resumes_with_one_postgresql_refuses(9)
     path = write_jsonl(tmp_path / "export", data)
-    summary = run(schema_db, tmp_path, f"jsonl:{path}", all_=True, batch_size=100)
+    summary = run(
+        schema_db, tmp_path, f"jsonl:{path}", all_=True, batch_size=100, allow_missing=True
+    )
     (c,) = [c for c in summary.collections if c.collection == "resumes"]
     assert (c.counts.read, c.counts.inserted, c.counts.rejected) == (10, 9, 1)
     assert c.asdict()["balanced"]

@@ -10,6 +10,7 @@ from etl import pg
 from etl.errors import PermanentError
 from etl.fallback import capture
 from etl.fallback.run import FallbackJob
+from etl.summary import DocSummary, concluded
 
 
 class CutoverBack:
@@ -38,12 +39,11 @@ class CutoverBack:
         )
         self.go = False
 
-    def run(self) -> dict:
+    def run(self) -> DocSummary:
         from etl.reconcile import Reconciliation
 
         job = self.job
-        state, error = "failed", None
-        try:
+        with concluded(self._close):
             job.open()
             job.follow(until_current=True)
             self.say("caught up; freeze writes to PostgreSQL now")
@@ -68,14 +68,13 @@ class CutoverBack:
             doc["freeze_seconds"] = round(time.perf_counter() - frozen_at, 3)
             self.go = not summary.has_differences and not job.conflicts and not job.problems
             doc["verdict"] = "go" if self.go else "no-go"
-            state = "finished"
-        except BaseException as exc:
-            error = str(exc) or type(exc).__name__
-            job.doc["verdict"] = "no-go"
-            raise
-        finally:
-            job.close(state, error)
         return job.doc
+
+    def _close(self, state: str, error: str | None) -> None:
+        """The run's end: no go unless it finished."""
+        if state != "finished":
+            self.job.doc["verdict"] = "no-go"
+        self.job.close(state, error)
 
     def _drain(self) -> None:
         """After the freeze: apply until the change table is empty; a change that keeps

@@ -13,15 +13,15 @@ from typing import Any
 import psycopg
 
 from etl import pg
-from etl.errors import EtlError, Interrupted, PermanentError
+from etl.errors import Interrupted, PermanentError
 from etl.fallback import capture
 from etl.fallback.apply import Applier
 from etl.fallback.writes import BatchResult
 from etl.mapping import load_mapping
 from etl.reconcile.compare import type_specs
-from etl.results import now_iso
 from etl.runs import Run
 from etl.sources.arango import ArangoSource
+from etl.summary import DocSummary, concluded
 
 log = logging.getLogger("etl.fallback")
 
@@ -153,7 +153,7 @@ class FallbackJob:
         self._conn: psycopg.Connection[Any] | None = None
         self.applier: Applier | None = None
         self.metrics: FallbackMetrics | None = None
-        self.doc: dict = {}
+        self.doc = DocSummary(run_id="", command=command)
         self.report_paths: dict[str, Path] | None = None
         self.applied: Counter = Counter()
         self.conflicts: list[dict] = []
@@ -169,12 +169,7 @@ class FallbackJob:
 
     def open(self) -> None:
         self.run = run = Run.new(self.settings, self.command)
-        self.doc = {
-            "run_id": run.run_id,
-            "command": self.command,
-            "state": "running",
-            "started_at": now_iso(),
-        }
+        self.doc = DocSummary(run_id=run.run_id, command=self.command)
         run.lock(["fallback"])
         self._conn = pg.connect(run.dsn)
         capture.require_tables(self.conn)
@@ -198,9 +193,8 @@ class FallbackJob:
             on_conflict=self.on_conflict,
             retry=self.source.retry,
         )
-        self.doc.update(
-            source=self.source.description, target=pg.target_label(self.settings, run.dsn)
-        )
+        self.doc.source = self.source.description
+        self.doc.target = pg.target_label(self.settings, run.dsn)
         with pg.connect(run.dsn) as c:
             run.start(
                 c,
@@ -287,12 +281,12 @@ class FallbackJob:
     def close(self, state: str, error: str | None = None, also=None) -> None:
         if self.run is None:
             return
-        self.doc.update(state=state, finished_at=now_iso(), error=error)
+        self.doc.end(state, error)
         if self.applier is not None:
             self.doc["fallback"] = self.summary()
         if self.run.locked:
-            self.report_paths = self.run.write_reports(self.doc, markdown=render_markdown)
-            self.run.finish(state, summary=self.doc, error=error, also=also)
+            self.run.conclude(self.doc, markdown=render_markdown, also=also)
+            self.report_paths = self.run.report_paths
         if self.metrics is not None:
             self.metrics.close()
         if self.source is not None:
@@ -301,21 +295,8 @@ class FallbackJob:
             self._conn.close()
         self.run.close()
 
-    def execute(self, *, until_current: bool) -> dict:
-        state, error = "failed", None
-        try:
+    def execute(self, *, until_current: bool) -> DocSummary:
+        with concluded(self.close):
             self.open()
             self.follow(until_current=until_current)
-            state = "finished"
-        except Interrupted as exc:
-            state, error = "interrupted", str(exc)
-            raise
-        except EtlError as exc:
-            error = str(exc)
-            raise
-        except BaseException as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            raise
-        finally:
-            self.close(state, error)
         return self.doc

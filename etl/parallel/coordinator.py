@@ -218,8 +218,9 @@ class ParallelMigration:
                 "html": p.with_suffix(".html"),
             }
         else:
-            self.report_paths = run.write_reports(summary.asdict())
-            self.report_error = run.report_error
+            # the end row is the workers' (or the update above): only the reports here
+            run.conclude(summary, record=False)
+            self.report_paths, self.report_error = run.report_paths, run.report_error
         return summary
 
     def _outcome(self, run_id: str, prog: units.RunProgress) -> RunSummary:

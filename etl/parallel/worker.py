@@ -25,7 +25,6 @@ from etl.pipeline import Pipeline
 from etl.results import (
     CollectionResult,
     count_relinked,
-    summary_counts,
 )
 from etl.runs import Run
 from etl.signals import GracefulStop
@@ -219,7 +218,7 @@ class Worker:
                 conn,
                 self.run_id,
                 "finished",
-                summary=summary_counts(summary),
+                summary=summary.row(),
                 report_path=str(paths["json"]) if paths else None,
             )
             store.save(conn, replace(store.checkpoint(), done=True))

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
+from etl.summary import Summary, now_iso
 
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat()
+utc_now = now_iso  # the one clock of every run's summary
 
 
 @dataclass
@@ -82,24 +81,19 @@ class CollectionReconcile:
         }
 
 
-@dataclass
-class ReconcileSummary:
-    run_id: str
-    state: str
-    started_at: str
-    finished_at: str | None
-    source: str
-    target: str
-    schema_version: str | None
-    server_version: str | None
-    mapping_version: str | None
-    sample_percent: float | None
-    sample_seed: int | None
-    buckets_total: int
-    buckets_checked: int
-    collections: list[CollectionReconcile]
+@dataclass(kw_only=True)
+class ReconcileSummary(Summary):
+    """A reconcile run's summary: the common header and, per collection, what it found."""
+
     command: str = "reconcile"
-    error: str | None = None
+    schema_version: str | None = None
+    server_version: str | None = None
+    mapping_version: str | None = None
+    sample_percent: float | None = None
+    sample_seed: int | None = None
+    buckets_total: int = 0
+    buckets_checked: int = 0
+    collections: list[CollectionReconcile] = field(default_factory=list)
 
     @property
     def has_differences(self) -> bool:
@@ -110,16 +104,9 @@ class ReconcileSummary:
         """Collections the source did not have (--allow-missing): never a match."""
         return [c.collection for c in self.collections if c.status == NOT_IN_SOURCE]
 
-    def asdict(self) -> dict:
+    def body(self) -> dict:
         return {
-            "run_id": self.run_id,
-            "command": self.command,
             "dry_run": False,
-            "state": self.state,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "source": self.source,
-            "target": self.target,
             "schema_version": self.schema_version,
             "server_version": self.server_version,
             "mapping_version": self.mapping_version,
@@ -138,9 +125,13 @@ class ReconcileSummary:
             "verdict": verdict_of(
                 self.state, self.has_differences, self.not_read, self.sample_percent
             ),
-            "error": self.error,
             "collections": [c.asdict() for c in self.collections],
         }
+
+    def row(self) -> dict:
+        from etl.reconcile.audit import run_summary  # audit reads this module
+
+        return run_summary(self)
 
 
 def verdict_of(

@@ -14,22 +14,23 @@ from pathlib import Path
 import psycopg
 
 from etl import pg
-from etl.errors import EtlError, PermanentError
+from etl.errors import PermanentError
 from etl.mapping import load_mapping
 from etl.owners import live_migrate_of
-from etl.reconcile.audit import run_summary, write_audit
+from etl.reconcile.audit import write_audit
 from etl.reconcile.buckets import N_BUCKETS, in_sample, sample_buckets
 from etl.reconcile.compare import type_specs
 from etl.reconcile.context import CheckContext
 from etl.reconcile.documents import check_documents, ensure_exists
 from etl.reconcile.edges import check_edges
 from etl.reconcile.report import render_markdown
-from etl.reconcile.results import NOT_IN_SOURCE, CollectionReconcile, ReconcileSummary, utc_now
+from etl.reconcile.results import NOT_IN_SOURCE, CollectionReconcile, ReconcileSummary
 from etl.reconcile.workers import CollectionReader
 from etl.runs import Run, collection_names, missing_collections, select_collections
 from etl.settings import Settings
 from etl.sources import open_source
 from etl.sources.base import Source
+from etl.summary import outcome
 
 log = logging.getLogger("etl.reconcile")
 
@@ -123,28 +124,25 @@ class Reconciliation:
                 summary.collections.append(
                     CollectionReconcile(name, kind="missing", status=NOT_IN_SOURCE)
                 )
-            summary.state = "finished"
-        except EtlError as exc:
-            summary.state, summary.error = "failed", str(exc)
-            raise
-        except KeyboardInterrupt:
-            summary.state, summary.error = "interrupted", "interrupted by the user"
-            raise
+            summary.end(*outcome(None))
         except BaseException as exc:
-            summary.state, summary.error = "failed", f"{type(exc).__name__}: {exc}"
+            summary.end(*outcome(exc))
             raise
         finally:
             self.conn.close()
-            summary.finished_at = utc_now()
-            if summary.collections or summary.state == "finished":  # not for a usage error
-                self.report_paths = run.write_reports(summary.asdict(), markdown=render_markdown)
-                self.report_error = run.report_error
 
             def audit(conn):
                 if summary.state == "finished":
                     write_audit(conn, run.run_id, summary)
 
-            run.finish(summary.state, summary=run_summary(summary), error=summary.error, also=audit)
+            run.conclude(
+                summary,
+                markdown=render_markdown,
+                # not for a usage error
+                report=bool(summary.collections) or summary.state == "finished",
+                also=audit,
+            )
+            self.report_paths, self.report_error = run.report_paths, run.report_error
             self.source.close()
             run.close()
         return summary
@@ -153,9 +151,6 @@ class Reconciliation:
         """The run's summary, state running."""
         self.summary = ReconcileSummary(
             run_id=run.run_id,
-            state="running",
-            started_at=utc_now(),
-            finished_at=None,
             source=self.source.description,
             target=pg.target_label(self.settings, run.dsn),
             schema_version=pg.schema_version(self.conn),

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from etl import jsonutil, pg
 from etl.errors import PermanentError
 from etl.reconcile import Reconciliation
+from etl.summary import DocSummary, concluded
 from etl.sync import verify
 from etl.sync.follow import Follower, WritesContinue
 from etl.sync.run import SyncJob
@@ -47,10 +48,9 @@ class Cutover:
         self.job = SyncJob(settings, command="cutover", should_stop=should_stop)
         self.go = False
 
-    def run(self) -> dict:
+    def run(self) -> DocSummary:
         job = self.job
-        state, error = "failed", None
-        try:
+        with concluded(self._close):
             follower = job.open()
             doc = job.doc
             verified = 0
@@ -82,16 +82,16 @@ class Cutover:
                 arm_on_go(job.run.dsn, self.settings.migrate.mapping, job.run.run_id, self.say)
             doc["verdict"] = "go" if self.go else "no-go"
             self._record(doc, follower)
-            state = "finished"
-        except BaseException as exc:
-            error = str(exc) or type(exc).__name__
-            job.doc["verdict"] = "no-go"
-            raise
-        finally:
-            job.close(state, error, also=lambda c: self._audit(c, job.doc))
         return job.doc
 
-    def _freeze(self, doc: dict, follower: Follower) -> list[str]:
+    def _close(self, state: str, error: str | None) -> None:
+        """The run's end: no go unless it finished; the audit entries with its end row."""
+        job = self.job
+        if state != "finished":
+            job.doc["verdict"] = "no-go"
+        job.close(state, error, also=lambda c: self._audit(c, job.doc))
+
+    def _freeze(self, doc: DocSummary, follower: Follower) -> list[str]:
         """Drain to the tick read after the freeze, verify every key not verified yet, then
         look again: a mapped change committed after the freeze is applied and verified in the
         next round (and the report says the freeze did not hold); still arriving after
@@ -155,7 +155,7 @@ class Cutover:
         )
         return problems
 
-    def _reconcile(self, doc: dict) -> None:
+    def _reconcile(self, doc: DocSummary) -> None:
         rec = Reconciliation(
             self.settings, all_=True, source="arangodb", sample=self.sample, workers=self.workers
         )
@@ -166,7 +166,7 @@ class Cutover:
         )
         doc["reconcile_sample_percent"] = self.sample
 
-    def _record(self, doc: dict, follower: Follower) -> None:
+    def _record(self, doc: DocSummary, follower: Follower) -> None:
         """Per collection: keys verified since the copy and when; the last full reconcile."""
         with pg.connect(follower.dsn) as conn:
             if follower.verifying:
@@ -180,7 +180,7 @@ class Cutover:
             {"run_id": row[0], "finished_at": row[1].isoformat()} if row else "none"
         )
 
-    def _audit(self, c, doc: dict) -> None:
+    def _audit(self, c, doc: DocSummary) -> None:
         """One entry per document type (the audit log's types), action 'cutover'."""
         changes = jsonutil.dumps_str(
             {

@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from etl import pg
-from etl.errors import EtlError, Interrupted
 from etl.mapping import load_mapping
-from etl.results import now_iso
 from etl.runs import Run
 from etl.sources.arango import ArangoSource
 from etl.sources.wal import WalReader
+from etl.summary import DocSummary, concluded
 from etl.sync.follow import Follower, SyncOutcome
 
 if TYPE_CHECKING:
@@ -137,7 +136,7 @@ class SyncJob:
         self.source: ArangoSource | None = None
         self.follower: Follower | None = None
         self.metrics: SyncMetrics | None = None
-        self.doc: dict = {}
+        self.doc = DocSummary(run_id="", command=command)
         self.report_paths: dict[str, Path] | None = None
         self.total = SyncOutcome()  # over every follow round of this run
 
@@ -147,14 +146,12 @@ class SyncJob:
         follow) is recorded as a failed run with its one-line reason."""
         self.run = run = Run.new(self.settings, self.command)
         self.source = ArangoSource(self.settings.arango)
-        self.doc = {
-            "run_id": run.run_id,
-            "command": self.command,
-            "state": "running",
-            "started_at": now_iso(),
-            "source": self.source.description,
-            "target": pg.target_label(self.settings, run.dsn),
-        }
+        self.doc = DocSummary(
+            run_id=run.run_id,
+            command=self.command,
+            source=self.source.description,
+            target=pg.target_label(self.settings, run.dsn),
+        )
         # sync and cutover both move the follower's position: one of them at a time
         run.lock(["follower"], scope="sync")
         with pg.connect(run.dsn) as conn:
@@ -226,14 +223,14 @@ class SyncJob:
     def close(self, state: str, error: str | None = None, also=None) -> None:
         if self.run is None:
             return
-        self.doc.update(state=state, finished_at=now_iso(), error=error)
+        self.doc.end(state, error)
         if self.total.polls:
             self.doc["sync"] = outcome_summary(self.total)
             if self.follower is not None:  # commit in ArangoDB to row in PostgreSQL
                 self.doc["sync"]["lag"] = self.follower.lag.percentiles()
         if self.run.locked:
-            self.report_paths = self.run.write_reports(self.doc, markdown=render_markdown)
-            self.run.finish(state, summary=self.doc, error=error, also=also)
+            self.run.conclude(self.doc, markdown=render_markdown, also=also)
+            self.report_paths = self.run.report_paths
         if self.follower is not None:
             self.follower.close()
         if self.metrics is not None:
@@ -242,21 +239,8 @@ class SyncJob:
             self.source.close()
         self.run.close()
 
-    def execute(self, *, until_current: bool) -> dict:
-        state, error = "failed", None
-        try:
+    def execute(self, *, until_current: bool) -> DocSummary:
+        with concluded(self.close):
             self.open()
             self.follow(until_current=until_current)
-            state = "finished"
-        except Interrupted as exc:
-            state, error = "interrupted", str(exc)
-            raise
-        except EtlError as exc:
-            error = str(exc)
-            raise
-        except BaseException as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            raise
-        finally:
-            self.close(state, error)
         return self.doc
