@@ -83,6 +83,9 @@ def main() -> int:
     ap.add_argument("--rate", type=int, default=100, help="writes/s while following")
     ap.add_argument("--seconds", type=int, default=10, help="how long the writer runs")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--capture", default="auto", help="auto | trigger | logical (etl fallback arm --capture)"
+    )
     ap.add_argument("--pg-dsn", default=os.environ.get("ETL_BENCH_PG_DSN"))
     args = ap.parse_args()
     admin = args.pg_dsn or embedded_dsn()
@@ -110,7 +113,7 @@ def main() -> int:
             "ETL_REPORTS_DIR": str(REPO / "bench" / "reports"),
         }
         etl(env, "migrate", "--all")
-        etl(env, "fallback", "arm")
+        etl(env, "fallback", "arm", "--capture", args.capture)
         n = app_writes(dsn, args.changes, rng, "b")
         t0 = time.perf_counter()
         out = etl(env, "fallback", "--until-current")

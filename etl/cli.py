@@ -1082,22 +1082,35 @@ def fallback_cmd(
 def fallback_arm_cmd(
     dsn: str | None = typer.Option(None, "--dsn", help="PostgreSQL DSN (overrides ETL_PG_DSN)."),
     mapping: str | None = typer.Option(None, "--mapping", help="Mapping file of the copy."),
+    capture: str = typer.Option(
+        "auto",
+        "--capture",
+        help="auto (logical decoding where the server allows it, else triggers), trigger or logical.",
+    ),
 ):
     """Capture every later write to the migrated tables (etl cutover does this on go), so that
     `etl fallback` can replay it to ArangoDB.
 
-    Example: etl fallback arm
+    Example: etl fallback arm --capture auto
     """
+    from etl.fallback.capture import CAPTURES
     from etl.fallback.commands import arm
 
+    if capture not in CAPTURES:
+        from etl.errors import ConfigError
+
+        raise ConfigError(f"--capture {capture}: one of {', '.join(CAPTURES)}")
     settings = _settings(postgres={"dsn": dsn}, migrate={"mapping": mapping})
     _header(settings)
-    st = arm(settings)
+    st = arm(settings, capture_with=capture)
     m = st["mechanisms"]
+    how = (
+        "triggers" if st["mechanism"] == "trigger" else f"logical decoding, slot {st['slot_name']}"
+    )
     typer.echo(
-        f"fallback armed ({st['mechanism']}s on {len(st['tables'])} tables, WAL {st['armed_lsn']});"
+        f"fallback armed ({how} on {len(st['tables'])} tables, WAL {st['armed_lsn']});"
         f" wal_level {m['wal_level']}, logical decoding "
-        + ("available" if m["logical_decoding"] else "not available")
+        + ("available" if m["logical_decoding"] else f"not available: {m['why']}")
     )
 
 
@@ -1106,7 +1119,8 @@ def fallback_retire_cmd(
     force: bool = typer.Option(False, "--force", help="Also when changes are left unapplied."),
     dsn: str | None = typer.Option(None, "--dsn", help="PostgreSQL DSN (overrides ETL_PG_DSN)."),
 ):
-    """Remove the capture triggers and the captured changes: no way back after this.
+    """Remove the capture (triggers, or the replication slot) and the captured changes: no way
+    back after this.
 
     Example: etl fallback retire
     """

@@ -447,18 +447,21 @@ class Preflight:
         from etl.fallback import capture
 
         m = capture.mechanisms(conn)
-        logical = (
-            "logical decoding is also possible"
-            if m["logical_decoding"]
-            else "logical decoding is not (it needs wal_level = logical and REPLICATION)"
+        pick = (
+            "logical decoding (a replication slot)"
+            if m["auto"] == "logical"
+            else "triggers on the migrated tables"
         )
         armed = "not armed yet (etl cutover arms it on go)"
-        if capture.installed(conn) and capture.state(conn) is not None:
-            armed = f"armed, {capture.backlog(conn)['pending_changes']} changes not applied yet"
+        if capture.installed(conn) and (st := capture.state(conn)) is not None:
+            armed = (
+                f"armed with {st['mechanism']} capture, "
+                f"{capture.backlog(conn)['pending_changes']} changes not applied yet"
+            )
         self.add(
             "fallback.capture",
             "ok",
-            f"triggers on the migrated tables (wal_level = {m['wal_level']}); {logical}; {armed}",
+            f"--capture auto picks {pick}: {m['why']}; {armed}",
             **m,
         )
 

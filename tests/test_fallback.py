@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import time
 import urllib.request
 
 import psycopg
+import pytest
 
 from etl.transform import row_id
 from tests import helpers
@@ -23,6 +25,19 @@ from tests.helpers import REPO, scalar
 from tests.test_sync import free_port, migrated
 
 SYSTEM = ("_id", "_rev")
+
+
+@pytest.fixture(params=["trigger", "logical"])
+def capture_db(request) -> tuple[str, str]:
+    """(DSN, the mechanism `etl cutover` arms there): a database on the default server
+    (wal_level = replica: triggers) or on the wal_level = logical one (logical decoding)."""
+    fixture = "schema_db" if request.param == "trigger" else "logical_schema_db"
+    return request.getfixturevalue(fixture), request.param
+
+
+def applied(dsn: str) -> int:
+    """Changes applied to ArangoDB so far (both mechanisms: the slot's backlog is not a row)."""
+    return scalar(dsn, "select coalesce(sum(changes), 0) from etl_fallback_applied")
 
 
 def etl(env: dict, *args: str) -> subprocess.CompletedProcess:
@@ -226,8 +241,12 @@ def check_arango(server, before: dict, ids: dict) -> None:
     assert ("resumes", key_of("resumes", ids["deleted_resume"])) in removed
 
 
-def test_fallback_until_current_replays_the_applications_writes(schema_db, tmp_path, arango_server):
+def test_fallback_until_current_replays_the_applications_writes(
+    capture_db, tmp_path, arango_server
+):
+    schema_db, mechanism = capture_db
     env = cut_over(arango_server, schema_db, tmp_path, seed=61)
+    assert scalar(schema_db, "select mechanism from etl_fallback_state") == mechanism
     before = snapshot(arango_server)
     ids = app_writes(schema_db)
     status = etl(env, "status")
@@ -246,14 +265,16 @@ def test_fallback_until_current_replays_the_applications_writes(schema_db, tmp_p
     assert snapshot(arango_server) == mid
 
 
-def test_sigkill_during_the_apply_loses_and_doubles_nothing(schema_db, tmp_path, arango_server):
+def test_sigkill_during_the_apply_loses_and_doubles_nothing(capture_db, tmp_path, arango_server):
+    schema_db, mechanism = capture_db
     env = cut_over(arango_server, schema_db, tmp_path, seed=62)
+    assert scalar(schema_db, "select mechanism from etl_fallback_state") == mechanism
     before = snapshot(arango_server)
     ids = app_writes(schema_db)
-    pending = scalar(schema_db, "select count(*) from etl_fallback_changes")
     rng = random.Random(7)
     kills = 0
     for _ in range(6):
+        start = applied(schema_db)
         p = subprocess.Popen(
             [sys.executable, "-m", "etl", "fallback", "--until-current", "--batch-size", "1"],
             env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -261,8 +282,7 @@ def test_sigkill_during_the_apply_loses_and_doubles_nothing(schema_db, tmp_path,
         # wait until it has applied something (or is done), then kill it mid-apply
         deadline = time.time() + 30
         while time.time() < deadline and p.poll() is None:
-            left = scalar(schema_db, "select count(*) from etl_fallback_changes")
-            if left < pending:
+            if applied(schema_db) > start:
                 break
             time.sleep(0.02)
         time.sleep(rng.uniform(0.0, 0.15))
@@ -270,8 +290,7 @@ def test_sigkill_during_the_apply_loses_and_doubles_nothing(schema_db, tmp_path,
             p.send_signal(signal.SIGKILL)
             kills += 1
         p.wait(timeout=30)
-        pending = scalar(schema_db, "select count(*) from etl_fallback_changes")
-        if pending == 0:
+        if p.returncode == 0:  # it finished before the kill
             break
     assert kills >= 2, "the apply was killed while it ran"
     r = etl(env, "fallback", "--until-current")
@@ -406,8 +425,12 @@ def test_a_fallback_key_maps_back_to_its_row_id():
     assert row_id("resumes", "pg-" + rid.upper()) != rid  # the rule writes lowercase only
 
 
-def test_cutover_back_to_arangodb_says_go_after_the_last_writes(schema_db, tmp_path, arango_server):
+def test_cutover_back_to_arangodb_says_go_after_the_last_writes(
+    capture_db, tmp_path, arango_server
+):
+    schema_db, mechanism = capture_db
     env = cut_over(arango_server, schema_db, tmp_path, seed=66)
+    assert scalar(schema_db, "select mechanism from etl_fallback_state") == mechanism
     with psycopg.connect(schema_db) as conn:
         conn.execute(
             "insert into job_documents (user_id, title, company) values ('u-b', 'Back', 'Co')"
@@ -545,3 +568,200 @@ def test_reads_are_right_on_a_server_without_onlyget(arango_server, monkeypatch)
     writer.get_many({"things": {"a", "b", "missing"}}, got)
     assert {k: (d or {}).get("v") for (_, k), d in got.items()} == {"a": 1, "b": 2, "missing": None}
     assert {k: arango_server.documents(DATABASE, "things")[k]["_rev"] for k in "ab"} == before
+
+
+# -- logical decoding (a replication slot) where the server allows it ---------------------------
+
+
+def test_auto_picks_triggers_at_wal_level_replica_and_logical_decoding_where_allowed(
+    schema_db, logical_schema_db, tmp_path
+):
+    from tests.test_preflight import checks, preflight
+
+    _, doc = preflight(tmp_path, schema_db)
+    c = checks(doc)["fallback.capture"]
+    assert c["data"]["auto"] == "trigger" and "picks triggers" in c["detail"]
+    assert "wal_level = replica" in c["detail"]
+    _, doc = preflight(tmp_path, logical_schema_db)
+    c = checks(doc)["fallback.capture"]
+    assert c["data"]["auto"] == "logical" and "picks logical decoding" in c["detail"]
+    # a role that may not replicate: triggers, and why
+    from etl.fallback import capture
+
+    with psycopg.connect(logical_schema_db, autocommit=True) as conn:
+        conn.execute("create role etl_no_replication nologin")
+        try:
+            conn.execute("set role etl_no_replication")
+            m = capture.mechanisms(conn)
+        finally:
+            conn.execute("reset role")
+            conn.execute("drop role etl_no_replication")
+    assert m["auto"] == "trigger" and "neither REPLICATION nor superuser" in m["why"]
+
+
+def test_logical_arm_status_retire_and_rollback(logical_schema_db, tmp_path, arango_server):
+    db = logical_schema_db
+    env = migrated(arango_server, db, tmp_path, n=10, seed=66)
+    r = etl(env, "fallback", "arm", "--capture", "nonsense")
+    assert r.returncode == 2 and "--capture nonsense" in r.stderr and "Traceback" not in r.stderr
+    r = etl(env, "fallback", "arm")
+    assert r.returncode == 0, r.stderr
+    assert "fallback armed (logical decoding, slot etl_fallback_" in r.stdout
+    slot = scalar(db, "select slot_name from etl_fallback_state")
+    assert scalar(db, "select count(*) from pg_replication_slots where slot_name = %s", slot)
+    assert scalar(db, "select count(*) from pg_trigger where tgname = 'etl_fallback_capture'") == 0
+    assert (
+        scalar(db, "select relreplident from pg_class where oid = 'job_documents'::regclass") == "f"
+    )  # a delete carries the row's key and provenance
+    r = etl(env, "fallback", "arm", "--capture", "trigger")  # armed already, otherwise
+    assert r.returncode == 2 and "armed with logical capture" in r.stderr
+    with psycopg.connect(db) as conn:
+        conn.execute("update resume_documents set status = 'x' where id = (select id"
+                     " from resume_documents order by id limit 1)")  # fmt: skip
+    s = etl(env, "status")
+    assert "The way back" in s.stdout and "retained_wal_bytes" in s.stdout, s.stdout
+    r = etl(env, "fallback", "retire")  # the change in the slot is not applied yet
+    assert r.returncode == 2 and "not applied to ArangoDB yet" in r.stderr
+    port = free_port()  # following, with metrics: the slot's WAL is served too
+    p = subprocess.Popen(
+        [sys.executable, "-m", "etl", "fallback", "--metrics-port", str(port)],
+        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    text = ""
+    deadline = time.time() + 30
+    while time.time() < deadline and applied(db) < 1:
+        time.sleep(0.2)
+
+    def retained() -> float:  # the gauge exists (0.0) before the first batch sets it
+        m = re.search(r"^etl_fallback_slot_retained_wal_bytes (\S+)$", text, re.M)
+        return float(m.group(1)) if m else 0.0
+
+    while time.time() < deadline and retained() == 0:
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+        except OSError:
+            pass
+        time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 130, err
+    assert retained() > 0, text
+    r = etl(env, "fallback", "--until-current")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert applied(db) == 1  # etl's own write-back (provenance) is not captured again
+    r = etl(env, "fallback", "retire")
+    assert r.returncode == 0, r.stderr
+    assert f"dropped replication slot {slot}" in r.stdout
+    assert scalar(db, "select count(*) from pg_replication_slots where slot_name = %s", slot) == 0
+    assert (
+        scalar(db, "select relreplident from pg_class where oid = 'job_documents'::regclass") == "d"
+    )
+    # armed again, `etl rollback --component all` drops the slot with the rest
+    r = etl(env, "fallback", "arm", "--capture", "logical")
+    assert r.returncode == 0, r.stderr
+    r = etl(env, "rollback", "--component", "all", "--yes")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert scalar(db, "select count(*) from pg_replication_slots where slot_name = %s", slot) == 0
+
+
+def test_a_slot_gone_or_lost_is_one_line_and_retire_force_clears(
+    logical_schema_db, tmp_path, arango_server
+):
+    db = logical_schema_db
+    env = migrated(arango_server, db, tmp_path, n=4, seed=68)
+    assert etl(env, "fallback", "arm", "--capture", "logical").returncode == 0
+    slot = scalar(db, "select slot_name from etl_fallback_state")
+    scalar(db, "select count(*) from pg_drop_replication_slot(%s)", slot)  # as an invalidation
+    r = etl(env, "fallback", "--until-current")
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = helpers.error_lines(r.stderr)
+    assert len(lines) == 1 and f"replication slot {slot} cannot be read" in lines[0], r.stderr
+    r = etl(env, "fallback", "retire", "--force")
+    assert r.returncode == 0, r.stderr
+    assert scalar(db, "select count(*) from etl_fallback_state") == 0
+
+
+def test_a_pump_killed_before_the_slot_advance_moves_nothing_twice(
+    logical_schema_db, tmp_path, arango_server
+):
+    from etl.fallback import capture, decoding
+
+    db = logical_schema_db
+    env = migrated(arango_server, db, tmp_path, n=4, seed=69)
+    assert etl(env, "fallback", "arm", "--capture", "logical").returncode == 0
+    update = "update job_documents set title = %s where id = (select id from job_documents order by id limit 1)"
+
+    def write(title: str) -> None:
+        with psycopg.connect(db) as conn:
+            conn.execute(update, (title,))
+
+    write("one")
+    write("two")
+
+    class Killed(Exception):
+        pass
+
+    with psycopg.connect(db) as conn:
+        real = conn.execute
+
+        def execute(q, *a, **k):  # the process dies after the commit, before the advance
+            if "pg_replication_slot_advance" in str(q):
+                raise Killed
+            return real(q, *a, **k)
+
+        conn.execute = execute  # type: ignore[method-assign]
+        with pytest.raises(Killed):
+            decoding.pump(conn, capture.state(conn), 100)
+    changes = "select count(*) from etl_fallback_changes"
+    assert scalar(db, changes) == 2
+    write("three")
+    with psycopg.connect(db) as conn:
+        moved, _ = decoding.pump(conn, capture.state(conn), 100)
+    assert moved == 1 and scalar(db, changes) == 3  # the two are not moved again
+
+
+def test_capture_logical_on_a_replica_level_server_is_one_line(schema_db, tmp_path, arango_server):
+    env = migrated(arango_server, schema_db, tmp_path, n=4, seed=67)
+    r = etl(env, "fallback", "arm", "--capture", "logical")
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = helpers.error_lines(r.stderr)
+    assert len(lines) == 1 and "wal_level = replica" in lines[0], r.stderr
+    assert "--capture trigger" in lines[0]
+
+
+def test_test_decoding_lines_parse_with_quotes_arrays_and_a_changed_key():
+    from etl.fallback.decoding import parse
+
+    rows = [
+        ("0/10", "BEGIN"),
+        ("0/11", "table public.t: INSERT: id[uuid]:'a' tags[text[]]:'{x,y}' n[integer]:3"),
+        (
+            "0/12",
+            "table public.t: UPDATE: old-key: id[uuid]:'a' key[text]:'k''1 new-tuple: x'"
+            " metadata[jsonb]:'{\"s\": \"it''s\"}' new-tuple: id[uuid]:'b' key[text]:null"
+            " metadata[jsonb]:unchanged-toast-datum",
+        ),
+        ("0/13", "table public.other: DELETE: id[uuid]:'z'"),
+        (
+            "0/14",
+            "table public.t: DELETE: id[uuid]:'c' \"odd \"\"col\"[text]:'v' key[text]:null"
+            " metadata[jsonb]:'{}'",
+        ),  # fmt: skip
+        ("0/20", "COMMIT (at 2026-12-03 08:00:00.5+00)"),
+        ("0/21", "BEGIN"),
+        ("0/22", "message: transactional: 1 prefix: etl_fallback, sz: 3 content:run"),
+        ("0/23", "table public.t: UPDATE: id[uuid]:'d' key[text]:'q'"),
+        ("0/30", "COMMIT (at 2026-12-03 08:00:01+00)"),
+        ("0/31", "BEGIN"),  # not committed in what was read: not taken
+        ("0/32", "table public.t: INSERT: id[uuid]:'e'"),
+    ]
+    txs, problems = parse(rows, {"public.t"})
+    assert problems == [] and [tx.end_lsn for tx in txs] == ["0/20", "0/30"]
+    assert txs[0].changes == [
+        ("public.t", "a", "I", None),
+        ("public.t", "a", "D", {"key": "k'1 new-tuple: x", "metadata": {"s": "it's"}}),
+        ("public.t", "b", "I", None),
+        ("public.t", "c", "D", {"key": None, "metadata": {}}),
+    ]
+    assert txs[0].committed_at is not None and not txs[0].own
+    assert txs[1].own and txs[1].changes == [("public.t", "d", "U", None)]

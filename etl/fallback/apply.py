@@ -20,7 +20,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from etl.fallback import capture
+from etl.fallback import capture, decoding
 from etl.fallback.inverse import (
     DocPlan,
     Inverter,
@@ -61,6 +61,7 @@ class Applier:
         self.run_id = run_id
         self.inverter = Inverter(mapping, specs, run_id)
         self.types = {qualified(dt): dt for dt in mapping.document_types()}
+        self.logical = False  # the capture is a replication slot (set per batch)
 
     # PostgreSQL reads -------------------------------------------------------------------
     def _lookup(self, document_type: str, rid: str) -> str | None:
@@ -129,6 +130,12 @@ class Applier:
         out = BatchResult()
         conn = self.conn
         changes, out.more = capture.read_committed(conn, limit)
+        st = capture.state(conn)
+        self.logical = st is not None and st["mechanism"] == "logical"
+        if not changes and self.logical and st is not None:
+            # the slot keeps the backlog: a next part of it only when the table is empty
+            _, out.problems = decoding.pump(conn, st, limit)
+            changes, out.more = capture.read_committed(conn, limit)
         if not changes:
             conn.commit()
             return out
@@ -214,6 +221,11 @@ class Applier:
         conn.rollback()  # the reads' transaction
         with conn.transaction():
             conn.execute("select set_config('etl.run_id', %s, true)", (self.run_id,))
+            if self.logical:  # the slot decodes this transaction too: marked as etl's own
+                conn.execute(
+                    "select pg_logical_emit_message(true, %s, %s)",
+                    (decoding.MESSAGE_PREFIX, self.run_id),
+                )
             conn.execute(f"set local lock_timeout = '{LOCK_TIMEOUT}'")
             updates: dict[str, list[tuple[Jsonb, str]]] = {}
             for t, rid, md in writeback:

@@ -7,17 +7,17 @@ from collections.abc import Callable
 
 from etl import pg
 from etl.errors import PermanentError
-from etl.fallback import capture
+from etl.fallback import capture, decoding
 from etl.mapping import load_mapping
 from etl.state import new_run_id, require_schema
 
 
-def arm(settings, armed_by: str | None = None) -> dict:
-    """Install the capture triggers now (by hand, or from `etl cutover` on go)."""
+def arm(settings, armed_by: str | None = None, capture_with: str = "auto") -> dict:
+    """Arm the capture now (by hand, or from `etl cutover` on go)."""
     mapping = load_mapping(settings.migrate.mapping)
     with pg.connect(pg.resolve_dsn(settings)) as conn:
         require_schema(conn)
-        st = capture.arm(conn, mapping, armed_by or new_run_id("fallback-arm"))
+        st = capture.arm(conn, mapping, armed_by or new_run_id("fallback-arm"), capture_with)
         conn.commit()
         st["mechanisms"] = capture.mechanisms(conn)
         conn.rollback()
@@ -40,8 +40,14 @@ def arm_on_go(dsn: str, mapping_path: str, run_id: str, say: Callable[[str], Non
             say(f"fallback NOT armed: {exc}; arm it BEFORE switching the application")
             return
         conn.commit()
-    say("fallback armed: PostgreSQL's writes to the migrated tables are captured from now on "
+    say("fallback armed (" + _mechanism(dsn) + "): PostgreSQL's writes to the migrated tables are captured from now on "
         "(`etl fallback` replays them to ArangoDB)")  # fmt: skip
+
+
+def _mechanism(dsn: str) -> str:
+    with pg.connect(dsn) as conn:
+        st = capture.state(conn)
+        return "logical decoding" if st and st["mechanism"] == "logical" else "triggers"
 
 
 def retire(settings, *, force: bool) -> list[str]:
@@ -66,6 +72,7 @@ def status(conn) -> list[dict]:
             "armed_by": st["armed_by"],
             "pending_changes": b["pending_changes"],
             "change_table_bytes": b["change_table_bytes"],
+            **(decoding.slot_status(conn, st["slot_name"]) if st["mechanism"] == "logical" else {}),
             "lag_seconds": b["oldest_pending_seconds"] or 0,
             "applied_at": st["applied_at"],
             "caught_up_at": st["caught_up_at"],

@@ -63,6 +63,11 @@ class FallbackMetrics:
             ["collection", "operation"],
             registry=r,
         )
+        self.retained_wal = Gauge(
+            "etl_fallback_slot_retained_wal_bytes",
+            "WAL the replication slot keeps on the server (logical decoding capture)",
+            registry=r,
+        )
         self.last_applied = Gauge(
             "etl_fallback_last_applied_timestamp_seconds", "unix time of the last apply", registry=r
         )
@@ -71,6 +76,8 @@ class FallbackMetrics:
     def observe(self, out: BatchResult, backlog: dict) -> None:
         self.pending.set(backlog["pending_changes"])
         self.lag_seconds.set(backlog["oldest_pending_seconds"] or 0)
+        if backlog.get("retained_wal_bytes") is not None:
+            self.retained_wal.set(backlog["retained_wal_bytes"])
         for (c, op), n in out.applied.items():
             self.applied_total.labels(c, op).inc(n)
         if out.changes:
