@@ -791,7 +791,7 @@ def rollback(dsn: str, component: str) -> RollbackResult:
                 ).fetchall()
             if component == "all" and scalar(
                 conn, "SELECT to_regprocedure('rollback.rollback_fallback()') IS NOT NULL"
-            ):  # 010 (etl fallback's triggers and tables) before 009 and 008
+            ):  # 010 and 012 (etl fallback's capture) before 009 and 008
                 rows += conn.execute("SELECT * FROM rollback.rollback_fallback()").fetchall()
             if component == "all" and scalar(
                 conn, "SELECT to_regprocedure('rollback.rollback_sync_verification()') IS NOT NULL"

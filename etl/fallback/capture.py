@@ -5,7 +5,7 @@ Two mechanisms feed the same change table (etl_fallback_changes), which the one 
  * 'trigger' (sql/010): works at `wal_level = replica` (the default, and what most managed
    servers run until a restart) without a replication privilege; costs a row insert inside each
    of the application's writes.
- * 'logical' (sql/011, etl/fallback/decoding.py): a logical replication slot, where the server
+ * 'logical' (sql/012, etl/fallback/decoding.py): a logical replication slot, where the server
    has wal_level = logical and etl's role may replicate. Nothing runs in the application's
    transactions; the applier moves committed transactions from the slot into the change table.
    The slot keeps WAL on the server until it is read (`etl status` shows how much).
@@ -47,7 +47,7 @@ def tables(mapping: Mapping) -> list[str]:
     return list(dict.fromkeys(qualified(dt) for dt in mapping.document_types()))
 
 
-# sql/011's column: the state table of 010 and 011 both applied
+# sql/012's column: the state table of 010 and 012 both applied
 INSTALLED = (
     "select count(*) > 0 from pg_attribute"
     " where attrelid = to_regclass('public.etl_fallback_state') and attname = 'pumped_lsn'"
@@ -57,7 +57,7 @@ INSTALLED = (
 def require_tables(conn: psycopg.Connection) -> None:
     if not scalar(conn, INSTALLED):
         raise PermanentError(
-            "the target schema has no etl_fallback_state (sql/010 and 011 not applied)",
+            "the target schema has no etl_fallback_state (sql/010 and 012 not applied)",
             hint="run `etl apply-schema`",
         )
 

@@ -1,4 +1,4 @@
--- 011_fallback_logical.sql: `etl fallback` by logical decoding where the server allows it
+-- 012_fallback_logical.sql: `etl fallback` by logical decoding where the server allows it
 -- (wal_level = logical and a role with REPLICATION or superuser; docs/sync.md, "Rollback after
 -- the switch"). The capture is then a replication slot (test_decoding) instead of triggers; the
 -- applier moves each committed transaction's changes from the slot into etl_fallback_changes
@@ -53,9 +53,9 @@ BEGIN
         RETURN NEXT 'dropped function etl_fallback_capture';
     END IF;
     IF to_regclass('public.migration_history') IS NOT NULL THEN
-        DELETE FROM public.migration_history WHERE version IN ('010', '011');
+        DELETE FROM public.migration_history WHERE version IN ('010', '012');
         IF FOUND THEN
-            RETURN NEXT 'deleted migration_history 010, 011';
+            RETURN NEXT 'deleted migration_history 010, 012';
         END IF;
     END IF;
 END
