@@ -147,7 +147,8 @@ def connect(
         ):
             raise PermanentError(
                 f"PostgreSQL at {where} refused the login: {cause}",
-                hint="check the user and password in ETL_PG_DSN",
+                hint="check the user and password where the first line says they come from"
+                " (--dsn, ETL_PG_DSN, postgres.dsn, or PGUSER/PGPASSWORD/~/.pgpass)",
             ) from None
         if "database" in low and "does not exist" in low:
             raise PermanentError(
@@ -156,7 +157,7 @@ def connect(
         if "certificate" in low or "does not support ssl" in low or "sslrootcert" in low:
             raise PermanentError(
                 f"PostgreSQL at {where}: TLS failed: {cause}",
-                hint="check sslmode and sslrootcert (sslcert, sslkey) in ETL_PG_DSN",
+                hint="check sslmode and sslrootcert (sslcert, sslkey) in the DSN or PGSSLMODE/PGSSLROOTCERT",
             ) from None
         raise TransientError(
             f"cannot reach PostgreSQL at {where}: {cause}",
