@@ -64,7 +64,10 @@ RUN_TABLES = (
     "migration_history",
 )
 ETL_APPS = ("etl", "etl-lock", "etl-index-build", "etl-worker", "etl-coordinator")
-LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (DEBUG|INFO|WARNING) ")
+# etl's log lines: ISO 8601 with zone (etl/logs.py), or the older "YYYY-MM-DD HH:MM:SS,mmm"
+LOG_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d[.,]\d+(?:[+-]\d\d:?\d\d|Z)? (DEBUG|INFO|WARNING) "
+)
 PHASES = ("random", "extract", "copy", "merge", "checkpoint")
 
 # pg_stat_activity patterns of the migrate's main connection ("etl") for each targeted phase

@@ -10,8 +10,10 @@
 --    and the keys still differing at the last check (`etl status`, the cutover's report).
 --  * etl_sync_lag: the follower's lag (commit in ArangoDB to row in PostgreSQL) over its last
 --    changes, p50/p99/max in milliseconds (`etl status`).
---  * idx_etl_rejects_collection_key: the rejects of given keys of a collection (the verifier and
---    the follower's edge apply look them up by key; without it each lookup scans etl_rejects).
+--  * idx_etl_rejects_collection_key: the rejects of given keys (the verifier, the follower's edge
+--    apply and every batch's forgetting of rejects look them up by key; without it each lookup
+--    scans etl_rejects). A hash index: a reject's key can be any length (an invalid key is kept
+--    as read), and a btree refuses entries over a third of a page.
 --  * rollback.rollback_sync_verification(): drops the three tables and the index, forgets 009 in
 --    migration_history.
 -- Undone by: rollback.rollback_sync_verification().
@@ -43,7 +45,7 @@ CREATE TABLE IF NOT EXISTS etl_sync_lag (
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 
-CREATE INDEX IF NOT EXISTS idx_etl_rejects_collection_key ON etl_rejects (collection, key);
+CREATE INDEX IF NOT EXISTS idx_etl_rejects_collection_key ON etl_rejects USING hash (key);
 
 CREATE OR REPLACE FUNCTION rollback.rollback_sync_verification()
 RETURNS SETOF text LANGUAGE plpgsql AS $$
