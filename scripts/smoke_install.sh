@@ -98,24 +98,27 @@ ls reports/*.html >/dev/null || fail "no HTML report in ./reports"
 etl pg-stop
 unset ETL_EMBEDDED_DIR
 
-step "2. bad inputs, on the per-user data directory (XDG_DATA_HOME=$work/xdg)"
+step "2. bad inputs, on the per-user data directory (XDG_DATA_HOME=$work/xdg), one server per project directory"
 export XDG_DATA_HOME=$work/xdg
 cd "$work/bad"
 etl apply-schema 2>&1 | tee "$work/apply.err"
-grep -q "embedded server in $work/xdg/etl/pgdata" "$work/apply.err" \
-    || fail "the embedded server is not in the per-user data directory"
+grep -q "embedded server in $work/xdg/etl/projects/bad-[0-9a-f]*/pgdata" "$work/apply.err" \
+    || fail "the embedded server is not this project's, in the per-user data directory"
 set +e
 etl migrate --all --source "dump:$work/dump-bad"
 rc=$?
 set -e
 [ "$rc" = 1 ] || fail "migrate of the bad dump exited $rc, not 1 (finished, with rejects)"
 etl reconcile --all --source "dump:$work/dump-bad" || fail "reconcile of the bad dump (exit $?)"
-cd "$work/elsewhere"
-[ "$(etl pg-url 2>/dev/null)" = "$(cd "$work/bad" && etl pg-url 2>/dev/null)" ] \
-    || fail "another directory reached another server"
-etl status >"$work/status.txt" 2>&1 || fail "etl status elsewhere (exit $?)"
-grep -q "^reconcile-.* finished" "$work/status.txt" || fail "etl status elsewhere shows no reconcile run"
-[ ! -e "$work/elsewhere/.etl" ] && [ ! -e "$work/bad/.etl" ] || fail "a ./.etl directory appeared"
+etl status >"$work/status.txt" 2>&1 || fail "etl status (exit $?)"
+grep -q "^reconcile-.* finished" "$work/status.txt" || fail "etl status shows no reconcile run"
+bad_url=$(etl pg-url 2>/dev/null)
 etl pg-stop
+# another project directory gets its own server: demo rows never mix with another project's
+cd "$work/elsewhere"
+[ "$(etl pg-url 2>/dev/null)" != "$bad_url" ] || fail "another project directory reached the same server"
+etl --version | grep -q "$work/xdg/etl/projects/elsewhere-" || fail "etl --version elsewhere names no server of its own"
+[ ! -e "$work/elsewhere/.etl" ] && [ ! -e "$work/bad/.etl" ] || fail "a ./.etl directory appeared"
+etl pg-stop >/dev/null 2>&1 || true
 
 echo "smoke: OK: wheel installed outside the checkout; --version, init, apply-schema, migrate, reconcile from empty directories"
