@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import psycopg
 
 from etl.migrate import Migration
@@ -84,6 +85,17 @@ def etl_popen(
         text=text,
         **popen,
     )
+
+
+# the documented shape of every JSON report (test_report_schema.py holds its own tests)
+SCHEMA = json.loads((REPO / "docs" / "report.schema.json").read_text())
+
+
+def validate(path: str | Path) -> dict[str, Any]:
+    """The JSON report at `path`, validated against docs/report.schema.json."""
+    doc = json.loads(Path(path).read_text())
+    jsonschema.Draft202012Validator(SCHEMA).validate(doc)
+    return doc
 
 
 def newest_report(reports: Path, prefix: str) -> dict[str, Any]:

@@ -19,8 +19,7 @@ from etl.reconcile.run import Reconciliation
 from etl.settings import load_settings
 from etl.transform import row_id
 from tests import generic_dumps as shop
-from tests.helpers import error_lines, etl, pg_env, process_env
-from tests.test_report_schema import validate
+from tests.helpers import error_lines, etl, pg_env, process_env, validate
 
 SYSTEM = ("_key", "_id", "_rev", "_from", "_to")
 

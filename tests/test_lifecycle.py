@@ -16,8 +16,7 @@ from etl.summary import DocSummary, concluded, outcome
 from etl.sync.cutover import Cutover
 from etl.sync.run import SyncJob
 from tests.datagen import generate, write_dump
-from tests.helpers import scalar, settings_for
-from tests.test_report_schema import SCHEMA
+from tests.helpers import SCHEMA, scalar, settings_for
 
 HEADER = jsonschema.Draft202012Validator({**SCHEMA, **SCHEMA["$defs"]["run_header"]})
 

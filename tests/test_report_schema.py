@@ -10,17 +10,7 @@ import pytest
 from etl.errors import EtlError
 from etl.migrate import Migration
 from etl.reconcile import Reconciliation
-from tests.helpers import settings_for
-
-SCHEMA = json.loads(
-    (Path(__file__).resolve().parent.parent / "docs" / "report.schema.json").read_text()
-)
-
-
-def validate(path):
-    doc = json.loads(Path(path).read_text())
-    jsonschema.Draft202012Validator(SCHEMA).validate(doc)
-    return doc
+from tests.helpers import SCHEMA, settings_for, validate
 
 
 def test_report_schema_itself_is_valid():

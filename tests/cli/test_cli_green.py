@@ -104,7 +104,7 @@ def test_allow_missing_goes_on_and_reconcile_never_calls_it_a_match(
     assert row and "not in source" in row[0], proc.stdout
     verdict = last_line(proc.stdout)
     assert "NOT CHECKED, not in the source: jobs" in verdict, verdict
-    from tests.test_report_schema import validate
+    from tests.helpers import validate
 
     doc = validate(next((tmp_path / "reports").glob("reconcile-*.json")))
     assert doc["not_in_source"] == ["jobs"] and "NOT CHECKED" in doc["verdict"]
