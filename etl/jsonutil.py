@@ -43,9 +43,7 @@ def loads_first_wins(data: bytes) -> tuple[Any, list[str]]:
     if again == line or (b"\\/" in line and again == line.replace(b"\\/", b"/")):
         return obj, []
     repeated: list[str] = []
-    obj = json.loads(
-        data, parse_constant=_reject_constant, object_pairs_hook=_first_wins(repeated)
-    )
+    obj = json.loads(data, parse_constant=_reject_constant, object_pairs_hook=_first_wins(repeated))
     return obj, repeated
 
 
