@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -125,3 +126,41 @@ def report_of(stdout: str) -> Path:
 
 def median(xs):
     return statistics.median(xs) if xs else None
+
+
+class CpuClock:
+    """CPU seconds spent by the `etl` commands this process ran (their own processes) and by
+    the PostgreSQL server, when it runs on this machine and /proc shows it (its backends' time
+    comes to the postmaster once they exit). On a machine shared with other work the wall clock
+    measures the share of the CPU a step got; the CPU seconds measure the step."""
+
+    def __init__(self, admin: str):
+        self.postmaster: int | None = None
+        try:
+            with psycopg.connect(admin, autocommit=True) as c:
+                data = c.execute("show data_directory").fetchone()[0]
+            pid = int(Path(data, "postmaster.pid").read_text().split()[0])
+            self._server(pid)
+            self.postmaster = pid
+        except (psycopg.Error, OSError, ValueError, IndexError):
+            pass  # another machine's server, or not ours to read: etl's CPU alone
+
+    @staticmethod
+    def _server(pid: int) -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        # utime, stime, cutime, cstime (proc(5) fields 14-17)
+        return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+    def now(self) -> tuple[float, float | None]:
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime, (
+            self._server(self.postmaster) if self.postmaster is not None else None
+        )
+
+    def since(self, start: tuple[float, float | None]) -> float | None:
+        """etl's plus the server's CPU seconds since `start` (None without the server's)."""
+        time.sleep(0.5)  # the command's backends have exited and been reaped
+        etl_now, pg_now = self.now()
+        if pg_now is None or start[1] is None:
+            return None
+        return etl_now - start[0] + pg_now - start[1]

@@ -13,6 +13,9 @@ each of --sizes (documents):
     the merge finding rows unchanged (no index or trigger work), so it is not used;
   - the copy that made the tables sync follows (empty tables: COPY without the merge, indexes
     built once at the end), for the record;
+  both also by CPU seconds (the `etl` command's and the local PostgreSQL server's, bench/common.py
+  CpuClock): on a machine shared with other work the wall clock measures the share of the CPU
+  each step got, which moves with the load from one minute to the next;
 - the write freeze of `etl cutover`: the operator's confirmation to the verdict, with
   --last-changes written just before the confirmation (the drain and their verification are in
   the freeze; every key changed since the copy is verified, no full reconcile);
@@ -42,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import realdata  # noqa: E402
 from bench.common import (  # noqa: E402
     DOCS_PER_RESUME,
+    CpuClock,
     Databases,
     admin_dsn,
     arango_with,
@@ -145,6 +149,15 @@ def lag_under_load(env: dict, server: FakeArango, rng, rate: float, seconds: flo
     return (doc.get("sync") or {}).get("lag") or {}, written / seconds
 
 
+def _by_cpu(docs: int, copy_cpu: float | None, changes: int, apply_cpu: float | None) -> str:
+    if not (copy_cpu and apply_cpu):
+        return "not measured (the server is not on this machine)"
+    return (
+        f"copy {docs / copy_cpu:,.0f} docs/s, apply {changes / apply_cpu:,.0f} changes/s "
+        f"({(changes / apply_cpu) / (docs / copy_cpu):.2f}x)"
+    )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sizes", default="20000,100000", help="documents, comma-separated")
@@ -164,6 +177,7 @@ def main() -> int:
     args = ap.parse_args()
     make = realdata.generate if args.data == "real" else generate
     dbs = Databases(admin_dsn(args.pg_dsn), "etl_bench_sync")
+    cpu = CpuClock(dbs.admin)
     rng = random.Random(args.seed)
     tables = []
     try:
@@ -177,6 +191,9 @@ def main() -> int:
                 "apply changes/s": [],
                 "ratio apply/copy into indexed tables (the goal)": [],
                 "ratio apply/initial copy": [],
+                "copy into indexed tables docs per CPU second (etl + PostgreSQL)": [],
+                "apply changes per CPU second (etl + PostgreSQL)": [],
+                "ratio apply/copy into indexed tables, by CPU": [],
                 "freeze s (confirmation to verdict)": [],
                 "keys verified in the freeze": [],
                 "offered changes/s (half the apply rate)": [],
@@ -189,18 +206,30 @@ def main() -> int:
                     # the goal's baseline: the same documents into the same tables with their
                     # indexes and triggers (a scratch database, dropped after)
                     indexed = dbs.fresh()
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), cpu.now()
                     etl({**etl_env(server, indexed), **INDEXED_COPY}, "migrate", "--all")
                     indexed_rate = total / (time.perf_counter() - t0)
+                    indexed_cpu = cpu.since(c0)
                     dbs.drop(indexed)
                     env = etl_env(server, dbs.fresh())
                     t0 = time.perf_counter()
                     etl(env, "migrate", "--all")
                     migrate_rate = total / (time.perf_counter() - t0)
                     n = write_changes(server, args.changes, rng, f"r{run}")
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), cpu.now()
                     etl(env, "sync", "--until-current")
                     apply_rate = n / (time.perf_counter() - t0)  # the whole command
+                    apply_cpu = cpu.since(c0)
+                    if indexed_cpu and apply_cpu:
+                        rows[
+                            "copy into indexed tables docs per CPU second (etl + PostgreSQL)"
+                        ].append(total / indexed_cpu)
+                        rows["apply changes per CPU second (etl + PostgreSQL)"].append(
+                            n / apply_cpu
+                        )
+                        rows["ratio apply/copy into indexed tables, by CPU"].append(
+                            (n / apply_cpu) / (total / indexed_cpu)
+                        )
                     rows["copy into indexed tables docs/s"].append(indexed_rate)
                     rows["initial copy docs/s (empty tables, indexes built at the end)"].append(
                         migrate_rate
@@ -230,7 +259,8 @@ def main() -> int:
                         f"apply {apply_rate:,.0f} changes/s ({apply_rate / indexed_rate:.2f}x "
                         f"/ {apply_rate / migrate_rate:.2f}x), lag p50 {lag.get('p50_ms')} ms "
                         f"p99 {lag.get('p99_ms')} ms at {offered:,.0f} changes/s, freeze "
-                        f"{doc['freeze_seconds']:.2f} s"
+                        f"{doc['freeze_seconds']:.2f} s; by CPU seconds "
+                        f"{_by_cpu(total, indexed_cpu, n, apply_cpu)}"
                     )
                 finally:
                     server.stop()
