@@ -22,6 +22,7 @@ from psycopg.types.json import Jsonb
 
 from etl.fallback import capture, decoding
 from etl.fallback.inverse import (
+    KEY_PREFIX,
     DocPlan,
     Inverter,
     Keys,
@@ -66,12 +67,18 @@ class Applier:
     # PostgreSQL reads -------------------------------------------------------------------
     def _lookup(self, document_type: str, rid: str) -> str | None:
         t = qualified(document_type)
-        key = sql.SQL("key") if "." in t and not t.startswith("public.") else None
-        expr = key or sql.SQL("coalesce(metadata -> 'arango' ->> '_key', 'pg-' || id::text)")
+        expr = self._key_sql(document_type)
         row = self.conn.execute(
             sql.SQL("select {} from {} where id = %s").format(expr, ident(t)), (rid,)
         ).fetchone()
         return row[0] if row else None
+
+    def _key_sql(self, document_type: str) -> sql.Composable:
+        """A row's ArangoDB key (inverse.key_for's for a row the application created)."""
+        _, tg, _ = target_of(self.mapping, document_type)
+        return sql.SQL("coalesce({}, {} || id::text)").format(
+            sql.SQL(tg.key_sql), sql.Literal(KEY_PREFIX)
+        )
 
     def _preload(self, keys: Keys, rows: dict[tuple[str, str], dict]) -> None:
         """The keys of the rows the batch's rows reference, one query per table."""
@@ -83,10 +90,7 @@ class Applier:
                     wanted.setdefault(rt, set()).add(row[col])
         for rt, ids in wanted.items():
             t = qualified(rt)
-            generic = "." in t and not t.startswith("public.")
-            expr = sql.SQL(
-                "key" if generic else "coalesce(metadata -> 'arango' ->> '_key', 'pg-' || id::text)"
-            )
+            expr = self._key_sql(rt)
             found: dict[str, str] = dict(
                 self.conn.execute(
                     sql.SQL("select id::text, {} from {} where id = any(%s::uuid[])").format(
@@ -292,10 +296,10 @@ class Applier:
     ) -> list[tuple[str, str, str | None]]:
         """(collection, key, expected _rev) of what a deleted row's removal removes: its
         document and, for a research row, its edges."""
-        cm, _, _ = target_of(self.mapping, dt)
+        cm, tg, _ = target_of(self.mapping, dt)
         md = old_row.get("metadata") or {}
         arango = provenance(md)
-        key = old_row.get("key") if cm.generic is not None else arango.get("_key")
+        key = tg.key_of(old_row)
         out = [(cm.name, key or key_for(rid), arango.get("_rev"))]
         spec = edge_spec_for(self.mapping, dt)
         edges = md["edges"] if isinstance(md.get("edges"), dict) else {}
