@@ -9,6 +9,7 @@ library so they can still be read, and the transform then rejects or encodes the
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -47,7 +48,7 @@ def loads_first_wins(data: bytes) -> tuple[Any, list[str]]:
     return obj, repeated
 
 
-def _first_wins(repeated: list[str]):
+def _first_wins(repeated: list[str]) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
     def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         d: dict[str, Any] = {}
         for k, v in pairs:
