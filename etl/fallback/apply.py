@@ -41,7 +41,14 @@ from etl.transform import Row
 log = logging.getLogger("etl.fallback")
 
 INFLIGHT = "etl_fallback_inflight"
-LOCK_TIMEOUT = "10s"  # the provenance write-back waits this long for a row the app holds
+# The provenance write-back gives up on a row the application holds before PostgreSQL looks for
+# a deadlock (deadlock_timeout): so a deadlock between the two is never found, and the
+# application's transaction is never the one aborted; the batch is simply done again.
+LOCK_TIMEOUT_SQL = (
+    "select set_config('lock_timeout', least(10000, greatest(10,"
+    " extract(epoch from current_setting('deadlock_timeout')::interval) * 500))::int || 'ms',"
+    " true)"
+)
 
 
 class Applier:
@@ -230,7 +237,7 @@ class Applier:
                     "select pg_logical_emit_message(true, %s, %s)",
                     (decoding.MESSAGE_PREFIX, self.run_id),
                 )
-            conn.execute(f"set local lock_timeout = '{LOCK_TIMEOUT}'")
+            conn.execute(LOCK_TIMEOUT_SQL)
             updates: dict[str, list[tuple[Jsonb, str]]] = {}
             for t, rid, md in writeback:
                 updates.setdefault(t, []).append((Jsonb(md), rid))
