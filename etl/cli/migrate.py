@@ -200,7 +200,7 @@ def _parallel(
     migration: Migration, workers: int, lease_seconds: float
 ) -> Migration | ParallelMigration:
     """--workers N: the same run, its collections and key ranges in N processes."""
-    if workers == 1:
+    if workers <= 1:
         return migration
     from etl.parallel import ParallelMigration
 

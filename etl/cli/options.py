@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -75,7 +75,7 @@ def settings_from(
     return load_settings(CTX.config, overrides=overrides)
 
 
-def refuse(message: str, hint: str | None = None) -> None:
+def refuse(message: str, hint: str | None = None) -> NoReturn:
     """A bad combination of options: exit 2 before any server is started."""
     raise EtlError(message, hint=hint)
 
