@@ -5,6 +5,10 @@ ETL_TEST_PG_DSN names a server to use (any database on it; tests create and drop
 Without it, the suite starts the same embedded server `etl` uses, in a temporary directory.
 Each test that needs a database gets a fresh one; `schema_db` copies a template database to
 which the schema was applied once per session, so tests stay fast and independent.
+
+Sources: `seeded_arango` seeds generated data into the ArangoDB test server, `migrated_env`
+gives a fresh target migrated from it (with a WAL position, for sync, cutover and fallback),
+`dump_of` an arangodump directory of generated data (made once per session, read only).
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -163,6 +169,54 @@ def empty_db(make_db) -> str:
 @pytest.fixture
 def schema_db(make_db) -> str:
     return make_db(schema=True)
+
+
+@pytest.fixture
+def seeded_arango(arango_server) -> Callable[..., Any]:
+    """seeded_arango(n, seed=..., **generate) -> the data set of tests.datagen.generate,
+    seeded into every collection of `arango_server`."""
+    from tests.datagen import generate
+    from tests.helpers import seed_dataset
+
+    def factory(n: int, **kw: Any) -> Any:
+        ds = generate(n, **kw)
+        seed_dataset(arango_server, ds)
+        return ds
+
+    return factory
+
+
+@pytest.fixture
+def migrated_env(request, arango_server, tmp_path) -> Callable[..., dict[str, str]]:
+    """migrated_env(n=20, seed=32, dsn=None) -> the environment of etl processes on a fresh
+    target migrated from `arango_server` (tests.helpers.migrated): `dsn`, or `schema_db`."""
+    from tests.helpers import migrated
+
+    def factory(n: int = 20, seed: int = 32, dsn: str | None = None) -> dict[str, str]:
+        target = dsn or request.getfixturevalue("schema_db")
+        return migrated(arango_server, target, tmp_path, n=n, seed=seed)
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def dump_of(tmp_path_factory) -> Callable[..., Path]:
+    """dump_of(n, seed, bad=False, gzip=False) -> an uncompressed (or gzip) arangodump
+    directory of generate(n, seed=seed, bad=bad), written once per session: never write to
+    it (a test that changes a dump makes its own)."""
+    from tests.datagen import generate, write_dump
+
+    made: dict[tuple[int, int, bool, bool], Path] = {}
+
+    def factory(n: int, seed: int, bad: bool = False, gzip: bool = False) -> Path:
+        key = (n, seed, bad, gzip)
+        if key not in made:
+            path = tmp_path_factory.mktemp(f"dump-{n}-{seed}") / "atspro"
+            write_dump(path, generate(n, seed=seed, bad=bad), gzip=gzip)
+            made[key] = path
+        return made[key]
+
+    return factory
 
 
 _TEMPLATE: dict[str, str] = {}

@@ -16,8 +16,8 @@ from etl import jsonutil
 from etl.load import Loader
 from etl.mapping import load_mapping
 from etl.transform import Row, Transformer, row_id
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 DOCS = Path(__file__).parent / "cases" / "documents"
 RUN = "run-core-1"
 

@@ -4,11 +4,9 @@ unchanged, rejected or unmapped, on a first run and on a re-run, whoever refused
 
 from __future__ import annotations
 
-import os
 import secrets
 import signal
 import subprocess
-import sys
 import time
 
 import psycopg
@@ -17,7 +15,7 @@ import pytest
 from etl.load import LoadOutcome
 from etl.pipeline import Transformed, batch_counts
 from tests.datagen import generate, write_dump, write_jsonl
-from tests.helpers import run, scalar
+from tests.helpers import etl, etl_popen, pg_env, run, scalar
 
 
 def resumes_with_one_postgresql_refuses(n_good: int) -> tuple[dict[str, list[dict]], str]:
@@ -111,15 +109,11 @@ def test_resume_with_batch_goes_on_in_batches_of_the_new_size(schema_db, tmp_pat
     )
     path = tmp_path / "dump"
     write_dump(path, ds, gzip=False)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
-    env.update({"ETL_PG_DSN": schema_db, "ETL_REPORTS_DIR": str(tmp_path / "reports")})
-    etl = [sys.executable, "-m", "etl"]
-    first = subprocess.Popen(
-        [*etl, "migrate", "--all", "--source", f"dump:{path}", "--batch", "7"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    env = pg_env(schema_db, tmp_path)
+    first = etl_popen(
+        "migrate", "--all", "--source", f"dump:{path}", "--batch", "7",
+        env=env, stdout=subprocess.DEVNULL, text=False,
+    )  # fmt: skip
     deadline = time.time() + 60
     while time.time() < deadline:
         if scalar(schema_db, "select count(*) from etl_batches") >= 2:
@@ -130,13 +124,7 @@ def test_resume_with_batch_goes_on_in_batches_of_the_new_size(schema_db, tmp_pat
     before = scalar(schema_db, "select count(*) from etl_batches")
     assert before >= 2 and scalar(schema_db, "select state from etl_runs") == "interrupted"
 
-    resumed = subprocess.run(
-        [*etl, "migrate", "--resume", "--batch", "25"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    resumed = etl("migrate", "--resume", "--batch", "25", env=env, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     with psycopg.connect(schema_db) as conn:
         sizes = [

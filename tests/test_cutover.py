@@ -6,29 +6,18 @@ copy is verified (continuously, and the last ones in the freeze) without a full 
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
 
 import psycopg
 
 from tests.fakearango.fixtures import DATABASE
-from tests.helpers import REPO, etl, scalar
-from tests.test_sync import App, key_row, migrated
+from tests.helpers import App, etl, etl_popen, key_row, newest_report, scalar
 
 
 def cutover(env: dict, server, *args: str, after_confirm=None, timeout: float = 120):
     """Run `etl cutover`, answer its freeze question with yes, and call after_confirm() (which
     may arm the test server) just before the answer goes in."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "etl", "cutover", *args],
-        env=env,
-        cwd=REPO,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = etl_popen("cutover", *args, env=env, stdin=subprocess.PIPE)
     head = []
     for line in proc.stdout:  # click.echo flushes each line
         head.append(line)
@@ -51,14 +40,13 @@ def unverified(conn, collection: str, key: str) -> None:
 
 
 def report(tmp_path) -> dict:
-    newest = sorted((tmp_path / "reports").glob("cutover-*.json"))[-1]
-    return json.loads(newest.read_text())
+    return newest_report(tmp_path / "reports", "cutover-")
 
 
 def test_a_change_right_after_the_confirmation_is_applied_and_verified(
-    schema_db, tmp_path, arango_server
+    schema_db, tmp_path, arango_server, migrated_env
 ):
-    env = migrated(arango_server, schema_db, tmp_path, seed=50)
+    env = migrated_env(seed=50)
 
     def late_write():  # committed just after the drain's first poll was scanned
         arango_server.insert(DATABASE, "jobs", {"_key": "late-job", "user_id": "u", "title": "L"})
@@ -78,8 +66,8 @@ def test_a_change_right_after_the_confirmation_is_applied_and_verified(
     assert doc["keys_verified_in_freeze"].get("jobs", 0) >= 1
 
 
-def test_writes_going_on_after_the_freeze_are_a_no_go_exit_1(schema_db, tmp_path, arango_server):
-    env = migrated(arango_server, schema_db, tmp_path, seed=51)
+def test_writes_going_on_after_the_freeze_are_a_no_go_exit_1(tmp_path, arango_server, migrated_env):
+    env = migrated_env(seed=51)
     n = {"i": 0}
 
     def write():  # the application never stops: a new job after every tick the cutover reads
@@ -100,9 +88,9 @@ def test_writes_going_on_after_the_freeze_are_a_no_go_exit_1(schema_db, tmp_path
 
 
 def test_a_row_that_differs_from_the_source_is_a_no_go_naming_key_and_field(
-    schema_db, tmp_path, arango_server
+    schema_db, tmp_path, arango_server, migrated_env
 ):
-    env = migrated(arango_server, schema_db, tmp_path, seed=52)
+    env = migrated_env(seed=52)
     app = App(arango_server)
     app.col("jobs").insert({"_key": "j-diff", "user_id": "u", "title": "Right"})
     assert etl("sync", "--until-current", env=env).returncode == 0
@@ -118,8 +106,10 @@ def test_a_row_that_differs_from_the_source_is_a_no_go_naming_key_and_field(
     assert doc["differing"] == [{"collection": "jobs", "key": "j-diff", "fields": ["title"]}]
 
 
-def test_every_changed_key_is_verified_without_a_full_reconcile(schema_db, tmp_path, arango_server):
-    env = migrated(arango_server, schema_db, tmp_path, seed=53)
+def test_every_changed_key_is_verified_without_a_full_reconcile(
+    schema_db, tmp_path, arango_server, migrated_env
+):
+    env = migrated_env(seed=53)
     app = App(arango_server)
     for i in range(5):
         app.col("jobs").insert({"_key": f"v{i}", "user_id": "u", "title": f"T{i}"})
@@ -142,20 +132,14 @@ def test_every_changed_key_is_verified_without_a_full_reconcile(schema_db, tmp_p
 
 
 def test_sigkill_of_sync_then_a_rerun_and_cutover_loses_no_key_to_verify(
-    schema_db, tmp_path, arango_server
+    schema_db, tmp_path, arango_server, migrated_env
 ):
     import signal
     import time
 
-    env = migrated(arango_server, schema_db, tmp_path, seed=55)
+    env = migrated_env(seed=55)
     app = App(arango_server)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "etl", "sync"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = etl_popen("sync", env=env, text=False)
     try:
         for i in range(40):
             app.col("jobs").insert({"_key": f"k{i}", "user_id": "u", "title": f"T{i}"})
@@ -179,24 +163,17 @@ def test_sigkill_of_sync_then_a_rerun_and_cutover_loses_no_key_to_verify(
 
 
 def test_a_running_sync_verifies_changed_keys_and_exports_its_lag(
-    schema_db, tmp_path, arango_server
+    schema_db, arango_server, migrated_env
 ):
     import signal
     import time
     import urllib.request
 
-    from tests.test_sync import free_port
+    from tests.helpers import free_port
 
-    env = migrated(arango_server, schema_db, tmp_path, seed=54)
+    env = migrated_env(seed=54)
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "etl", "sync", "--metrics-port", str(port)],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = etl_popen("sync", "--metrics-port", str(port), env=env)
     try:
         app = App(arango_server)
         for i in range(5):
@@ -246,9 +223,9 @@ def test_the_lag_clock_is_read_from_arangodbs_hlc_revision():
 
 
 def test_an_edge_that_differs_from_the_source_is_a_no_go_naming_it(
-    schema_db, tmp_path, arango_server
+    schema_db, arango_server, migrated_env
 ):
-    env = migrated(arango_server, schema_db, tmp_path, seed=56)
+    env = migrated_env(seed=56)
     edge = sorted(arango_server.documents(DATABASE, "job_research"))[0]
     App(arango_server).col("job_research").update({"_key": edge, "note": "source"})
     assert etl("sync", "--until-current", env=env).returncode == 0
@@ -266,12 +243,12 @@ def test_an_edge_that_differs_from_the_source_is_a_no_go_naming_it(
 
 
 def test_a_tick_moved_only_by_writes_that_are_not_ours_does_not_hold_up_the_drain(
-    schema_db, tmp_path, arango_server
+    tmp_path, arango_server, migrated_env
 ):
     """Another database or a system collection written after every poll: the server's tick is
     always past the position, but no mapped change comes; the drain ends after a quiet moment
     instead of running into its limit (a no-go)."""
-    env = migrated(arango_server, schema_db, tmp_path, seed=57)
+    env = migrated_env(seed=57)
 
     def busy():
         arango_server.during_tail = arango_server.background_write

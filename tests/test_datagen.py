@@ -9,14 +9,13 @@ import re
 import statistics
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from tests import datagen
 from tests.datagen import ALLOWED_KEY_SPECIALS, bad_cases, encode, generate, write_dump, write_jsonl
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 KEY_RE = re.compile(r"^[A-Za-z0-9_\-:.@()+,=;$!*'%]{1,254}$")
 BAD_CASE_NAMES = {
     "user_id_missing",

@@ -9,9 +9,7 @@ import psycopg
 
 from etl import derived
 from etl.transform import row_id
-from tests.datagen import generate
-from tests.helpers import arango_env, etl, seed_dataset
-from tests.test_sync import App
+from tests.helpers import App, arango_env, etl
 
 
 def research_row(dsn: str, key: str) -> tuple:
@@ -32,9 +30,10 @@ def test_derive_rule():
     assert not derived.own_named({"job_id": None}, [("job_id",)])
 
 
-def test_a_second_edge_gives_the_same_row_in_every_order(schema_db, tmp_path, arango_server):
-    ds = generate(20, seed=41)
-    seed_dataset(arango_server, ds)
+def test_a_second_edge_gives_the_same_row_in_every_order(
+    schema_db, tmp_path, arango_server, seeded_arango
+):
+    ds = seeded_arango(20, seed=41)
     env = arango_env(arango_server, schema_db, tmp_path)
     assert etl("migrate", "--all", env=env).returncode == 0
     research = next(

@@ -11,7 +11,6 @@ import random
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 
@@ -19,10 +18,8 @@ import psycopg
 import pytest
 
 from etl.transform import row_id
-from tests import helpers
 from tests.fakearango.fixtures import client_db
-from tests.helpers import REPO, scalar
-from tests.test_sync import free_port, migrated
+from tests.helpers import error_lines, etl, etl_popen, free_port, newest_report, scalar
 
 SYSTEM = ("_id", "_rev")
 
@@ -40,10 +37,6 @@ def applied(dsn: str) -> int:
     return scalar(dsn, "select coalesce(sum(changes), 0) from etl_fallback_applied")
 
 
-def etl(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return helpers.etl(*args, env=env)
-
-
 def snapshot(server) -> dict[tuple[str, str], dict]:
     """Every document of the mapped collections: (collection, key) -> document."""
     db = client_db(server)
@@ -59,12 +52,19 @@ def snapshot(server) -> dict[tuple[str, str], dict]:
     return out
 
 
-def cut_over(server, dsn, tmp_path, seed) -> dict:
-    env = migrated(server, dsn, tmp_path, n=24, seed=seed)
-    r = etl(env, "cutover", "--assume-frozen")
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr
-    assert "fallback armed" in r.stdout
-    return env
+@pytest.fixture
+def cut_over(migrated_env):
+    """cut_over(seed, dsn=None) -> the environment of etl on a target migrated from the test
+    server (24 resumes) and cut over to (the fallback armed): `dsn`, or schema_db."""
+
+    def factory(seed: int, dsn: str | None = None) -> dict:
+        env = migrated_env(n=24, seed=seed, dsn=dsn)
+        r = etl("cutover", "--assume-frozen", env=env)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr
+        assert "fallback armed" in r.stdout
+        return env
+
+    return factory
 
 
 def one(conn, q, params=()):
@@ -242,32 +242,32 @@ def check_arango(server, before: dict, ids: dict) -> None:
 
 
 def test_fallback_until_current_replays_the_applications_writes(
-    capture_db, tmp_path, arango_server
+    capture_db, arango_server, cut_over
 ):
     schema_db, mechanism = capture_db
-    env = cut_over(arango_server, schema_db, tmp_path, seed=61)
+    env = cut_over(seed=61, dsn=schema_db)
     assert scalar(schema_db, "select mechanism from etl_fallback_state") == mechanism
     before = snapshot(arango_server)
     ids = app_writes(schema_db)
-    status = etl(env, "status")
+    status = etl("status", env=env)
     assert "The way back" in status.stdout and "pending_changes" in status.stdout
-    r = etl(env, "fallback", "--until-current")
+    r = etl("fallback", "--until-current", env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr
     assert "changes applied to ArangoDB" in r.stdout
     check_arango(arango_server, before, ids)
-    rec = etl(env, "reconcile", "--all")
+    rec = etl("reconcile", "--all", env=env)
     assert rec.returncode == 0, rec.stdout[-3000:] + rec.stderr
     assert scalar(schema_db, "select count(*) from etl_fallback_changes") == 0
     # nothing left: a second run changes nothing in ArangoDB
     mid = snapshot(arango_server)
-    r2 = etl(env, "fallback", "--until-current")
+    r2 = etl("fallback", "--until-current", env=env)
     assert r2.returncode == 0, r2.stderr
     assert snapshot(arango_server) == mid
 
 
-def test_sigkill_during_the_apply_loses_and_doubles_nothing(capture_db, tmp_path, arango_server):
+def test_sigkill_during_the_apply_loses_and_doubles_nothing(capture_db, arango_server, cut_over):
     schema_db, mechanism = capture_db
-    env = cut_over(arango_server, schema_db, tmp_path, seed=62)
+    env = cut_over(seed=62, dsn=schema_db)
     assert scalar(schema_db, "select mechanism from etl_fallback_state") == mechanism
     before = snapshot(arango_server)
     ids = app_writes(schema_db)
@@ -275,9 +275,9 @@ def test_sigkill_during_the_apply_loses_and_doubles_nothing(capture_db, tmp_path
     kills = 0
     for _ in range(6):
         start = applied(schema_db)
-        p = subprocess.Popen(
-            [sys.executable, "-m", "etl", "fallback", "--until-current", "--batch-size", "1"],
-            env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        p = etl_popen(
+            "fallback", "--until-current", "--batch-size", "1",
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         # wait until it has applied something (or is done), then kill it mid-apply
         deadline = time.time() + 30
@@ -293,18 +293,18 @@ def test_sigkill_during_the_apply_loses_and_doubles_nothing(capture_db, tmp_path
         if p.returncode == 0:  # it finished before the kill
             break
     assert kills >= 2, "the apply was killed while it ran"
-    r = etl(env, "fallback", "--until-current")
+    r = etl("fallback", "--until-current", env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr
     assert "conflicts 0" in r.stdout
     check_arango(arango_server, before, ids)
-    rec = etl(env, "reconcile", "--all")
+    rec = etl("reconcile", "--all", env=env)
     assert rec.returncode == 0, rec.stdout[-3000:] + rec.stderr
 
 
 def test_a_document_changed_in_arangodb_is_a_conflict_not_overwritten(
-    schema_db, tmp_path, arango_server
+    schema_db, arango_server, cut_over
 ):
-    env = cut_over(arango_server, schema_db, tmp_path, seed=63)
+    env = cut_over(seed=63, dsn=schema_db)
     db = client_db(arango_server)
     with psycopg.connect(schema_db) as conn:
         rid, key = conn.execute(
@@ -313,7 +313,7 @@ def test_a_document_changed_in_arangodb_is_a_conflict_not_overwritten(
         conn.execute("update job_documents set title = 'from postgres' where id = %s", (rid,))
     attr = "job_title" if "job_title" in db.collection("jobs").get(key) else "title"
     db.collection("jobs").update({"_key": key, attr: "from arango"})
-    r = etl(env, "fallback", "--until-current")
+    r = etl("fallback", "--until-current", env=env)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "conflicts 1" in r.stdout and "changed in ArangoDB after the cutover" in r.stderr
     assert db.collection("jobs").get(key)[attr] == "from arango"
@@ -324,32 +324,29 @@ def test_a_document_changed_in_arangodb_is_a_conflict_not_overwritten(
     # the policy says overwrite: PostgreSQL's row wins
     with psycopg.connect(schema_db) as conn:
         conn.execute("update job_documents set title = 'from postgres 2' where id = %s", (rid,))
-    r = etl(env, "fallback", "--until-current", "--on-conflict", "overwrite")
+    r = etl("fallback", "--until-current", "--on-conflict", "overwrite", env=env)
     assert r.returncode == 1, r.stderr  # the conflict is reported, also when overwritten
     assert db.collection("jobs").get(key)[attr] == "from postgres 2"
     assert scalar(schema_db, "select count(*) from etl_fallback_conflicts where overwritten") == 1
 
 
-def test_arm_status_metrics_and_retire(schema_db, tmp_path, arango_server):
-    env = migrated(arango_server, schema_db, tmp_path, n=10, seed=64)
-    r = etl(env, "fallback", "--until-current")
+def test_arm_status_metrics_and_retire(schema_db, migrated_env):
+    env = migrated_env(n=10, seed=64)
+    r = etl("fallback", "--until-current", env=env)
     assert r.returncode == 2 and "not armed" in r.stderr and "Traceback" not in r.stderr
-    r = etl(env, "fallback", "arm")
+    r = etl("fallback", "arm", env=env)
     assert r.returncode == 0, r.stderr
     assert "fallback armed (triggers on 5 tables" in r.stdout and "wal_level" in r.stdout
     with psycopg.connect(schema_db) as conn:
         conn.execute("update resume_documents set status = 'x' where id = (select id"
                      " from resume_documents order by id limit 1)")  # fmt: skip
-    s = etl(env, "status")
+    s = etl("status", env=env)
     assert "The way back" in s.stdout and "change_table_bytes" in s.stdout
-    r = etl(env, "fallback", "retire")
+    r = etl("fallback", "retire", env=env)
     assert r.returncode == 2 and "not applied to ArangoDB yet" in r.stderr
     # follow mode with metrics: applies, serves the lag, stops on SIGTERM with 130
     port = free_port()
-    p = subprocess.Popen(
-        [sys.executable, "-m", "etl", "fallback", "--metrics-port", str(port)],
-        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    p = etl_popen("fallback", "--metrics-port", str(port), env=env)
     text = ""
     deadline = time.time() + 30
     while time.time() < deadline:
@@ -365,7 +362,7 @@ def test_arm_status_metrics_and_retire(schema_db, tmp_path, arango_server):
     assert p.returncode == 130, err
     assert "etl_fallback_pending_changes 0.0" in text
     assert 'etl_fallback_applied_changes_total{collection="resumes",operation="update"} 1.0' in text
-    r = etl(env, "fallback", "retire")
+    r = etl("fallback", "retire", env=env)
     assert r.returncode == 0, r.stderr
     assert (
         scalar(schema_db, "select count(*) from pg_trigger where tgname = 'etl_fallback_capture'")
@@ -376,7 +373,7 @@ def test_arm_status_metrics_and_retire(schema_db, tmp_path, arango_server):
     assert scalar(schema_db, "select count(*) from etl_fallback_changes") == 0
 
 
-def test_an_unchanged_row_becomes_its_source_document_again(schema_db, tmp_path, arango_server):
+def test_an_unchanged_row_becomes_its_source_document_again(schema_db, arango_server, migrated_env):
     """The inverse of the transform on every row of a copy: with ArangoDB's document as the
     base (the apply's case) exactly the source; from the row's provenance alone the same but for
     attributes that held their column's default (the copy cannot tell them from absent ones)."""
@@ -387,7 +384,7 @@ def test_an_unchanged_row_becomes_its_source_document_again(schema_db, tmp_path,
     from etl.settings import load_settings
     from etl.target import qualified
 
-    env = migrated(arango_server, schema_db, tmp_path, n=30, seed=65)
+    env = migrated_env(n=30, seed=65)
     source = snapshot(arango_server)
     mapping = load_mapping(load_settings(None, env=env).migrate.mapping)
     seen = 0
@@ -425,11 +422,9 @@ def test_a_fallback_key_maps_back_to_its_row_id():
     assert row_id("resumes", "pg-" + rid.upper()) != rid  # the rule writes lowercase only
 
 
-def test_cutover_back_to_arangodb_says_go_after_the_last_writes(
-    capture_db, tmp_path, arango_server
-):
+def test_cutover_back_to_arangodb_says_go_after_the_last_writes(capture_db, tmp_path, cut_over):
     schema_db, mechanism = capture_db
-    env = cut_over(arango_server, schema_db, tmp_path, seed=66)
+    env = cut_over(seed=66, dsn=schema_db)
     assert scalar(schema_db, "select mechanism from etl_fallback_state") == mechanism
     with psycopg.connect(schema_db) as conn:
         conn.execute(
@@ -437,18 +432,17 @@ def test_cutover_back_to_arangodb_says_go_after_the_last_writes(
         )
         conn.execute("update resume_documents set status = 'back' where id ="
                      " (select id from resume_documents order by id limit 1)")  # fmt: skip
-    r = etl(env, "cutover", "--to", "arangodb", "--assume-frozen")
+    r = etl("cutover", "--to", "arangodb", "--assume-frozen", env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr
     assert "cutover to arangodb: GO" in r.stdout
-    reports = list((tmp_path / "reports").glob("cutover-back-*.json"))
-    doc = json.loads(reports[0].read_text())
+    doc = newest_report(tmp_path / "reports", "cutover-back-")
     assert doc["verdict"] == "go" and doc["reconcile_result"] == "everything matches"
     assert doc["fallback"]["changes"] == 2
-    r = etl(env, "cutover", "--to", "mongodb")
+    r = etl("cutover", "--to", "mongodb", env=env)
     assert r.returncode == 2 and "use postgresql or arangodb" in r.stderr
 
 
-def test_reads_use_only_the_documented_get_by_key(schema_db, tmp_path, arango_server, monkeypatch):
+def test_reads_use_only_the_documented_get_by_key(schema_db, arango_server, monkeypatch, cut_over):
     """`PUT /_api/document/{c}?onlyget=true` is not in the documented API (a server that ignores
     `onlyget` takes the array for a replace-many): the fallback reads one GET per key."""
     from arango.collection import StandardCollection
@@ -456,7 +450,7 @@ def test_reads_use_only_the_documented_get_by_key(schema_db, tmp_path, arango_se
     from etl.fallback.run import FallbackJob
     from etl.settings import load_settings
 
-    env = cut_over(arango_server, schema_db, tmp_path, seed=67)
+    env = cut_over(seed=67, dsn=schema_db)
     with psycopg.connect(schema_db) as conn:
         key = conn.execute(
             "update job_documents set company = 'Bulkless' where id = (select id from"
@@ -475,9 +469,9 @@ def test_reads_use_only_the_documented_get_by_key(schema_db, tmp_path, arango_se
 
 
 def test_a_transaction_committing_after_a_later_one_was_applied_is_not_skipped(
-    schema_db, tmp_path, arango_server
+    schema_db, arango_server, cut_over
 ):
-    env = cut_over(arango_server, schema_db, tmp_path, seed=68)
+    env = cut_over(seed=68, dsn=schema_db)
     db = client_db(arango_server)
     with psycopg.connect(schema_db) as slow, psycopg.connect(schema_db) as fast:
         (a, ka), (b, kb) = fast.execute(
@@ -487,18 +481,18 @@ def test_a_transaction_committing_after_a_later_one_was_applied_is_not_skipped(
         slow.execute("update resume_documents set status = 'slow' where id = %s", (a,))
         fast.execute("update resume_documents set status = 'fast' where id = %s", (b,))
         fast.commit()  # captured after the slow one, committed before it
-        r = etl(env, "fallback", "--until-current")
+        r = etl("fallback", "--until-current", env=env)
         assert r.returncode == 0, r.stderr
         assert db.collection("resumes").get(kb)["status"] == "fast"
         assert db.collection("resumes").get(ka)["status"] != "slow"
         slow.commit()
-    r = etl(env, "fallback", "--until-current")
+    r = etl("fallback", "--until-current", env=env)
     assert r.returncode == 0, r.stderr
     assert db.collection("resumes").get(ka)["status"] == "slow"
 
 
 def test_a_row_the_application_holds_delays_the_batch_which_is_done_again(
-    schema_db, tmp_path, arango_server, caplog
+    schema_db, arango_server, caplog, cut_over
 ):
     # the write-back gives up on a held row within half of deadlock_timeout (1 s by default),
     # before PostgreSQL would look for a deadlock and perhaps abort the application instead
@@ -509,7 +503,7 @@ def test_a_row_the_application_holds_delays_the_batch_which_is_done_again(
     from etl.settings import load_settings
 
     caplog.set_level(logging.WARNING, "etl.fallback")
-    env = cut_over(arango_server, schema_db, tmp_path, seed=69)
+    env = cut_over(seed=69, dsn=schema_db)
     with psycopg.connect(schema_db) as conn:
         rid, key = conn.execute(
             "update job_documents set company = 'Held' where id = (select id from job_documents"
@@ -526,7 +520,7 @@ def test_a_row_the_application_holds_delays_the_batch_which_is_done_again(
     doc = client_db(arango_server).collection("jobs").get(key)
     assert doc.get("company_name", doc.get("company")) == "Held"
     assert scalar(schema_db, "select count(*) from etl_fallback_changes") == 0
-    rec = etl(env, "reconcile", "--all")
+    rec = etl("reconcile", "--all", env=env)
     assert rec.returncode == 0, rec.stdout[-2000:]
 
 
@@ -602,12 +596,12 @@ def test_auto_picks_triggers_at_wal_level_replica_and_logical_decoding_where_all
     assert m["auto"] == "trigger" and "neither REPLICATION nor superuser" in m["why"]
 
 
-def test_logical_arm_status_retire_and_rollback(logical_schema_db, tmp_path, arango_server):
+def test_logical_arm_status_retire_and_rollback(logical_schema_db, migrated_env):
     db = logical_schema_db
-    env = migrated(arango_server, db, tmp_path, n=10, seed=66)
-    r = etl(env, "fallback", "arm", "--capture", "nonsense")
+    env = migrated_env(n=10, seed=66, dsn=db)
+    r = etl("fallback", "arm", "--capture", "nonsense", env=env)
     assert r.returncode == 2 and "--capture nonsense" in r.stderr and "Traceback" not in r.stderr
-    r = etl(env, "fallback", "arm")
+    r = etl("fallback", "arm", env=env)
     assert r.returncode == 0, r.stderr
     assert "fallback armed (logical decoding, slot etl_fallback_" in r.stdout
     slot = scalar(db, "select slot_name from etl_fallback_state")
@@ -616,20 +610,17 @@ def test_logical_arm_status_retire_and_rollback(logical_schema_db, tmp_path, ara
     assert (
         scalar(db, "select relreplident from pg_class where oid = 'job_documents'::regclass") == "f"
     )  # a delete carries the row's key and provenance
-    r = etl(env, "fallback", "arm", "--capture", "trigger")  # armed already, otherwise
+    r = etl("fallback", "arm", "--capture", "trigger", env=env)  # armed already, otherwise
     assert r.returncode == 2 and "armed with logical capture" in r.stderr
     with psycopg.connect(db) as conn:
         conn.execute("update resume_documents set status = 'x' where id = (select id"
                      " from resume_documents order by id limit 1)")  # fmt: skip
-    s = etl(env, "status")
+    s = etl("status", env=env)
     assert "The way back" in s.stdout and "retained_wal_bytes" in s.stdout, s.stdout
-    r = etl(env, "fallback", "retire")  # the change in the slot is not applied yet
+    r = etl("fallback", "retire", env=env)  # the change in the slot is not applied yet
     assert r.returncode == 2 and "not applied to ArangoDB yet" in r.stderr
     port = free_port()  # following, with metrics: the slot's WAL is served too
-    p = subprocess.Popen(
-        [sys.executable, "-m", "etl", "fallback", "--metrics-port", str(port)],
-        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    p = etl_popen("fallback", "--metrics-port", str(port), env=env)
     text = ""
     deadline = time.time() + 30
     while time.time() < deadline and applied(db) < 1:
@@ -649,10 +640,10 @@ def test_logical_arm_status_retire_and_rollback(logical_schema_db, tmp_path, ara
     out, err = p.communicate(timeout=30)
     assert p.returncode == 130, err
     assert retained() > 0, text
-    r = etl(env, "fallback", "--until-current")
+    r = etl("fallback", "--until-current", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert applied(db) == 1  # etl's own write-back (provenance) is not captured again
-    r = etl(env, "fallback", "retire")
+    r = etl("fallback", "retire", env=env)
     assert r.returncode == 0, r.stderr
     assert f"dropped replication slot {slot}" in r.stdout
     assert scalar(db, "select count(*) from pg_replication_slots where slot_name = %s", slot) == 0
@@ -660,38 +651,34 @@ def test_logical_arm_status_retire_and_rollback(logical_schema_db, tmp_path, ara
         scalar(db, "select relreplident from pg_class where oid = 'job_documents'::regclass") == "d"
     )
     # armed again, `etl rollback --component all` drops the slot with the rest
-    r = etl(env, "fallback", "arm", "--capture", "logical")
+    r = etl("fallback", "arm", "--capture", "logical", env=env)
     assert r.returncode == 0, r.stderr
-    r = etl(env, "rollback", "--component", "all", "--yes")
+    r = etl("rollback", "--component", "all", "--yes", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert scalar(db, "select count(*) from pg_replication_slots where slot_name = %s", slot) == 0
 
 
-def test_a_slot_gone_or_lost_is_one_line_and_retire_force_clears(
-    logical_schema_db, tmp_path, arango_server
-):
+def test_a_slot_gone_or_lost_is_one_line_and_retire_force_clears(logical_schema_db, migrated_env):
     db = logical_schema_db
-    env = migrated(arango_server, db, tmp_path, n=4, seed=68)
-    assert etl(env, "fallback", "arm", "--capture", "logical").returncode == 0
+    env = migrated_env(n=4, seed=68, dsn=db)
+    assert etl("fallback", "arm", "--capture", "logical", env=env).returncode == 0
     slot = scalar(db, "select slot_name from etl_fallback_state")
     scalar(db, "select count(*) from pg_drop_replication_slot(%s)", slot)  # as an invalidation
-    r = etl(env, "fallback", "--until-current")
+    r = etl("fallback", "--until-current", env=env)
     assert r.returncode == 2, r.stdout + r.stderr
-    lines = helpers.error_lines(r.stderr)
+    lines = error_lines(r.stderr)
     assert len(lines) == 1 and f"replication slot {slot} cannot be read" in lines[0], r.stderr
-    r = etl(env, "fallback", "retire", "--force")
+    r = etl("fallback", "retire", "--force", env=env)
     assert r.returncode == 0, r.stderr
     assert scalar(db, "select count(*) from etl_fallback_state") == 0
 
 
-def test_a_pump_killed_before_the_slot_advance_moves_nothing_twice(
-    logical_schema_db, tmp_path, arango_server
-):
+def test_a_pump_killed_before_the_slot_advance_moves_nothing_twice(logical_schema_db, migrated_env):
     from etl.fallback import capture, decoding
 
     db = logical_schema_db
-    env = migrated(arango_server, db, tmp_path, n=4, seed=69)
-    assert etl(env, "fallback", "arm", "--capture", "logical").returncode == 0
+    env = migrated_env(n=4, seed=69, dsn=db)
+    assert etl("fallback", "arm", "--capture", "logical", env=env).returncode == 0
     update = "update job_documents set title = %s where id = (select id from job_documents order by id limit 1)"
 
     def write(title: str) -> None:
@@ -723,11 +710,11 @@ def test_a_pump_killed_before_the_slot_advance_moves_nothing_twice(
     assert moved == 1 and scalar(db, changes) == 3  # the two are not moved again
 
 
-def test_capture_logical_on_a_replica_level_server_is_one_line(schema_db, tmp_path, arango_server):
-    env = migrated(arango_server, schema_db, tmp_path, n=4, seed=67)
-    r = etl(env, "fallback", "arm", "--capture", "logical")
+def test_capture_logical_on_a_replica_level_server_is_one_line(migrated_env):
+    env = migrated_env(n=4, seed=67)
+    r = etl("fallback", "arm", "--capture", "logical", env=env)
     assert r.returncode == 2, r.stdout + r.stderr
-    lines = helpers.error_lines(r.stderr)
+    lines = error_lines(r.stderr)
     assert len(lines) == 1 and "wal_level = replica" in lines[0], r.stderr
     assert "--capture trigger" in lines[0]
 

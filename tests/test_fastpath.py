@@ -6,9 +6,6 @@ middle of a fast load resumes to the right rows."""
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
-import sys
 from datetime import datetime
 
 import psycopg
@@ -21,7 +18,7 @@ from etl.mapping import load_mapping
 from etl.target import DOCUMENT_TYPES
 from etl.transform import Row, Transformer, row_id
 from tests.datagen import generate, write_dump, write_jsonl
-from tests.helpers import REPO, db_rows, kill_after_batches, run, scalar
+from tests.helpers import REPO, db_rows, etl, etl_popen, kill_after_batches, pg_env, run, scalar
 from tests.test_counts import resumes_with_one_postgresql_refuses
 
 
@@ -207,19 +204,14 @@ def test_rows_already_there_make_the_fast_path_merge_its_batch(schema_db):
 def test_a_run_killed_in_the_fast_path_resumes_through_the_merge_to_exact_rows(schema_db, tmp_path):
     ds = generate(300, seed=11)
     path = write_dump(tmp_path / "dump", ds, gzip=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
-    env.update({"ETL_PG_DSN": schema_db, "ETL_REPORTS_DIR": str(tmp_path / "reports")})
-    cmd = [sys.executable, "-m", "etl", "-v", "migrate", "--all", "--source", f"dump:{path}"]
-    proc = subprocess.Popen(
-        [*cmd, "--batch", "20"], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    env = pg_env(schema_db, tmp_path)
+    cmd = ["-v", "migrate", "--all", "--source", f"dump:{path}"]
+    proc = etl_popen(*cmd, "--batch", "20", env=env, text=False)
     kill_after_batches(proc, schema_db, 5)
     assert "loaded by COPY without the merge" in proc.stderr.read().decode()
     loaded_at_kill = scalar(schema_db, "select count(*) from resume_documents")
     assert 0 < loaded_at_kill < ds.counts["resumes"]
-    done = subprocess.run(
-        [*cmd, "--resume"], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
-    )
+    done = etl(*cmd, "--resume", env=env, timeout=300)
     assert done.returncode in (0, 1), done.stderr
     assert "loaded by COPY without the merge" not in done.stderr  # a resume merges
     for name, table in (("resumes", "resume_documents"), ("jobs", "job_documents")):

@@ -5,7 +5,6 @@ exactly the live documents, rejects are kept whole."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import psycopg
@@ -20,16 +19,13 @@ from etl.reconcile.run import Reconciliation
 from etl.settings import load_settings
 from etl.transform import row_id
 from tests import generic_dumps as shop
-from tests.helpers import error_lines, etl
-from tests.test_report_schema import validate
+from tests.helpers import error_lines, etl, pg_env, process_env, validate
 
-REPO = Path(__file__).resolve().parent.parent
 SYSTEM = ("_key", "_id", "_rev", "_from", "_to")
 
 
 def env_for(dsn: str, tmp_path: Path, mapping: Path | None = None, **more) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
-    env.update({"ETL_PG_DSN": dsn, "ETL_REPORTS_DIR": str(tmp_path / "reports"), **more})
+    env = process_env(pg_env(dsn, tmp_path, **more))
     if mapping is not None:
         env["ETL_MAPPING"] = str(mapping)
     return env

@@ -24,8 +24,8 @@ from etl.settings import load_settings
 from etl.status import status
 from etl.transform import row_id
 from tests.datagen import write_jsonl
-from tests.fakearango.fixtures import DATABASE, ROOT_PASSWORD, seed
-from tests.helpers import REPO, assert_one_line_error, etl
+from tests.fakearango.fixtures import DATABASE, seed
+from tests.helpers import REPO, arango_env, assert_one_line_error, etl, settings_for
 
 MARK = "HOSTILE"  # every hostile string carries it, so a leak into SQL text is easy to find
 FRAGMENTS = [
@@ -226,14 +226,7 @@ def test_hostile_collection_name_against_arangodb_is_one_clean_line(
     arango_server, schema_db, tmp_path, name
 ):
     seed(arango_server, DATABASE, "resumes", [{"_key": "1", "user_id": "u"}])
-    env = {
-        "ETL_PG_DSN": schema_db,
-        "ETL_REPORTS_DIR": str(tmp_path / "r"),
-        "ETL_ARANGO_URL": arango_server.url,
-        "ETL_ARANGO_DB": DATABASE,
-        "ETL_ARANGO_PASSWORD": ROOT_PASSWORD,
-        "ETL_ARANGO_TIMEOUT": "5",
-    }
+    env = arango_env(arango_server, schema_db, tmp_path, ETL_ARANGO_TIMEOUT="5")
     before = tables(schema_db)
     proc = etl("migrate", "--collection", name, env=env)
     assert_one_line_error(proc, "does not exist")
@@ -248,14 +241,7 @@ def test_hostile_collection_name_against_arangodb_is_one_clean_line(
 def test_hostile_database_name_against_arangodb_is_one_clean_line(
     arango_server, schema_db, tmp_path, db
 ):
-    env = {
-        "ETL_PG_DSN": schema_db,
-        "ETL_REPORTS_DIR": str(tmp_path / "r"),
-        "ETL_ARANGO_URL": arango_server.url,
-        "ETL_ARANGO_DB": db,
-        "ETL_ARANGO_PASSWORD": ROOT_PASSWORD,
-        "ETL_ARANGO_TIMEOUT": "5",
-    }
+    env = arango_env(arango_server, schema_db, tmp_path, ETL_ARANGO_DB=db, ETL_ARANGO_TIMEOUT="5")
     proc = etl("migrate", "--all", env=env)
     assert_one_line_error(proc)
 
@@ -293,14 +279,7 @@ def test_keys_postgres_cannot_store_are_rejected_and_reconcile_finds_them_kept(s
     }
     data = tmp_path / "src"
     write_jsonl(data, src)
-    settings = load_settings(
-        None,
-        env={},
-        overrides={
-            "postgres": {"dsn": schema_db},
-            "migrate": {"reports_dir": str(tmp_path / "reports")},
-        },
-    )
+    settings = settings_for(schema_db, tmp_path)
     summary = Migration(
         settings, collections=["resumes"], source=f"jsonl:{data}", retry_wait=lambda rs: 0
     ).run()

@@ -16,9 +16,7 @@ from etl.summary import DocSummary, concluded, outcome
 from etl.sync.cutover import Cutover
 from etl.sync.run import SyncJob
 from tests.datagen import generate, write_dump
-from tests.helpers import arango_env, scalar, settings_for
-from tests.test_report_schema import SCHEMA
-from tests.test_sync import migrated
+from tests.helpers import SCHEMA, scalar, settings_for
 
 HEADER = jsonschema.Draft202012Validator({**SCHEMA, **SCHEMA["$defs"]["run_header"]})
 
@@ -78,11 +76,10 @@ def test_an_interrupted_migrate_records_why(schema_db, tmp_path):
     assert doc["state"] == "interrupted" and doc["error"] == str(exc.value)
 
 
-def test_a_stopped_cutover_is_interrupted_not_failed(schema_db, tmp_path, arango_server):
+def test_a_stopped_cutover_is_interrupted_not_failed(schema_db, migrated_env):
     """Ctrl-C during a cutover ends it as every other run: interrupted, no go, its report
     with the common header (it was recorded as failed)."""
-    migrated(arango_server, schema_db, tmp_path, seed=41)
-    settings = load_settings(None, env=arango_env(arango_server, schema_db, tmp_path))
+    settings = load_settings(None, env=migrated_env(seed=41))
     cut = Cutover(
         settings, confirm_freeze=lambda: True, should_stop=lambda: True, say=lambda s: None
     )

@@ -10,8 +10,8 @@ import pytest
 from etl.errors import ConfigError
 from etl.mapping import load_mapping
 from etl.target import columns
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 DEFAULT = REPO / "configs" / "atspro.toml"
 
 

@@ -4,10 +4,6 @@ and a killed run resumes to exactly the right rows."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import psycopg
 import pytest
 
@@ -15,10 +11,12 @@ from etl.migrate import Migration
 from etl.transform import Row, Transformer, row_id
 from tests.datagen import generate, write_dump
 from tests.helpers import (
-    REPO,
     TABLES,
     db_rows,
+    etl,
+    etl_popen,
     kill_after_batches,
+    pg_env,
     run,
     scalar,
     settings_for,
@@ -250,20 +248,9 @@ def test_migrate_killed_run_resumes_to_exact_rows(schema_db, tmp_path):
     ds = generate(300, seed=11)
     path = tmp_path / "dump"
     write_dump(path, ds, gzip=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
-    env.update({"ETL_PG_DSN": schema_db, "ETL_REPORTS_DIR": str(tmp_path / "reports")})
-    cmd = [
-        sys.executable,
-        "-m",
-        "etl",
-        "migrate",
-        "--all",
-        "--source",
-        f"dump:{path}",
-        "--batch",
-        "20",
-    ]
-    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    env = pg_env(schema_db, tmp_path)
+    cmd = ["migrate", "--all", "--source", f"dump:{path}", "--batch", "20"]
+    proc = etl_popen(*cmd, env=env, text=False)
     kill_after_batches(proc, schema_db, 5)
     assert scalar(schema_db, "select state from etl_runs") == "running"  # killed, not finished
     # the indexes deferred for the bulk load are remembered, not lost
@@ -273,9 +260,7 @@ def test_migrate_killed_run_resumes_to_exact_rows(schema_db, tmp_path):
         0 < loaded_at_kill < ds.counts["resumes"]
         or scalar(schema_db, "select count(*) from job_documents") < ds.counts["jobs"]
     )
-    done = subprocess.run(
-        cmd[:4] + ["--resume"], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
-    )
+    done = etl("migrate", "--resume", env=env, timeout=300)
     assert done.returncode in (0, 1), done.stderr
     assert scalar(schema_db, "select count(*) from resume_documents") == ds.counts["resumes"]
     assert scalar(schema_db, "select count(*) from job_documents") == ds.counts["jobs"]

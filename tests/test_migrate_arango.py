@@ -3,21 +3,18 @@ progress log lines off a terminal, and a SIGKILL followed by --resume."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import psycopg
 
 from etl.migrate import Migration
 from etl.settings import load_settings
-from tests.datagen import generate
 from tests.fakearango.fixtures import DATABASE, ROOT_PASSWORD, seed
-from tests.helpers import REPO, arango_env, kill_after_batches, scalar, seed_dataset
+from tests.helpers import arango_env, etl, etl_popen, kill_after_batches, scalar
 
 
-def test_migrate_arango_all_collections_with_a_503_burst(schema_db, tmp_path, arango_server):
-    ds = generate(80, seed=21, bad=True)
-    seed_dataset(arango_server, ds)
+def test_migrate_arango_all_collections_with_a_503_burst(
+    schema_db, tmp_path, arango_server, seeded_arango
+):
+    ds = seeded_arango(80, seed=21, bad=True)
     arango_server.fail(3, status=503, error_num=21003)  # a burst on the cursor routes
     arango_server.drop_connection(1)
     env = arango_env(arango_server, schema_db, tmp_path)
@@ -46,18 +43,16 @@ def test_migrate_arango_all_collections_with_a_503_burst(schema_db, tmp_path, ar
     )
 
 
-def test_migrate_arango_killed_then_resumed_gives_exact_rows(schema_db, tmp_path, arango_server):
-    ds = generate(400, seed=22)
-    seed_dataset(arango_server, ds)
+def test_migrate_arango_killed_then_resumed_gives_exact_rows(
+    schema_db, tmp_path, arango_server, seeded_arango
+):
+    ds = seeded_arango(400, seed=22)
     env = arango_env(arango_server, schema_db, tmp_path)
-    cmd = [sys.executable, "-m", "etl", "migrate", "--collection", "resumes", "--batch", "20"]
-    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = etl_popen("migrate", "--collection", "resumes", "--batch", "20", env=env, text=False)
     kill_after_batches(proc, schema_db, 4)
     at_kill = scalar(schema_db, "select count(*) from resume_documents")
     assert 0 < at_kill < ds.counts["resumes"]
-    done = subprocess.run(
-        cmd[:4] + ["--resume"], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
-    )
+    done = etl("migrate", "--resume", env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     # not a terminal: progress comes as log lines with a rate
     assert "docs/s" in done.stderr
@@ -78,14 +73,7 @@ def test_migrate_arango_killed_then_resumed_gives_exact_rows(schema_db, tmp_path
 def test_migrate_arango_wrong_password_is_one_line_exit_2(schema_db, tmp_path, arango_server):
     env = arango_env(arango_server, schema_db, tmp_path)
     env["ETL_ARANGO_PASSWORD"] = "wrong-password-xyz"
-    proc = subprocess.run(
-        [sys.executable, "-m", "etl", "migrate", "--collection", "resumes"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = etl("migrate", "--collection", "resumes", env=env, timeout=120)
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "Traceback" not in proc.stderr
@@ -95,13 +83,6 @@ def test_migrate_arango_wrong_password_is_one_line_exit_2(schema_db, tmp_path, a
 def test_migrate_arango_unknown_collection_lists_existing(schema_db, tmp_path, arango_server):
     seed(arango_server, DATABASE, "resumes", [{"_key": "a", "user_id": "u1"}])
     env = arango_env(arango_server, schema_db, tmp_path)
-    proc = subprocess.run(
-        [sys.executable, "-m", "etl", "migrate", "--collection", "resumez"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = etl("migrate", "--collection", "resumez", env=env, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "resumez" in proc.stderr and "resumes" in proc.stderr

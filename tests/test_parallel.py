@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -20,9 +17,8 @@ from etl.parallel import ParallelMigration, needs_of
 from etl.reconcile import Reconciliation
 from etl.settings import load_settings
 from tests.datagen import generate
-from tests.helpers import arango_env, error_lines, scalar, seed_dataset
+from tests.helpers import arango_env, error_lines, etl, etl_popen, scalar, seed_dataset
 
-REPO = Path(__file__).resolve().parent.parent
 TABLES = ("resume_documents", "job_documents", "optimization_results", "research_results")
 # what a row holds apart from provenance (run id, timestamps): identical whoever loaded it
 ROW_SQL = (
@@ -59,10 +55,8 @@ def _strip(meta: dict) -> dict:
 
 
 @pytest.fixture
-def dataset(arango_server):
-    ds = generate(240, seed=31, bad=True)
-    seed_dataset(arango_server, ds)
-    return ds
+def dataset(seeded_arango):
+    return seeded_arango(240, seed=31, bad=True)
 
 
 def test_three_workers_give_the_rows_of_one_process(
@@ -151,14 +145,7 @@ def start_parallel(
     seed_dataset(arango_server, ds)
     env = arango_env(arango_server, schema_db, tmp_path)
     arango_server.slow(delay, count=100000, routes=None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "etl", "migrate", *args],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = etl_popen("migrate", *args, env=env)
     return ds, env, proc
 
 
@@ -234,14 +221,7 @@ def test_a_second_machine_joins_with_etl_worker(schema_db, tmp_path, arango_serv
     with psycopg.connect(schema_db, autocommit=True) as conn:
         run_id = (wait_for_row(conn, "select run_id from etl_work_units limit 1") or [None])[0]
     assert run_id
-    joined = subprocess.run(
-        [sys.executable, "-m", "etl", "worker", "--run", run_id],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    joined = etl("worker", "--run", run_id, env=env, timeout=240)
     arango_server.clear_faults()
     out, err = coord.communicate(timeout=240)
     assert coord.returncode in (0, 1), err[-3000:]  # 1: the generated data has rejects
@@ -258,14 +238,7 @@ def test_a_second_machine_joins_with_etl_worker(schema_db, tmp_path, arango_serv
 
 def test_worker_for_an_unknown_run_is_one_line_exit_2(schema_db, tmp_path, arango_server):
     env = arango_env(arango_server, schema_db, tmp_path)
-    proc = subprocess.run(
-        [sys.executable, "-m", "etl", "worker", "--run", "no-such-run"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = etl("worker", "--run", "no-such-run", env=env, timeout=60)
     assert proc.returncode == 2
     assert [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")] == error_lines(
         proc.stderr

@@ -20,7 +20,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.datagen import generate, write_dump
-from tests.helpers import assert_one_line_error, etl
+from tests.helpers import assert_one_line_error, etl, pg_env
 from tests.tls import self_signed
 
 SSL_REQUEST, GSSENC_REQUEST = 80877103, 80877104
@@ -135,10 +135,7 @@ def tls_dsn(front: TlsFront, db_dsn: str, **params: str) -> str:
 def test_verify_full_with_the_servers_ca_works_for_every_connection(tls_front, make_db, tmp_path):
     front, cert, _ = tls_front
     db = make_db()
-    env = {
-        "ETL_PG_DSN": tls_dsn(front, db, sslmode="verify-full", sslrootcert=str(cert)),
-        "ETL_REPORTS_DIR": str(tmp_path / "reports"),
-    }
+    env = pg_env(tls_dsn(front, db, sslmode="verify-full", sslrootcert=str(cert)), tmp_path)
     refused = front.plain_refused
     assert etl("apply-schema", env=env).returncode == 0
     dump = tmp_path / "dump"

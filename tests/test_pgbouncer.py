@@ -11,7 +11,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from tests.datagen import generate, write_dump
-from tests.helpers import db_rows, etl, strip_volatile
+from tests.helpers import db_rows, etl, pg_env, strip_volatile
 from tests.pgbouncer import pgbouncer
 
 
@@ -32,7 +32,7 @@ def test_through_pgbouncer_gives_the_rows_of_a_direct_connection(
         pooled = via(pooled_db)
         runs = {}
         for name, dsn in (("direct", direct), ("pooled", pooled)):
-            env = {"ETL_PG_DSN": dsn, "ETL_REPORTS_DIR": str(tmp_path / name)}
+            env = pg_env(dsn, tmp_path, name)
             steps = [
                 ("apply-schema",),
                 ("migrate", "--all", "--source", f"dump:{dump}", "--batch", "3"),

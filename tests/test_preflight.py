@@ -8,12 +8,9 @@ written."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import stat
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -21,9 +18,10 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from tests.datagen import generate, write_dump
+from tests.datagen import generate
 from tests.fakearango.fixtures import DATABASE, seed
 from tests.fakearango.server import FakeArango
+from tests.helpers import etl, pg_env
 from tests.pgbouncer import pgbouncer
 from tests.secrets_scan import scan_for_secrets
 
@@ -58,10 +56,8 @@ def arango():
 
 
 @pytest.fixture(scope="module")
-def dump(tmp_path_factory):
-    path = tmp_path_factory.mktemp("dump") / "atspro"
-    write_dump(path, generate(30, seed=42), gzip=False)
-    return path
+def dump(dump_of):
+    return dump_of(30, seed=42)
 
 
 def with_password(dsn: str) -> str:
@@ -78,8 +74,7 @@ def preflight(
 ):
     """Run `etl preflight` as the operator would; returns (process, JSON report)."""
     reports = tmp_path / f"reports-{uuid.uuid4().hex[:6]}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
-    env.update({"ETL_PG_DSN": with_password(dsn), "ETL_REPORTS_DIR": str(reports)})
+    env = pg_env(with_password(dsn), tmp_path, reports)
     if arango is not None:
         env.update(
             {
@@ -89,13 +84,7 @@ def preflight(
                 "ETL_ARANGO_PASSWORD": password,
             }
         )
-    proc = subprocess.run(
-        [sys.executable, "-m", "etl", "preflight", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = etl("preflight", *args, env=env, timeout=300)
     assert "Traceback" not in proc.stderr, proc.stderr
     leaks = scan_for_secrets(
         SECRETS, texts={"stdout": proc.stdout, "stderr": proc.stderr}, paths=[reports]
@@ -179,18 +168,14 @@ def test_a_ready_setup_exits_0_and_its_report_says_ready(schema_db, arango, tmp_
     assert f"preflight {doc['id']}: ready" in proc.stdout
 
     # after a finished migrate, the estimate uses what this database measured
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
-    env.update(
-        {
-            "ETL_PG_DSN": schema_db,
-            "ETL_REPORTS_DIR": str(tmp_path / "migrate"),
-            "ETL_ARANGO_URL": arango.url,
-            "ETL_ARANGO_PASSWORD": ARANGO_PASSWORD,
-        }
+    env = pg_env(
+        schema_db,
+        tmp_path,
+        "migrate",
+        ETL_ARANGO_URL=arango.url,
+        ETL_ARANGO_PASSWORD=ARANGO_PASSWORD,
     )
-    migrated = subprocess.run(
-        [sys.executable, "-m", "etl", "migrate", "--all"], env=env, capture_output=True, text=True
-    )
+    migrated = etl("migrate", "--all", env=env)
     assert migrated.returncode == 0, migrated.stderr
     run_id = re.search(r"run (migrate-\S+): finished", migrated.stdout).group(1)
     proc, doc = preflight(tmp_path, schema_db, arango=arango)
@@ -261,12 +246,7 @@ def test_a_loader_lacking_one_privilege_is_blocked_naming_it(
     tmp_path,
 ):
     loader = new_role(schema_db)
-    printed = subprocess.run(
-        [sys.executable, "-m", "etl", "grants", "--role", loader, "--dsn", schema_db],
-        env={k: v for k, v in os.environ.items() if not k.startswith("ETL_")},
-        capture_output=True,
-        text=True,
-    )
+    printed = etl("grants", "--role", loader, "--dsn", schema_db)
     assert printed.returncode == 0, printed.stderr
     with psycopg.connect(schema_db, autocommit=True) as conn:
         for statement in printed.stdout.splitlines():

@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 
 from etl import jsonutil
 from etl.migrate import Migration
-from etl.settings import load_settings
 from etl.transform import EdgeLink, Reject, Row, Unmapped
 from tests.datagen import write_jsonl
+from tests.helpers import settings_for
 from tests.test_transform import assert_lossless, same_json, transformer
 
 T_REJECT = transformer()  # the default policies: NUL and lone surrogates rejected
@@ -467,14 +467,7 @@ def test_migration_of_arbitrary_documents_loses_nothing(schema_db, tmp_path, cas
                 d["_key"] = f"x{n}-{d['_key']}"
     path = Path(tempfile.mkdtemp(dir=tmp_path))
     write_jsonl(path, source)
-    settings_ = load_settings(
-        None,
-        env={},
-        overrides={
-            "postgres": {"dsn": schema_db},
-            "migrate": {"reports_dir": str(tmp_path / "reports"), "defer_indexes": False},
-        },
-    )
+    settings_ = settings_for(schema_db, tmp_path, defer_indexes=False)
     summary = Migration(
         settings_,
         collections=list(DB_COLLECTIONS),

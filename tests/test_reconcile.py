@@ -400,17 +400,13 @@ def test_a_parent_collection_copied_after_its_children_links_them(schema_db, tmp
 
 
 def test_cli_exit_status_and_findings(schema_db, tmp_path, dataset):
-    import os
-    import subprocess
-    import sys
+    from tests.helpers import etl, pg_env
 
     _, path, _, _ = dataset
     migrate(schema_db, tmp_path, path)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
-    env.update({"ETL_PG_DSN": schema_db, "ETL_REPORTS_DIR": str(tmp_path / "reports")})
-    cmd = [sys.executable, "-m", "etl", "reconcile", "--all", "--source", f"dump:{path}"]
-    repo = Path(__file__).resolve().parent.parent
-    ok = subprocess.run(cmd, env=env, cwd=repo, capture_output=True, text=True, timeout=120)
+    env = pg_env(schema_db, tmp_path)
+    cmd = ["reconcile", "--all", "--source", f"dump:{path}"]
+    ok = etl(*cmd, env=env, timeout=120)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "everything matches" in ok.stdout
     key = q(
@@ -422,7 +418,7 @@ def test_cli_exit_status_and_findings(schema_db, tmp_path, dataset):
         key,
         tamper=True,
     )
-    bad = subprocess.run(cmd, env=env, cwd=repo, capture_output=True, text=True, timeout=120)
+    bad = etl(*cmd, env=env, timeout=120)
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert f"differing jobs/{key}" in bad.stdout and ": company" in bad.stdout
 

@@ -17,8 +17,8 @@ import pytest
 
 from etl.report import write_reports
 from etl.report_html import render_html
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 HOSTILE_KEY = "<script>alert('key')</script>"
 HOSTILE_REASON_EXAMPLE = (
     f"{HOSTILE_KEY}: bad_email: email 'x\"><img src=x onerror=alert(1)>' is not an address"

@@ -10,35 +10,16 @@ import pytest
 from etl.errors import EtlError
 from etl.migrate import Migration
 from etl.reconcile import Reconciliation
-from etl.settings import load_settings
-from tests.datagen import generate, write_dump
-
-SCHEMA = json.loads(
-    (Path(__file__).resolve().parent.parent / "docs" / "report.schema.json").read_text()
-)
-
-
-def validate(path):
-    doc = json.loads(Path(path).read_text())
-    jsonschema.Draft202012Validator(SCHEMA).validate(doc)
-    return doc
+from tests.helpers import SCHEMA, settings_for, validate
 
 
 def test_report_schema_itself_is_valid():
     jsonschema.Draft202012Validator.check_schema(SCHEMA)
 
 
-def test_report_schema_matches_migrate_dry_run_and_reconcile(schema_db, tmp_path):
-    path = tmp_path / "dump"
-    write_dump(path, generate(30, seed=2, bad=True))
-    settings = load_settings(
-        None,
-        env={},
-        overrides={
-            "postgres": {"dsn": schema_db},
-            "migrate": {"reports_dir": str(tmp_path / "reports")},
-        },
-    )
+def test_report_schema_matches_migrate_dry_run_and_reconcile(schema_db, tmp_path, dump_of):
+    path = dump_of(30, seed=2, bad=True, gzip=True)
+    settings = settings_for(schema_db, tmp_path)
     dry = Migration(settings, source=f"dump:{path}", all_=True, dry_run=True)
     dry.run()
     assert validate(dry.report_paths["json"])["dry_run"] is True
@@ -56,17 +37,9 @@ def test_report_schema_matches_migrate_dry_run_and_reconcile(schema_db, tmp_path
     assert validate(rec.report_paths["json"])["has_differences"] is False
 
 
-def test_report_schema_rejects_a_drifted_report(schema_db, tmp_path):
-    path = tmp_path / "dump"
-    write_dump(path, generate(5, seed=2))
-    settings = load_settings(
-        None,
-        env={},
-        overrides={
-            "postgres": {"dsn": schema_db},
-            "migrate": {"reports_dir": str(tmp_path / "reports")},
-        },
-    )
+def test_report_schema_rejects_a_drifted_report(schema_db, tmp_path, dump_of):
+    path = dump_of(5, seed=2, gzip=True)
+    settings = settings_for(schema_db, tmp_path)
     m = Migration(settings, source=f"dump:{path}", all_=True)
     m.run()
     doc = json.loads(Path(m.report_paths["json"]).read_text())
@@ -75,17 +48,9 @@ def test_report_schema_rejects_a_drifted_report(schema_db, tmp_path):
         jsonschema.Draft202012Validator(SCHEMA).validate(doc)
 
 
-def test_report_schema_failed_run_still_reports(schema_db, tmp_path):
-    path = tmp_path / "dump"
-    write_dump(path, generate(5, seed=2))
-    settings = load_settings(
-        None,
-        env={},
-        overrides={
-            "postgres": {"dsn": schema_db},
-            "migrate": {"reports_dir": str(tmp_path / "reports")},
-        },
-    )
+def test_report_schema_failed_run_still_reports(schema_db, tmp_path, dump_of):
+    path = dump_of(5, seed=2, gzip=True)
+    settings = settings_for(schema_db, tmp_path)
     m = Migration(
         settings,
         source=f"dump:{path}",

@@ -11,7 +11,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from tests.datagen import generate, write_dump
-from tests.helpers import error_lines, etl
+from tests.helpers import error_lines, etl, pg_env
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +35,7 @@ def test_a_loader_with_the_printed_grants_migrates_and_reconciles(
         for s in statements:
             conn.execute(s)
 
-    env = {
-        "ETL_PG_DSN": make_conninfo(schema_db, user=loader),
-        "ETL_REPORTS_DIR": str(tmp_path / "reports"),
-    }
+    env = pg_env(make_conninfo(schema_db, user=loader), tmp_path)
     migrated = etl("migrate", "--all", "--source", f"dump:{dump}", env=env)
     assert migrated.returncode == 1, migrated.stderr  # 1: the dump's bad documents are rejects
     assert "Traceback" not in migrated.stderr

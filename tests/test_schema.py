@@ -21,8 +21,8 @@ from etl.schema import (
     schema_status,
     split_statements,
 )
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 SQL = REPO / "sql"
 CASES = Path(__file__).parent / "cases"
 FILES = [m.filename for m in load_migrations(SQL)]

@@ -6,67 +6,33 @@ next run goes on; the metrics endpoint; the cutover's go with its audit entry an
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 
 import psycopg
 import pytest
 
-from etl.migrate import Migration
 from etl.settings import load_settings
-from etl.transform import row_id
 from tests.datagen import generate
-from tests.fakearango.fixtures import DATABASE, client_db
-from tests.helpers import REPO, arango_env, error_lines, etl, scalar, seed_dataset
+from tests.fakearango.fixtures import DATABASE
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def key_row(dsn: str, table: str, collection: str, key: str):
-    with psycopg.connect(dsn) as conn:
-        return conn.execute(
-            f"select to_jsonb(t) from {table} t where id = %s", (row_id(collection, key),)
-        ).fetchone()
-
-
-class App:
-    """The application writing to ArangoDB through its HTTP API (python-arango)."""
-
-    def __init__(self, server):
-        self.db = client_db(server)
-
-    def col(self, name: str):
-        return self.db.collection(name)
-
-
-def migrate_while_writing(server, dsn, tmp_path, ds, writes) -> dict:
-    """etl migrate --all, with `writes(app)` run once after the first committed batch."""
-    seed_dataset(server, ds)
-    env = arango_env(server, dsn, tmp_path)
-    settings = load_settings(None, env=env)
-    app = App(server)
-    done = {"n": 0}
-
-    def on_progress(collection, n, total):
-        if collection == "resumes" and n > 0 and not done["n"]:
-            done["n"] = 1
-            writes(app)
-
-    Migration(
-        settings, all_=True, batch_size=20, on_progress=on_progress, retry_wait=lambda rs: 0
-    ).run()
-    assert done["n"], "the writes ran during the copy"
-    return env
+# App, key_row, free_port and migrated live in tests.helpers; modules written before that
+# import them from here, which keeps working
+from tests.helpers import (
+    App,
+    arango_env,
+    error_lines,
+    etl,
+    etl_popen,
+    free_port,
+    key_row,
+    migrate_while_writing,
+    migrated,  # noqa: F401
+    newest_report,
+    scalar,
+)
 
 
 def test_sync_until_current_after_a_migrate_under_writes(schema_db, tmp_path, arango_server):
@@ -136,12 +102,8 @@ def test_sync_until_current_after_a_migrate_under_writes(schema_db, tmp_path, ar
     assert "Change capture" in status.stdout and "lag_ticks" in status.stdout
 
 
-def migrated(server, dsn, tmp_path, n=20, seed=32) -> dict:
-    return migrate_while_writing(server, dsn, tmp_path, generate(n, seed=seed), lambda app: None)
-
-
-def test_a_pruned_log_ends_in_one_line_naming_a_new_migrate(schema_db, tmp_path, arango_server):
-    env = migrated(arango_server, schema_db, tmp_path)
+def test_a_pruned_log_ends_in_one_line_naming_a_new_migrate(arango_server, migrated_env):
+    env = migrated_env()
     app = App(arango_server)
     for i in range(5):
         app.col("resumes").insert({"_key": f"p{i}", "user_id": "u", "filename": "f"})
@@ -155,8 +117,8 @@ def test_a_pruned_log_ends_in_one_line_naming_a_new_migrate(schema_db, tmp_path,
     assert "Traceback" not in r.stderr
 
 
-def test_a_small_truncate_arrives_as_removals(schema_db, tmp_path, arango_server):
-    env = migrated(arango_server, schema_db, tmp_path, seed=33)
+def test_a_small_truncate_arrives_as_removals(schema_db, arango_server, migrated_env):
+    env = migrated_env(seed=33)
     App(arango_server).col("jobs").truncate()  # below ArangoDB's range-delete threshold
     r = etl("sync", "--until-current", env=env)
     assert r.returncode == 0, r.stderr
@@ -175,8 +137,8 @@ def test_a_small_truncate_arrives_as_removals(schema_db, tmp_path, arango_server
     ],
     ids=["truncate", "drop", "rename"],
 )
-def test_collection_ddl_stops_sync_with_one_line(schema_db, tmp_path, arango_server, ddl, said):
-    env = migrated(arango_server, schema_db, tmp_path, seed=33)
+def test_collection_ddl_stops_sync_with_one_line(schema_db, arango_server, ddl, said, migrated_env):
+    env = migrated_env(seed=33)
     arango_server.truncate_threshold = 0  # the range-delete path: a 2004 marker
     before = scalar(schema_db, "select count(*) from job_documents")
     ddl(arango_server)
@@ -187,13 +149,15 @@ def test_collection_ddl_stops_sync_with_one_line(schema_db, tmp_path, arango_ser
     assert scalar(schema_db, "select count(*) from job_documents") == before
 
 
-def test_collection_ddl_applied_when_the_mapping_says_so(schema_db, tmp_path, arango_server):
+def test_collection_ddl_applied_when_the_mapping_says_so(
+    schema_db, tmp_path, arango_server, migrated_env
+):
     from etl.resources import default_mapping
 
     mapping = tmp_path / "m.toml"
     text = default_mapping().read_text()
     mapping.write_text(text.replace("[policy]\n", '[policy]\non_collection_ddl = "apply"\n', 1))
-    env = {**migrated(arango_server, schema_db, tmp_path, seed=40), "ETL_MAPPING": str(mapping)}
+    env = {**migrated_env(seed=40), "ETL_MAPPING": str(mapping)}
     arango_server.truncate_threshold = 0
     arango_server.truncate_collection(DATABASE, "jobs")
     r = etl("sync", "--until-current", env=env)
@@ -201,16 +165,9 @@ def test_collection_ddl_applied_when_the_mapping_says_so(schema_db, tmp_path, ar
     assert scalar(schema_db, "select count(*) from job_documents") == 0
 
 
-def test_sigterm_stops_cleanly_and_the_next_run_goes_on(schema_db, tmp_path, arango_server):
-    env = migrated(arango_server, schema_db, tmp_path, seed=34)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "etl", "sync", "--metrics-port", str(free_port())],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def test_sigterm_stops_cleanly_and_the_next_run_goes_on(schema_db, arango_server, migrated_env):
+    env = migrated_env(seed=34)
+    proc = etl_popen("sync", "--metrics-port", str(free_port()), env=env)
     app = App(arango_server)
     deadline = time.time() + 30
     while time.time() < deadline:  # the follower is up once it recorded a poll
@@ -236,8 +193,10 @@ def test_sigterm_stops_cleanly_and_the_next_run_goes_on(schema_db, tmp_path, ara
     )
 
 
-def test_metrics_endpoint_serves_lag_and_applied_changes(schema_db, tmp_path, arango_server):
-    migrated(arango_server, schema_db, tmp_path, seed=35)
+def test_metrics_endpoint_serves_lag_and_applied_changes(
+    schema_db, tmp_path, arango_server, migrated_env
+):
+    migrated_env(seed=35)
     from etl.sync.metrics import SyncMetrics
     from etl.sync.run import SyncJob
 
@@ -259,8 +218,10 @@ def test_metrics_endpoint_serves_lag_and_applied_changes(schema_db, tmp_path, ar
     assert "etl_sync_last_applied_timestamp_seconds" in text
 
 
-def test_cutover_go_writes_its_audit_entry_and_report(schema_db, tmp_path, arango_server):
-    env = migrated(arango_server, schema_db, tmp_path, seed=36)
+def test_cutover_go_writes_its_audit_entry_and_report(
+    schema_db, tmp_path, arango_server, migrated_env
+):
+    env = migrated_env(seed=36)
     App(arango_server).col("jobs").insert({"_key": "cut-job", "user_id": "u", "title": "C"})
     r = etl("cutover", "--assume-frozen", "--sample", "100", env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr
@@ -272,33 +233,21 @@ def test_cutover_go_writes_its_audit_entry_and_report(schema_db, tmp_path, arang
     )
     assert audit["verdict"] == "go" and audit["final_tick"] > 0
     assert audit["reconcile_result"] == "everything matches"
-    reports = list((tmp_path / "reports").glob("cutover-*.json"))
-    doc = json.loads(reports[0].read_text())
+    doc = newest_report(tmp_path / "reports", "cutover-")
     assert doc["verdict"] == "go" and doc["freeze_seconds"] >= 0
     assert key_row(schema_db, "job_documents", "jobs", "cut-job") is not None
 
 
 @pytest.mark.parametrize("answer", ["n"])
-def test_cutover_cancelled_at_the_freeze_question(schema_db, tmp_path, arango_server, answer):
-    env = migrated(arango_server, schema_db, tmp_path, seed=37)
-    r = subprocess.run(
-        [sys.executable, "-m", "etl", "cutover"],
-        env=env,
-        cwd=REPO,
-        input=answer + "\n",
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def test_cutover_cancelled_at_the_freeze_question(answer, migrated_env):
+    env = migrated_env(seed=37)
+    r = etl("cutover", env=env, input=answer + "\n", timeout=120)
     assert r.returncode == 2 and "cancelled before the freeze" in r.stderr, r.stderr
     assert os.environ.get("ETL_ARANGO_PASSWORD", "rootpw") not in r.stdout
 
 
 def test_a_loader_role_with_the_printed_grants_follows_and_cuts_over(
-    schema_db,
-    tmp_path,
-    arango_server,
-    new_role,  # noqa: F811
+    schema_db, tmp_path, arango_server, new_role, seeded_arango
 ):
     from psycopg.conninfo import make_conninfo
 
@@ -309,8 +258,7 @@ def test_a_loader_role_with_the_printed_grants_follows_and_cuts_over(
         for s in printed.stdout.splitlines():
             if s.strip():
                 conn.execute(s)
-    ds = generate(20, seed=38)
-    seed_dataset(arango_server, ds)
+    ds = seeded_arango(20, seed=38)
     env = arango_env(arango_server, make_conninfo(schema_db, user=loader), tmp_path)
     assert etl("migrate", "--all", env=env).returncode == 0
     app = App(arango_server)
@@ -325,7 +273,7 @@ def test_a_loader_role_with_the_printed_grants_follows_and_cuts_over(
 
 
 def test_sync_and_cutover_through_pgbouncer_in_transaction_pooling(
-    pg_admin_dsn, make_db, tmp_path, arango_server
+    pg_admin_dsn, make_db, tmp_path, arango_server, seeded_arango
 ):
     from psycopg.conninfo import conninfo_to_dict
 
@@ -334,8 +282,7 @@ def test_sync_and_cutover_through_pgbouncer_in_transaction_pooling(
     direct = make_db(schema=True)
     with pgbouncer(pg_admin_dsn, "transaction") as via:
         pooled = via(conninfo_to_dict(direct)["dbname"])
-        ds = generate(20, seed=39)
-        seed_dataset(arango_server, ds)
+        seeded_arango(20, seed=39)
         env = arango_env(arango_server, pooled, tmp_path)
         assert etl("migrate", "--all", "--batch", "7", env=env).returncode == 0
         app = App(arango_server)

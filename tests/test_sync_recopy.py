@@ -10,9 +10,7 @@ import re
 import psycopg
 
 from etl.sync import positions
-from tests.datagen import generate
-from tests.helpers import arango_env, etl, scalar, seed_dataset
-from tests.test_sync import App
+from tests.helpers import App, arango_env, etl, scalar
 
 
 def applied(dsn: str) -> dict[tuple[str, str], int]:
@@ -26,8 +24,10 @@ def read_count(stdout: str) -> int:
     return int(m.group(1))
 
 
-def test_recopy_one_collection_keeps_the_follower(schema_db, tmp_path, arango_server):
-    seed_dataset(arango_server, generate(20, seed=45))
+def test_recopy_one_collection_keeps_the_follower(
+    schema_db, tmp_path, arango_server, seeded_arango
+):
+    seeded_arango(20, seed=45)
     env = arango_env(arango_server, schema_db, tmp_path)
     assert etl("migrate", "--all", env=env).returncode == 0
     app = App(arango_server)

@@ -6,8 +6,16 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from tests.helpers import REPO, arango_env, error_lines, etl, scalar, seed_dataset
-from tests.test_sync import App, migrated
+from tests.helpers import (
+    App,
+    arango_env,
+    error_lines,
+    etl,
+    etl_popen,
+    migrated,
+    scalar,
+    seed_dataset,
+)
 
 
 def _one_line_refusal(r, *phrases: str) -> str:
@@ -97,21 +105,12 @@ def test_a_refusal_at_start_is_one_line_and_exit_2(
         )
 
 
-def test_cutover_refuses_while_etl_sync_runs(schema_db, tmp_path, arango_server):
+def test_cutover_refuses_while_etl_sync_runs(schema_db, arango_server, migrated_env):
     """Two followers would interleave positions: cutover and sync share one lock."""
-    import subprocess
-    import sys
     import time
 
-    env = migrated(arango_server, schema_db, tmp_path, seed=43)
-    sync = subprocess.Popen(
-        [sys.executable, "-m", "etl", "sync"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    env = migrated_env(seed=43)
+    sync = etl_popen("sync", env=env)
     try:
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -130,25 +129,17 @@ def test_cutover_refuses_while_etl_sync_runs(schema_db, tmp_path, arango_server)
 
 
 def test_a_log_pruned_under_a_running_sync_names_its_current_position(
-    schema_db, tmp_path, arango_server
+    schema_db, arango_server, migrated_env
 ):
     """The message and the summary name where the follower stands now and the server's tick,
     not the position the run started from, and no "lag 0" while behind."""
     import subprocess
-    import sys
     import time
 
-    env = migrated(arango_server, schema_db, tmp_path, seed=44)
+    env = migrated_env(seed=44)
     start = scalar(schema_db, "select from_tick from etl_wal_positions where kind = 'migrate'")
     app = App(arango_server)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "etl", "sync"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = etl_popen("sync", env=env)
     try:
         for i in range(3):
             app.col("resumes").insert({"_key": f"r{i}", "user_id": "u", "filename": "f"})

@@ -26,8 +26,8 @@ from etl.transform import (
     rebuild_source,
     row_id,
 )
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 DEFAULT = REPO / "configs" / "atspro.toml"
 CASES = Path(__file__).resolve().parent / "cases" / "documents"
 RUN_ID = "run-test"

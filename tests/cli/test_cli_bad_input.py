@@ -13,9 +13,9 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from tests.datagen import generate, write_dump
+from tests import helpers
 from tests.fakearango.fixtures import DATABASE, ROOT_PASSWORD, seed
-from tests.helpers import REPO, assert_one_line_error, error_lines, etl
+from tests.helpers import REPO, assert_one_line_error, error_lines, etl, pg_env
 
 MAPPING = REPO / "configs" / "atspro.toml"
 
@@ -26,14 +26,8 @@ def assert_error(proc, *needles):
 
 
 @pytest.fixture(scope="module")
-def dump(tmp_path_factory):
-    path = tmp_path_factory.mktemp("dump") / "atspro"
-    write_dump(path, generate(3, seed=1), gzip=False)
-    return path
-
-
-def pg_env(dsn: str, tmp_path: Path, **extra) -> dict:
-    return {"ETL_PG_DSN": dsn, "ETL_REPORTS_DIR": str(tmp_path / "reports"), **extra}
+def dump(dump_of):
+    return dump_of(3, seed=1)
 
 
 # -- settings files -------------------------------------------------------------------------------
@@ -145,17 +139,8 @@ def test_cli_missing_mapping_file(schema_db, tmp_path, dump):
 
 
 def arango_env(server, dsn, tmp_path, password=ROOT_PASSWORD, **extra):
-    return pg_env(
-        dsn,
-        tmp_path,
-        **{
-            "ETL_ARANGO_URL": server.url,
-            "ETL_ARANGO_DB": DATABASE,
-            "ETL_ARANGO_USER": "root",
-            "ETL_ARANGO_PASSWORD": password,
-            "ETL_ARANGO_TIMEOUT": "5",
-            **extra,
-        },
+    return helpers.arango_env(
+        server, dsn, tmp_path, ETL_ARANGO_PASSWORD=password, ETL_ARANGO_TIMEOUT="5", **extra
     )
 
 

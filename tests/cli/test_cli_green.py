@@ -17,16 +17,23 @@ import psycopg
 import pytest
 
 from tests.datagen import generate, write_dump
-from tests.fakearango.fixtures import DATABASE, ROOT_PASSWORD, seed
-from tests.helpers import REPO, etl, kill_after_batches
+from tests.fakearango.fixtures import DATABASE, seed
+from tests.helpers import (
+    REPO,
+    arango_env,
+    etl,
+    etl_popen,
+    kill_after_batches,
+    last_line,
+    pg_env,
+    process_env,
+)
 
 
 @pytest.fixture(scope="module")
-def dump(tmp_path_factory) -> Path:
+def dump(dump_of) -> Path:
     """A small ATSPro dump with every bad-input case (so a first migrate keeps rejects)."""
-    path = tmp_path_factory.mktemp("dump") / "atspro"
-    write_dump(path, generate(20, seed=3, bad=True), gzip=False)
-    return path
+    return dump_of(20, seed=3, bad=True)
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +44,6 @@ def partial_dump(tmp_path_factory) -> Path:
     for p in path.glob("jobs_*"):
         p.unlink()
     return path
-
-
-def env_of(dsn: str, tmp_path: Path, **extra) -> dict:
-    return {"ETL_PG_DSN": dsn, "ETL_REPORTS_DIR": str(tmp_path / "reports"), **extra}
-
-
-def last_line(text: str) -> str:
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    return lines[-1] if lines else ""
 
 
 def one_row(dsn: str, query: str, *params):
@@ -61,7 +59,7 @@ def test_a_dump_without_mapped_collections_stops_naming_them(
     partial_dump, schema_db, tmp_path, command
 ):
     proc = etl(
-        command, "--all", "--source", f"dump:{partial_dump}", env=env_of(schema_db, tmp_path)
+        command, "--all", "--source", f"dump:{partial_dump}", env=pg_env(schema_db, tmp_path)
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     err = last_line(proc.stderr)
@@ -75,7 +73,7 @@ def test_a_dump_without_mapped_collections_stops_naming_them(
 def test_the_wrong_dump_loads_nothing_and_says_so(schema_db, tmp_path):
     other = tmp_path / "shop"
     write_dump(other, {"orders": [{"_key": "1", "total": 3}]}, gzip=False)
-    proc = etl("migrate", "--all", "--source", f"dump:{other}", env=env_of(schema_db, tmp_path))
+    proc = etl("migrate", "--all", "--source", f"dump:{other}", env=pg_env(schema_db, tmp_path))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "it has: orders" in proc.stderr and "resumes" in proc.stderr
     assert one_row(schema_db, "select count(*) from etl_runs where command = 'migrate'")[0] == 0
@@ -83,14 +81,7 @@ def test_the_wrong_dump_loads_nothing_and_says_so(schema_db, tmp_path):
 
 def test_an_arango_database_without_the_collections_stops(arango_server, schema_db, tmp_path):
     seed(arango_server, DATABASE, "resumes", [{"_key": "1", "user_id": "u"}])
-    env = env_of(
-        schema_db,
-        tmp_path,
-        ETL_ARANGO_URL=arango_server.url,
-        ETL_ARANGO_DB=DATABASE,
-        ETL_ARANGO_USER="root",
-        ETL_ARANGO_PASSWORD=ROOT_PASSWORD,
-    )
+    env = arango_env(arango_server, schema_db, tmp_path)
     for command in ("migrate", "reconcile"):
         proc = etl(command, "--all", env=env)
         assert proc.returncode == 2, proc.stdout + proc.stderr
@@ -100,7 +91,7 @@ def test_an_arango_database_without_the_collections_stops(arango_server, schema_
 def test_allow_missing_goes_on_and_reconcile_never_calls_it_a_match(
     partial_dump, schema_db, tmp_path
 ):
-    env = env_of(schema_db, tmp_path)
+    env = pg_env(schema_db, tmp_path)
     src = f"dump:{partial_dump}"
     # the edges to the missing jobs are rejected (dangling): the limit lets them be
     proc = etl(
@@ -113,14 +104,14 @@ def test_allow_missing_goes_on_and_reconcile_never_calls_it_a_match(
     assert row and "not in source" in row[0], proc.stdout
     verdict = last_line(proc.stdout)
     assert "NOT CHECKED, not in the source: jobs" in verdict, verdict
-    from tests.test_report_schema import validate
+    from tests.helpers import validate
 
     doc = validate(next((tmp_path / "reports").glob("reconcile-*.json")))
     assert doc["not_in_source"] == ["jobs"] and "NOT CHECKED" in doc["verdict"]
 
 
 def test_a_failed_reconcile_never_says_everything_matches(dump, schema_db, tmp_path):
-    env = env_of(schema_db, tmp_path)
+    env = pg_env(schema_db, tmp_path)
     etl("migrate", "--all", "--source", f"dump:{dump}", env=env)
     trunc = tmp_path / "trunc"
     write_dump(trunc, generate(20, seed=3, bad=True), gzip=False)
@@ -138,7 +129,7 @@ def test_a_failed_reconcile_never_says_everything_matches(dump, schema_db, tmp_p
 def test_an_unwritable_reports_dir_prints_the_verdict_then_fails(dump, schema_db, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory\n")
-    env = env_of(schema_db, tmp_path, ETL_REPORTS_DIR=str(blocker / "reports"))
+    env = pg_env(schema_db, tmp_path, ETL_REPORTS_DIR=str(blocker / "reports"))
     for command in ("migrate", "reconcile"):
         proc = etl(command, "--all", "--source", f"dump:{dump}", env=env)
         assert proc.returncode == 2, (command, proc.stdout, proc.stderr)
@@ -161,7 +152,7 @@ def test_an_unwritable_reports_dir_prints_the_verdict_then_fails(dump, schema_db
 
 
 def test_preflight_says_where_reports_go(dump, schema_db, tmp_path):
-    proc = etl("preflight", "--source", f"dump:{dump}", env=env_of(schema_db, tmp_path))
+    proc = etl("preflight", "--source", f"dump:{dump}", env=pg_env(schema_db, tmp_path))
     line = [ln for ln in proc.stdout.splitlines() if "reports.directory" in ln]
     assert line and "will be created" in line[0], proc.stdout
     assert not (tmp_path / "reports" / ".etl-preflight").exists()
@@ -171,7 +162,7 @@ def test_preflight_says_where_reports_go(dump, schema_db, tmp_path):
 
 
 def test_status_shows_a_sampled_reconcile_as_sampled(dump, schema_db, tmp_path):
-    env = env_of(schema_db, tmp_path)
+    env = pg_env(schema_db, tmp_path)
     etl("migrate", "--all", "--source", f"dump:{dump}", env=env)
     proc = etl("reconcile", "--all", "--source", f"dump:{dump}", "--sample", "50", env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -209,7 +200,7 @@ def dead_pid() -> int:
 
 
 def test_reconcile_refuses_beside_a_live_migrate(dump, schema_db, tmp_path):
-    env = env_of(schema_db, tmp_path)
+    env = pg_env(schema_db, tmp_path)
     fake_run(schema_db, "migrate-live", pid=os.getpid())  # this test process: alive
     args = ("reconcile", "--collection", "jobs", "--source", f"dump:{dump}")
     proc = etl(*args, env=env)
@@ -231,7 +222,7 @@ def test_reconcile_is_not_stopped_by_a_dead_migrate(dump, schema_db, tmp_path):
         "jobs",
         "--source",
         f"dump:{dump}",
-        env=env_of(schema_db, tmp_path),
+        env=pg_env(schema_db, tmp_path),
     )
     assert proc.returncode in (0, 1), proc.stderr
 
@@ -240,7 +231,7 @@ def test_status_shows_stale_runs_as_interrupted(schema_db, tmp_path):
     fake_run(schema_db, "migrate-killed-here", pid=dead_pid())
     fake_run(schema_db, "migrate-silent-far", pid=4242, host="elsewhere.example", age=600)
     fake_run(schema_db, "migrate-busy-far", pid=4242, host="elsewhere.example", age=1)
-    out = etl("status", env=env_of(schema_db, tmp_path)).stdout
+    out = etl("status", env=pg_env(schema_db, tmp_path)).stdout
     rows = {ln.split()[0]: ln for ln in out.splitlines() if ln.startswith("migrate-")}
     assert (
         " interrupted " in rows["migrate-killed-here"] and "is gone" in rows["migrate-killed-here"]
@@ -254,7 +245,7 @@ def test_status_shows_stale_runs_as_interrupted(schema_db, tmp_path):
 
 def test_resume_refuses_at_once_a_run_whose_owner_lives(schema_db, tmp_path):
     fake_run(schema_db, "migrate-owned", pid=os.getpid())
-    proc = etl("migrate", "--resume", "--collection", "jobs", env=env_of(schema_db, tmp_path))
+    proc = etl("migrate", "--resume", "--collection", "jobs", env=pg_env(schema_db, tmp_path))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     err = last_line(proc.stderr)
     assert "run migrate-owned is still running in another etl migrate" in err, err
@@ -268,25 +259,11 @@ def test_resume_refuses_at_once_a_run_whose_owner_lives(schema_db, tmp_path):
 def test_a_killed_migrate_is_interrupted_and_resumable(tmp_path, schema_db):
     src = tmp_path / "big"
     write_dump(src, generate(400, seed=5), gzip=False)
-    env = env_of(schema_db, tmp_path)
-    full = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "etl",
-            "migrate",
-            "--all",
-            "--source",
-            f"dump:{src}",
-            "--batch",
-            "20",
-        ],
-        env={**full, **env},
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    env = pg_env(schema_db, tmp_path)
+    proc = etl_popen(
+        "migrate", "--all", "--source", f"dump:{src}", "--batch", "20",
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
     kill_after_batches(proc, schema_db, 3)
     assert proc.returncode == -signal.SIGKILL
     run_id, host, pid = one_row(
@@ -327,7 +304,7 @@ def test_the_heartbeat_beats_while_a_run_is_busy(schema_db):
 
 
 def test_max_rejects_counts_only_this_runs_new_rejects(dump, schema_db, tmp_path):
-    env = env_of(schema_db, tmp_path)
+    env = pg_env(schema_db, tmp_path)
     src = ("--all", "--source", f"dump:{dump}")
     first = etl("migrate", *src, env=env)
     assert first.returncode == 1, first.stderr
@@ -357,14 +334,14 @@ def test_max_rejects_takes_a_percentage(dump, schema_db, tmp_path):
         f"dump:{dump}",
         "--max-rejects",
         "50%",
-        env=env_of(schema_db, tmp_path),
+        env=pg_env(schema_db, tmp_path),
     )
     assert proc.returncode == 0, proc.stdout
     assert re.search(r"\d+ new rejects \(limit 50% of \d+ read = \d+\)", last_line(proc.stdout))
 
 
 def test_max_rejects_refuses_a_malformed_limit(schema_db, tmp_path):
-    proc = etl("migrate", "--all", "--max-rejects", "lots", env=env_of(schema_db, tmp_path))
+    proc = etl("migrate", "--all", "--max-rejects", "lots", env=pg_env(schema_db, tmp_path))
     assert proc.returncode == 2
     assert "--max-rejects" in proc.stderr and "expected a count" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -422,7 +399,7 @@ def test_the_truncated_dump_hint_names_a_flag_that_works(schema_db, tmp_path):
     write_dump(src, generate(5, seed=2), gzip=False)
     data = next(src.glob("jobs_*.data.json"))
     data.write_bytes(data.read_bytes()[:-30])
-    env = env_of(schema_db, tmp_path)
+    env = pg_env(schema_db, tmp_path)
     proc = etl("migrate", "--all", "--source", f"dump:{src}", env=env)
     assert proc.returncode == 2 and "--allow-truncated" in proc.stderr, proc.stderr
     proc = etl("migrate", "--all", "--source", f"dump:{src}", "--allow-truncated", env=env)
@@ -435,9 +412,8 @@ def test_the_truncated_dump_hint_names_a_flag_that_works(schema_db, tmp_path):
 
 def test_demo_always_reconciles(schema_db, tmp_path):
     bin_dir = Path(sys.executable).parent
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
+    env = process_env(pg_env(schema_db, tmp_path))
     env.update(
-        env_of(schema_db, tmp_path),
         DEMO_RESUMES="30",
         DEMO_DUMP=str(tmp_path / "demo-dump"),
         DEMO_ETL=str(bin_dir / "etl"),
@@ -464,7 +440,7 @@ def test_no_script_guards_with_grep_q_under_pipefail():
 def test_reports_name_the_schema_version_and_fresh_edges_are_inserted(dump, schema_db, tmp_path):
     from etl.resources import schema_version
 
-    env = env_of(schema_db, tmp_path)
+    env = pg_env(schema_db, tmp_path)
     proc = etl("migrate", "--all", "--source", f"dump:{dump}", env=env)
     report = json.loads(next((tmp_path / "reports").glob("migrate-*.json")).read_text())
     assert report["schema_version"] == schema_version(), report["schema_version"]
@@ -477,7 +453,7 @@ def test_reports_name_the_schema_version_and_fresh_edges_are_inserted(dump, sche
 
 
 def test_reconcile_counts_an_extra_row_once_and_a_real_rate(dump, schema_db, tmp_path):
-    env = env_of(schema_db, tmp_path)
+    env = pg_env(schema_db, tmp_path)
     etl("migrate", "--all", "--source", f"dump:{dump}", env=env)
     with psycopg.connect(schema_db) as conn:  # a row no source document explains
         conn.execute(

@@ -6,21 +6,18 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from tests.datagen import generate, write_dump
-from tests.helpers import etl
+from tests.helpers import etl, pg_env
 
 WAL = "no WAL position for this copy"
 
 
 @pytest.fixture(scope="module")
-def dump(tmp_path_factory):
-    path = tmp_path_factory.mktemp("dump") / "atspro"
-    write_dump(path, generate(5, seed=6), gzip=False)
-    return path
+def dump(dump_of):
+    return dump_of(5, seed=6)
 
 
 def _migrate(schema_db, tmp_path, dump, collection):
-    env = {"ETL_PG_DSN": schema_db, "ETL_REPORTS_DIR": str(tmp_path / "r")}
+    env = pg_env(schema_db, tmp_path, "r")
     proc = etl("migrate", "-c", collection, "--source", f"dump:{dump}", env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     return proc.stderr

@@ -12,17 +12,14 @@ from pathlib import Path
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from tests.datagen import generate, write_dump
-from tests.helpers import assert_one_line_error, etl
+from tests.helpers import assert_one_line_error, etl, pg_env
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?[+-]\d\d:\d\d$")
 
 
 @pytest.fixture(scope="module")
-def dump(tmp_path_factory):
-    path = tmp_path_factory.mktemp("dump") / "atspro"
-    write_dump(path, generate(6, seed=3), gzip=False)
-    return path
+def dump(dump_of):
+    return dump_of(6, seed=3)
 
 
 def libpq_env(dsn: str, tmp_path: Path) -> dict:
@@ -81,7 +78,7 @@ def test_pgservice_names_the_service(schema_db, tmp_path):
 
 def test_every_command_says_first_which_server_database_and_source(schema_db, tmp_path, dump):
     db = conninfo_to_dict(schema_db)["dbname"]
-    env = {"ETL_PG_DSN": schema_db, "ETL_REPORTS_DIR": str(tmp_path / "r")}
+    env = pg_env(schema_db, tmp_path, "r")
     commands = [
         ["status"],
         ["schema-status"],
@@ -152,7 +149,7 @@ def test_bad_logging_options_are_one_line(args, tmp_path):
 
 
 def test_json_results_on_stdout_and_nothing_else(schema_db, tmp_path, dump):
-    env = {"ETL_PG_DSN": schema_db, "ETL_REPORTS_DIR": str(tmp_path / "r")}
+    env = pg_env(schema_db, tmp_path, "r")
     src = f"dump:{dump}"
     migrated = etl("migrate", "--all", "--source", src, "--json", env=env, cwd=tmp_path)
     assert migrated.returncode in (0, 1), migrated.stderr
@@ -176,7 +173,7 @@ def test_json_results_on_stdout_and_nothing_else(schema_db, tmp_path, dump):
 
 
 def test_json_logs_and_json_result_together_every_line_an_object(schema_db, tmp_path, dump):
-    env = {"ETL_PG_DSN": schema_db, "ETL_REPORTS_DIR": str(tmp_path / "new-reports")}
+    env = pg_env(schema_db, tmp_path, "new-reports")
     args = ["migrate", "-c", "resumes", "--source", f"dump:{dump}", "--json"]
     proc = etl(*args, "--log-format", "json", env=env, cwd=tmp_path)
     assert proc.returncode in (0, 1), proc.stderr

@@ -9,7 +9,7 @@ import json
 import psycopg
 
 from tests.datagen import bad_cases
-from tests.helpers import etl
+from tests.helpers import etl, pg_env
 
 SECRET = "jane.private.person@@nowhere"
 
@@ -27,7 +27,7 @@ def _source(tmp_path):
 
 def _run(schema_db, tmp_path, *extra):
     reports = tmp_path / ("shown" if extra else "hidden")
-    env = {"ETL_PG_DSN": schema_db, "ETL_REPORTS_DIR": str(reports)}
+    env = pg_env(schema_db, tmp_path, reports)
     src = f"jsonl:{_source(tmp_path)}"
     proc = etl("migrate", "-c", "resumes", "--source", src, "-v", *extra, env=env, cwd=tmp_path)
     # the document is a reject: new the first time (exit 1), rejected again the second (exit 0)

@@ -8,8 +8,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from tests.datagen import generate, write_dump
-from tests.helpers import assert_one_line_error, error_lines, etl
+from tests.helpers import assert_one_line_error, error_lines, etl, pg_env
 
 # what a DBA grants for "the seed's schema": DML on everything in public, nothing elsewhere
 PUBLIC_ONLY = [
@@ -22,10 +21,8 @@ PUBLIC_ONLY = [
 
 
 @pytest.fixture(scope="module")
-def dump(tmp_path_factory):
-    path = tmp_path_factory.mktemp("dump") / "atspro"
-    write_dump(path, generate(5, seed=4), gzip=False)
-    return path
+def dump(dump_of):
+    return dump_of(5, seed=4)
 
 
 @pytest.fixture
@@ -42,7 +39,7 @@ def test_migrate_without_usage_on_the_generic_schema_is_one_line(
     public_only_loader, dump, tmp_path
 ):
     role, dsn = public_only_loader
-    env = {"ETL_PG_DSN": dsn, "ETL_REPORTS_DIR": str(tmp_path / "r")}
+    env = pg_env(dsn, tmp_path, "r")
     proc = etl("migrate", "--all", "--source", f"dump:{dump}", env=env)
     assert_one_line_error(proc, "lacks USAGE on SCHEMA arango", f"etl grants --role {role}")
     assert "unexpected" not in proc.stderr
@@ -52,7 +49,7 @@ def test_preflight_checks_the_schemas_and_tables_the_mapping_writes(
     public_only_loader, dump, tmp_path
 ):
     role, dsn = public_only_loader
-    env = {"ETL_PG_DSN": dsn, "ETL_REPORTS_DIR": str(tmp_path / "r")}
+    env = pg_env(dsn, tmp_path, "r")
     proc = etl("preflight", "--source", f"dump:{dump}", env=env)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "USAGE on arango" in proc.stdout and "arango.task_results" in proc.stdout
