@@ -397,6 +397,15 @@ class Follower:
             self._vconn = pg.connect(self.dsn)
         return self.verifier.verify_pending(self._vconn, limit=limit, retry_after=retry_after)
 
+    def ready_to_verify(self) -> None:
+        """The verifier's connection and compare specs, made now (the cutover: before the
+        freeze, so that its verification pays for neither)."""
+        if not self.verifying:
+            return
+        if self._vconn is None or self._vconn.closed:
+            self._vconn = pg.connect(self.dsn)
+        self.verifier.prepare(self._vconn)
+
     def _wait(self, out: SyncOutcome) -> None:
         """The batch in flight, committed: its counts taken, its position saved."""
         inflight, self._inflight = self._inflight, None
