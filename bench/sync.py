@@ -230,7 +230,9 @@ def main() -> int:
                 server = FakeArango(ROOT_PASSWORD).start()
                 try:
                     for c in ds:
-                        seed(server, DATABASE, c, ds[c], edge=ds.types[c] == "edge")
+                        # small imports: an import of 10,000 real-shaped documents can outlast the
+                        # client's 10 s timeout on a loaded machine
+                        seed(server, DATABASE, c, ds[c], edge=ds.types[c] == "edge", chunk=2000)
                     dsn = fresh_db(admin, template, made)
                     env = {
                         "ETL_ARANGO_URL": server.url,
