@@ -334,3 +334,27 @@ def test_an_unwritable_report_is_exit_2_after_the_verdict(schema_db, tmp_path, a
         " order by started_at desc limit 1",
     )
     assert verdict == "go"  # the run itself is saved
+
+
+def test_a_failure_after_the_verdict_does_not_change_it(
+    schema_db, tmp_path, arango_server, monkeypatch
+):
+    """The per-collection record is read after the verdict is said: if it cannot be read, the
+    report says so and keeps the verdict the operator saw (it became a failed no-go)."""
+    from etl.settings import load_settings
+    from etl.sync import verify
+    from etl.sync.cutover import Cutover
+
+    env = migrated(arango_server, schema_db, tmp_path, seed=60)
+    said: list[str] = []
+
+    def broken(conn):
+        raise psycopg.OperationalError("the server closed the connection")
+
+    monkeypatch.setattr(verify, "verified_table", broken)
+    cut = Cutover(load_settings(None, env=env), confirm_freeze=lambda: True, say=said.append)
+    doc = cut.run()
+    assert any(s.startswith("verdict: GO") for s in said), said
+    assert cut.go and doc["state"] == "finished" and doc["verdict"] == "go"
+    saved = report(tmp_path)
+    assert saved["verdict"] == "go" and "closed the connection" in saved["record_error"]
