@@ -19,6 +19,7 @@ fresh copy of the schema. Usage:
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import random
@@ -199,6 +200,9 @@ def main() -> int:
         help="real: shaped like the ATSPro exports (bench/realdata.py); classic: tests/datagen",
     )
     args = ap.parse_args()
+    # The test server keeps every document in this process: at 1M, a full collection over
+    # tens of millions of objects pauses it past its clients' 10 s timeout (seen while seeding).
+    gc.disable()
     admin = args.pg_dsn or embedded_dsn()
     make = realdata.generate if args.data == "real" else generate
     template = f"etl_bench_sync_tmpl_{uuid.uuid4().hex[:8]}"
