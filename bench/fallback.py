@@ -20,22 +20,27 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg  # noqa: E402
-from psycopg.conninfo import make_conninfo  # noqa: E402
 
 from bench import realdata  # noqa: E402
-from bench.sync import DOCS_PER_RESUME, etl, fresh_db, log, report_of  # noqa: E402
-from etl.generic.apply import apply_mapping_file  # noqa: E402
-from etl.pg import embedded_dsn  # noqa: E402
-from etl.schema import apply_schema  # noqa: E402
-from tests.fakearango.fixtures import DATABASE, ROOT_PASSWORD, seed  # noqa: E402
-from tests.fakearango.server import FakeArango  # noqa: E402
+from bench.common import (  # noqa: E402
+    DOCS_PER_RESUME,
+    REPO,
+    Databases,
+    admin_dsn,
+    arango_with,
+    etl,
+    etl_env,
+    logger,
+    process_env,
+    report_of,
+)
+
+log = logger("bench-fallback")
 
 
 def app_writes(dsn: str, n: int, rng: random.Random, tag: str) -> int:
@@ -88,30 +93,14 @@ def main() -> int:
     )
     ap.add_argument("--pg-dsn", default=os.environ.get("ETL_BENCH_PG_DSN"))
     args = ap.parse_args()
-    admin = args.pg_dsn or embedded_dsn()
     ds = realdata.generate(max(1, int(args.docs / DOCS_PER_RESUME)), seed=args.seed)
     total = sum(ds.counts.values())
-    template = f"etl_bench_fb_tmpl_{uuid.uuid4().hex[:8]}"
-    made = [template]
-    with psycopg.connect(admin, autocommit=True) as c:
-        c.execute(f'create database "{template}"')
-        version = c.execute("show server_version").fetchone()[0]
-    apply_schema(make_conninfo(admin, dbname=template), REPO / "sql")
-    apply_mapping_file(make_conninfo(admin, dbname=template))
+    dbs = Databases(admin_dsn(args.pg_dsn), "etl_bench_fb")
     rng = random.Random(args.seed)
-    server = FakeArango(ROOT_PASSWORD).start()
+    server = arango_with(ds)
     try:
-        for c in ds:
-            seed(server, DATABASE, c, ds[c], edge=ds.types[c] == "edge")
-        dsn = fresh_db(admin, template, made)
-        env = {
-            "ETL_ARANGO_URL": server.url,
-            "ETL_ARANGO_DB": DATABASE,
-            "ETL_ARANGO_USER": "root",
-            "ETL_ARANGO_PASSWORD": ROOT_PASSWORD,
-            "ETL_PG_DSN": dsn,
-            "ETL_REPORTS_DIR": str(REPO / "bench" / "reports"),
-        }
+        dsn = dbs.fresh()
+        env = etl_env(server, dsn)
         etl(env, "migrate", "--all")
         etl(env, "fallback", "arm", "--capture", args.capture)
         n = app_writes(dsn, args.changes, rng, "b")
@@ -121,10 +110,8 @@ def main() -> int:
         backlog = json.loads(report_of(out).read_text())["fallback"]
         log(f"backlog: {n} changes, {rate:,.0f} changes/s (whole command)")
         # following: a writer at --rate while `etl fallback` runs
-        full = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
-        full.update(env)
         follower = subprocess.Popen(
-            [sys.executable, "-m", "etl", "fallback"], env=full, cwd=REPO,
+            [sys.executable, "-m", "etl", "fallback"], env=process_env(env), cwd=REPO,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         time.sleep(2)
@@ -139,10 +126,8 @@ def main() -> int:
         follow = json.loads(report_of(fout).read_text())["fallback"]
     finally:
         server.stop()
-        with psycopg.connect(admin, autocommit=True) as c:
-            for name in reversed(made):
-                c.execute(f'drop database if exists "{name}" with (force)')
-    print(f"\nthe way back on {total:,} real-shaped documents, PostgreSQL {version}:\n")
+        dbs.drop_all()
+    print(f"\nthe way back on {total:,} real-shaped documents, PostgreSQL {dbs.version}:\n")
     print("| measurement | figure |")
     print("|---|---:|")
     print(

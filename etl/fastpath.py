@@ -8,7 +8,7 @@ merge does for an insert is done here before the COPY, with the same result:
   (the merge's 'superseded');
 - a reference (resume_id, job_id, parent_optimization_id) whose row is not in its table (nor,
   for a parent, in the batch) is set to NULL and counted dangling; a parent that comes later
-  is kept for relink_parents() as the merge path keeps it;
+  links it at the end of the collection, as for the merge path (etl/links.py);
 - a NULL column takes the table default (evaluated in the batch's transaction, so now() is
   the same instant the merge would give), filename 'unknown' as the merge does.
 
@@ -204,8 +204,6 @@ class FastPath:
                     elif c in missing and str(x) in missing[c]:
                         x = None
                         out.dangling += 1
-                        if c == PARENT:
-                            out.forward_refs.append((str(v["id"]), str(v[c])))
                     values.append(x)
                 copy.write_row(values)
         out.inserted = len(batch)

@@ -9,6 +9,7 @@ library so they can still be read, and the transform then rejects or encodes the
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -25,6 +26,39 @@ def loads(data: bytes | str) -> Any:
         # Lone surrogates: msgspec refuses them, the standard library keeps them.
         # Anything that is really malformed fails again here, with a precise position.
         return json.loads(data, parse_constant=_reject_constant)
+
+
+def loads_first_wins(data: bytes) -> tuple[Any, list[str]]:
+    """Decode, keeping the FIRST value of an attribute name that an object repeats (what
+    arangorestore --cleanup-duplicate-attributes keeps; arangodump-format.md), and return the
+    repeated names. A line that re-encodes to its own bytes has no repeat (a repeat would be
+    missing from the re-encoding), so only the rare line that does not (whitespace, escapes,
+    number spellings, or a repeat) pays for the pair-by-pair decode."""
+    obj = loads(data)
+    try:
+        again = _encoder.encode(obj)
+    except UnicodeEncodeError:  # lone surrogates
+        again = b""
+    line = data.rstrip(b"\r\n ")
+    # "\/" is a legal spelling of "/" (ArangoDB writes it); it never touches a repeat
+    if again == line or (b"\\/" in line and again == line.replace(b"\\/", b"/")):
+        return obj, []
+    repeated: list[str] = []
+    obj = json.loads(data, parse_constant=_reject_constant, object_pairs_hook=_first_wins(repeated))
+    return obj, repeated
+
+
+def _first_wins(repeated: list[str]) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        d: dict[str, Any] = {}
+        for k, v in pairs:
+            if k in d:
+                repeated.append(k)
+            else:
+                d[k] = v
+        return d
+
+    return hook
 
 
 def _reject_constant(name: str) -> Any:

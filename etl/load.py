@@ -36,9 +36,6 @@ class LoadOutcome:
     unchanged: int = 0
     dangling: int = 0
     rejected: list[tuple[Row, str]] = field(default_factory=list)  # (row, reason)
-    # (row id, intended parent id) of references to a row of the same table that was not
-    # there yet (a parent later in the stream); relink_parents() sets them at the end
-    forward_refs: list[tuple[str, str]] = field(default_factory=list)
 
     def __iadd__(self, other: LoadOutcome) -> LoadOutcome:
         self.inserted += other.inserted
@@ -46,7 +43,6 @@ class LoadOutcome:
         self.unchanged += other.unchanged
         self.dangling += other.dangling
         self.rejected.extend(other.rejected)
-        self.forward_refs.extend(other.forward_refs)
         return self
 
 
@@ -149,7 +145,7 @@ class Loader:
         # rows and joins the target table with nested loops. ANALYZE of the stage costs ~1 ms.
         self.conn.execute(sql.SQL("analyze {}").format(sql.Identifier(*stage.split("."))))
         out = LoadOutcome()
-        parent_of: dict[str, object] | None = None  # id -> intended parent, built on first need
+        # a dangling reference loads NULL; a parent that comes later links it (etl/links.py)
         for _id, action in self.conn.execute(
             "select id, action from etl_merge_stage(%s, %s)", (document_type, self.run_id)
         ):
@@ -159,15 +155,6 @@ class Loader:
                 out.updated += 1
             elif action.startswith("dangling"):
                 out.dangling += 1
-                if action == "dangling:parent_optimization_id":
-                    if parent_of is None:
-                        parent_of = {
-                            str(r.values.get("id")): r.values.get("parent_optimization_id")
-                            for r in rows
-                        }
-                    parent = parent_of.get(str(_id))
-                    if parent:
-                        out.forward_refs.append((str(_id), str(parent)))
         out.unchanged = len(rows) - out.inserted - out.updated
         return out
 
@@ -175,7 +162,7 @@ class Loader:
         self, table: str, refs: Sequence[tuple[str, str]], column: str = "parent_optimization_id"
     ) -> int:
         """Set a reference (by default parent_optimization_id) where the parent arrived after
-        its child; returns how many. A link the validation refuses (another user or resume)
+        its child (the pairs etl/links.py finds); returns how many. A link the validation refuses (another user or resume)
         stays null and counted dangling."""
         if not refs:
             return 0

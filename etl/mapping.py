@@ -12,7 +12,7 @@ import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -181,9 +181,20 @@ class Target:
     score_fields: tuple[tuple[str, ...], ...]
     nonempty_when_status: frozenset[str]
 
+    # how a row names its document: metadata.arango._key, none for a row the application
+    # created (generic rows: their `key` column); found by row id (transform.row_id)
+    key_column: ClassVar[str] = "id"
+    key_sql: ClassVar[str] = "metadata -> 'arango' ->> '_key'"
+
     @property
     def table(self) -> str:
         return target.table(self.document_type)
+
+    def key_of(self, row: dict[str, Any]) -> str | None:
+        """The ArangoDB _key of a row of this table (None: the application created it)."""
+        arango = (row.get("metadata") or {}).get("arango")
+        key = arango.get("_key") if isinstance(arango, dict) else None
+        return key if isinstance(key, str) else None
 
     def columns_list(self) -> tuple[str, ...]:
         return target.columns(self.document_type)
@@ -247,20 +258,15 @@ class Mapping:
         return self.unmapped.get(name, "not migrated (no mapping)")
 
     def target_tables(self, collection: str) -> list[TableRef]:
-        """Where a collection's documents live: schema-qualified table, key column, generic or
-        not (empty when the collection is not migrated). For every table a document's row id
+        """Where a collection's documents live: schema-qualified table and key column (empty
+        when the collection is not migrated). For every table a document's row id
         is transform.row_id(collection, key); a generic table also has the key in `key`."""
         cm = self.collections.get(collection)
         if cm is None:
             return []
         if cm.edge is not None:  # job_research: the edge is kept in its research row
-            return [TableRef(f"public.{target.table(cm.edge.to_document_type)}", "id", False)]
-        return [
-            TableRef(t.table, "key", True)
-            if isinstance(t, GenericTarget)
-            else TableRef(f"public.{t.table}", "id", False)
-            for t in cm.targets()
-        ]
+            return [TableRef(target.qualified(cm.edge.to_document_type), "id")]
+        return [TableRef(target.qualified(t.document_type), t.key_column) for t in cm.targets()]
 
     def generic_targets(self) -> list[GenericTarget]:
         return [cm.generic for cm in self.collections.values() if cm.generic is not None]
@@ -288,7 +294,6 @@ class TableRef:
 
     table: str
     key_column: str
-    generic: bool
 
 
 # -- loading ---------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import psycopg
 from tenacity import RetryCallState
 
-from etl import derived, state
+from etl import derived, links, state
 from etl.errors import Interrupted
 from etl.fastpath import FastPath, lever_on, lz4_available
 from etl.generic import load as generic_load
@@ -260,51 +260,33 @@ class Pipeline:
         result: CollectionResult,
         done: bool,
     ) -> None:
-        """One transaction: the collection's late parent links (when this range ends it) and
-        the range marked done, so that a crash in between cannot lose the links."""
+        """One transaction: the late parent links to the collection's rows (when this range
+        ends it; etl/links.py) and the range marked done."""
 
         def attempt(c: psycopg.Connection) -> dict[str, int]:
-            linked = self.relink_pending(c, collection) if store.ends_collection else {}
+            own = self.link_late_parents(c, collection) if store.ends_collection else {}
             if done and store.ends_collection and self.whole_collection and not self.dry_run:
                 state.forget_stale_rejects(c, self.run_id, collection)
             if done and not self.dry_run:
                 store.take(c)
                 final = replace(cp, done=True, counts=Counts(**vars(result.counts)))
-                final.counts.dangling -= sum(linked.values())
+                final.counts.dangling -= sum(own.values())
                 store.save(c, final)
-            return linked
+            return own
 
         count_relinked(result, self.in_transaction(attempt))
         if done:
             cp.done, cp.counts = True, result.counts
 
-    def relink_pending(self, c: psycopg.Connection, collection: str) -> dict[str, int]:
-        """In the caller's transaction: set the references to a parent that was not loaded yet
-        when its child was (later in the stream, or in another worker's range), as the batches
-        kept them in etl_pending_links; then forget them. Returns links set per document type."""
-        cm = self.mapping.for_collection(collection)
-        linked: dict[str, int] = {}
-        for document_type in sorted({t.document_type for t in cm.targets()} if cm else ()):
-            table = self.mapping.table(document_type)
-            refs = c.execute(
-                "select child_id::text, parent_id::text from etl_pending_links"
-                " where run_id = %s and table_name = %s",
-                (self.run_id, table),
-            ).fetchall()
-            if not refs:
-                continue
-            linked[document_type] = Loader(c, self.run_id).relink_parents(table, refs)
-            c.execute(
-                "delete from etl_pending_links where run_id = %s and table_name = %s",
-                (self.run_id, table),
-            )
-            log.info(
-                "%s: linked %d of %d references to parents that came later",
-                collection,
-                linked[document_type],
-                len(refs),
-            )
-        return linked
+    def link_late_parents(self, c: psycopg.Connection, collection: str) -> dict[str, int]:
+        """In the caller's transaction, at the end of a pass over `collection`: set the
+        references to its rows that were not there when the rows naming them loaded (later in
+        the stream, in another worker's range, or a parent collection copied after its
+        children; etl/links.py). Returns, per document type, the links of the collection's own
+        rows: references this run counted dangling and no longer are (links of other
+        collections' rows were counted by the runs that loaded them)."""
+        linked = links.link_arrived(c, self.mapping, self.run_id, {collection: None})
+        return {dt: n for (coll, dt), n in linked.items() if coll == collection}
 
     # -- one batch ---------------------------------------------------------------------------
     def _transform(
@@ -375,9 +357,6 @@ class Pipeline:
                 for row, reason in lo.rejected:
                     doc = docs_by_key.get(row.key, row.values)
                     rejects.append((collection, row.key, doc, reason, "load"))
-                if lo.forward_refs:
-                    table = self.mapping.table(document_type)
-                    _keep_pending_links(c, self.run_id, table, lo.forward_refs)
                 if generic_edge:  # loaded as they are; an end the target lacks is counted
                     refused = {id(row) for row, _ in lo.rejected}
                     loaded = [r for r in rows if id(r) not in refused]
@@ -457,15 +436,3 @@ class Pipeline:
                 f"stopped after batch {cp.batches} of {collection}; run {self.run_id} is resumable",
                 hint="continue with `etl migrate --resume`",
             )
-
-
-def _keep_pending_links(
-    c: psycopg.Connection, run_id: str, table: str, refs: list[tuple[str, str]]
-) -> None:
-    with c.cursor() as cur:
-        cur.executemany(
-            "insert into etl_pending_links (run_id, table_name, child_id, parent_id)"
-            " values (%s, %s, %s, %s) on conflict (run_id, table_name, child_id)"
-            " do update set parent_id = excluded.parent_id",
-            [(run_id, table, child, parent) for child, parent in refs],
-        )

@@ -4,8 +4,9 @@ its collection locks, its start and end rows, and its reports."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Protocol
 
 import psycopg
 
@@ -18,6 +19,10 @@ from etl.state import Checkpoint
 from etl.summary import Summary
 
 log = logging.getLogger("etl.runs")
+
+
+class Closeable(Protocol):
+    def close(self) -> None: ...
 
 
 def select_collections(
@@ -182,6 +187,13 @@ class Run:
         )
         self.beat()
 
+    def begin(self, *, source: str, target: str, options: dict) -> None:
+        """start() in a transaction of its own (a job whose working connection is its own
+        business: sync, cutover, fallback); again to record what became known since."""
+        with pg.connect(self.dsn) as conn:
+            self.start(conn, source=source, target=target, options=options)
+            conn.commit()
+
     def beat(self) -> None:
         """Keep the run's heartbeat going while this process owns it (etl/owners.py)."""
         if self._heartbeat is None:
@@ -222,6 +234,30 @@ class Run:
             self.write_reports(summary.asdict(), markdown=markdown)
         if record:
             self.finish(summary.state, summary=summary.row(), error=summary.error, also=also)
+
+    def end(
+        self,
+        summary: Summary,
+        run_state: str,
+        error: str | None = None,
+        *,
+        markdown: Callable[[dict], str] | None = None,
+        also: Callable[[psycopg.Connection], None] | None = None,
+        resources: Iterable[Closeable | None] = (),
+    ) -> dict[str, Path] | None:
+        """The end of a job that holds this run (sync, cutover, fallback, cutover back; the
+        `close` of summary.concluded()): the summary's end state, conclude() when the run got
+        its locks (a run refused there changes nothing), then the job's resources (followers,
+        metrics servers, sources, connections: None for one never opened) and the run itself
+        closed, in that order. Returns the report paths."""
+        summary.end(run_state, error)
+        if self.locked:
+            self.conclude(summary, markdown=markdown, also=also)
+        for resource in resources:
+            if resource is not None:
+                resource.close()
+        self.close()
+        return self.report_paths
 
     def finish(
         self,

@@ -790,6 +790,13 @@ def rollback(dsn: str, component: str) -> RollbackResult:
                     "SELECT * FROM rollback.rollback_audit_update_by_column()"
                 ).fetchall()
             if component == "all" and scalar(
+                conn,
+                "SELECT to_regprocedure('rollback.rollback_merge_update_first()') IS NOT NULL",
+            ):  # 013 (007's merge core, updates first) before anything older
+                rows += conn.execute(
+                    "SELECT * FROM rollback.rollback_merge_update_first()"
+                ).fetchall()
+            if component == "all" and scalar(
                 conn, "SELECT to_regprocedure('rollback.rollback_fallback()') IS NOT NULL"
             ):  # 010 and 012 (etl fallback's capture) before 009 and 008
                 rows += conn.execute("SELECT * FROM rollback.rollback_fallback()").fetchall()

@@ -5,6 +5,7 @@ migrate pipeline, parallel workers and the sync follower all commit through a Wr
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,9 +19,13 @@ from tenacity import (
 )
 
 from etl import pg
-from etl.errors import is_transient
+from etl.errors import TransientError, is_transient
 
 log = logging.getLogger("etl.pipeline")
+
+# a server that answered before and now refuses connections is restarting: how long to wait
+RECONNECT_SECONDS = 60.0
+RECONNECT_POLL = 1.0
 
 
 def retry_policy(attempts: int, wait: Any = None) -> Retrying:
@@ -48,11 +53,19 @@ def _log_retry(retry_state: RetryCallState) -> None:
 class Writer:
     """One working connection to the target and the retried transaction around a write."""
 
-    def __init__(self, dsn: str, attempts: int, retry_wait: Any = None) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        attempts: int,
+        retry_wait: Any = None,
+        reconnect_seconds: float = RECONNECT_SECONDS,
+    ) -> None:
         self.dsn = dsn
         self.attempts = attempts
         self.retry_wait = retry_wait
+        self.reconnect_seconds = reconnect_seconds
         self._conn: psycopg.Connection | None = None
+        self._connected_once = False
 
     @property
     def conn(self) -> psycopg.Connection:
@@ -61,8 +74,23 @@ class Writer:
             # synchronous_commit stays on: with it off, a server crash loses the last commits
             # while this process, which saw them succeed, goes on after them (a checkpoint ahead
             # of its data: the soak's PostgreSQL restart -m immediate trial lost 2 batches).
-            self._conn = pg.connect(self.dsn)
+            self._conn = self._connect()
+            self._connected_once = True
         return self._conn
+
+    def _connect(self) -> psycopg.Connection:
+        """A first connection fails at once (a wrong DSN is said at once). Once this server
+        answered, one that refuses connections is restarting or in crash recovery (tens of
+        seconds under load): wait for it up to `reconnect_seconds`."""
+        deadline = time.monotonic() + (self.reconnect_seconds if self._connected_once else 0)
+        while True:
+            try:
+                return pg.connect(self.dsn)
+            except TransientError as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                log.warning("waiting for PostgreSQL to accept connections again: %s", exc)
+                time.sleep(RECONNECT_POLL)
 
     def close(self) -> None:
         if self._conn is not None:

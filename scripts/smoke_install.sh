@@ -117,7 +117,9 @@ etl pg-stop
 # another project directory gets its own server: demo rows never mix with another project's
 cd "$work/elsewhere"
 [ "$(etl pg-url 2>/dev/null)" != "$bad_url" ] || fail "another project directory reached the same server"
-etl --version | grep -q "$work/xdg/etl/projects/elsewhere-" || fail "etl --version elsewhere names no server of its own"
+etl --version >"$work/version-elsewhere.txt"
+grep -q "$work/xdg/etl/projects/elsewhere-" "$work/version-elsewhere.txt" \
+    || fail "etl --version elsewhere names no server of its own"
 [ ! -e "$work/elsewhere/.etl" ] && [ ! -e "$work/bad/.etl" ] || fail "a ./.etl directory appeared"
 etl pg-stop >/dev/null 2>&1 || true
 

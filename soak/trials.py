@@ -1043,9 +1043,11 @@ def trial_pg_restart(h: Harness, mode: str, rng: random.Random, times: int = 1) 
         restarts += 1
         h.tally.faults[f"PostgreSQL restart -m {mode}"] += 1
     res = h.collect(proc)
+    tail = [" | ".join((res.stderr or "").strip().splitlines()[-3:]) or "nothing on stderr"]
     check(
         restarts == times,
-        f"{db.label}: only {restarts} of {times} restarts happened before the run ended",
+        f"{db.label}: only {restarts} of {times} restarts happened before the run ended"
+        f" (exit {res.returncode}, {h.batches_done(db)} batches committed; {tail[0]})",
     )
     resumes = h.finish(db, res)
     check(resumes <= 1, f"{db.label}: needed {resumes} --resume")

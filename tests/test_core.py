@@ -371,3 +371,26 @@ def test_relink_parents_keeps_the_links_the_validation_accepts_when_one_is_refus
         )
     assert linked == 1
     assert got == {a: ok, b: None}
+
+
+def test_merge_validates_each_row_it_writes_once_and_no_other(schema_db):
+    """An update is checked as the updated row only, not first as the insert it is not (013);
+    an unchanged row is not checked at all. Same rows and actions as the upsert gave."""
+    old = [values("job", id=str(uuid.uuid4()), title=f"job {i}") for i in range(2)]
+    with psycopg.connect(schema_db) as conn:
+        merge(conn, "job", old)
+        conn.commit()
+        conn.execute("SET track_functions = 'all'")
+        changed = copy.deepcopy(old[0]) | {"title": "job 0, renamed"}
+        new = values("job", id=str(uuid.uuid4()), title="job 2")
+        result = merge(conn, "job", [changed, old[1], new], "run-core-2")
+        assert result == sorted(
+            [(uuid.UUID(changed["id"]), "updated"), (uuid.UUID(new["id"]), "inserted")],
+            key=lambda r: (str(r[0]), r[1]),
+        )
+        calls = conn.execute(
+            "SELECT calls FROM pg_stat_xact_user_functions WHERE funcname = 'validate_document_data'"
+        ).fetchone()[0]
+        assert calls == 2  # the upsert of 007: 4 (the update twice, the unchanged row once)
+        titles = conn.execute("SELECT title FROM job_documents ORDER BY title").fetchall()
+        assert titles == [("job 0, renamed",), ("job 1",), ("job 2",)]

@@ -1,6 +1,9 @@
 """The one retry rule: which failures are worth another attempt."""
 
+import logging
+
 import psycopg
+import pytest
 import requests
 
 from etl.errors import ConfigError, PermanentError, TransientError, is_transient
@@ -31,3 +34,15 @@ def test_errors_transient_arango_statuses():
     assert is_transient(err(404, 1600))  # a lost cursor: re-run the page
     assert not is_transient(err(404, 1203))  # unknown collection
     assert not is_transient(err(401, 11))
+
+
+def test_a_writer_fails_at_once_on_a_server_it_never_reached(caplog):
+    # the wait for a restarting server (etl/writer.py) is only for a server that answered
+    # before: a wrong DSN is said at once, with no waiting
+    from etl.writer import Writer
+
+    caplog.set_level(logging.WARNING, "etl.pipeline")
+    w = Writer("postgresql://nobody@127.0.0.1:1/none?connect_timeout=2", 1)
+    with pytest.raises(TransientError):
+        _ = w.conn
+    assert not [r for r in caplog.records if "waiting for PostgreSQL" in r.message]

@@ -113,7 +113,6 @@ def test_three_workers_give_the_rows_of_one_process(
             == "finished"
         )
         assert conn.execute("select count(*) from etl_deferred_indexes").fetchone()[0] == 0
-        assert conn.execute("select count(*) from etl_pending_links").fetchone()[0] == 0
     assert (tmp_path / "reports" / f"{summary.run_id}.json").exists()
     from etl.status import status
 
@@ -314,15 +313,19 @@ def test_an_expired_lease_is_taken_over_and_the_old_holder_cannot_commit(schema_
 
 
 def test_a_parent_link_waiting_for_a_later_parent_survives_a_stop_and_resume(schema_db, tmp_path):
-    """Before etl_pending_links such links were kept in memory and lost when a run stopped."""
+    """Such links were once kept in memory and lost when a run stopped. The stored child is
+    the record (reference NULL, the parent's key in metadata.extra: etl/links.py), so a run
+    stopped while the child waits links it when resumed."""
     from etl.errors import Interrupted
     from etl.transform import row_id
     from tests.test_reconcile import dump_with_a_later_parent, findings, reconcile, settings_for
 
     path, child, parent = dump_with_a_later_parent(tmp_path)
+    of_child = " from optimization_results where metadata -> 'arango' ->> '_key' = %s"
+    stored_parent = "select parent_optimization_id::text" + of_child
 
-    def waiting_link() -> bool:  # stop right after the batch that had to leave the link open
-        return scalar(schema_db, "select count(*) from etl_pending_links") > 0
+    def waiting_link() -> bool:  # stop right after the batch that loaded the child
+        return scalar(schema_db, "select count(*)" + of_child, child["_key"]) > 0
 
     with pytest.raises(Interrupted):
         Migration(
@@ -333,7 +336,7 @@ def test_a_parent_link_waiting_for_a_later_parent_survives_a_stop_and_resume(sch
             should_stop=waiting_link,
             retry_wait=lambda rs: 0,
         ).run()
-    assert scalar(schema_db, "select count(*) from etl_pending_links") == 1
+    assert scalar(schema_db, stored_parent, child["_key"]) is None  # its parent not loaded yet
     Migration(
         settings_for(schema_db, tmp_path),
         source=f"dump:{path}",
@@ -341,6 +344,25 @@ def test_a_parent_link_waiting_for_a_later_parent_survives_a_stop_and_resume(sch
         batch_size=3,
         retry_wait=lambda rs: 0,
     ).run()
+    assert scalar(schema_db, stored_parent, child["_key"]) == row_id("documents", parent["_key"])
+    assert findings(reconcile(schema_db, tmp_path, path)) == set()
+
+
+def test_a_parallel_run_links_a_parent_later_in_its_range(schema_db, tmp_path):
+    """A range unit does not end its collection: the child loads with the reference NULL and
+    the collection's finish unit links it (etl/links.py), as a single run does."""
+    from etl.transform import row_id
+    from tests.test_reconcile import dump_with_a_later_parent, findings, reconcile, settings_for
+
+    path, child, parent = dump_with_a_later_parent(tmp_path)
+    m = Migration(
+        settings_for(schema_db, tmp_path),
+        source=f"dump:{path}",
+        all_=True,
+        batch_size=3,
+        retry_wait=lambda rs: 0,
+    )
+    assert ParallelMigration(m, workers=2, lease_seconds=30).run().state == "finished"
     stored = scalar(
         schema_db,
         "select parent_optimization_id::text from optimization_results"
@@ -348,7 +370,6 @@ def test_a_parent_link_waiting_for_a_later_parent_survives_a_stop_and_resume(sch
         child["_key"],
     )
     assert stored == row_id("documents", parent["_key"])
-    assert scalar(schema_db, "select count(*) from etl_pending_links") == 0
     assert findings(reconcile(schema_db, tmp_path, path)) == set()
 
 

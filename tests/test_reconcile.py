@@ -368,6 +368,37 @@ def test_parent_reference_to_a_later_document(schema_db, tmp_path):
         assert findings(reconcile(schema_db, tmp_path, path)) == set()
 
 
+def test_a_parent_collection_copied_after_its_children_links_them(schema_db, tmp_path):
+    """`etl migrate --collection documents` before resumes and jobs: every reference to them
+    loads NULL (dangling). Copying resumes and jobs afterwards links those rows as a fresh
+    migrate of everything would have (etl/links.py), so reconcile is green."""
+    ds = generate(10, seed=3)
+    path = tmp_path / "d"
+    write_dump(path, ds, gzip=False, types=ds.types)
+
+    def run(collection: str):
+        s = Migration(
+            settings_for(schema_db, tmp_path),
+            source=f"dump:{path}",
+            collections=[collection],
+            retry_wait=lambda rs: 0,
+        ).run()
+        assert s.state == "finished"
+        return s
+
+    first = run("documents")
+    assert sum(c.counts.dangling for c in first.collections) > 0
+    no_resume = "select count(*) from optimization_results where resume_id is null"
+    assert q(schema_db, no_resume)[0][0] > 0
+    for collection in ("resumes", "jobs", "job_research"):
+        run(collection)
+    assert q(schema_db, no_resume)[0][0] == 0
+    mapped = Reconciliation(
+        settings_for(schema_db, tmp_path), source=f"dump:{path}", collections=list(MAPPED)
+    ).run()
+    assert findings(mapped) == set()
+
+
 def test_cli_exit_status_and_findings(schema_db, tmp_path, dataset):
     import os
     import subprocess

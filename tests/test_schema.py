@@ -310,7 +310,7 @@ CHECKS = {
         "SELECT to_regclass('etl_runs') IS NULL AND to_regclass('resume_documents') IS NULL"
         " AND to_regclass('etl_wal_positions') IS NULL AND to_regclass('etl_fallback_changes') IS NULL"
         " AND to_regclass('etl_sync_pending') IS NULL",
-        ["003", "004", "005", "006", "007", "008", "009", "010", "011", "012"],
+        ["003", "004", "005", "006", "007", "008", "009", "010", "011", "012", "013"],
     ),
 }
 
@@ -352,6 +352,7 @@ def test_rollback_helpers_keeps_an_operators_own_index(schema_db):
 
 def test_rollback_all_with_production_tables_empties_history(schema_db):
     with psycopg.connect(schema_db, autocommit=True) as conn:
+        conn.execute("SELECT * FROM rollback.rollback_merge_update_first()")  # 013's own
         conn.execute("SELECT * FROM rollback.rollback_audit_update_by_column()")  # 011's own
         conn.execute("SELECT * FROM rollback.rollback_fallback()")  # 010 and 012 have their own
         conn.execute("SELECT * FROM rollback.rollback_sync_verification()")  # 009 has its own

@@ -326,9 +326,37 @@ def test_10_edges_id_not_trusted_rev_opaque():
     assert all(isinstance(e["_rev"], str) for e in edges)
 
 
-def test_11_repeated_attribute_name_last_wins_as_in_arangodb(tmp_path):
-    d = make_dump(tmp_path, '{"_key":"a","_id":"c/a","_rev":"_r","x":1,"x":2}\n')
-    assert read_all(DumpSource(d), "c")[0]["x"] == 2
+def test_11_repeated_attribute_name_first_value_kept_with_a_warning(tmp_path, caplog):
+    # arangodump-format.md item 11: the first value, as arangorestore
+    # --cleanup-duplicate-attributes keeps it, and a warning naming the key and the attribute
+    d = make_dump(
+        tmp_path,
+        '{"_key":"a","_id":"c/a","_rev":"_r","x":1,"x":2}\n'
+        '{"_key":"b","_id":"c/b","_rev":"_r","n":{"y":"first","y":"second"},"u":"http:\\/\\/x"}\n'
+        '{"_key":"c","_id":"c/c","_rev":"_r","u":"http:\\/\\/x","f":1.5}\n'
+        '{"_key":"d","_key":"e","_id":"c/d","_rev":"_r"}\n',
+    )
+    caplog.set_level(logging.WARNING, "etl.sources.dump")
+    src = DumpSource(d)
+    docs = {doc["_key"]: doc for doc in read_all(src, "c")}
+    assert sorted(docs) == ["a", "b", "c", "d"]
+    assert src.collection("c").count == 4
+    assert docs["a"]["x"] == 1
+    assert docs["b"]["n"] == {"y": "first"} and docs["b"]["u"] == "http://x"
+    assert docs["c"] == {"_key": "c", "_id": "c/c", "_rev": "_r", "u": "http://x", "f": 1.5}
+    warned = [r.message for r in caplog.records if "repeats the attribute" in r.message]
+    assert len(warned) == 3, warned
+    assert any("'a'" in m and " x:" in m for m in warned)
+    assert any("'b'" in m and " y:" in m for m in warned)
+    assert any("'d'" in m and " _key:" in m for m in warned)
+    batch_warnings = [w for b in src.batches("c", 10) for w in b.warnings]
+    assert sum("repeats the attribute" in w for w in batch_warnings) == 3
+
+
+def test_11_a_jsonl_export_keeps_the_last_value_as_arangodb_does(tmp_path):
+    p = tmp_path / "c.jsonl"
+    p.write_text('{"_key":"a","x":1,"x":2}\n')
+    assert read_all(JsonlSource(p), "c")[0]["x"] == 2
 
 
 # ---------------------------------------------------------------------------- 12-15. robustness

@@ -22,6 +22,7 @@ from psycopg.types.json import Jsonb
 
 from etl.fallback import capture, decoding
 from etl.fallback.inverse import (
+    KEY_PREFIX,
     DocPlan,
     Inverter,
     Keys,
@@ -40,7 +41,14 @@ from etl.transform import Row
 log = logging.getLogger("etl.fallback")
 
 INFLIGHT = "etl_fallback_inflight"
-LOCK_TIMEOUT = "10s"  # the provenance write-back waits this long for a row the app holds
+# The provenance write-back gives up on a row the application holds before PostgreSQL looks for
+# a deadlock (deadlock_timeout): so a deadlock between the two is never found, and the
+# application's transaction is never the one aborted; the batch is simply done again.
+LOCK_TIMEOUT_SQL = (
+    "select set_config('lock_timeout', least(10000, greatest(10,"
+    " extract(epoch from current_setting('deadlock_timeout')::interval) * 500))::int || 'ms',"
+    " true)"
+)
 
 
 class Applier:
@@ -66,12 +74,18 @@ class Applier:
     # PostgreSQL reads -------------------------------------------------------------------
     def _lookup(self, document_type: str, rid: str) -> str | None:
         t = qualified(document_type)
-        key = sql.SQL("key") if "." in t and not t.startswith("public.") else None
-        expr = key or sql.SQL("coalesce(metadata -> 'arango' ->> '_key', 'pg-' || id::text)")
+        expr = self._key_sql(document_type)
         row = self.conn.execute(
             sql.SQL("select {} from {} where id = %s").format(expr, ident(t)), (rid,)
         ).fetchone()
         return row[0] if row else None
+
+    def _key_sql(self, document_type: str) -> sql.Composable:
+        """A row's ArangoDB key (inverse.key_for's for a row the application created)."""
+        _, tg, _ = target_of(self.mapping, document_type)
+        return sql.SQL("coalesce({}, {} || id::text)").format(
+            sql.SQL(tg.key_sql), sql.Literal(KEY_PREFIX)
+        )
 
     def _preload(self, keys: Keys, rows: dict[tuple[str, str], dict]) -> None:
         """The keys of the rows the batch's rows reference, one query per table."""
@@ -83,10 +97,7 @@ class Applier:
                     wanted.setdefault(rt, set()).add(row[col])
         for rt, ids in wanted.items():
             t = qualified(rt)
-            generic = "." in t and not t.startswith("public.")
-            expr = sql.SQL(
-                "key" if generic else "coalesce(metadata -> 'arango' ->> '_key', 'pg-' || id::text)"
-            )
+            expr = self._key_sql(rt)
             found: dict[str, str] = dict(
                 self.conn.execute(
                     sql.SQL("select id::text, {} from {} where id = any(%s::uuid[])").format(
@@ -226,7 +237,7 @@ class Applier:
                     "select pg_logical_emit_message(true, %s, %s)",
                     (decoding.MESSAGE_PREFIX, self.run_id),
                 )
-            conn.execute(f"set local lock_timeout = '{LOCK_TIMEOUT}'")
+            conn.execute(LOCK_TIMEOUT_SQL)
             updates: dict[str, list[tuple[Jsonb, str]]] = {}
             for t, rid, md in writeback:
                 updates.setdefault(t, []).append((Jsonb(md), rid))
@@ -292,10 +303,10 @@ class Applier:
     ) -> list[tuple[str, str, str | None]]:
         """(collection, key, expected _rev) of what a deleted row's removal removes: its
         document and, for a research row, its edges."""
-        cm, _, _ = target_of(self.mapping, dt)
+        cm, tg, _ = target_of(self.mapping, dt)
         md = old_row.get("metadata") or {}
         arango = provenance(md)
-        key = old_row.get("key") if cm.generic is not None else arango.get("_key")
+        key = tg.key_of(old_row)
         out = [(cm.name, key or key_for(rid), arango.get("_rev"))]
         spec = edge_spec_for(self.mapping, dt)
         edges = md["edges"] if isinstance(md.get("edges"), dict) else {}

@@ -1,5 +1,5 @@
-"""What the `etl fallback ...` commands and `etl cutover --to arangodb` do, for etl/cli.py (which
-only parses options and prints)."""
+"""What the `etl fallback ...` commands and `etl cutover --to arangodb` do, for
+etl/cli/fallback.py and etl/cli/sync.py (which only parse options and print)."""
 
 from __future__ import annotations
 

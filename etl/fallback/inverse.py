@@ -164,11 +164,9 @@ class Inverter:
     def identity(self, document_type: str, row: dict) -> tuple[str, str, str | None]:
         """(collection, key, the _rev the row's provenance names) of a row's document."""
         cm, target, _ = target_of(self.mapping, document_type)
-        arango = provenance(row.get("metadata") or {})
-        if cm.generic is not None:
-            return cm.name, row["key"], arango.get("_rev")
-        if arango.get("_key"):
-            return cm.name, arango["_key"], arango.get("_rev")
+        key = target.key_of(row)
+        if key:
+            return cm.name, key, provenance(row.get("metadata") or {}).get("_rev")
         return cm.name, key_for(row["id"]), None
 
     def plan(

@@ -195,14 +195,11 @@ class FallbackJob:
         )
         self.doc.source = self.source.description
         self.doc.target = pg.target_label(self.settings, run.dsn)
-        with pg.connect(run.dsn) as c:
-            run.start(
-                c,
-                source=self.doc["target"],
-                target=self.source.description,
-                options={"on_conflict": self.on_conflict},
-            )
-            c.commit()
+        run.begin(
+            source=self.doc["target"],
+            target=self.source.description,
+            options={"on_conflict": self.on_conflict},
+        )
 
     def follow(self, *, until_current: bool) -> None:
         """Apply batches. until_current: everything committed when it started (and what
@@ -281,19 +278,16 @@ class FallbackJob:
     def close(self, state: str, error: str | None = None, also=None) -> None:
         if self.run is None:
             return
-        self.doc.end(state, error)
         if self.applier is not None:
             self.doc["fallback"] = self.summary()
-        if self.run.locked:
-            self.run.conclude(self.doc, markdown=render_markdown, also=also)
-            self.report_paths = self.run.report_paths
-        if self.metrics is not None:
-            self.metrics.close()
-        if self.source is not None:
-            self.source.close()
-        if self._conn is not None:
-            self._conn.close()
-        self.run.close()
+        self.report_paths = self.run.end(
+            self.doc,
+            state,
+            error,
+            markdown=render_markdown,
+            also=also,
+            resources=(self.metrics, self.source, self._conn),
+        )
 
     def execute(self, *, until_current: bool) -> DocSummary:
         with concluded(self.close):

@@ -4,7 +4,7 @@ GenericTarget that the transform, the DDL, the loader and reconcile read."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -64,6 +64,14 @@ class GenericTarget:
     from_collections: tuple[str, ...] = ()  # from _graphs edge definitions: documentation
     to_collections: tuple[str, ...] = ()
     references: tuple = ()  # what curated targets have; a generic one has none
+    # how a row names its document: its own `key` column (curated rows: metadata.arango._key)
+    key_column: ClassVar[str] = "key"
+    key_sql: ClassVar[str] = "key"
+
+    def key_of(self, row: dict[str, Any]) -> str | None:
+        """The ArangoDB _key of a row of this table."""
+        key = row.get("key")
+        return key if isinstance(key, str) else None
 
     @property
     def document_type(self) -> str:

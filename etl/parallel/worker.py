@@ -196,7 +196,7 @@ class Worker:
         checkpoint."""
         store.take(c)
         result = CollectionResult(unit.collection)
-        count_relinked(result, self.pipeline.relink_pending(c, unit.collection))
+        count_relinked(result, self.pipeline.link_late_parents(c, unit.collection))
         state.forget_stale_rejects(c, self.run_id, unit.collection)  # every range was read
         store.save(c, replace(store.checkpoint(), done=True, counts=result.counts))
         total, batches = units.collection_counts(c, self.run_id).get(unit.collection, (Counts(), 0))

@@ -26,6 +26,7 @@ class DumpSource(FileSource):
     """Source over an arangodump directory (see the module docstring)."""
 
     _log = log
+    first_of_repeated = True  # arangodump-format.md: keep the first value, warn
 
     def __init__(
         self,

@@ -166,6 +166,9 @@ class FileSource:
 
     _log = log
     envelopes = True  # 2300/2301/2302 envelopes allowed
+    # an object that repeats an attribute name: keep the first value (a dump, as arangorestore
+    # --cleanup-duplicate-attributes does) or the last (an export, as ArangoDB's parser)
+    first_of_repeated = False
     expect = b"{"  # what a data file's first content byte may be
     path: Path
     description: str
@@ -235,7 +238,8 @@ class FileSource:
                 index += n_in_file
                 continue
             skip = start - index if start > index else 0
-            in_file = self._records(path, skip, _ignore)
+            repeated: list[str] = []
+            in_file = self._records(path, skip, _ignore, self._document_decoder(repeated))
             # with `until`, no line after it is decoded (nor can fail)
             records = in_file if until is None else islice(in_file, end - index)
             for _off, lineno, n, obj in records:
@@ -243,6 +247,15 @@ class FileSource:
                     index += 1
                     continue
                 kind, key, doc = classify(obj, f"{path}: line {lineno}", self.envelopes)
+                if repeated:
+                    msg = (
+                        f"{c.name}: _key {key!r} ({path.name} line {lineno}) repeats the attribute"
+                        f" name(s) {', '.join(sorted(set(repeated)))}: the first value is kept"
+                        " (as arangorestore --cleanup-duplicate-attributes does)"
+                    )
+                    self._log.warning(msg)
+                    pending_warnings.append(msg)
+                    repeated.clear()
                 i = index
                 index += 1
                 nbytes += n
@@ -331,6 +344,19 @@ class FileSource:
             )
         return start
 
+    def _document_decoder(self, repeated: list[str]):
+        """The decoder of whole documents; with `first_of_repeated` it adds the names a line
+        repeats to `repeated`."""
+        if not self.first_of_repeated:
+            return jsonutil.loads
+
+        def decode(line: bytes):
+            obj, names = jsonutil.loads_first_wins(line)
+            repeated.extend(names)
+            return obj
+
+        return decode
+
     def _records(self, path: Path, skip: int, warn, decode=jsonutil.loads):
         return iter_records(
             path,
@@ -413,12 +439,26 @@ class FileSource:
 
     def _heads_of(self, path: Path, warn) -> Iterator[tuple[int, str, bool]]:
         head = _head if self.envelopes else _plain_head
+        if self.first_of_repeated:
+            head = _first_wins_head(head)
         for _off, lineno, _n, obj in self._records(path, 0, warn, decode=head):
             if isinstance(obj, tuple):
                 yield obj
             else:
                 kind, key, doc = classify(obj, f"{path}: line {lineno}", self.envelopes)
                 yield kind, key, doc is not None and _edge_like(doc)
+
+
+def _first_wins_head(head):
+    """`head`, except that a line naming "_key", "_from" or "_to" more than once (it may repeat
+    one) is decoded whole with the first value kept, as the documents themselves are."""
+
+    def decode(line: bytes) -> Any:
+        if line.count(b'"_key"') > 1 or line.count(b'"_from"') > 1 or line.count(b'"_to"') > 1:
+            return jsonutil.loads_first_wins(line)[0]
+        return head(line)
+
+    return decode
 
 
 def _ignore(_msg: str) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from etl import derived, jsonutil, state, target
+from etl import derived, jsonutil, links, state, target
 from etl.load import DANGLING_EDGE, Loader
 from etl.mapping import CollectionMapping, Mapping
 from etl.results import now_iso
@@ -138,7 +138,7 @@ class Applier:
             first.update(state.forget_rejects(c, name, keys))
         self._remove(c, plan.gone, out)
         upserted = self._upsert(c, plan.rows, plan.docs, out)  # only rows not there before
-        self._link_late_parents(c, upserted)
+        links.link_arrived(c, self.mapping, self.run_id, _keys_by_collection(upserted))
         for name, keys in plan.edge_touched.items():
             self._edges(c, self.mapping.collections[name], keys, plan.edge_upserts[name], out)
         if upserted:
@@ -263,8 +263,6 @@ class Applier:
                 out.add(collection, "reject")
             if refused:  # a fresh migrate would have no row for them
                 self._remove(c, {target.table(dt): {row_id(collection, k) for k in refused}}, out)
-            if lo.forward_refs:
-                loader.relink_parents(target.table(dt), lo.forward_refs)
             kept = [r for r in batch if r.key not in refused]
             derived.refresh_rows(c, self.mapping, dt, [r.values["id"] for r in kept])
             stored[dt] = [r for r in kept if r.values["id"] not in existing]
@@ -297,52 +295,6 @@ class Applier:
                 if value is not _NOT_CONSTANT and name not in target.JSONB_COLUMNS:
                     found[name] = value
             self._defaults[dt] = found
-
-    # -- late parents --------------------------------------------------------------------
-    def _link_late_parents(self, c, upserted: dict[str, list[Row]]) -> None:
-        """Rows whose reference was NULL because its parent was missing, and whose parent is
-        among the rows just stored, get the reference (as a fresh migrate would set it)."""
-        keys_by_collection: dict[str, set[str]] = defaultdict(set)
-        for rows in upserted.values():
-            for r in rows:
-                keys_by_collection[r.values["metadata"]["arango"]["collection"]].add(r.key)
-        if not keys_by_collection:
-            return
-        loader = Loader(c, self.run_id)
-        for cm in self.mapping.collections.values():
-            for tg in cm.targets():
-                for ref in tg.references:
-                    keys = keys_by_collection.get(ref.collection or "")
-                    if not keys:
-                        continue
-                    refs = self._children_of(c, tg.table, ref, keys)
-                    if refs:
-                        loader.relink_parents(tg.table, refs, ref.name)
-
-    @staticmethod
-    def _children_of(c, table: str, ref, keys: set[str]) -> list[tuple[str, str]]:
-        """(child id, parent id) for rows of `table` whose reference `ref` is NULL and whose
-        document names one of `keys` at the first of ref's paths it has."""
-        extra = sql.SQL("metadata -> 'extra'")
-        candidates = sql.SQL(" or ").join(
-            sql.SQL("({} #>> %s) = any(%s)").format(extra) for _ in ref.paths
-        )
-        params: list = []
-        for p in ref.paths:
-            params += [list(p), sorted(keys)]
-        found = c.execute(
-            sql.SQL("select id::text, {e} from {t} where {c} is null and ({cand})").format(
-                e=extra, t=sql.Identifier(table), c=sql.Identifier(ref.name), cand=candidates
-            ),
-            params,
-        ).fetchall()
-        out = []
-        for child_id, extra_value in found:
-            # the first path with a value decides, as in the transform
-            k = derived.reference_key(derived.first_value(extra_value, ref.paths))
-            if k is not None and k in keys:
-                out.append((child_id, row_id(ref.collection, k)))
-        return out
 
     # -- edges ---------------------------------------------------------------------------
     def _edges(self, c, cm: CollectionMapping, keys: set[str], links: list[EdgeLink], out):
@@ -452,6 +404,15 @@ class Applier:
                     (cm.name, done),
                 )
                 out.add(cm.name, "link", len(done))
+
+
+def _keys_by_collection(rows: dict[str, list[Row]]) -> dict[str, set[str]]:
+    """collection -> keys of the rows (for etl/links.py: the parents that arrived)."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for batch in rows.values():
+        for r in batch:
+            out[r.values["metadata"]["arango"]["collection"]].add(r.key)
+    return out
 
 
 _NOT_CONSTANT = object()

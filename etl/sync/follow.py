@@ -222,33 +222,9 @@ class Follower:
                 resp = self.reader.tail(F, L, syncer_id)
                 out.polls += 1
                 out.server_tick = resp.last_tick
-                if not resp.from_present and F > 0:
-                    out.caught_up = False  # the position is behind: no "lag 0" in the summary
-                    if resp.last_tick < F:
-                        raise self._gone(
-                            F, resp.last_tick, "the server's log ends behind it (a restore, or "
-                            "another server)"
-                        )  # fmt: skip
-                    raise self._gone(F, resp.last_tick, "the server pruned it (frompresent=false)")
+                self._require_present(resp, F, out)
                 items = stream.feed(resp.markers)
-                if any(
-                    isinstance(i, Change) and self.mapping.for_collection(i.collection) is not None
-                    for i in items
-                ):
-                    last_mapped = time.monotonic()
-                read_at = time.time()
-                self._pending_times += [
-                    commit_time(i.doc, read_at) for i in items if isinstance(i, Change)
-                ]
-                out.changes += sum(1 for i in items if isinstance(i, Change))
-                if late_after is not None:
-                    out.late += [
-                        (i.collection, i.key, i.tick)
-                        for i in items
-                        if isinstance(i, Change)
-                        and i.tick > late_after
-                        and self.mapping.for_collection(i.collection) is not None
-                    ]
+                last_mapped = self._note_read(items, out, late_after, last_mapped)
                 pending.extend(items)
                 moved = False
                 if resp.last_included == 0 and resp.last_scanned > F:
@@ -294,24 +270,82 @@ class Follower:
                     wait = self.idle_wait[0]
                     continue
                 if not moved:
-                    self._wait(out)  # idle: let the last batch commit before sleeping
-                    if caught_up:
-                        self.verify_pending(limit=VERIFY_PER_IDLE)
-                        if now - self._lag_saved > LAG_SAVE_SECONDS:
-                            self.save_lag()
+                    self._idle(out, caught_up, now)
                 time.sleep(0 if moved else wait)
                 wait = self.idle_wait[0] if moved else min(wait * 2, self.idle_wait[1])
         finally:
-            try:
-                self._wait(out)
-            finally:
-                committer.shutdown(wait=True)
-                p.from_tick, p.last_scanned = self._saved  # where the next run() goes on
-                p.collections = dict(stream.names)
-                out.transactions_aborted = stream.aborted
-                out.seconds = time.perf_counter() - t0
-                self.writer.close()
+            self._close(committer, stream, p, out, t0)
         return out
+
+    def _require_present(self, resp: wal.TailResponse, position: int, out: SyncOutcome) -> None:
+        """The server still has the log from the position on (frompresent), else stop: the
+        changes in between are lost to the follower."""
+        if resp.from_present or position <= 0:
+            return
+        out.caught_up = False  # the position is behind: no "lag 0" in the summary
+        if resp.last_tick < position:
+            raise self._gone(
+                position, resp.last_tick, "the server's log ends behind it (a restore, or "
+                "another server)"
+            )  # fmt: skip
+        raise self._gone(position, resp.last_tick, "the server pruned it (frompresent=false)")
+
+    def _note_read(
+        self,
+        items: list[Change | CollectionEvent],
+        out: SyncOutcome,
+        late_after: int | None,
+        last_mapped: float,
+    ) -> float:
+        """Count what a poll read: changes, their commit times (for the lag), the changes to
+        mapped collections after late_after (the freeze); returns when a mapped change was
+        last read (the drain's quiet time)."""
+        if any(
+            isinstance(i, Change) and self.mapping.for_collection(i.collection) is not None
+            for i in items
+        ):
+            last_mapped = time.monotonic()
+        read_at = time.time()
+        self._pending_times += [commit_time(i.doc, read_at) for i in items if isinstance(i, Change)]
+        out.changes += sum(1 for i in items if isinstance(i, Change))
+        if late_after is not None:
+            out.late += [
+                (i.collection, i.key, i.tick)
+                for i in items
+                if isinstance(i, Change)
+                and i.tick > late_after
+                and self.mapping.for_collection(i.collection) is not None
+            ]
+        return last_mapped
+
+    def _idle(self, out: SyncOutcome, caught_up: bool, now: float) -> None:
+        """Nothing new: let the last batch commit before sleeping; caught up, verify a few
+        changed keys and record the lag now and then."""
+        self._wait(out)
+        if caught_up:
+            self.verify_pending(limit=VERIFY_PER_IDLE)
+            if now - self._lag_saved > LAG_SAVE_SECONDS:
+                self.save_lag()
+
+    def _close(
+        self,
+        committer: ThreadPoolExecutor,
+        stream: ChangeStream,
+        p: Position,
+        out: SyncOutcome,
+        t0: float,
+    ) -> None:
+        """However run() ends: the batch in flight committed (or failed), the committer gone,
+        the position where the next run() goes on, the writer's connection closed."""
+        try:
+            self._wait(out)
+        finally:
+            committer.shutdown(wait=True)
+            p.from_tick, p.last_scanned = self._saved  # where the next run() goes on
+            p.collections = dict(stream.names)
+            out.transactions_aborted = stream.aborted
+            out.seconds = time.perf_counter() - t0
+            self.writer.close()
 
     def _flush(self, committer, stream, pending, F, L, out, *, caught_up: bool, force=False):
         """Hand the pending changes and (F, L) to the committer, which applies and saves them

@@ -154,9 +154,7 @@ class SyncJob:
         )
         # sync and cutover both move the follower's position: one of them at a time
         run.lock(["follower"], scope="sync")
-        with pg.connect(run.dsn) as conn:
-            run.start(conn, source=self.doc["source"], target=self.doc["target"], options={})
-            conn.commit()
+        run.begin(source=self.doc["source"], target=self.doc["target"], options={})
         if self.metrics_port is not None:
             from etl.sync.metrics import SyncMetrics
 
@@ -176,14 +174,11 @@ class SyncJob:
             "base_run": p.base_run_id,
             "syncer_id": p.syncer_id,
         }
-        with pg.connect(run.dsn) as conn:  # the run's options: what it follows, from where
-            run.start(
-                conn,
-                source=self.doc["source"],
-                target=self.doc["target"],
-                options={"base_run": p.base_run_id, "from_tick": p.from_tick},
-            )
-            conn.commit()
+        run.begin(  # the run's options: what it follows, from where
+            source=self.doc["source"],
+            target=self.doc["target"],
+            options={"base_run": p.base_run_id, "from_tick": p.from_tick},
+        )
         return self.follower
 
     def server_tick(self) -> int:
@@ -223,21 +218,18 @@ class SyncJob:
     def close(self, state: str, error: str | None = None, also=None) -> None:
         if self.run is None:
             return
-        self.doc.end(state, error)
         if self.total.polls:
             self.doc["sync"] = outcome_summary(self.total)
             if self.follower is not None:  # commit in ArangoDB to row in PostgreSQL
                 self.doc["sync"]["lag"] = self.follower.lag.percentiles()
-        if self.run.locked:
-            self.run.conclude(self.doc, markdown=render_markdown, also=also)
-            self.report_paths = self.run.report_paths
-        if self.follower is not None:
-            self.follower.close()
-        if self.metrics is not None:
-            self.metrics.close()
-        if self.source is not None:
-            self.source.close()
-        self.run.close()
+        self.report_paths = self.run.end(
+            self.doc,
+            state,
+            error,
+            markdown=render_markdown,
+            also=also,
+            resources=(self.follower, self.metrics, self.source),
+        )
 
     def execute(self, *, until_current: bool) -> DocSummary:
         with concluded(self.close):

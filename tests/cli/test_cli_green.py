@@ -378,6 +378,7 @@ FOREIGN_FLAGS = {
     "--overwrite": "arangodump",
     "--encryption": "arangorestore --encryption.keyfile",
     "--variant": "bench/run.py",
+    "--cleanup-duplicate-attributes": "arangorestore",
 }
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 
