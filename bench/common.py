@@ -84,7 +84,9 @@ def arango_with(ds) -> FakeArango:
     """The test ArangoDB server, started and holding the data set `ds`."""
     server = FakeArango(ROOT_PASSWORD).start()
     for c in ds:
-        seed(server, DATABASE, c, ds[c], edge=ds.types[c] == "edge")
+        # small imports: an import of 10,000 real-shaped documents can outlast the client's
+        # 10 s timeout on a loaded machine
+        seed(server, DATABASE, c, ds[c], edge=ds.types[c] == "edge", chunk=2000)
     return server
 
 

@@ -11,7 +11,16 @@ import subprocess
 import psycopg
 
 from tests.fakearango.fixtures import DATABASE
-from tests.helpers import App, etl, etl_popen, key_row, newest_report, scalar
+from tests.helpers import (
+    App,
+    error_lines,
+    etl,
+    etl_popen,
+    key_row,
+    migrated,
+    newest_report,
+    scalar,
+)
 
 
 def cutover(env: dict, server, *args: str, after_confirm=None, timeout: float = 120):
@@ -258,3 +267,80 @@ def test_a_tick_moved_only_by_writes_that_are_not_ours_does_not_hold_up_the_drai
     doc = report(tmp_path)
     assert doc["verdict"] == "go" and doc["freeze_held"] is True
     assert doc["freeze_seconds"] < 5, doc["freeze_seconds"]
+
+
+def test_the_verdict_is_said_before_the_reports_are_written_and_the_freeze_is_broken_down(
+    schema_db, tmp_path, arango_server, monkeypatch
+):
+    """Writing the reports (and the per-collection record) is not part of the freeze: the
+    verdict comes first, with its freeze timed phase by phase."""
+    from etl import runs
+    from etl.settings import load_settings
+    from etl.sync.cutover import Cutover
+
+    env = migrated(arango_server, schema_db, tmp_path, seed=58)
+    App(arango_server).col("jobs").insert({"_key": "p1", "user_id": "u", "title": "P"})
+    events: list[str] = []
+    real = runs.write_reports
+
+    def write_reports(*a, **kw):
+        events.append("reports")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(runs, "write_reports", write_reports)
+    cut = Cutover(
+        load_settings(None, env=env),
+        confirm_freeze=lambda: events.append("confirmed") or True,
+        say=events.append,
+    )
+    doc = cut.run()
+    verdict = [i for i, e in enumerate(events) if e.startswith("verdict: GO after")]
+    assert verdict and events.index("reports") > verdict[0] > events.index("confirmed"), events
+    phases = doc["freeze_phases"]
+    assert {"server_tick", "drain", "verify", "verdict"} <= set(phases), phases
+    assert abs(sum(phases.values()) - doc["freeze_seconds"]) < 0.01, (phases, doc)
+    saved = report(tmp_path)
+    assert saved["freeze_phases"] == phases and saved["verification"]
+
+
+def test_an_unwritable_report_is_exit_2_after_the_verdict(schema_db, tmp_path, arango_server):
+    env = migrated(arango_server, schema_db, tmp_path, seed=59)
+    reports = tmp_path / "reports"
+    reports.rename(tmp_path / "reports-old")
+    reports.write_text("a file where the reports directory should be")
+    code, out, err = cutover(env, arango_server)
+    assert code == 2, out[-2000:] + err
+    assert "verdict: GO after" in out, out
+    lines = error_lines(err)
+    assert len(lines) == 1 and "could not be written" in lines[0], err
+    assert "Traceback" not in err
+    verdict = scalar(
+        schema_db,
+        "select summary ->> 'verdict' from etl_runs where command = 'cutover'"
+        " order by started_at desc limit 1",
+    )
+    assert verdict == "go"  # the run itself is saved
+
+
+def test_a_failure_after_the_verdict_does_not_change_it(
+    schema_db, tmp_path, arango_server, monkeypatch
+):
+    """The per-collection record is read after the verdict is said: if it cannot be read, the
+    report says so and keeps the verdict the operator saw (it became a failed no-go)."""
+    from etl.settings import load_settings
+    from etl.sync import verify
+    from etl.sync.cutover import Cutover
+
+    env = migrated(arango_server, schema_db, tmp_path, seed=60)
+    said: list[str] = []
+
+    def broken(conn):
+        raise psycopg.OperationalError("the server closed the connection")
+
+    monkeypatch.setattr(verify, "verified_table", broken)
+    cut = Cutover(load_settings(None, env=env), confirm_freeze=lambda: True, say=said.append)
+    doc = cut.run()
+    assert any(s.startswith("verdict: GO") for s in said), said
+    assert cut.go and doc["state"] == "finished" and doc["verdict"] == "go"
+    saved = report(tmp_path)
+    assert saved["verdict"] == "go" and "closed the connection" in saved["record_error"]

@@ -11,12 +11,15 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+import psycopg
+
 from etl import jsonutil, pg
-from etl.errors import PermanentError
+from etl.errors import EtlError, PermanentError
 from etl.reconcile import Reconciliation
 from etl.summary import DocSummary, concluded
 from etl.sync import verify
 from etl.sync.follow import Follower, WritesContinue
+from etl.sync.phases import Phases
 from etl.sync.run import SyncJob
 from etl.target import AUDIT_TABLE, DOCUMENT_TYPES
 
@@ -57,6 +60,7 @@ class Cutover:
             for _ in range(2):  # again for what arrived while the backlog was verified
                 out = job.follow(until_current=True)
                 verified += sum(follower.verify_pending(retry_after=0).verified.values())
+            follower.ready_to_verify()  # its connection and compare specs: not in the freeze
             self.say(
                 f"caught up at tick {out.from_tick} (server's last tick {out.server_tick}); "
                 f"{verified} changed keys verified now; freeze writes to ArangoDB now"
@@ -66,13 +70,13 @@ class Cutover:
                     "cutover cancelled before the freeze: nothing was switched",
                     hint="run `etl cutover` again when writes can be frozen",
                 )
-            frozen_at = time.perf_counter()
-            problems = self._freeze(doc, follower)
+            clock = Phases()
+            problems = self._freeze(doc, follower, clock)
             if self.sample is not None or not follower.verifying:
                 self._reconcile(doc)
                 if doc["reconcile_result"] != "everything matches":
                     problems.append(f"reconcile: {doc['reconcile_result']}")
-            doc["freeze_seconds"] = round(time.perf_counter() - frozen_at, 3)
+                clock.lap("reconcile")
             doc["no_go_reasons"] = problems
             self.go = not problems
             if self.go:  # the way back, armed before the application is switched
@@ -80,9 +84,38 @@ class Cutover:
 
                 assert job.run is not None
                 arm_on_go(job.run.dsn, self.settings.migrate.mapping, job.run.run_id, self.say)
+                clock.lap("arm_fallback")
             doc["verdict"] = "go" if self.go else "no-go"
+            clock.lap("verdict")
+            doc["freeze_seconds"] = clock.total()
+            doc["freeze_phases"] = clock.report()
+            self._verdict(doc)
+            # after the verdict, outside the freeze: the per-collection record, then (in
+            # _close) the reports and the audit entries
             self._record(doc, follower)
+        self._raise_report_error()
         return job.doc
+
+    def _raise_report_error(self) -> None:
+        """An unwritable report is an error (exit 2, docs/operations.md) once the verdict is
+        out and the run saved; taken off the run so that it is said once, in this error."""
+        run = self.job.run
+        if run is not None and run.report_error:
+            error, run.report_error = run.report_error, None
+            raise EtlError(
+                error,
+                hint="the run itself is saved (etl status); make the directory writable or "
+                "choose another --reports-dir (etl preflight checks it)",
+            )
+
+    def _verdict(self, doc: DocSummary) -> None:
+        """The verdict, as soon as it is known: the reports are written after it."""
+        verified = sum((doc.get("keys_verified_in_freeze") or {}).values())
+        self.say(
+            f"verdict: {doc['verdict'].upper()} after {doc['freeze_seconds']} s of freeze "
+            f"(confirmation to verdict); {verified} changed keys verified in the freeze; "
+            "writing the reports"
+        )
 
     def _close(self, state: str, error: str | None) -> None:
         """The run's end: no go unless it finished; the audit entries with its end row."""
@@ -91,13 +124,15 @@ class Cutover:
             job.doc["verdict"] = "no-go"
         job.close(state, error, also=lambda c: self._audit(c, job.doc))
 
-    def _freeze(self, doc: DocSummary, follower: Follower) -> list[str]:
+    def _freeze(self, doc: DocSummary, follower: Follower, clock: Phases) -> list[str]:
         """Drain to the tick read after the freeze, verify every key not verified yet, then
         look again: a mapped change committed after the freeze is applied and verified in the
         next round (and the report says the freeze did not hold); still arriving after
-        MAX_ROUNDS, or the log still moving after DRAIN_SECONDS, is a no-go."""
+        MAX_ROUNDS, or the log still moving after DRAIN_SECONDS, is a no-go. The clock gets
+        each phase (server tick, drain, verify) over all rounds."""
         job = self.job
         t1 = job.server_tick()
+        clock.lap("server_tick")
         doc["freeze_tick"] = t1
         problems: list[str] = []
         in_freeze: Counter = Counter()
@@ -114,16 +149,20 @@ class Cutover:
                     deadline=time.monotonic() + DRAIN_SECONDS,
                 )
             except WritesContinue as exc:
+                clock.lap("drain")
                 late += follower.outcome.late if follower.outcome else []
                 problems.append(str(exc))
                 break
+            clock.lap("drain")
             late += out.late
             doc["final_tick"] = max(until, out.from_tick)
             checked = follower.verify_pending(retry_after=0)
+            clock.lap("verify")
             in_freeze.update(checked.verified)
             if round_ > 0 and not out.late:
                 break  # the look after verifying found nothing new: the position is final
             until = job.server_tick()
+            clock.lap("server_tick")
         else:
             problems.append(
                 f"changes kept arriving after the freeze ({MAX_ROUNDS} rounds): stop every "
@@ -167,7 +206,15 @@ class Cutover:
         doc["reconcile_sample_percent"] = self.sample
 
     def _record(self, doc: DocSummary, follower: Follower) -> None:
-        """Per collection: keys verified since the copy and when; the last full reconcile."""
+        """Per collection: keys verified since the copy and when; the last full reconcile.
+        After the verdict: a failure here is said in the report, it does not change it."""
+        try:
+            self._read_record(doc, follower)
+        except (psycopg.Error, EtlError) as exc:
+            log.warning("the cutover's verification record could not be read: %s", exc)
+            doc["record_error"] = str(exc)
+
+    def _read_record(self, doc: DocSummary, follower: Follower) -> None:
         with pg.connect(follower.dsn) as conn:
             if follower.verifying:
                 doc["verification"] = verify.verified_table(conn)

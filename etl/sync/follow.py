@@ -101,6 +101,7 @@ class Follower:
         self.lag = LagWindow()
         self._pending_times: list[float] = []  # commit times of the pending changes
         self._lag_saved = 0.0
+        self._server_names: dict[str, str] | None = None  # cuid -> name, read by the first run
 
     # -- where to start --------------------------------------------------------------------
     def prepare(self) -> Position:
@@ -189,8 +190,13 @@ class Follower:
         assert syncer_id is not None  # prepare() gives every follow position one
         out = self.outcome = SyncOutcome(from_tick=p.from_tick, last_scanned=p.last_scanned)
         # names as the copy knew them first: a collection dropped or renamed since is still
-        # recognised (its markers carry the cuid; a 2002 and a 2300's _id the current name)
-        names = {**self.reader.collection_ids(), **(p.collections or {})}
+        # recognised (its markers carry the cuid; a 2002 and a 2300's _id the current name).
+        # Read from the server by the first run only (one request per collection): a later
+        # run (the cutover's drain) goes on with the names the last one knew, and the stream
+        # looks up a collection created since when it meets one.
+        if self._server_names is None:
+            self._server_names = self.reader.collection_ids()
+        names = {**self._server_names, **(p.collections or {})}
         stream = ChangeStream(p.database or "", names, self.reader.collection_ids)
         pending: list[Change | CollectionEvent] = []
         self._pending_times = []
@@ -430,6 +436,15 @@ class Follower:
         if self._vconn is None or self._vconn.closed:
             self._vconn = pg.connect(self.dsn)
         return self.verifier.verify_pending(self._vconn, limit=limit, retry_after=retry_after)
+
+    def ready_to_verify(self) -> None:
+        """The verifier's connection and compare specs, made now (the cutover: before the
+        freeze, so that its verification pays for neither)."""
+        if not self.verifying:
+            return
+        if self._vconn is None or self._vconn.closed:
+            self._vconn = pg.connect(self.dsn)
+        self.verifier.prepare(self._vconn)
 
     def _wait(self, out: SyncOutcome) -> None:
         """The batch in flight, committed: its counts taken, its position saved."""
