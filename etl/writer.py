@@ -66,6 +66,7 @@ class Writer:
         self.reconnect_seconds = reconnect_seconds
         self._conn: psycopg.Connection | None = None
         self._connected_once = False
+        self._lost_since: float | None = None  # when reconnecting began failing (one outage)
 
     @property
     def conn(self) -> psycopg.Connection:
@@ -81,11 +82,17 @@ class Writer:
     def _connect(self) -> psycopg.Connection:
         """A first connection fails at once (a wrong DSN is said at once). Once this server
         answered, one that refuses connections is restarting or in crash recovery (tens of
-        seconds under load): wait for it up to `reconnect_seconds`."""
-        deadline = time.monotonic() + (self.reconnect_seconds if self._connected_once else 0)
+        seconds under load): wait for it up to `reconnect_seconds` per outage, however many
+        retries of the transaction fall into it."""
+        now = time.monotonic()
+        if self._connected_once and self._lost_since is None:
+            self._lost_since = now
+        deadline = now if self._lost_since is None else self._lost_since + self.reconnect_seconds
         while True:
             try:
-                return pg.connect(self.dsn)
+                conn = pg.connect(self.dsn)
+                self._lost_since = None
+                return conn
             except TransientError as exc:
                 if time.monotonic() >= deadline:
                     raise

@@ -46,3 +46,33 @@ def test_a_writer_fails_at_once_on_a_server_it_never_reached(caplog):
     with pytest.raises(TransientError):
         _ = w.conn
     assert not [r for r in caplog.records if "waiting for PostgreSQL" in r.message]
+
+
+def test_a_writer_waits_for_a_lost_server_once_per_outage_not_once_per_retry(
+    schema_db, caplog, monkeypatch
+):
+    # the wait is bounded per outage: the retries of one transaction that all fall into it do
+    # not each wait again (6 retries would otherwise wait 6 times reconnect_seconds)
+    from etl import writer as W
+
+    monkeypatch.setattr(W, "RECONNECT_POLL", 0.05)
+    caplog.set_level(logging.WARNING, "etl.pipeline")
+    w = W.Writer(schema_db, 1, reconnect_seconds=0.5)
+    _ = w.conn  # it answered once
+    w.close()
+    w.dsn = "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2"  # now it is gone
+    waits = lambda: len([r for r in caplog.records if "waiting for PostgreSQL" in r.message])  # noqa: E731
+    with pytest.raises(TransientError):
+        _ = w.conn
+    first = waits()
+    assert first >= 2
+    with pytest.raises(TransientError):
+        _ = w.conn
+    assert waits() == first  # the same outage: no second wait
+    w.dsn = schema_db  # back: a later outage waits again
+    _ = w.conn
+    w.close()
+    w.dsn = "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2"
+    with pytest.raises(TransientError):
+        _ = w.conn
+    assert waits() > first
