@@ -782,6 +782,14 @@ def rollback(dsn: str, component: str) -> RollbackResult:
         conn.execute(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_KEY})")
         try:
             rows = [(a,) for a in _rollback_generic(conn)] if component == "all" else []
+            if component in ("helpers", "tables", "all") and scalar(
+                conn,
+                "SELECT to_regprocedure('rollback.rollback_search_tables(boolean)') IS NOT NULL",
+            ):  # 014 before what drops 004's functions or the tables (and with them 005's
+                # expression indexes: not rebuilt only to be dropped)
+                rows += conn.execute(
+                    "SELECT * FROM rollback.rollback_search_tables(restore_indexes => false)"
+                ).fetchall()
             if component in ("validation", "tables", "all") and scalar(
                 conn,
                 "SELECT to_regprocedure('rollback.rollback_audit_update_by_column()') IS NOT NULL",

@@ -301,16 +301,16 @@ CHECKS = {
         "SELECT to_regprocedure('validate_document_data(text,text,jsonb,jsonb)') IS NULL",
         ["006", "011"],
     ),
-    "helpers": ("SELECT to_regprocedure('extract_skills(jsonb)') IS NULL", ["004", "005"]),
+    "helpers": ("SELECT to_regprocedure('extract_skills(jsonb)') IS NULL", ["004", "005", "014"]),
     "tables": (
         "SELECT to_regclass('resume_documents') IS NULL",
-        ["003", "004", "005", "006", "011"],
+        ["003", "004", "005", "006", "011", "014"],
     ),
     "all": (
         "SELECT to_regclass('etl_runs') IS NULL AND to_regclass('resume_documents') IS NULL"
         " AND to_regclass('etl_wal_positions') IS NULL AND to_regclass('etl_fallback_changes') IS NULL"
         " AND to_regclass('etl_sync_pending') IS NULL",
-        ["003", "004", "005", "006", "007", "008", "009", "010", "011", "012", "013"],
+        ["003", "004", "005", "006", "007", "008", "009", "010", "011", "012", "013", "014"],
     ),
 }
 
@@ -352,6 +352,7 @@ def test_rollback_helpers_keeps_an_operators_own_index(schema_db):
 
 def test_rollback_all_with_production_tables_empties_history(schema_db):
     with psycopg.connect(schema_db, autocommit=True) as conn:
+        conn.execute("SELECT * FROM rollback.rollback_search_tables()")  # 014's own
         conn.execute("SELECT * FROM rollback.rollback_merge_update_first()")  # 013's own
         conn.execute("SELECT * FROM rollback.rollback_audit_update_by_column()")  # 011's own
         conn.execute("SELECT * FROM rollback.rollback_fallback()")  # 010 and 012 have their own
