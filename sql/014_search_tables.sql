@@ -46,18 +46,25 @@ CREATE TABLE IF NOT EXISTS job_documents_search (
 -- is md5(parsed_data::text); of a job, of (title, company, parsed_data). Equal jsonb values
 -- have equal text; a value that compares equal with another spelling (1.0, 1.00) only costs a
 -- recomputation.
+-- Each statement reaches the search table by its primary key only (a correlated subquery, or
+-- = ANY of an array): as joins, the planner hashed the whole search table for every statement
+-- (30 ms per merge statement at 22k resumes, growing with the table).
 CREATE OR REPLACE FUNCTION etl_search_vectors() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+DECLARE
+    v_gone uuid[];
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
         EXECUTE format('TRUNCATE %I', TG_TABLE_NAME || '_search');
         RETURN NULL;
     END IF;
-    IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        -- rows gone from the document table (deleted, or their id changed)
-        EXECUTE format('DELETE FROM %1$I s USING old_rows o
-                         WHERE s.id = o.id AND NOT EXISTS (SELECT 1 FROM %2$I d WHERE d.id = o.id)',
-                       TG_TABLE_NAME || '_search', TG_TABLE_NAME);
+    IF TG_OP = 'DELETE' THEN
+        SELECT array_agg(o.id) INTO v_gone FROM old_rows o;
+    ELSIF TG_OP = 'UPDATE' THEN  -- rows whose id changed
+        SELECT array_agg(g.id) INTO v_gone FROM (SELECT id FROM old_rows EXCEPT SELECT id FROM new_rows) g;
+    END IF;
+    IF v_gone IS NOT NULL THEN
+        EXECUTE format('DELETE FROM %I WHERE id = ANY ($1)', TG_TABLE_NAME || '_search') USING v_gone;
     END IF;
     IF TG_OP = 'DELETE' THEN
         RETURN NULL;
@@ -67,16 +74,14 @@ BEGIN
         SELECT n.id, x.digest, resume_search_vector(n.parsed_data)
           FROM new_rows n
          CROSS JOIN LATERAL (SELECT md5(coalesce(n.parsed_data::text, ''))) AS x(digest)
-         WHERE NOT EXISTS (SELECT 1 FROM resume_documents_search c
-                            WHERE c.id = n.id AND c.text_md5 = x.digest)
+         WHERE x.digest IS DISTINCT FROM (SELECT c.text_md5 FROM resume_documents_search c WHERE c.id = n.id)
         ON CONFLICT (id) DO UPDATE SET text_md5 = EXCLUDED.text_md5, search_vector = EXCLUDED.search_vector;
     ELSE
         INSERT INTO job_documents_search AS s (id, text_md5, search_vector)
         SELECT n.id, x.digest, job_search_vector(n.title, n.company, n.parsed_data)
           FROM new_rows n
          CROSS JOIN LATERAL (SELECT md5(jsonb_build_array(n.title, n.company, n.parsed_data)::text)) AS x(digest)
-         WHERE NOT EXISTS (SELECT 1 FROM job_documents_search c
-                            WHERE c.id = n.id AND c.text_md5 = x.digest)
+         WHERE x.digest IS DISTINCT FROM (SELECT c.text_md5 FROM job_documents_search c WHERE c.id = n.id)
         ON CONFLICT (id) DO UPDATE SET text_md5 = EXCLUDED.text_md5, search_vector = EXCLUDED.search_vector;
     END IF;
     RETURN NULL;
