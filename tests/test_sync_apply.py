@@ -185,3 +185,23 @@ def test_applied_changes_equal_a_fresh_migrate_of_the_final_state(two_dbs, tmp_p
     assert not summary.has_differences, json.dumps(
         [c.__dict__.get("missing") for c in summary.collections], default=str
     )[:2000]
+
+
+def test_edges_from_path_matches_handles_with_every_key_character(schema_db):
+    """The removed jobs' edges are found through a jsonpath built from their handles: each
+    character ArangoDB allows in a key (and JSON escapes) must match itself only."""
+    from etl.sync.apply import edges_from_path
+
+    odd = "jobs/a'b\"c\\d(e)+,=;$!*%:@.-_" + "é"
+    edges = {"e1": {"_from": odd, "_to": "documents/r1"}, "e2": {"_from": "jobs/x"}}
+    with psycopg.connect(schema_db) as conn:
+        hit = conn.execute(
+            "select %s::jsonb @? %s::jsonpath, %s::jsonb @? %s::jsonpath",
+            (
+                json.dumps({"edges": edges}),
+                edges_from_path([odd, "jobs/none"]),
+                json.dumps({"edges": edges}),
+                edges_from_path(["jobs/a'b", "jobs/y"]),
+            ),
+        ).fetchone()
+    assert hit == (True, False)
