@@ -17,7 +17,8 @@
 -- Creates: resume_documents_search, job_documents_search (id, text_md5, search_vector) with GIN
 --   indexes idx_resume_documents_search_vector and idx_job_documents_search_vector;
 --   etl_search_vectors(): the trigger function (SECURITY DEFINER: a role that writes documents
---   needs no rights on the search tables); triggers <t>_search_insert|update|delete|truncate
+--   needs no rights on the search tables); etl_fill_search_vectors(table): every missing or
+--   outdated vector of a table, set-based; triggers <t>_search_insert|update|delete|truncate
 --   on resume_documents and job_documents, ENABLE ALWAYS (a replica-role session, e.g. logical
 --   replication's apply, keeps the vectors current too);
 --   verify_schema_integrity(): 007's checks (now verify_schema_integrity_core()), with "full-text
@@ -69,6 +70,14 @@ BEGIN
     IF TG_OP = 'DELETE' THEN
         RETURN NULL;
     END IF;
+    -- The first load into empty tables (etl/indexes.py) drops the search table's index with the
+    -- document table's and lists it in etl_deferred_indexes: the vectors are then computed with
+    -- its rebuild (etl_fill_search_vectors(), on a connection of their own), not row by row.
+    IF to_regclass('public.etl_deferred_indexes') IS NOT NULL AND EXISTS (
+           SELECT 1 FROM public.etl_deferred_indexes d
+            WHERE position(' ON public.' || TG_TABLE_NAME || '_search USING ' IN d.definition) > 0) THEN
+        RETURN NULL;
+    END IF;
     IF TG_TABLE_NAME = 'resume_documents' THEN
         INSERT INTO resume_documents_search AS s (id, text_md5, search_vector)
         SELECT n.id, x.digest, resume_search_vector(n.parsed_data)
@@ -85,6 +94,35 @@ BEGIN
         ON CONFLICT (id) DO UPDATE SET text_md5 = EXCLUDED.text_md5, search_vector = EXCLUDED.search_vector;
     END IF;
     RETURN NULL;
+END
+$$;
+
+-- Every vector of a table that is missing or out of date, set-based (after a load that deferred
+-- them, and for an operator who disabled the triggers); returns how many were written.
+CREATE OR REPLACE FUNCTION etl_fill_search_vectors(p_table regclass) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+DECLARE
+    v_n bigint;
+BEGIN
+    IF p_table = 'public.resume_documents'::regclass THEN
+        INSERT INTO resume_documents_search AS s (id, text_md5, search_vector)
+        SELECT r.id, x.digest, resume_search_vector(r.parsed_data)
+          FROM resume_documents r
+         CROSS JOIN LATERAL (SELECT md5(coalesce(r.parsed_data::text, ''))) AS x(digest)
+         WHERE x.digest IS DISTINCT FROM (SELECT c.text_md5 FROM resume_documents_search c WHERE c.id = r.id)
+        ON CONFLICT (id) DO UPDATE SET text_md5 = EXCLUDED.text_md5, search_vector = EXCLUDED.search_vector;
+    ELSIF p_table = 'public.job_documents'::regclass THEN
+        INSERT INTO job_documents_search AS s (id, text_md5, search_vector)
+        SELECT j.id, x.digest, job_search_vector(j.title, j.company, j.parsed_data)
+          FROM job_documents j
+         CROSS JOIN LATERAL (SELECT md5(jsonb_build_array(j.title, j.company, j.parsed_data)::text)) AS x(digest)
+         WHERE x.digest IS DISTINCT FROM (SELECT c.text_md5 FROM job_documents_search c WHERE c.id = j.id)
+        ON CONFLICT (id) DO UPDATE SET text_md5 = EXCLUDED.text_md5, search_vector = EXCLUDED.search_vector;
+    ELSE
+        RAISE EXCEPTION '% has no search table', p_table;
+    END IF;
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    RETURN v_n;
 END
 $$;
 
@@ -116,15 +154,7 @@ END
 $$;
 
 -- The vectors of the rows already there (what building 005's index computed).
-INSERT INTO resume_documents_search (id, text_md5, search_vector)
-SELECT r.id, md5(coalesce(r.parsed_data::text, '')), resume_search_vector(r.parsed_data)
-  FROM resume_documents r
-ON CONFLICT (id) DO NOTHING;
-INSERT INTO job_documents_search (id, text_md5, search_vector)
-SELECT j.id, md5(jsonb_build_array(j.title, j.company, j.parsed_data)::text),
-       job_search_vector(j.title, j.company, j.parsed_data)
-  FROM job_documents j
-ON CONFLICT (id) DO NOTHING;
+SELECT etl_fill_search_vectors('public.resume_documents'), etl_fill_search_vectors('public.job_documents');
 
 -- Short pending lists (GIN fastupdate): every search scans the whole list, and the planner
 -- prices it in. With the default 4 MB, a search of 10k resumes read the search table
@@ -237,6 +267,13 @@ BEGIN
     IF to_regprocedure('public.etl_search_vectors()') IS NOT NULL THEN
         DROP FUNCTION public.etl_search_vectors();
         RETURN NEXT 'dropped function etl_search_vectors()';
+    END IF;
+    IF to_regprocedure('public.etl_fill_search_vectors(regclass)') IS NOT NULL THEN
+        DROP FUNCTION public.etl_fill_search_vectors(regclass);
+        RETURN NEXT 'dropped function etl_fill_search_vectors(regclass)';
+    END IF;
+    IF to_regclass('public.etl_deferred_indexes') IS NOT NULL THEN  -- a search index deferred by a load
+        DELETE FROM public.etl_deferred_indexes WHERE definition LIKE '% ON public.%\_search USING %';
     END IF;
     IF restore_indexes AND to_regclass('public.resume_documents') IS NOT NULL
        AND to_regclass('public.idx_resume_documents_fts') IS NULL

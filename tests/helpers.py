@@ -285,3 +285,17 @@ def kill_after_batches(
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+# sql/014: rows whose stored full-text vector is missing, orphaned or not what 004's function
+# gives for the row's current text (0 when the search tables are right)
+SEARCH_VECTORS_WRONG = """
+SELECT (SELECT count(*) FROM resume_documents r
+          FULL JOIN resume_documents_search s ON s.id = r.id
+         WHERE r.id IS NULL OR s.id IS NULL
+            OR s.search_vector IS DISTINCT FROM resume_search_vector(r.parsed_data))
+     + (SELECT count(*) FROM job_documents j
+          FULL JOIN job_documents_search s ON s.id = j.id
+         WHERE j.id IS NULL OR s.id IS NULL
+            OR s.search_vector IS DISTINCT FROM job_search_vector(j.title, j.company, j.parsed_data))
+"""

@@ -17,7 +17,15 @@ from etl.parallel import ParallelMigration, needs_of
 from etl.reconcile import Reconciliation
 from etl.settings import load_settings
 from tests.datagen import generate
-from tests.helpers import arango_env, error_lines, etl, etl_popen, scalar, seed_dataset
+from tests.helpers import (
+    SEARCH_VECTORS_WRONG,
+    arango_env,
+    error_lines,
+    etl,
+    etl_popen,
+    scalar,
+    seed_dataset,
+)
 
 TABLES = ("resume_documents", "job_documents", "optimization_results", "research_results")
 # what a row holds apart from provenance (run id, timestamps): identical whoever loaded it
@@ -107,6 +115,7 @@ def test_three_workers_give_the_rows_of_one_process(
             == "finished"
         )
         assert conn.execute("select count(*) from etl_deferred_indexes").fetchone()[0] == 0
+        assert conn.execute(SEARCH_VECTORS_WRONG).fetchone()[0] == 0  # filled by 'index' units
     assert (tmp_path / "reports" / f"{summary.run_id}.json").exists()
     from etl.status import status
 

@@ -7,6 +7,8 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+from tests.helpers import SEARCH_VECTORS_WRONG
+
 RESUME = {
     "contact_info": {"full_name": "Ada Lovelace", "email": "ada@example.com"},
     "summary": "Engineer with analytical engines and Kubernetes.",
@@ -14,18 +16,6 @@ RESUME = {
     "work_experience": [{"company": "Babbage", "position": "Analyst", "skills": ["Math"]}],
 }
 JOB = {"description": "Build quantum services", "skills": ["Go"]}
-
-# every row's stored vector is what the expression of 005 gives for its current text
-CONSISTENT = """
-SELECT (SELECT count(*) FROM resume_documents r
-          FULL JOIN resume_documents_search s ON s.id = r.id
-         WHERE r.id IS NULL OR s.id IS NULL
-            OR s.search_vector IS DISTINCT FROM resume_search_vector(r.parsed_data))
-     + (SELECT count(*) FROM job_documents j
-          FULL JOIN job_documents_search s ON s.id = j.id
-         WHERE j.id IS NULL OR s.id IS NULL
-            OR s.search_vector IS DISTINCT FROM job_search_vector(j.title, j.company, j.parsed_data))
-"""
 
 
 @pytest.fixture
@@ -55,17 +45,17 @@ def test_vectors_follow_inserts_updates_deletes_and_truncate(conn):
         " VALUES ('u1', 'Go Engineer', 'Acme', %s), ('u2', 'Chef', 'Diner', %s)",
         (Jsonb(JOB), Jsonb({"description": "soup"})),
     )
-    assert conn.execute(CONSISTENT).fetchone()[0] == 0
+    assert conn.execute(SEARCH_VECTORS_WRONG).fetchone()[0] == 0
     conn.execute(
         "UPDATE resume_documents SET parsed_data = %s WHERE id = %s",
         (Jsonb({"summary": "Gardener"}), a),
     )
     conn.execute("UPDATE job_documents SET company = 'Globex' WHERE title = 'Go Engineer'")
     conn.execute("UPDATE resume_documents SET id = gen_random_uuid() WHERE id = %s", (b,))
-    assert conn.execute(CONSISTENT).fetchone()[0] == 0
+    assert conn.execute(SEARCH_VECTORS_WRONG).fetchone()[0] == 0
     conn.execute("DELETE FROM resume_documents WHERE id = %s", (a,))
     conn.execute("DELETE FROM job_documents WHERE title = 'Chef'")
-    assert conn.execute(CONSISTENT).fetchone()[0] == 0
+    assert conn.execute(SEARCH_VECTORS_WRONG).fetchone()[0] == 0
     assert conn.execute("SELECT count(*) FROM resume_documents_search").fetchone()[0] == 1
     conn.execute("TRUNCATE resume_documents, job_documents CASCADE")
     assert conn.execute(
@@ -91,7 +81,7 @@ def test_an_update_that_keeps_the_text_does_not_rewrite_the_vector(conn):
         (rid,),
     )
     assert _search_ctid(conn, rid) != before
-    assert conn.execute(CONSISTENT).fetchone()[0] == 0
+    assert conn.execute(SEARCH_VECTORS_WRONG).fetchone()[0] == 0
 
 
 def test_a_missing_vector_heals_on_the_next_update_and_replica_sessions_keep_them(conn):
@@ -104,7 +94,7 @@ def test_a_missing_vector_heals_on_the_next_update_and_replica_sessions_keep_the
     other = _resume(conn, {**RESUME, "summary": "replicated"})
     conn.execute("RESET session_replication_role")
     assert _search_ctid(conn, other) is not None
-    assert conn.execute(CONSISTENT).fetchone()[0] == 0
+    assert conn.execute(SEARCH_VECTORS_WRONG).fetchone()[0] == 0
 
 
 def test_search_documents_finds_by_the_stored_vectors_and_verify_is_ok(conn):
