@@ -142,3 +142,28 @@ def test_rollback_puts_the_expression_indexes_and_004s_search_back(conn):
         == 0
     )
     _resume(conn, {"summary": "after the rollback"})  # no trigger left behind
+
+
+def test_a_load_into_empty_tables_leaves_the_vectors_to_the_index_build(schema_db):
+    """etl/indexes.py defers the search table's index with the document table's; meanwhile the
+    trigger computes no vector, and the build fills them all before it builds the index."""
+    from etl import indexes
+
+    with psycopg.connect(schema_db) as conn:
+        assert indexes.defer(conn, "run-1", ["resume_documents"])
+        conn.commit()
+        deferred = conn.execute("select index_name from etl_deferred_indexes").fetchall()
+        assert ("idx_resume_documents_search_vector",) in deferred
+        rid = _resume(conn)
+        conn.commit()
+        assert _search_ctid(conn, rid) is None  # left to the build
+        indexes.rebuild(conn, ["resume_documents"])
+        assert _search_ctid(conn, rid) is not None
+        assert conn.execute(SEARCH_VECTORS_WRONG).fetchone()[0] == 0
+        assert conn.execute(
+            "select to_regclass('idx_resume_documents_search_vector') is not null"
+            " and not exists (select 1 from etl_deferred_indexes)"
+        ).fetchone()[0]
+        conn.commit()
+        other = _resume(conn, {"summary": "after the load"})  # the trigger's own again
+        assert _search_ctid(conn, other) is not None
