@@ -12,7 +12,9 @@ second call sets nothing twice; the order in which parents and children arrive d
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections import abc
 from typing import Any
 
@@ -50,6 +52,12 @@ def waiting(
         params = []
         for p in ref.paths:
             params += [list(p), sorted(keys)]
+        paths = [named_path(p, keys) for p in ref.paths]
+        if all(paths):  # first through the metadata GIN index, not a scan of the table
+            named = sql.SQL("({}) and ({})").format(
+                sql.SQL(" or ").join(sql.SQL("t.metadata @? %s::jsonpath") for _ in paths), named
+            )
+            params = [*paths, *params]
     values = sql.SQL(", ").join(
         sql.SQL("{} #> {}").format(extra, sql.Literal(list(p))) for p in ref.paths
     )
@@ -65,6 +73,26 @@ def waiting(
         if k is not None and (keys is None or k in keys):
             out.append((child_id, row_id(ref.collection, k)))
     return out
+
+
+_INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")
+
+
+def named_path(path: abc.Sequence[str], keys: abc.Collection[str]) -> str | None:
+    """A jsonpath that the metadata GIN index answers, true for every row whose
+    metadata.extra names one of `keys` at `path` as reference_key() reads it (a string, or an
+    integer's decimal string); a superset (lax mode also looks into arrays), so the exact
+    condition is kept beside it. None for a path with an array index (the index cannot follow
+    it as #>> does)."""
+    if any(not isinstance(part, str) or _INTEGER.fullmatch(part) for part in path):
+        return None
+    alternatives = []
+    for k in sorted(keys):
+        alternatives.append(f"@ == {json.dumps(k)}")
+        if _INTEGER.fullmatch(k):
+            alternatives.append(f"@ == {k}")
+    steps = "".join(f".{json.dumps(part)}" for part in ("extra", *path))
+    return f"${steps} ? ({' || '.join(alternatives)})"
 
 
 def link_arrived(

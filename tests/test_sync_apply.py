@@ -205,3 +205,27 @@ def test_edges_from_path_matches_handles_with_every_key_character(schema_db):
             ),
         ).fetchone()
     assert hit == (True, False)
+
+
+def test_late_parent_lookup_path_finds_exactly_what_reference_key_reads(schema_db):
+    """links.waiting() asks the metadata GIN index first: its jsonpath must hold for every
+    value reference_key() accepts (a string, an integer's decimal string)."""
+    from etl.links import named_path
+
+    assert named_path(["items", "0"], {"k"}) is None  # an array index: the scan, not the index
+    cases = [  # (the value in metadata.extra.resume_id, keys, must match)
+        ("k'x(y)+é", {"k'x(y)+é"}, True),
+        (123, {"123"}, True),
+        (-7, {"-7"}, True),
+        ("123", {"123"}, True),
+        ("other", {"k"}, False),
+        (None, {"null"}, False),
+    ]
+    with psycopg.connect(schema_db) as conn:
+        for value, keys, expected in cases:
+            path = named_path(["resume_id"], keys)
+            got = conn.execute(
+                "select %s::jsonb @? %s::jsonpath",
+                (json.dumps({"extra": {"resume_id": value}}), path),
+            ).fetchone()[0]
+            assert got is expected, (value, keys, path)
