@@ -18,7 +18,9 @@
 --   indexes idx_resume_documents_search_vector and idx_job_documents_search_vector;
 --   etl_search_vectors(): the trigger function (SECURITY DEFINER: a role that writes documents
 --   needs no rights on the search tables); etl_fill_search_vectors(table): every missing or
---   outdated vector of a table, set-based; triggers <t>_search_insert|update|delete|truncate
+--   outdated vector of a table, set-based (a first load into empty tables defers the vectors
+--   with the search index: etl/indexes.py lists the index in etl_deferred_indexes, the trigger
+--   skips them while it is listed, the index's build fills them first); triggers <t>_search_insert|update|delete|truncate
 --   on resume_documents and job_documents, ENABLE ALWAYS (a replica-role session, e.g. logical
 --   replication's apply, keeps the vectors current too);
 --   verify_schema_integrity(): 007's checks (now verify_schema_integrity_core()), with "full-text
