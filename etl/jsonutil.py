@@ -9,7 +9,7 @@ library so they can still be read, and the transform then rejects or encodes the
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -83,6 +83,12 @@ def dumps_sorted(obj: Any) -> bytes:
         return _sorted_encoder.encode(obj)
     except UnicodeEncodeError:
         return json.dumps(obj, ensure_ascii=True, separators=(",", ":"), sort_keys=True).encode()
+
+
+def jsonpath_any(path: str, operand: str, values: Iterable[str | int]) -> str:
+    """`PATH ? (OPERAND == v1 || OPERAND == v2 ...)`: a jsonpath filter that a GIN index on
+    jsonb answers. JSON literals are jsonpath's (strings quoted and escaped as JSON)."""
+    return f"{path} ? ({' || '.join(f'{operand} == {json.dumps(v)}' for v in values)})"
 
 
 def type_name(v: Any) -> str:

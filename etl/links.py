@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from etl import derived
+from etl import derived, jsonutil
 from etl.load import Loader
 from etl.mapping import Field_, Mapping
 from etl.transform import reference_key, row_id
@@ -86,13 +86,13 @@ def named_path(path: abc.Sequence[str], keys: abc.Collection[str]) -> str | None
     it as #>> does)."""
     if any(not isinstance(part, str) or _INTEGER.fullmatch(part) for part in path):
         return None
-    alternatives = []
+    literals: list[str | int] = []
     for k in sorted(keys):
-        alternatives.append(f"@ == {json.dumps(k)}")
+        literals.append(k)
         if _INTEGER.fullmatch(k):
-            alternatives.append(f"@ == {k}")
+            literals.append(int(k))
     steps = "".join(f".{json.dumps(part)}" for part in ("extra", *path))
-    return f"${steps} ? ({' || '.join(alternatives)})"
+    return jsonutil.jsonpath_any(f"${steps}", "@", literals)
 
 
 def link_arrived(

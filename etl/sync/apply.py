@@ -14,7 +14,6 @@ end as a fresh `etl migrate` of the source's current state would leave them:
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -50,7 +49,7 @@ FROMS_PER_PATH = 500  # alternatives in one jsonpath
 
 def edges_from_path(froms: list[str]) -> str:
     """`$.edges.* ? (@._from == "jobs/1" || ...)`: JSON string literals are jsonpath's."""
-    return "$.edges.* ? (" + " || ".join(f"@._from == {json.dumps(f)}" for f in froms) + ")"
+    return jsonutil.jsonpath_any("$.edges.*", "@._from", froms)
 
 
 @dataclass
