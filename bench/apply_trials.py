@@ -70,13 +70,37 @@ def trial(dbs: Databases, cpu: CpuClock, env: dict, name: str, ask: dict, n: int
     )
     seconds = time.perf_counter() - t0
     used = cpu.since(c0)
+    stats = table_stats(dsn)
     dbs.drop(dsn)
     return {
+        "stats": stats,
         "status": proc.returncode,
         "seconds": round(seconds, 2),
         "changes_per_s": round(n / seconds),
         "cpu_seconds": used and round(used, 2),
         "tail": (proc.stdout + proc.stderr).splitlines()[-12:],
+    }
+
+
+def table_stats(dsn: str) -> dict:
+    """What the trial's backends did, per table and function: scans, rows read, blocks read
+    from outside shared_buffers; per function (with track_functions) calls and milliseconds."""
+    time.sleep(1)  # the command's backends have exited and flushed their statistics
+    with psycopg.connect(dsn, autocommit=True) as c:
+        tables = c.execute(
+            "select s.relname, s.seq_scan, s.seq_tup_read, s.idx_scan, s.n_tup_ins,"
+            " s.n_tup_upd, s.n_tup_hot_upd, s.n_tup_del, io.heap_blks_read, io.idx_blks_read"
+            " from pg_stat_user_tables s join pg_statio_user_tables io using (relid)"
+            " where s.seq_scan + coalesce(s.idx_scan, 0) + s.n_tup_ins > 0 order by s.relname"
+        ).fetchall()
+        functions = c.execute(
+            "select funcname, calls, round(total_time), round(self_time)"
+            " from pg_stat_user_functions order by total_time desc limit 25"
+        ).fetchall()
+    heads = "seq_scan seq_read idx_scan ins upd hot_upd del heap_read idx_read".split()
+    return {
+        "tables": {t[0]: dict(zip(heads, t[1:])) for t in tables},
+        "functions (calls, total ms, self ms)": {f[0]: list(f[1:]) for f in functions},
     }
 
 

@@ -36,9 +36,11 @@ class LoadOutcome:
     unchanged: int = 0
     dangling: int = 0
     rejected: list[tuple[Row, str]] = field(default_factory=list)  # (row, reason)
+    inserted_ids: set[str] = field(default_factory=set)  # the rows that were not there before
 
     def __iadd__(self, other: LoadOutcome) -> LoadOutcome:
         self.inserted += other.inserted
+        self.inserted_ids |= other.inserted_ids
         self.updated += other.updated
         self.unchanged += other.unchanged
         self.dangling += other.dangling
@@ -122,7 +124,8 @@ class Loader:
     def _copy_and_merge(self, document_type: str, rows: Sequence[Row]) -> LoadOutcome:
         if is_generic(document_type):  # a generic table (etl/generic/load.py)
             actions = generic_load.copy_and_merge(self.conn, document_type, rows)
-            out = LoadOutcome(inserted=sum(a == "inserted" for _, a in actions))
+            out = LoadOutcome(inserted_ids={str(i) for i, a in actions if a == "inserted"})
+            out.inserted = len(out.inserted_ids)
             out.updated = sum(a == "updated" for _, a in actions)
             out.unchanged = len(rows) - out.inserted - out.updated
             return out
@@ -151,6 +154,7 @@ class Loader:
         ):
             if action == "inserted":
                 out.inserted += 1
+                out.inserted_ids.add(str(_id))
             elif action == "updated":
                 out.updated += 1
             elif action.startswith("dangling"):

@@ -194,6 +194,7 @@ class Migration:
         )
         conn.commit()
         builder = pinner = None
+        by_table: dict[str, list[str]] = {}
         try:
             names = select_collections(
                 self.mapping, source, self.requested, self.all, allow_missing=self.allow_missing
@@ -235,6 +236,8 @@ class Migration:
             # must not: neither the other run's row (--resume names it) nor its deferred indexes.
             if run.locked and not self.dry_run:
                 self._build_deferred_indexes(pipeline, builder, summary)
+                if summary.state == "finished":
+                    self._analyze(pipeline, list(by_table))
             pipeline.close()
             if pinner is not None:
                 pinner.stop()
@@ -282,6 +285,16 @@ class Migration:
         self.on_collection(name, result.source_count)
         store = CollectionCheckpoints(pipeline.run_id)
         pipeline.load_range(source, name, store, cp, result, limit=self.limit)
+
+    def _analyze(self, pipeline, tables: list[str]) -> None:
+        """The planner's statistics of a finished load (etl sync plans on them next)."""
+        try:
+            conn = pipeline.conn
+            conn.rollback()
+            indexes.analyze(conn, tables)
+            conn.commit()
+        except (EtlError, psycopg.Error) as exc:  # the rows are in: autovacuum analyzes later
+            log.warning("could not gather planner statistics (run ANALYZE): %s", exc)
 
     def _build_deferred_indexes(self, pipeline, builder, summary: RunSummary) -> None:
         """Finished, failed or interrupted: the deferred indexes come back now (after a crash,

@@ -289,6 +289,17 @@ def kill_after_batches(
 
 # sql/014: rows whose stored full-text vector is missing, orphaned or not what 004's function
 # gives for the row's current text (0 when the search tables are right)
+# the loaded tables (with rows) that have no planner statistics: a finished migrate analyzes
+# every table it wrote, the search tables with them
+NOT_ANALYZED = """
+SELECT coalesce(array_agg(t ORDER BY t), '{}') FROM unnest(ARRAY['resume_documents',
+       'job_documents', 'optimization_results', 'research_results', 'resume_documents_search',
+       'job_documents_search', 'arango.task_results']) t
+ WHERE to_regclass(t) IS NOT NULL
+   AND (SELECT reltuples FROM pg_class WHERE oid = to_regclass(t)) <> 0
+   AND NOT EXISTS (SELECT 1 FROM pg_statistic WHERE starelid = to_regclass(t))
+"""
+
 SEARCH_VECTORS_WRONG = """
 SELECT (SELECT count(*) FROM resume_documents r
           FULL JOIN resume_documents_search s ON s.id = r.id

@@ -11,6 +11,7 @@ from etl.migrate import Migration
 from etl.transform import Row, Transformer, row_id
 from tests.datagen import generate, write_dump
 from tests.helpers import (
+    NOT_ANALYZED,
     SEARCH_VECTORS_WRONG,
     TABLES,
     db_rows,
@@ -135,6 +136,8 @@ def test_migrate_counts_balance_and_nothing_is_lost(schema_db, tmp_path, small_d
     built = {b["index"] for b in summary.index_builds}
     assert {"idx_resume_documents_search_vector", "idx_job_documents_search_vector"} <= built
     assert_schema_intact(schema_db)
+    # and the planner has statistics for every table the run wrote (etl sync plans on them)
+    assert scalar(schema_db, NOT_ANALYZED) == []
     by_name = {c.collection: c for c in summary.collections}
     for name, count in ds.counts.items():
         c = by_name[name]

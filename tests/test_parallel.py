@@ -18,6 +18,7 @@ from etl.reconcile import Reconciliation
 from etl.settings import load_settings
 from tests.datagen import generate
 from tests.helpers import (
+    NOT_ANALYZED,
     SEARCH_VECTORS_WRONG,
     arango_env,
     error_lines,
@@ -116,6 +117,7 @@ def test_three_workers_give_the_rows_of_one_process(
         )
         assert conn.execute("select count(*) from etl_deferred_indexes").fetchone()[0] == 0
         assert conn.execute(SEARCH_VECTORS_WRONG).fetchone()[0] == 0  # filled by 'index' units
+        assert conn.execute(NOT_ANALYZED).fetchone()[0] == []  # the final unit analyzed them
     assert (tmp_path / "reports" / f"{summary.run_id}.json").exists()
     from etl.status import status
 

@@ -20,6 +20,7 @@ from tenacity import wait_random_exponential
 from etl import indexes, pg, state, units
 from etl.errors import EtlError, Interrupted
 from etl.mapping import load_mapping
+from etl.migrate import writers
 from etl.parallel.summary import summary_from_db
 from etl.pipeline import Pipeline
 from etl.results import (
@@ -212,6 +213,8 @@ class Worker:
             store.take(conn)
             built = indexes.rebuild(conn)  # normally none left: the 'index' units built them
             summary = summary_from_db(conn, self.mapping, self.run_id)
+            names = [c.collection for c in summary.collections]
+            indexes.analyze(conn, list(writers(self.mapping, names)))
             summary.index_builds += [{"index": n, "seconds": round(t, 3)} for n, t in built]
             paths = run.write_reports(summary.asdict())
             state.finish_run(

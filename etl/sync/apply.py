@@ -256,15 +256,6 @@ class Applier:
         order = self.mapping.document_types()
         for dt in sorted(rows, key=lambda d: order.index(d) if d in order else len(order)):
             batch = [self._with_defaults(r) for r in rows[dt]]
-            existing = {
-                rid
-                for (rid,) in c.execute(
-                    sql.SQL("select id::text from {} where id = any(%s::uuid[])").format(
-                        target.ident(target.table(dt))
-                    ),
-                    ([r.values["id"] for r in batch],),
-                )
-            }
             lo = loader.load(dt, batch)
             collection = batch[0].values["metadata"]["arango"]["collection"]
             out.add(collection, "insert", lo.inserted)
@@ -279,7 +270,7 @@ class Applier:
                 self._remove(c, {target.table(dt): {row_id(collection, k) for k in refused}}, out)
             kept = [r for r in batch if r.key not in refused]
             derived.refresh_rows(c, self.mapping, dt, [r.values["id"] for r in kept])
-            stored[dt] = [r for r in kept if r.values["id"] not in existing]
+            stored[dt] = [r for r in kept if r.values["id"] in lo.inserted_ids]
         return {dt: new for dt, new in stored.items() if new}
 
     def _with_defaults(self, row: Row) -> Row:
