@@ -102,6 +102,45 @@ def test_sync_until_current_after_a_migrate_under_writes(schema_db, tmp_path, ar
     assert "Change capture" in status.stdout and "lag_ticks" in status.stdout
 
 
+def test_a_backlog_read_while_a_batch_commits_is_grouped_into_the_next(
+    schema_db, arango_server, migrated_env, monkeypatch
+):
+    """Small tail responses and a slow committer: the reader goes on reading while a batch
+    commits, and applies what it read as one batch (fewer batches than responses), losing
+    nothing (reconcile is green, every change is in its row)."""
+    from etl.sources import wal
+    from etl.sync.apply import Applier
+    from etl.sync.run import SyncJob
+
+    env = migrated_env(seed=34)
+    app = App(arango_server)
+    for i in range(600):
+        app.col("resumes").insert({"_key": f"g{i}", "user_id": "u-g", "filename": f"g{i}.pdf"})
+    monkeypatch.setattr(wal, "CHUNK_SIZE", 16 * 1024)  # the server's smallest: a few changes
+    batches = []
+    execute = Applier.execute
+
+    def slow_execute(self, c, plan):
+        batches.append(sum(len(keys) for keys in plan.keys.values()))
+        time.sleep(1.0)  # PostgreSQL busy: the reader reads on meanwhile
+        return execute(self, c, plan)
+
+    monkeypatch.setattr(Applier, "execute", slow_execute)
+    job = SyncJob(load_settings(None, env=env))
+    job.metrics_port = None
+    job.open()
+    try:
+        out = job.follow(until_current=True)
+    finally:
+        job.close("finished")
+    responses = out.polls
+    # ungrouped, each response was a batch of its own (about 90 of these resumes each)
+    assert sum(batches) == 600 and len(batches) <= responses // 2, (batches, responses)
+    assert scalar(schema_db, "select count(*) from resume_documents where user_id = 'u-g'") == 600
+    rec = etl("reconcile", "--all", env=env)
+    assert rec.returncode == 0, rec.stdout[-3000:] + rec.stderr
+
+
 def test_a_pruned_log_ends_in_one_line_naming_a_new_migrate(arango_server, migrated_env):
     env = migrated_env()
     app = App(arango_server)

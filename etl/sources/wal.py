@@ -48,10 +48,13 @@ def new_syncer_id() -> str:
     return str(random.randint(10**11, 2**53 - 1))
 
 
+CHUNK_SIZE = 4 * 1024 * 1024  # a tail response's soft limit (the spec: keep it 1-8 MiB)
+
+
 class WalReader:
-    def __init__(self, source: ArangoSource, chunk_size: int = 4 * 1024 * 1024):
+    def __init__(self, source: ArangoSource, chunk_size: int | None = None):
         self.source = source
-        self.chunk_size = chunk_size
+        self.chunk_size = chunk_size or CHUNK_SIZE
 
     @property
     def database(self) -> str:

@@ -36,6 +36,10 @@ LAG_SAVE_SECONDS = 5  # how often an idle follower records its lag percentiles (
 # the drain ends although the server's tick still moves once no mapped change came for this
 # long: writes to other databases and system collections move the tick and are never ours
 DRAIN_QUIET_SECONDS = 0.5
+# While the committer applies a batch, the reader goes on reading and groups what it reads into
+# the next batch, up to this many changes: a backlog is applied in large batches (each batch's
+# fixed statements, lookups and commit paid once per many changes), a trickle at once.
+GROUP_CHANGES = 5000
 
 
 @dataclass
@@ -234,8 +238,15 @@ class Follower:
                 L = resp.last_scanned
                 caught_up = resp.status == 204 and not stream.buffered
                 now = time.monotonic()
-                if not stream.buffered and (
-                    pending or (F, L) != submitted or caught_up and now - last_save > 10
+                if (
+                    not stream.buffered
+                    and (pending or (F, L) != submitted or caught_up and now - last_save > 10)
+                    and not (
+                        moved
+                        and resp.check_more
+                        and self._committing()
+                        and len(pending) < GROUP_CHANGES
+                    )
                 ):
                     self._flush(committer, stream, pending, F, L, out, caught_up=caught_up)
                     submitted, last_save = (F, L), now
@@ -346,6 +357,10 @@ class Follower:
             out.transactions_aborted = stream.aborted
             out.seconds = time.perf_counter() - t0
             self.writer.close()
+
+    def _committing(self) -> bool:
+        """A batch is in flight and not committed yet."""
+        return self._inflight is not None and not self._inflight[0].done()
 
     def _flush(self, committer, stream, pending, F, L, out, *, caught_up: bool, force=False):
         """Hand the pending changes and (F, L) to the committer, which applies and saves them
