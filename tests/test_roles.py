@@ -42,6 +42,9 @@ def test_a_loader_with_the_printed_grants_migrates_and_reconciles(
     # the one step that needs ownership is skipped with one line saying what was kept and why
     warned = [ln for ln in migrated.stderr.splitlines() if "does not own" in ln]
     assert len(warned) == 1 and "kept its indexes" in warned[0], migrated.stderr
+    # and the statistics it may not gather are said, not skipped silently by the server
+    unanalyzed = [ln for ln in migrated.stderr.splitlines() if "no planner statistics" in ln]
+    assert len(unanalyzed) == 1 and "resume_documents" in unanalyzed[0], migrated.stderr
     reconciled = etl("reconcile", "--all", "--source", f"dump:{dump}", env=env)
     assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
     assert "everything matches" in reconciled.stdout
