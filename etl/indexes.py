@@ -166,27 +166,34 @@ def rebuild(conn: psycopg.Connection, tables: list[str] | None = None) -> list[t
     return built
 
 
-def analyze(conn: psycopg.Connection, tables: list[str]) -> float:
+def analyze(conn: psycopg.Connection, tables: list[str]) -> float | None:
     """Planner statistics for the tables a finished load wrote (and their search tables,
     sql/014), once their indexes are back: a bulk load leaves none, and autovacuum may be off
     or not come round before `etl sync` starts. Seen at 1M documents without them: `update
     research_results set resume_id = null where resume_id = any(...)` planned as a scan of
     111k rows (the default estimate of 0.5% per key), 11 such scans reading 2.3 GB in one
-    apply. About 8 s at 1M documents. Returns the seconds taken."""
+    apply. About 8 s at 1M documents. Runs in its own transaction, or a savepoint of the
+    caller's: a failure (a statement_timeout, say) is a warning, the rows are in and
+    autovacuum analyzes later. Returns the seconds taken, None when it failed."""
     t0 = time.perf_counter()
     names = [ident(t + suffix).as_string(conn) for t in tables for suffix in ("", "_search")]
     # ANALYZE of a table this role may not maintain is only a server WARNING: asked first
     may = "pg_has_role(c.relowner, 'MEMBER')"
     if conn.info.server_version >= 170000:
         may += " or has_table_privilege(c.oid, 'MAINTAIN')"
-    found = conn.execute(
-        f"select c.oid::regclass::text, {may} from unnest(%s::text[]) n"
-        " join pg_class c on c.oid = to_regclass(n)",
-        (names,),
-    ).fetchall()
-    for name, allowed in found:
-        if allowed:
-            conn.execute(sql.SQL("analyze {}").format(sql.SQL(name)))  # regclass text: quoted
+    try:
+        with conn.transaction():
+            found = conn.execute(
+                f"select c.oid::regclass::text, {may} from unnest(%s::text[]) n"
+                " join pg_class c on c.oid = to_regclass(n)",
+                (names,),
+            ).fetchall()
+            for name, allowed in found:
+                if allowed:  # regclass text: quoted
+                    conn.execute(sql.SQL("analyze {}").format(sql.SQL(name)))
+    except psycopg.Error as exc:
+        log.warning("could not gather planner statistics (run ANALYZE): %s", exc)
+        return None
     seconds = time.perf_counter() - t0
     refused = [name for name, allowed in found if not allowed]
     if refused:

@@ -291,10 +291,10 @@ class Migration:
         try:
             conn = pipeline.conn
             conn.rollback()
-            indexes.analyze(conn, tables)
-            conn.commit()
         except (EtlError, psycopg.Error) as exc:  # the rows are in: autovacuum analyzes later
             log.warning("could not gather planner statistics (run ANALYZE): %s", exc)
+            return
+        indexes.analyze(conn, tables)
 
     def _build_deferred_indexes(self, pipeline, builder, summary: RunSummary) -> None:
         """Finished, failed or interrupted: the deferred indexes come back now (after a crash,

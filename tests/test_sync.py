@@ -141,6 +141,25 @@ def test_a_backlog_read_while_a_batch_commits_is_grouped_into_the_next(
     assert rec.returncode == 0, rec.stdout[-3000:] + rec.stderr
 
 
+def test_only_a_backlog_is_grouped_a_trickle_goes_to_the_committer_at_once():
+    """The reader holds what it read for the next batch only while the server sends full
+    responses (a backlog). A response below the chunk size goes to the committer, and the
+    reader waits for it: checkmore is true after most single writes (index writes follow the
+    marker), and grouping on it alone held a steady load's changes back (its lag tripled)."""
+    from etl.sources.wal import TailResponse
+    from etl.sync.follow import GROUP_CHANGES, reads_on
+
+    def resp(full: bool, check_more: bool = True) -> TailResponse:
+        return TailResponse(200, [{}], 10, 10, 11, check_more, True, full)
+
+    assert reads_on(resp(full=True), moved=True, committing=True, pending=100)
+    assert not reads_on(resp(full=False), moved=True, committing=True, pending=100)
+    assert not reads_on(resp(full=True), moved=True, committing=False, pending=100)
+    assert not reads_on(resp(full=True, check_more=False), True, True, 100)
+    assert not reads_on(resp(full=True), moved=False, committing=True, pending=100)
+    assert not reads_on(resp(full=True), moved=True, committing=True, pending=GROUP_CHANGES)
+
+
 def test_a_pruned_log_ends_in_one_line_naming_a_new_migrate(arango_server, migrated_env):
     env = migrated_env()
     app = App(arango_server)

@@ -205,15 +205,6 @@ class Worker:
             c, self.run_id, Checkpoint(unit.collection, None, True, batches, total)
         )
 
-    def _analyze(self, conn, names: list[str]) -> None:
-        """The planner's statistics of the loaded tables, in a savepoint: a failure (a
-        statement_timeout, say) is a warning, not a run that can never finish."""
-        try:
-            with conn.transaction():
-                indexes.analyze(conn, list(writers(self.mapping, names)))
-        except psycopg.Error as exc:
-            log.warning("could not gather planner statistics (run ANALYZE): %s", exc)
-
     def _final(self, store: units.UnitCheckpoints) -> None:
         """Deferred indexes, the report, the run's end: one transaction that holds the unit."""
         conn = self.pipeline.conn
@@ -222,7 +213,10 @@ class Worker:
             store.take(conn)
             built = indexes.rebuild(conn)  # normally none left: the 'index' units built them
             summary = summary_from_db(conn, self.mapping, self.run_id)
-            self._analyze(conn, [c.collection for c in summary.collections])
+            # in a savepoint: a failure is a warning, not a run that can never finish
+            indexes.analyze(
+                conn, list(writers(self.mapping, [c.collection for c in summary.collections]))
+            )
             summary.index_builds += [{"index": n, "seconds": round(t, 3)} for n, t in built]
             paths = run.write_reports(summary.asdict())
             state.finish_run(

@@ -41,6 +41,9 @@ class TailResponse:
     last_tick: int
     check_more: bool
     from_present: bool
+    # the body reached the chunk size: the server stopped there with more to send (a backlog),
+    # not at the end of its log
+    full: bool = False
 
 
 def new_syncer_id() -> str:
@@ -133,6 +136,7 @@ class WalReader:
             last_tick=int(h.get("x-arango-replication-lasttick") or 0),
             check_more=h.get("x-arango-replication-checkmore", "false").lower() == "true",
             from_present=h.get("x-arango-replication-frompresent", "false").lower() == "true",
+            full=len(resp.raw_body or "") >= self.chunk_size,
         )
 
     def pin(self, tick: int, syncer_id: str) -> None:

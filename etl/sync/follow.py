@@ -36,10 +36,19 @@ LAG_SAVE_SECONDS = 5  # how often an idle follower records its lag percentiles (
 # the drain ends although the server's tick still moves once no mapped change came for this
 # long: writes to other databases and system collections move the tick and are never ours
 DRAIN_QUIET_SECONDS = 0.5
-# While the committer applies a batch, the reader goes on reading and groups what it reads into
-# the next batch, up to this many changes: a backlog is applied in large batches (each batch's
-# fixed statements, lookups and commit paid once per many changes), a trickle at once.
+# While the committer applies a batch and the server sends full responses (a backlog), the
+# reader goes on reading and groups what it reads into the next batch, up to this many changes:
+# a backlog is applied in large batches (each batch's fixed statements, lookups and commit paid
+# once per many changes). A trickle (responses below the chunk size) is not grouped: the reader
+# waits for the committer, so a change never waits for a group to fill, and the reader does not
+# poll the server while PostgreSQL works (checkmore is true after most single writes).
 GROUP_CHANGES = 5000
+
+
+def reads_on(resp: wal.TailResponse, moved: bool, committing: bool, pending: int) -> bool:
+    """Hold what was read for the next batch and read on (GROUP_CHANGES): a full response
+    that moved the position, more to read, a batch committing meanwhile, room in the group."""
+    return moved and resp.check_more and resp.full and committing and pending < GROUP_CHANGES
 
 
 @dataclass
@@ -241,12 +250,7 @@ class Follower:
                 if (
                     not stream.buffered
                     and (pending or (F, L) != submitted or caught_up and now - last_save > 10)
-                    and not (
-                        moved
-                        and resp.check_more
-                        and self._committing()
-                        and len(pending) < GROUP_CHANGES
-                    )
+                    and not reads_on(resp, moved, self._committing(), len(pending))
                 ):
                     self._flush(committer, stream, pending, F, L, out, caught_up=caught_up)
                     submitted, last_save = (F, L), now
