@@ -136,7 +136,8 @@ class WalReader:
             last_tick=int(h.get("x-arango-replication-lasttick") or 0),
             check_more=h.get("x-arango-replication-checkmore", "false").lower() == "true",
             from_present=h.get("x-arango-replication-frompresent", "false").lower() == "true",
-            full=len(resp.raw_body or "") >= self.chunk_size,
+            # in bytes, as the server counts the chunk size
+            full=len((resp.raw_body or "").encode()) >= self.chunk_size,
         )
 
     def pin(self, tick: int, syncer_id: str) -> None:
