@@ -786,6 +786,23 @@ class Harness:
                 time.sleep(0.02)
         return None
 
+    def units_held_when_dead(self, db: Db, pid: int, timeout: float = 10) -> list[int]:
+        """The units a SIGKILLed worker held: read once it is gone (its rows can no longer move)
+        and before its lease expires. The unit seen running may have ended before the signal."""
+        deadline = time.time() + timeout
+        while _alive(pid):
+            check(time.time() < deadline, f"{db.label}: worker {pid} alive after SIGKILL")
+            time.sleep(0.005)
+        with psycopg.connect(db.admin, autocommit=True) as c:
+            return [
+                r[0]
+                for r in c.execute(
+                    "select unit_id from etl_work_units where state <> 'done'"
+                    " and worker like %s",
+                    (f"%:{pid}",),
+                )
+            ]
+
     def units_left(self, db: Db) -> int:
         with psycopg.connect(db.admin, autocommit=True) as c:
             return c.execute(
@@ -1271,14 +1288,19 @@ def trial_parallel_kills(
     db = h.new_db("parallel-kills")
     args = ["--workers", str(workers), "--lease-seconds", str(lease)]
     proc = h.start(db, *h.migrate_args(*args))
-    killed: dict[int, int] = {}  # pid -> unit
-    for _ in range(kills):
-        got = h.wait_unit_running(proc, db, set(killed), min_batches=rng.randint(0, 2))
+    killed: dict[int, int] = {}  # pid -> the unit it held when it died
+    missed: set[int] = set()  # pids killed after their unit ended, before they claimed another
+    while len(killed) < kills:
+        got = h.wait_unit_running(proc, db, set(killed) | missed, min_batches=rng.randint(0, 2))
         if got is None:
             break
-        unit_id, pid = got
+        _, pid = got
         os.kill(pid, signal.SIGKILL)
-        killed[pid] = unit_id
+        held = h.units_held_when_dead(db, pid)
+        if not held:  # the unit ended between the look and the signal: nothing to claim again
+            missed.add(pid)
+            continue
+        killed[pid] = held[0]
         h.tally.faults["SIGKILL of a parallel worker mid-unit"] += 1
         h.check_unit_positions(db)
     check(
