@@ -797,8 +797,7 @@ class Harness:
             return [
                 r[0]
                 for r in c.execute(
-                    "select unit_id from etl_work_units where state <> 'done'"
-                    " and worker like %s",
+                    "select unit_id from etl_work_units where state <> 'done' and worker like %s",
                     (f"%:{pid}",),
                 )
             ]
