@@ -234,9 +234,11 @@ def main() -> int:
                     migrate_rate = total / (time.perf_counter() - t0)
                     n = write_changes(server, args.changes, rng, f"r{run}")
                     t0, c0 = time.perf_counter(), cpu.now()
-                    etl(env, "sync", "--until-current")
+                    out = etl(env, "sync", "--until-current")
                     apply_rate = n / (time.perf_counter() - t0)  # the whole command
                     apply_cpu = cpu.since(c0)
+                    synced = json.loads(report_of(out).read_text()).get("sync") or {}
+                    log(f"apply batches, by how they committed: {synced.get('batches')}")
                     if indexed_cpu and apply_cpu:
                         rows[
                             "copy into indexed tables docs per CPU second (etl + PostgreSQL)"

@@ -165,6 +165,13 @@ class PostgresSettings(_Strict):
     retry_attempts: int = Field(
         6, ge=1, le=100, description="tries of a statement that failed transiently"
     )
+    # etl/sync/committers.py
+    sync_split_rows: int = Field(
+        200,
+        ge=0,
+        description="`etl sync`: a batch with at least this many rows to write is split over two "
+        "connections (two server cores); 0: one connection always (a tight PgBouncer pool)",
+    )
 
     @field_validator("embedded_dir")
     @classmethod
@@ -232,6 +239,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "ETL_ARANGO_TIMEOUT": ("arango", "request_timeout"),
     "ETL_PG_DSN": ("postgres", "dsn"),
     "ETL_EMBEDDED_DIR": ("postgres", "embedded_dir"),
+    "ETL_SYNC_SPLIT_ROWS": ("postgres", "sync_split_rows"),
     "ETL_BATCH_SIZE": ("migrate", "batch_size"),
     "ETL_BATCH_BYTES": ("migrate", "batch_bytes"),
     "ETL_MAPPING": ("migrate", "mapping"),

@@ -1624,7 +1624,8 @@ def trial_sync(h: Harness, rng: random.Random, faults: int = 6, rate: float = 50
         for c in ds:
             seed(server, DATABASE, c, ds[c], edge=ds.types[c] == "edge", password=h.arango_password)
         db = h.new_db("sync")
-        env = h.env(db, ETL_ARANGO_URL=server.url)
+        # batches of 20 rows and more split over two connections: the kills land between them
+        env = h.env(db, ETL_ARANGO_URL=server.url, ETL_SYNC_SPLIT_ROWS="20")
         writer = ChangeWriter(server, h.arango_password, rng, rate).start()
         res = h.etl(db, *h.migrate_args(), env=env)
         check(_finished(res), f"{db.label}: migrate failed: {res.stderr[-800:]}")

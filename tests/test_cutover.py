@@ -147,6 +147,7 @@ def test_sigkill_of_sync_then_a_rerun_and_cutover_loses_no_key_to_verify(
     import time
 
     env = migrated_env(seed=55)
+    env["ETL_SYNC_SPLIT_ROWS"] = "2"  # batches split over two connections: killed between them
     app = App(arango_server)
     proc = etl_popen("sync", env=env, text=False)
     try:

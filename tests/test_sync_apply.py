@@ -7,7 +7,10 @@ ahead of their research row, a key removed and re-inserted in one batch."""
 from __future__ import annotations
 
 import copy
+import functools
 import json
+import secrets
+from collections import Counter
 from pathlib import Path
 
 import psycopg
@@ -17,10 +20,12 @@ from etl import jsonutil
 from etl.mapping import load_mapping
 from etl.migrate import Migration
 from etl.reconcile import Reconciliation
+from etl.sync import committers
 from etl.sync.apply import Applier
 from etl.sync.changes import Change
+from etl.sync.committers import Committers
 from tests.datagen import generate
-from tests.helpers import settings_for
+from tests.helpers import scalar, settings_for
 
 TABLES = (
     "resume_documents",
@@ -92,7 +97,17 @@ def two_dbs(make_db):
     return make_db(schema=True), make_db(schema=True)
 
 
-def test_applied_changes_equal_a_fresh_migrate_of_the_final_state(two_dbs, tmp_path):
+class Died(Exception):
+    """The process died before the first connection's commit (its transaction rolls back)."""
+
+
+@pytest.mark.parametrize("mode", ["one-connection", "split", "split-crash"])
+def test_applied_changes_equal_a_fresh_migrate_of_the_final_state(mode, two_dbs, tmp_path):
+    """split: each batch goes through the follower's committers with every batch split over
+    two connections; the second batch holds a row the table refuses, so that batch goes on one
+    connection again after the split fails. split-crash: the first batch's second connection
+    commits and the first dies before its commit; the batch is applied again by new
+    committers, as the next run does from the position that was not saved."""
     followed, fresh = two_dbs
     s0 = state_of(generate(40, seed=5))
     migrate(followed, write_jsonl(s0, tmp_path / "s0"), tmp_path)
@@ -110,6 +125,10 @@ def test_applied_changes_equal_a_fresh_migrate_of_the_final_state(two_dbs, tmp_p
     # a removed resume that optimizations / research reports reference: they stay, unlinked
     parent = next(o["resume_id"] for o in opts if o["resume_id"] in s1["resumes"])
     ch.remove("resumes", parent)
+    # new children of it in the same batch (one in each half of a split batch): they stay,
+    # unlinked, whichever connection stores them
+    for k in ("opt-orphan-a", "opt-orphan-b", "opt-orphan-c"):
+        ch.put("documents", dict(opts[4], _key=k, _id=f"documents/{k}", resume_id=parent))
     # a removed job with research edges: its edges dangle (rejects), its research rows stay
     job_key = edges[0]["_from"].partition("/")[2]
     ch.remove("jobs", job_key)
@@ -152,18 +171,58 @@ def test_applied_changes_equal_a_fresh_migrate_of_the_final_state(two_dbs, tmp_p
     ch.put("jobs", s0["jobs"][job_key])
     # the rejected optimization is fixed
     ch.put("documents", dict(opts[3], content="fixed text"))
+    # a resume PostgreSQL refuses (a user_id too large to index): a load reject
+    ch.put("resumes", dict(s1["resumes"][resumes[6]], user_id=secrets.token_hex(20_000)))
 
     mapping = load_mapping(settings_for(followed, tmp_path).migrate.mapping)
     applier = Applier(mapping, "sync-test")
-    counts = {}
-    with psycopg.connect(followed) as conn:
-        for batch in ch.batches:
-            with conn.transaction():
-                for k, n in applier.apply(conn, batch).counts.items():
-                    counts[k] = counts.get(k, 0) + n
-    assert counts[("task_results", "insert")] == 1 and counts[("task_results", "remove")] == 1
-    assert counts[("resumes", "remove")] == 1  # the other removal was put back: superseded
-    assert counts[("documents", "reject")] == 1
+    counts: Counter = Counter()
+    if mode != "one-connection":
+        both = Committers(followed, 1, None, applier, split_rows=2)
+        how = []
+        try:
+            for i, batch in enumerate(ch.batches):
+                plan = applier.prepare(batch)
+
+                def attempt(c, split_plan=None, plan=plan, dies=False):
+                    applied = applier.execute(c, *(split_plan or (plan,))).counts
+                    if dies:
+                        raise Died
+                    return applied
+
+                if mode == "split-crash" and i == 0:
+                    with pytest.raises(Died):
+                        both.commit(functools.partial(attempt, dies=True), [plan])
+                    # the second connection's half is committed, the rest of the batch is not
+                    assert (
+                        0
+                        < scalar(
+                            followed,
+                            "select count(*) from resume_documents"
+                            " where metadata -> 'etl' ->> 'run_id' = 'sync-test'",
+                        )
+                        < sum(1 for c in batch if c.collection == "resumes" and c.doc)
+                    )
+                    both.close()
+                    both = Committers(followed, 1, None, applier, split_rows=2)
+                applied, h = both.commit(attempt, [plan])
+                if not (mode == "split-crash" and i == 0):
+                    counts.update(applied)  # (the replay counts the half committed unchanged)
+                how.append(h)
+        finally:
+            both.close()
+        assert how == [committers.SPLIT, committers.SPLIT_FAILED]
+    else:
+        with psycopg.connect(followed) as conn:
+            for batch in ch.batches:
+                with conn.transaction():
+                    counts.update(applier.apply(conn, batch).counts)
+    if mode != "split-crash":
+        assert counts[("task_results", "insert")] == 1
+        assert counts[("task_results", "remove")] == 1
+        assert counts[("resumes", "remove")] == 1  # the other removal was put back: superseded
+        assert counts[("documents", "reject")] == 1
+    assert counts[("resumes", "reject")] == 1
 
     migrate(fresh, write_jsonl(s1, tmp_path / "s1"), tmp_path)
     want, got = table_rows(fresh), table_rows(followed)

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 import psycopg
 from psycopg import sql
 
 from etl import derived, jsonutil, links, state, target
+from etl.errors import EtlError
 from etl.load import DANGLING_EDGE, Loader
 from etl.mapping import CollectionMapping, Mapping
 from etl.results import now_iso
@@ -75,6 +77,36 @@ class Plan:
     docs: dict[tuple[str, str], dict] = field(default_factory=dict)
     keys: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # changed keys
     out: Applied = field(default_factory=Applied)
+
+    def row_count(self) -> int:
+        return sum(len(rows) for rows in self.rows.values())
+
+    def split(self) -> tuple[Plan, dict[str, list[Row]]]:
+        """(this plan with every other row of each document type, those rows): the rows go to
+        a second connection (Applier.upsert_share); the rest stays, with everything else."""
+        kept: dict[str, list[Row]] = defaultdict(list)
+        share: dict[str, list[Row]] = {}
+        for dt, rows in self.rows.items():
+            kept[dt], share[dt] = rows[::2], rows[1::2]
+        return replace(self, rows=kept), {dt: rows for dt, rows in share.items() if rows}
+
+
+class SplitFailed(EtlError):
+    """The batch split over two connections could not be applied that way (a lock of the other
+    connection, a row refused, the other part failed): the caller applies it on one."""
+
+
+# A share's upserts must never wait long on the first connection's locks: that connection waits
+# for the share's commit in Python, where PostgreSQL cannot see the deadlock.
+SHARE_LOCK_TIMEOUT = "1s"
+
+
+@dataclass
+class Share:
+    """What a second connection's upserts did (Applier.upsert_share), after its commit."""
+
+    out: Applied
+    upserted: dict[str, list[Row]]
 
 
 class Applier:
@@ -140,18 +172,35 @@ class Applier:
                     plan.gone[table].add(row_id(name, ch.key))
         return plan
 
-    def execute(self, c: psycopg.Connection, plan: Plan) -> Applied:
+    def execute(
+        self, c: psycopg.Connection, plan: Plan, share: Callable[[], Share] | None = None
+    ) -> Applied:
         """The database's part, in the caller's transaction; may run again after a rollback
-        (the plan is not changed)."""
+        (the plan is not changed). With `share`, the rest of the batch's rows were given to
+        a second connection (Plan.split): this one upserts its own rows first, then waits for
+        the share's commit (share() raises SplitFailed if it failed), then removes, links and
+        relinks over the whole batch, whose rows it now sees. Removals come after the share's
+        commit so that the references nulled before a delete include the share's rows (else
+        ON DELETE CASCADE would take them)."""
         out = Applied(Counter(plan.out.counts), list(plan.out.rejects))
         if self._defaults is None:
             self.load_defaults(c)
         c.execute("select set_config('etl.run_id', %s, true)", (self.run_id,))
         first: state.FirstSeen = {}
-        for name, keys in plan.keys.items():  # only live rejects: the changes say what is now
-            first.update(state.forget_rejects(c, name, keys))
-        self._remove(c, plan.gone, out)
-        upserted = self._upsert(c, plan.rows, plan.docs, out)  # only rows not there before
+        if share is None:
+            for name, keys in plan.keys.items():  # only live rejects: what the changes say now
+                first.update(state.forget_rejects(c, name, keys))
+            self._remove(c, plan.gone, out)
+            upserted = self._upsert(c, plan.rows, plan.docs, out)  # only rows not there before
+        else:
+            upserted = self._upsert(c, plan.rows, plan.docs, out, strict=True)
+            theirs = share()
+            out.counts.update(theirs.out.counts)
+            for dt, rows in theirs.upserted.items():
+                upserted[dt] = upserted.get(dt, []) + rows
+            for name, keys in plan.keys.items():
+                first.update(state.forget_rejects(c, name, keys))
+            self._remove(c, plan.gone, out)
         links.link_arrived(c, self.mapping, self.run_id, _keys_by_collection(upserted))
         for name, keys in plan.edge_touched.items():
             self._edges(c, self.mapping.collections[name], keys, plan.edge_upserts[name], out)
@@ -159,6 +208,21 @@ class Applier:
             self._retry_dangling_edges(c, upserted, out)
         state.write_rejects(c, self.run_id, out.rejects, first)
         return out
+
+    def upsert_share(self, c: psycopg.Connection, rows: dict[str, list[Row]]) -> Share:
+        """A second connection's part of a split batch: upserts only, in the caller's
+        transaction, committed before the first connection goes on (Applier.execute). A row
+        refused, or a wait on a lock longer than SHARE_LOCK_TIMEOUT, raises SplitFailed."""
+        if self._defaults is None:
+            self.load_defaults(c)
+        c.execute("select set_config('lock_timeout', %s, true)", (SHARE_LOCK_TIMEOUT,))
+        c.execute("select set_config('etl.run_id', %s, true)", (self.run_id,))
+        out = Applied()
+        try:
+            upserted = self._upsert(c, rows, {}, out, strict=True)
+        except psycopg.errors.LockNotAvailable as exc:
+            raise SplitFailed(f"the second connection waited on a lock: {exc}") from exc
+        return Share(out, upserted)
 
     def _order(self, names) -> list[str]:
         rank = {n: i for i, n in enumerate(self.mapping.collections_in_order())}
@@ -248,15 +312,21 @@ class Applier:
         out.add(collection, "reject")
 
     # -- upserts -------------------------------------------------------------------------
-    def _upsert(self, c, rows: dict[str, list[Row]], docs, out: Applied) -> dict[str, list[Row]]:
+    def _upsert(
+        self, c, rows: dict[str, list[Row]], docs, out: Applied, strict: bool = False
+    ) -> dict[str, list[Row]]:
         """Load rows per document type in dependency order; returns the new rows stored (only
-        a new row can be the late parent of a row or the missing end of an edge)."""
+        a new row can be the late parent of a row or the missing end of an edge). strict (a
+        split batch): a refused row raises SplitFailed, since removing its old row here could
+        race the other connection's rows."""
         stored: dict[str, list[Row]] = {}
         loader = Loader(c, self.run_id)
         order = self.mapping.document_types()
         for dt in sorted(rows, key=lambda d: order.index(d) if d in order else len(order)):
             batch = [self._with_defaults(r) for r in rows[dt]]
             lo = loader.load(dt, batch)
+            if strict and lo.rejected:
+                raise SplitFailed(f"{len(lo.rejected)} row(s) of {dt} refused by the table")
             collection = batch[0].values["metadata"]["arango"]["collection"]
             out.add(collection, "insert", lo.inserted)
             out.add(collection, "update", lo.updated)
@@ -286,8 +356,9 @@ class Applier:
         return (self._defaults or {}).get(document_type, {})
 
     def load_defaults(self, c) -> None:
-        """The constant column defaults of every document table (not now() and the like)."""
-        self._defaults = {}
+        """The constant column defaults of every document table (not now() and the like).
+        Assigned once complete: two committer threads may both load them."""
+        defaults: dict[str, dict[str, object]] = {}
         for dt in target.DOCUMENT_TYPES:
             found: dict[str, object] = {}
             for name, expr in c.execute(
@@ -299,7 +370,8 @@ class Applier:
                 value = _constant(expr)
                 if value is not _NOT_CONSTANT and name not in target.JSONB_COLUMNS:
                     found[name] = value
-            self._defaults[dt] = found
+            defaults[dt] = found
+        self._defaults = defaults
 
     # -- edges ---------------------------------------------------------------------------
     def _edges(self, c, cm: CollectionMapping, keys: set[str], links: list[EdgeLink], out):

@@ -10,7 +10,6 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -21,11 +20,11 @@ from etl.mapping import Mapping
 from etl.sources import wal
 from etl.sources.arango import ArangoSource
 from etl.sync import positions, verify
-from etl.sync.apply import Applier
+from etl.sync.apply import Applier, Plan, Share
 from etl.sync.changes import Change, ChangeStream, CollectionEvent
+from etl.sync.committers import Committers
 from etl.sync.lag import LagWindow, commit_time
 from etl.sync.positions import Position
-from etl.writer import Writer
 
 log = logging.getLogger("etl.sync")
 
@@ -65,6 +64,8 @@ class SyncOutcome:
     # changes to mapped collections committed after `late_after` (the cutover's freeze):
     # (collection, key, tick)
     late: list[tuple[str, str, int]] = field(default_factory=list)
+    # batches committed, by how (etl/sync/committers.py: one connection, split over two, ...)
+    batches: Counter = field(default_factory=Counter)
 
     @property
     def lag_ticks(self) -> int:
@@ -100,11 +101,17 @@ class Follower:
         self.should_stop = should_stop
         self.metrics = metrics
         self.idle_wait = idle_wait
-        self.writer = Writer(dsn, settings.postgres.retry_attempts, retry_wait)
         self.applier = Applier(mapping, run_id)
+        self.committers = Committers(
+            dsn,
+            settings.postgres.retry_attempts,
+            retry_wait,
+            self.applier,
+            settings.postgres.sync_split_rows,
+        )
         self.position: Position | None = None
         self.outcome: SyncOutcome | None = None  # the last run()'s, also when it raised
-        self._inflight: tuple[Future[Any], tuple[int, int], list[float]] | None = (
+        self._inflight: tuple[Future[tuple[Counter, str]], tuple[int, int], list[float]] | None = (
             None  # (future, position, commit times) of the batch the committer is applying
         )
         self._saved: tuple[int, int] = (0, 0)  # the last committed position
@@ -360,7 +367,7 @@ class Follower:
             p.collections = dict(stream.names)
             out.transactions_aborted = stream.aborted
             out.seconds = time.perf_counter() - t0
-            self.writer.close()
+            self.committers.close()
 
     def _committing(self) -> bool:
         """A batch is in flight and not committed yet."""
@@ -391,11 +398,13 @@ class Follower:
         names = dict(stream.names)
         server_tick = out.server_tick
 
-        def attempt(c):
-            applied = Counter()
+        def attempt(c, split: tuple[Plan, Callable[[], Share]] | None = None):
+            applied: Counter = Counter()
             for w in work:
                 if isinstance(w, CollectionEvent):
                     applied.update(self._collection_event(c, w, server_tick))
+                elif split is not None:  # the one plan of the batch, with its share
+                    applied.update(self.applier.execute(c, *split).counts)
                 else:
                     applied.update(self.applier.execute(c, w).counts)
             positions.add_applied(c, applied)
@@ -413,11 +422,7 @@ class Follower:
             return applied
 
         self._wait(out)  # the previous batch: committed (or its error raised) first
-        self._inflight = (
-            committer.submit(self.writer.in_transaction, attempt),
-            (F, L),
-            times,
-        )
+        self._inflight = (committer.submit(self.committers.commit, attempt, work), (F, L), times)
 
     def save_lag(self) -> None:
         """The lag percentiles over the latest changes, for `etl status` (sql/009)."""
@@ -471,8 +476,9 @@ class Follower:
         if inflight is None:
             return
         future, position, times = inflight
-        applied = future.result()  # re-raises the commit's error here
+        applied, how = future.result()  # re-raises the commit's error here
         self._saved = position
+        out.batches[how] += 1
         if times:
             now = time.time()
             lags = [max(0.0, now - t) for t in times]

@@ -36,6 +36,7 @@ def outcome_summary(out: SyncOutcome) -> dict:
         "changes_read": out.changes,
         "changes_per_second": round(out.changes / out.seconds, 1) if out.seconds else None,
         "transactions_aborted": out.transactions_aborted,
+        "batches": dict(out.batches),
         "seconds": round(out.seconds, 3),
         "applied": applied,
     }
@@ -212,6 +213,7 @@ class SyncJob:
         t.changes += out.changes
         t.applied.update(out.applied)
         t.transactions_aborted += out.transactions_aborted
+        t.batches.update(out.batches)
         t.seconds += out.seconds
         t.late += out.late
 
