@@ -120,10 +120,10 @@ def test_a_backlog_read_while_a_batch_commits_is_grouped_into_the_next(
     batches = []
     execute = Applier.execute
 
-    def slow_execute(self, c, plan):
+    def slow_execute(self, c, plan, share=None):
         batches.append(sum(len(keys) for keys in plan.keys.values()))
         time.sleep(1.0)  # PostgreSQL busy: the reader reads on meanwhile
-        return execute(self, c, plan)
+        return execute(self, c, plan, share)
 
     monkeypatch.setattr(Applier, "execute", slow_execute)
     job = SyncJob(load_settings(None, env=env))
@@ -343,6 +343,7 @@ def test_sync_and_cutover_through_pgbouncer_in_transaction_pooling(
         seeded_arango(20, seed=39)
         env = arango_env(arango_server, pooled, tmp_path)
         assert etl("migrate", "--all", "--batch", "7", env=env).returncode == 0
+        env["ETL_SYNC_SPLIT_ROWS"] = "2"  # its batches split over two pooled connections
         app = App(arango_server)
         for i in range(12):
             app.col("jobs").insert({"_key": f"pb{i}", "user_id": "u", "title": f"J{i}"})
@@ -352,6 +353,8 @@ def test_sync_and_cutover_through_pgbouncer_in_transaction_pooling(
         r = etl("sync", "--until-current", env=env)
         assert r.returncode == 0, r.stderr
         assert "Traceback" not in r.stderr
+        synced = newest_report(tmp_path / "reports", "sync-")["sync"]
+        assert synced["batches"].get("split"), synced
         cut = etl("cutover", "--assume-frozen", "--sample", "50", env=env)
         assert cut.returncode == 0, cut.stdout[-2000:] + cut.stderr
     keys = scalar(
