@@ -183,14 +183,9 @@ class Applier:
         commit so that the references nulled before a delete include the share's rows (else
         ON DELETE CASCADE would take them)."""
         out = Applied(Counter(plan.out.counts), list(plan.out.rejects))
-        if self._defaults is None:
-            self.load_defaults(c)
         c.execute("select set_config('etl.run_id', %s, true)", (self.run_id,))
-        first: state.FirstSeen = {}
         if share is None:
-            for name, keys in plan.keys.items():  # only live rejects: what the changes say now
-                first.update(state.forget_rejects(c, name, keys))
-            self._remove(c, plan.gone, out)
+            first = self._forget_and_remove(c, plan, out)
             upserted = self._upsert(c, plan.rows, plan.docs, out)  # only rows not there before
         else:
             upserted = self._upsert(c, plan.rows, plan.docs, out, strict=True)
@@ -198,9 +193,7 @@ class Applier:
             out.counts.update(theirs.out.counts)
             for dt, rows in theirs.upserted.items():
                 upserted[dt] = upserted.get(dt, []) + rows
-            for name, keys in plan.keys.items():
-                first.update(state.forget_rejects(c, name, keys))
-            self._remove(c, plan.gone, out)
+            first = self._forget_and_remove(c, plan, out)
         links.link_arrived(c, self.mapping, self.run_id, _keys_by_collection(upserted))
         for name, keys in plan.edge_touched.items():
             self._edges(c, self.mapping.collections[name], keys, plan.edge_upserts[name], out)
@@ -209,12 +202,19 @@ class Applier:
         state.write_rejects(c, self.run_id, out.rejects, first)
         return out
 
+    def _forget_and_remove(self, c, plan: Plan, out: Applied) -> state.FirstSeen:
+        """The changed keys' live rejects forgotten (the changes say what is now), then the
+        removed rows deleted; returns when each forgotten reject was first seen."""
+        first: state.FirstSeen = {}
+        for name, keys in plan.keys.items():
+            first.update(state.forget_rejects(c, name, keys))
+        self._remove(c, plan.gone, out)
+        return first
+
     def upsert_share(self, c: psycopg.Connection, rows: dict[str, list[Row]]) -> Share:
         """A second connection's part of a split batch: upserts only, in the caller's
         transaction, committed before the first connection goes on (Applier.execute). A row
         refused, or a wait on a lock longer than SHARE_LOCK_TIMEOUT, raises SplitFailed."""
-        if self._defaults is None:
-            self.load_defaults(c)
         c.execute("select set_config('lock_timeout', %s, true)", (SHARE_LOCK_TIMEOUT,))
         c.execute("select set_config('etl.run_id', %s, true)", (self.run_id,))
         out = Applied()
@@ -319,6 +319,8 @@ class Applier:
         a new row can be the late parent of a row or the missing end of an edge). strict (a
         split batch): a refused row raises SplitFailed, since removing its old row here could
         race the other connection's rows."""
+        if self._defaults is None:  # read once, by whichever connection upserts first
+            self.load_defaults(c)
         stored: dict[str, list[Row]] = {}
         loader = Loader(c, self.run_id)
         order = self.mapping.document_types()

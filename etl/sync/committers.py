@@ -42,9 +42,7 @@ Attempt = Callable[..., Counter]
 class Committers:
     """The first connection (the position's) and the second, with the thread that drives it."""
 
-    def __init__(
-        self, dsn: str, attempts: int, retry_wait, applier: Applier, split_rows: int = 1000
-    ):
+    def __init__(self, dsn: str, attempts: int, retry_wait, applier: Applier, split_rows: int):
         self.applier = applier
         # a batch with at least this many rows to upsert is split (0: never); below it, one
         # connection: a trickle gains nothing from a second commit, and its lag would pay
